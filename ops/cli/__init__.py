@@ -1,0 +1,1 @@
+"""Front ends: the `chops` command and the invoke task namespace. Parse, call, render; no logic."""

@@ -1,0 +1,1 @@
+"""What every step shares: the Step protocol, plans, and the runner."""

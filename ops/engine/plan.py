@@ -1,0 +1,81 @@
+"""Plans: what a step will change, as typed actions with before/after, in a versioned JSON format.
+
+Shape (later versions extend it, never break it):
+    {"format_version": 1, "tool_version": ..., "persist_dir": ..., "layout": ...,
+     "steps": [{"step": "wal.clean", "target": ..., "actions": [
+         {"kind": ..., "target": ..., "before": ..., "after": ..., "details": {...}}]}]}
+An empty plan is one whose steps have no actions.
+"""
+
+from __future__ import annotations
+
+import orjson
+from pydantic import BaseModel, ConfigDict, JsonValue, ValidationError
+
+from ops import __version__
+from ops.errors import BadInput
+
+PLAN_FORMAT_VERSION = 1
+
+
+class Action(BaseModel):
+    """One change: what `target` is now (`before`) and will be (`after`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: str
+    target: str
+    before: JsonValue = None
+    after: JsonValue = None
+    details: dict[str, JsonValue] = {}
+    """Estimates and context for a reviewer (bytes reclaimed, duration class, ...)."""
+
+
+class StepPlan(BaseModel):
+    """The actions one step will take; no actions means the step has nothing to do."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    step: str
+    target: str
+    actions: list[Action] = []
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.actions
+
+
+class Plan(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    format_version: int = PLAN_FORMAT_VERSION
+    tool_version: str = __version__
+    persist_dir: str
+    layout: str
+    steps: list[StepPlan] = []
+
+    @property
+    def is_empty(self) -> bool:
+        return all(step.is_empty for step in self.steps)
+
+    def to_json(self) -> bytes:
+        """Deterministic JSON: sorted keys, indented, so that equal plans are equal bytes."""
+        return orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+
+    @classmethod
+    def from_json(cls, data: bytes | str, source: str = "plan") -> Plan:
+        try:
+            raw = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise BadInput(f"{source} is not valid JSON ({exc})", "pass a plan written by chops --plan") from None
+        if isinstance(raw, dict) and raw.get("format_version") not in (None, PLAN_FORMAT_VERSION):
+            raise BadInput(
+                f"{source} has plan format {raw.get('format_version')}, this chops reads {PLAN_FORMAT_VERSION}",
+                "re-plan with this version of chops",
+            )
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise BadInput(f"{source} is not a valid plan ({where}: {first['msg']})", "re-plan it") from None

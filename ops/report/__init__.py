@@ -1,0 +1,1 @@
+"""Rendering of reports and plans: JSON for machines, rich tables for people."""

@@ -1,0 +1,1 @@
+"""One module per operation, named as on the command line (db info -> db_info.py)."""

@@ -1,0 +1,135 @@
+"""`hnsw info`: one collection's HNSW segment in detail (read-only).
+
+The default report is exact without loading the index. `verbose` additionally loads the index
+with chroma-hnswlib and cross-checks element count, capacity, labels and deleted marks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel
+
+from ops import __version__
+from ops.engine.step import ReadOnlyStep, StepContext
+from ops.errors import CorruptHnswFile
+from ops.steps import recommendations
+from ops.steps.inspection import (
+    HIDDEN,
+    CollectionReport,
+    HnswSegmentReport,
+    LayoutReport,
+    collection_report,
+    hide_collection,
+)
+from ops.steps.recommendations import Recommendation, Thresholds
+from ops.storage import PersistDir
+from ops.storage.hnsw_files import HnswHeader
+
+HNSWLIB_SPACES = ("l2", "ip", "cosine")
+
+
+class IndexCrossCheck(BaseModel):
+    """What chroma-hnswlib says after loading the index, against the file-level reading."""
+
+    element_count: int
+    max_elements: int
+    labels_match: bool
+    deleted: int
+    agrees: bool
+
+
+class HnswInfoReport(BaseModel):
+    tool_version: str
+    persist_dir: str
+    layout: LayoutReport
+    collection: CollectionReport
+    cross_check: IndexCrossCheck | None
+    recommendations: list[Recommendation]
+    warnings: list[str]
+
+
+class HnswInfo(ReadOnlyStep[HnswInfoReport]):
+    name: ClassVar[str] = "hnsw.info"
+
+    def __init__(
+        self,
+        collection: str,
+        database: str = "default_database",
+        verbose: bool = False,
+        privacy: bool = False,
+        thresholds: Thresholds | None = None,
+    ) -> None:
+        self.collection = collection
+        self.database = database
+        self.verbose = verbose
+        self.privacy = privacy
+        self.thresholds = thresholds or Thresholds()
+
+    def precheck(self, ctx: StepContext) -> None:
+        ctx.persist_dir.collection(self.collection, self.database)  # NotFound with the known names
+
+    def report(self, ctx: StepContext) -> HnswInfoReport:
+        pd = ctx.persist_dir
+        record = pd.collection(self.collection, self.database)
+        report = collection_report(pd, record, pd.record_counts(), pd.wal_stats())
+        check = cross_check(pd, report.hnsw) if self.verbose and report.hnsw else None
+        if self.privacy:
+            report = hide_collection(report, 1)
+        return HnswInfoReport(
+            tool_version=__version__,
+            persist_dir=HIDDEN if self.privacy else str(pd.path),
+            layout=LayoutReport.of(pd.layout),
+            collection=report,
+            cross_check=check,
+            recommendations=recommendations.for_collection(report, self.thresholds),
+            warnings=[pd.layout.warning] if pd.layout.warning else [],
+        )
+
+
+def cross_check(pd: PersistDir, hnsw: HnswSegmentReport) -> IndexCrossCheck | None:
+    header = pd.hnsw_header(hnsw.segment_id)
+    if header is None or header.cur_element_count == 0:
+        return None
+    records = pd.hnsw_records(hnsw.segment_id, header)
+    index = load_index(pd.segment_folder(hnsw.segment_id), header, hnsw.space)
+    try:
+        loaded_labels = sorted(int(x) for x in index.get_ids_list())
+        deleted = count_deleted(index, loaded_labels)
+        labels_match = loaded_labels == sorted(int(x) for x in records.labels)
+        element_count, max_elements = int(index.element_count), int(index.max_elements)
+    finally:
+        index.close_file_handles()
+    return IndexCrossCheck(
+        element_count=element_count,
+        max_elements=max_elements,
+        labels_match=labels_match,
+        deleted=deleted,
+        agrees=labels_match
+        and element_count == hnsw.allocated
+        and max_elements == hnsw.max_elements
+        and deleted == hnsw.deleted,
+    )
+
+
+def load_index(folder: Path, header: HnswHeader, space: str) -> Any:
+    import hnswlib  # loaded only for -v: the default report never needs it
+
+    index = hnswlib.Index(space=space if space in HNSWLIB_SPACES else "l2", dim=header.dimension)
+    try:
+        index.load_index(str(folder), is_persistent_index=True, max_elements=header.max_elements)
+    except RuntimeError as exc:
+        raise CorruptHnswFile(f"chroma-hnswlib cannot load {folder}: {exc}", "rebuild the index") from exc
+    return index
+
+
+def count_deleted(index: Any, labels: list[int]) -> int:
+    """hnswlib refuses get_items for a label marked deleted; that is its only public view of it."""
+    deleted = 0
+    for label in labels:
+        try:
+            index.get_items([label])
+        except RuntimeError:
+            deleted += 1
+    return deleted

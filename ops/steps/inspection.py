@@ -1,0 +1,190 @@
+"""Per-collection facts shared by the info steps (db info, hnsw info, wal info).
+
+Everything here is exact and read from the files: counts from sqlite, HNSW facts from header.bin
+and the deleted flags / labels of data_level0.bin, labels Chroma knows from index_metadata.pickle.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import BaseModel
+
+from ops.storage import PersistDir
+from ops.storage.fs import tree_size
+from ops.storage.layout import Layout
+from ops.storage.models import CollectionRecord, MetadataValue, SegmentRecord
+from ops.storage.wal import WalTopicStats
+
+HIDDEN = "<hidden>"
+MAX_LISTED_LABELS = 100
+
+
+class LayoutReport(BaseModel):
+    name: str
+    chroma_versions: str
+    known: bool
+    migrations: dict[str, int]
+    warning: str | None = None
+
+    @classmethod
+    def of(cls, layout: Layout) -> LayoutReport:
+        return cls(
+            name=layout.name,
+            chroma_versions=layout.chroma_versions,
+            known=layout.known,
+            migrations=layout.migrations,
+            warning=layout.warning,
+        )
+
+
+class MetadataSegmentReport(BaseModel):
+    segment_id: str
+    type: str
+    scope: str
+    sysdb_max_seq_id: int | None
+
+
+class HnswSegmentReport(BaseModel):
+    segment_id: str
+    type: str
+    scope: str
+    path: str
+    sysdb_max_seq_id: int | None
+    dir_size: int
+    flushed: bool
+    """index_metadata.pickle exists (the segment has been persisted at least once)."""
+    space: str
+    M: int
+    ef_construction: int
+    ef_search: int
+    num_threads: int | None
+    resize_factor: float
+    batch_size: int
+    sync_threshold: int
+    config_sources: dict[str, str]
+    index_dimension: int | None
+    index_M: int | None
+    index_ef_construction: int | None
+    max_elements: int
+    allocated: int
+    deleted: int
+    live: int
+    fragmentation: float
+    """deleted / allocated records of data_level0.bin, 0..1."""
+    pickle_form: str | None
+    metadata_labels: int | None
+    """Labels index_metadata.pickle maps to ids."""
+    total_elements_added: int | None
+    orphan_labels: int | None
+    """Live labels in the index that index_metadata.pickle does not know (None: no pickle)."""
+    orphan_label_sample: list[int]
+    missing_labels: int | None
+    """Labels the pickle maps that have no live record in the index."""
+
+
+class CollectionReport(BaseModel):
+    name: str
+    id: str
+    tenant: str
+    database: str
+    dimension: int | None
+    metadata: dict[str, MetadataValue]
+    records: int
+    wal_entries: int
+    wal_gap: int
+    metadata_segment: MetadataSegmentReport | None
+    hnsw: HnswSegmentReport | None
+
+
+def metadata_segment_report(segment: SegmentRecord | None) -> MetadataSegmentReport | None:
+    if segment is None:
+        return None
+    return MetadataSegmentReport(
+        segment_id=segment.id, type=segment.type, scope=segment.scope, sysdb_max_seq_id=segment.max_seq_id
+    )
+
+
+def hnsw_segment_report(pd: PersistDir, collection: CollectionRecord) -> HnswSegmentReport | None:
+    segment = collection.vector_segment
+    if segment is None:
+        return None
+    folder = pd.segment_folder(segment.id)
+    header = pd.hnsw_header(segment.id)
+    meta = pd.hnsw_pickle(segment.id)
+    allocated = deleted = 0
+    orphans: list[int] = []
+    orphan_count: int | None = None
+    missing: int | None = None
+    if header is not None:
+        records = pd.hnsw_records(segment.id, header)
+        allocated, deleted = records.allocated, records.deleted_count
+        if meta is not None:
+            live = records.live_labels
+            known = np.fromiter(meta.label_to_id.keys(), dtype=np.uint64, count=len(meta.label_to_id))
+            orphan_mask = ~np.isin(live, known)
+            orphan_count = int(orphan_mask.sum())
+            orphans = [int(x) for x in np.sort(live[orphan_mask])[:MAX_LISTED_LABELS]]
+            missing = int((~np.isin(known, live)).sum())
+    cfg = collection.hnsw_config
+    return HnswSegmentReport(
+        segment_id=segment.id,
+        type=segment.type,
+        scope=segment.scope,
+        path=str(folder),
+        sysdb_max_seq_id=segment.max_seq_id,
+        dir_size=tree_size(folder) if folder.is_dir() else 0,
+        flushed=meta is not None,
+        space=cfg.space,
+        M=cfg.M,
+        ef_construction=cfg.ef_construction,
+        ef_search=cfg.ef_search,
+        num_threads=cfg.num_threads,
+        resize_factor=cfg.resize_factor,
+        batch_size=cfg.batch_size,
+        sync_threshold=cfg.sync_threshold,
+        config_sources=cfg.sources,
+        index_dimension=header.dimension if header else None,
+        index_M=header.M if header else None,
+        index_ef_construction=header.ef_construction if header else None,
+        max_elements=header.max_elements if header else 0,
+        allocated=allocated,
+        deleted=deleted,
+        live=allocated - deleted,
+        fragmentation=(deleted / allocated) if allocated else 0.0,
+        pickle_form=meta.form if meta else None,
+        metadata_labels=len(meta.label_to_id) if meta else None,
+        total_elements_added=meta.total_elements_added if meta else None,
+        orphan_labels=orphan_count,
+        orphan_label_sample=orphans,
+        missing_labels=missing,
+    )
+
+
+def collection_report(
+    pd: PersistDir,
+    collection: CollectionRecord,
+    counts: dict[str, int],
+    wal_stats: dict[str, WalTopicStats],
+) -> CollectionReport:
+    stats = wal_stats.get(collection.id)
+    meta_seg = collection.metadata_segment
+    return CollectionReport(
+        name=collection.name,
+        id=collection.id,
+        tenant=collection.tenant,
+        database=collection.database,
+        dimension=collection.dimension,
+        metadata=collection.metadata,
+        records=counts.get(meta_seg.id, 0) if meta_seg else 0,
+        wal_entries=stats.entries if stats else 0,
+        wal_gap=pd.wal_gap(collection, stats),
+        metadata_segment=metadata_segment_report(meta_seg),
+        hnsw=hnsw_segment_report(pd, collection),
+    )
+
+
+def hide_collection(report: CollectionReport, index: int) -> CollectionReport:
+    """Privacy mode: no collection name, no user metadata values, no paths."""
+    hnsw = report.hnsw.model_copy(update={"path": HIDDEN}) if report.hnsw else None
+    metadata = {k: v for k, v in report.metadata.items() if k.startswith("hnsw:")}
+    return report.model_copy(update={"name": f"collection-{index}", "metadata": metadata, "hnsw": hnsw})

@@ -1,0 +1,104 @@
+"""What the info steps advise, from what they measured."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel
+
+from ops.steps.inspection import CollectionReport
+
+
+class Thresholds(BaseModel):
+    """When the info steps recommend maintenance."""
+
+    fragmentation: float = 0.1
+    """Recommend `hnsw rebuild` above this fraction of deleted records."""
+    wal_entries: int = 10_000
+    """Recommend `wal clean` when a collection keeps more WAL rows than this."""
+    wal_gap: int = 1_000
+    """Recommend `wal commit` when more WAL rows than this wait to reach the index."""
+
+
+class Recommendation(BaseModel):
+    severity: Literal["action", "warning", "info"]
+    collection: str | None
+    message: str
+    command: str | None
+
+
+def for_collection(c: CollectionReport, t: Thresholds) -> list[Recommendation]:
+    out: list[Recommendation] = []
+    hnsw = c.hnsw
+    if hnsw and hnsw.fragmentation > t.fragmentation:
+        out.append(
+            Recommendation(
+                severity="action",
+                collection=c.name,
+                message=f"HNSW fragmentation {hnsw.fragmentation:.1%} ({hnsw.deleted:,} of {hnsw.allocated:,} "
+                f"records deleted) is above {t.fragmentation:.0%}: rebuild the index",
+                command=f"chops hnsw rebuild PERSIST_DIR -c {c.name} -d {c.database}",
+            )
+        )
+    out += for_wal(c.name, c.wal_entries, c.wal_gap, t)
+    if hnsw and hnsw.orphan_labels:
+        out.append(
+            Recommendation(
+                severity="warning",
+                collection=c.name,
+                message=f"{hnsw.orphan_labels:,} labels in the HNSW index are unknown to its metadata "
+                "(index_metadata.pickle): report this; a rebuild drops them",
+                command=None,
+            )
+        )
+    return out
+
+
+def for_wal(collection: str, wal_entries: int, wal_gap: int, t: Thresholds) -> list[Recommendation]:
+    out: list[Recommendation] = []
+    if wal_entries > t.wal_entries:
+        out.append(
+            Recommendation(
+                severity="action",
+                collection=collection,
+                message=f"{wal_entries:,} WAL entries (more than {t.wal_entries:,}): clean the WAL",
+                command="chops wal clean PERSIST_DIR",
+            )
+        )
+    if wal_gap > t.wal_gap:
+        out.append(
+            Recommendation(
+                severity="info",
+                collection=collection,
+                message=f"{wal_gap:,} WAL entries are not in the HNSW files yet (Chroma replays them at "
+                "load): commit them",
+                command="chops wal commit PERSIST_DIR",
+            )
+        )
+    return out
+
+
+def for_purge_setting(automatically_purge: bool | None) -> list[Recommendation]:
+    if automatically_purge is not False:
+        return []
+    return [
+        Recommendation(
+            severity="info",
+            collection=None,
+            message="automatic WAL purge is off: the WAL grows until you clean it",
+            command="chops wal clean PERSIST_DIR",
+        )
+    ]
+
+
+def for_orphan_dirs(count: int) -> list[Recommendation]:
+    if not count:
+        return []
+    return [
+        Recommendation(
+            severity="action",
+            collection=None,
+            message=f"{count} orphan HNSW folder(s) belong to no collection: remove them",
+            command="chops db clean PERSIST_DIR",
+        )
+    ]

@@ -1,0 +1,95 @@
+"""`wal info`: the write-ahead log per collection (read-only)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import BaseModel
+
+from ops import __version__
+from ops.engine.step import ReadOnlyStep, StepContext
+from ops.steps import recommendations
+from ops.steps.inspection import HIDDEN, LayoutReport
+from ops.steps.recommendations import Recommendation, Thresholds
+
+
+class WalCollectionReport(BaseModel):
+    name: str
+    id: str
+    database: str
+    topic: str | None
+    wal_entries: int
+    wal_gap: int
+    """Rows past the vector segment's max_seq_id: not yet in the HNSW files."""
+    min_seq_id: int | None
+    max_seq_id: int | None
+    vector_max_seq_id: int | None
+    metadata_max_seq_id: int | None
+    operations: dict[str, int]
+
+
+class WalInfoReport(BaseModel):
+    tool_version: str
+    persist_dir: str
+    layout: LayoutReport
+    wal_entries: int
+    wal_payload_bytes: int
+    sqlite_size: int
+    automatically_purge: bool | None
+    purge_config: dict[str, object] | None
+    orphan_topics: list[str]
+    """WAL topics of collections that no longer exist."""
+    collections: list[WalCollectionReport]
+    recommendations: list[Recommendation]
+    warnings: list[str]
+
+
+class WalInfo(ReadOnlyStep[WalInfoReport]):
+    name: ClassVar[str] = "wal.info"
+
+    def __init__(self, privacy: bool = False, thresholds: Thresholds | None = None) -> None:
+        self.privacy = privacy
+        self.thresholds = thresholds or Thresholds()
+
+    def report(self, ctx: StepContext) -> WalInfoReport:
+        pd = ctx.persist_dir
+        stats = pd.wal_stats()
+        rows: list[WalCollectionReport] = []
+        for i, c in enumerate(pd.collections(), 1):
+            s = stats.get(c.id)
+            rows.append(
+                WalCollectionReport(
+                    name=f"collection-{i}" if self.privacy else c.name,
+                    id=c.id,
+                    database=c.database,
+                    topic=s.topic if s else None,
+                    wal_entries=s.entries if s else 0,
+                    wal_gap=pd.wal_gap(c, s),
+                    min_seq_id=s.min_seq_id if s else None,
+                    max_seq_id=s.max_seq_id if s else None,
+                    vector_max_seq_id=c.vector_segment.max_seq_id if c.vector_segment else None,
+                    metadata_max_seq_id=c.metadata_segment.max_seq_id if c.metadata_segment else None,
+                    operations=s.operations if s else {},
+                )
+            )
+        known = {c.id for c in pd.collections()}
+        entries, payload = pd.wal_totals()
+        purge = pd.wal_purge_config()
+        return WalInfoReport(
+            tool_version=__version__,
+            persist_dir=HIDDEN if self.privacy else str(pd.path),
+            layout=LayoutReport.of(pd.layout),
+            wal_entries=entries,
+            wal_payload_bytes=payload,
+            sqlite_size=pd.sqlite_path.stat().st_size,
+            automatically_purge=purge.automatically_purge if purge else None,
+            purge_config=purge.raw if purge else None,
+            orphan_topics=sorted(s.topic for cid, s in stats.items() if cid not in known),
+            collections=rows,
+            recommendations=self._advice(rows, purge.automatically_purge if purge else None),
+            warnings=[pd.layout.warning] if pd.layout.warning else [],
+        )
+
+    def _advice(self, rows: list[WalCollectionReport], purge: bool | None) -> list[Recommendation]:
+        out = [a for r in rows for a in recommendations.for_wal(r.name, r.wal_entries, r.wal_gap, self.thresholds)]
+        return out + recommendations.for_purge_setting(purge)

@@ -1,0 +1,171 @@
+"""HNSW segment folders, read without loading the index.
+
+header.bin is 100 bytes (little endian): int32 persist_version, size_t offsetLevel0, max_elements,
+cur_element_count, size_data_per_element, label_offset, offsetData; int32 maxlevel; uint32
+enterpoint; size_t maxM, maxM0, M; double mult; size_t ef_construction.
+
+data_level0.bin holds one record per allocated element: a 4-byte link header (uint16 count,
+uint8 flags with bit 0 = deleted, uint8), maxM0 uint32 links, the vector at offsetData, and the
+uint64 label at label_offset. Deleted elements keep their record, so fragmentation is exact from
+the flags alone.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict
+
+from ops.errors import CorruptHnswFile
+
+HEADER_FILE = "header.bin"
+LEVEL0_FILE = "data_level0.bin"
+LENGTH_FILE = "length.bin"
+LINK_LISTS_FILE = "link_lists.bin"
+PICKLE_FILE = "index_metadata.pickle"
+HNSW_FILES = (HEADER_FILE, LEVEL0_FILE, LENGTH_FILE, LINK_LISTS_FILE)
+
+_HEADER = struct.Struct("<i6QiI3QdQ")
+_DELETED_FLAG = 0x01
+_FLAGS_BYTE = 2
+
+
+class HnswHeader(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    persist_version: int
+    offset_level0: int
+    max_elements: int
+    cur_element_count: int
+    size_data_per_element: int
+    label_offset: int
+    offset_data: int
+    max_level: int
+    enterpoint: int
+    max_m: int
+    max_m0: int
+    M: int
+    mult: float
+    ef_construction: int
+
+    @property
+    def dimension(self) -> int:
+        return (self.label_offset - self.offset_data) // 4
+
+
+def parse_header(data: bytes, where: Path) -> HnswHeader:
+    if len(data) != _HEADER.size:
+        raise CorruptHnswFile(
+            f"{where} has {len(data)} bytes, an HNSW header has {_HEADER.size}",
+            "the index is damaged: rebuild it (chops hnsw rebuild) or restore the folder from a backup",
+        )
+    fields = dict(zip(HnswHeader.model_fields, _HEADER.unpack(data), strict=True))
+    header = HnswHeader.model_validate(fields)
+    problem = _header_problem(header)
+    if problem:
+        raise CorruptHnswFile(
+            f"{where} is not a valid HNSW header ({problem})",
+            "rebuild the index (chops hnsw rebuild) or restore the folder from a backup",
+        )
+    return header
+
+
+def _header_problem(h: HnswHeader) -> str | None:
+    if h.persist_version != 1:
+        return f"persist_version {h.persist_version}"
+    if h.cur_element_count > h.max_elements:
+        return f"cur_element_count {h.cur_element_count} > max_elements {h.max_elements}"
+    if h.offset_data != 4 + 4 * h.max_m0:
+        return f"offsetData {h.offset_data} does not follow maxM0 {h.max_m0}"
+    if h.label_offset <= h.offset_data or (h.label_offset - h.offset_data) % 4:
+        return f"label_offset {h.label_offset} and offsetData {h.offset_data} disagree"
+    if h.size_data_per_element != h.label_offset + 8:
+        return f"size_data_per_element {h.size_data_per_element} != label_offset + 8"
+    return None
+
+
+def read_header(folder: Path) -> HnswHeader:
+    path = folder / HEADER_FILE
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CorruptHnswFile(f"cannot read {path}: {exc.strerror}", "check the segment folder") from exc
+    return parse_header(data, path)
+
+
+class Level0Records(BaseModel):
+    """The allocated records of data_level0.bin: their labels and deleted flags."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    labels: npt.NDArray[np.uint64]
+    deleted: npt.NDArray[np.bool_]
+
+    @property
+    def allocated(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def deleted_count(self) -> int:
+        return int(self.deleted.sum())
+
+    @property
+    def live_labels(self) -> npt.NDArray[np.uint64]:
+        return self.labels[~self.deleted]
+
+
+def level0_memmap(folder: Path, header: HnswHeader) -> np.memmap[tuple[int, int], np.dtype[np.uint8]]:
+    """data_level0.bin as a (cur_element_count, size_data_per_element) read-only byte matrix."""
+    path = folder / LEVEL0_FILE
+    need = header.cur_element_count * header.size_data_per_element
+    size = _size(path)
+    if size < need:
+        raise CorruptHnswFile(
+            f"{path} is truncated: {size} bytes, the header needs {need} "
+            f"({header.cur_element_count} records of {header.size_data_per_element})",
+            "rebuild the index (chops hnsw rebuild) or restore the folder from a backup",
+        )
+    shape = (header.cur_element_count, header.size_data_per_element)
+    if header.cur_element_count == 0:
+        return np.memmap(path, dtype=np.uint8, mode="r", shape=(0, shape[1])) if size else _empty(shape[1])
+    return np.memmap(path, dtype=np.uint8, mode="r", shape=shape)
+
+
+def _empty(width: int) -> np.memmap[tuple[int, int], np.dtype[np.uint8]]:
+    return np.zeros((0, width), dtype=np.uint8).view(np.memmap)
+
+
+def read_level0(folder: Path, header: HnswHeader) -> Level0Records:
+    records = level0_memmap(folder, header)
+    deleted = (records[:, _FLAGS_BYTE] & _DELETED_FLAG).astype(bool)
+    label_bytes = np.ascontiguousarray(records[:, header.label_offset : header.label_offset + 8])
+    labels = label_bytes.view("<u8").reshape(-1).astype(np.uint64)
+    return Level0Records(labels=labels, deleted=np.asarray(deleted))
+
+
+def check_side_files(folder: Path, header: HnswHeader) -> None:
+    """length.bin holds one 4-byte value per element; link_lists.bin must exist."""
+    length_path = folder / LENGTH_FILE
+    count = header.cur_element_count
+    if _size(length_path) < 4 * count:
+        raise CorruptHnswFile(
+            f"{length_path} is truncated: {_size(length_path)} bytes for {count} elements",
+            "rebuild the index (chops hnsw rebuild) or restore the folder from a backup",
+        )
+    _size(folder / LINK_LISTS_FILE)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError as exc:
+        raise CorruptHnswFile(
+            f"{path} is missing", "rebuild the index (chops hnsw rebuild) or restore the folder from a backup"
+        ) from exc
+
+
+def has_hnsw_files(folder: Path) -> bool:
+    return any((folder / name).is_file() for name in (*HNSW_FILES, PICKLE_FILE))

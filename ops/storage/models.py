@@ -1,0 +1,61 @@
+"""Typed records of what a persist dir holds, as read from chroma.sqlite3 and the segment folders."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+MetadataValue = str | int | float | bool | None
+
+VECTOR_SCOPE = "VECTOR"
+METADATA_SCOPE = "METADATA"
+
+
+class DatabaseRecord(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    name: str
+    tenant: str
+
+
+class SegmentRecord(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    type: str
+    scope: str
+    collection_id: str
+    max_seq_id: int | None
+    """Highest WAL seq_id applied to this segment; None when it never recorded one."""
+    metadata: dict[str, MetadataValue] = {}
+
+
+class HnswConfig(BaseModel):
+    """The HNSW parameters Chroma uses for a collection, from wherever its layout keeps them."""
+
+    model_config = ConfigDict(frozen=True)
+
+    space: str = "l2"
+    M: int = 16
+    ef_construction: int = 100
+    ef_search: int = 100
+    num_threads: int | None = None
+    resize_factor: float = 1.2
+    batch_size: int = 100
+    sync_threshold: int = 1000
+    sources: dict[str, str] = {}
+    """For each field set explicitly, where it was read ("schema", "config_json", "metadata")."""
+
+
+class CollectionRecord(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    name: str
+    tenant: str
+    database: str
+    dimension: int | None
+    metadata: dict[str, MetadataValue]
+    hnsw_config: HnswConfig
+    vector_segment: SegmentRecord | None
+    metadata_segment: SegmentRecord | None

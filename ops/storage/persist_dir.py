@@ -1,0 +1,158 @@
+"""`PersistDir`: one consistent, read-only view of a Chroma persist directory.
+
+Opening it checks that the path is a Chroma persist dir, opens chroma.sqlite3 read-only inside a
+read transaction and detects the layout. Nothing is ever written: no migration, no journal file,
+no changed mtime.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from types import TracebackType
+
+from ops.errors import CorruptDatabase, NotAPersistDir, NotFound
+from ops.storage import fs, hnsw_files, sysdb, wal
+from ops.storage.hnsw_files import HnswHeader, Level0Records
+from ops.storage.layout import Layout, detect_layout
+from ops.storage.models import VECTOR_SCOPE, CollectionRecord, DatabaseRecord, SegmentRecord
+from ops.storage.pickle_meta import HnswPickleMeta, read_pickle
+from ops.storage.sqlite_ro import SQLITE_FILE_NAME, connect_readonly
+from ops.storage.wal import WalPurgeConfig, WalTopicStats
+
+DEFAULT_DATABASE = "default_database"
+DEFAULT_TENANT = "default_tenant"
+
+
+def validate_persist_dir(path: Path) -> Path:
+    if not path.exists():
+        raise NotAPersistDir(f"{path} does not exist", "pass the folder that holds chroma.sqlite3")
+    if not path.is_dir():
+        raise NotAPersistDir(f"{path} is not a directory", "pass the folder that holds chroma.sqlite3")
+    if not (path / SQLITE_FILE_NAME).is_file():
+        raise NotAPersistDir(
+            f"{path} is not a Chroma persist dir (no {SQLITE_FILE_NAME})",
+            "pass the folder given to chromadb.PersistentClient(path=...)",
+        )
+    return path
+
+
+class PersistDir:
+    """Read access to one persist dir. Use as a context manager (`with PersistDir.open(p) as pd`)."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection, layout: Layout) -> None:
+        self.path = path
+        self.conn = conn
+        self.layout = layout
+        self._collections: list[CollectionRecord] | None = None
+
+    @classmethod
+    def open(cls, path: str | Path) -> PersistDir:
+        root = validate_persist_dir(Path(path)).resolve()
+        conn = connect_readonly(root / SQLITE_FILE_NAME)
+        try:
+            _check_tables(conn)
+            layout = detect_layout(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return cls(root, conn, layout)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> PersistDir:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # --- system tables -------------------------------------------------------------------
+    @property
+    def sqlite_path(self) -> Path:
+        return self.path / SQLITE_FILE_NAME
+
+    def tenants(self) -> list[str]:
+        return sysdb.read_tenants(self.conn)
+
+    def databases(self) -> list[DatabaseRecord]:
+        return sysdb.read_databases(self.conn)
+
+    def collections(self) -> list[CollectionRecord]:
+        if self._collections is None:
+            self._collections = sysdb.read_collections(self.conn, self.layout)
+        return self._collections
+
+    def collection(self, name: str, database: str = DEFAULT_DATABASE) -> CollectionRecord:
+        for record in self.collections():
+            if record.name == name and record.database == database:
+                return record
+        known = sorted({c.name for c in self.collections() if c.database == database})
+        listed = ", ".join(known[:10]) or "none"
+        raise NotFound(
+            f"no collection {name!r} in database {database!r}",
+            f"collections there: {listed} (use -d to pick another database)",
+        )
+
+    def segments(self) -> list[SegmentRecord]:
+        return sysdb.read_segments(self.conn)
+
+    def record_counts(self) -> dict[str, int]:
+        return sysdb.record_counts(self.conn)
+
+    # --- WAL ---------------------------------------------------------------------------------
+    def wal_stats(self) -> dict[str, WalTopicStats]:
+        return wal.wal_topic_stats(self.conn)
+
+    def wal_gap(self, collection: CollectionRecord, stats: WalTopicStats | None) -> int:
+        """WAL rows of the collection past its vector segment's max_seq_id."""
+        if stats is None:
+            return 0
+        vector = collection.vector_segment
+        watermark = vector.max_seq_id if vector else None
+        if watermark is None:
+            return stats.entries
+        if watermark >= stats.max_seq_id:
+            return 0
+        return wal.wal_rows_after(self.conn, stats.topic, watermark)
+
+    def wal_totals(self) -> tuple[int, int]:
+        return wal.wal_totals(self.conn)
+
+    def wal_purge_config(self) -> WalPurgeConfig | None:
+        return wal.wal_purge_config(self.conn)
+
+    # --- files -------------------------------------------------------------------------------
+    def segment_folder(self, segment_id: str) -> Path:
+        return self.path / segment_id
+
+    def hnsw_header(self, segment_id: str) -> HnswHeader | None:
+        folder = self.segment_folder(segment_id)
+        if not (folder / hnsw_files.HEADER_FILE).is_file():
+            return None
+        return hnsw_files.read_header(folder)
+
+    def hnsw_records(self, segment_id: str, header: HnswHeader) -> Level0Records:
+        folder = self.segment_folder(segment_id)
+        hnsw_files.check_side_files(folder, header)
+        return hnsw_files.read_level0(folder, header)
+
+    def hnsw_pickle(self, segment_id: str) -> HnswPickleMeta | None:
+        path = self.segment_folder(segment_id) / hnsw_files.PICKLE_FILE
+        return read_pickle(path) if path.is_file() else None
+
+    def orphan_dirs(self) -> list[Path]:
+        """Folders holding HNSW files that no VECTOR segment owns."""
+        owned = {s.id for s in self.segments() if s.scope == VECTOR_SCOPE}
+        return [p for p in fs.subfolders(self.path) if p.name not in owned and hnsw_files.has_hnsw_files(p)]
+
+
+def _check_tables(conn: sqlite3.Connection) -> None:
+    missing = [t for t in sysdb.REQUIRED_TABLES if t not in sysdb.table_names(conn)]
+    if missing:
+        raise CorruptDatabase(
+            f"chroma.sqlite3 lacks the table(s) {', '.join(missing)}",
+            "this is not a database written by Chroma 0.5 or later, or it is damaged: restore it from a backup",
+        )

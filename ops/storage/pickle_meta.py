@@ -1,0 +1,93 @@
+"""index_metadata.pickle, read with an unpickler that can build nothing but plain data.
+
+Two forms exist: Python Chroma (0.5/0.6) pickles a
+`chromadb.segment.impl.vector.local_persistent_hnsw.PersistentData` object (protocol 5); Rust
+Chroma (1.x) pickles a plain dict (protocol 3) with the same keys. A pickle is code, so the only
+global this unpickler resolves is that one class name, mapped to an inert stand-in of ours; any
+other global (os.system, builtins.eval, ...) is refused before anything runs.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ValidationError
+
+from ops.errors import CorruptHnswFile, UnsafePickle
+
+PERSISTENT_DATA_MODULE = "chromadb.segment.impl.vector.local_persistent_hnsw"
+PERSISTENT_DATA_CLASS = "PersistentData"
+
+
+class _PersistentDataStandIn:
+    """Receives the state of a pickled PersistentData; has no behaviour."""
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) == (PERSISTENT_DATA_MODULE, PERSISTENT_DATA_CLASS):
+            return _PersistentDataStandIn
+        raise UnsafePickle(
+            f"index_metadata.pickle refers to {module}.{name}, which is not plain index metadata; nothing was executed",
+            "do not load this folder with Chroma; delete the pickle and rebuild the index from a backup",
+        )
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise UnsafePickle("index_metadata.pickle uses persistent ids; nothing was executed")
+
+
+class HnswPickleMeta(BaseModel):
+    """The content of index_metadata.pickle, whatever its form."""
+
+    form: Literal["object", "dict"]
+    dimensionality: int | None = None
+    total_elements_added: int
+    max_seq_id: int | None = None
+    id_to_label: dict[str, int]
+    label_to_id: dict[int, str]
+    id_to_seq_id: dict[str, int] = {}
+
+
+def parse_pickle(data: bytes, where: Path) -> HnswPickleMeta:
+    try:
+        obj = _RestrictedUnpickler(io.BytesIO(data)).load()
+    except UnsafePickle as exc:
+        raise UnsafePickle(f"{where}: {exc.message}", exc.hint) from None
+    except Exception as exc:  # any unpickling failure of untrusted bytes is "corrupt"
+        raise CorruptHnswFile(
+            f"{where} is not a readable index metadata pickle ({type(exc).__name__})",
+            "rebuild the index (chops hnsw rebuild) or restore the folder from a backup",
+        ) from None
+    form: Literal["object", "dict"]
+    if isinstance(obj, _PersistentDataStandIn):
+        form, state = "object", getattr(obj, "state", None)
+    else:
+        form, state = "dict", obj
+    if not isinstance(state, dict):
+        raise CorruptHnswFile(
+            f"{where} does not hold index metadata (found {type(state).__name__})",
+            "rebuild the index (chops hnsw rebuild) or restore the folder from a backup",
+        )
+    try:
+        return HnswPickleMeta.model_validate({**state, "form": form})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"][:1])
+        raise CorruptHnswFile(
+            f"{where} has unexpected index metadata ({field}: {first['msg']})",
+            "rebuild the index (chops hnsw rebuild) or restore the folder from a backup",
+        ) from None
+
+
+def read_pickle(path: Path) -> HnswPickleMeta:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CorruptHnswFile(f"cannot read {path}: {exc.strerror}", "check the segment folder") from exc
+    return parse_pickle(data, path)

@@ -1,0 +1,49 @@
+"""Open chroma.sqlite3 strictly read-only.
+
+`mode=ro` never creates, writes or migrates anything, and a rollback-journal database read this
+way leaves no -journal file behind. All reads of one command run inside one read transaction so
+they see a single consistent state even if Chroma writes meanwhile.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import urllib.parse
+from pathlib import Path
+
+from ops.errors import CorruptDatabase, DatabaseBusy
+
+SQLITE_FILE_NAME = "chroma.sqlite3"
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def readonly_uri(path: Path) -> str:
+    return "file:" + urllib.parse.quote(str(path.resolve())) + "?mode=ro"
+
+
+def connect_readonly(path: Path, busy_timeout_s: float = 5.0) -> sqlite3.Connection:
+    """A read-only connection with an open read transaction (commit or close to end it)."""
+    _check_header(path)
+    try:
+        conn = sqlite3.connect(readonly_uri(path), uri=True, timeout=busy_timeout_s, isolation_level=None)
+        conn.execute("BEGIN")
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            raise DatabaseBusy(
+                f"{path} is locked by another process", "stop Chroma (or wait for it) and retry"
+            ) from exc
+        raise CorruptDatabase(f"cannot read {path}: {exc}", "restore it from a backup") from exc
+    except sqlite3.DatabaseError as exc:
+        raise CorruptDatabase(f"cannot read {path}: {exc}", "restore it from a backup") from exc
+    return conn
+
+
+def _check_header(path: Path) -> None:
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(len(SQLITE_HEADER))
+    except OSError as exc:
+        raise CorruptDatabase(f"cannot open {path}: {exc.strerror}", "check the path and permissions") from exc
+    if head != SQLITE_HEADER:
+        raise CorruptDatabase(f"{path} is not an SQLite database (bad header)", "restore chroma.sqlite3 from a backup")

@@ -1,0 +1,244 @@
+"""Queries on Chroma's system tables: tenants, databases, collections, segments and their config."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import orjson
+
+from ops.storage.layout import ConfigSource, Layout
+from ops.storage.models import (
+    METADATA_SCOPE,
+    VECTOR_SCOPE,
+    CollectionRecord,
+    DatabaseRecord,
+    HnswConfig,
+    MetadataValue,
+    SegmentRecord,
+)
+
+REQUIRED_TABLES = (
+    "migrations",
+    "tenants",
+    "databases",
+    "collections",
+    "collection_metadata",
+    "segments",
+    "segment_metadata",
+    "embeddings",
+    "embeddings_queue",
+    "max_seq_id",
+)
+
+# hnsw:* metadata keys (0.5/0.6 layout) -> HnswConfig fields
+_METADATA_KEYS = {
+    "hnsw:space": "space",
+    "hnsw:M": "M",
+    "hnsw:construction_ef": "ef_construction",
+    "hnsw:search_ef": "ef_search",
+    "hnsw:num_threads": "num_threads",
+    "hnsw:resize_factor": "resize_factor",
+    "hnsw:batch_size": "batch_size",
+    "hnsw:sync_threshold": "sync_threshold",
+}
+# keys of the 1.x JSON configs -> HnswConfig fields
+_JSON_KEYS = {
+    "space": "space",
+    "max_neighbors": "M",
+    "M": "M",
+    "ef_construction": "ef_construction",
+    "ef_search": "ef_search",
+    "num_threads": "num_threads",
+    "resize_factor": "resize_factor",
+    "batch_size": "batch_size",
+    "sync_threshold": "sync_threshold",
+}
+
+
+def table_names(conn: sqlite3.Connection) -> set[str]:
+    rows = conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')").fetchall()
+    return {str(r[0]) for r in rows}
+
+
+def column_names(conn: sqlite3.Connection, table: str) -> set[str]:
+    return {str(r[1]) for r in conn.execute(f"PRAGMA table_info({table})").fetchall()}
+
+
+def decode_seq_id(value: object) -> int | None:
+    """max_seq_id.seq_id: INTEGER since metadb migration 5, big-endian BLOB (8 or 24 bytes) before."""
+    if value is None:
+        return None
+    if isinstance(value, bytes | bytearray | memoryview):
+        return int.from_bytes(bytes(value), "big")
+    if isinstance(value, int | str):
+        return int(value)
+    raise TypeError(f"unexpected max_seq_id value {value!r}")
+
+
+def read_databases(conn: sqlite3.Connection) -> list[DatabaseRecord]:
+    rows = conn.execute("SELECT id, name, tenant_id FROM databases ORDER BY tenant_id, name").fetchall()
+    return [DatabaseRecord(id=str(i), name=str(n), tenant=str(t)) for i, n, t in rows]
+
+
+def read_tenants(conn: sqlite3.Connection) -> list[str]:
+    return [str(r[0]) for r in conn.execute("SELECT id FROM tenants ORDER BY id").fetchall()]
+
+
+def read_max_seq_ids(conn: sqlite3.Connection) -> dict[str, int | None]:
+    rows = conn.execute("SELECT segment_id, seq_id FROM max_seq_id").fetchall()
+    return {str(s): decode_seq_id(v) for s, v in rows}
+
+
+def _metadata_rows(conn: sqlite3.Connection, table: str, owner: str) -> dict[str, dict[str, MetadataValue]]:
+    columns = column_names(conn, table)
+    bool_col = "bool_value" if "bool_value" in columns else "NULL"
+    sql = f"SELECT {owner}, key, str_value, int_value, float_value, {bool_col} FROM {table}"
+    out: dict[str, dict[str, MetadataValue]] = {}
+    for owner_id, key, s, i, f, b in conn.execute(sql):
+        value: MetadataValue
+        if b is not None:
+            value = bool(b)
+        elif s is not None:
+            value = str(s)
+        elif i is not None:
+            value = int(i)
+        elif f is not None:
+            value = float(f)
+        else:
+            value = None
+        out.setdefault(str(owner_id), {})[str(key)] = value
+    return out
+
+
+def read_segments(conn: sqlite3.Connection) -> list[SegmentRecord]:
+    seq_ids = read_max_seq_ids(conn)
+    metadata = _metadata_rows(conn, "segment_metadata", "segment_id")
+    rows = conn.execute("SELECT id, type, scope, collection FROM segments ORDER BY collection, scope").fetchall()
+    return [
+        SegmentRecord(
+            id=str(i),
+            type=str(t),
+            scope=str(s),
+            collection_id=str(c),
+            max_seq_id=seq_ids.get(str(i)),
+            metadata=metadata.get(str(i), {}),
+        )
+        for i, t, s, c in rows
+    ]
+
+
+def _json_object(text: object) -> dict[str, Any]:
+    if not isinstance(text, str) or not text:
+        return {}
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _dig(obj: Mapping[str, Any], *path: str) -> dict[str, Any]:
+    cur: Any = obj
+    for key in path:
+        if not isinstance(cur, Mapping) or key not in cur:
+            return {}
+        cur = cur[key]
+    return dict(cur) if isinstance(cur, Mapping) else {}
+
+
+def _from_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """1.5.x: keys."#embedding".float_list.vector_index.config, else the schema defaults."""
+    for path in (("keys", "#embedding"), ("defaults",)):
+        cfg = _dig(schema, *path, "float_list", "vector_index", "config")
+        if cfg:
+            merged = {"space": cfg["space"]} if "space" in cfg else {}
+            merged.update(_dig(cfg, "hnsw"))
+            return merged
+    return {}
+
+
+def _from_config_json(config: Mapping[str, Any]) -> dict[str, Any]:
+    """1.0.x: vector_index.hnsw (some builds keep a top-level "hnsw" object)."""
+    return _dig(config, "vector_index", "hnsw") or _dig(config, "hnsw")
+
+
+def _from_metadata(*metadatas: Mapping[str, MetadataValue]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for metadata in metadatas:
+        for key, field in _METADATA_KEYS.items():
+            if key in metadata and field not in out:
+                out[field] = metadata[key]
+    return out
+
+
+def _json_keys_to_fields(raw: Mapping[str, Any]) -> dict[str, Any]:
+    return {_JSON_KEYS[k]: v for k, v in raw.items() if k in _JSON_KEYS}
+
+
+def build_hnsw_config(
+    layout: Layout,
+    schema: Mapping[str, Any],
+    config_json: Mapping[str, Any],
+    metadatas: Iterable[Mapping[str, MetadataValue]],
+) -> HnswConfig:
+    found: dict[ConfigSource, dict[str, Any]] = {
+        "schema": _json_keys_to_fields(_from_schema(schema)),
+        "config_json": _json_keys_to_fields(_from_config_json(config_json)),
+        "metadata": _from_metadata(*metadatas),
+    }
+    values: dict[str, Any] = {"ef_search": layout.default_ef_search}
+    sources: dict[str, str] = {}
+    for source in reversed(layout.config_sources):  # least authoritative first, overwritten later
+        for field, value in found[source].items():
+            if value is not None:
+                values[field] = value
+                sources[field] = source
+    return HnswConfig.model_validate({**values, "sources": sources})
+
+
+def read_collections(conn: sqlite3.Connection, layout: Layout) -> list[CollectionRecord]:
+    columns = column_names(conn, "collections")
+    config_col = "c.config_json_str" if "config_json_str" in columns else "NULL"
+    schema_col = "c.schema_str" if "schema_str" in columns else "NULL"
+    sql = (
+        f"SELECT c.id, c.name, c.dimension, d.name, d.tenant_id, {config_col}, {schema_col} "
+        "FROM collections c LEFT JOIN databases d ON c.database_id = d.id ORDER BY d.tenant_id, d.name, c.name"
+    )
+    collection_meta = _metadata_rows(conn, "collection_metadata", "collection_id")
+    segments_by_collection: dict[str, list[SegmentRecord]] = {}
+    for segment in read_segments(conn):
+        segments_by_collection.setdefault(segment.collection_id, []).append(segment)
+    out = []
+    for cid, name, dim, db_name, tenant, config_text, schema_text in conn.execute(sql).fetchall():
+        segments = segments_by_collection.get(str(cid), [])
+        vector = next((s for s in segments if s.scope == VECTOR_SCOPE), None)
+        meta_seg = next((s for s in segments if s.scope == METADATA_SCOPE), None)
+        metadata = collection_meta.get(str(cid), {})
+        config = build_hnsw_config(
+            layout,
+            _json_object(schema_text),
+            _json_object(config_text),
+            [metadata, vector.metadata if vector else {}],
+        )
+        out.append(
+            CollectionRecord(
+                id=str(cid),
+                name=str(name),
+                tenant=str(tenant) if tenant is not None else "?",
+                database=str(db_name) if db_name is not None else "?",
+                dimension=int(dim) if dim is not None else None,
+                metadata=metadata,
+                hnsw_config=config,
+                vector_segment=vector,
+                metadata_segment=meta_seg,
+            )
+        )
+    return out
+
+
+def record_counts(conn: sqlite3.Connection) -> dict[str, int]:
+    """Number of embeddings stored per (metadata) segment."""
+    rows = conn.execute("SELECT segment_id, count(*) FROM embeddings GROUP BY segment_id").fetchall()
+    return {str(s): int(n) for s, n in rows}

@@ -1,0 +1,87 @@
+"""The write-ahead log: table `embeddings_queue` and its purge setting."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import orjson
+from pydantic import BaseModel
+
+OPERATION_NAMES = {0: "ADD", 1: "UPDATE", 2: "UPSERT", 3: "DELETE"}
+
+
+def collection_id_of_topic(topic: str) -> str:
+    """`persistent://<tenant>/<namespace>/<collection_id>` -> collection id."""
+    return topic.rsplit("/", 1)[-1]
+
+
+class WalTopicStats(BaseModel):
+    """WAL rows of one topic (one collection)."""
+
+    topic: str
+    collection_id: str
+    entries: int
+    min_seq_id: int
+    max_seq_id: int
+    operations: dict[str, int]
+
+
+def wal_topic_stats(conn: sqlite3.Connection) -> dict[str, WalTopicStats]:
+    """Per collection id: count, seq_id range and operation mix of its WAL rows."""
+    rows = conn.execute(
+        "SELECT topic, operation, count(*), min(seq_id), max(seq_id) FROM embeddings_queue GROUP BY topic, operation"
+    ).fetchall()
+    merged: dict[str, dict[str, Any]] = {}
+    for topic, operation, count, lo, hi in rows:
+        entry = merged.setdefault(
+            str(topic), {"entries": 0, "min_seq_id": int(lo), "max_seq_id": int(hi), "operations": {}}
+        )
+        entry["entries"] += int(count)
+        entry["min_seq_id"] = min(entry["min_seq_id"], int(lo))
+        entry["max_seq_id"] = max(entry["max_seq_id"], int(hi))
+        op_name = OPERATION_NAMES.get(int(operation), f"OP{operation}")
+        entry["operations"][op_name] = entry["operations"].get(op_name, 0) + int(count)
+    return {
+        collection_id_of_topic(topic): WalTopicStats(topic=topic, collection_id=collection_id_of_topic(topic), **entry)
+        for topic, entry in merged.items()
+    }
+
+
+def wal_rows_after(conn: sqlite3.Connection, topic: str, seq_id: int | None) -> int:
+    """WAL rows of a topic past a segment's max_seq_id: what that segment has not applied."""
+    row = conn.execute(
+        "SELECT count(*) FROM embeddings_queue WHERE topic = ? AND seq_id > ?", (topic, seq_id or 0)
+    ).fetchone()
+    return int(row[0])
+
+
+def wal_totals(conn: sqlite3.Connection) -> tuple[int, int]:
+    """(rows, payload bytes) of the whole WAL; length() of a BLOB does not read its pages."""
+    row = conn.execute(
+        "SELECT count(*), coalesce(sum(coalesce(length(vector), 0) + coalesce(length(metadata), 0)), 0) "
+        "FROM embeddings_queue"
+    ).fetchone()
+    return int(row[0]), int(row[1])
+
+
+class WalPurgeConfig(BaseModel):
+    automatically_purge: bool | None
+    raw: dict[str, Any]
+
+
+def wal_purge_config(conn: sqlite3.Connection) -> WalPurgeConfig | None:
+    try:
+        row = conn.execute("SELECT config_json_str FROM embeddings_queue_config LIMIT 1").fetchone()
+    except sqlite3.OperationalError:
+        return None  # table absent in this layout
+    if row is None or not row[0]:
+        return None
+    try:
+        raw = orjson.loads(row[0])
+    except orjson.JSONDecodeError:
+        return WalPurgeConfig(automatically_purge=None, raw={"unparsable": str(row[0])})
+    if not isinstance(raw, dict):
+        return WalPurgeConfig(automatically_purge=None, raw={"unparsable": str(row[0])})
+    purge = raw.get("automatically_purge")
+    return WalPurgeConfig(automatically_purge=purge if isinstance(purge, bool) else None, raw=raw)

@@ -1,0 +1,96 @@
+"""Fixtures: real persist dirs built by the installed chromadb (in a child process), copied per test."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+GOLDEN = REPO / "tests" / "golden"
+
+
+@dataclass
+class BuiltDir:
+    path: Path
+    truth: dict[str, Any]
+
+    def collection(self, name: str) -> dict[str, Any]:
+        return next(c for c in self.truth["collections"] if c["name"] == name)
+
+
+def build(scenario: str, out: Path) -> BuiltDir:
+    subprocess.run([sys.executable, "-m", "tests.factory", scenario, str(out)], check=True, cwd=REPO)
+    truth = json.loads((out.parent / f"{out.name}.truth.json").read_text())
+    return BuiltDir(out, truth)
+
+
+@pytest.fixture(scope="session")
+def standard_master(tmp_path_factory: pytest.TempPathFactory) -> BuiltDir:
+    return build("standard", tmp_path_factory.mktemp("standard") / "persist")
+
+
+@pytest.fixture
+def standard_dir(standard_master: BuiltDir, tmp_path: Path) -> BuiltDir:
+    """A private copy of the standard persist dir (tests may damage it)."""
+    target = tmp_path / "persist"
+    shutil.copytree(standard_master.path, target)
+    return BuiltDir(target, standard_master.truth)
+
+
+def golden_versions() -> list[str]:
+    return sorted(p.name.removeprefix("chromadb-") for p in GOLDEN.glob("chromadb-*") if (p / "persist").is_dir())
+
+
+@pytest.fixture(params=golden_versions())
+def golden_dir(request: pytest.FixtureRequest, tmp_path: Path) -> BuiltDir:
+    """A copy of a persist dir written by an older real chromadb (see tests/golden/build_golden.py)."""
+    source = GOLDEN / f"chromadb-{request.param}"
+    target = tmp_path / "persist"
+    shutil.copytree(source / "persist", target)
+    return BuiltDir(target, json.loads((source / "truth.json").read_text()))
+
+
+@dataclass
+class ChopsResult:
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+def run_chops(*args: str | Path, env: dict[str, str] | None = None) -> ChopsResult:
+    """The real command line, in a child process, as a user or a CI job runs it."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "ops", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
+    )
+    return ChopsResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture
+def chops() -> Callable[..., ChopsResult]:
+    return run_chops
+
+
+def tree_state(path: Path) -> dict[str, tuple[str, int]]:
+    """Every file below path: sha256 and mtime (ns). Equal states = nothing written or touched."""
+    state = {}
+    for p in sorted(path.rglob("*")):
+        if p.is_file():
+            state[str(p.relative_to(path))] = (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+    return state

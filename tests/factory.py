@@ -1,0 +1,146 @@
+"""Build real persist dirs with the installed chromadb, and record the truth about them.
+
+Run in a child process (`python -m tests.factory SCENARIO OUT_DIR`) so that Chroma writes, flushes
+and closes the directory exactly as in production before anything of ours reads it. Next to the
+persist dir it writes truth.json: what the scenario did and what the chromadb client reports.
+
+Sync thresholds are chosen so that every write that should reach the HNSW files crosses the
+threshold (Chroma persists the index when it does), and the writes meant to stay in the WAL gap
+stay below it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SMALL_SYNC = {"sync_threshold": 50, "batch_size": 50}
+
+
+@dataclass
+class CollectionTruth:
+    name: str
+    database: str
+    id: str = ""
+    dimension: int = 0
+    space: str = "l2"
+    M: int = 16
+    ef_construction: int = 100
+    ef_search: int = 100
+    count: int = 0
+    allocated_on_disk: int = 0
+    deleted_on_disk: int = 0
+    pending_writes: int = 0
+    flushed: bool = True
+    ids: list[str] = field(default_factory=list)
+
+
+def vectors(rs: np.random.RandomState, n: int, dim: int) -> list[list[float]]:
+    return rs.rand(n, dim).astype(np.float32).tolist()  # type: ignore[no-any-return]
+
+
+def configured(space: str, m: int = 16, ef_c: int = 100, ef_s: int = 100, small: bool = True) -> dict[str, Any]:
+    hnsw: dict[str, Any] = {"space": space, "max_neighbors": m, "ef_construction": ef_c, "ef_search": ef_s}
+    if small:
+        hnsw.update(SMALL_SYNC)
+    return {"hnsw": hnsw}
+
+
+def standard(out: Path) -> dict[str, Any]:
+    """Several collections, deletes, a WAL gap, a never-flushed one, a second database, an orphan."""
+    import chromadb
+    from chromadb.config import Settings
+
+    rs = np.random.RandomState(42)
+    client = chromadb.PersistentClient(path=str(out))
+    truths: list[CollectionTruth] = []
+
+    # frag: 400 adds (flushed), 80 deletes (flushed), then 7 adds that stay in the WAL gap.
+    t = CollectionTruth("frag", "default_database", space="cosine", M=12, ef_construction=64, ef_search=20)
+    frag = client.create_collection("frag", configuration=configured("cosine", 12, 64, 20))  # type: ignore[arg-type]
+    ids = [f"frag-{i:04d}" for i in range(400)]
+    frag.add(
+        ids=ids,
+        embeddings=vectors(rs, 400, 16),
+        documents=[f"frag document {i} about {'cats' if i % 2 else 'dogs'}" for i in range(400)],
+        metadatas=[{"i": i, "kind": "odd" if i % 2 else "even"} for i in range(400)],
+    )
+    frag.delete(ids=ids[::5])
+    late = [f"frag-late-{i}" for i in range(7)]
+    frag.add(ids=late, embeddings=vectors(rs, 7, 16), documents=[f"late {i}" for i in range(7)])
+    t.allocated_on_disk, t.deleted_on_disk, t.pending_writes = 400, 80, 7
+    truths.append(_finish(t, frag))
+
+    # upd: 200 adds, 60 updates of existing ids, 60 upserts (30 existing, 30 new): all flushed.
+    t = CollectionTruth("upd", "default_database", space="ip")
+    upd = client.create_collection("upd", configuration=configured("ip"))  # type: ignore[arg-type]
+    upd.add(ids=[f"upd-{i}" for i in range(200)], embeddings=vectors(rs, 200, 8))
+    upd.update(ids=[f"upd-{i}" for i in range(60)], embeddings=vectors(rs, 60, 8))
+    upd.upsert(ids=[f"upd-{i}" for i in range(170, 230)], embeddings=vectors(rs, 60, 8))
+    t.allocated_on_disk = 230
+    truths.append(_finish(t, upd))
+
+    # pending: 5 adds, default thresholds: never flushed, everything in the WAL gap.
+    t = CollectionTruth("pending", "default_database", flushed=False)
+    pending = client.create_collection("pending")
+    pending.add(ids=[f"p{i}" for i in range(5)], embeddings=vectors(rs, 5, 4), documents=["a", "b", "c", "d", "e"])
+    t.pending_writes = 5
+    truths.append(_finish(t, pending))
+
+    # gone: flushed, then deleted: Chroma leaves its HNSW folder behind (an orphan).
+    before = {p.name for p in out.iterdir() if p.is_dir()}
+    gone = client.create_collection("gone", configuration=configured("l2"))  # type: ignore[arg-type]
+    gone.add(ids=[f"g{i}" for i in range(120)], embeddings=vectors(rs, 120, 4))
+    client.delete_collection("gone")
+    orphans = sorted({p.name for p in out.iterdir() if p.is_dir()} - before)
+
+    # a second database with one flushed collection
+    chromadb.AdminClient(Settings(is_persistent=True, persist_directory=str(out))).create_database("otherdb")
+    other_client = chromadb.PersistentClient(path=str(out), database="otherdb")
+    t = CollectionTruth("other", "otherdb", space="cosine")
+    other = other_client.create_collection("other", configuration=configured("cosine"))  # type: ignore[arg-type]
+    other.add(ids=[f"o{i}" for i in range(120)], embeddings=vectors(rs, 120, 4))
+    t.allocated_on_disk = 120
+    truths.append(_finish(t, other))
+
+    return {"collections": [asdict(x) for x in truths], "orphan_dirs": orphans}
+
+
+def demo(out: Path) -> dict[str, Any]:
+    """The README's sample database: a fragmented collection and a pending one."""
+    return standard(out)
+
+
+def _finish(t: CollectionTruth, collection: Any) -> CollectionTruth:
+    t.id = str(collection.id)
+    got = collection.get(include=["embeddings"])
+    t.ids = sorted(got["ids"])
+    t.count = collection.count()
+    t.dimension = len(got["embeddings"][0]) if len(got["embeddings"]) else 0
+    return t
+
+
+SCENARIOS = {"standard": standard, "demo": demo}
+
+
+def main(argv: list[str]) -> int:
+    scenario, out = argv[0], Path(argv[1])
+    out.mkdir(parents=True, exist_ok=False)
+    truth = SCENARIOS[scenario](out)
+    import chromadb
+
+    truth["chromadb_version"] = chromadb.__version__
+    with sqlite3.connect(out / "chroma.sqlite3") as conn:  # only to record; the client is done writing
+        truth["migrations"] = dict(conn.execute("SELECT dir, max(version) FROM migrations GROUP BY dir"))
+    (out.parent / f"{out.name}.truth.json").write_text(json.dumps(truth, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
