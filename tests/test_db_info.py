@@ -12,16 +12,20 @@ HNSW_KEYS = {"allocated", "deleted", "fragmentation", "space", "M", "ef_construc
 
 def wal_rows(path: BuiltDir, collection_id: str) -> int:
     with sqlite3.connect(f"file:{path.path / 'chroma.sqlite3'}?mode=ro", uri=True) as conn:
-        return int(conn.execute(
-            "SELECT count(*) FROM embeddings_queue WHERE topic LIKE ?", (f"%/{collection_id}",)
-        ).fetchone()[0])
+        return int(
+            conn.execute(
+                "SELECT count(*) FROM embeddings_queue WHERE topic LIKE ?", (f"%/{collection_id}",)
+            ).fetchone()[0]
+        )
 
 
 def vector_segment_id(path: BuiltDir, collection_id: str) -> str:
     with sqlite3.connect(f"file:{path.path / 'chroma.sqlite3'}?mode=ro", uri=True) as conn:
-        return str(conn.execute(
-            "SELECT id FROM segments WHERE collection = ? AND scope = 'VECTOR'", (collection_id,)
-        ).fetchone()[0])
+        return str(
+            conn.execute(
+                "SELECT id FROM segments WHERE collection = ? AND scope = 'VECTOR'", (collection_id,)
+            ).fetchone()[0]
+        )
 
 
 def test_json_reports_every_collection_exactly(standard_dir: BuiltDir) -> None:
@@ -34,8 +38,8 @@ def test_json_reports_every_collection_exactly(standard_dir: BuiltDir) -> None:
     assert len(got) == len(standard_dir.truth["collections"]) == report["collections_total"]
     for truth in standard_dir.truth["collections"]:
         c = got[(truth["database"], truth["name"])]
-        assert COLLECTION_KEYS <= set(c)
-        assert HNSW_KEYS <= set(c["hnsw"])
+        assert set(c) >= COLLECTION_KEYS
+        assert set(c["hnsw"]) >= HNSW_KEYS
         assert c["id"] == truth["id"]
         assert c["dimension"] == truth["dimension"]
         assert c["records"] == truth["count"]
@@ -44,7 +48,10 @@ def test_json_reports_every_collection_exactly(standard_dir: BuiltDir) -> None:
         h = c["hnsw"]
         assert h["segment_id"] == vector_segment_id(standard_dir, truth["id"])
         assert (h["space"], h["M"], h["ef_construction"], h["ef_search"]) == (
-            truth["space"], truth["M"], truth["ef_construction"], truth["ef_search"]
+            truth["space"],
+            truth["M"],
+            truth["ef_construction"],
+            truth["ef_search"],
         )
         assert h["allocated"] == truth["allocated_on_disk"]
         assert h["deleted"] == truth["deleted_on_disk"]
@@ -90,8 +97,15 @@ def test_privacy_mode_hides_paths_and_names(standard_dir: BuiltDir) -> None:
 def test_human_output_has_the_tables(standard_dir: BuiltDir) -> None:
     result = run_chops("db", "info", standard_dir.path)
     assert result.code == 0, result.stderr
-    for title in ("General Info", "'frag' Collection Data", "Metadata Segment (frag)", "HNSW Segment (frag)",
-                  "Recommendations", "Fragmentation Level", "20.00%"):
+    for title in (
+        "General Info",
+        "'frag' Collection Data",
+        "Metadata Segment (frag)",
+        "HNSW Segment (frag)",
+        "Recommendations",
+        "Fragmentation Level",
+        "20.00%",
+    ):
         assert title in result.stdout
 
 

@@ -1,0 +1,169 @@
+"""Bad input: one clear line on stderr, exit 1, no traceback, nothing executed or changed."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BuiltDir, run_chops, tree_state
+
+
+def assert_one_line_error(result_code: int, stderr: str, *fragments: str) -> None:
+    assert result_code == 1
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("chops: error: ")
+    assert "Traceback" not in stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def segment_folder(built: BuiltDir, name: str) -> Path:
+    with sqlite3.connect(f"file:{built.path / 'chroma.sqlite3'}?mode=ro", uri=True) as conn:
+        row = conn.execute(
+            "SELECT s.id FROM segments s JOIN collections c ON s.collection = c.id "
+            "WHERE c.name = ? AND s.scope = 'VECTOR'",
+            (name,),
+        ).fetchone()
+    return built.path / str(row[0])
+
+
+def test_missing_dir(tmp_path: Path) -> None:
+    r = run_chops("db", "info", tmp_path / "nope")
+    assert_one_line_error(r.code, r.stderr, "does not exist")
+
+
+def test_file_instead_of_dir(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("x")
+    r = run_chops("db", "info", tmp_path / "f")
+    assert_one_line_error(r.code, r.stderr, "is not a directory")
+
+
+def test_dir_that_is_not_chroma(tmp_path: Path) -> None:
+    r = run_chops("wal", "info", tmp_path)
+    assert_one_line_error(r.code, r.stderr, "not a Chroma persist dir", "PersistentClient")
+
+
+def test_garbage_sqlite(tmp_path: Path) -> None:
+    (tmp_path / "chroma.sqlite3").write_bytes(os.urandom(8192))
+    r = run_chops("db", "info", tmp_path)
+    assert_one_line_error(r.code, r.stderr, "not an SQLite database")
+
+
+def test_corrupt_sqlite_page(standard_dir: BuiltDir) -> None:
+    db = standard_dir.path / "chroma.sqlite3"
+    data = bytearray(db.read_bytes())
+    page_size = int.from_bytes(data[16:18], "big")
+    for page in range(1, len(data) // page_size):  # wreck every page but the header page
+        data[page * page_size : page * page_size + 64] = b"\xff" * 64
+    db.write_bytes(bytes(data))
+    r = run_chops("db", "info", standard_dir.path)
+    assert_one_line_error(r.code, r.stderr, "chroma.sqlite3")
+
+
+def test_sqlite_without_chroma_tables(tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / "chroma.sqlite3") as conn:
+        conn.execute("CREATE TABLE something (x)")
+    r = run_chops("db", "info", tmp_path)
+    assert_one_line_error(r.code, r.stderr, "lacks the table(s)", "migrations")
+
+
+def test_unknown_future_layout_warns_and_reads(standard_dir: BuiltDir) -> None:
+    with sqlite3.connect(standard_dir.path / "chroma.sqlite3") as conn:
+        cols = [r[1] for r in conn.execute("PRAGMA table_info(migrations)")]
+        row = conn.execute("SELECT * FROM migrations WHERE dir = 'sysdb' ORDER BY version DESC LIMIT 1").fetchone()
+        values = dict(zip(cols, row, strict=True))
+        values["version"] = 99
+        values["filename"] = "00099-future.sqlite.sql"
+        conn.execute(
+            f"INSERT INTO migrations ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", list(values.values())
+        )
+    r = run_chops("db", "info", standard_dir.path, "--json")
+    assert r.code == 0, r.stderr
+    report = r.json()
+    assert report["layout"]["known"] is False
+    assert "unknown Chroma layout" in report["warnings"][0]
+    assert {c["name"] for c in report["collections"]} == {"frag", "upd", "pending", "other"}
+    human = run_chops("db", "info", standard_dir.path)
+    assert "warning:" in human.stdout and "unknown Chroma layout" in human.stdout
+
+
+def test_unknown_collection(standard_dir: BuiltDir) -> None:
+    r = run_chops("hnsw", "info", standard_dir.path, "-c", "nope")
+    assert_one_line_error(r.code, r.stderr, "no collection 'nope'", "frag")
+
+
+@pytest.mark.parametrize("keep", [0, 50, 99])
+def test_truncated_header(standard_dir: BuiltDir, keep: int) -> None:
+    header = segment_folder(standard_dir, "frag") / "header.bin"
+    header.write_bytes(header.read_bytes()[:keep])
+    r = run_chops("db", "info", standard_dir.path)
+    assert_one_line_error(r.code, r.stderr, "header.bin", "rebuild")
+
+
+def test_garbage_header(standard_dir: BuiltDir) -> None:
+    header = segment_folder(standard_dir, "frag") / "header.bin"
+    header.write_bytes(b"\x07" * 100)
+    r = run_chops("hnsw", "info", standard_dir.path, "-c", "frag")
+    assert_one_line_error(r.code, r.stderr, "not a valid HNSW header")
+
+
+def test_truncated_data_level0(standard_dir: BuiltDir) -> None:
+    level0 = segment_folder(standard_dir, "frag") / "data_level0.bin"
+    level0.write_bytes(level0.read_bytes()[:1000])
+    r = run_chops("hnsw", "info", standard_dir.path, "-c", "frag")
+    assert_one_line_error(r.code, r.stderr, "data_level0.bin is truncated")
+
+
+def test_missing_length_file(standard_dir: BuiltDir) -> None:
+    (segment_folder(standard_dir, "frag") / "length.bin").unlink()
+    r = run_chops("db", "info", standard_dir.path)
+    assert_one_line_error(r.code, r.stderr, "length.bin is missing")
+
+
+def test_garbage_pickle(standard_dir: BuiltDir) -> None:
+    (segment_folder(standard_dir, "frag") / "index_metadata.pickle").write_bytes(os.urandom(300))
+    r = run_chops("db", "info", standard_dir.path)
+    assert_one_line_error(r.code, r.stderr, "index_metadata.pickle")
+
+
+def test_pickle_of_wrong_shape(standard_dir: BuiltDir) -> None:
+    (segment_folder(standard_dir, "frag") / "index_metadata.pickle").write_bytes(pickle.dumps([1, 2, 3]))
+    r = run_chops("db", "info", standard_dir.path)
+    assert_one_line_error(r.code, r.stderr, "does not hold index metadata")
+
+
+class _RunsCode:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_pickle_that_runs_code_is_refused_and_runs_nothing(standard_dir: BuiltDir, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    evil = pickle.dumps({"id_to_label": _RunsCode(marker)}, protocol=3)
+    (segment_folder(standard_dir, "frag") / "index_metadata.pickle").write_bytes(evil)
+    for args in (["db", "info"], ["hnsw", "info", "-c", "frag", "-v"]):
+        cmd = [args[0], args[1], standard_dir.path, *args[2:]]
+        r = run_chops(*cmd)
+        assert_one_line_error(r.code, r.stderr, "not plain index metadata", "nothing was executed")
+        assert not marker.exists()
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    r = run_chops("--debug", "db", "info", tmp_path / "nope")
+    assert r.code == 1
+    assert "Traceback" in r.stderr and "chops: error:" in r.stderr
+
+
+def test_failures_change_nothing(standard_dir: BuiltDir) -> None:
+    (segment_folder(standard_dir, "frag") / "header.bin").write_bytes(b"")
+    before = tree_state(standard_dir.path)
+    assert run_chops("db", "info", standard_dir.path).code == 1
+    assert tree_state(standard_dir.path) == before

@@ -1,0 +1,54 @@
+"""The invoke front end: same commands, persist dir from flag, invoke.yaml or environment."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import REPO, BuiltDir
+
+
+def invoke(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", "--search-root", str(REPO), *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_list_groups_tasks() -> None:
+    out = invoke("--list").stdout
+    for name in ("db.info", "hnsw.info", "wal.info", "demo", "test"):
+        assert name in out
+
+
+def test_db_info_from_flag_matches_chops(standard_dir: BuiltDir) -> None:
+    r = invoke("db.info", "--persist-dir", str(standard_dir.path), "--json")
+    assert r.returncode == 0, r.stderr
+    assert {c["name"] for c in json.loads(r.stdout)["collections"]} == {"frag", "upd", "pending", "other"}
+
+
+def test_persist_dir_from_environment(standard_dir: BuiltDir) -> None:
+    r = invoke("wal.info", "--json", env={"INVOKE_CHOPS_PERSIST_DIR": str(standard_dir.path)})
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["wal_entries"] > 0
+
+
+def test_persist_dir_from_invoke_yaml(standard_dir: BuiltDir, tmp_path: Path) -> None:
+    (tmp_path / "invoke.yaml").write_text(f"chops:\n  persist_dir: {standard_dir.path}\n")
+    # invoke reads invoke.yaml beside tasks.py (project config) or the file given with -f (runtime config)
+    r = invoke("-f", str(tmp_path / "invoke.yaml"), "hnsw.info", "--collection", "frag", "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["collection"]["hnsw"]["deleted"] == 80
+
+
+def test_missing_persist_dir_is_one_line(tmp_path: Path) -> None:
+    r = invoke("db.info", cwd=tmp_path)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [r.stderr.strip()]
+    assert "no persist dir given" in r.stderr
