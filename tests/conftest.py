@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,16 +49,16 @@ def standard_dir(standard_master: BuiltDir, tmp_path: Path) -> BuiltDir:
 
 
 def golden_versions() -> list[str]:
-    return sorted(p.name.removeprefix("chromadb-") for p in GOLDEN.glob("chromadb-*") if (p / "persist").is_dir())
+    return sorted(p.parent.name.removeprefix("chromadb-") for p in GOLDEN.glob("chromadb-*/persist.tar.gz"))
 
 
 @pytest.fixture(params=golden_versions())
 def golden_dir(request: pytest.FixtureRequest, tmp_path: Path) -> BuiltDir:
     """A copy of a persist dir written by an older real chromadb (see tests/golden/build_golden.py)."""
     source = GOLDEN / f"chromadb-{request.param}"
-    target = tmp_path / "persist"
-    shutil.copytree(source / "persist", target)
-    return BuiltDir(target, json.loads((source / "truth.json").read_text()))
+    with tarfile.open(source / "persist.tar.gz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    return BuiltDir(tmp_path / "persist", json.loads((source / "truth.json").read_text()))
 
 
 @dataclass

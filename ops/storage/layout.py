@@ -39,7 +39,7 @@ class Layout(BaseModel):
 
 
 _KNOWN: dict[MigrationKey, tuple[str, str, tuple[ConfigSource, ...], PickleForm, int]] = {
-    (2, 4, 9): ("0.5-0.6", "chromadb 0.5.x-0.6.x", ("metadata",), "object", 10),
+    (2, 4, 9): ("0.5-0.6", "chromadb 0.5.x-0.6.x", ("metadata", "config_json"), "object", 10),
     (2, 5, 9): ("1.0", "chromadb 1.0.x", ("config_json", "metadata"), "dict", 100),
     (2, 6, 10): ("1.5", "chromadb 1.5.x", ("schema", "config_json", "metadata"), "dict", 100),
 }

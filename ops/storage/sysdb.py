@@ -160,8 +160,13 @@ def _from_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _from_config_json(config: Mapping[str, Any]) -> dict[str, Any]:
-    """1.0.x: vector_index.hnsw (some builds keep a top-level "hnsw" object)."""
-    return _dig(config, "vector_index", "hnsw") or _dig(config, "hnsw")
+    """1.0.x: vector_index.hnsw (some builds keep a top-level "hnsw" object).
+
+    0.5.x/0.6.x keep "hnsw_configuration" there: that version's defaults (ef_search 10 in 0.5,
+    100 in 0.6), but "space" may be l2 even for a cosine collection, so for that layout the hnsw:*
+    metadata rows take precedence over it.
+    """
+    return _dig(config, "vector_index", "hnsw") or _dig(config, "hnsw") or _dig(config, "hnsw_configuration")
 
 
 def _from_metadata(*metadatas: Mapping[str, MetadataValue]) -> dict[str, Any]:

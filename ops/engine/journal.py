@@ -1,0 +1,95 @@
+"""The run journal: a file in the persist dir that records each phase before it starts.
+
+While a journal exists the persist dir may be half-changed, so every other command refuses and
+points to `chops rollback`. A run that finishes (or rolls back) removes its journal.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+import orjson
+from pydantic import BaseModel, ValidationError
+
+from ops.engine.fsutil import atomic_write
+from ops.errors import OpsError
+
+JOURNAL_FILE = ".chops-journal.json"
+
+Phase = Literal["backup", "apply", "verify", "rollback"]
+
+
+class UnfinishedRun(OpsError):
+    """A previous run on this persist dir did not finish."""
+
+
+class Journal(BaseModel):
+    run_id: str
+    command: str
+    pid: int
+    started_at: str
+    phase: Phase
+    backup_dir: str | None = None
+    created_paths: list[str] = []
+    """Paths (relative to the persist dir) the run creates; rollback removes them."""
+
+    @classmethod
+    def start(cls, persist_dir: Path, command: str) -> Journal:
+        journal = cls(
+            run_id=uuid.uuid4().hex[:12],
+            command=command,
+            pid=os.getpid(),
+            started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            phase="backup",
+        )
+        journal.save(persist_dir)
+        return journal
+
+    def save(self, persist_dir: Path) -> None:
+        atomic_write(journal_path(persist_dir), orjson.dumps(self.model_dump(mode="json")))
+
+    def enter(self, persist_dir: Path, phase: Phase) -> None:
+        self.phase = phase
+        self.save(persist_dir)
+
+    def will_create(self, persist_dir: Path, path: Path) -> None:
+        """Record a path before creating it, so a crash cannot leave it unknown."""
+        relative = str(path.relative_to(persist_dir))
+        if relative not in self.created_paths:
+            self.created_paths.append(relative)
+            self.save(persist_dir)
+
+
+def journal_path(persist_dir: Path) -> Path:
+    return persist_dir / JOURNAL_FILE
+
+
+def read_journal(persist_dir: Path) -> Journal | None:
+    path = journal_path(persist_dir)
+    if not path.exists():
+        return None
+    try:
+        return Journal.model_validate(orjson.loads(path.read_bytes()))
+    except (orjson.JSONDecodeError, ValidationError) as exc:
+        raise UnfinishedRun(
+            f"{path} is unreadable ({type(exc).__name__})",
+            f"a run was interrupted; run: chops rollback {persist_dir}",
+        ) from None
+
+
+def refuse_if_unfinished(persist_dir: Path) -> None:
+    journal = read_journal(persist_dir)
+    if journal is not None:
+        raise UnfinishedRun(
+            f"an interrupted '{journal.command}' run ({journal.run_id}, started {journal.started_at}, "
+            f"phase {journal.phase}) left {persist_dir} possibly half-changed",
+            f"run: chops rollback {persist_dir}",
+        )
+
+
+def close_journal(persist_dir: Path) -> None:
+    journal_path(persist_dir).unlink(missing_ok=True)
