@@ -3,19 +3,34 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
 
 from ops import __version__
 from ops.cli import commands
-from ops.cli.commands import Output
+from ops.cli.commands import MutationOptions, Output
+from ops.engine.lock import DEFAULT_LOCK_TIMEOUT_S
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr and exit code 1 like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(1, f"chops: error: {message}; see: {self.prog} --help\n")
+
+
+if TYPE_CHECKING:
+    Groups: TypeAlias = argparse._SubParsersAction[Parser]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="chops",
         description="Inspect and safely repair Chroma persist directories.",
-        epilog="Exit codes: 0 success, 1 error (one line on stderr), 130 interrupted.",
+        epilog="Exit codes: 0 success (with --plan: nothing to do), 1 error (one line on stderr), "
+        "2 changes planned (--plan), 130 interrupted.",
     )
     parser.add_argument("--version", action="version", version=f"chroma-ops {__version__}")
     parser.add_argument("--debug", action="store_true", help="show a traceback for errors")
@@ -23,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_db(groups)
     _add_hnsw(groups)
     _add_wal(groups)
+    _add_fts(groups)
+    _add_backup(groups)
     return parser
 
 
@@ -38,10 +55,52 @@ def _privacy(p: argparse.ArgumentParser) -> None:
     p.add_argument("-p", "--privacy-mode", action="store_true", help="hide paths and collection names (for sharing)")
 
 
-def _add_db(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    db = groups.add_parser("db", help="whole-database commands").add_subparsers(
-        dest="command", metavar="SUBCOMMAND", required=True
+def _mutation(p: argparse.ArgumentParser) -> None:
+    """The options every command that changes the persist dir shares."""
+    p.add_argument(
+        "--plan", action="store_true", help="print the JSON plan and change nothing (exit 2 if it plans changes)"
     )
+    p.add_argument("--dry-run", dest="plan", action="store_true", help="same as --plan")
+    p.add_argument(
+        "-y", "--yes", action="store_true", help="apply without asking (required when stdin is not a terminal)"
+    )
+    p.add_argument(
+        "--backup", dest="backup", action="store_true", default=True, help="back up what changes first (default)"
+    )
+    p.add_argument("--no-backup", dest="backup", action="store_false", help="do not back up (no automatic rollback)")
+    p.add_argument(
+        "--backup-root",
+        default=os.environ.get("CHOPS_BACKUP_ROOT"),
+        help="where backups go (default: $CHOPS_BACKUP_ROOT or PERSIST_DIR.chops-backups beside the persist dir)",
+    )
+    p.add_argument("--keep-backups", type=int, default=5, metavar="N", help="backups to keep (default: %(default)s)")
+    p.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=float(os.environ.get("CHOPS_LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT_S)),
+        metavar="SECONDS",
+        help="how long to retry a database another process holds (default: %(default)s)",
+    )
+    _json(p)
+
+
+def mutation_options(a: argparse.Namespace) -> MutationOptions:
+    return MutationOptions(
+        plan_only=a.plan,
+        yes=a.yes,
+        backup=a.backup,
+        backup_root=a.backup_root,
+        keep_backups=a.keep_backups,
+        lock_timeout=a.lock_timeout,
+    )
+
+
+def _subcommands(groups: Groups, name: str, help_text: str) -> Any:
+    return groups.add_parser(name, help=help_text).add_subparsers(dest="command", metavar="SUBCOMMAND", required=True)
+
+
+def _add_db(groups: Groups) -> None:
+    db = _subcommands(groups, "db", "whole-database commands")
     info = db.add_parser("info", help="collections, segments, WAL, HNSW fragmentation, orphans, advice")
     _persist_dir(info)
     info.add_argument(
@@ -58,12 +117,14 @@ def _add_db(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     info.set_defaults(
         run=lambda a: commands.db_info(a.persist_dir, a.skip_collection_names, a.privacy_mode, Output(a.json))
     )
+    clean = db.add_parser("clean", help="remove orphan HNSW folders (no collection owns them)")
+    _persist_dir(clean)
+    _mutation(clean)
+    clean.set_defaults(run=lambda a: commands.db_clean(a.persist_dir, mutation_options(a), Output(a.json)))
 
 
-def _add_hnsw(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    hnsw = groups.add_parser("hnsw", help="HNSW index commands").add_subparsers(
-        dest="command", metavar="SUBCOMMAND", required=True
-    )
+def _add_hnsw(groups: Groups) -> None:
+    hnsw = _subcommands(groups, "hnsw", "HNSW index commands")
     info = hnsw.add_parser("info", help="one collection's HNSW segment in detail")
     _persist_dir(info)
     info.add_argument("-c", "--collection", required=True, help="collection name")
@@ -78,17 +139,100 @@ def _add_hnsw(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
             a.persist_dir, a.collection, a.database, a.verbose, a.privacy_mode, Output(a.json)
         )
     )
-
-
-def _add_wal(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    wal = groups.add_parser("wal", help="write-ahead log commands").add_subparsers(
-        dest="command", metavar="SUBCOMMAND", required=True
+    config = hnsw.add_parser("config", help="set runtime HNSW parameters (search ef, threads, batching)")
+    _persist_dir(config)
+    config.add_argument("-c", "--collection", required=True, help="collection name")
+    config.add_argument("-d", "--database", default="default_database", help="database (default: %(default)s)")
+    config.add_argument("--search-ef", type=int, help="ef used at query time")
+    config.add_argument("--num-threads", type=int, help="threads Chroma uses for the index")
+    config.add_argument("--resize-factor", type=float, help="growth factor when the index is full")
+    config.add_argument("--batch-size", type=int, help="writes buffered before they reach the index")
+    config.add_argument("--sync-threshold", type=int, help="writes between persisting the index to disk")
+    _mutation(config)
+    config.set_defaults(
+        run=lambda a: commands.hnsw_config(
+            a.persist_dir,
+            a.collection,
+            a.database,
+            {
+                "ef_search": a.search_ef,
+                "num_threads": a.num_threads,
+                "resize_factor": a.resize_factor,
+                "batch_size": a.batch_size,
+                "sync_threshold": a.sync_threshold,
+            },
+            mutation_options(a),
+            Output(a.json),
+        )
     )
+
+
+def _add_wal(groups: Groups) -> None:
+    wal = _subcommands(groups, "wal", "write-ahead log commands")
     info = wal.add_parser("info", help="WAL entries, gap and operations per collection")
     _persist_dir(info)
     _privacy(info)
     _json(info)
     info.set_defaults(run=lambda a: commands.wal_info(a.persist_dir, a.privacy_mode, Output(a.json)))
+    clean = wal.add_parser("clean", help="delete WAL rows every segment has applied, then VACUUM")
+    _persist_dir(clean)
+    clean.add_argument(
+        "-s",
+        "--skip-collection-names",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="NAME",
+        help="collections whose WAL is left alone",
+    )
+    clean.add_argument("--temp-dir", help="folder for VACUUM's temporary copy (default: one with room)")
+    _mutation(clean)
+    clean.set_defaults(
+        run=lambda a: commands.wal_clean(
+            a.persist_dir, a.skip_collection_names, a.temp_dir, mutation_options(a), Output(a.json)
+        )
+    )
+    config = wal.add_parser("config", help="set Chroma's automatic WAL purge")
+    _persist_dir(config)
+    config.add_argument("--purge", required=True, choices=["auto", "off"], help="automatic purge on or off")
+    _mutation(config)
+    config.set_defaults(run=lambda a: commands.wal_config(a.persist_dir, a.purge, mutation_options(a), Output(a.json)))
+
+
+def _add_fts(groups: Groups) -> None:
+    fts = _subcommands(groups, "fts", "full-text search index commands")
+    rebuild = fts.add_parser("rebuild", help="rebuild the FTS5 index from the documents (also when it is missing)")
+    _persist_dir(rebuild)
+    rebuild.add_argument(
+        "-t",
+        "--tokenizer",
+        help="FTS5 tokenizer, e.g. trigram, 'unicode61 remove_diacritics 2' (default: keep the current one)",
+    )
+    rebuild.add_argument("--force", action="store_true", help="rebuild even when the index is healthy")
+    _mutation(rebuild)
+    rebuild.set_defaults(
+        run=lambda a: commands.fts_rebuild(a.persist_dir, a.tokenizer, a.force, mutation_options(a), Output(a.json))
+    )
+
+
+def _add_backup(groups: Groups) -> None:
+    backup = _subcommands(groups, "backup", "backups chops took")
+    listing = backup.add_parser("list", help="list the backups of a persist dir")
+    _persist_dir(listing)
+    listing.add_argument("--backup-root", default=os.environ.get("CHOPS_BACKUP_ROOT"), help="where backups are")
+    _json(listing)
+    listing.set_defaults(run=lambda a: commands.backup_list(a.persist_dir, a.backup_root, Output(a.json)))
+    rollback = groups.add_parser(
+        "rollback", help="finish an interrupted run by restoring its backup, or restore the latest backup"
+    )
+    _persist_dir(rollback)
+    rollback.add_argument("--backup", dest="backup_id", help="backup id to restore (default: the latest)")
+    rollback.add_argument("--backup-root", default=os.environ.get("CHOPS_BACKUP_ROOT"), help="where backups are")
+    rollback.add_argument("-y", "--yes", action="store_true", help="do not ask")
+    _json(rollback)
+    rollback.set_defaults(
+        run=lambda a: commands.rollback(a.persist_dir, a.backup_id, a.backup_root, a.yes, Output(a.json))
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,16 +10,27 @@ import sys
 import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeVar
 
 from pydantic import BaseModel
 from rich.console import Console
 
-from ops.engine.step import run_read_only
-from ops.errors import OpsError
+from ops.engine.lock import DEFAULT_LOCK_TIMEOUT_S
+from ops.engine.plan import Plan
+from ops.engine.runner import RollbackResult, RunOptions, run_step
+from ops.engine.runner import rollback as run_rollback
+from ops.engine.step import Step, run_read_only
+from ops.errors import BadInput, OpsError
 from ops.report import json_out, tables
+from ops.steps.backup_list import backup_list as list_backup_report
+from ops.steps.db_clean import DbClean
 from ops.steps.db_info import DbInfo
+from ops.steps.fts_rebuild import FtsRebuild
+from ops.steps.hnsw_config import HnswConfigStep
 from ops.steps.hnsw_info import HnswInfo
+from ops.steps.wal_clean import WalClean
+from ops.steps.wal_config import WalConfig
 from ops.steps.wal_info import WalInfo
 
 ReportT = TypeVar("ReportT", bound=BaseModel)
@@ -91,3 +102,122 @@ def guarded(run: Callable[[], int], debug: bool = False) -> int:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return EXIT_OK
+
+
+EXIT_CHANGES_PLANNED = 2
+
+
+@dataclass
+class MutationOptions:
+    """The options every mutating command shares."""
+
+    plan_only: bool = False
+    yes: bool = False
+    backup: bool = True
+    backup_root: str | None = None
+    keep_backups: int = 5
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S
+
+    def run_options(self) -> RunOptions:
+        return RunOptions(
+            plan_only=self.plan_only,
+            backup=self.backup,
+            backup_root=Path(self.backup_root).resolve() if self.backup_root else None,
+            keep_backups=self.keep_backups,
+            lock_timeout_s=self.lock_timeout,
+        )
+
+
+def confirmer(yes: bool, out: Output) -> Callable[[Plan], None]:
+    def confirm(plan: Plan) -> None:
+        if yes:
+            return
+        if not sys.stdin.isatty():
+            raise BadInput("this change needs confirmation and stdin is not a terminal", "re-run with --yes")
+        tables.print_plan(out.console, plan)
+        answer = input("Apply this plan? [y/N] ").strip().lower()
+        if answer not in ("y", "yes"):
+            raise OpsError("aborted by the user", "nothing changed")
+
+    return confirm
+
+
+def mutate(make_step: Callable[[], Step], persist_dir: str, options: MutationOptions, out: Output) -> int:
+    """Plan, or plan + confirm + apply on the runner. Plan mode exits 2 when it plans changes."""
+    step = make_step()
+    result = run_step(step, persist_dir, options.run_options(), confirmer(options.yes, out))
+    if options.plan_only:
+        sys.stdout.buffer.write(result.plan.to_json() + b"\n")
+        sys.stdout.flush()
+        return EXIT_OK if result.plan.is_empty else EXIT_CHANGES_PLANNED
+    if not result.applied:
+        if out.as_json:
+            json_out.write(result, sys.stdout.buffer)
+        else:
+            out.console.print("Nothing to do.")
+        return EXIT_OK
+    out.emit(result, tables.print_run_result)
+    return EXIT_OK
+
+
+def db_clean(persist_dir: str, options: MutationOptions, out: Output | None = None) -> int:
+    return mutate(DbClean, persist_dir, options, out or Output())
+
+
+def wal_clean(
+    persist_dir: str, skip: Iterable[str], temp_dir: str | None, options: MutationOptions, out: Output | None = None
+) -> int:
+    def make() -> Step:
+        return WalClean(skip=split_names(skip), temp_dir=Path(temp_dir) if temp_dir else None)
+
+    return mutate(make, persist_dir, options, out or Output())
+
+
+def wal_config(persist_dir: str, purge: str, options: MutationOptions, out: Output | None = None) -> int:
+    return mutate(lambda: WalConfig(purge=purge), persist_dir, options, out or Output())  # type: ignore[arg-type]
+
+
+def fts_rebuild(
+    persist_dir: str, tokenizer: str | None, force: bool, options: MutationOptions, out: Output | None = None
+) -> int:
+    return mutate(lambda: FtsRebuild(tokenizer=tokenizer, force=force), persist_dir, options, out or Output())
+
+
+def hnsw_config(
+    persist_dir: str,
+    collection: str,
+    database: str,
+    changes: dict[str, int | float | None],
+    options: MutationOptions,
+    out: Output | None = None,
+) -> int:
+    return mutate(lambda: HnswConfigStep(collection, database, **changes), persist_dir, options, out or Output())
+
+
+def backup_list(persist_dir: str, backup_root: str | None, out: Output | None = None) -> int:
+    out = out or Output()
+    report = list_backup_report(persist_dir, Path(backup_root).resolve() if backup_root else None)
+    out.emit(report, lambda c, r: tables.print_backups(c, r.backup_root, r.backups))
+    return EXIT_OK
+
+
+def rollback(
+    persist_dir: str, backup_id: str | None, backup_root: str | None, yes: bool, out: Output | None = None
+) -> int:
+    out = out or Output()
+    if not yes and not sys.stdin.isatty():
+        raise BadInput("rollback needs confirmation and stdin is not a terminal", "re-run with --yes")
+    if not yes and input(f"Restore {persist_dir} from its backup? [y/N] ").strip().lower() not in ("y", "yes"):
+        raise OpsError("aborted by the user", "nothing changed")
+    result = run_rollback(persist_dir, Path(backup_root).resolve() if backup_root else None, backup_id)
+    out.emit(result, _print_rollback)
+    return EXIT_OK
+
+
+def _print_rollback(console: Console, result: RollbackResult) -> None:
+    if result.unfinished_run:
+        console.print(f"Finished interrupted run {result.unfinished_run}.")
+    if result.restored_backup:
+        console.print(f"[green]Restored[/] {result.persist_dir} from backup {result.restored_backup}.")
+    else:
+        console.print("Nothing had changed yet; no restore was needed.")

@@ -1,17 +1,20 @@
 """The Step protocol: precheck -> plan -> apply -> verify.
 
 A step that has nothing to do plans no actions, so running it twice is harmless. Read-only steps
-(the info commands) always plan nothing and produce a report instead.
+(the info commands) always plan nothing and produce a report instead. Mutating steps run on the
+runner (ops.engine.runner), which adds the write lock, the backup, the journal and rollback.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel
 
+from ops.engine.journal import Journal, refuse_if_unfinished
 from ops.engine.plan import StepPlan
 from ops.errors import OpsError
 from ops.storage import PersistDir
@@ -19,9 +22,28 @@ from ops.storage import PersistDir
 
 @dataclass
 class StepContext:
-    """What a step works on. Mutating runs add their write handles here."""
+    """What a step works on: a view of the persist dir and, during apply, the run's journal."""
 
     persist_dir: PersistDir
+    journal: Journal | None = None
+    notes: list[str] = field(default_factory=list)
+    """Lines for the user, collected while the step runs (e.g. bytes before/after)."""
+
+    @property
+    def root(self) -> Path:
+        return self.persist_dir.path
+
+    def will_create(self, path: Path) -> None:
+        """Call before creating a file or folder in the persist dir: rollback will remove it."""
+        if self.journal is not None:
+            self.journal.will_create(self.root, path)
+
+
+class Touches(BaseModel):
+    """What applying a plan may change: the automatic backup saves exactly this."""
+
+    sqlite: bool
+    folders: list[str] = []
 
 
 class Step(ABC):
@@ -36,9 +58,20 @@ class Step(ABC):
     def plan(self, ctx: StepContext) -> StepPlan:
         """What exactly will change; an empty StepPlan when nothing needs to."""
 
+    def touches(self, plan: StepPlan) -> Touches:
+        return Touches(sqlite=True)
+
+    def extra_space(self, ctx: StepContext, plan: StepPlan) -> int:
+        """Bytes of scratch space apply needs beside the persist dir (e.g. VACUUM's temp copy)."""
+        return 0
+
     def apply(self, ctx: StepContext, plan: StepPlan) -> None:
+        """Carry out the plan inside the runner's write transaction (ctx.persist_dir.conn)."""
         if not plan.is_empty:
             raise NotImplementedError(f"{self.name} cannot apply actions")
+
+    def after_commit(self, ctx: StepContext, plan: StepPlan) -> None:
+        """Work that must run outside a transaction once apply is committed (e.g. VACUUM)."""
 
     def verify(self, ctx: StepContext, plan: StepPlan) -> None:
         """Raise an OpsError if the applied plan did not take effect. Default: nothing to verify."""
@@ -61,6 +94,7 @@ class ReadOnlyStep(Step, Generic[ReportT]):
 def run_read_only(step: ReadOnlyStep[ReportT], persist_dir: str) -> ReportT:
     """precheck, plan (which must be empty) and report, on one consistent read-only view."""
     with PersistDir.open(persist_dir) as pd:
+        refuse_if_unfinished(pd.path)
         ctx = StepContext(persist_dir=pd)
         step.precheck(ctx)
         plan = step.plan(ctx)

@@ -8,7 +8,10 @@ from rich.console import Console
 from rich.rule import Rule
 from rich.table import Table
 
+from ops.engine.plan import Plan
+from ops.engine.runner import RunResult
 from ops.report.format import count, fraction, size
+from ops.steps.backup_list import BackupRow
 from ops.steps.db_info import DbInfoReport
 from ops.steps.hnsw_info import HnswInfoReport, IndexCrossCheck
 from ops.steps.inspection import CollectionReport, HnswSegmentReport, MetadataSegmentReport
@@ -176,3 +179,44 @@ def print_wal_info(console: Console, r: WalInfoReport) -> None:
 
 def _on_off(value: bool | None) -> str:
     return "unknown" if value is None else ("on" if value else "off")
+
+
+def print_plan(console: Console, plan: Plan) -> None:
+    for step in plan.steps:
+        table = Table(title=f"Plan: {step.step} ({step.target})", title_justify="left", header_style="bold")
+        for col in ("Action", "Target", "Before", "After", "Details"):
+            table.add_column(col, overflow="fold")
+        for a in step.actions:
+            table.add_row(a.kind, a.target, _json_text(a.before), _json_text(a.after), _json_text(a.details or None))
+        if not step.actions:
+            table.add_row("-", "nothing to do", "", "", "")
+        console.print(table)
+
+
+def _json_text(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items())
+    return str(value)
+
+
+def print_run_result(console: Console, result: RunResult) -> None:
+    for note in result.notes:
+        console.print(note)
+    if result.backup_id:
+        console.print(f"[green]Done.[/] Backup: {result.backup_id} ({result.backup_dir})")
+    else:
+        console.print("[green]Done.[/] (no backup was taken)")
+
+
+def print_backups(console: Console, root: str, rows: list[BackupRow]) -> None:
+    table = Table(title=f"Backups in {root}", title_justify="left", header_style="bold")
+    for col in ("Backup", "Created", "Reason", "Contents", "Size", "Complete"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        contents = ", ".join((["chroma.sqlite3"] if r.includes_sqlite else []) + r.folders) or "-"
+        table.add_row(
+            r.backup_id, r.created_at or "-", r.reason or "-", contents, size(r.bytes), "yes" if r.complete else "NO"
+        )
+    console.print(table)

@@ -58,6 +58,12 @@ class PersistDir:
             raise
         return cls(root, conn, layout)
 
+    @classmethod
+    def over(cls, path: Path, conn: sqlite3.Connection) -> PersistDir:
+        """A view through a connection the caller owns (e.g. the runner's write transaction)."""
+        _check_tables(conn)
+        return cls(path, conn, detect_layout(conn))
+
     def close(self) -> None:
         self.conn.close()
 

@@ -225,7 +225,7 @@ def read_collections(conn: sqlite3.Connection, layout: Layout) -> list[Collectio
             layout,
             _json_object(schema_text),
             _json_object(config_text),
-            [metadata, vector.metadata if vector else {}],
+            [vector.metadata if vector else {}, metadata],  # the vector segment's copy is what 0.5/0.6 load
         )
         out.append(
             CollectionRecord(

@@ -1,0 +1,272 @@
+"""Backups of what a run touches, and restoring them.
+
+One implementation serves the runner's automatic backup, `chops backup list`, `chops rollback`
+and (later) `db snapshot`. A backup is a folder in the backup root:
+
+    <root>/<UTC time>-<run id>/
+        chroma.sqlite3             copied through sqlite's online backup API (never a raw copy)
+        segments/<folder>/...      the HNSW folders the plan touches, file by file
+        manifest.json              written last: a backup without it is incomplete
+
+manifest.json lists every file with its size and sha256, so a restore can prove it restores
+exactly what was saved.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+from datetime import datetime, timezone
+from pathlib import Path
+
+import orjson
+from pydantic import BaseModel, ValidationError
+
+from ops import __version__
+from ops.engine.fsutil import (
+    atomic_write,
+    copy_file_durably,
+    fsync_dir,
+    remove_tree,
+    sha256_file,
+    sqlite_content_sha256,
+)
+from ops.errors import BadInput, OpsError
+from ops.storage.sqlite_ro import SQLITE_FILE_NAME, readonly_uri
+
+MANIFEST = "manifest.json"
+SEGMENTS = "segments"
+BACKUP_FORMAT_VERSION = 1
+RESTORE_SUFFIX = ".chops-restore"
+OLD_SUFFIX = ".chops-old"
+
+
+class BackupError(OpsError):
+    """A backup could not be written, read or restored."""
+
+
+class FileEntry(BaseModel):
+    path: str
+    """Relative to the backup folder (and, restored, to the persist dir)."""
+    size: int
+    sha256: str
+    content_sha256: str | None = None
+    """For chroma.sqlite3: digest of its pages without the copy counters (see fsutil)."""
+
+
+class BackupManifest(BaseModel):
+    format_version: int = BACKUP_FORMAT_VERSION
+    tool_version: str = __version__
+    backup_id: str
+    created_at: str
+    persist_dir: str
+    reason: str
+    includes_sqlite: bool
+    folders: list[str]
+    """Top-level folders of the persist dir saved here; restore puts back exactly these."""
+    files: list[FileEntry]
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+def default_backup_root(persist_dir: Path) -> Path:
+    """A sibling of the persist dir: /data/chroma -> /data/chroma.chops-backups."""
+    return persist_dir.parent / f"{persist_dir.name}.chops-backups"
+
+
+def estimate_backup_bytes(persist_dir: Path, include_sqlite: bool, folders: list[str]) -> int:
+    total = (persist_dir / SQLITE_FILE_NAME).stat().st_size if include_sqlite else 0
+    for name in folders:
+        folder = persist_dir / name
+        if folder.is_dir():
+            total += sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    return total
+
+
+def take_backup(
+    persist_dir: Path, root: Path, run_id: str, reason: str, include_sqlite: bool, folders: list[str]
+) -> BackupManifest:
+    """Save chroma.sqlite3 (online backup API) and the given folders; manifest last."""
+    created = datetime.now(timezone.utc)
+    backup_id = f"{created.strftime('%Y%m%dT%H%M%SZ')}-{run_id}"
+    target = root / backup_id
+    target.mkdir(parents=True, exist_ok=False)
+    entries: list[FileEntry] = []
+    if include_sqlite:
+        entries.append(_backup_sqlite(persist_dir / SQLITE_FILE_NAME, target / SQLITE_FILE_NAME))
+    for name in folders:
+        entries += _backup_folder(persist_dir / name, target / SEGMENTS / name, target)
+    manifest = BackupManifest(
+        backup_id=backup_id,
+        created_at=created.isoformat(timespec="seconds"),
+        persist_dir=str(persist_dir),
+        reason=reason,
+        includes_sqlite=include_sqlite,
+        folders=folders,
+        files=entries,
+    )
+    atomic_write(target / MANIFEST, orjson.dumps(manifest.model_dump(mode="json"), option=orjson.OPT_INDENT_2))
+    fsync_dir(root)
+    return manifest
+
+
+def _backup_sqlite(source: Path, target: Path) -> FileEntry:
+    src = sqlite3.connect(readonly_uri(source), uri=True, timeout=30)
+    dst = sqlite3.connect(target)
+    try:
+        src.backup(dst, pages=4096)
+    finally:
+        dst.close()
+        src.close()
+    with target.open("rb+") as fh:
+        os.fsync(fh.fileno())
+    return FileEntry(
+        path=SQLITE_FILE_NAME,
+        size=target.stat().st_size,
+        sha256=sha256_file(target),
+        content_sha256=sqlite_content_sha256(target),
+    )
+
+
+def _backup_folder(source: Path, target: Path, backup_dir: Path) -> list[FileEntry]:
+    entries = []
+    target.mkdir(parents=True)
+    for path in sorted(source.rglob("*")):
+        out = target / path.relative_to(source)
+        if path.is_dir():
+            out.mkdir(parents=True, exist_ok=True)
+        elif path.is_file():
+            copy_file_durably(path, out)
+            rel = str(out.relative_to(backup_dir))
+            entries.append(FileEntry(path=rel, size=out.stat().st_size, sha256=sha256_file(out)))
+    return entries
+
+
+def read_manifest(backup_dir: Path) -> BackupManifest:
+    try:
+        return BackupManifest.model_validate(orjson.loads((backup_dir / MANIFEST).read_bytes()))
+    except FileNotFoundError:
+        raise BackupError(f"{backup_dir} is an incomplete backup (no {MANIFEST})", "pick another backup") from None
+    except (orjson.JSONDecodeError, ValidationError) as exc:
+        raise BackupError(f"{backup_dir / MANIFEST} is unreadable ({type(exc).__name__})") from None
+
+
+def list_backups(root: Path) -> list[tuple[Path, BackupManifest | None]]:
+    """Backups in the root, oldest first; the manifest is None for an incomplete one."""
+    if not root.is_dir():
+        return []
+    out: list[tuple[Path, BackupManifest | None]] = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        try:
+            out.append((folder, read_manifest(folder)))
+        except BackupError:
+            out.append((folder, None))
+    return out
+
+
+def find_backup(root: Path, backup_id: str | None) -> Path:
+    complete = [(p, m) for p, m in list_backups(root) if m is not None]
+    if not complete:
+        raise BadInput(f"no backup in {root}", "pass --backup-root if the backups live elsewhere")
+    if backup_id is None:
+        return complete[-1][0]
+    for path, manifest in complete:
+        if manifest and manifest.backup_id == backup_id:
+            return path
+    raise BadInput(f"no backup {backup_id!r} in {root}", "see: chops backup list PERSIST_DIR")
+
+
+def verify_backup(backup_dir: Path, manifest: BackupManifest) -> None:
+    for entry in manifest.files:
+        path = backup_dir / entry.path
+        if not path.is_file() or path.stat().st_size != entry.size or sha256_file(path) != entry.sha256:
+            raise BackupError(
+                f"backup {manifest.backup_id} is damaged: {entry.path} does not match its manifest",
+                "restore from another backup",
+            )
+
+
+def restore_backup(backup_dir: Path, persist_dir: Path) -> BackupManifest:
+    """Put back exactly what the backup saved; idempotent, so it can be re-run after a crash."""
+    manifest = read_manifest(backup_dir)
+    verify_backup(backup_dir, manifest)
+    if manifest.includes_sqlite:
+        restore_sqlite(backup_dir / SQLITE_FILE_NAME, persist_dir / SQLITE_FILE_NAME)
+    for name in manifest.folders:
+        _restore_folder(backup_dir / SEGMENTS / name, persist_dir / name)
+    return manifest
+
+
+def restore_sqlite(backup: Path, live: Path) -> None:
+    """Copy the saved pages into the live database through the backup API (honours locks;
+    other connections see a consistent database). Falls back to an atomic file replace when
+    the live file cannot be opened as a database at all."""
+    src = sqlite3.connect(readonly_uri(backup), uri=True)
+    try:
+        dst = sqlite3.connect(live, timeout=30)
+        try:
+            src.backup(dst, pages=4096)
+        finally:
+            dst.close()
+    except sqlite3.DatabaseError:
+        _replace_file(backup, live)
+    finally:
+        src.close()
+
+
+def _replace_file(backup: Path, live: Path) -> None:
+    tmp = live.with_name(live.name + RESTORE_SUFFIX)
+    copy_file_durably(backup, tmp)
+    for side in ("-journal", "-wal", "-shm"):
+        live.with_name(live.name + side).unlink(missing_ok=True)
+    os.replace(tmp, live)
+    fsync_dir(live.parent)
+
+
+def _restore_folder(saved: Path, live: Path) -> None:
+    staging = live.with_name(live.name + RESTORE_SUFFIX)
+    old = live.with_name(live.name + OLD_SUFFIX)
+    remove_tree(staging)
+    shutil.copytree(saved, staging, copy_function=shutil.copy2)
+    if live.exists():
+        remove_tree(old)
+        os.replace(live, old)
+    os.replace(staging, live)
+    fsync_dir(live.parent)
+    remove_tree(old)
+
+
+def live_matches_backup(backup_dir: Path, persist_dir: Path) -> list[str]:
+    """Files of the persist dir that differ from the backup (sqlite compared page by page)."""
+    manifest = read_manifest(backup_dir)
+    mismatched = []
+    for entry in manifest.files:
+        relative = entry.path.removeprefix(f"{SEGMENTS}/")
+        live = persist_dir / relative
+        if not live.is_file():
+            mismatched.append(relative)
+        elif entry.content_sha256 is not None:
+            if sqlite_content_sha256(live) != entry.content_sha256:
+                mismatched.append(relative)
+        elif sha256_file(live) != entry.sha256:
+            mismatched.append(relative)
+    for name in manifest.folders:
+        saved = {e.path.removeprefix(f"{SEGMENTS}/") for e in manifest.files}
+        extra = [
+            p for p in (persist_dir / name).rglob("*") if p.is_file() and str(p.relative_to(persist_dir)) not in saved
+        ]
+        mismatched += [str(p.relative_to(persist_dir)) for p in extra]
+    return mismatched
+
+
+def prune_backups(root: Path, keep: int) -> list[Path]:
+    """Delete the oldest complete backups beyond `keep` (incomplete ones always)."""
+    backups = list_backups(root)
+    complete = [p for p, m in backups if m is not None]
+    doomed = [p for p, m in backups if m is None] + (complete[:-keep] if keep > 0 else complete)
+    for path in doomed:
+        shutil.rmtree(path, ignore_errors=True)
+    return doomed

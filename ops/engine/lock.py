@@ -1,0 +1,47 @@
+"""The write lock: a sqlite write transaction (BEGIN IMMEDIATE) held for the whole apply.
+
+While it is held no other process can write chroma.sqlite3 (readers still can). A database that
+another process is writing is retried with exponential backoff (tenacity) up to a time limit,
+then refused with one clear line; nothing has changed at that point.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
+
+from ops.errors import DatabaseBusy
+
+DEFAULT_LOCK_TIMEOUT_S = 10.0
+
+
+def _is_busy(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
+
+
+def acquire_write_lock(sqlite_path: Path, timeout_s: float = DEFAULT_LOCK_TIMEOUT_S) -> sqlite3.Connection:
+    """A read-write connection inside BEGIN IMMEDIATE; the caller commits or rolls back and closes."""
+    conn = sqlite3.connect(sqlite_path, isolation_level=None, timeout=0)
+    retrying = Retrying(
+        retry=retry_if_exception(_is_busy),
+        wait=wait_exponential(multiplier=0.05, max=1.0),
+        stop=stop_after_delay(timeout_s),
+        reraise=True,
+    )
+    try:
+        for attempt in retrying:
+            with attempt:
+                conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        conn.close()
+        if _is_busy(exc):
+            raise DatabaseBusy(
+                f"the database is in use by another process (still locked after {timeout_s:g} s)",
+                "stop Chroma and retry",
+            ) from None
+        raise
+    # Writes are applied with a busy wait too, for readers finishing when we commit.
+    conn.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
+    return conn

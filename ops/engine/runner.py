@@ -1,0 +1,246 @@
+"""The runner: every mutating step goes through it.
+
+    precheck -> plan -> (plan only? stop) -> confirm -> space check -> write lock
+    -> re-plan under the lock (refuse if the database moved) -> journal -> backup
+    -> apply -> commit -> after_commit -> verify -> close journal -> prune old backups
+
+Any failure after the journal opened restores the backup (rollback) before the error is
+reported. A kill at any point leaves the journal behind; `rollback_unfinished` finishes it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from ops.engine import failpoints
+from ops.engine.backup import (
+    default_backup_root,
+    estimate_backup_bytes,
+    find_backup,
+    prune_backups,
+    read_manifest,
+    restore_backup,
+    take_backup,
+)
+from ops.engine.fsutil import remove_tree
+from ops.engine.journal import Journal, close_journal, read_journal, refuse_if_unfinished
+from ops.engine.lock import DEFAULT_LOCK_TIMEOUT_S, acquire_write_lock
+from ops.engine.plan import Plan, StepPlan
+from ops.engine.step import Step, StepContext
+from ops.errors import BadInput, OpsError
+from ops.storage import PersistDir
+from ops.storage.persist_dir import validate_persist_dir
+
+BACKUP_SPACE_FACTOR = 1.1
+
+
+class RunOptions(BaseModel):
+    plan_only: bool = False
+    backup: bool = True
+    backup_root: Path | None = None
+    keep_backups: int = 5
+    lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S
+
+
+class RunResult(BaseModel):
+    plan: Plan
+    applied: bool
+    backup_id: str | None = None
+    backup_dir: str | None = None
+    notes: list[str] = []
+
+
+class StalePlan(OpsError):
+    """The database changed between planning and applying."""
+
+
+class RolledBack(OpsError):
+    """Apply or verify failed and the persist dir was restored from the backup."""
+
+
+Confirm = Callable[[Plan], None]
+
+
+def plan_step(step: Step, persist_dir: str | Path) -> tuple[Plan, Path]:
+    root = validate_persist_dir(Path(persist_dir)).resolve()
+    refuse_if_unfinished(root)
+    with PersistDir.open(root) as pd:
+        if not pd.layout.known:
+            raise OpsError(
+                f"refusing to change an unknown Chroma layout ({pd.layout.warning})",
+                "upgrade chroma-ops, or use a chromadb version it supports",
+            )
+        ctx = StepContext(persist_dir=pd)
+        step.precheck(ctx)
+        step_plan = step.plan(ctx)
+        plan = Plan(persist_dir=str(root), layout=pd.layout.name, steps=[step_plan])
+    return plan, root
+
+
+def run_step(step: Step, persist_dir: str | Path, options: RunOptions, confirm: Confirm) -> RunResult:
+    plan, root = plan_step(step, persist_dir)
+    if options.plan_only or plan.is_empty:
+        return RunResult(plan=plan, applied=False)
+    confirm(plan)
+    step_plan = plan.steps[0]
+    backup_root = options.backup_root or default_backup_root(root)
+    check_writable(root, backup_root if options.backup else None)
+    with PersistDir.open(root) as pd:
+        extra = step.extra_space(StepContext(persist_dir=pd), step_plan)
+    touched = step.touches(step_plan)
+    backup_bytes = estimate_backup_bytes(root, touched.sqlite, touched.folders) if options.backup else 0
+    check_space(root, backup_root, backup_bytes, extra)
+    return _apply_locked(step, step_plan, plan, root, backup_root, options)
+
+
+def _apply_locked(
+    step: Step, step_plan: StepPlan, plan: Plan, root: Path, backup_root: Path, options: RunOptions
+) -> RunResult:
+    writer = acquire_write_lock(root / "chroma.sqlite3", options.lock_timeout_s)
+    try:
+        ctx = StepContext(persist_dir=PersistDir.over(root, writer))
+        if step.plan(ctx).actions != step_plan.actions:
+            raise StalePlan(f"{root} changed since the plan was made", "plan again and review the new plan")
+    except BaseException:
+        _release(writer)
+        raise
+    journal = Journal.start(root, step.name)
+    ctx.journal = journal
+    touched = step.touches(step_plan)
+    result = RunResult(plan=plan, applied=True)
+    try:
+        if options.backup:
+            journal.backup_dir = str(backup_root / "pending")
+            manifest = take_backup(root, backup_root, journal.run_id, step.name, touched.sqlite, touched.folders)
+            journal.backup_dir = str(backup_root / manifest.backup_id)
+            result.backup_id, result.backup_dir = manifest.backup_id, journal.backup_dir
+        failpoints.hit("after_backup")
+        journal.enter(root, "apply")
+        step.apply(ctx, step_plan)
+        failpoints.hit("before_commit")
+        writer.execute("COMMIT")
+        step.after_commit(ctx, step_plan)
+        _release(writer)
+        journal.enter(root, "verify")
+        failpoints.hit("before_verify")
+        with PersistDir.open(root) as fresh:
+            step.verify(StepContext(persist_dir=fresh, notes=ctx.notes), step_plan)
+    except BaseException as exc:
+        _release(writer)
+        if not isinstance(exc, Exception):  # KeyboardInterrupt: leave the journal for rollback
+            raise
+        raise _roll_back_after(exc, root, journal) from exc
+    close_journal(root)
+    result.notes = ctx.notes
+    if options.backup:
+        prune_backups(backup_root, options.keep_backups)
+    return result
+
+
+def _release(writer: sqlite3.Connection) -> None:
+    try:
+        if writer.in_transaction:
+            writer.execute("ROLLBACK")
+    except sqlite3.Error:
+        pass
+    writer.close()
+
+
+def _roll_back_after(exc: Exception, root: Path, journal: Journal) -> OpsError:
+    what = exc.one_line() if isinstance(exc, OpsError) else f"{type(exc).__name__}: {exc}"
+    if journal.backup_dir is None:
+        remove_created(root, journal)
+        close_journal(root)
+        return OpsError(f"{journal.command} failed ({what}); no backup was taken (--no-backup)")
+    rollback_journal(root, journal)
+    return RolledBack(
+        f"{journal.command} failed ({what}); the persist dir was restored from backup {Path(journal.backup_dir).name}",
+        "nothing changed",
+    )
+
+
+def remove_created(root: Path, journal: Journal) -> None:
+    for relative in journal.created_paths:
+        remove_tree(root / relative)
+
+
+def rollback_journal(root: Path, journal: Journal) -> str | None:
+    """Undo an unfinished run: restore its backup (if it got that far) and remove what it created."""
+    journal.enter(root, "rollback")
+    restored = None
+    backup_dir = Path(journal.backup_dir) if journal.backup_dir else None
+    if backup_dir is not None and (backup_dir / "manifest.json").is_file():
+        restore_backup(backup_dir, root)
+        restored = backup_dir.name
+    elif backup_dir is not None:
+        shutil.rmtree(backup_dir, ignore_errors=True)  # interrupted while backing up: nothing changed yet
+    remove_created(root, journal)
+    close_journal(root)
+    return restored
+
+
+class RollbackResult(BaseModel):
+    persist_dir: str
+    restored_backup: str | None
+    unfinished_run: str | None
+
+
+def rollback(persist_dir: str | Path, backup_root: Path | None, backup_id: str | None) -> RollbackResult:
+    """Finish an interrupted run, or (when none is pending) restore the chosen/latest backup."""
+    root = validate_persist_dir(Path(persist_dir)).resolve()
+    journal = read_journal(root)
+    if journal is not None:
+        restored = rollback_journal(root, journal)
+        return RollbackResult(persist_dir=str(root), restored_backup=restored, unfinished_run=journal.run_id)
+    backup_dir = find_backup(backup_root or default_backup_root(root), backup_id)
+    writer = acquire_write_lock(root / "chroma.sqlite3")  # nobody may write while we restore
+    _release(writer)
+    read_manifest(backup_dir)
+    restore_backup(backup_dir, root)
+    return RollbackResult(persist_dir=str(root), restored_backup=backup_dir.name, unfinished_run=None)
+
+
+def check_writable(root: Path, backup_root: Path | None) -> None:
+    for path in (root, root / "chroma.sqlite3"):
+        if not os.access(path, os.W_OK):
+            raise BadInput(f"permission denied: cannot write {path}", "run as the user that owns the persist dir")
+    if backup_root is None:
+        return
+    existing = _existing_ancestor(backup_root)
+    if not os.access(existing, os.W_OK):
+        raise BadInput(f"permission denied: cannot write backups to {backup_root}", "pass --backup-root DIR")
+
+
+def check_space(root: Path, backup_root: Path, backup_bytes: int, work_bytes: int) -> None:
+    need_backup = int(backup_bytes * BACKUP_SPACE_FACTOR)
+    backup_free = shutil.disk_usage(_existing_ancestor(backup_root)).free
+    root_free = shutil.disk_usage(root).free
+    same_disk = os.stat(_existing_ancestor(backup_root)).st_dev == os.stat(root).st_dev
+    if same_disk and backup_free < need_backup + work_bytes:
+        raise OpsError(
+            f"not enough free space on {root}: need {need_backup + work_bytes:,} bytes "
+            f"(backup {need_backup:,} + work {work_bytes:,}), have {backup_free:,}",
+            "free some space, or pass --backup-root on another disk",
+        )
+    if backup_free < need_backup:
+        raise OpsError(
+            f"not enough free space for the backup in {backup_root}: need {need_backup:,}, have {backup_free:,}",
+            "free some space, or pass --backup-root on another disk",
+        )
+    if root_free < work_bytes:
+        raise OpsError(
+            f"not enough free space on {root}: need {work_bytes:,} bytes of scratch space, have {root_free:,}",
+            "free some space first",
+        )
+
+
+def _existing_ancestor(path: Path) -> Path:
+    while not path.exists():
+        path = path.parent
+    return path

@@ -1,0 +1,51 @@
+"""`db clean`: remove orphan HNSW folders (folders with HNSW files that no VECTOR segment owns).
+
+Nothing else in the persist dir is ever touched; the removed folders are in the backup.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from ops.engine import failpoints
+from ops.engine.fsutil import remove_tree
+from ops.engine.plan import Action, StepPlan
+from ops.engine.step import Step, StepContext, Touches
+from ops.errors import OpsError
+from ops.storage.fs import tree_size
+
+REMOVE_FOLDER = "remove_orphan_folder"
+
+
+class DbClean(Step):
+    name: ClassVar[str] = "db.clean"
+
+    def plan(self, ctx: StepContext) -> StepPlan:
+        actions = [
+            Action(
+                kind=REMOVE_FOLDER,
+                target=folder.name,
+                before={"exists": True, "bytes": tree_size(folder), "files": sorted(p.name for p in folder.iterdir())},
+                after={"exists": False},
+                details={"bytes_reclaimed": tree_size(folder), "duration": "seconds"},
+            )
+            for folder in ctx.persist_dir.orphan_dirs()
+        ]
+        return StepPlan(step=self.name, target=str(ctx.root), actions=actions)
+
+    def touches(self, plan: StepPlan) -> Touches:
+        return Touches(sqlite=False, folders=[a.target for a in plan.actions])
+
+    def apply(self, ctx: StepContext, plan: StepPlan) -> None:
+        for action in plan.actions:
+            remove_tree(ctx.root / action.target)
+            failpoints.hit("db_clean.removed_one")
+            ctx.notes.append(f"removed {action.target}")
+
+    def verify(self, ctx: StepContext, plan: StepPlan) -> None:
+        failpoints.hit("db_clean.verify")
+        left = [a.target for a in plan.actions if (ctx.root / a.target).exists()]
+        if left:
+            raise OpsError(f"orphan folders still present after db clean: {', '.join(left)}")
+        if ctx.persist_dir.orphan_dirs():
+            raise OpsError("orphan folders remain after db clean")

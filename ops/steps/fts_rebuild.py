@@ -1,0 +1,74 @@
+"""`fts rebuild [-t TOKENIZER]`: rebuild Chroma's FTS5 index from the stored documents.
+
+Also repairs a missing or half-dropped table (`no such table: embedding_fulltext_search`). The
+tokenizer is validated by SQLite before anything changes; without -t the one the database had is
+kept (trigram, Chroma's, when the table is gone). A healthy index with the same tokenizer plans
+nothing unless --force.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from ops.engine import failpoints
+from ops.engine.plan import Action, StepPlan
+from ops.engine.step import Step, StepContext
+from ops.errors import OpsError
+from ops.storage import fts
+
+REBUILD = "rebuild_fts"
+
+
+class FtsRebuild(Step):
+    name: ClassVar[str] = "fts.rebuild"
+
+    def __init__(self, tokenizer: str | None = None, force: bool = False) -> None:
+        self.tokenizer = fts.validate_tokenizer(tokenizer) if tokenizer else None
+        self.force = force
+
+    def plan(self, ctx: StepContext) -> StepPlan:
+        state = fts.read_state(ctx.persist_dir.conn)
+        tokenizer = self.tokenizer or state.tokenizer or fts.DEFAULT_TOKENIZER
+        needed = self.force or not state.healthy or tokenizer != state.tokenizer
+        actions = []
+        if needed:
+            actions.append(
+                Action(
+                    kind=REBUILD,
+                    target=fts.FTS_TABLE,
+                    before={
+                        "exists": state.exists,
+                        "tokenizer": state.tokenizer,
+                        "rows": state.rows,
+                        "mismatched": state.mismatched,
+                        "error": state.error,
+                        "shadow_tables": state.shadow_tables,
+                    },
+                    after={"exists": True, "tokenizer": tokenizer, "rows": state.documents},
+                    details={"duration": "seconds" if state.documents < 1_000_000 else "minutes"},
+                )
+            )
+        return StepPlan(step=self.name, target=str(ctx.persist_dir.sqlite_path), actions=actions)
+
+    def apply(self, ctx: StepContext, plan: StepPlan) -> None:
+        for action in plan.actions:
+            tokenizer = str(action.after["tokenizer"]) if isinstance(action.after, dict) else fts.DEFAULT_TOKENIZER
+            rows = fts.rebuild(ctx.persist_dir.conn, tokenizer)
+            failpoints.hit("fts_rebuild.rebuilt")
+            ctx.notes.append(f"{fts.FTS_TABLE}: {rows:,} documents indexed with tokenizer '{tokenizer}'")
+
+    def verify(self, ctx: StepContext, plan: StepPlan) -> None:
+        failpoints.hit("fts_rebuild.verify")
+        conn = ctx.persist_dir.conn
+        state = fts.read_state(conn)
+        if not state.healthy:
+            raise OpsError(
+                f"FTS index not healthy after rebuild: {state.rows} rows for {state.documents} documents"
+                + (f" ({state.error})" if state.error else "")
+            )
+        for action in plan.actions:
+            if isinstance(action.after, dict) and state.tokenizer != action.after["tokenizer"]:
+                raise OpsError(f"FTS tokenizer is {state.tokenizer!r}, planned {action.after['tokenizer']!r}")
+        probe = fts.probe_query(conn)
+        if probe is not None and probe[0] not in fts.match_rowids(conn, probe[1]):
+            raise OpsError(f"FTS MATCH {probe[1]!r} does not find the document it came from")

@@ -1,0 +1,134 @@
+"""`wal clean`: delete the WAL rows every segment has applied, then VACUUM.
+
+Keeps the newest row of the table (the seq_id trap), leaves rows of never-flushed segments, and
+leaves the automatic-purge setting as the user set it. VACUUM's temporary files go to a folder
+with room for them.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import ClassVar
+
+from ops.engine import failpoints
+from ops.engine.plan import Action, StepPlan
+from ops.engine.step import Step, StepContext
+from ops.errors import OpsError
+from ops.storage import wal_purge
+
+DELETE_ROWS = "delete_wal_rows"
+VACUUM = "vacuum"
+MIN_FREE_BYTES_TO_VACUUM = 1 << 20
+TEMP_SPACE_FACTOR = 1.1
+
+
+class WalClean(Step):
+    name: ClassVar[str] = "wal.clean"
+
+    def __init__(self, skip: Sequence[str] = (), temp_dir: Path | None = None) -> None:
+        self.skip = set(skip)
+        self.temp_dir = temp_dir
+
+    def plan(self, ctx: StepContext) -> StepPlan:
+        pd = ctx.persist_dir
+        collections = [c for c in pd.collections() if c.name not in self.skip]
+        skipped_ids = {c.id for c in pd.collections() if c.name in self.skip}
+        actions = []
+        reclaim = 0
+        for t in wal_purge.purge_targets(pd.conn, collections):
+            if t.deletable == 0 or t.topic.rsplit("/", 1)[-1] in skipped_ids:
+                continue
+            reclaim += t.deletable_bytes
+            actions.append(
+                Action(
+                    kind=DELETE_ROWS,
+                    target=t.collection or t.topic,
+                    before={"rows": t.rows},
+                    after={"rows": t.rows - t.deletable},
+                    details={"topic": t.topic, "watermark": t.watermark, "bytes_estimate": t.deletable_bytes},
+                )
+            )
+        space = wal_purge.file_space(pd.conn)
+        if actions or space.free_bytes >= MIN_FREE_BYTES_TO_VACUUM:
+            estimate = max(space.file_bytes - space.free_bytes - reclaim, 0)
+            actions.append(
+                Action(
+                    kind=VACUUM,
+                    target="chroma.sqlite3",
+                    before={"bytes": space.file_bytes, "free_pages": space.free_pages},
+                    after={"bytes_estimate": estimate, "free_pages": 0},
+                    details={"bytes_reclaimed_estimate": space.file_bytes - estimate, "duration": "seconds"},
+                )
+            )
+        return StepPlan(step=self.name, target=str(pd.sqlite_path), actions=actions)
+
+    def extra_space(self, ctx: StepContext, plan: StepPlan) -> int:
+        # VACUUM rewrites the database through a rollback journal as large as the file.
+        return ctx.persist_dir.sqlite_path.stat().st_size if _vacuums(plan) else 0
+
+    def apply(self, ctx: StepContext, plan: StepPlan) -> None:
+        conn = ctx.persist_dir.conn
+        for action in plan.actions:
+            if action.kind == DELETE_ROWS:
+                details = action.details
+                topic, watermark = str(details["topic"]), details["watermark"]
+                wal_purge.delete_rows(conn, topic, watermark if isinstance(watermark, int) else None)
+                failpoints.hit("wal_clean.deleted_one")
+
+    def after_commit(self, ctx: StepContext, plan: StepPlan) -> None:
+        if not _vacuums(plan):
+            return
+        conn = ctx.persist_dir.conn
+        size = ctx.persist_dir.sqlite_path.stat().st_size
+        temp_dir = self.temp_dir or pick_temp_dir(ctx.root, size)
+        before = size
+        conn.execute(f"PRAGMA temp_store_directory = '{_sql_quote(str(temp_dir))}'")
+        failpoints.hit("wal_clean.vacuum")
+        conn.execute("VACUUM")
+        conn.execute("PRAGMA temp_store_directory = ''")
+        after = ctx.persist_dir.sqlite_path.stat().st_size
+        ctx.notes.append(f"chroma.sqlite3: {before:,} -> {after:,} bytes (reclaimed {before - after:,})")
+
+    def verify(self, ctx: StepContext, plan: StepPlan) -> None:
+        failpoints.hit("wal_clean.verify")
+        conn = ctx.persist_dir.conn
+        for action in plan.actions:
+            if action.kind != DELETE_ROWS:
+                continue
+            watermark = action.details["watermark"]
+            left = wal_purge.deletable_rows(
+                conn, str(action.details["topic"]), watermark if isinstance(watermark, int) else None
+            )
+            if left:
+                raise OpsError(f"{left} WAL rows of {action.target} below the watermark are still there")
+        deleted = any(a.kind == DELETE_ROWS for a in plan.actions)
+        if deleted and conn.execute("SELECT count(*) FROM embeddings_queue").fetchone()[0] == 0:
+            raise OpsError("the WAL is empty after wal clean; the newest row must stay")
+        check = conn.execute("PRAGMA quick_check").fetchone()[0]
+        if check != "ok":
+            raise OpsError(f"chroma.sqlite3 failed its integrity check after wal clean: {check}")
+        if _vacuums(plan) and wal_purge.file_space(conn).free_pages:
+            raise OpsError("chroma.sqlite3 still has free pages after VACUUM")
+
+
+def _vacuums(plan: StepPlan) -> bool:
+    return any(a.kind == VACUUM for a in plan.actions)
+
+
+def _sql_quote(text: str) -> str:
+    return text.replace("'", "''")
+
+
+def pick_temp_dir(root: Path, db_bytes: int) -> Path:
+    """The first of (persist dir, system temp dir) with room for VACUUM's temporary copy."""
+    need = int(db_bytes * TEMP_SPACE_FACTOR)
+    for candidate in (root, Path(tempfile.gettempdir())):
+        if shutil.disk_usage(candidate).free >= need:
+            return candidate
+    raise OpsError(
+        f"no folder has {need:,} bytes free for VACUUM's temporary copy",
+        "free some space, or pass --temp-dir on a larger disk",
+    )

@@ -1,0 +1,108 @@
+"""Which WAL rows are safe to delete, and deleting them.
+
+A row is safe to delete when every segment of its collection has applied it: its seq_id is below
+the lowest max_seq_id of the collection's segments (a segment that never recorded one keeps all
+rows). The newest row of the whole table is never deleted: SQLite numbers a new row
+max(seq_id) + 1, so an emptied WAL would restart below every segment's max_seq_id and Chroma would
+treat the next writes as already applied (shared/chroma-storage.md, "The seq_id trap").
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from pydantic import BaseModel
+
+from ops.storage.models import CollectionRecord
+from ops.storage.sysdb import read_segments
+
+_NEWEST_GUARD = "seq_id < (SELECT max(seq_id) FROM embeddings_queue)"
+
+
+class PurgeTarget(BaseModel):
+    """WAL rows of one topic that may go: those below `watermark` (and not the newest row)."""
+
+    topic: str
+    collection: str | None
+    """`database/name`, or None for a topic whose collection no longer exists."""
+    watermark: int | None
+    """None: the collection no longer exists, every row of the topic may go."""
+    rows: int
+    deletable: int
+    deletable_bytes: int
+
+
+def collection_watermark(collection: CollectionRecord, segment_seq_ids: list[int | None]) -> int:
+    """Lowest max_seq_id over the collection's segments; 0 if any never recorded one."""
+    if not segment_seq_ids or any(s is None for s in segment_seq_ids):
+        return 0
+    return min(s for s in segment_seq_ids if s is not None)
+
+
+def purge_targets(conn: sqlite3.Connection, collections: list[CollectionRecord]) -> list[PurgeTarget]:
+    """Every WAL topic with its deletable rows, collections first, then orphan topics."""
+    seq_ids: dict[str, list[int | None]] = {}
+    for segment in read_segments(conn):
+        seq_ids.setdefault(segment.collection_id, []).append(segment.max_seq_id)
+    by_id = {c.id: c for c in collections}
+    targets = []
+    for (topic,) in conn.execute("SELECT DISTINCT topic FROM embeddings_queue ORDER BY topic").fetchall():
+        cid = str(topic).rsplit("/", 1)[-1]
+        collection = by_id.get(cid)
+        watermark = collection_watermark(collection, seq_ids.get(cid, [])) if collection else None
+        rows, deletable, size = _count(conn, str(topic), watermark)
+        targets.append(
+            PurgeTarget(
+                topic=str(topic),
+                collection=f"{collection.database}/{collection.name}" if collection else None,
+                watermark=watermark,
+                rows=rows,
+                deletable=deletable,
+                deletable_bytes=size,
+            )
+        )
+    return targets
+
+
+def _condition(watermark: int | None) -> tuple[str, tuple[int, ...]]:
+    if watermark is None:
+        return f"topic = ? AND {_NEWEST_GUARD}", ()
+    return f"topic = ? AND seq_id < ? AND {_NEWEST_GUARD}", (watermark,)
+
+
+def _count(conn: sqlite3.Connection, topic: str, watermark: int | None) -> tuple[int, int, int]:
+    rows = int(conn.execute("SELECT count(*) FROM embeddings_queue WHERE topic = ?", (topic,)).fetchone()[0])
+    where, args = _condition(watermark)
+    deletable, size = conn.execute(
+        "SELECT count(*), coalesce(sum(coalesce(length(vector), 0) + coalesce(length(metadata), 0)"
+        f" + length(id) + 40), 0) FROM embeddings_queue WHERE {where}",
+        (topic, *args),
+    ).fetchone()
+    return rows, int(deletable), int(size)
+
+
+def delete_rows(conn: sqlite3.Connection, topic: str, watermark: int | None) -> int:
+    where, args = _condition(watermark)
+    cursor = conn.execute(f"DELETE FROM embeddings_queue WHERE {where}", (topic, *args))
+    return int(cursor.rowcount)
+
+
+def deletable_rows(conn: sqlite3.Connection, topic: str, watermark: int | None) -> int:
+    return _count(conn, topic, watermark)[1]
+
+
+class FileSpace(BaseModel):
+    file_bytes: int
+    page_size: int
+    free_pages: int
+
+    @property
+    def free_bytes(self) -> int:
+        return self.page_size * self.free_pages
+
+
+def file_space(conn: sqlite3.Connection) -> FileSpace:
+    page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+    pages = int(conn.execute("PRAGMA page_count").fetchone()[0])
+    free = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+    return FileSpace(file_bytes=page_size * pages, page_size=page_size, free_pages=free)
