@@ -48,6 +48,37 @@ def standard_dir(standard_master: BuiltDir, tmp_path: Path) -> BuiltDir:
     return BuiltDir(target, standard_master.truth)
 
 
+@pytest.fixture(scope="session")
+def walbloat_master(tmp_path_factory: pytest.TempPathFactory) -> BuiltDir:
+    return build("walbloat", tmp_path_factory.mktemp("walbloat") / "persist")
+
+
+@pytest.fixture
+def walbloat_dir(walbloat_master: BuiltDir, tmp_path: Path) -> BuiltDir:
+    target = tmp_path / "walbloat-persist"
+    shutil.copytree(walbloat_master.path, target)
+    return BuiltDir(target, walbloat_master.truth)
+
+
+def chroma(command: str, path: Path, *args: str) -> Any:
+    """The real chromadb client, in a child process (tests/chroma_probe.py)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.chroma_probe", command, str(path), *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def chroma_snapshot(path: Path, scratch: Path) -> Any:
+    """What chromadb answers for a persist dir, asked on a copy so the original stays untouched."""
+    copy = scratch / f"probe-{len(list(scratch.glob('probe-*')))}"
+    shutil.copytree(path, copy)
+    return chroma("snapshot", copy)
+
+
 def golden_versions() -> list[str]:
     return sorted(p.parent.name.removeprefix("chromadb-") for p in GOLDEN.glob("chromadb-*/persist.tar.gz"))
 

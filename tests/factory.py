@@ -112,6 +112,39 @@ def standard(out: Path) -> dict[str, Any]:
     return {"collections": [asdict(x) for x in truths], "orphan_dirs": orphans}
 
 
+def walbloat(out: Path) -> dict[str, Any]:
+    """Automatic purge off, the same 2,000 records upserted three times: a WAL worth cleaning.
+
+    Purge is switched off between two client sessions (child processes), with the SQL that
+    `chops wal config --purge off` runs, since chromadb has no client API for it.
+    """
+    _in_child(
+        f"import chromadb; chromadb.PersistentClient(path={str(out)!r}).create_collection("
+        f"'bloat', configuration={configured('l2')!r})"
+    )
+    with sqlite3.connect(out / "chroma.sqlite3") as conn:
+        conn.execute(
+            "UPDATE embeddings_queue_config SET config_json_str = "
+            '\'{"automatically_purge":false,"_type":"EmbeddingsQueueConfigurationInternal"}\''
+        )
+    import chromadb
+
+    client = chromadb.PersistentClient(path=str(out))
+    bloat = client.get_collection("bloat")
+    rs = np.random.RandomState(5)
+    ids = [f"b{i:05d}" for i in range(2000)]
+    for round_ in range(3):
+        bloat.upsert(ids=ids, embeddings=vectors(rs, 2000, 32), documents=[f"bloat round {round_} {i}" for i in ids])
+    t = CollectionTruth("bloat", "default_database", allocated_on_disk=2000)
+    return {"collections": [asdict(_finish(t, bloat))], "orphan_dirs": []}
+
+
+def _in_child(code: str) -> None:
+    import subprocess
+
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def demo(out: Path) -> dict[str, Any]:
     """The README's sample database: a fragmented collection and a pending one."""
     return standard(out)
@@ -126,7 +159,7 @@ def _finish(t: CollectionTruth, collection: Any) -> CollectionTruth:
     return t
 
 
-SCENARIOS = {"standard": standard, "demo": demo}
+SCENARIOS = {"standard": standard, "walbloat": walbloat, "demo": demo}
 
 
 def main(argv: list[str]) -> int:

@@ -86,13 +86,17 @@ def estimate_backup_bytes(persist_dir: Path, include_sqlite: bool, folders: list
     return total
 
 
+def new_backup_id(run_id: str) -> str:
+    """Sortable by time (microseconds), so the newest backup is the last name in the root."""
+    return f"{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S.%fZ')}-{run_id}"
+
+
 def take_backup(
-    persist_dir: Path, root: Path, run_id: str, reason: str, include_sqlite: bool, folders: list[str]
+    persist_dir: Path, target: Path, reason: str, include_sqlite: bool, folders: list[str]
 ) -> BackupManifest:
-    """Save chroma.sqlite3 (online backup API) and the given folders; manifest last."""
+    """Save chroma.sqlite3 (online backup API) and the given folders into target; manifest last."""
     created = datetime.now(timezone.utc)
-    backup_id = f"{created.strftime('%Y%m%dT%H%M%SZ')}-{run_id}"
-    target = root / backup_id
+    backup_id = target.name
     target.mkdir(parents=True, exist_ok=False)
     entries: list[FileEntry] = []
     if include_sqlite:
@@ -109,7 +113,7 @@ def take_backup(
         files=entries,
     )
     atomic_write(target / MANIFEST, orjson.dumps(manifest.model_dump(mode="json"), option=orjson.OPT_INDENT_2))
-    fsync_dir(root)
+    fsync_dir(target.parent)
     return manifest
 
 

@@ -23,6 +23,7 @@ from ops.engine.backup import (
     default_backup_root,
     estimate_backup_bytes,
     find_backup,
+    new_backup_id,
     prune_backups,
     read_manifest,
     restore_backup,
@@ -116,10 +117,11 @@ def _apply_locked(
     result = RunResult(plan=plan, applied=True)
     try:
         if options.backup:
-            journal.backup_dir = str(backup_root / "pending")
-            manifest = take_backup(root, backup_root, journal.run_id, step.name, touched.sqlite, touched.folders)
-            journal.backup_dir = str(backup_root / manifest.backup_id)
-            result.backup_id, result.backup_dir = manifest.backup_id, journal.backup_dir
+            target = backup_root / new_backup_id(journal.run_id)
+            journal.backup_dir = str(target)
+            journal.save(root)
+            manifest = take_backup(root, target, step.name, touched.sqlite, touched.folders)
+            result.backup_id, result.backup_dir = manifest.backup_id, str(target)
         failpoints.hit("after_backup")
         journal.enter(root, "apply")
         step.apply(ctx, step_plan)
@@ -213,7 +215,7 @@ def check_writable(root: Path, backup_root: Path | None) -> None:
     if backup_root is None:
         return
     existing = _existing_ancestor(backup_root)
-    if not os.access(existing, os.W_OK):
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
         raise BadInput(f"permission denied: cannot write backups to {backup_root}", "pass --backup-root DIR")
 
 

@@ -42,7 +42,8 @@ class HnswConfigStep(Step):
     def plan(self, ctx: StepContext) -> StepPlan:
         record = ctx.persist_dir.collection(self.collection, self.database)
         current = record.hnsw_config.model_dump()
-        _validate({**current, **self.changes}, combined=True)
+        explicit = {k: v for k, v in current.items() if k in record.hnsw_config.sources}
+        _validate({**explicit, **self.changes}, combined=True)  # defaults we assumed are not checked
         actions = [
             Action(
                 kind=SET_CONFIG,

@@ -1,0 +1,99 @@
+"""Ask the real chromadb client about a persist dir, in a child process, and print JSON.
+
+    python -m tests.chroma_probe snapshot DIR            counts, every id's document/metadata/embedding
+                                                         digest, and query results per collection
+    python -m tests.chroma_probe add DIR DB NAME N       add N new records to a collection
+    python -m tests.chroma_probe contains DIR DB NAME S  ids whose document contains S
+    python -m tests.chroma_probe config DIR DB NAME      the collection's configuration as chromadb reports it
+
+Each call is its own process, so each one opens the directory fresh ("after reopening").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from typing import Any
+
+import numpy as np
+
+QUERIES = 3
+TOP_K = 5
+
+
+def _client(path: str, database: str = "default_database") -> Any:
+    import chromadb
+
+    return chromadb.PersistentClient(path=path, database=database)
+
+
+def _databases(path: str) -> list[str]:
+    import sqlite3
+
+    with sqlite3.connect(f"file:{path}/chroma.sqlite3?mode=ro", uri=True) as conn:
+        return [str(r[0]) for r in conn.execute("SELECT name FROM databases ORDER BY name")]
+
+
+def snapshot(path: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for database in _databases(path):
+        client = _client(path, database)
+        for collection in sorted(client.list_collections(), key=lambda c: c.name):
+            got = collection.get(include=["documents", "metadatas", "embeddings"])
+            records = {
+                i: hashlib.sha256(
+                    json.dumps([d, m, np.asarray(e, dtype=np.float32).round(5).tolist()], sort_keys=True).encode()
+                ).hexdigest()
+                for i, d, m, e in zip(got["ids"], got["documents"], got["metadatas"], got["embeddings"], strict=True)
+            }
+            entry: dict[str, Any] = {"count": collection.count(), "records": records}
+            if records:
+                dim = len(got["embeddings"][0])
+                rs = np.random.RandomState(dim)
+                res = collection.query(query_embeddings=rs.rand(QUERIES, dim).tolist(), n_results=TOP_K)
+                entry["query_ids"] = res["ids"]
+                entry["query_distances"] = np.round(np.asarray(res["distances"]), 4).tolist()
+            out[f"{database}/{collection.name}"] = entry
+    return out
+
+
+def add(path: str, database: str, name: str, n: int) -> dict[str, Any]:
+    collection = _client(path, database).get_collection(name)
+    dim = len(collection.get(limit=1, include=["embeddings"])["embeddings"][0])
+    ids = [f"probe-added-{i}" for i in range(n)]
+    collection.add(
+        ids=ids, embeddings=np.random.RandomState(7).rand(n, dim).tolist(), documents=[f"added {i}" for i in ids]
+    )
+    return {"ids": ids, "count": collection.count()}
+
+
+def contains(path: str, database: str, name: str, text: str) -> dict[str, Any]:
+    collection = _client(path, database).get_collection(name)
+    try:
+        return {"ids": sorted(collection.get(where_document={"$contains": text})["ids"])}
+    except Exception as exc:  # the broken-FTS state surfaces as an error from chromadb
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def config(path: str, database: str, name: str) -> dict[str, Any]:
+    collection = _client(path, database).get_collection(name)
+    return {"configuration": json.loads(json.dumps(collection.configuration, default=str))}
+
+
+def main(argv: list[str]) -> int:
+    command, path, *rest = argv
+    if command == "snapshot":
+        result = snapshot(path)
+    elif command == "add":
+        result = add(path, rest[0], rest[1], int(rest[2]))
+    elif command == "contains":
+        result = contains(path, rest[0], rest[1], rest[2])
+    else:
+        result = config(path, rest[0], rest[1])
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,193 @@
+"""The runner's safety net on real persist dirs: rollback on failure, busy database, kill -9."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ops.engine.backup import live_matches_backup
+from tests.conftest import BuiltDir, chroma_snapshot, run_chops, tree_state
+
+
+def content_state(path: Path) -> dict[str, str]:
+    """sha256 of every file; chroma.sqlite3 by its SQL dump (a restore through SQLite's backup API
+    rewrites three header counters, never the content)."""
+    state = {}
+    for p in sorted(path.rglob("*")):
+        if p.name == "chroma.sqlite3":
+            with sqlite3.connect(f"file:{p}?mode=ro", uri=True) as conn:
+                state[str(p.relative_to(path))] = hashlib.sha256("\n".join(conn.iterdump()).encode()).hexdigest()
+        elif p.is_file():
+            state[str(p.relative_to(path))] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return state
+
+
+COMMANDS = {
+    "db.clean": (["db", "clean"], "db_clean.verify"),
+    "wal.clean": (["wal", "clean"], "wal_clean.verify"),
+    "fts.rebuild": (["fts", "rebuild", "--force"], "fts_rebuild.verify"),
+    "wal.config": (["wal", "config", "--purge", "off"], "before_verify"),
+    "hnsw.config": (["hnsw", "config", "-c", "frag", "--search-ef", "99"], "before_verify"),
+}
+
+
+def chops_at(path: Path, args: list[str], *extra: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    r = run_chops(args[0], args[1], path, *args[2:], *extra, env=env)
+    return r.code, r.stderr
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_failed_verify_rolls_back_everything(standard_dir: BuiltDir, tmp_path: Path, name: str) -> None:
+    path = standard_dir.path
+    args, failpoint = COMMANDS[name]
+    if name == "wal.clean":  # give it something to clean
+        with sqlite3.connect(path / "chroma.sqlite3") as conn:
+            conn.execute("CREATE TABLE filler (x)")
+            conn.execute(
+                "INSERT INTO filler SELECT randomblob(4096) FROM (WITH RECURSIVE n(i) AS "
+                "(SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 600) SELECT i FROM n)"
+            )
+            conn.execute("DROP TABLE filler")
+    answers = chroma_snapshot(path, tmp_path)
+    before = content_state(path)
+    code, stderr = chops_at(path, args, "--yes", env={"CHOPS_FAILPOINT": f"{failpoint}=fail"})
+    assert code == 1
+    assert "restored from backup" in stderr and "injected failure" in stderr, stderr
+    assert not (path / ".chops-journal.json").exists()
+    assert content_state(path) == before
+    assert chroma_snapshot(path, tmp_path) == answers
+
+
+def test_busy_database_is_retried_then_refused(standard_dir: BuiltDir) -> None:
+    path = standard_dir.path
+    holder = _hold_write_lock(path, seconds=30)
+    try:
+        before = tree_state(path)
+        started = time.monotonic()
+        r = run_chops("wal", "config", path, "--purge", "off", "--yes", "--lock-timeout", "1.5")
+        waited = time.monotonic() - started
+        assert r.code == 1
+        assert r.stderr.strip() == (
+            "chops: error: the database is in use by another process (still locked after 1.5 s); stop Chroma and retry"
+        )
+        assert waited >= 1.5  # it retried for the whole window before giving up
+        assert tree_state(path) == before
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_busy_database_is_waited_for(standard_dir: BuiltDir) -> None:
+    holder = _hold_write_lock(standard_dir.path, seconds=1.5)
+    try:
+        r = run_chops("wal", "config", standard_dir.path, "--purge", "off", "--yes", "--lock-timeout", "30")
+        assert r.code == 0, r.stderr
+    finally:
+        holder.wait()
+    assert run_chops("wal", "info", standard_dir.path, "--json").json()["automatically_purge"] is False
+
+
+def _hold_write_lock(path: Path, seconds: float) -> subprocess.Popen[str]:
+    code = (
+        "import sqlite3, sys, time\n"
+        f"c = sqlite3.connect({str(path / 'chroma.sqlite3')!r}, isolation_level=None)\n"
+        "c.execute('BEGIN IMMEDIATE')\n"
+        'c.execute("UPDATE tenants SET id = id")\n'
+        "print('locked', flush=True)\n"
+        f"time.sleep({seconds})\n"
+        "c.execute('COMMIT')\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+KILLS = {
+    "wal.clean before VACUUM (rows already deleted)": (["wal", "clean"], "wal_clean.vacuum"),
+    "db.clean during folder removal": (["db", "clean"], "db_clean.removed_one"),
+    "fts.rebuild mid-rebuild": (["fts", "rebuild", "--force"], "fts_rebuild.rebuilt"),
+    "hnsw.config right after backup": (["hnsw", "config", "-c", "frag", "--search-ef", "99"], "after_backup"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(KILLS))
+def test_kill_9_then_refuse_then_rollback(
+    walbloat_dir: BuiltDir, standard_dir: BuiltDir, tmp_path: Path, name: str
+) -> None:
+    args, failpoint = KILLS[name]
+    path = walbloat_dir.path if args[0] == "wal" else standard_dir.path
+    answers = chroma_snapshot(path, tmp_path)
+    before = content_state(path)
+    code, _ = chops_at(path, args, "--yes", env={"CHOPS_FAILPOINT": f"{failpoint}=kill"})
+    assert code == -9
+    assert (path / ".chops-journal.json").exists()
+    for refused in (["db", "info"], ["wal", "clean", "--plan"], [*args, "--yes"]):
+        code, stderr = chops_at(path, refused)
+        assert code == 1 and f"chops rollback {path}" in stderr, stderr
+    backup_dir = Path(_journal_backup(path))
+    r = run_chops("rollback", path, "--yes")
+    assert r.code == 0, r.stderr
+    assert not (path / ".chops-journal.json").exists()
+    assert live_matches_backup(backup_dir, path) == []
+    assert content_state(path) == before
+    assert chroma_snapshot(path, tmp_path) == answers
+    assert run_chops("db", "info", path).code == 0
+
+
+def _journal_backup(path: Path) -> str:
+    import json
+
+    return str(json.loads((path / ".chops-journal.json").read_text())["backup_dir"])
+
+
+def test_unknown_layout_is_not_changed(standard_dir: BuiltDir) -> None:
+    with sqlite3.connect(standard_dir.path / "chroma.sqlite3") as conn:
+        conn.execute(
+            "UPDATE migrations SET version = 99 WHERE dir = 'sysdb' AND version = "
+            "(SELECT max(version) FROM migrations WHERE dir = 'sysdb')"
+        )
+    before = tree_state(standard_dir.path)
+    r = run_chops("db", "clean", standard_dir.path, "--yes")
+    assert r.code == 1 and "unknown Chroma layout" in r.stderr
+    assert tree_state(standard_dir.path) == before
+
+
+def test_backup_root_that_cannot_hold_backups(standard_dir: BuiltDir, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    before = tree_state(standard_dir.path)
+    r = run_chops("db", "clean", standard_dir.path, "--yes", "--backup-root", blocker / "backups")
+    assert r.code == 1 and "cannot write backups" in r.stderr
+    assert tree_state(standard_dir.path) == before
+
+
+def test_retention_keeps_the_newest(standard_dir: BuiltDir) -> None:
+    path = standard_dir.path
+    for value in (21, 22, 23):
+        assert (
+            run_chops(
+                "hnsw", "config", path, "-c", "frag", "--search-ef", str(value), "--yes", "--keep-backups", "2"
+            ).code
+            == 0
+        )
+    backups = run_chops("backup", "list", path, "--json").json()["backups"]
+    assert len(backups) == 2
+    # rolling back to the latest backup restores the state before the last change
+    assert run_chops("rollback", path, "--yes").code == 0
+    assert run_chops("hnsw", "info", path, "-c", "frag", "--json").json()["collection"]["hnsw"]["ef_search"] == 22
+
+
+def test_kill_leaves_no_partial_output_after_rollback(standard_dir: BuiltDir) -> None:
+    path = standard_dir.path
+    names_before = sorted(os.listdir(path))
+    code, _ = chops_at(path, ["db", "clean"], "--yes", env={"CHOPS_FAILPOINT": "db_clean.removed_one=kill"})
+    assert code == -9
+    assert run_chops("rollback", path, "--yes").code == 0
+    assert sorted(os.listdir(path)) == names_before
