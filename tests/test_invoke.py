@@ -23,7 +23,8 @@ def invoke(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None) -> s
 
 def test_list_groups_tasks() -> None:
     out = invoke("--list").stdout
-    for name in ("db.info", "hnsw.info", "wal.info", "demo", "test"):
+    for name in ("db.info", "db.clean", "hnsw.info", "hnsw.config", "wal.info", "wal.clean", "wal.config",
+                 "fts.rebuild", "backups", "rollback", "demo", "test"):
         assert name in out
 
 
@@ -52,3 +53,28 @@ def test_missing_persist_dir_is_one_line(tmp_path: Path) -> None:
     assert r.returncode == 1
     assert r.stderr.strip().splitlines() == [r.stderr.strip()]
     assert "no persist dir given" in r.stderr
+
+
+def test_mutating_task_plans_applies_and_lists_backups(standard_dir: BuiltDir) -> None:
+    path = str(standard_dir.path)
+    planned = invoke("hnsw.config", "--persist-dir", path, "--collection", "frag", "--search-ef", "55", "--plan")
+    assert planned.returncode == 2, planned.stderr
+    assert json.loads(planned.stdout)["steps"][0]["actions"][0]["after"] == {"ef_search": 55}
+    applied = invoke("hnsw.config", "--persist-dir", path, "--collection", "frag", "--search-ef", "55", "--yes")
+    assert applied.returncode == 0, applied.stderr
+    again = invoke("hnsw.config", "--persist-dir", path, "--collection", "frag", "--search-ef", "55", "--plan")
+    assert again.returncode == 0
+    listed = json.loads(invoke("backups", "--persist-dir", path, "--json").stdout)
+    assert len(listed["backups"]) == 1
+
+
+def test_task_help_is_not_eaten_by_arguments() -> None:
+    for name in ("wal.config", "hnsw.config", "hnsw.info", "fts.rebuild"):
+        r = invoke(name, "--help")
+        assert r.returncode == 0 and "Docstring:" in r.stdout, (name, r.stderr)
+
+
+def test_bad_value_is_one_line() -> None:
+    r = invoke("hnsw.config", "--persist-dir", "/nonexistent", "--collection", "x", "--search-ef", "many", "--yes")
+    assert r.returncode == 1
+    assert r.stderr.strip() == "chops: error: --search-ef must be a whole number, not 'many'"

@@ -30,6 +30,30 @@ def resolve_persist_dir(c: Context, persist_dir: str | None) -> str:
     return str(value)
 
 
+def required(value: str | None, flag: str) -> str:
+    if not value:
+        raise BadInput(f"{flag} is required")
+    return value
+
+
+def integer(value: str | None, flag: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise BadInput(f"{flag} must be a whole number, not {value!r}") from None
+
+
+def number(value: str | None, flag: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise BadInput(f"{flag} must be a number, not {value!r}") from None
+
+
 def finish(run: Callable[[], int], debug: bool = False) -> None:
     code = commands.guarded(run, debug=debug)
     if code:
@@ -70,7 +94,7 @@ def db_info(
 )
 def hnsw_info(
     c: Context,
-    collection: str,
+    collection: str | None = None,
     persist_dir: str | None = None,
     database: str = "default_database",
     verbose: bool = False,
@@ -80,7 +104,12 @@ def hnsw_info(
     """One collection's HNSW segment in detail."""
     finish(
         lambda: commands.hnsw_info(
-            resolve_persist_dir(c, persist_dir), collection, database, verbose, privacy, Output(json)
+            resolve_persist_dir(c, persist_dir),
+            required(collection, "--collection NAME"),
+            database,
+            verbose,
+            privacy,
+            Output(json),
         )
     )
 
@@ -98,11 +127,220 @@ def wal_info(c: Context, persist_dir: str | None = None, privacy: bool = False, 
     finish(lambda: commands.wal_info(resolve_persist_dir(c, persist_dir), privacy, Output(json)))
 
 
+MUTATION_HELP = {
+    "persist-dir": PERSIST_DIR_HELP,
+    "plan": "print the JSON plan and change nothing (exit 2 if it plans changes)",
+    "dry-run": "same as --plan",
+    "yes": "apply without asking (required when stdin is not a terminal)",
+    "backup": "back up what changes first (default; --no-backup to skip)",
+    "backup-root": "where backups go (default: PERSIST_DIR.chops-backups beside the persist dir)",
+    "keep-backups": "backups to keep (default 5)",
+    "lock-timeout": "seconds to retry a database another process holds (default 10)",
+    "json": "print JSON",
+}
+
+
+def options(
+    c: Context,
+    plan: bool,
+    dry_run: bool,
+    yes: bool,
+    backup: bool,
+    backup_root: str | None,
+    keep_backups: int,
+    lock_timeout: int,
+) -> commands.MutationOptions:
+    root = backup_root or c.config.get("chops", {}).get("backup_root")
+    return commands.MutationOptions(
+        plan_only=plan or dry_run,
+        yes=yes,
+        backup=backup,
+        backup_root=root,
+        keep_backups=keep_backups,
+        lock_timeout=lock_timeout,
+    )
+
+
+@task(name="clean", help=MUTATION_HELP)
+def db_clean(
+    c: Context,
+    persist_dir: str | None = None,
+    plan: bool = False,
+    dry_run: bool = False,
+    yes: bool = False,
+    backup: bool = True,
+    backup_root: str | None = None,
+    keep_backups: int = 5,
+    lock_timeout: int = 10,
+    json: bool = False,
+) -> None:
+    """Remove orphan HNSW folders (no collection owns them)."""
+    opts = options(c, plan, dry_run, yes, backup, backup_root, keep_backups, lock_timeout)
+    finish(lambda: commands.db_clean(resolve_persist_dir(c, persist_dir), opts, Output(json)))
+
+
+@task(
+    name="clean",
+    iterable=["skip"],
+    help={
+        **MUTATION_HELP,
+        "skip": "collection whose WAL is left alone (repeatable)",
+        "temp-dir": "folder for VACUUM's temporary copy",
+    },
+)
+def wal_clean(
+    c: Context,
+    persist_dir: str | None = None,
+    skip: list[str] | None = None,
+    temp_dir: str | None = None,
+    plan: bool = False,
+    dry_run: bool = False,
+    yes: bool = False,
+    backup: bool = True,
+    backup_root: str | None = None,
+    keep_backups: int = 5,
+    lock_timeout: int = 10,
+    json: bool = False,
+) -> None:
+    """Delete WAL rows every segment has applied, then VACUUM."""
+    opts = options(c, plan, dry_run, yes, backup, backup_root, keep_backups, lock_timeout)
+    finish(lambda: commands.wal_clean(resolve_persist_dir(c, persist_dir), skip or [], temp_dir, opts, Output(json)))
+
+
+@task(name="config", help={**MUTATION_HELP, "purge": "auto or off"})
+def wal_config(
+    c: Context,
+    purge: str | None = None,
+    persist_dir: str | None = None,
+    plan: bool = False,
+    dry_run: bool = False,
+    yes: bool = False,
+    backup: bool = True,
+    backup_root: str | None = None,
+    keep_backups: int = 5,
+    lock_timeout: int = 10,
+    json: bool = False,
+) -> None:
+    """Set Chroma's automatic WAL purge."""
+    opts = options(c, plan, dry_run, yes, backup, backup_root, keep_backups, lock_timeout)
+    finish(
+        lambda: commands.wal_config(
+            resolve_persist_dir(c, persist_dir), required(purge, "--purge auto|off"), opts, Output(json)
+        )
+    )
+
+
+@task(
+    name="rebuild",
+    help={
+        **MUTATION_HELP,
+        "tokenizer": "FTS5 tokenizer (default: keep the current one)",
+        "force": "rebuild even when the index is healthy",
+    },
+)
+def fts_rebuild(
+    c: Context,
+    persist_dir: str | None = None,
+    tokenizer: str | None = None,
+    force: bool = False,
+    plan: bool = False,
+    dry_run: bool = False,
+    yes: bool = False,
+    backup: bool = True,
+    backup_root: str | None = None,
+    keep_backups: int = 5,
+    lock_timeout: int = 10,
+    json: bool = False,
+) -> None:
+    """Rebuild the full-text index from the documents (also when it is missing)."""
+    opts = options(c, plan, dry_run, yes, backup, backup_root, keep_backups, lock_timeout)
+    finish(lambda: commands.fts_rebuild(resolve_persist_dir(c, persist_dir), tokenizer, force, opts, Output(json)))
+
+
+@task(
+    name="config",
+    help={
+        **MUTATION_HELP,
+        "collection": "collection name",
+        "database": "database",
+        "search-ef": "ef at query time",
+        "num-threads": "index threads",
+        "resize-factor": "growth factor",
+        "batch-size": "write batch",
+        "sync-threshold": "writes between persists",
+    },
+)
+def hnsw_config(
+    c: Context,
+    collection: str | None = None,
+    persist_dir: str | None = None,
+    database: str = "default_database",
+    search_ef: str | None = None,
+    num_threads: str | None = None,
+    resize_factor: str | None = None,
+    batch_size: str | None = None,
+    sync_threshold: str | None = None,
+    plan: bool = False,
+    dry_run: bool = False,
+    yes: bool = False,
+    backup: bool = True,
+    backup_root: str | None = None,
+    keep_backups: int = 5,
+    lock_timeout: int = 10,
+    json: bool = False,
+) -> None:
+    """Set runtime HNSW parameters where the layout keeps them."""
+    opts = options(c, plan, dry_run, yes, backup, backup_root, keep_backups, lock_timeout)
+
+    def run() -> int:
+        changes: dict[str, int | float | None] = {
+            "ef_search": integer(search_ef, "--search-ef"),
+            "num_threads": integer(num_threads, "--num-threads"),
+            "resize_factor": number(resize_factor, "--resize-factor"),
+            "batch_size": integer(batch_size, "--batch-size"),
+            "sync_threshold": integer(sync_threshold, "--sync-threshold"),
+        }
+        name = required(collection, "--collection NAME")
+        return commands.hnsw_config(resolve_persist_dir(c, persist_dir), name, database, changes, opts, Output(json))
+
+    finish(run)
+
+
+@task(help={"persist-dir": PERSIST_DIR_HELP, "backup-root": "where backups are", "json": "print JSON"})
+def backups(c: Context, persist_dir: str | None = None, backup_root: str | None = None, json: bool = False) -> None:
+    """List the backups chops took of a persist dir."""
+    finish(lambda: commands.backup_list(resolve_persist_dir(c, persist_dir), backup_root, Output(json)))
+
+
+@task(
+    help={
+        "persist-dir": PERSIST_DIR_HELP,
+        "backup": "backup id (default: the latest)",
+        "backup-root": "where backups are",
+        "yes": "do not ask",
+        "json": "print JSON",
+    }
+)
+def rollback(
+    c: Context,
+    persist_dir: str | None = None,
+    backup: str | None = None,
+    backup_root: str | None = None,
+    yes: bool = False,
+    json: bool = False,
+) -> None:
+    """Finish an interrupted run by restoring its backup, or restore the latest backup."""
+    finish(lambda: commands.rollback(resolve_persist_dir(c, persist_dir), backup, backup_root, yes, Output(json)))
+
+
 def namespace() -> Collection:
     """A fresh namespace (no shared global state between programs or tests)."""
     ns = Collection()
-    ns.add_collection(Collection("db", db_info))
-    ns.add_collection(Collection("hnsw", hnsw_info))
-    ns.add_collection(Collection("wal", wal_info))
+    ns.add_collection(Collection("db", db_info, db_clean))
+    ns.add_collection(Collection("hnsw", hnsw_info, hnsw_config))
+    ns.add_collection(Collection("wal", wal_info, wal_clean, wal_config))
+    ns.add_collection(Collection("fts", fts_rebuild))
+    ns.add_task(backups)
+    ns.add_task(rollback)
     ns.configure({"chops": {"persist_dir": None}})
     return ns
