@@ -5,13 +5,13 @@
     python -m tests.chroma_probe add DIR DB NAME N       add N new records to a collection
     python -m tests.chroma_probe contains DIR DB NAME S  ids whose document contains S
     python -m tests.chroma_probe config DIR DB NAME      the collection's configuration as chromadb reports it
+    python -m tests.chroma_probe query DIR DB NAME JSON K  query with the given embeddings
 
 Each call is its own process, so each one opens the directory fresh ("after reopening").
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from typing import Any
@@ -42,9 +42,7 @@ def snapshot(path: str) -> dict[str, Any]:
         for collection in sorted(client.list_collections(), key=lambda c: c.name):
             got = collection.get(include=["documents", "metadatas", "embeddings"])
             records = {
-                i: hashlib.sha256(
-                    json.dumps([d, m, np.asarray(e, dtype=np.float32).round(5).tolist()], sort_keys=True).encode()
-                ).hexdigest()
+                i: {"document": d, "metadata": m, "embedding": np.asarray(e, dtype=np.float32).tolist()}
                 for i, d, m, e in zip(got["ids"], got["documents"], got["metadatas"], got["embeddings"], strict=True)
             }
             entry: dict[str, Any] = {"count": collection.count(), "records": records}
@@ -53,7 +51,7 @@ def snapshot(path: str) -> dict[str, Any]:
                 rs = np.random.RandomState(dim)
                 res = collection.query(query_embeddings=rs.rand(QUERIES, dim).tolist(), n_results=TOP_K)
                 entry["query_ids"] = res["ids"]
-                entry["query_distances"] = np.round(np.asarray(res["distances"]), 4).tolist()
+                entry["query_distances"] = np.asarray(res["distances"]).tolist()
             out[f"{database}/{collection.name}"] = entry
     return out
 
@@ -76,6 +74,12 @@ def contains(path: str, database: str, name: str, text: str) -> dict[str, Any]:
         return {"error": f"{type(exc).__name__}: {exc}"}
 
 
+def query(path: str, database: str, name: str, embeddings_json: str, k: int) -> dict[str, Any]:
+    collection = _client(path, database).get_collection(name)
+    res = collection.query(query_embeddings=json.loads(embeddings_json), n_results=k)
+    return {"ids": res["ids"], "distances": res["distances"], "count": collection.count()}
+
+
 def config(path: str, database: str, name: str) -> dict[str, Any]:
     collection = _client(path, database).get_collection(name)
     return {"configuration": json.loads(json.dumps(collection.configuration, default=str))}
@@ -87,6 +91,8 @@ def main(argv: list[str]) -> int:
         result = snapshot(path)
     elif command == "add":
         result = add(path, rest[0], rest[1], int(rest[2]))
+    elif command == "query":
+        result = query(path, rest[0], rest[1], rest[2], int(rest[3]))
     elif command == "contains":
         result = contains(path, rest[0], rest[1], rest[2])
     else:

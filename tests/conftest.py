@@ -79,6 +79,25 @@ def chroma_snapshot(path: Path, scratch: Path) -> Any:
     return chroma("snapshot", copy)
 
 
+def assert_same_answers(before: Any, after: Any) -> None:
+    """chromadb answers the same: counts, ids, documents and metadata exactly; embeddings and query
+    distances to float32 precision (a rebuilt cosine index re-derives vectors from norm x unit vector)."""
+    import numpy as np
+
+    assert sorted(before) == sorted(after)
+    for name, b in before.items():
+        a = after[name]
+        assert a["count"] == b["count"], name
+        assert sorted(a["records"]) == sorted(b["records"]), name
+        for rid, rb in b["records"].items():
+            ra = a["records"][rid]
+            assert (ra["document"], ra["metadata"]) == (rb["document"], rb["metadata"]), (name, rid)
+            np.testing.assert_allclose(ra["embedding"], rb["embedding"], rtol=1e-5, atol=1e-6, err_msg=f"{name}/{rid}")
+        assert a.get("query_ids") == b.get("query_ids"), name
+        if "query_distances" in b:
+            np.testing.assert_allclose(a["query_distances"], b["query_distances"], rtol=1e-4, atol=1e-5)
+
+
 def golden_versions() -> list[str]:
     return sorted(p.parent.name.removeprefix("chromadb-") for p in GOLDEN.glob("chromadb-*/persist.tar.gz"))
 

@@ -23,8 +23,20 @@ def invoke(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None) -> s
 
 def test_list_groups_tasks() -> None:
     out = invoke("--list").stdout
-    for name in ("db.info", "db.clean", "hnsw.info", "hnsw.config", "wal.info", "wal.clean", "wal.config",
-                 "fts.rebuild", "backups", "rollback", "demo", "test"):
+    for name in (
+        "db.info",
+        "db.clean",
+        "hnsw.info",
+        "hnsw.config",
+        "wal.info",
+        "wal.clean",
+        "wal.config",
+        "fts.rebuild",
+        "backups",
+        "rollback",
+        "demo",
+        "test",
+    ):
         assert name in out
 
 

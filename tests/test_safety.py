@@ -30,6 +30,7 @@ def content_state(path: Path) -> dict[str, str]:
 
 
 COMMANDS = {
+    "hnsw.rebuild": (["hnsw", "rebuild", "-c", "frag", "--m", "8"], "before_verify"),
     "db.clean": (["db", "clean"], "db_clean.verify"),
     "wal.clean": (["wal", "clean"], "wal_clean.verify"),
     "fts.rebuild": (["fts", "rebuild", "--force"], "fts_rebuild.verify"),
@@ -114,6 +115,9 @@ KILLS = {
     "db.clean during folder removal": (["db", "clean"], "db_clean.removed_one"),
     "fts.rebuild mid-rebuild": (["fts", "rebuild", "--force"], "fts_rebuild.rebuilt"),
     "hnsw.config right after backup": (["hnsw", "config", "-c", "frag", "--search-ef", "99"], "after_backup"),
+    "hnsw.rebuild mid-build": (["hnsw", "rebuild", "-c", "frag", "--m", "8"], "hnsw_rebuild.batch"),
+    "hnsw.rebuild before the folder swap": (["hnsw", "rebuild", "-c", "frag", "--m", "8"], "hnsw_rebuild.before_swap"),
+    "hnsw.rebuild after the folder swap": (["hnsw", "rebuild", "-c", "frag", "--m", "8"], "hnsw_rebuild.after_swap"),
 }
 
 

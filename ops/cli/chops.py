@@ -84,6 +84,24 @@ def _mutation(p: argparse.ArgumentParser) -> None:
     _json(p)
 
 
+def _runtime_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--search-ef", type=int, help="ef used at query time")
+    p.add_argument("--num-threads", type=int, help="threads Chroma uses for the index")
+    p.add_argument("--resize-factor", type=float, help="growth factor when the index is full")
+    p.add_argument("--batch-size", type=int, help="writes buffered before they reach the index")
+    p.add_argument("--sync-threshold", type=int, help="writes between persisting the index to disk")
+
+
+def _runtime_values(a: argparse.Namespace) -> dict[str, int | float | str | None]:
+    return {
+        "ef_search": a.search_ef,
+        "num_threads": a.num_threads,
+        "resize_factor": a.resize_factor,
+        "batch_size": a.batch_size,
+        "sync_threshold": a.sync_threshold,
+    }
+
+
 def mutation_options(a: argparse.Namespace) -> MutationOptions:
     return MutationOptions(
         plan_only=a.plan,
@@ -139,28 +157,39 @@ def _add_hnsw(groups: Groups) -> None:
             a.persist_dir, a.collection, a.database, a.verbose, a.privacy_mode, Output(a.json)
         )
     )
+    rebuild = hnsw.add_parser("rebuild", help="rebuild the index from its live vectors (defragment, change params)")
+    _persist_dir(rebuild)
+    rebuild.add_argument("-c", "--collection", required=True, help="collection name")
+    rebuild.add_argument("-d", "--database", default="default_database", help="database (default: %(default)s)")
+    rebuild.add_argument("--space", choices=["l2", "ip", "cosine"], help="distance function")
+    rebuild.add_argument("--m", type=int, help="max neighbours per node (M)")
+    rebuild.add_argument("--construction-ef", type=int, help="ef used while building")
+    _runtime_options(rebuild)
+    rebuild.add_argument("--threads", type=int, help="build threads (default: all cores, or --num-threads)")
+    _mutation(rebuild)
+    rebuild.set_defaults(
+        run=lambda a: commands.hnsw_rebuild(
+            a.persist_dir,
+            a.collection,
+            a.database,
+            {"space": a.space, "M": a.m, "ef_construction": a.construction_ef, **_runtime_values(a)},
+            a.threads or a.num_threads,
+            mutation_options(a),
+            Output(a.json),
+        )
+    )
     config = hnsw.add_parser("config", help="set runtime HNSW parameters (search ef, threads, batching)")
     _persist_dir(config)
     config.add_argument("-c", "--collection", required=True, help="collection name")
     config.add_argument("-d", "--database", default="default_database", help="database (default: %(default)s)")
-    config.add_argument("--search-ef", type=int, help="ef used at query time")
-    config.add_argument("--num-threads", type=int, help="threads Chroma uses for the index")
-    config.add_argument("--resize-factor", type=float, help="growth factor when the index is full")
-    config.add_argument("--batch-size", type=int, help="writes buffered before they reach the index")
-    config.add_argument("--sync-threshold", type=int, help="writes between persisting the index to disk")
+    _runtime_options(config)
     _mutation(config)
     config.set_defaults(
         run=lambda a: commands.hnsw_config(
             a.persist_dir,
             a.collection,
             a.database,
-            {
-                "ef_search": a.search_ef,
-                "num_threads": a.num_threads,
-                "resize_factor": a.resize_factor,
-                "batch_size": a.batch_size,
-                "sync_threshold": a.sync_threshold,
-            },
+            _runtime_values(a),
             mutation_options(a),
             Output(a.json),
         )

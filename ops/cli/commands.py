@@ -23,12 +23,14 @@ from ops.engine.runner import rollback as run_rollback
 from ops.engine.step import Step, run_read_only
 from ops.errors import BadInput, OpsError
 from ops.report import json_out, tables
+from ops.report.progress import RichProgress
 from ops.steps.backup_list import backup_list as list_backup_report
 from ops.steps.db_clean import DbClean
 from ops.steps.db_info import DbInfo
 from ops.steps.fts_rebuild import FtsRebuild
 from ops.steps.hnsw_config import HnswConfigStep
 from ops.steps.hnsw_info import HnswInfo
+from ops.steps.hnsw_rebuild import HnswRebuild
 from ops.steps.wal_clean import WalClean
 from ops.steps.wal_config import WalConfig
 from ops.steps.wal_info import WalInfo
@@ -145,7 +147,8 @@ def confirmer(yes: bool, out: Output) -> Callable[[Plan], None]:
 def mutate(make_step: Callable[[], Step], persist_dir: str, options: MutationOptions, out: Output) -> int:
     """Plan, or plan + confirm + apply on the runner. Plan mode exits 2 when it plans changes."""
     step = make_step()
-    result = run_step(step, persist_dir, options.run_options(), confirmer(options.yes, out))
+    progress = RichProgress() if sys.stderr.isatty() and not out.as_json else None
+    result = run_step(step, persist_dir, options.run_options(), confirmer(options.yes, out), progress)
     if options.plan_only:
         sys.stdout.buffer.write(result.plan.to_json() + b"\n")
         sys.stdout.flush()
@@ -187,11 +190,25 @@ def hnsw_config(
     persist_dir: str,
     collection: str,
     database: str,
-    changes: dict[str, int | float | None],
+    changes: dict[str, int | float | str | None],
     options: MutationOptions,
     out: Output | None = None,
 ) -> int:
     return mutate(lambda: HnswConfigStep(collection, database, **changes), persist_dir, options, out or Output())
+
+
+def hnsw_rebuild(
+    persist_dir: str,
+    collection: str,
+    database: str,
+    changes: dict[str, int | float | str | None],
+    threads: int | None,
+    options: MutationOptions,
+    out: Output | None = None,
+) -> int:
+    return mutate(
+        lambda: HnswRebuild(collection, database, threads=threads, **changes), persist_dir, options, out or Output()
+    )
 
 
 def backup_list(persist_dir: str, backup_root: str | None, out: Output | None = None) -> int:

@@ -54,6 +54,22 @@ def number(value: str | None, flag: str) -> float | None:
         raise BadInput(f"{flag} must be a number, not {value!r}") from None
 
 
+def runtime_changes(
+    search_ef: str | None,
+    num_threads: str | None,
+    resize_factor: str | None,
+    batch_size: str | None,
+    sync_threshold: str | None,
+) -> dict[str, int | float | str | None]:
+    return {
+        "ef_search": integer(search_ef, "--search-ef"),
+        "num_threads": integer(num_threads, "--num-threads"),
+        "resize_factor": number(resize_factor, "--resize-factor"),
+        "batch_size": integer(batch_size, "--batch-size"),
+        "sync_threshold": integer(sync_threshold, "--sync-threshold"),
+    }
+
+
 def finish(run: Callable[[], int], debug: bool = False) -> None:
     code = commands.guarded(run, debug=debug)
     if code:
@@ -293,15 +309,68 @@ def hnsw_config(
     opts = options(c, plan, dry_run, yes, backup, backup_root, keep_backups, lock_timeout)
 
     def run() -> int:
-        changes: dict[str, int | float | None] = {
-            "ef_search": integer(search_ef, "--search-ef"),
-            "num_threads": integer(num_threads, "--num-threads"),
-            "resize_factor": number(resize_factor, "--resize-factor"),
-            "batch_size": integer(batch_size, "--batch-size"),
-            "sync_threshold": integer(sync_threshold, "--sync-threshold"),
-        }
+        changes = runtime_changes(search_ef, num_threads, resize_factor, batch_size, sync_threshold)
         name = required(collection, "--collection NAME")
         return commands.hnsw_config(resolve_persist_dir(c, persist_dir), name, database, changes, opts, Output(json))
+
+    finish(run)
+
+
+@task(
+    name="rebuild",
+    help={
+        **MUTATION_HELP,
+        "collection": "collection name",
+        "database": "database",
+        "space": "l2, ip or cosine",
+        "m": "max neighbours per node",
+        "construction-ef": "ef while building",
+        "search-ef": "ef at query time",
+        "num-threads": "index threads",
+        "resize-factor": "growth factor",
+        "batch-size": "write batch",
+        "sync-threshold": "writes between persists",
+        "threads": "build threads (default: all cores)",
+    },
+)
+def hnsw_rebuild(
+    c: Context,
+    collection: str | None = None,
+    persist_dir: str | None = None,
+    database: str = "default_database",
+    space: str | None = None,
+    m: str | None = None,
+    construction_ef: str | None = None,
+    search_ef: str | None = None,
+    num_threads: str | None = None,
+    resize_factor: str | None = None,
+    batch_size: str | None = None,
+    sync_threshold: str | None = None,
+    threads: str | None = None,
+    plan: bool = False,
+    dry_run: bool = False,
+    yes: bool = False,
+    backup: bool = True,
+    backup_root: str | None = None,
+    keep_backups: int = 5,
+    lock_timeout: int = 10,
+    json: bool = False,
+) -> None:
+    """Rebuild a collection's HNSW index from its live vectors (defragment, change parameters)."""
+    opts = options(c, plan, dry_run, yes, backup, backup_root, keep_backups, lock_timeout)
+
+    def run() -> int:
+        changes = {
+            "space": space,
+            "M": integer(m, "--m"),
+            "ef_construction": integer(construction_ef, "--construction-ef"),
+            **runtime_changes(search_ef, num_threads, resize_factor, batch_size, sync_threshold),
+        }
+        name = required(collection, "--collection NAME")
+        build_threads = integer(threads, "--threads") or integer(num_threads, "--num-threads")
+        return commands.hnsw_rebuild(
+            resolve_persist_dir(c, persist_dir), name, database, changes, build_threads, opts, Output(json)
+        )
 
     finish(run)
 
@@ -337,7 +406,7 @@ def namespace() -> Collection:
     """A fresh namespace (no shared global state between programs or tests)."""
     ns = Collection()
     ns.add_collection(Collection("db", db_info, db_clean))
-    ns.add_collection(Collection("hnsw", hnsw_info, hnsw_config))
+    ns.add_collection(Collection("hnsw", hnsw_info, hnsw_config, hnsw_rebuild))
     ns.add_collection(Collection("wal", wal_info, wal_clean, wal_config))
     ns.add_collection(Collection("fts", fts_rebuild))
     ns.add_task(backups)

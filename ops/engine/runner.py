@@ -33,6 +33,7 @@ from ops.engine.fsutil import remove_tree
 from ops.engine.journal import Journal, close_journal, read_journal, refuse_if_unfinished
 from ops.engine.lock import DEFAULT_LOCK_TIMEOUT_S, acquire_write_lock
 from ops.engine.plan import Plan, StepPlan
+from ops.engine.progress import NoProgress, ProgressSink
 from ops.engine.step import Step, StepContext
 from ops.errors import BadInput, OpsError
 from ops.storage import PersistDir
@@ -84,7 +85,9 @@ def plan_step(step: Step, persist_dir: str | Path) -> tuple[Plan, Path]:
     return plan, root
 
 
-def run_step(step: Step, persist_dir: str | Path, options: RunOptions, confirm: Confirm) -> RunResult:
+def run_step(
+    step: Step, persist_dir: str | Path, options: RunOptions, confirm: Confirm, progress: ProgressSink | None = None
+) -> RunResult:
     plan, root = plan_step(step, persist_dir)
     if options.plan_only or plan.is_empty:
         return RunResult(plan=plan, applied=False)
@@ -97,15 +100,21 @@ def run_step(step: Step, persist_dir: str | Path, options: RunOptions, confirm: 
     touched = step.touches(step_plan)
     backup_bytes = estimate_backup_bytes(root, touched.sqlite, touched.folders) if options.backup else 0
     check_space(root, backup_root, backup_bytes, extra)
-    return _apply_locked(step, step_plan, plan, root, backup_root, options)
+    return _apply_locked(step, step_plan, plan, root, backup_root, options, progress or NoProgress())
 
 
 def _apply_locked(
-    step: Step, step_plan: StepPlan, plan: Plan, root: Path, backup_root: Path, options: RunOptions
+    step: Step,
+    step_plan: StepPlan,
+    plan: Plan,
+    root: Path,
+    backup_root: Path,
+    options: RunOptions,
+    progress: ProgressSink,
 ) -> RunResult:
     writer = acquire_write_lock(root / "chroma.sqlite3", options.lock_timeout_s)
     try:
-        ctx = StepContext(persist_dir=PersistDir.over(root, writer))
+        ctx = StepContext(persist_dir=PersistDir.over(root, writer), progress=progress)
         if step.plan(ctx).actions != step_plan.actions:
             raise StalePlan(f"{root} changed since the plan was made", "plan again and review the new plan")
     except BaseException:

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from ops.engine.journal import Journal, refuse_if_unfinished
 from ops.engine.plan import StepPlan
+from ops.engine.progress import NoProgress, ProgressSink
 from ops.errors import OpsError
 from ops.storage import PersistDir
 
@@ -28,6 +29,7 @@ class StepContext:
     journal: Journal | None = None
     notes: list[str] = field(default_factory=list)
     """Lines for the user, collected while the step runs (e.g. bytes before/after)."""
+    progress: ProgressSink = field(default_factory=NoProgress)
 
     @property
     def root(self) -> Path:

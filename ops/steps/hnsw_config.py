@@ -13,7 +13,7 @@ from ops.engine.plan import Action, StepPlan
 from ops.engine.step import Step, StepContext
 from ops.errors import BadInput, OpsError
 from ops.storage import config_write
-from ops.storage.config_write import RuntimeValue
+from ops.storage.config_write import ConfigValue
 
 SET_CONFIG = "set_hnsw_config"
 
@@ -21,11 +21,11 @@ SET_CONFIG = "set_hnsw_config"
 class HnswConfigStep(Step):
     name: ClassVar[str] = "hnsw.config"
 
-    def __init__(self, collection: str, database: str = "default_database", **changes: RuntimeValue | None) -> None:
+    def __init__(self, collection: str, database: str = "default_database", **changes: ConfigValue | None) -> None:
         self.collection = collection
         self.database = database
         self.changes = {k: v for k, v in changes.items() if v is not None}
-        unknown = set(self.changes) - set(config_write.METADATA_KEY)
+        unknown = set(self.changes) - set(config_write.RUNTIME_FIELDS)
         if unknown:
             raise BadInput(f"not a runtime HNSW parameter: {', '.join(sorted(unknown))}")
         if not self.changes:
@@ -62,14 +62,14 @@ class HnswConfigStep(Step):
             return
         pd = ctx.persist_dir
         record = pd.collection(self.collection, self.database)
-        changes: dict[str, RuntimeValue] = {
+        changes: dict[str, ConfigValue] = {
             k: v
             for a in plan.actions
             if isinstance(a.after, dict)
             for k, v in a.after.items()
             if isinstance(v, int | float)
         }
-        config_write.write_runtime_config(pd.conn, pd.layout, record, changes)
+        config_write.write_hnsw_config(pd.conn, pd.layout, record, changes)
 
     def verify(self, ctx: StepContext, plan: StepPlan) -> None:
         current = ctx.persist_dir.collection(self.collection, self.database).hnsw_config.model_dump()

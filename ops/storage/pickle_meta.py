@@ -91,3 +91,37 @@ def read_pickle(path: Path) -> HnswPickleMeta:
     except OSError as exc:
         raise CorruptHnswFile(f"cannot read {path}: {exc.strerror}", "check the segment folder") from exc
     return parse_pickle(data, path)
+
+
+def dump_pickle(meta: HnswPickleMeta) -> bytes:
+    """index_metadata.pickle in the form its layout reads.
+
+    dict form (1.x): a plain dict, protocol 3. object form (0.5/0.6): a PersistentData instance,
+    written as GLOBAL + NEWOBJ + BUILD around the state dict, so that chromadb is not needed to
+    write it (pickling a real instance would need the class importable here).
+    """
+    state: dict[str, object] = {
+        "dimensionality": meta.dimensionality,
+        "total_elements_added": meta.total_elements_added,
+        "id_to_label": meta.id_to_label,
+        "label_to_id": meta.label_to_id,
+        "id_to_seq_id": meta.id_to_seq_id,
+    }
+    if meta.form == "dict":
+        state["max_seq_id"] = meta.max_seq_id
+        return pickle.dumps(state, protocol=3)
+    if meta.max_seq_id is not None:
+        state["max_seq_id"] = meta.max_seq_id
+    body = pickle.dumps(state, protocol=2)
+    assert body[:2] == b"\x80\x02" and body[-1:] == pickle.STOP
+    klass = f"{PERSISTENT_DATA_MODULE}\n{PERSISTENT_DATA_CLASS}\n".encode()
+    return (
+        b"\x80\x02"
+        + pickle.GLOBAL
+        + klass
+        + pickle.EMPTY_TUPLE
+        + pickle.NEWOBJ
+        + body[2:-1]
+        + pickle.BUILD
+        + pickle.STOP
+    )

@@ -1,0 +1,333 @@
+"""`hnsw rebuild -c NAME [-d DB] [--space S] [--m M] [--construction-ef N] [runtime options]`.
+
+Rebuilds a collection's HNSW index from the live records of data_level0.bin (deleted records
+and labels Chroma does not know are dropped), with chroma-hnswlib on all cores, in a new folder
+beside the old one; labels stay the same so index_metadata.pickle stays valid. The folders are
+then exchanged atomically and the collection's config is updated where its layout keeps it.
+Options equal to the current values are not changes; without options it defragments.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ops.engine import failpoints
+from ops.engine.fsutil import atomic_write, fsync_dir, remove_tree
+from ops.engine.plan import Action, StepPlan
+from ops.engine.step import Step, StepContext, Touches
+from ops.errors import BadInput, NotFound, OpsError
+from ops.storage import config_write, hnsw_index
+from ops.storage.config_write import ConfigValue
+from ops.storage.hnsw_files import HnswHeader
+from ops.storage.models import CollectionRecord
+from ops.storage.persist_dir import PersistDir
+from ops.storage.pickle_meta import HnswPickleMeta, dump_pickle
+
+REBUILD = "rebuild_index"
+SET_CONFIG = "set_hnsw_config"
+SPACES = ("l2", "ip", "cosine")
+RECALL_SAMPLE = 200
+RECALL_K = 10
+RECALL_MIN = 0.95
+RECALL_TOLERANCE = 0.01  # graph construction is randomised; a fresh graph may lose a hair
+RECALL_EF_FLOOR = 100
+BATCH = 10_000
+NEW_SUFFIX = ".chops-new"
+
+
+class HnswRebuild(Step):
+    name: ClassVar[str] = "hnsw.rebuild"
+
+    def __init__(
+        self,
+        collection: str,
+        database: str = "default_database",
+        threads: int | None = None,
+        **changes: ConfigValue | None,
+    ) -> None:
+        self.collection = collection
+        self.database = database
+        self.threads = threads or os.cpu_count() or 1
+        self.changes: dict[str, ConfigValue] = {k: v for k, v in changes.items() if v is not None}
+        allowed = {*config_write.BUILD_FIELDS, *config_write.RUNTIME_FIELDS}
+        unknown = set(self.changes) - allowed
+        if unknown:
+            raise BadInput(f"not an HNSW parameter: {', '.join(sorted(unknown))}")
+        _validate(self.changes)
+        self.recall: tuple[float | None, float | None] = (None, None)
+
+    # --- precheck and plan ----------------------------------------------------------------
+    def precheck(self, ctx: StepContext) -> None:
+        record = ctx.persist_dir.collection(self.collection, self.database)
+        if record.vector_segment is None:
+            raise NotFound(f"collection {self.collection!r} has no vector segment")
+        config_write.check_supported(ctx.persist_dir.layout, set(self.changes))
+
+    def plan(self, ctx: StepContext) -> StepPlan:
+        pd = ctx.persist_dir
+        record = pd.collection(self.collection, self.database)
+        target = f"{record.database}/{record.name}"
+        current = record.hnsw_config.model_dump()
+        actions = [
+            Action(
+                kind=SET_CONFIG,
+                target=target,
+                before={f: current[f]},
+                after={f: v},
+                details={"where": config_write.config_location(pd.layout)},
+            )
+            for f, v in sorted(self.changes.items())
+            if current[f] != v
+        ]
+        rebuild = self._rebuild_action(pd, record)
+        return StepPlan(step=self.name, target=target, actions=([rebuild] if rebuild else []) + actions)
+
+    def _rebuild_action(self, pd: PersistDir, record: CollectionRecord) -> Action | None:
+        segment = record.vector_segment
+        assert segment is not None
+        header, meta = pd.hnsw_header(segment.id), pd.hnsw_pickle(segment.id)
+        if header is None or meta is None:
+            return None  # never flushed: nothing on disk to rebuild
+        records = pd.hnsw_records(segment.id, header)
+        live = records.live_labels
+        known = np.fromiter(meta.label_to_id, dtype=np.uint64, count=len(meta.label_to_id))
+        keep = int(np.isin(live, known).sum())
+        cfg = record.hnsw_config
+        space = str(self.changes.get("space", cfg.space))
+        m = int(self.changes.get("M", header.M))
+        ef_c = int(self.changes.get("ef_construction", header.ef_construction))
+        same_graph = (space, m, ef_c) == (cfg.space, header.M, header.ef_construction)
+        if same_graph and records.deleted_count == 0 and keep == len(live):
+            return None
+        size = header.size_data_per_element - 4 * (header.max_m0 - 2 * m)
+        return Action(
+            kind=REBUILD,
+            target=f"{record.database}/{record.name}",
+            before={
+                "allocated": records.allocated,
+                "deleted": records.deleted_count,
+                "fragmentation": records.deleted_count / records.allocated if records.allocated else 0.0,
+                "space": cfg.space,
+                "M": header.M,
+                "ef_construction": header.ef_construction,
+                "max_elements": header.max_elements,
+            },
+            after={
+                "allocated": keep,
+                "deleted": 0,
+                "fragmentation": 0.0,
+                "space": space,
+                "M": m,
+                "ef_construction": ef_c,
+                "max_elements": _capacity(keep, cfg.resize_factor),
+            },
+            details={
+                "segment_id": segment.id,
+                "orphan_labels_dropped": len(live) - keep,
+                "data_level0_bytes_before": header.cur_element_count * header.size_data_per_element,
+                "data_level0_bytes_estimate": keep * size,
+                "duration": _duration(keep),
+            },
+        )
+
+    def touches(self, plan: StepPlan) -> Touches:
+        folders = [str(a.details["segment_id"]) for a in plan.actions if a.kind == REBUILD]
+        return Touches(sqlite=any(a.kind == SET_CONFIG for a in plan.actions), folders=folders)
+
+    def extra_space(self, ctx: StepContext, plan: StepPlan) -> int:
+        return sum(int(str(a.details["data_level0_bytes_estimate"])) * 2 for a in plan.actions if a.kind == REBUILD)
+
+    # --- apply ---------------------------------------------------------------------------------
+    def apply(self, ctx: StepContext, plan: StepPlan) -> None:
+        pd = ctx.persist_dir
+        record = pd.collection(self.collection, self.database)
+        for action in plan.actions:
+            if action.kind == REBUILD:
+                self._rebuild(ctx, record, action)
+        changes = {
+            k: v
+            for a in plan.actions
+            if a.kind == SET_CONFIG and isinstance(a.after, dict)
+            for k, v in a.after.items()
+            if isinstance(v, int | float | str)
+        }
+        if changes:
+            config_write.write_hnsw_config(pd.conn, pd.layout, record, changes)
+
+    def _rebuild(self, ctx: StepContext, record: CollectionRecord, action: Action) -> None:
+        pd = ctx.persist_dir
+        segment_id = str(action.details["segment_id"])
+        old_dir = pd.segment_folder(segment_id)
+        header = pd.hnsw_header(segment_id)
+        meta = pd.hnsw_pickle(segment_id)
+        assert header is not None and meta is not None and isinstance(action.after, dict)
+        old_space = record.hnsw_config.space
+        space, m, ef_c = (
+            str(action.after["space"]),
+            int(str(action.after["M"])),
+            int(str(action.after["ef_construction"])),
+        )
+        positions = hnsw_index.live_positions(old_dir, header)
+        labels = hnsw_index.labels_at(old_dir, header, positions)
+        known = np.fromiter(meta.label_to_id, dtype=np.uint64, count=len(meta.label_to_id))
+        positions = positions[np.isin(labels, known)]
+        ef = max(int(self.changes.get("ef_search", record.hnsw_config.ef_search)), RECALL_EF_FLOOR)
+        sample = positions[np.random.RandomState(0).permutation(len(positions))[:RECALL_SAMPLE]]
+        queries = hnsw_index.vectors_at(old_dir, header, np.sort(sample), old_space)
+        old_recall = self._recall_of_old(old_dir, header, positions, queries, old_space, ef)
+
+        new_dir = old_dir.with_name(old_dir.name + NEW_SUFFIX)
+        ctx.will_create(new_dir)
+        remove_tree(new_dir)
+        new_dir.mkdir()
+        capacity = int(str(action.after["max_elements"]))
+        index = hnsw_index.new_index(space, header.dimension, capacity, m, ef_c, new_dir)
+        try:
+            ctx.progress.start(f"rebuilding {record.name}", len(positions))
+            for batch_labels, vectors in hnsw_index.batches(old_dir, header, positions, old_space, BATCH):
+                index.add_items(vectors, batch_labels, num_threads=self.threads)
+                ctx.progress.advance(len(batch_labels))
+                failpoints.hit("hnsw_rebuild.batch")
+            ctx.progress.finish()
+            index.persist_dirty()
+            new_recall = self._recall(index, old_dir, header, positions, queries, space, old_space, ef)
+        finally:
+            index.close_file_handles()
+        kept = hnsw_index.labels_at(old_dir, header, positions)
+        atomic_write(new_dir / "index_metadata.pickle", dump_pickle(_kept_meta(meta, kept)))
+        _fsync_folder(new_dir)
+        failpoints.hit("hnsw_rebuild.before_swap")
+        hnsw_index.exchange_paths(old_dir, new_dir)  # old_dir now holds the new index
+        fsync_dir(old_dir.parent)
+        failpoints.hit("hnsw_rebuild.after_swap")
+        remove_tree(new_dir)
+        self.recall = (old_recall, new_recall)
+        dropped = header.cur_element_count - len(positions)
+        ctx.notes.append(
+            f"{record.name}: rebuilt {len(positions):,} live vectors (dropped {dropped:,} records); "
+            f"recall@{RECALL_K} {_fmt(old_recall)} -> {_fmt(new_recall)} (ef {ef})"
+        )
+
+    def _recall_of_old(
+        self, folder: Path, header: HnswHeader, positions: Any, queries: Any, space: str, ef: int
+    ) -> float | None:
+        if len(positions) == 0:
+            return None
+        index = hnsw_index.load_index(folder, space, header.dimension, header.max_elements)
+        try:
+            return self._recall(index, folder, header, positions, queries, space, space, ef)
+        finally:
+            index.close_file_handles()
+
+    @staticmethod
+    def _recall(
+        index: Any,
+        folder: Path,
+        header: HnswHeader,
+        positions: Any,
+        queries: Any,
+        space: str,
+        source_space: str,
+        ef: int,
+    ) -> float | None:
+        if len(positions) == 0:
+            return None
+        k = min(RECALL_K, len(positions))
+        truth = hnsw_index.exact_top_k(
+            queries, hnsw_index.batches(folder, header, positions, source_space, BATCH), space, k
+        )
+        return hnsw_index.recall_at_k(index, queries, truth, k, ef)
+
+    # --- verify --------------------------------------------------------------------------------
+    def verify(self, ctx: StepContext, plan: StepPlan) -> None:
+        pd = ctx.persist_dir
+        record = pd.collection(self.collection, self.database)
+        current = record.hnsw_config.model_dump()
+        for action in plan.actions:
+            if action.kind == SET_CONFIG and isinstance(action.after, dict):
+                for field, value in action.after.items():
+                    if current[field] != value:
+                        raise OpsError(f"{field} reads back as {current[field]!r}, not {value!r}")
+            if action.kind == REBUILD:
+                self._verify_index(pd, action)
+
+    def _verify_index(self, pd: PersistDir, action: Action) -> None:
+        segment_id = str(action.details["segment_id"])
+        header, meta = pd.hnsw_header(segment_id), pd.hnsw_pickle(segment_id)
+        assert isinstance(action.after, dict)
+        if header is None or meta is None:
+            raise OpsError(f"the rebuilt index of {action.target} is missing its files")
+        records = pd.hnsw_records(segment_id, header)
+        labels = {int(x) for x in records.labels}
+        problems = []
+        if records.allocated != action.after["allocated"] or records.deleted_count:
+            problems.append(f"{records.allocated} records, {records.deleted_count} deleted")
+        if labels != set(meta.label_to_id):
+            problems.append("labels differ from index_metadata.pickle")
+        if labels and meta.total_elements_added < max(labels):
+            problems.append("total_elements_added is below the highest label")
+        if (header.M, header.ef_construction) != (action.after["M"], action.after["ef_construction"]):
+            problems.append(f"built with M={header.M} ef_construction={header.ef_construction}")
+        old, new = self.recall
+        if new is not None and (new < RECALL_MIN or (old is not None and new < old - RECALL_TOLERANCE)):
+            problems.append(f"recall@{RECALL_K} {new:.3f} (old index {_fmt(old)}, minimum {RECALL_MIN})")
+        if problems:
+            raise OpsError(f"rebuilt index of {action.target} failed verification: {'; '.join(problems)}")
+
+
+def _kept_meta(meta: HnswPickleMeta, kept: Any) -> HnswPickleMeta:
+    labels = {int(x) for x in kept}
+    label_to_id = {label: ident for label, ident in meta.label_to_id.items() if label in labels}
+    ids = set(label_to_id.values())
+    return meta.model_copy(
+        update={
+            "label_to_id": label_to_id,
+            "id_to_label": {ident: label for ident, label in meta.id_to_label.items() if ident in ids},
+            "id_to_seq_id": {ident: seq for ident, seq in meta.id_to_seq_id.items() if ident in ids},
+            "total_elements_added": max([meta.total_elements_added, *labels]),
+        }
+    )
+
+
+def _fsync_folder(folder: Path) -> None:
+    for path in folder.iterdir():
+        with path.open("rb+") as fh:
+            os.fsync(fh.fileno())
+    fsync_dir(folder)
+
+
+def _capacity(n: int, resize_factor: float) -> int:
+    return max(math.ceil(n * max(resize_factor, 1.0)), n + 1, 100)
+
+
+def _duration(n: int) -> str:
+    return "seconds" if n < 200_000 else "minutes" if n < 5_000_000 else "hours"
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _validate(changes: dict[str, ConfigValue]) -> None:
+    space = changes.get("space")
+    if space is not None and space not in SPACES:
+        raise BadInput(f"--space must be one of {', '.join(SPACES)}, not {space!r}")
+    for field, low in (
+        ("M", 2),
+        ("ef_construction", 1),
+        ("ef_search", 1),
+        ("num_threads", 1),
+        ("batch_size", 2),
+        ("sync_threshold", 2),
+    ):
+        value = changes.get(field)
+        if value is not None and (not isinstance(value, int) or value < low):
+            raise BadInput(f"--{field.lower().replace('_', '-')} must be a whole number >= {low}, not {value!r}")
+    resize = changes.get("resize_factor")
+    if resize is not None and (not isinstance(resize, int | float) or isinstance(resize, bool) or resize < 1.0):
+        raise BadInput(f"--resize-factor must be a number >= 1.0, not {resize!r}")

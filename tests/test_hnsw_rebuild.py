@@ -1,0 +1,111 @@
+"""`chops hnsw rebuild` on real persist dirs of every layout, checked through chromadb."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from tests.conftest import BuiltDir, assert_same_answers, chroma, chroma_snapshot, run_chops
+
+
+def hnsw(path: Path, name: str, *extra: str) -> dict[str, object]:
+    r = run_chops("hnsw", "info", path, "-c", name, *extra, "--json")
+    assert r.code == 0, r.stderr
+    return r.json()["collection"]["hnsw"]  # type: ignore[no-any-return]
+
+
+def plan(path: Path, *args: str) -> list[dict[str, object]]:
+    r = run_chops("hnsw", "rebuild", path, *args, "--plan")
+    assert r.code in (0, 2), r.stderr
+    return r.json()["steps"][0]["actions"]  # type: ignore[no-any-return]
+
+
+def test_rebuild_defragments_and_chroma_answers_the_same(standard_dir: BuiltDir, tmp_path: Path) -> None:
+    path = standard_dir.path
+    answers = chroma_snapshot(path, tmp_path)
+    actions = plan(path, "-c", "frag")
+    assert [a["kind"] for a in actions] == ["rebuild_index"]
+    assert actions[0]["before"]["deleted"] == 80 and actions[0]["after"]["allocated"] == 320
+    r = run_chops("hnsw", "rebuild", path, "-c", "frag", "--yes", "--json")
+    assert r.code == 0, r.stderr
+    assert any("recall@10" in note for note in r.json()["notes"])
+    h = hnsw(path, "frag", "-v")
+    assert (h["allocated"], h["deleted"], h["fragmentation"], h["orphan_labels"]) == (320, 0, 0.0, 0)
+    assert h["total_elements_added"] >= 400  # labels handed out later never collide with kept ones
+    assert plan(path, "-c", "frag") == []  # idempotent
+    assert_same_answers(answers, chroma_snapshot(path, tmp_path))
+    # new writes after a rebuild are counted and found by get and query, also after reopening
+    before_count = answers["default_database/frag"]["count"]
+    added = chroma("add", path, "default_database", "frag", "5")
+    assert added["count"] == before_count + 5
+    reopened = chroma("snapshot", path)["default_database/frag"]
+    assert reopened["count"] == before_count + 5
+    assert set(answers["default_database/frag"]["records"]) | set(added["ids"]) == set(reopened["records"])
+    vector = reopened["records"]["probe-added-3"]["embedding"]
+    found = chroma("query", path, "default_database", "frag", json.dumps([vector]), "1")
+    assert found["ids"] == [["probe-added-3"]]
+
+
+def test_rebuild_with_new_space_and_m(standard_dir: BuiltDir, tmp_path: Path) -> None:
+    path = standard_dir.path
+    answers = chroma_snapshot(path, tmp_path)["default_database/upd"]
+    actions = plan(path, "-c", "upd", "--space", "l2", "--m", "8", "--construction-ef", "100")
+    kinds = sorted((a["kind"], json.dumps(a["after"], sort_keys=True)) for a in actions)
+    assert kinds[0][0] == "rebuild_index" and '"M": 8' in kinds[0][1] and '"space": "l2"' in kinds[0][1]
+    assert {k for k, _ in kinds[1:]} == {"set_hnsw_config"}  # M and space; ef_construction 100 is unchanged
+    assert len(kinds) == 3
+    r = run_chops("hnsw", "rebuild", path, "-c", "upd", "--space", "l2", "--m", "8", "--yes")
+    assert r.code == 0, r.stderr
+    h = hnsw(path, "upd", "-v")
+    assert (h["space"], h["M"], h["index_M"], h["allocated"], h["deleted"]) == ("l2", 8, 8, 230, 0)
+    seen = chroma("config", _copy(path, tmp_path / "c"), "default_database", "upd")["configuration"]["hnsw"]
+    assert (seen["space"], seen["max_neighbors"]) == ("l2", 8)
+    after = chroma_snapshot(path, tmp_path)["default_database/upd"]
+    assert after["count"] == answers["count"]
+    for rid in ("upd-0", "upd-100", "upd-229"):  # original (not normalised) vectors survive the space change
+        np.testing.assert_allclose(after["records"][rid]["embedding"], answers["records"][rid]["embedding"], rtol=1e-5)
+        vec = after["records"][rid]["embedding"]
+        top = chroma("query", _copy(path, tmp_path / f"q{rid}"), "default_database", "upd", json.dumps([vec]), "1")
+        assert top["ids"] == [[rid]] and abs(top["distances"][0][0]) < 1e-4  # l2 distance to itself
+
+
+def test_never_flushed_collection_plans_nothing(standard_dir: BuiltDir) -> None:
+    assert plan(standard_dir.path, "-c", "pending") == []
+
+
+def test_rebuild_on_older_layouts_then_newer_chroma_still_answers(golden_dir: BuiltDir, tmp_path: Path) -> None:
+    path = golden_dir.path
+    form = hnsw(path, "frag")["pickle_form"]
+    r = run_chops("hnsw", "rebuild", path, "-c", "frag", "--m", "16", "--yes")
+    assert r.code == 0, r.stderr
+    h = hnsw(path, "frag", "-v")
+    assert (h["allocated"], h["deleted"], h["index_M"], h["M"], h["pickle_form"]) == (240, 0, 16, 16, form)
+    assert plan(path, "-c", "frag", "--m", "16") == []
+    # the rebuilt dir opens in chromadb (on a copy: chromadb 1.5.9 migrates what it opens)
+    truth = next(q for q in golden_dir.truth["queries"] if q["collection"] == "frag")
+    got = chroma(
+        "query",
+        _copy(path, tmp_path / "q"),
+        "default_database",
+        "frag",
+        json.dumps(truth["query_embeddings"]),
+        str(truth["n_results"]),
+    )
+    assert got["count"] == 240
+    assert got["ids"] == truth["ids"]
+    np.testing.assert_allclose(got["distances"], truth["distances"], rtol=1e-4, atol=1e-5)
+
+
+def test_bad_rebuild_options(standard_dir: BuiltDir) -> None:
+    for args in (["--space", "hamming"], ["--m", "1"], ["-c", "nope"]):
+        cmd = ["-c", "frag", *args] if args[0] != "-c" else args
+        r = run_chops("hnsw", "rebuild", standard_dir.path, *cmd, "--yes")
+        assert r.code == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def _copy(path: Path, target: Path) -> Path:
+    shutil.copytree(path, target)
+    return target
