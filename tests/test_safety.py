@@ -30,6 +30,7 @@ def content_state(path: Path) -> dict[str, str]:
 
 
 COMMANDS = {
+    "wal.commit": (["wal", "commit"], "before_verify"),
     "hnsw.rebuild": (["hnsw", "rebuild", "-c", "frag", "--m", "8"], "before_verify"),
     "db.clean": (["db", "clean"], "db_clean.verify"),
     "wal.clean": (["wal", "clean"], "wal_clean.verify"),
@@ -115,6 +116,8 @@ KILLS = {
     "db.clean during folder removal": (["db", "clean"], "db_clean.removed_one"),
     "fts.rebuild mid-rebuild": (["fts", "rebuild", "--force"], "fts_rebuild.rebuilt"),
     "hnsw.config right after backup": (["hnsw", "config", "-c", "frag", "--search-ef", "99"], "after_backup"),
+    "wal.commit before the folder swap": (["wal", "commit"], "wal_commit.before_swap"),
+    "wal.commit after the folder swap": (["wal", "commit"], "wal_commit.after_swap"),
     "hnsw.rebuild mid-build": (["hnsw", "rebuild", "-c", "frag", "--m", "8"], "hnsw_rebuild.batch"),
     "hnsw.rebuild before the folder swap": (["hnsw", "rebuild", "-c", "frag", "--m", "8"], "hnsw_rebuild.before_swap"),
     "hnsw.rebuild after the folder swap": (["hnsw", "rebuild", "-c", "frag", "--m", "8"], "hnsw_rebuild.after_swap"),
@@ -126,7 +129,7 @@ def test_kill_9_then_refuse_then_rollback(
     walbloat_dir: BuiltDir, standard_dir: BuiltDir, tmp_path: Path, name: str
 ) -> None:
     args, failpoint = KILLS[name]
-    path = walbloat_dir.path if args[0] == "wal" else standard_dir.path
+    path = walbloat_dir.path if args[:2] == ["wal", "clean"] else standard_dir.path
     answers = chroma_snapshot(path, tmp_path)
     before = content_state(path)
     code, _ = chops_at(path, args, "--yes", env={"CHOPS_FAILPOINT": f"{failpoint}=kill"})

@@ -221,6 +221,28 @@ def _add_wal(groups: Groups) -> None:
             a.persist_dir, a.skip_collection_names, a.temp_dir, mutation_options(a), Output(a.json)
         )
     )
+    commit = wal.add_parser("commit", help="apply WAL entries past each vector segment's max_seq_id to its index")
+    _persist_dir(commit)
+    commit.add_argument(
+        "-s",
+        "--skip-collection-names",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="NAME",
+        help="collections left alone",
+    )
+    commit.add_argument("--threads", type=int, help="index threads (default: all cores)")
+    _mutation(commit)
+    commit.set_defaults(
+        run=lambda a: commands.wal_commit(
+            a.persist_dir, a.skip_collection_names, a.threads, mutation_options(a), Output(a.json)
+        )
+    )
+    export = wal.add_parser("export", help="stream the WAL as JSON Lines (one entry a line)")
+    _persist_dir(export)
+    export.add_argument("-o", "--out", help="output file (default: stdout)")
+    export.set_defaults(run=lambda a: commands.wal_export(a.persist_dir, a.out))
     config = wal.add_parser("config", help="set Chroma's automatic WAL purge")
     _persist_dir(config)
     config.add_argument("--purge", required=True, choices=["auto", "off"], help="automatic purge on or off")

@@ -32,7 +32,9 @@ from ops.steps.hnsw_config import HnswConfigStep
 from ops.steps.hnsw_info import HnswInfo
 from ops.steps.hnsw_rebuild import HnswRebuild
 from ops.steps.wal_clean import WalClean
+from ops.steps.wal_commit import WalCommit
 from ops.steps.wal_config import WalConfig
+from ops.steps.wal_export import export_wal
 from ops.steps.wal_info import WalInfo
 
 ReportT = TypeVar("ReportT", bound=BaseModel)
@@ -174,6 +176,21 @@ def wal_clean(
         return WalClean(skip=split_names(skip), temp_dir=Path(temp_dir) if temp_dir else None)
 
     return mutate(make, persist_dir, options, out or Output())
+
+
+def wal_export(persist_dir: str, out_path: str | None) -> int:
+    """Stream the WAL as JSON Lines to a file (-o) or stdout; the summary goes to stderr."""
+    report = export_wal(persist_dir, out_path)
+    ops = ", ".join(f"{k} {v:,}" for k, v in sorted(report.operations.items())) or "no entries"
+    where = out_path if out_path and out_path != "-" else "stdout"
+    print(f"exported {report.entries:,} WAL entries ({ops}) to {where}", file=sys.stderr)
+    return EXIT_OK
+
+
+def wal_commit(
+    persist_dir: str, skip: Iterable[str], threads: int | None, options: MutationOptions, out: Output | None = None
+) -> int:
+    return mutate(lambda: WalCommit(skip=split_names(skip), threads=threads), persist_dir, options, out or Output())
 
 
 def wal_config(persist_dir: str, purge: str, options: MutationOptions, out: Output | None = None) -> int:

@@ -223,6 +223,40 @@ def wal_clean(
     finish(lambda: commands.wal_clean(resolve_persist_dir(c, persist_dir), skip or [], temp_dir, opts, Output(json)))
 
 
+@task(
+    name="commit",
+    iterable=["skip"],
+    help={**MUTATION_HELP, "skip": "collection left alone (repeatable)", "threads": "index threads"},
+)
+def wal_commit(
+    c: Context,
+    persist_dir: str | None = None,
+    skip: list[str] | None = None,
+    threads: str | None = None,
+    plan: bool = False,
+    dry_run: bool = False,
+    yes: bool = False,
+    backup: bool = True,
+    backup_root: str | None = None,
+    keep_backups: int = 5,
+    lock_timeout: int = 10,
+    json: bool = False,
+) -> None:
+    """Apply WAL entries past each vector segment's max_seq_id to its HNSW index."""
+    opts = options(c, plan, dry_run, yes, backup, backup_root, keep_backups, lock_timeout)
+    finish(
+        lambda: commands.wal_commit(
+            resolve_persist_dir(c, persist_dir), skip or [], integer(threads, "--threads"), opts, Output(json)
+        )
+    )
+
+
+@task(name="export", help={"persist-dir": PERSIST_DIR_HELP, "out": "output file (default: stdout)"})
+def wal_export(c: Context, persist_dir: str | None = None, out: str | None = None) -> None:
+    """Stream the WAL as JSON Lines (one entry a line) to a file or stdout."""
+    finish(lambda: commands.wal_export(resolve_persist_dir(c, persist_dir), out))
+
+
 @task(name="config", help={**MUTATION_HELP, "purge": "auto or off"})
 def wal_config(
     c: Context,
@@ -407,7 +441,7 @@ def namespace() -> Collection:
     ns = Collection()
     ns.add_collection(Collection("db", db_info, db_clean))
     ns.add_collection(Collection("hnsw", hnsw_info, hnsw_config, hnsw_rebuild))
-    ns.add_collection(Collection("wal", wal_info, wal_clean, wal_config))
+    ns.add_collection(Collection("wal", wal_info, wal_clean, wal_commit, wal_export, wal_config))
     ns.add_collection(Collection("fts", fts_rebuild))
     ns.add_task(backups)
     ns.add_task(rollback)

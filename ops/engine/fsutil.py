@@ -18,6 +18,15 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def fsync_tree(folder: Path) -> None:
+    """Flush every file of a folder and the folder itself to disk."""
+    for path in folder.iterdir():
+        if path.is_file():
+            with path.open("rb+") as fh:
+                os.fsync(fh.fileno())
+    fsync_dir(folder)
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Write data so that path holds either the old or the new content, never a mix."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ops.engine import failpoints
-from ops.engine.fsutil import atomic_write, fsync_dir, remove_tree
+from ops.engine.fsutil import atomic_write, fsync_dir, fsync_tree, remove_tree
 from ops.engine.plan import Action, StepPlan
 from ops.engine.step import Step, StepContext, Touches
 from ops.errors import BadInput, NotFound, OpsError
@@ -200,7 +200,7 @@ class HnswRebuild(Step):
             index.close_file_handles()
         kept = hnsw_index.labels_at(old_dir, header, positions)
         atomic_write(new_dir / "index_metadata.pickle", dump_pickle(_kept_meta(meta, kept)))
-        _fsync_folder(new_dir)
+        fsync_tree(new_dir)
         failpoints.hit("hnsw_rebuild.before_swap")
         hnsw_index.exchange_paths(old_dir, new_dir)  # old_dir now holds the new index
         fsync_dir(old_dir.parent)
@@ -292,13 +292,6 @@ def _kept_meta(meta: HnswPickleMeta, kept: Any) -> HnswPickleMeta:
             "total_elements_added": max([meta.total_elements_added, *labels]),
         }
     )
-
-
-def _fsync_folder(folder: Path) -> None:
-    for path in folder.iterdir():
-        with path.open("rb+") as fh:
-            os.fsync(fh.fileno())
-    fsync_dir(folder)
 
 
 def _capacity(n: int, resize_factor: float) -> int:
