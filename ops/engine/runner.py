@@ -34,7 +34,7 @@ from ops.engine.journal import Journal, close_journal, read_journal, refuse_if_u
 from ops.engine.lock import DEFAULT_LOCK_TIMEOUT_S, acquire_write_lock
 from ops.engine.plan import Plan, StepPlan
 from ops.engine.progress import NoProgress, ProgressSink
-from ops.engine.step import Step, StepContext
+from ops.engine.step import Step, StepContext, Touches
 from ops.errors import BadInput, OpsError
 from ops.storage import PersistDir
 from ops.storage.persist_dir import validate_persist_dir
@@ -69,19 +69,28 @@ class RolledBack(OpsError):
 Confirm = Callable[[Plan], None]
 
 
-def plan_step(step: Step, persist_dir: str | Path) -> tuple[Plan, Path]:
+def open_for_change(persist_dir: str | Path) -> Path:
+    """The resolved persist dir, refusing an unfinished run or a layout we may not change."""
     root = validate_persist_dir(Path(persist_dir)).resolve()
     refuse_if_unfinished(root)
+    return root
+
+
+def refuse_unknown_layout(pd: PersistDir) -> None:
+    if not pd.layout.known:
+        raise OpsError(
+            f"refusing to change an unknown Chroma layout ({pd.layout.warning})",
+            "upgrade chroma-ops, or use a chromadb version it supports",
+        )
+
+
+def plan_step(step: Step, persist_dir: str | Path) -> tuple[Plan, Path]:
+    root = open_for_change(persist_dir)
     with PersistDir.open(root) as pd:
-        if not pd.layout.known:
-            raise OpsError(
-                f"refusing to change an unknown Chroma layout ({pd.layout.warning})",
-                "upgrade chroma-ops, or use a chromadb version it supports",
-            )
+        refuse_unknown_layout(pd)
         ctx = StepContext(persist_dir=pd)
         step.precheck(ctx)
-        step_plan = step.plan(ctx)
-        plan = Plan(persist_dir=str(root), layout=pd.layout.name, steps=[step_plan])
+        plan = Plan(persist_dir=str(root), layout=pd.layout.name, steps=[step.plan(ctx)])
     return plan, root
 
 
@@ -92,66 +101,106 @@ def run_step(
     if options.plan_only or plan.is_empty:
         return RunResult(plan=plan, applied=False)
     confirm(plan)
-    step_plan = plan.steps[0]
-    backup_root = options.backup_root or default_backup_root(root)
-    check_writable(root, backup_root if options.backup else None)
-    with PersistDir.open(root) as pd:
-        extra = step.extra_space(StepContext(persist_dir=pd), step_plan)
-    touched = step.touches(step_plan)
-    backup_bytes = estimate_backup_bytes(root, touched.sqlite, touched.folders) if options.backup else 0
-    check_space(root, backup_root, backup_bytes, extra)
-    return _apply_locked(step, step_plan, plan, root, backup_root, options, progress or NoProgress())
+    return apply_plan([step], plan, root, options, progress)
 
 
-def _apply_locked(
-    step: Step,
-    step_plan: StepPlan,
+def apply_plan(
+    steps: list[Step],
     plan: Plan,
     root: Path,
-    backup_root: Path,
     options: RunOptions,
-    progress: ProgressSink,
+    progress: ProgressSink | None = None,
+    precondition: Callable[[PersistDir], None] | None = None,
 ) -> RunResult:
+    """Apply planned steps in order under one lock, one journal and one backup; all or nothing.
+
+    Each step is planned again under the lock (after the steps before it) and must plan exactly
+    the reviewed actions, else the run stops and rolls back. `precondition` runs under the lock
+    before anything changes (the pipeline's fingerprint check).
+    """
+    pairs = [(step, sp) for step, sp in zip(steps, plan.steps, strict=True) if not sp.is_empty]
+    touched = _union([step.touches(sp) for step, sp in pairs])
+    backup_root = options.backup_root or default_backup_root(root)
+    use_backup = options.backup and bool(touched.sqlite or touched.folders)
+    check_writable(root, backup_root if use_backup else None)
+    with PersistDir.open(root) as pd:
+        extra = max((step.extra_space(StepContext(persist_dir=pd), sp) for step, sp in pairs), default=0)
+    backup_bytes = estimate_backup_bytes(root, touched.sqlite, touched.folders) if use_backup else 0
+    check_space(root, backup_root, backup_bytes, extra)
     writer = acquire_write_lock(root / "chroma.sqlite3", options.lock_timeout_s)
     try:
-        ctx = StepContext(persist_dir=PersistDir.over(root, writer), progress=progress)
-        if step.plan(ctx).actions != step_plan.actions:
-            raise StalePlan(f"{root} changed since the plan was made", "plan again and review the new plan")
+        if precondition is not None:
+            precondition(PersistDir.over(root, writer))
+        _check_still_planned(*pairs[0], root, writer)
     except BaseException:
         _release(writer)
         raise
-    journal = Journal.start(root, step.name)
-    ctx.journal = journal
-    touched = step.touches(step_plan)
+    journal = Journal.start(root, " + ".join(step.name for step, _ in pairs))
     result = RunResult(plan=plan, applied=True)
+    notes: list[str] = []
     try:
-        if options.backup:
+        if use_backup:
             target = backup_root / new_backup_id(journal.run_id)
             journal.backup_dir = str(target)
             journal.save(root)
-            manifest = take_backup(root, target, step.name, touched.sqlite, touched.folders)
+            manifest = take_backup(root, target, journal.command, touched.sqlite, touched.folders)
             result.backup_id, result.backup_dir = manifest.backup_id, str(target)
         failpoints.hit("after_backup")
-        journal.enter(root, "apply")
-        step.apply(ctx, step_plan)
-        failpoints.hit("before_commit")
-        writer.execute("COMMIT")
-        step.after_commit(ctx, step_plan)
-        _release(writer)
-        journal.enter(root, "verify")
-        failpoints.hit("before_verify")
-        with PersistDir.open(root) as fresh:
-            step.verify(StepContext(persist_dir=fresh, notes=ctx.notes), step_plan)
+        for index, (step, step_plan) in enumerate(pairs):
+            if index:
+                _relock(writer)
+                _check_still_planned(step, step_plan, root, writer)
+            _apply_one(step, step_plan, root, writer, journal, progress or NoProgress(), notes)
     except BaseException as exc:
         _release(writer)
         if not isinstance(exc, Exception):  # KeyboardInterrupt: leave the journal for rollback
             raise
         raise _roll_back_after(exc, root, journal) from exc
+    _release(writer)
     close_journal(root)
-    result.notes = ctx.notes
-    if options.backup:
+    result.notes = notes
+    if use_backup:
         prune_backups(backup_root, options.keep_backups)
     return result
+
+
+def _apply_one(
+    step: Step,
+    step_plan: StepPlan,
+    root: Path,
+    writer: sqlite3.Connection,
+    journal: Journal,
+    progress: ProgressSink,
+    notes: list[str],
+) -> None:
+    ctx = StepContext(persist_dir=PersistDir.over(root, writer), journal=journal, progress=progress, notes=notes)
+    journal.enter(root, "apply")
+    step.apply(ctx, step_plan)
+    failpoints.hit("before_commit")
+    writer.execute("COMMIT")
+    step.after_commit(ctx, step_plan)
+    journal.enter(root, "verify")
+    failpoints.hit("before_verify")
+    with PersistDir.open(root) as fresh:
+        step.verify(StepContext(persist_dir=fresh, notes=notes), step_plan)
+
+
+def _check_still_planned(step: Step, step_plan: StepPlan, root: Path, writer: sqlite3.Connection) -> None:
+    if step.plan(StepContext(persist_dir=PersistDir.over(root, writer))).actions != step_plan.actions:
+        raise StalePlan(
+            f"{root} changed since the plan was made ({step.name} would now plan differently)",
+            "plan again and review the new plan",
+        )
+
+
+def _relock(writer: sqlite3.Connection) -> None:
+    if not writer.in_transaction:
+        writer.execute("BEGIN IMMEDIATE")  # the connection's busy_timeout covers a racing writer
+
+
+def _union(touches: list[Touches]) -> Touches:
+    folders = sorted({f for t in touches for f in t.folders})
+    return Touches(sqlite=any(t.sqlite for t in touches), folders=folders)
 
 
 def _release(writer: sqlite3.Connection) -> None:
@@ -169,10 +218,11 @@ def _roll_back_after(exc: Exception, root: Path, journal: Journal) -> OpsError:
         remove_created(root, journal)
         close_journal(root)
         return OpsError(f"{journal.command} failed ({what}); no backup was taken (--no-backup)")
-    rollback_journal(root, journal)
+    restored = rollback_journal(root, journal)
+    if restored is None:
+        return RolledBack(f"{journal.command} failed before changing anything ({what})", "nothing changed")
     return RolledBack(
-        f"{journal.command} failed ({what}); the persist dir was restored from backup {Path(journal.backup_dir).name}",
-        "nothing changed",
+        f"{journal.command} failed ({what}); the persist dir was restored from backup {restored}", "nothing changed"
     )
 
 
