@@ -41,6 +41,16 @@ def test(c: Context, fast: bool = False, k: str | None = None) -> None:
     c.run(f"{sys.executable} -m pytest{selection}", echo=True, pty=False)
 
 
+@task
+def schemas(c: Context) -> None:
+    """Regenerate schemas/*.schema.json from the pipeline and plan models."""
+    from ops.pipeline.schemas import write_schemas
+
+    for path in write_schemas():
+        print(f"wrote {path}")
+
+
 namespace = product_namespace()
+namespace.add_task(schemas)
 namespace.add_task(demo)
 namespace.add_task(test)

@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_wal(groups)
     _add_fts(groups)
     _add_backup(groups)
+    _add_maintain(groups)
     return parser
 
 
@@ -264,6 +265,29 @@ def _add_fts(groups: Groups) -> None:
     rebuild.set_defaults(
         run=lambda a: commands.fts_rebuild(a.persist_dir, a.tokenizer, a.force, mutation_options(a), Output(a.json))
     )
+
+
+def _add_maintain(groups: Groups) -> None:
+    maintain = groups.add_parser(
+        "maintain", help="run a pipeline: plan it, review the plan file, apply exactly that (see pipelines/)"
+    )
+    _persist_dir(maintain)
+    maintain.add_argument("--pipeline", default="maintain", help="pipeline name or YAML file (default: %(default)s)")
+    maintain.add_argument("--out", help="with --plan: write the plan file here instead of stdout")
+    maintain.add_argument("--apply", dest="apply_path", metavar="PLAN", help="apply a reviewed plan file")
+    _mutation(maintain)
+    maintain.set_defaults(
+        run=lambda a: commands.maintain(
+            a.persist_dir, a.pipeline, a.out, a.apply_path, mutation_options(a), Output(a.json)
+        )
+    )
+    plan = groups.add_parser("plan", help="plan files").add_subparsers(
+        dest="command", metavar="SUBCOMMAND", required=True
+    )
+    show = plan.add_parser("show", help="render a plan file as tables (and check its digest)")
+    show.add_argument("plan_path", metavar="PLAN")
+    _json(show)
+    show.set_defaults(run=lambda a: commands.plan_show(a.plan_path, Output(a.json)))
 
 
 def _add_backup(groups: Groups) -> None:

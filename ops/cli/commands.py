@@ -16,12 +16,14 @@ from typing import TypeVar
 from pydantic import BaseModel
 from rich.console import Console
 
+from ops.engine.fsutil import atomic_write
 from ops.engine.lock import DEFAULT_LOCK_TIMEOUT_S
 from ops.engine.plan import Plan
-from ops.engine.runner import RollbackResult, RunOptions, run_step
+from ops.engine.runner import RollbackResult, RunOptions, RunResult, run_step
 from ops.engine.runner import rollback as run_rollback
 from ops.engine.step import Step, run_read_only
 from ops.errors import BadInput, OpsError
+from ops.pipeline.maintain import apply_plan_file, plan_pipeline, read_plan_file
 from ops.report import json_out, tables
 from ops.report.progress import RichProgress
 from ops.steps.backup_list import backup_list as list_backup_report
@@ -226,6 +228,64 @@ def hnsw_rebuild(
     return mutate(
         lambda: HnswRebuild(collection, database, threads=threads, **changes), persist_dir, options, out or Output()
     )
+
+
+def maintain(
+    persist_dir: str,
+    pipeline: str,
+    out_path: str | None,
+    apply_path: str | None,
+    options: MutationOptions,
+    out: Output | None = None,
+) -> int:
+    """Plan a pipeline (--plan [--out FILE]), apply a reviewed plan file (--apply FILE), or both
+    in one go (--yes, or a confirmation at a terminal). Plan exit codes: 0 nothing, 2 changes."""
+    out = out or Output()
+    progress = RichProgress() if sys.stderr.isatty() and not out.as_json else None
+    if apply_path:
+        plan = read_plan_file(Path(apply_path))
+        result = apply_plan_file(persist_dir, plan, options.run_options(), progress)
+        return _report_result(result, out)
+    plan = plan_pipeline(persist_dir, pipeline, options.run_options().backup_root)
+    if options.plan_only:
+        if out_path:
+            atomic_write(Path(out_path), plan.to_json() + b"\n")
+            print(f"plan written to {out_path} ({_summary(plan)})", file=sys.stderr)
+        else:
+            sys.stdout.buffer.write(plan.to_json() + b"\n")
+            sys.stdout.flush()
+        return EXIT_OK if plan.is_empty else EXIT_CHANGES_PLANNED
+    if plan.is_empty:
+        return _nothing_to_do(plan, out)
+    confirmer(options.yes, out)(plan)
+    return _report_result(apply_plan_file(persist_dir, plan, options.run_options(), progress), out)
+
+
+def _summary(plan: Plan) -> str:
+    counts = [f"{s.step} {len(s.actions)}" for s in plan.steps if s.actions]
+    return "nothing to do" if not counts else "actions: " + ", ".join(counts)
+
+
+def _report_result(result: RunResult, out: Output) -> int:
+    if not result.applied:
+        return _nothing_to_do(result, out)
+    out.emit(result, tables.print_run_result)
+    return EXIT_OK
+
+
+def _nothing_to_do(report: BaseModel, out: Output) -> int:
+    if out.as_json:
+        json_out.write(report, sys.stdout.buffer)
+    else:
+        out.console.print("Nothing to do.")
+    return EXIT_OK
+
+
+def plan_show(plan_path: str, out: Output | None = None) -> int:
+    out = out or Output()
+    plan = read_plan_file(Path(plan_path))
+    out.emit(plan, tables.print_plan_document)
+    return EXIT_OK
 
 
 def backup_list(persist_dir: str, backup_root: str | None, out: Output | None = None) -> int:

@@ -436,6 +436,36 @@ def rollback(
     finish(lambda: commands.rollback(resolve_persist_dir(c, persist_dir), backup, backup_root, yes, Output(json)))
 
 
+@task(
+    help={
+        **MUTATION_HELP,
+        "plan": "plan only: write the plan (to --out or stdout); exit 2 if it plans changes, 0 if not",
+        "out": "with --plan: the plan file to write",
+        "pipeline": "pipeline name (maintain, fts-repair, nightly) or YAML file (default: maintain)",
+        "apply": "apply this reviewed plan file exactly (refused if the database changed since)",
+    }
+)
+def maintain(
+    c: Context,
+    persist_dir: str | None = None,
+    pipeline: str | None = None,
+    plan: bool = False,
+    dry_run: bool = False,
+    out: str | None = None,
+    apply: str | None = None,
+    yes: bool = False,
+    backup: bool = True,
+    backup_root: str | None = None,
+    keep_backups: int = 5,
+    lock_timeout: int = 10,
+    json: bool = False,
+) -> None:
+    """Run a maintenance pipeline: --plan writes a reviewable plan, --apply applies one, --yes does both."""
+    opts = options(c, plan, dry_run, yes, backup, backup_root, keep_backups, lock_timeout)
+    chosen = pipeline or c.config.get("chops", {}).get("pipeline") or "maintain"
+    finish(lambda: commands.maintain(resolve_persist_dir(c, persist_dir), chosen, out, apply, opts, Output(json)))
+
+
 def namespace() -> Collection:
     """A fresh namespace (no shared global state between programs or tests)."""
     ns = Collection()
@@ -443,6 +473,7 @@ def namespace() -> Collection:
     ns.add_collection(Collection("hnsw", hnsw_info, hnsw_config, hnsw_rebuild))
     ns.add_collection(Collection("wal", wal_info, wal_clean, wal_commit, wal_export, wal_config))
     ns.add_collection(Collection("fts", fts_rebuild))
+    ns.add_task(maintain)
     ns.add_task(backups)
     ns.add_task(rollback)
     ns.configure({"chops": {"persist_dir": None}})

@@ -15,6 +15,7 @@ exactly what was saved.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sqlite3
 from datetime import datetime, timezone
@@ -39,6 +40,7 @@ MANIFEST = "manifest.json"
 SEGMENTS = "segments"
 BACKUP_FORMAT_VERSION = 1
 RESTORE_SUFFIX = ".chops-restore"
+BACKUP_NAME = re.compile(r"^\d{8}T\d{6}")  # other folders in the root (e.g. snapshots/) are not backups
 OLD_SUFFIX = ".chops-old"
 
 
@@ -149,6 +151,15 @@ def _backup_folder(source: Path, target: Path, backup_dir: Path) -> list[FileEnt
     return entries
 
 
+def copy_persist_dir(root: Path, target: Path) -> Path:
+    """A consistent working copy laid out as a persist dir (sqlite through the backup API)."""
+    target.mkdir(parents=True)
+    _backup_sqlite(root / SQLITE_FILE_NAME, target / SQLITE_FILE_NAME)
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        shutil.copytree(folder, target / folder.name)
+    return target
+
+
 def read_manifest(backup_dir: Path) -> BackupManifest:
     try:
         return BackupManifest.model_validate(orjson.loads((backup_dir / MANIFEST).read_bytes()))
@@ -163,7 +174,7 @@ def list_backups(root: Path) -> list[tuple[Path, BackupManifest | None]]:
     if not root.is_dir():
         return []
     out: list[tuple[Path, BackupManifest | None]] = []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and BACKUP_NAME.match(p.name)):
         try:
             out.append((folder, read_manifest(folder)))
         except BackupError:

@@ -9,6 +9,8 @@ An empty plan is one whose steps have no actions.
 
 from __future__ import annotations
 
+import hashlib
+
 import orjson
 from pydantic import BaseModel, ConfigDict, JsonValue, ValidationError
 
@@ -39,10 +41,33 @@ class StepPlan(BaseModel):
     step: str
     target: str
     actions: list[Action] = []
+    params: dict[str, JsonValue] = {}
+    """Pipeline plans: the step's parameters, so applying rebuilds exactly this step."""
+    selection: dict[str, JsonValue] = {}
+    """Pipeline plans: which collection(s) the step works on (or skips)."""
 
     @property
     def is_empty(self) -> bool:
         return not self.actions
+
+
+class PipelineRef(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    source: str
+    sha256: str
+
+
+class StateFingerprint(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    digest: str
+    components: dict[str, str]
+
+
+_OPTIONAL_TOP = ("pipeline", "fingerprint", "digest")
+_OPTIONAL_STEP = ("params", "selection")
 
 
 class Plan(BaseModel):
@@ -53,14 +78,34 @@ class Plan(BaseModel):
     persist_dir: str
     layout: str
     steps: list[StepPlan] = []
+    pipeline: PipelineRef | None = None
+    fingerprint: StateFingerprint | None = None
+    """The state the plan was computed on; applying refuses if it changed."""
+    digest: str | None = None
+    """sha256 of the plan without this field: an edited plan no longer matches it."""
+
+    def content_digest(self) -> str:
+        return hashlib.sha256(self.model_copy(update={"digest": None}).to_json()).hexdigest()
+
+    def sealed(self) -> Plan:
+        return self.model_copy(update={"digest": self.content_digest()})
 
     @property
     def is_empty(self) -> bool:
         return all(step.is_empty for step in self.steps)
 
     def to_json(self) -> bytes:
-        """Deterministic JSON: sorted keys, indented, so that equal plans are equal bytes."""
-        return orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+        """Deterministic JSON: sorted keys, indented, so that equal plans are equal bytes.
+        Optional parts that are unset are left out, so a single command's plan stays minimal."""
+        data = self.model_dump(mode="json")
+        for key in _OPTIONAL_TOP:
+            if data.get(key) is None:
+                data.pop(key, None)
+        for step in data["steps"]:
+            for key in _OPTIONAL_STEP:
+                if not step.get(key):
+                    step.pop(key, None)
+        return orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
 
     @classmethod
     def from_json(cls, data: bytes | str, source: str = "plan") -> Plan:

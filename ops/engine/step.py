@@ -86,7 +86,7 @@ class ReadOnlyStep(Step, Generic[ReportT]):
     """A step that changes nothing and reports what it found."""
 
     def plan(self, ctx: StepContext) -> StepPlan:
-        return StepPlan(step=self.name, target=str(ctx.persist_dir.path))
+        return StepPlan(step=self.name, target="persist dir")
 
     @abstractmethod
     def report(self, ctx: StepContext) -> ReportT:

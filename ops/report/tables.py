@@ -193,6 +193,19 @@ def print_plan(console: Console, plan: Plan) -> None:
         console.print(table)
 
 
+def print_plan_document(console: Console, plan: Plan) -> None:
+    head = [
+        ("Persist dir", plan.persist_dir),
+        ("Layout", plan.layout),
+        ("Pipeline", f"{plan.pipeline.name} ({plan.pipeline.source})" if plan.pipeline else "-"),
+        ("State fingerprint", plan.fingerprint.digest if plan.fingerprint else "-"),
+        ("Plan digest", plan.digest or "-"),
+        ("Changes", "none" if plan.is_empty else f"{sum(len(s.actions) for s in plan.steps)} actions"),
+    ]
+    console.print(property_table("Plan", head))
+    print_plan(console, plan)
+
+
 def _json_text(value: object) -> str:
     if value is None:
         return "-"

@@ -31,7 +31,7 @@ class DbClean(Step):
             )
             for folder in ctx.persist_dir.orphan_dirs()
         ]
-        return StepPlan(step=self.name, target=str(ctx.root), actions=actions)
+        return StepPlan(step=self.name, target="HNSW folders", actions=actions)
 
     def touches(self, plan: StepPlan) -> Touches:
         return Touches(sqlite=False, folders=[a.target for a in plan.actions])

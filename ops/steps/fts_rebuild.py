@@ -48,7 +48,7 @@ class FtsRebuild(Step):
                     details={"duration": "seconds" if state.documents < 1_000_000 else "minutes"},
                 )
             )
-        return StepPlan(step=self.name, target=str(ctx.persist_dir.sqlite_path), actions=actions)
+        return StepPlan(step=self.name, target="embedding_fulltext_search", actions=actions)
 
     def apply(self, ctx: StepContext, plan: StepPlan) -> None:
         for action in plan.actions:

@@ -34,8 +34,8 @@ class WalClean(Step):
 
     def plan(self, ctx: StepContext) -> StepPlan:
         pd = ctx.persist_dir
-        collections = [c for c in pd.collections() if c.name not in self.skip]
-        skipped_ids = {c.id for c in pd.collections() if c.name in self.skip}
+        collections = [c for c in pd.collections() if not c.named_in(self.skip)]
+        skipped_ids = {c.id for c in pd.collections() if c.named_in(self.skip)}
         actions = []
         reclaim = 0
         for t in wal_purge.purge_targets(pd.conn, collections):
@@ -63,7 +63,7 @@ class WalClean(Step):
                     details={"bytes_reclaimed_estimate": space.file_bytes - estimate, "duration": "seconds"},
                 )
             )
-        return StepPlan(step=self.name, target=str(pd.sqlite_path), actions=actions)
+        return StepPlan(step=self.name, target="embeddings_queue", actions=actions)
 
     def extra_space(self, ctx: StepContext, plan: StepPlan) -> int:
         # VACUUM rewrites the database through a rollback journal as large as the file.

@@ -42,7 +42,7 @@ class WalCommit(Step):
         actions = []
         for record in pd.collections():
             segment = record.vector_segment
-            if record.name in self.skip or segment is None or pd.wal_gap(record, stats.get(record.id)) == 0:
+            if record.named_in(self.skip) or segment is None or pd.wal_gap(record, stats.get(record.id)) == 0:
                 continue
             topic = stats[record.id].topic
             book = _label_book(pd, record)
@@ -77,7 +77,7 @@ class WalCommit(Step):
                     },
                 )
             )
-        return StepPlan(step=self.name, target=str(pd.path), actions=actions)
+        return StepPlan(step=self.name, target="vector segments", actions=actions)
 
     def touches(self, plan: StepPlan) -> Touches:
         return Touches(sqlite=True, folders=[str(a.details["segment_id"]) for a in plan.actions])

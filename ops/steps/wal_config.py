@@ -45,7 +45,7 @@ class WalConfig(Step):
                     after={"automatically_purge": self.purge},
                 )
             )
-        return StepPlan(step=self.name, target=str(ctx.persist_dir.sqlite_path), actions=actions)
+        return StepPlan(step=self.name, target="embeddings_queue_config", actions=actions)
 
     def apply(self, ctx: StepContext, plan: StepPlan) -> None:
         if plan.is_empty:

@@ -59,3 +59,7 @@ class CollectionRecord(BaseModel):
     hnsw_config: HnswConfig
     vector_segment: SegmentRecord | None
     metadata_segment: SegmentRecord | None
+
+    def named_in(self, names: set[str]) -> bool:
+        """Named by `name` or by `database/name` in a skip or select list."""
+        return self.name in names or f"{self.database}/{self.name}" in names

@@ -1,0 +1,1 @@
+"""Pipelines: YAML files of steps with selectors, planned into one reviewable plan file."""

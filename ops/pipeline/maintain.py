@@ -1,0 +1,167 @@
+"""Planning a pipeline into one plan document, and applying a saved plan exactly as reviewed.
+
+Planning: each step is planned on the state the steps before it leave. When an earlier step
+plans changes, the later steps are planned on a scratch copy of the persist dir (taken with the
+snapshot code: sqlite through the backup API) on which the earlier steps were really applied,
+so every action in the plan, with its before/after, is exact. Snapshot steps plan an action
+only if some other step changes something. The plan carries the fingerprint of the state it
+was computed on and a digest of itself.
+
+Applying: the plan's digest must match (an edited plan is refused), the fingerprint of the
+persist dir must match (a changed database is refused, naming what changed), then the runner
+applies the steps in order under one lock, one journal and one backup, each step re-planned
+under the lock and required to equal the reviewed actions; any failure rolls everything back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ops.engine.backup import copy_persist_dir, default_backup_root
+from ops.engine.fingerprint import changed_components, compute
+from ops.engine.plan import PipelineRef, Plan, StepPlan
+from ops.engine.progress import ProgressSink
+from ops.engine.runner import RunOptions, RunResult, StalePlan, apply_plan, open_for_change, refuse_unknown_layout
+from ops.engine.step import Step, StepContext, run_read_only
+from ops.errors import BadInput
+from ops.pipeline.loader import load_pipeline, resolve_pipeline
+from ops.pipeline.models import Pipeline
+from ops.steps.db_info import DbInfo
+from ops.steps.registry import STEP_TYPES, build_step
+from ops.storage import PersistDir
+
+SNAPSHOT = "db.snapshot"
+Expanded = tuple[Step, dict[str, Any], dict[str, Any]]
+
+
+def plan_pipeline(persist_dir: str, pipeline_name: str, backup_root: Path | None = None) -> Plan:
+    root = open_for_change(persist_dir)
+    source = resolve_pipeline(pipeline_name)
+    pipeline, data = load_pipeline(source)
+    with PersistDir.open(root) as pd:
+        refuse_unknown_layout(pd)
+        fingerprint = compute(pd)
+        layout = pd.layout.name
+    with _simulation(root) as state:
+        planned = _plan_steps(pipeline, state)
+    changes = any(not sp.is_empty for sp in planned if sp.step != SNAPSHOT)
+    snapshot_home = (backup_root or default_backup_root(root)) / "snapshots"
+    steps = [
+        _plan_snapshot(sp, root, snapshot_home / fingerprint.digest, changes) if sp.step == SNAPSHOT else sp
+        for sp in planned
+    ]
+    ref = PipelineRef(name=pipeline.name, source=str(source), sha256=hashlib.sha256(data).hexdigest())
+    return Plan(persist_dir=str(root), layout=layout, steps=steps, pipeline=ref, fingerprint=fingerprint).sealed()
+
+
+class _State:
+    """The persist dir the next step is planned on: the real one until a step changes something."""
+
+    def __init__(self, root: Path, scratch: Path) -> None:
+        self.root, self.current, self._scratch = root, root, scratch
+
+    def advance(self, step: Step, step_plan: StepPlan) -> None:
+        if step_plan.is_empty:
+            return
+        if self.current == self.root:
+            self.current = copy_persist_dir(self.root, self._scratch / "persist")
+        plan = Plan(persist_dir=str(self.current), layout="", steps=[step_plan])
+        apply_plan([step], plan, self.current, RunOptions(backup=False))
+
+
+@contextmanager
+def _simulation(root: Path) -> Iterator[_State]:
+    with tempfile.TemporaryDirectory(prefix=".chops-plan-", dir=root.parent) as scratch:
+        yield _State(root, Path(scratch))
+
+
+def _plan_steps(pipeline: Pipeline, state: _State) -> list[StepPlan]:
+    planned: list[StepPlan] = []
+    entry: Any
+    for entry in pipeline.steps:
+        if entry.step == SNAPSHOT:
+            planned.append(StepPlan(step=SNAPSHOT, target="persist dir", params=entry.with_.model_dump()))
+            continue
+        for step, params, selection in _expand(entry, state.current):
+            with PersistDir.open(state.current) as pd:
+                ctx = StepContext(persist_dir=pd)
+                step.precheck(ctx)
+                step_plan = step.plan(ctx).model_copy(update={"params": params, "selection": selection})
+            planned.append(step_plan)
+            state.advance(step, step_plan)
+    return planned
+
+
+def _expand(entry: Any, state: Path) -> list[Expanded]:
+    kind = STEP_TYPES[entry.step]
+    params = entry.with_.model_dump(exclude_none=True)
+    if kind.scope == "dir":
+        return [(build_step(entry.step, params, {}), params, {})]
+    report = run_read_only(DbInfo(), str(state))
+    chosen = [
+        c
+        for c in report.collections
+        if entry.select.matches(c.name, c.database) and (entry.when is None or entry.when.holds(c))
+    ]
+    if kind.scope == "collections":
+        names = {f"{c.database}/{c.name}" for c in chosen}
+        skip = sorted(f"{c.database}/{c.name}" for c in report.collections if f"{c.database}/{c.name}" not in names)
+        selection: dict[str, Any] = {"skip": skip}
+        return [(build_step(entry.step, params, selection), params, selection)]
+    out = []
+    for c in chosen:
+        selection = {"collection": c.name, "database": c.database}  # one step per collection
+        out.append((build_step(entry.step, params, selection), params, selection))
+    return out
+
+
+def _plan_snapshot(placeholder: StepPlan, root: Path, default_out: Path, needed: bool) -> StepPlan:
+    out = str(placeholder.params.get("out") or default_out)
+    selection: dict[str, Any] = {"out": out, "needed": needed}
+    step = build_step(SNAPSHOT, {}, selection)
+    with PersistDir.open(root) as pd:
+        ctx = StepContext(persist_dir=pd)
+        step.precheck(ctx)
+        return step.plan(ctx).model_copy(update={"params": placeholder.params, "selection": selection})
+
+
+def read_plan_file(path: Path) -> Plan:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BadInput(f"cannot read plan {path}: {exc.strerror}", "check the path") from None
+    plan = Plan.from_json(data, source=str(path))
+    if plan.digest is None or plan.digest != plan.content_digest():
+        raise BadInput(
+            f"{path} does not match its digest: it was edited after it was planned",
+            "plan again (chops maintain PERSIST_DIR --plan) and review that plan",
+        )
+    return plan
+
+
+def check_fingerprint(plan: Plan, pd: PersistDir) -> None:
+    if plan.fingerprint is None:
+        raise BadInput("the plan has no state fingerprint", "use a plan written by chops maintain --plan")
+    current = compute(pd)
+    if current.digest != plan.fingerprint.digest:
+        changed = ", ".join(changed_components(plan.fingerprint, current))
+        raise StalePlan(f"the persist dir changed since the plan was made ({changed})", "plan again and review it")
+
+
+def apply_plan_file(
+    persist_dir: str, plan: Plan, options: RunOptions, progress: ProgressSink | None = None
+) -> RunResult:
+    root = open_for_change(persist_dir)
+    if Path(plan.persist_dir) != root:
+        raise BadInput(f"the plan is for {plan.persist_dir}, not {root}", "apply it to the dir it was made for")
+    with PersistDir.open(root) as pd:
+        check_fingerprint(plan, pd)
+    steps = [build_step(sp.step, dict(sp.params), dict(sp.selection)) for sp in plan.steps]
+    if plan.is_empty:
+        return RunResult(plan=plan, applied=False)
+    return apply_plan(steps, plan, root, options, progress, precondition=lambda pd: check_fingerprint(plan, pd))

@@ -1,0 +1,69 @@
+"""`db snapshot -o DIR`: a consistent copy of the whole persist dir.
+
+chroma.sqlite3 through SQLite's online backup API, every segment folder file by file, and a
+manifest with the sha256 of every file: the same code as the runner's automatic backup, so
+`chops rollback --backup-root` and `restore_backup` read it too. It changes nothing in the
+persist dir. In a pipeline it plans an action only when a later step changes something.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from ops.engine.backup import estimate_backup_bytes, read_manifest, take_backup, verify_backup
+from ops.engine.plan import Action, StepPlan
+from ops.engine.step import Step, StepContext, Touches
+from ops.errors import BadInput, OpsError
+from ops.storage.fs import subfolders
+
+SNAPSHOT = "snapshot"
+
+
+def snapshot_folders(root: Path) -> list[str]:
+    return [p.name for p in subfolders(root) if not p.name.startswith(".")]
+
+
+class DbSnapshot(Step):
+    name: ClassVar[str] = "db.snapshot"
+
+    def __init__(self, out: str, needed: bool = True) -> None:
+        self.out = Path(out).expanduser().resolve()
+        self.needed = needed
+
+    def precheck(self, ctx: StepContext) -> None:
+        if self.out == ctx.root or ctx.root in self.out.parents:
+            raise BadInput(f"the snapshot {self.out} would be inside the persist dir", "pick a folder outside it")
+
+    def plan(self, ctx: StepContext) -> StepPlan:
+        actions = []
+        if self.needed:
+            if self.out.exists():
+                raise BadInput(f"{self.out} already exists", "pick a new folder for the snapshot")
+            folders = snapshot_folders(ctx.root)
+            actions.append(
+                Action(
+                    kind=SNAPSHOT,
+                    target=str(self.out),
+                    before={"exists": False},
+                    after={"exists": True, "folders": len(folders)},
+                    details={"bytes_estimate": estimate_backup_bytes(ctx.root, True, folders), "duration": "seconds"},
+                )
+            )
+        return StepPlan(step=self.name, target="persist dir", actions=actions)
+
+    def touches(self, plan: StepPlan) -> Touches:
+        return Touches(sqlite=False)
+
+    def apply(self, ctx: StepContext, plan: StepPlan) -> None:
+        for action in plan.actions:
+            manifest = take_backup(ctx.root, Path(action.target), self.name, True, snapshot_folders(ctx.root))
+            ctx.notes.append(f"snapshot {action.target}: {len(manifest.files)} files, {manifest.total_bytes:,} bytes")
+
+    def verify(self, ctx: StepContext, plan: StepPlan) -> None:
+        for action in plan.actions:
+            target = Path(action.target)
+            manifest = read_manifest(target)
+            verify_backup(target, manifest)
+            if not manifest.includes_sqlite:
+                raise OpsError(f"snapshot {target} has no chroma.sqlite3")
