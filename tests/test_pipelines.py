@@ -1,0 +1,189 @@
+"""Pipelines and plan files: validation with file:line errors, deterministic plans, the GitOps
+cycle (plan -> file -> apply -> verify with chromadb -> plan again is empty), stale and edited plans."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ops.pipeline.schemas import SCHEMA_DIR, schemas
+from tests.conftest import REPO, BuiltDir, assert_same_answers, chroma, chroma_snapshot, run_chops, tree_state
+
+
+def test_committed_schemas_are_in_sync() -> None:
+    for name, data in schemas().items():
+        assert (SCHEMA_DIR / name).read_bytes() == data, f"schemas/{name} is stale: run `invoke schemas`"
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "fragment"),
+    [
+        ("version: 1\nname: x\nsteps:\n  - step: wal.cleen\n", 4, "unknown step 'wal.cleen'; steps are:"),
+        (
+            "version: 1\nname: x\nsteps:\n  - step: hnsw.rebuild\n    when:\n      fragmentaton_gt: 0.1\n",
+            6,
+            "unknown key 'fragmentaton_gt' in steps.0.when; allowed: deleted_gt, fragmentation_gt",
+        ),
+        (
+            "version: 1\nname: x\nsteps:\n  - step: hnsw.rebuild\n    with:\n      m: many\n",
+            6,
+            "steps.0.with.m: Input should be a valid integer",
+        ),
+        (
+            "version: 1\nname: x\nsteps:\n  - step: wal.clean\n    with: {temp_dirr: /tmp}\n",
+            5,
+            "unknown key 'temp_dirr' in steps.0.with; allowed: temp_dir",
+        ),
+        ("version: 1\nname: x\nsurprise: 1\nsteps:\n  - step: db.clean\n", 3, "unknown key 'surprise'"),
+        (
+            "version: 1\nname: x\nsteps:\n  - step: db.clean\n    when: {records_gt: 1}\n",
+            5,
+            "unknown key 'when' in steps.0; allowed: step, with",
+        ),
+        ("a: &a [1, 2]\nb: *a\n", 1, "anchors and aliases are not allowed"),
+        ("version: 1\nname: x\nsteps: [\n", 4, "not valid YAML"),
+    ],
+)
+def test_bad_pipeline_is_one_line_with_file_and_line(
+    standard_dir: BuiltDir, tmp_path: Path, text: str, line: int, fragment: str
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    before = tree_state(standard_dir.path)
+    r = run_chops("maintain", standard_dir.path, "--pipeline", bad, "--plan")
+    assert r.code == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith(f"chops: error: {bad}:{line}: "), lines[0]
+    assert fragment in lines[0], lines[0]
+    assert tree_state(standard_dir.path) == before
+
+
+def test_alias_bomb_is_refused_quickly(tmp_path: Path, standard_dir: BuiltDir) -> None:
+    lol = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"
+        for i in range(8)
+    )
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(lol)
+    r = run_chops("maintain", standard_dir.path, "--pipeline", bomb, "--plan")
+    assert r.code == 1 and "anchors and aliases are not allowed" in r.stderr
+
+
+def test_plan_is_deterministic_and_exit_codes_follow_terraform(standard_dir: BuiltDir, tmp_path: Path) -> None:
+    path = standard_dir.path
+    first = run_chops("maintain", path, "--plan")
+    second = run_chops("maintain", path, "--plan")
+    assert first.code == second.code == 2
+    assert first.stdout == second.stdout  # byte-identical for the same state
+    plan = json.loads(first.stdout)
+    assert {
+        "format_version",
+        "tool_version",
+        "persist_dir",
+        "layout",
+        "steps",
+        "pipeline",
+        "fingerprint",
+        "digest",
+    } <= set(plan)
+    steps = [(s["step"], len(s["actions"])) for s in plan["steps"]]
+    # snapshot; commit of frag (7) and pending (5); rebuild of frag (20% deleted); clean of 3 topics + VACUUM
+    assert steps == [("db.snapshot", 1), ("wal.commit", 2), ("hnsw.rebuild", 1), ("wal.clean", 3)]
+    assert plan["steps"][2]["selection"] == {"collection": "frag", "database": "default_database"}
+    shown = run_chops("plan", "show", tmp_path / "nope.json")
+    assert shown.code == 1
+
+
+def test_gitops_cycle_plan_file_apply_verify_replan(standard_dir: BuiltDir, tmp_path: Path) -> None:
+    path = standard_dir.path
+    answers = chroma_snapshot(path, tmp_path)
+    plan_file = tmp_path / "plan.json"
+    r = run_chops("maintain", path, "--plan", "--out", plan_file)  # scheduled CI job
+    assert r.code == 2 and r.stdout == ""
+    assert "plan written to" in r.stderr
+    shown = run_chops("plan", "show", plan_file)  # reviewed in a pull request
+    assert shown.code == 0 and "hnsw.rebuild" in shown.stdout and "default_database/frag" in shown.stdout
+    applied = run_chops("maintain", path, "--apply", plan_file, "--json")  # applied on merge
+    assert applied.code == 0, applied.stderr
+    result = applied.json()
+    assert result["applied"] is True and result["backup_id"]
+    assert run_chops("maintain", path, "--plan").code == 0  # idempotent: nothing left to do
+    info = {c["name"]: c for c in run_chops("db", "info", path, "--json").json()["collections"]}
+    assert info["frag"]["hnsw"]["fragmentation"] == 0.0 and info["frag"]["wal_gap"] == 0
+    assert_same_answers(answers, chroma_snapshot(path, tmp_path))
+    snapshot = json.loads(plan_file.read_text())["steps"][0]["actions"][0]["target"]
+    assert (Path(snapshot) / "manifest.json").is_file()
+    assert run_chops("backup", "list", path, "--json").json()["backups"][0]["complete"] is True
+
+
+def test_write_between_plan_and_apply_is_refused(standard_dir: BuiltDir, tmp_path: Path) -> None:
+    path = standard_dir.path
+    plan_file = tmp_path / "plan.json"
+    assert run_chops("maintain", path, "--plan", "--out", plan_file).code == 2
+    chroma("add", path, "default_database", "upd", "3")  # a live write through chromadb
+    before = tree_state(path)
+    r = run_chops("maintain", path, "--apply", plan_file)
+    assert r.code == 1
+    assert "changed since the plan was made" in r.stderr and "upd" in r.stderr, r.stderr
+    assert tree_state(path) == before
+
+
+def test_edited_plan_is_refused(standard_dir: BuiltDir, tmp_path: Path) -> None:
+    path = standard_dir.path
+    plan_file = tmp_path / "plan.json"
+    assert run_chops("maintain", path, "--plan", "--out", plan_file).code == 2
+    plan = json.loads(plan_file.read_text())
+    plan["steps"][2]["params"] = {"m": 4}  # sneak a parameter change past review
+    plan_file.write_text(json.dumps(plan))
+    before = tree_state(path)
+    r = run_chops("maintain", path, "--apply", plan_file)
+    assert r.code == 1 and "does not match its digest" in r.stderr
+    assert tree_state(path) == before
+
+
+def test_one_go_and_shipped_pipelines(standard_dir: BuiltDir) -> None:
+    path = standard_dir.path
+    assert run_chops("maintain", path, "--pipeline", "nightly", "--dry-run").code in (0, 2)
+    r = run_chops("maintain", path, "--pipeline", "fts-repair", "--plan")
+    assert r.code == 0  # healthy FTS: even the snapshot plans nothing
+    assert all(not s["actions"] for s in r.json()["steps"])
+    r = run_chops("maintain", path, "--yes")
+    assert r.code == 0, r.stderr
+    assert run_chops("maintain", path, "--plan").code == 0
+
+
+def test_selectors_and_invoke_configuration(standard_dir: BuiltDir, tmp_path: Path) -> None:
+    pipeline = tmp_path / "only-other.yaml"
+    pipeline.write_text(
+        "version: 1\nname: only-other\nsteps:\n  - step: hnsw.config\n    select: {include: ['oth*'], "
+        "databases: [otherdb]}\n    with: {search_ef: 42}\n"
+    )
+    (tmp_path / "invoke.yaml").write_text(f"chops:\n  persist_dir: {standard_dir.path}\n  pipeline: {pipeline}\n")
+    env = {**os.environ}
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "invoke",
+            "--search-root",
+            str(REPO),
+            "-f",
+            str(tmp_path / "invoke.yaml"),
+            "maintain",
+            "--plan",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert r.returncode == 2, r.stderr
+    steps = json.loads(r.stdout)["steps"]
+    assert [(s["step"], s["selection"]) for s in steps] == [
+        ("hnsw.config", {"collection": "other", "database": "otherdb"})
+    ]
