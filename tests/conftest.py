@@ -60,6 +60,18 @@ def walbloat_dir(walbloat_master: BuiltDir, tmp_path: Path) -> BuiltDir:
     return BuiltDir(target, walbloat_master.truth)
 
 
+@pytest.fixture(scope="session")
+def empty_master(tmp_path_factory: pytest.TempPathFactory) -> BuiltDir:
+    return build("empty", tmp_path_factory.mktemp("empty") / "persist")
+
+
+@pytest.fixture
+def empty_dir(empty_master: BuiltDir, tmp_path: Path) -> BuiltDir:
+    target = tmp_path / "empty-persist"
+    shutil.copytree(empty_master.path, target)
+    return BuiltDir(target, empty_master.truth)
+
+
 def chroma(command: str, path: Path, *args: str) -> Any:
     """The real chromadb client, in a child process (tests/chroma_probe.py)."""
     proc = subprocess.run(
@@ -107,8 +119,8 @@ def golden_dir(request: pytest.FixtureRequest, tmp_path: Path) -> BuiltDir:
     """A copy of a persist dir written by an older real chromadb (see tests/golden/build_golden.py)."""
     source = GOLDEN / f"chromadb-{request.param}"
     with tarfile.open(source / "persist.tar.gz") as tar:
-        tar.extractall(tmp_path, filter="data")
-    return BuiltDir(tmp_path / "persist", json.loads((source / "truth.json").read_text()))
+        tar.extractall(tmp_path / "golden", filter="data")
+    return BuiltDir(tmp_path / "golden" / "persist", json.loads((source / "truth.json").read_text()))
 
 
 @dataclass

@@ -145,6 +145,14 @@ def _in_child(code: str) -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def empty(out: Path) -> dict[str, Any]:
+    """A persist dir chromadb created and closed, holding no collection."""
+    import chromadb
+
+    chromadb.PersistentClient(path=str(out)).heartbeat()
+    return {"collections": [], "orphan_dirs": []}
+
+
 def demo(out: Path) -> dict[str, Any]:
     """The README's sample database: a fragmented collection and a pending one."""
     return standard(out)
@@ -159,7 +167,7 @@ def _finish(t: CollectionTruth, collection: Any) -> CollectionTruth:
     return t
 
 
-SCENARIOS = {"standard": standard, "walbloat": walbloat, "demo": demo}
+SCENARIOS = {"standard": standard, "walbloat": walbloat, "empty": empty, "demo": demo}
 
 
 def main(argv: list[str]) -> int:

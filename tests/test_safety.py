@@ -198,3 +198,22 @@ def test_kill_leaves_no_partial_output_after_rollback(standard_dir: BuiltDir) ->
     assert code == -9
     assert run_chops("rollback", path, "--yes").code == 0
     assert sorted(os.listdir(path)) == names_before
+
+
+def test_kill_9_during_collection_restore(standard_dir: BuiltDir, tmp_path: Path) -> None:
+    path = standard_dir.path
+    snap = tmp_path / "frag.snapshot"
+    assert run_chops("collection", "snapshot", path, "-c", "frag", "-o", snap, "--yes").code == 0
+    answers = chroma_snapshot(path, tmp_path)
+    before = content_state(path)
+    code, _ = chops_at(
+        path,
+        ["collection", "restore", "-i", str(snap), "--as", "frag-copy"],
+        "--yes",
+        env={"CHOPS_FAILPOINT": "collection_restore.rows=kill"},
+    )
+    assert code == -9
+    assert run_chops("db", "info", path).code == 1
+    assert run_chops("rollback", path, "--yes").code == 0
+    assert content_state(path) == before
+    assert chroma_snapshot(path, tmp_path) == answers

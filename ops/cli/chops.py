@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fts(groups)
     _add_backup(groups)
     _add_maintain(groups)
+    _add_collection(groups)
     return parser
 
 
@@ -264,6 +265,34 @@ def _add_fts(groups: Groups) -> None:
     _mutation(rebuild)
     rebuild.set_defaults(
         run=lambda a: commands.fts_rebuild(a.persist_dir, a.tokenizer, a.force, mutation_options(a), Output(a.json))
+    )
+
+
+def _add_collection(groups: Groups) -> None:
+    collection = _subcommands(groups, "collection", "collection backup and restore")
+    snap = collection.add_parser("snapshot", help="write one collection to a self-contained snapshot file")
+    _persist_dir(snap)
+    snap.add_argument("-c", "--collection", required=True, help="collection name")
+    snap.add_argument("-d", "--database", default="default_database", help="database (default: %(default)s)")
+    snap.add_argument("-o", "--out", required=True, help="snapshot file to write")
+    snap.add_argument("--force", action="store_true", help="overwrite an existing file")
+    _mutation(snap)
+    snap.set_defaults(
+        run=lambda a: commands.collection_snapshot(
+            a.persist_dir, a.collection, a.database, a.out, a.force, mutation_options(a), Output(a.json)
+        )
+    )
+    restore = collection.add_parser("restore", help="bring a collection back from a snapshot file")
+    _persist_dir(restore)
+    restore.add_argument("-i", "--input", required=True, help="snapshot file")
+    restore.add_argument("--as", dest="new_name", help="restore under this name (fresh ids)")
+    restore.add_argument("-d", "--database", help="target database (default: the snapshot's; created if missing)")
+    restore.add_argument("--replace", action="store_true", help="replace a collection of that name (backed up first)")
+    _mutation(restore)
+    restore.set_defaults(
+        run=lambda a: commands.collection_restore(
+            a.persist_dir, a.input, a.new_name, a.database, a.replace, mutation_options(a), Output(a.json)
+        )
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 import traceback
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -27,6 +27,8 @@ from ops.pipeline.maintain import apply_plan_file, plan_pipeline, read_plan_file
 from ops.report import json_out, tables
 from ops.report.progress import RichProgress
 from ops.steps.backup_list import backup_list as list_backup_report
+from ops.steps.collection_restore import CollectionRestore
+from ops.steps.collection_snapshot import CollectionSnapshot
 from ops.steps.db_clean import DbClean
 from ops.steps.db_info import DbInfo
 from ops.steps.fts_rebuild import FtsRebuild
@@ -286,6 +288,35 @@ def plan_show(plan_path: str, out: Output | None = None) -> int:
     plan = read_plan_file(Path(plan_path))
     out.emit(plan, tables.print_plan_document)
     return EXIT_OK
+
+
+def collection_snapshot(
+    persist_dir: str,
+    collection: str,
+    database: str,
+    out_file: str,
+    force: bool,
+    options: MutationOptions,
+    out: Output | None = None,
+) -> int:
+    options = replace(options, backup=False)  # a snapshot changes nothing in the persist dir
+    return mutate(
+        lambda: CollectionSnapshot(collection, database, out_file, force), persist_dir, options, out or Output()
+    )
+
+
+def collection_restore(
+    persist_dir: str,
+    snapshot: str,
+    new_name: str | None,
+    database: str | None,
+    replace_existing: bool,
+    options: MutationOptions,
+    out: Output | None = None,
+) -> int:
+    return mutate(
+        lambda: CollectionRestore(snapshot, new_name, database, replace_existing), persist_dir, options, out or Output()
+    )
 
 
 def backup_list(persist_dir: str, backup_root: str | None, out: Output | None = None) -> int:

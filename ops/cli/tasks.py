@@ -466,6 +466,85 @@ def maintain(
     finish(lambda: commands.maintain(resolve_persist_dir(c, persist_dir), chosen, out, apply, opts, Output(json)))
 
 
+@task(
+    name="snapshot",
+    help={
+        **{k: v for k, v in MUTATION_HELP.items() if k not in ("backup", "backup-root", "keep-backups")},
+        "collection": "collection name",
+        "database": "database",
+        "out": "snapshot file to write",
+        "force": "overwrite an existing file",
+    },
+)
+def collection_snapshot(
+    c: Context,
+    collection: str | None = None,
+    out: str | None = None,
+    persist_dir: str | None = None,
+    database: str = "default_database",
+    force: bool = False,
+    plan: bool = False,
+    dry_run: bool = False,
+    yes: bool = False,
+    lock_timeout: int = 10,
+    json: bool = False,
+) -> None:
+    """Write one collection to a self-contained snapshot file."""
+    opts = options(c, plan, dry_run, yes, False, None, 5, lock_timeout)
+    finish(
+        lambda: commands.collection_snapshot(
+            resolve_persist_dir(c, persist_dir),
+            required(collection, "--collection NAME"),
+            database,
+            required(out, "--out FILE"),
+            force,
+            opts,
+            Output(json),
+        )
+    )
+
+
+@task(
+    name="restore",
+    help={
+        **MUTATION_HELP,
+        "input": "snapshot file",
+        "new-name": "restore under this name (fresh ids)",
+        "database": "target database",
+        "replace": "replace a collection of that name",
+    },
+)
+def collection_restore(
+    c: Context,
+    input: str | None = None,
+    persist_dir: str | None = None,
+    database: str | None = None,
+    replace: bool = False,
+    plan: bool = False,
+    dry_run: bool = False,
+    yes: bool = False,
+    backup: bool = True,
+    backup_root: str | None = None,
+    keep_backups: int = 5,
+    lock_timeout: int = 10,
+    json: bool = False,
+    new_name: str | None = None,
+) -> None:
+    """Bring a collection back from a snapshot file (fresh ids; --new-name to rename)."""
+    opts = options(c, plan, dry_run, yes, backup, backup_root, keep_backups, lock_timeout)
+    finish(
+        lambda: commands.collection_restore(
+            resolve_persist_dir(c, persist_dir),
+            required(input, "--input FILE"),
+            new_name,
+            database,
+            replace,
+            opts,
+            Output(json),
+        )
+    )
+
+
 def namespace() -> Collection:
     """A fresh namespace (no shared global state between programs or tests)."""
     ns = Collection()
@@ -473,6 +552,7 @@ def namespace() -> Collection:
     ns.add_collection(Collection("hnsw", hnsw_info, hnsw_config, hnsw_rebuild))
     ns.add_collection(Collection("wal", wal_info, wal_clean, wal_commit, wal_export, wal_config))
     ns.add_collection(Collection("fts", fts_rebuild))
+    ns.add_collection(Collection("collection", collection_snapshot, collection_restore))
     ns.add_task(maintain)
     ns.add_task(backups)
     ns.add_task(rollback)

@@ -1,0 +1,161 @@
+"""The collection snapshot file: one SQLite database holding everything to bring a collection back.
+
+    header(key, value)                  format_version, tool_version, source layout, created_at,
+                                        collection identity, counts (JSON values)
+    rows_<table>(...)                   the collection's rows of collections, collection_metadata,
+                                        segments, segment_metadata, max_seq_id, embeddings,
+                                        embedding_metadata[, embedding_metadata_array], embeddings_queue,
+                                        with the source table's columns (no constraints)
+    files(segment_id, name, size, sha256, chunks)
+    chunks(name, chunk_no, data)         each HNSW file as zlib-compressed chunks
+
+Reading treats the file as untrusted: only SELECTs of known tables with known columns, file
+names from a fixed list, every file checked against its sha256, nothing executed from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ops.errors import BadInput
+from ops.storage.hnsw_files import HNSW_FILES, PICKLE_FILE
+
+FORMAT_VERSION = 1
+CHUNK = 4 << 20
+ALLOWED_FILES = (*HNSW_FILES, PICKLE_FILE)
+TABLES = (
+    "collections",
+    "collection_metadata",
+    "segments",
+    "segment_metadata",
+    "max_seq_id",
+    "embeddings",
+    "embedding_metadata",
+    "embedding_metadata_array",
+    "embeddings_queue",
+)
+
+
+def columns(conn: sqlite3.Connection, table: str, schema: str = "main") -> list[str]:
+    return [str(r[1]) for r in conn.execute(f"PRAGMA {schema}.table_info({table})").fetchall()]
+
+
+def create(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = OFF")
+    conn.execute("PRAGMA synchronous = OFF")
+    conn.execute("BEGIN")
+    conn.execute("CREATE TABLE header (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    conn.execute(
+        "CREATE TABLE files (segment_id TEXT, name TEXT, size INTEGER, sha256 TEXT, chunks INTEGER, "
+        "PRIMARY KEY (segment_id, name))"
+    )
+    conn.execute(
+        "CREATE TABLE chunks (segment_id TEXT, name TEXT, chunk_no INTEGER, data BLOB, "
+        "PRIMARY KEY (segment_id, name, chunk_no))"
+    )
+    return conn
+
+
+def write_header(conn: sqlite3.Connection, header: dict[str, Any]) -> None:
+    conn.executemany("INSERT INTO header VALUES (?, ?)", [(k, orjson.dumps(v).decode()) for k, v in header.items()])
+
+
+def copy_rows(out: sqlite3.Connection, source_alias: str, table: str, where: str, args: tuple[Any, ...]) -> int:
+    """Copy the selected rows of a source table (attached as `source_alias`) into rows_<table>."""
+    cols = columns(out, table, source_alias)
+    if not cols:
+        return 0
+    quoted = ", ".join(f'"{c}"' for c in cols)
+    out.execute(f"CREATE TABLE rows_{table} ({quoted})")
+    cursor = out.execute(f"INSERT INTO rows_{table} SELECT {quoted} FROM {source_alias}.{table} WHERE {where}", args)
+    return int(cursor.rowcount)
+
+
+def add_file(conn: sqlite3.Connection, segment_id: str, path: Path) -> int:
+    digest = hashlib.sha256()
+    count = size = 0
+    with path.open("rb") as fh:
+        while block := fh.read(CHUNK):
+            digest.update(block)
+            size += len(block)
+            conn.execute(
+                "INSERT INTO chunks VALUES (?, ?, ?, ?)", (segment_id, path.name, count, zlib.compress(block, 1))
+            )
+            count += 1
+    conn.execute("INSERT INTO files VALUES (?, ?, ?, ?, ?)", (segment_id, path.name, size, digest.hexdigest(), count))
+    return size
+
+
+class SnapshotFile:
+    """Read access to a snapshot file, validated before anything uses it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            with path.open("rb") as fh:
+                if fh.read(16) != b"SQLite format 3\x00":
+                    raise BadInput(f"{path} is not a chops collection snapshot", "pass a file written by chops")
+        except OSError as exc:
+            raise BadInput(f"cannot read {path}: {exc.strerror}", "check the path") from None
+        self.conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            self.header = {k: orjson.loads(v) for k, v in self.conn.execute("SELECT key, value FROM header")}
+        except (sqlite3.DatabaseError, orjson.JSONDecodeError) as exc:
+            self.conn.close()
+            raise BadInput(f"{path} is not a readable chops collection snapshot ({exc})") from None
+        if self.header.get("format_version") != FORMAT_VERSION:
+            self.conn.close()
+            raise BadInput(
+                f"{path} has snapshot format {self.header.get('format_version')}, this chops reads {FORMAT_VERSION}"
+            )
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def tables(self) -> set[str]:
+        names = {str(r[0]) for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        return {n.removeprefix("rows_") for n in names if n.startswith("rows_") and n.removeprefix("rows_") in TABLES}
+
+    def rows(self, table: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+        if table not in self.tables():
+            return [], []
+        cols = columns(self.conn, f"rows_{table}")
+        quoted = ", ".join(f'"{c}"' for c in cols)
+        return cols, self.conn.execute(f"SELECT {quoted} FROM rows_{table}").fetchall()
+
+    def files(self) -> list[tuple[str, str, int, str, int]]:
+        rows = self.conn.execute("SELECT segment_id, name, size, sha256, chunks FROM files ORDER BY 1, 2").fetchall()
+        for _segment, name, *_ in rows:
+            if name not in ALLOWED_FILES:
+                raise BadInput(f"{self.path} contains a file named {name!r}, not an HNSW file", "do not restore it")
+        return [(str(s), str(n), int(z), str(h), int(c)) for s, n, z, h, c in rows]
+
+    def file_chunks(self, segment_id: str, name: str) -> Iterator[bytes]:
+        cursor = self.conn.execute(
+            "SELECT data FROM chunks WHERE segment_id = ? AND name = ? ORDER BY chunk_no", (segment_id, name)
+        )
+        for (data,) in cursor:
+            try:
+                yield zlib.decompress(data)
+            except zlib.error:
+                raise BadInput(
+                    f"{self.path}: {name} is damaged (bad compressed chunk)", "take a new snapshot"
+                ) from None
+
+    def verify_files(self) -> None:
+        for segment_id, name, size, sha, _chunks in self.files():
+            digest = hashlib.sha256()
+            total = 0
+            for block in self.file_chunks(segment_id, name):
+                digest.update(block)
+                total += len(block)
+            if total != size or digest.hexdigest() != sha:
+                raise BadInput(f"{self.path}: {name} does not match its sha256", "the snapshot is damaged or tampered")

@@ -1,0 +1,112 @@
+"""`chops collection snapshot|restore` on real persist dirs, checked through chromadb."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from tests.conftest import BuiltDir, chroma, chroma_snapshot, run_chops, tree_state
+
+
+def snapshot(path: Path, name: str, out: Path, *extra: str) -> None:
+    r = run_chops("collection", "snapshot", path, "-c", name, "-o", out, "--yes", *extra)
+    assert r.code == 0, r.stderr
+
+
+def same_collection(a: dict[str, object], b: dict[str, object]) -> None:
+    assert a["count"] == b["count"]
+    assert a["records"] == b["records"]  # ids, documents, metadatas, embeddings
+    assert a["query_ids"] == b["query_ids"] and a["query_distances"] == b["query_distances"]
+
+
+def test_restore_beside_the_original(standard_dir: BuiltDir, tmp_path: Path) -> None:
+    path = standard_dir.path
+    before = tree_state(path)
+    snap = tmp_path / "frag.snapshot"
+    snapshot(path, "frag", snap)
+    assert tree_state(path) == before  # a snapshot changes nothing
+    again = run_chops("collection", "snapshot", path, "-c", "frag", "-o", snap, "--yes")
+    assert again.code == 1 and "--force" in again.stderr
+    r = run_chops("collection", "restore", path, "-i", snap, "--as", "frag-copy", "--yes")
+    assert r.code == 0, r.stderr
+    answers = chroma_snapshot(path, tmp_path)
+    same_collection(answers["default_database/frag"], answers["default_database/frag-copy"])
+    ids = {c["name"]: c["id"] for c in run_chops("db", "info", path, "--json").json()["collections"]}
+    assert ids["frag-copy"] != ids["frag"]  # fresh ids
+    found = chroma("contains", path, "default_database", "frag-copy", "cats")["ids"]  # FTS rebuilt for it
+    assert found == chroma("contains", path, "default_database", "frag", "cats")["ids"] != []
+    # the seq_id trap: new writes to the restored collection and to the others are kept, after reopening
+    for name in ("frag-copy", "frag", "upd"):
+        before_count = answers[f"default_database/{name}"]["count"]
+        added = chroma("add", path, "default_database", name, "3")
+        reopened = chroma("snapshot", path)[f"default_database/{name}"]
+        assert added["count"] == reopened["count"] == before_count + 3
+        assert set(added["ids"]) <= set(reopened["records"])
+
+
+def test_restore_into_an_empty_persist_dir(standard_dir: BuiltDir, empty_dir: BuiltDir, tmp_path: Path) -> None:
+    snap = tmp_path / "upd.snapshot"
+    snapshot(standard_dir.path, "upd", snap)
+    source = chroma_snapshot(standard_dir.path, tmp_path)["default_database/upd"]
+    r = run_chops("collection", "restore", empty_dir.path, "-i", snap, "-d", "restored", "--yes")
+    assert r.code == 0, r.stderr
+    target = chroma_snapshot(empty_dir.path, tmp_path)
+    same_collection(source, target["restored/upd"])
+    added = chroma("add", empty_dir.path, "restored", "upd", "2")
+    assert chroma("snapshot", empty_dir.path)["restored/upd"]["count"] == added["count"] == source["count"] + 2
+
+
+def test_replace_and_refuse(standard_dir: BuiltDir, tmp_path: Path) -> None:
+    path = standard_dir.path
+    snap = tmp_path / "upd.snapshot"
+    snapshot(path, "upd", snap)
+    before = tree_state(path)
+    refused = run_chops("collection", "restore", path, "-i", snap, "--yes")
+    assert refused.code == 1 and "already exists" in refused.stderr and "--replace" in refused.stderr
+    assert tree_state(path) == before
+    chroma("add", path, "default_database", "upd", "4")  # diverge, then go back to the snapshot
+    r = run_chops("collection", "restore", path, "-i", snap, "--replace", "--yes")
+    assert r.code == 0, r.stderr
+    assert chroma("snapshot", path)["default_database/upd"]["count"] == 230
+    assert not any(p.name.endswith(".chops-new") for p in path.iterdir())
+
+
+def test_tampered_snapshots_are_refused(standard_dir: BuiltDir, tmp_path: Path) -> None:
+    path = standard_dir.path
+    snap = tmp_path / "frag.snapshot"
+    snapshot(path, "frag", snap)
+    before = tree_state(path)
+    cases = {
+        "chunk": "UPDATE chunks SET data = zeroblob(10) WHERE name = 'header.bin'",
+        "traversal": "UPDATE files SET name = '../../escape.bin' WHERE name = 'header.bin'",
+        "count": "UPDATE header SET value = '{\"records\": 1, \"wal_entries\": 0}' WHERE key = 'counts'",
+        "format": "UPDATE header SET value = '99' WHERE key = 'format_version'",
+    }
+    for name, statement in cases.items():
+        bad = tmp_path / f"{name}.snapshot"
+        bad.write_bytes(snap.read_bytes())
+        with sqlite3.connect(bad) as conn:
+            conn.execute(statement)
+        r = run_chops("collection", "restore", path, "-i", bad, "--as", f"x-{name}", "--yes")
+        assert r.code == 1, (name, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path.parent / "escape.bin").exists()
+    assert tree_state(path) == before
+    garbage = tmp_path / "garbage.snapshot"
+    garbage.write_bytes(b"not a snapshot at all")
+    assert run_chops("collection", "restore", path, "-i", garbage, "--yes").code == 1
+
+
+def test_incompatible_layout_is_refused(golden_dir: BuiltDir, standard_dir: BuiltDir, tmp_path: Path) -> None:
+    snap = tmp_path / "old.snapshot"
+    snapshot(golden_dir.path, "frag", snap)
+    r = run_chops("collection", "restore", standard_dir.path, "-i", snap, "--as", "old", "--yes")
+    assert r.code == 1
+    source_layout = "0.5-0.6" if golden_dir.truth["chromadb_version"].startswith("0.") else "1.0"
+    assert f"taken from a chromadb {source_layout} layout" in r.stderr and "chromadb 1.5.x" in r.stderr
+    # into a dir of the same layout it works: the fixture itself, under a new name
+    r = run_chops("collection", "restore", golden_dir.path, "-i", snap, "--as", "frag-back", "--yes")
+    assert r.code == 0, r.stderr
+    info = {c["name"]: c for c in run_chops("db", "info", golden_dir.path, "--json").json()["collections"]}
+    assert info["frag-back"]["records"] == info["frag"]["records"]
+    assert info["frag-back"]["hnsw"]["allocated"] == info["frag"]["hnsw"]["allocated"]
