@@ -110,3 +110,25 @@ def test_incompatible_layout_is_refused(golden_dir: BuiltDir, standard_dir: Buil
     info = {c["name"]: c for c in run_chops("db", "info", golden_dir.path, "--json").json()["collections"]}
     assert info["frag-back"]["records"] == info["frag"]["records"]
     assert info["frag-back"]["hnsw"]["allocated"] == info["frag"]["hnsw"]["allocated"]
+
+
+def test_db_snapshot_and_restore(standard_dir: BuiltDir, tmp_path: Path) -> None:
+    path = standard_dir.path
+    snap = tmp_path / "db-snapshot"
+    before = tree_state(path)
+    r = run_chops("db", "snapshot", path, "-o", snap, "--yes")
+    assert r.code == 0, r.stderr
+    assert tree_state(path) == before
+    assert (snap / "manifest.json").is_file()
+    answers = chroma_snapshot(path, tmp_path)
+    chroma("add", path, "default_database", "upd", "3")  # change things after the snapshot
+    assert run_chops("db", "clean", path, "--yes").code == 0
+    r = run_chops("db", "restore", path, "-i", snap, "--yes")
+    assert r.code == 0, r.stderr
+    assert chroma_snapshot(path, tmp_path) == answers
+    assert [o["name"] for o in run_chops("db", "info", path, "--json").json()["orphan_dirs"]] == (
+        standard_dir.truth["orphan_dirs"]
+    )
+    partial = tmp_path / "not-a-snapshot"
+    partial.mkdir()
+    assert run_chops("db", "restore", path, "-i", partial, "--yes").code == 1

@@ -31,6 +31,8 @@ from ops.steps.collection_restore import CollectionRestore
 from ops.steps.collection_snapshot import CollectionSnapshot
 from ops.steps.db_clean import DbClean
 from ops.steps.db_info import DbInfo
+from ops.steps.db_restore import DbRestore
+from ops.steps.db_snapshot import DbSnapshot
 from ops.steps.fts_rebuild import FtsRebuild
 from ops.steps.hnsw_config import HnswConfigStep
 from ops.steps.hnsw_info import HnswInfo
@@ -288,6 +290,15 @@ def plan_show(plan_path: str, out: Output | None = None) -> int:
     plan = read_plan_file(Path(plan_path))
     out.emit(plan, tables.print_plan_document)
     return EXIT_OK
+
+
+def db_snapshot(persist_dir: str, out_dir: str, options: MutationOptions, out: Output | None = None) -> int:
+    options = replace(options, backup=False)  # a snapshot changes nothing in the persist dir
+    return mutate(lambda: DbSnapshot(out=out_dir), persist_dir, options, out or Output())
+
+
+def db_restore(persist_dir: str, snapshot_dir: str, options: MutationOptions, out: Output | None = None) -> int:
+    return mutate(lambda: DbRestore(snapshot_dir), persist_dir, options, out or Output())
 
 
 def collection_snapshot(

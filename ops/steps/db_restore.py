@@ -1,0 +1,73 @@
+"""`db restore -i SNAPSHOT_DIR`: make the persist dir exactly what a `db snapshot` saved.
+
+The snapshot is verified (every sha256) first. Segment folders not in the snapshot are removed,
+the saved ones put back, and chroma.sqlite3 is written through SQLite's backup API. The runner
+backs up the current state first, so a restore can itself be rolled back.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from ops.engine.backup import live_matches_backup, read_manifest, restore_backup, verify_backup
+from ops.engine.fsutil import remove_tree
+from ops.engine.plan import Action, StepPlan
+from ops.engine.step import Step, StepContext, Touches
+from ops.errors import BadInput, OpsError
+from ops.steps.db_snapshot import snapshot_folders
+
+RESTORE = "restore_persist_dir"
+
+
+class DbRestore(Step):
+    name: ClassVar[str] = "db.restore"
+
+    def __init__(self, snapshot: str) -> None:
+        self.snapshot = Path(snapshot).expanduser().resolve()
+
+    def precheck(self, ctx: StepContext) -> None:
+        manifest = read_manifest(self.snapshot)
+        if not manifest.includes_sqlite:
+            raise BadInput(f"{self.snapshot} is a partial backup, not a database snapshot", "pass a db snapshot")
+        verify_backup(self.snapshot, manifest)
+
+    def plan(self, ctx: StepContext) -> StepPlan:
+        manifest = read_manifest(self.snapshot)
+        current = snapshot_folders(ctx.root)
+        action = Action(
+            kind=RESTORE,
+            target=str(self.snapshot),
+            before={"folders": current},
+            after={"folders": sorted(manifest.folders)},
+            details={"snapshot_id": manifest.backup_id, "files": len(manifest.files), "bytes": manifest.total_bytes},
+        )
+        return StepPlan(step=self.name, target="persist dir", actions=[action])
+
+    def touches(self, plan: StepPlan) -> Touches:
+        return Touches(sqlite=True, folders=snapshot_folders_from(plan))
+
+    def apply(self, ctx: StepContext, plan: StepPlan) -> None:
+        keep = set(read_manifest(self.snapshot).folders)
+        for name in snapshot_folders(ctx.root):
+            if name not in keep:
+                remove_tree(ctx.root / name)
+
+    def after_commit(self, ctx: StepContext, plan: StepPlan) -> None:
+        # outside the write transaction: the backup API writes the live database through its own connection
+        restore_backup(self.snapshot, ctx.root)
+        ctx.notes.append(f"restored {ctx.root} from snapshot {self.snapshot}")
+
+    def verify(self, ctx: StepContext, plan: StepPlan) -> None:
+        different = live_matches_backup(self.snapshot, ctx.root)
+        extra = set(snapshot_folders(ctx.root)) - set(read_manifest(self.snapshot).folders)
+        if different or extra:
+            raise OpsError(
+                f"the persist dir differs from the snapshot after restore: {sorted(different) + sorted(extra)}"
+            )
+
+
+def snapshot_folders_from(plan: StepPlan) -> list[str]:
+    before = plan.actions[0].before if plan.actions else None
+    folders = before.get("folders") if isinstance(before, dict) else None
+    return [str(f) for f in folders] if isinstance(folders, list) else []
