@@ -91,9 +91,12 @@ def chroma_snapshot(path: Path, scratch: Path) -> Any:
     return chroma("snapshot", copy)
 
 
-def assert_same_answers(before: Any, after: Any) -> None:
+def assert_same_answers(before: Any, after: Any, rebuilt: bool = False) -> None:
     """chromadb answers the same: counts, ids, documents and metadata exactly; embeddings and query
-    distances to float32 precision (a rebuilt cosine index re-derives vectors from norm x unit vector)."""
+    distances to float32 precision (a rebuilt cosine index re-derives vectors from norm x unit vector).
+
+    rebuilt: the HNSW graph was built anew, so an approximate search may return a different
+    neighbour near the cut-off; then at least 4 of each top 5 must agree, with equal distances."""
     import numpy as np
 
     assert sorted(before) == sorted(after)
@@ -105,9 +108,23 @@ def assert_same_answers(before: Any, after: Any) -> None:
             ra = a["records"][rid]
             assert (ra["document"], ra["metadata"]) == (rb["document"], rb["metadata"]), (name, rid)
             np.testing.assert_allclose(ra["embedding"], rb["embedding"], rtol=1e-5, atol=1e-6, err_msg=f"{name}/{rid}")
-        assert a.get("query_ids") == b.get("query_ids"), name
-        if "query_distances" in b:
-            np.testing.assert_allclose(a["query_distances"], b["query_distances"], rtol=1e-4, atol=1e-5)
+        if not rebuilt:
+            assert a.get("query_ids") == b.get("query_ids"), name
+            if "query_distances" in b:
+                np.testing.assert_allclose(a["query_distances"], b["query_distances"], rtol=1e-4, atol=1e-5)
+            continue
+        for ids_a, ids_b, d_a, d_b in zip(
+            a.get("query_ids", []),
+            b.get("query_ids", []),
+            a.get("query_distances", []),
+            b.get("query_distances", []),
+            strict=True,
+        ):
+            assert len(set(ids_a) & set(ids_b)) >= len(ids_b) - 1, (name, ids_a, ids_b)
+            common = {i: d for i, d in zip(ids_b, d_b, strict=True)}
+            for i, d in zip(ids_a, d_a, strict=True):
+                if i in common:
+                    np.testing.assert_allclose(d, common[i], rtol=1e-4, atol=1e-5)
 
 
 def golden_versions() -> list[str]:

@@ -116,7 +116,7 @@ def test_gitops_cycle_plan_file_apply_verify_replan(standard_dir: BuiltDir, tmp_
     assert run_chops("maintain", path, "--plan").code == 0  # idempotent: nothing left to do
     info = {c["name"]: c for c in run_chops("db", "info", path, "--json").json()["collections"]}
     assert info["frag"]["hnsw"]["fragmentation"] == 0.0 and info["frag"]["wal_gap"] == 0
-    assert_same_answers(answers, chroma_snapshot(path, tmp_path))
+    assert_same_answers(answers, chroma_snapshot(path, tmp_path), rebuilt=True)
     snapshot = json.loads(plan_file.read_text())["steps"][0]["actions"][0]["target"]
     assert (Path(snapshot) / "manifest.json").is_file()
     assert run_chops("backup", "list", path, "--json").json()["backups"][0]["complete"] is True

@@ -6,12 +6,15 @@ invoke.yaml, or the environment variable INVOKE_CHOPS_PERSIST_DIR.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from invoke.collection import Collection
 from invoke.context import Context
 from invoke.exceptions import Exit
-from invoke.tasks import task
+from invoke.tasks import Task, task
 
 from ops.cli import commands
 from ops.cli.commands import Output
@@ -154,101 +157,105 @@ MUTATION_HELP = {
     "lock-timeout": "seconds to retry a database another process holds (default 10)",
     "json": "print JSON",
 }
+# The options every changing task takes, with their defaults (invoke derives flag kinds from them).
+SHARED_OPTIONS: dict[str, Any] = {
+    "persist_dir": None,
+    "plan": False,
+    "dry_run": False,
+    "yes": False,
+    "backup": True,
+    "backup_root": None,
+    "keep_backups": 5,
+    "lock_timeout": 10,
+    "json": False,
+}
+BACKUP_OPTIONS = ("backup", "backup_root", "keep_backups")
 
 
-def options(
-    c: Context,
-    plan: bool,
-    dry_run: bool,
-    yes: bool,
-    backup: bool,
-    backup_root: str | None,
-    keep_backups: int,
-    lock_timeout: int,
-) -> commands.MutationOptions:
-    root = backup_root or c.config.get("chops", {}).get("backup_root")
-    return commands.MutationOptions(
-        plan_only=plan or dry_run,
-        yes=yes,
-        backup=backup,
-        backup_root=root,
-        keep_backups=keep_backups,
-        lock_timeout=lock_timeout,
-    )
+@dataclass
+class Mutation:
+    """What a changing task receives besides its own options."""
+
+    persist_dir: str
+    options: commands.MutationOptions
+    out: Output
 
 
-@task(name="clean", help=MUTATION_HELP)
-def db_clean(
-    c: Context,
-    persist_dir: str | None = None,
-    plan: bool = False,
-    dry_run: bool = False,
-    yes: bool = False,
-    backup: bool = True,
-    backup_root: str | None = None,
-    keep_backups: int = 5,
-    lock_timeout: int = 10,
-    json: bool = False,
-) -> None:
+def mutating(
+    name: str, help: dict[str, str] | None = None, iterable: list[str] | None = None, backs_up: bool = True
+) -> Callable[[Callable[..., int]], Task[Any]]:
+    """Declare a changing task once: its own options come from the function, the shared ones
+    (persist dir, --plan/--dry-run, --yes, backups, lock timeout, --json) are added here."""
+    shared = {k: v for k, v in SHARED_OPTIONS.items() if backs_up or k not in BACKUP_OPTIONS}
+
+    def decorate(fn: Callable[..., int]) -> Task[Any]:
+        own = list(inspect.signature(fn).parameters.values())[2:]  # after (c, job)
+
+        def body(c: Context, **kwargs: Any) -> None:
+            given = {k: kwargs.pop(k, default) for k, default in shared.items()}
+
+            def run() -> int:
+                root = given.get("backup_root") or c.config.get("chops", {}).get("backup_root")
+                opts = commands.MutationOptions(
+                    plan_only=given["plan"] or given["dry_run"],
+                    yes=given["yes"],
+                    backup=given.get("backup", False),
+                    backup_root=root,
+                    keep_backups=given.get("keep_backups", 5),
+                    lock_timeout=given["lock_timeout"],
+                )
+                job = Mutation(resolve_persist_dir(c, given["persist_dir"]), opts, Output(given["json"]))
+                return fn(c, job, **kwargs)
+
+            finish(run)
+
+        params = [inspect.Parameter("c", inspect.Parameter.POSITIONAL_OR_KEYWORD), *own]
+        params += [inspect.Parameter(k, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=v) for k, v in shared.items()]
+        body.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        body.__name__, body.__doc__ = fn.__name__, fn.__doc__
+        helps = {
+            k: v
+            for k, v in {**MUTATION_HELP, **(help or {})}.items()
+            if k.replace("-", "_") not in set(SHARED_OPTIONS) - set(shared)
+        }
+        made: Task[Any] = task(name=name, help=helps, iterable=iterable or [], auto_shortflags=False)(body)
+        return made
+
+    return decorate
+
+
+@mutating("clean")
+def db_clean(c: Context, job: Mutation) -> int:
     """Remove orphan HNSW folders (no collection owns them)."""
-    opts = options(c, plan, dry_run, yes, backup, backup_root, keep_backups, lock_timeout)
-    finish(lambda: commands.db_clean(resolve_persist_dir(c, persist_dir), opts, Output(json)))
+    return commands.db_clean(job.persist_dir, job.options, job.out)
 
 
-@task(
-    name="clean",
+@mutating("snapshot", help={"out": "new folder for the snapshot"}, backs_up=False)
+def db_snapshot(c: Context, job: Mutation, out: str | None = None) -> int:
+    """A consistent copy of the whole persist dir, with a sha256 manifest."""
+    return commands.db_snapshot(job.persist_dir, required(out, "--out DIR"), job.options, job.out)
+
+
+@mutating("restore", help={"input": "snapshot folder (from db snapshot)"})
+def db_restore(c: Context, job: Mutation, input: str | None = None) -> int:
+    """Make the persist dir exactly what a db snapshot saved."""
+    return commands.db_restore(job.persist_dir, required(input, "--input DIR"), job.options, job.out)
+
+
+@mutating(
+    "clean",
     iterable=["skip"],
-    help={
-        **MUTATION_HELP,
-        "skip": "collection whose WAL is left alone (repeatable)",
-        "temp-dir": "folder for VACUUM's temporary copy",
-    },
+    help={"skip": "collection whose WAL is left alone (repeatable)", "temp-dir": "folder for VACUUM's temporary copy"},
 )
-def wal_clean(
-    c: Context,
-    persist_dir: str | None = None,
-    skip: list[str] | None = None,
-    temp_dir: str | None = None,
-    plan: bool = False,
-    dry_run: bool = False,
-    yes: bool = False,
-    backup: bool = True,
-    backup_root: str | None = None,
-    keep_backups: int = 5,
-    lock_timeout: int = 10,
-    json: bool = False,
-) -> None:
+def wal_clean(c: Context, job: Mutation, skip: list[str] | None = None, temp_dir: str | None = None) -> int:
     """Delete WAL rows every segment has applied, then VACUUM."""
-    opts = options(c, plan, dry_run, yes, backup, backup_root, keep_backups, lock_timeout)
-    finish(lambda: commands.wal_clean(resolve_persist_dir(c, persist_dir), skip or [], temp_dir, opts, Output(json)))
+    return commands.wal_clean(job.persist_dir, skip or [], temp_dir, job.options, job.out)
 
 
-@task(
-    name="commit",
-    iterable=["skip"],
-    help={**MUTATION_HELP, "skip": "collection left alone (repeatable)", "threads": "index threads"},
-)
-def wal_commit(
-    c: Context,
-    persist_dir: str | None = None,
-    skip: list[str] | None = None,
-    threads: str | None = None,
-    plan: bool = False,
-    dry_run: bool = False,
-    yes: bool = False,
-    backup: bool = True,
-    backup_root: str | None = None,
-    keep_backups: int = 5,
-    lock_timeout: int = 10,
-    json: bool = False,
-) -> None:
+@mutating("commit", iterable=["skip"], help={"skip": "collection left alone (repeatable)", "threads": "index threads"})
+def wal_commit(c: Context, job: Mutation, skip: list[str] | None = None, threads: str | None = None) -> int:
     """Apply WAL entries past each vector segment's max_seq_id to its HNSW index."""
-    opts = options(c, plan, dry_run, yes, backup, backup_root, keep_backups, lock_timeout)
-    finish(
-        lambda: commands.wal_commit(
-            resolve_persist_dir(c, persist_dir), skip or [], integer(threads, "--threads"), opts, Output(json)
-        )
-    )
+    return commands.wal_commit(job.persist_dir, skip or [], integer(threads, "--threads"), job.options, job.out)
 
 
 @task(name="export", help={"persist-dir": PERSIST_DIR_HELP, "out": "output file (default: stdout)"})
@@ -257,120 +264,67 @@ def wal_export(c: Context, persist_dir: str | None = None, out: str | None = Non
     finish(lambda: commands.wal_export(resolve_persist_dir(c, persist_dir), out))
 
 
-@task(name="config", help={**MUTATION_HELP, "purge": "auto or off"})
-def wal_config(
-    c: Context,
-    purge: str | None = None,
-    persist_dir: str | None = None,
-    plan: bool = False,
-    dry_run: bool = False,
-    yes: bool = False,
-    backup: bool = True,
-    backup_root: str | None = None,
-    keep_backups: int = 5,
-    lock_timeout: int = 10,
-    json: bool = False,
-) -> None:
+@mutating("config", help={"purge": "auto or off"})
+def wal_config(c: Context, job: Mutation, purge: str | None = None) -> int:
     """Set Chroma's automatic WAL purge."""
-    opts = options(c, plan, dry_run, yes, backup, backup_root, keep_backups, lock_timeout)
-    finish(
-        lambda: commands.wal_config(
-            resolve_persist_dir(c, persist_dir), required(purge, "--purge auto|off"), opts, Output(json)
-        )
-    )
+    return commands.wal_config(job.persist_dir, required(purge, "--purge auto|off"), job.options, job.out)
 
 
-@task(
-    name="rebuild",
+@mutating(
+    "rebuild",
     help={
-        **MUTATION_HELP,
         "tokenizer": "FTS5 tokenizer (default: keep the current one)",
         "force": "rebuild even when the index is healthy",
     },
 )
-def fts_rebuild(
-    c: Context,
-    persist_dir: str | None = None,
-    tokenizer: str | None = None,
-    force: bool = False,
-    plan: bool = False,
-    dry_run: bool = False,
-    yes: bool = False,
-    backup: bool = True,
-    backup_root: str | None = None,
-    keep_backups: int = 5,
-    lock_timeout: int = 10,
-    json: bool = False,
-) -> None:
+def fts_rebuild(c: Context, job: Mutation, tokenizer: str | None = None, force: bool = False) -> int:
     """Rebuild the full-text index from the documents (also when it is missing)."""
-    opts = options(c, plan, dry_run, yes, backup, backup_root, keep_backups, lock_timeout)
-    finish(lambda: commands.fts_rebuild(resolve_persist_dir(c, persist_dir), tokenizer, force, opts, Output(json)))
+    return commands.fts_rebuild(job.persist_dir, tokenizer, force, job.options, job.out)
 
 
-@task(
-    name="config",
-    help={
-        **MUTATION_HELP,
-        "collection": "collection name",
-        "database": "database",
-        "search-ef": "ef at query time",
-        "num-threads": "index threads",
-        "resize-factor": "growth factor",
-        "batch-size": "write batch",
-        "sync-threshold": "writes between persists",
-    },
-)
+RUNTIME_HELP = {
+    "collection": "collection name",
+    "database": "database (default: default_database)",
+    "search-ef": "ef at query time",
+    "num-threads": "index threads",
+    "resize-factor": "growth factor",
+    "batch-size": "write batch",
+    "sync-threshold": "writes between persists",
+}
+
+
+@mutating("config", help=RUNTIME_HELP)
 def hnsw_config(
     c: Context,
+    job: Mutation,
     collection: str | None = None,
-    persist_dir: str | None = None,
     database: str = "default_database",
     search_ef: str | None = None,
     num_threads: str | None = None,
     resize_factor: str | None = None,
     batch_size: str | None = None,
     sync_threshold: str | None = None,
-    plan: bool = False,
-    dry_run: bool = False,
-    yes: bool = False,
-    backup: bool = True,
-    backup_root: str | None = None,
-    keep_backups: int = 5,
-    lock_timeout: int = 10,
-    json: bool = False,
-) -> None:
+) -> int:
     """Set runtime HNSW parameters where the layout keeps them."""
-    opts = options(c, plan, dry_run, yes, backup, backup_root, keep_backups, lock_timeout)
-
-    def run() -> int:
-        changes = runtime_changes(search_ef, num_threads, resize_factor, batch_size, sync_threshold)
-        name = required(collection, "--collection NAME")
-        return commands.hnsw_config(resolve_persist_dir(c, persist_dir), name, database, changes, opts, Output(json))
-
-    finish(run)
+    changes = runtime_changes(search_ef, num_threads, resize_factor, batch_size, sync_threshold)
+    name = required(collection, "--collection NAME")
+    return commands.hnsw_config(job.persist_dir, name, database, changes, job.options, job.out)
 
 
-@task(
-    name="rebuild",
+@mutating(
+    "rebuild",
     help={
-        **MUTATION_HELP,
-        "collection": "collection name",
-        "database": "database",
+        **RUNTIME_HELP,
         "space": "l2, ip or cosine",
         "m": "max neighbours per node",
         "construction-ef": "ef while building",
-        "search-ef": "ef at query time",
-        "num-threads": "index threads",
-        "resize-factor": "growth factor",
-        "batch-size": "write batch",
-        "sync-threshold": "writes between persists",
         "threads": "build threads (default: all cores)",
     },
 )
 def hnsw_rebuild(
     c: Context,
+    job: Mutation,
     collection: str | None = None,
-    persist_dir: str | None = None,
     database: str = "default_database",
     space: str | None = None,
     m: str | None = None,
@@ -381,32 +335,17 @@ def hnsw_rebuild(
     batch_size: str | None = None,
     sync_threshold: str | None = None,
     threads: str | None = None,
-    plan: bool = False,
-    dry_run: bool = False,
-    yes: bool = False,
-    backup: bool = True,
-    backup_root: str | None = None,
-    keep_backups: int = 5,
-    lock_timeout: int = 10,
-    json: bool = False,
-) -> None:
+) -> int:
     """Rebuild a collection's HNSW index from its live vectors (defragment, change parameters)."""
-    opts = options(c, plan, dry_run, yes, backup, backup_root, keep_backups, lock_timeout)
-
-    def run() -> int:
-        changes = {
-            "space": space,
-            "M": integer(m, "--m"),
-            "ef_construction": integer(construction_ef, "--construction-ef"),
-            **runtime_changes(search_ef, num_threads, resize_factor, batch_size, sync_threshold),
-        }
-        name = required(collection, "--collection NAME")
-        build_threads = integer(threads, "--threads") or integer(num_threads, "--num-threads")
-        return commands.hnsw_rebuild(
-            resolve_persist_dir(c, persist_dir), name, database, changes, build_threads, opts, Output(json)
-        )
-
-    finish(run)
+    changes = {
+        "space": space,
+        "M": integer(m, "--m"),
+        "ef_construction": integer(construction_ef, "--construction-ef"),
+        **runtime_changes(search_ef, num_threads, resize_factor, batch_size, sync_threshold),
+    }
+    build_threads = integer(threads, "--threads") or integer(num_threads, "--num-threads")
+    name = required(collection, "--collection NAME")
+    return commands.hnsw_rebuild(job.persist_dir, name, database, changes, build_threads, job.options, job.out)
 
 
 @task(help={"persist-dir": PERSIST_DIR_HELP, "backup-root": "where backups are", "json": "print JSON"})
@@ -436,40 +375,27 @@ def rollback(
     finish(lambda: commands.rollback(resolve_persist_dir(c, persist_dir), backup, backup_root, yes, Output(json)))
 
 
-@task(
+@mutating(
+    "maintain",
     help={
-        **MUTATION_HELP,
         "plan": "plan only: write the plan (to --out or stdout); exit 2 if it plans changes, 0 if not",
         "out": "with --plan: the plan file to write",
-        "pipeline": "pipeline name (maintain, fts-repair, nightly) or YAML file (default: maintain)",
+        "pipeline": "pipeline name (maintain, fts-repair, nightly) or YAML file (default: maintain, or chops.pipeline)",
         "apply": "apply this reviewed plan file exactly (refused if the database changed since)",
-    }
+    },
 )
 def maintain(
-    c: Context,
-    persist_dir: str | None = None,
-    pipeline: str | None = None,
-    plan: bool = False,
-    dry_run: bool = False,
-    out: str | None = None,
-    apply: str | None = None,
-    yes: bool = False,
-    backup: bool = True,
-    backup_root: str | None = None,
-    keep_backups: int = 5,
-    lock_timeout: int = 10,
-    json: bool = False,
-) -> None:
+    c: Context, job: Mutation, pipeline: str | None = None, out: str | None = None, apply: str | None = None
+) -> int:
     """Run a maintenance pipeline: --plan writes a reviewable plan, --apply applies one, --yes does both."""
-    opts = options(c, plan, dry_run, yes, backup, backup_root, keep_backups, lock_timeout)
     chosen = pipeline or c.config.get("chops", {}).get("pipeline") or "maintain"
-    finish(lambda: commands.maintain(resolve_persist_dir(c, persist_dir), chosen, out, apply, opts, Output(json)))
+    return commands.maintain(job.persist_dir, chosen, out, apply, job.options, job.out)
 
 
-@task(
-    name="snapshot",
+@mutating(
+    "snapshot",
+    backs_up=False,
     help={
-        **{k: v for k, v in MUTATION_HELP.items() if k not in ("backup", "backup-root", "keep-backups")},
         "collection": "collection name",
         "database": "database",
         "out": "snapshot file to write",
@@ -478,36 +404,20 @@ def maintain(
 )
 def collection_snapshot(
     c: Context,
+    job: Mutation,
     collection: str | None = None,
     out: str | None = None,
-    persist_dir: str | None = None,
     database: str = "default_database",
     force: bool = False,
-    plan: bool = False,
-    dry_run: bool = False,
-    yes: bool = False,
-    lock_timeout: int = 10,
-    json: bool = False,
-) -> None:
+) -> int:
     """Write one collection to a self-contained snapshot file."""
-    opts = options(c, plan, dry_run, yes, False, None, 5, lock_timeout)
-    finish(
-        lambda: commands.collection_snapshot(
-            resolve_persist_dir(c, persist_dir),
-            required(collection, "--collection NAME"),
-            database,
-            required(out, "--out FILE"),
-            force,
-            opts,
-            Output(json),
-        )
-    )
+    name, target = required(collection, "--collection NAME"), required(out, "--out FILE")
+    return commands.collection_snapshot(job.persist_dir, name, database, target, force, job.options, job.out)
 
 
-@task(
-    name="restore",
+@mutating(
+    "restore",
     help={
-        **MUTATION_HELP,
         "input": "snapshot file",
         "new-name": "restore under this name (fresh ids)",
         "database": "target database",
@@ -516,39 +426,21 @@ def collection_snapshot(
 )
 def collection_restore(
     c: Context,
+    job: Mutation,
     input: str | None = None,
-    persist_dir: str | None = None,
+    new_name: str | None = None,
     database: str | None = None,
     replace: bool = False,
-    plan: bool = False,
-    dry_run: bool = False,
-    yes: bool = False,
-    backup: bool = True,
-    backup_root: str | None = None,
-    keep_backups: int = 5,
-    lock_timeout: int = 10,
-    json: bool = False,
-    new_name: str | None = None,
-) -> None:
+) -> int:
     """Bring a collection back from a snapshot file (fresh ids; --new-name to rename)."""
-    opts = options(c, plan, dry_run, yes, backup, backup_root, keep_backups, lock_timeout)
-    finish(
-        lambda: commands.collection_restore(
-            resolve_persist_dir(c, persist_dir),
-            required(input, "--input FILE"),
-            new_name,
-            database,
-            replace,
-            opts,
-            Output(json),
-        )
-    )
+    source = required(input, "--input FILE")
+    return commands.collection_restore(job.persist_dir, source, new_name, database, replace, job.options, job.out)
 
 
 def namespace() -> Collection:
     """A fresh namespace (no shared global state between programs or tests)."""
     ns = Collection()
-    ns.add_collection(Collection("db", db_info, db_clean))
+    ns.add_collection(Collection("db", db_info, db_clean, db_snapshot, db_restore))
     ns.add_collection(Collection("hnsw", hnsw_info, hnsw_config, hnsw_rebuild))
     ns.add_collection(Collection("wal", wal_info, wal_clean, wal_commit, wal_export, wal_config))
     ns.add_collection(Collection("fts", fts_rebuild))
