@@ -217,3 +217,41 @@ def test_kill_9_during_collection_restore(standard_dir: BuiltDir, tmp_path: Path
     assert run_chops("rollback", path, "--yes").code == 0
     assert content_state(path) == before
     assert chroma_snapshot(path, tmp_path) == answers
+
+
+def _leave_hot_journal(path: Path) -> None:
+    """A writer killed mid-transaction after its changes spilled into the database file."""
+    code = (
+        "import os, signal, sqlite3\n"
+        f"c = sqlite3.connect({str(path / 'chroma.sqlite3')!r}, isolation_level=None)\n"
+        "c.execute('PRAGMA cache_size = 1')\n"
+        "c.execute('BEGIN IMMEDIATE')\n"
+        "c.execute(\"UPDATE embedding_metadata SET string_value = string_value || 'x'\")\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=False)
+    assert (path / "chroma.sqlite3-journal").stat().st_size > 0
+
+
+def test_hot_sqlite_journal_after_an_interrupted_chops_run_names_rollback(standard_dir: BuiltDir) -> None:
+    path = standard_dir.path
+    before = content_state(path)
+    code, _ = chops_at(
+        path,
+        ["hnsw", "config", "-c", "frag", "--search-ef", "99"],
+        "--yes",
+        env={"CHOPS_FAILPOINT": "before_commit=kill"},
+    )
+    assert code == -9
+    _leave_hot_journal(path)  # as when the kill lands while SQLite has spilled pages (seen in the soak)
+    for info in (["db", "info"], ["wal", "info"], ["hnsw", "info", "-c", "frag"]):
+        code, stderr = chops_at(path, info)
+        assert code == 1 and f"chops rollback {path}" in stderr, stderr
+    assert run_chops("rollback", path, "--yes").code == 0
+    assert content_state(path) == before
+
+
+def test_hot_sqlite_journal_from_another_writer_is_explained(standard_dir: BuiltDir) -> None:
+    _leave_hot_journal(standard_dir.path)
+    r = run_chops("db", "info", standard_dir.path)
+    assert r.code == 1 and "hot journal" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr

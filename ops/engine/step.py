@@ -19,6 +19,7 @@ from ops.engine.plan import StepPlan
 from ops.engine.progress import NoProgress, ProgressSink
 from ops.errors import OpsError
 from ops.storage import PersistDir
+from ops.storage.persist_dir import validate_persist_dir
 
 
 @dataclass
@@ -95,8 +96,8 @@ class ReadOnlyStep(Step, Generic[ReportT]):
 
 def run_read_only(step: ReadOnlyStep[ReportT], persist_dir: str) -> ReportT:
     """precheck, plan (which must be empty) and report, on one consistent read-only view."""
+    refuse_if_unfinished(validate_persist_dir(Path(persist_dir)))  # before SQLite sees a half-written file
     with PersistDir.open(persist_dir) as pd:
-        refuse_if_unfinished(pd.path)
         ctx = StepContext(persist_dir=pd)
         step.precheck(ctx)
         plan = step.plan(ctx)

@@ -29,6 +29,13 @@ def connect_readonly(path: Path, busy_timeout_s: float = 5.0) -> sqlite3.Connect
         conn.execute("BEGIN")
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.OperationalError as exc:
+        if "readonly" in str(exc) and path.with_name(path.name + "-journal").exists():
+            raise DatabaseBusy(
+                f"{path} has a hot journal: a process writing it was interrupted and SQLite must roll that back "
+                "before anyone can read it",
+                "if chops was interrupted run: chops rollback PERSIST_DIR; otherwise start Chroma (or any "
+                "read-write SQLite client) once to recover it",
+            ) from exc
         if "locked" in str(exc) or "busy" in str(exc):
             raise DatabaseBusy(
                 f"{path} is locked by another process", "stop Chroma (or wait for it) and retry"
