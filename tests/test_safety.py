@@ -255,3 +255,14 @@ def test_hot_sqlite_journal_from_another_writer_is_explained(standard_dir: Built
     _leave_hot_journal(standard_dir.path)
     r = run_chops("db", "info", standard_dir.path)
     assert r.code == 1 and "hot journal" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_kill_while_the_journal_is_first_written(standard_dir: BuiltDir) -> None:
+    """Found by the soak: a kill between writing the journal's temporary file and renaming it."""
+    path = standard_dir.path
+    before = content_state(path)
+    (path / "..chops-journal.json.tmp-4242").write_bytes(b'{"run_id": "abc", "comm')
+    code, stderr = chops_at(path, ["db", "info"])
+    assert code == 1 and f"chops rollback {path}" in stderr, stderr
+    assert run_chops("rollback", path, "--yes").code == 0
+    assert content_state(path) == before  # the stray file is gone too

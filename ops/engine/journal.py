@@ -68,9 +68,16 @@ def journal_path(persist_dir: Path) -> Path:
     return persist_dir / JOURNAL_FILE
 
 
+def _stray_temp_files(persist_dir: Path) -> list[Path]:
+    """Temporary files of a journal write that a kill interrupted (before its atomic rename)."""
+    return sorted(persist_dir.glob(f".{JOURNAL_FILE}.tmp-*"))
+
+
 def read_journal(persist_dir: Path) -> Journal | None:
     path = journal_path(persist_dir)
     if not path.exists():
+        if _stray_temp_files(persist_dir):  # killed while the run was starting: nothing changed yet
+            return Journal(run_id="unknown", command="a chops run", pid=0, started_at="unknown", phase="backup")
         return None
     try:
         return Journal.model_validate(orjson.loads(path.read_bytes()))
@@ -93,3 +100,5 @@ def refuse_if_unfinished(persist_dir: Path) -> None:
 
 def close_journal(persist_dir: Path) -> None:
     journal_path(persist_dir).unlink(missing_ok=True)
+    for stray in _stray_temp_files(persist_dir):
+        stray.unlink(missing_ok=True)
