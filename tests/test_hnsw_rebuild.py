@@ -109,3 +109,12 @@ def test_bad_rebuild_options(standard_dir: BuiltDir) -> None:
 def _copy(path: Path, target: Path) -> Path:
     shutil.copytree(path, target)
     return target
+
+
+def test_recall_floor() -> None:
+    from ops.steps.hnsw_rebuild import recall_floor
+
+    assert recall_floor(None) == 0.95
+    assert abs(recall_floor(0.99) - 0.98) < 1e-9  # at least the old index, less construction noise
+    assert recall_floor(0.95) == 0.95
+    assert abs(recall_floor(0.435) - 0.425) < 1e-9  # data no HNSW serves well: held to the old index
