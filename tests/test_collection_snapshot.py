@@ -132,3 +132,13 @@ def test_db_snapshot_and_restore(standard_dir: BuiltDir, tmp_path: Path) -> None
     partial = tmp_path / "not-a-snapshot"
     partial.mkdir()
     assert run_chops("db", "restore", path, "-i", partial, "--yes").code == 1
+
+
+def test_snapshot_of_another_format_is_one_line(standard_dir: BuiltDir, tmp_path: Path) -> None:
+    snap = tmp_path / "frag.snapshot"
+    snapshot(standard_dir.path, "frag", snap)
+    with sqlite3.connect(snap) as conn:
+        conn.execute("ALTER TABLE chunks RENAME COLUMN codec TO encoding")  # a file whose columns differ
+    r = run_chops("collection", "restore", standard_dir.path, "-i", snap, "--as", "x", "--yes")
+    assert r.code == 1 and "not a readable chops collection snapshot" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr

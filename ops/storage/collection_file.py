@@ -22,6 +22,7 @@ import hashlib
 import sqlite3
 import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ import orjson
 from ops.errors import BadInput
 from ops.storage.hnsw_files import HNSW_FILES, PICKLE_FILE
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: chunks carry a codec (zlib or raw)
 CHUNK = 4 << 20
 ALLOWED_FILES = (*HNSW_FILES, PICKLE_FILE)
 TABLES = (
@@ -108,6 +109,17 @@ def _encode(block: bytes) -> tuple[str, bytes]:
     return "raw", block
 
 
+def _decode(path: Path, name: str, codec: object, data: bytes) -> bytes:
+    if codec == "raw":
+        return bytes(data)
+    if codec != "zlib":
+        raise BadInput(f"{path}: {name} has a chunk in an unknown encoding {codec!r}")
+    try:
+        return zlib.decompress(data)
+    except zlib.error:
+        raise BadInput(f"{path}: {name} is damaged (bad compressed chunk)", "take a new snapshot") from None
+
+
 class SnapshotFile:
     """Read access to a snapshot file, validated before anything uses it."""
 
@@ -139,35 +151,39 @@ class SnapshotFile:
         return {n.removeprefix("rows_") for n in names if n.startswith("rows_") and n.removeprefix("rows_") in TABLES}
 
     def rows(self, table: str) -> tuple[list[str], list[tuple[Any, ...]]]:
-        if table not in self.tables():
-            return [], []
-        cols = columns(self.conn, f"rows_{table}")
-        quoted = ", ".join(f'"{c}"' for c in cols)
-        return cols, self.conn.execute(f"SELECT {quoted} FROM rows_{table}").fetchall()
+        with self._reading():
+            if table not in self.tables():
+                return [], []
+            cols = columns(self.conn, f"rows_{table}")
+            quoted = ", ".join(f'"{c}"' for c in cols)
+            return cols, self.conn.execute(f"SELECT {quoted} FROM rows_{table}").fetchall()
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """Any SQLite error while reading this (untrusted) file is bad input, in one line."""
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            raise BadInput(f"{self.path} is not a readable chops collection snapshot ({exc})") from None
 
     def files(self) -> list[tuple[str, str, int, str, int]]:
-        rows = self.conn.execute("SELECT segment_id, name, size, sha256, chunks FROM files ORDER BY 1, 2").fetchall()
+        with self._reading():
+            rows = self.conn.execute(
+                "SELECT segment_id, name, size, sha256, chunks FROM files ORDER BY 1, 2"
+            ).fetchall()
         for _segment, name, *_ in rows:
             if name not in ALLOWED_FILES:
                 raise BadInput(f"{self.path} contains a file named {name!r}, not an HNSW file", "do not restore it")
         return [(str(s), str(n), int(z), str(h), int(c)) for s, n, z, h, c in rows]
 
     def file_chunks(self, segment_id: str, name: str) -> Iterator[bytes]:
-        cursor = self.conn.execute(
-            "SELECT codec, data FROM chunks WHERE segment_id = ? AND name = ? ORDER BY chunk_no", (segment_id, name)
-        )
-        for codec, data in cursor:
-            if codec == "raw":
-                yield bytes(data)
-                continue
-            if codec != "zlib":
-                raise BadInput(f"{self.path}: {name} has a chunk in an unknown encoding {codec!r}")
-            try:
-                yield zlib.decompress(data)
-            except zlib.error:
-                raise BadInput(
-                    f"{self.path}: {name} is damaged (bad compressed chunk)", "take a new snapshot"
-                ) from None
+        """The file's bytes, one chunk at a time (streamed: a file is never held whole)."""
+        with self._reading():
+            cursor = self.conn.execute(
+                "SELECT codec, data FROM chunks WHERE segment_id = ? AND name = ? ORDER BY chunk_no", (segment_id, name)
+            )
+            for codec, data in cursor:
+                yield _decode(self.path, name, codec, data)
 
     def verify_files(self) -> None:
         for segment_id, name, size, sha, _chunks in self.files():
