@@ -40,12 +40,15 @@ def standard_master(tmp_path_factory: pytest.TempPathFactory) -> BuiltDir:
     return build("standard", tmp_path_factory.mktemp("standard") / "persist")
 
 
+def private_copy(master: BuiltDir, target: Path) -> BuiltDir:
+    """A copy of a session-built persist dir that one test may change or damage."""
+    shutil.copytree(master.path, target)
+    return BuiltDir(target, master.truth)
+
+
 @pytest.fixture
 def standard_dir(standard_master: BuiltDir, tmp_path: Path) -> BuiltDir:
-    """A private copy of the standard persist dir (tests may damage it)."""
-    target = tmp_path / "persist"
-    shutil.copytree(standard_master.path, target)
-    return BuiltDir(target, standard_master.truth)
+    return private_copy(standard_master, tmp_path / "persist")
 
 
 @pytest.fixture(scope="session")
@@ -55,9 +58,7 @@ def walbloat_master(tmp_path_factory: pytest.TempPathFactory) -> BuiltDir:
 
 @pytest.fixture
 def walbloat_dir(walbloat_master: BuiltDir, tmp_path: Path) -> BuiltDir:
-    target = tmp_path / "walbloat-persist"
-    shutil.copytree(walbloat_master.path, target)
-    return BuiltDir(target, walbloat_master.truth)
+    return private_copy(walbloat_master, tmp_path / "walbloat-persist")
 
 
 @pytest.fixture(scope="session")
@@ -67,9 +68,7 @@ def empty_master(tmp_path_factory: pytest.TempPathFactory) -> BuiltDir:
 
 @pytest.fixture
 def empty_dir(empty_master: BuiltDir, tmp_path: Path) -> BuiltDir:
-    target = tmp_path / "empty-persist"
-    shutil.copytree(empty_master.path, target)
-    return BuiltDir(target, empty_master.truth)
+    return private_copy(empty_master, tmp_path / "empty-persist")
 
 
 def chroma(command: str, path: Path, *args: str) -> Any:

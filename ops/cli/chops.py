@@ -53,6 +53,12 @@ def _json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
 
 
+def _skip(p: argparse.ArgumentParser, help_text: str) -> None:
+    p.add_argument(
+        "-s", "--skip-collection-names", action="extend", nargs="+", default=[], metavar="NAME", help=help_text
+    )
+
+
 def _privacy(p: argparse.ArgumentParser) -> None:
     p.add_argument("-p", "--privacy-mode", action="store_true", help="hide paths and collection names (for sharing)")
 
@@ -123,15 +129,7 @@ def _add_db(groups: Groups) -> None:
     db = _subcommands(groups, "db", "whole-database commands")
     info = db.add_parser("info", help="collections, segments, WAL, HNSW fragmentation, orphans, advice")
     _persist_dir(info)
-    info.add_argument(
-        "-s",
-        "--skip-collection-names",
-        action="extend",
-        nargs="+",
-        default=[],
-        metavar="NAME",
-        help="collections to leave out (repeat, or separate with commas)",
-    )
+    _skip(info, "collections to leave out (repeat, or separate with commas)")
     _privacy(info)
     _json(info)
     info.set_defaults(
@@ -217,15 +215,7 @@ def _add_wal(groups: Groups) -> None:
     info.set_defaults(run=lambda a: commands.wal_info(a.persist_dir, a.privacy_mode, Output(a.json)))
     clean = wal.add_parser("clean", help="delete WAL rows every segment has applied, then VACUUM")
     _persist_dir(clean)
-    clean.add_argument(
-        "-s",
-        "--skip-collection-names",
-        action="extend",
-        nargs="+",
-        default=[],
-        metavar="NAME",
-        help="collections whose WAL is left alone",
-    )
+    _skip(clean, "collections whose WAL is left alone")
     clean.add_argument("--temp-dir", help="folder for VACUUM's temporary copy (default: one with room)")
     _mutation(clean)
     clean.set_defaults(
@@ -235,15 +225,7 @@ def _add_wal(groups: Groups) -> None:
     )
     commit = wal.add_parser("commit", help="apply WAL entries past each vector segment's max_seq_id to its index")
     _persist_dir(commit)
-    commit.add_argument(
-        "-s",
-        "--skip-collection-names",
-        action="extend",
-        nargs="+",
-        default=[],
-        metavar="NAME",
-        help="collections left alone",
-    )
+    _skip(commit, "collections left alone")
     commit.add_argument("--threads", type=int, help="index threads (default: all cores)")
     _mutation(commit)
     commit.set_defaults(
