@@ -48,8 +48,11 @@ The machine may be shared: before each timed run the driver waits (--quiet-wait)
 processes use < --quiet-cores cores; a run during which other processes used more than
 0.05 CPU s + 25% of its wall time is discarded and done again on fresh copies (--retries).
 
---ours-src DIR times the `ops` package in DIR instead of this repo's (PYTHONPATH=DIR), to try
-a change to ops/ on a scratch copy of the code, outside the repo.
+--ours-src DIR times the `ops` package in DIR instead of this repo's (PYTHONPATH=DIR, cwd DIR),
+to try a change to ops/ on a scratch copy of the code, outside the repo; --alt-src DIR times it
+beside ours in the same run (rows snapshot-alt, restore-alt-*; its restores read its own
+snapshot). --nice N runs the driver and every command at niceness N, for a machine that is never
+quiet. The sha256 of ops/**/*.py is compared at start and end: a change mid-run is reported.
 
 Output: a Markdown table on stdout, results/collection_snapshot.json, and the warm-up output of
 each command in results/collection_snapshot_<name>.out.txt.
@@ -144,6 +147,14 @@ def disturbed(r: dict) -> bool:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def code_digest(src: Path) -> str:
+    """sha256 over the `ops` package's .py files: a change mid-run would mix two versions."""
+    h = hashlib.sha256()
+    for p in sorted((src / "ops").rglob("*.py")):
+        h.update(str(p.relative_to(src)).encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def tree_files(path: Path) -> dict[str, int]:
@@ -722,6 +733,7 @@ def drive(
 ) -> int:  # fmt: skip
     notes: list[str] = []
     py = sys.executable
+    code_at_start = {d: code_digest(d) for d in (ours_dir, args.alt_src) if d}
 
     # An empty persist dir written by chromadb 1.0.16 (in the venv), copied for every fresh restore.
     empty = run_root / "empty-1.0.16"
@@ -969,6 +981,12 @@ def drive(
             notes.append(f"components failed: {r['output_tail'][-300:]}")
         shutil.rmtree(d, ignore_errors=True)
 
+    code_at_end = {d: code_digest(d) for d in code_at_start}
+    for d in code_at_start:
+        if code_at_end[d] != code_at_start[d]:
+            notes.append(f"{d}/ops changed during the run: the results mix two versions of the code; run again")
+            log(f"[bench] WARNING: {d}/ops changed during the run")
+
     # ---- summary
     summary = {n: summarize(runs[n]) for n in names}
     for n in names:
@@ -1017,6 +1035,7 @@ def drive(
         "repeat": args.repeat,
         "machine": info,
         "ours_src": str(ours_dir),
+        "code_digest": {str(d): v for d, v in code_at_start.items()},
         "alt_src": str(args.alt_src) if args.alt_src else None,
         "dataset": {
             "path": str(persist),
