@@ -10,6 +10,8 @@ treat the next writes as already applied (shared/chroma-storage.md, "The seq_id 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from pydantic import BaseModel
 
@@ -85,6 +87,17 @@ def delete_rows(conn: sqlite3.Connection, topic: str, watermark: int | None) -> 
     where, args = _condition(watermark)
     cursor = conn.execute(f"DELETE FROM embeddings_queue WHERE {where}", (topic, *args))
     return int(cursor.rowcount)
+
+
+@contextmanager
+def secure_delete_off(conn: sqlite3.Connection) -> Iterator[None]:
+    """Deletes without zeroing the freed pages (only safe when VACUUM follows and drops them)."""
+    previous = int(conn.execute("PRAGMA secure_delete").fetchone()[0])
+    conn.execute("PRAGMA secure_delete = OFF")
+    try:
+        yield
+    finally:
+        conn.execute(f"PRAGMA secure_delete = {previous}")
 
 
 def deletable_rows(conn: sqlite3.Connection, topic: str, watermark: int | None) -> int:
