@@ -21,7 +21,10 @@ same filesystem; os.sync() after copying):
                      add_items wall time (timed inside) is the floor; the whole process is
                      reported too.
 After each run (not timed): the exit code, `python3 -m ops hnsw info COPY -c bench --json`
-(deleted must be 0, 40,000 live), the bytes of the new segment folder, the migrations table.
+(deleted must be 0, 40,000 live, every live label in index_metadata.pickle, and its
+total_elements_added at least the highest live label: else Chroma's next add gets a label that
+is still in use and overwrites that vector), the bytes of the new segment folder, the
+migrations table.
 In round 1 (unless --no-quality) the recall@10 (ef 100, 200 queries) of each new index and
 of the old one is measured with hnswlib against exact neighbours, the same way for all.
 
@@ -184,6 +187,12 @@ def child_extract_commit(persist: Path, out: Path, params: dict) -> dict:
     np.save(out / "commit_vectors.npy", vecs)
     np.save(out / "commit_labels.npy", np.arange(1, len(rows) + 1, dtype=np.uint64))
     return {"rows": len(rows), "dim": int(vecs.shape[1]), "max_abs_err_vs_seeded": max_err}
+
+
+def child_labels(seg_dir: Path) -> dict:
+    """The highest live label in data_level0.bin (the next add must get a label above it)."""
+    _, labels, _, _ = _read_segment(seg_dir)
+    return {"live": len(labels), "max_label": int(labels.max()) if len(labels) else 0}
 
 
 def child_recall(seg_dir: Path, vectors: Path, labels: Path, space: str) -> dict:
@@ -505,6 +514,7 @@ def hnsw_info(persist: Path, env: dict, timeout: float) -> dict:
     keys = ("allocated", "live", "deleted", "max_elements", "M", "ef_construction", "space", "flushed")
     return {k: h.get(k) for k in keys} | {
         "metadata_labels": h.get("metadata_labels"),
+        "total_elements_added": h.get("total_elements_added"),
         "orphan_labels": h.get("orphan_labels"),
         "missing_labels": h.get("missing_labels"),
         "wal_gap": r["collection"].get("wal_gap"),
@@ -588,7 +598,9 @@ def main() -> int:
     ap.add_argument("--retries", type=int, default=3, help="re-runs of a disturbed run (default 3)")
     ap.add_argument("--json-out", type=Path, default=HERE / "results" / "hnsw.json")
     # child modes
-    ap.add_argument("--child", choices=["extract-rebuild", "extract-commit", "recall", "chroma-check", "phases"])
+    ap.add_argument(
+        "--child", choices=["extract-rebuild", "extract-commit", "recall", "chroma-check", "phases", "labels"]
+    )
     ap.add_argument("--path", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--params", help=argparse.SUPPRESS)
@@ -606,6 +618,8 @@ def main() -> int:
             res = child_extract_rebuild(args.path, args.out, params)
         elif args.child == "extract-commit":
             res = child_extract_commit(args.path, args.out, params)
+        elif args.child == "labels":
+            res = child_labels(args.path)
         elif args.child == "recall":
             res = child_recall(args.path, args.vectors, args.labels, args.space)
         else:
@@ -830,6 +844,9 @@ def bench_rebuild(args, env, ours_env, ours_dir, ours_threads, work, results_dir
                     )
                 else:
                     info = hnsw_info(copy, env, args.timeout)
+                    info["max_live_label"] = run_json(
+                        me("--child", "labels", "--path", str(copy / seg)), env, args.timeout
+                    ).get("max_label")
                     size = seg_bytes(copy, seg)
                     r.update(
                         after=info,
@@ -843,6 +860,8 @@ def bench_rebuild(args, env, ours_env, ours_dir, ours_threads, work, results_dir
                             and info.get("metadata_labels") == ext["live"]
                             and not info.get("orphan_labels")
                             and not info.get("missing_labels")
+                            # else Chroma's next add reuses a live label and overwrites that vector
+                            and (info.get("total_elements_added") or 0) >= (info.get("max_live_label") or 0)
                         ),
                     )
                     if n == "ours-backup":
@@ -1302,6 +1321,14 @@ def report(result: dict, args) -> None:
             f"init_index(max_elements={ds['extracted_for_floor']['live']}), add_items(num_threads={CPUS})"
         )
         print(f"- dataset: {ds['path'].replace(home, '~')}; segment folder before: {ds['segment_bytes_before']:,} B")
+        for n, s in res.items():
+            a = s.get("after") or {}
+            if a.get("total_elements_added") is not None and a["total_elements_added"] < (a.get("max_live_label") or 0):
+                print(
+                    f"- {n}: index_metadata.pickle has total_elements_added {a['total_elements_added']:,} but live "
+                    f"labels go up to {a['max_live_label']:,}: Chroma gives the next add label "
+                    f"{a['total_elements_added'] + 1:,}, so later adds reuse live labels (not valid)"
+                )
         for n, s in res.items():
             if s.get("new_files"):
                 print(f"- {n} left in the persist dir: {', '.join(s['new_files'])}")
