@@ -36,7 +36,6 @@ RECALL_K = 10
 RECALL_MIN = 0.95
 RECALL_TOLERANCE = 0.01  # graph construction is randomised; a fresh graph may lose a hair
 RECALL_EF_FLOOR = 100
-BATCH = 10_000
 NEW_SUFFIX = ".chops-new"
 
 
@@ -172,40 +171,49 @@ class HnswRebuild(Step):
             int(str(action.after["M"])),
             int(str(action.after["ef_construction"])),
         )
-        positions = hnsw_index.live_positions(old_dir, header)
-        labels = hnsw_index.labels_at(old_dir, header, positions)
-        known = np.fromiter(meta.label_to_id, dtype=np.uint64, count=len(meta.label_to_id))
-        positions = positions[np.isin(labels, known)]
+        known = np.sort(np.fromiter(meta.label_to_id, dtype=np.uint64, count=len(meta.label_to_id)))
+        positions = hnsw_index.live_positions(old_dir, header, known)
         ef = max(int(self.changes.get("ef_search", record.hnsw_config.ef_search)), RECALL_EF_FLOOR)
-        sample = positions[np.random.RandomState(0).permutation(len(positions))[:RECALL_SAMPLE]]
-        queries = hnsw_index.vectors_at(old_dir, header, np.sort(sample), old_space)
-        old_recall = self._recall_of_old(old_dir, header, positions, queries, old_space, ef)
+        sample = np.sort(positions[np.random.RandomState(0).permutation(len(positions))[:RECALL_SAMPLE]])
+        queries = hnsw_index.vectors_at(old_dir, header, sample, old_space)
+        k = min(RECALL_K, len(positions))
+        # The old index is loaded, asked and freed before the new one is built: peak memory is one index.
+        old_found = self._ask_old_index(old_dir, header, queries, old_space, k, ef)
 
         new_dir = old_dir.with_name(old_dir.name + NEW_SUFFIX)
         ctx.will_create(new_dir)
         remove_tree(new_dir)
         new_dir.mkdir()
         capacity = int(str(action.after["max_elements"]))
+        truth_new = hnsw_index.ExactTopK(queries, space, k)
+        truth_old = truth_new if space == old_space else hnsw_index.ExactTopK(queries, old_space, k)
+        truths = [truth_new] if truth_old is truth_new else [truth_new, truth_old]
+        kept: list[Any] = []
         index = hnsw_index.new_index(space, header.dimension, capacity, m, ef_c, new_dir)
         try:
             ctx.progress.start(f"rebuilding {record.name}", len(positions))
-            for batch_labels, vectors in hnsw_index.batches(old_dir, header, positions, old_space, BATCH):
-                index.add_items(vectors, batch_labels, num_threads=self.threads)
-                ctx.progress.advance(len(batch_labels))
+            for labels, vectors in hnsw_index.live_vectors(old_dir, header, old_space, known):
+                index.add_items(vectors, labels, num_threads=self.threads)
+                kept.append(labels)
+                for truth in truths:
+                    truth.add(labels, vectors)
+                ctx.progress.advance(len(labels))
                 failpoints.hit("hnsw_rebuild.batch")
             ctx.progress.finish()
             index.persist_dirty()
-            new_recall = self._recall(index, old_dir, header, positions, queries, space, old_space, ef)
+            new_found = hnsw_index.knn_labels(index, queries, k, ef) if k else None
         finally:
             index.close_file_handles()
-        kept = hnsw_index.labels_at(old_dir, header, positions)
-        atomic_write(new_dir / "index_metadata.pickle", dump_pickle(_kept_meta(meta, kept)))
+        kept_labels = np.concatenate([known[:0], *kept])
+        atomic_write(new_dir / "index_metadata.pickle", dump_pickle(_kept_meta(meta, kept_labels)))
         fsync_tree(new_dir)
         failpoints.hit("hnsw_rebuild.before_swap")
         hnsw_index.exchange_paths(old_dir, new_dir)  # old_dir now holds the new index
         fsync_dir(old_dir.parent)
         failpoints.hit("hnsw_rebuild.after_swap")
         remove_tree(new_dir)
+        old_recall = _recall(old_found, truth_old)
+        new_recall = _recall(new_found, truth_new)
         self.recall = (old_recall, new_recall)
         dropped = header.cur_element_count - len(positions)
         ctx.notes.append(
@@ -213,35 +221,16 @@ class HnswRebuild(Step):
             f"recall@{RECALL_K} {_fmt(old_recall)} -> {_fmt(new_recall)} (ef {ef})"
         )
 
-    def _recall_of_old(
-        self, folder: Path, header: HnswHeader, positions: Any, queries: Any, space: str, ef: int
-    ) -> float | None:
-        if len(positions) == 0:
+    @staticmethod
+    def _ask_old_index(folder: Path, header: HnswHeader, queries: Any, space: str, k: int, ef: int) -> Any:
+        """The old index's answers for the recall queries (None when it holds nothing to ask)."""
+        if k == 0:
             return None
         index = hnsw_index.load_index(folder, space, header.dimension, header.max_elements)
         try:
-            return self._recall(index, folder, header, positions, queries, space, space, ef)
+            return hnsw_index.knn_labels(index, queries, k, ef)
         finally:
-            index.close_file_handles()
-
-    @staticmethod
-    def _recall(
-        index: Any,
-        folder: Path,
-        header: HnswHeader,
-        positions: Any,
-        queries: Any,
-        space: str,
-        source_space: str,
-        ef: int,
-    ) -> float | None:
-        if len(positions) == 0:
-            return None
-        k = min(RECALL_K, len(positions))
-        truth = hnsw_index.exact_top_k(
-            queries, hnsw_index.batches(folder, header, positions, source_space, BATCH), space, k
-        )
-        return hnsw_index.recall_at_k(index, queries, truth, k, ef)
+            index.close_file_handles()  # and the index is freed on return
 
     # --- verify --------------------------------------------------------------------------------
     def verify(self, ctx: StepContext, plan: StepPlan) -> None:
@@ -279,6 +268,10 @@ class HnswRebuild(Step):
             problems.append(f"recall@{RECALL_K} {new:.3f} is below {floor:.3f} (old index {_fmt(old)})")
         if problems:
             raise OpsError(f"rebuilt index of {action.target} failed verification: {'; '.join(problems)}")
+
+
+def _recall(found: Any, truth: hnsw_index.ExactTopK) -> float | None:
+    return None if found is None else hnsw_index.recall_at_k(found, truth.labels())
 
 
 def recall_floor(old: float | None) -> float:

@@ -13,6 +13,7 @@ the flags alone.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,8 @@ HNSW_FILES = (HEADER_FILE, LEVEL0_FILE, LENGTH_FILE, LINK_LISTS_FILE)
 _HEADER = struct.Struct("<i6QiI3QdQ")
 _DELETED_FLAG = 0x01
 _FLAGS_BYTE = 2
+
+RecordMatrix = npt.NDArray[np.uint8]
 
 
 class HnswHeader(BaseModel):
@@ -117,33 +120,63 @@ class Level0Records(BaseModel):
         return self.labels[~self.deleted]
 
 
-def level0_memmap(folder: Path, header: HnswHeader) -> np.memmap[tuple[int, int], np.dtype[np.uint8]]:
-    """data_level0.bin as a (cur_element_count, size_data_per_element) read-only byte matrix."""
+LEVEL0_CHUNK_BYTES = 1 << 20
+"""Records are read in pieces of about this size with pread: memory stays constant and no page of
+the file is mapped into the process (mapped pages would count against its resident size)."""
+
+
+def level0_chunks(folder: Path, header: HnswHeader, start: int = 0) -> Iterator[tuple[int, RecordMatrix]]:
+    """(first record number, records as an (n, size_data_per_element) byte matrix) over data_level0.bin."""
     path = folder / LEVEL0_FILE
-    need = header.cur_element_count * header.size_data_per_element
+    width = header.size_data_per_element
+    need = header.cur_element_count * width
     size = _size(path)
     if size < need:
         raise CorruptHnswFile(
             f"{path} is truncated: {size} bytes, the header needs {need} "
-            f"({header.cur_element_count} records of {header.size_data_per_element})",
+            f"({header.cur_element_count} records of {width})",
             "rebuild the index (chops hnsw rebuild) or restore the folder from a backup",
         )
-    shape = (header.cur_element_count, header.size_data_per_element)
-    if header.cur_element_count == 0:
-        return np.memmap(path, dtype=np.uint8, mode="r", shape=(0, shape[1])) if size else _empty(shape[1])
-    return np.memmap(path, dtype=np.uint8, mode="r", shape=shape)
+    per_chunk = max(1, LEVEL0_CHUNK_BYTES // width)
+    with path.open("rb", buffering=0) as f:
+        for first in range(start, header.cur_element_count, per_chunk):
+            count = min(per_chunk, header.cur_element_count - first)
+            records = np.empty((count, width), dtype=np.uint8)
+            f.seek(first * width)
+            if f.readinto(records.reshape(-1).data) != count * width:
+                raise CorruptHnswFile(f"{path} changed while it was read", "run the command again")
+            yield first, records
 
 
-def _empty(width: int) -> np.memmap[tuple[int, int], np.dtype[np.uint8]]:
-    return np.zeros((0, width), dtype=np.uint8).view(np.memmap)
+def read_records(folder: Path, header: HnswHeader, positions: npt.NDArray[np.int64]) -> RecordMatrix:
+    """The records at the given record numbers (a few: one read each)."""
+    width = header.size_data_per_element
+    out = np.empty((len(positions), width), dtype=np.uint8)
+    with (folder / LEVEL0_FILE).open("rb", buffering=0) as f:
+        for row, position in enumerate(positions):
+            if not 0 <= position < header.cur_element_count:
+                raise ValueError(f"record {position} is outside the index")
+            f.seek(int(position) * width)
+            if f.readinto(out[row].data) != width:
+                raise CorruptHnswFile(f"{folder / LEVEL0_FILE} is truncated", "run the command again")
+    return out
+
+
+def record_labels(records: RecordMatrix, header: HnswHeader) -> npt.NDArray[np.uint64]:
+    raw = np.ascontiguousarray(records[:, header.label_offset : header.label_offset + 8])
+    return raw.view("<u8").reshape(-1).astype(np.uint64)
+
+
+def record_deleted(records: RecordMatrix) -> npt.NDArray[np.bool_]:
+    return (records[:, _FLAGS_BYTE] & _DELETED_FLAG).astype(bool)
 
 
 def read_level0(folder: Path, header: HnswHeader) -> Level0Records:
-    records = level0_memmap(folder, header)
-    deleted = (records[:, _FLAGS_BYTE] & _DELETED_FLAG).astype(bool)
-    label_bytes = np.ascontiguousarray(records[:, header.label_offset : header.label_offset + 8])
-    labels = label_bytes.view("<u8").reshape(-1).astype(np.uint64)
-    return Level0Records(labels=labels, deleted=np.asarray(deleted))
+    labels, deleted = [np.zeros(0, dtype=np.uint64)], [np.zeros(0, dtype=bool)]
+    for _, records in level0_chunks(folder, header):
+        labels.append(record_labels(records, header))
+        deleted.append(record_deleted(records))
+    return Level0Records(labels=np.concatenate(labels), deleted=np.concatenate(deleted))
 
 
 def check_side_files(folder: Path, header: HnswHeader) -> None:

@@ -1,9 +1,10 @@
 """Building and measuring HNSW indexes with chroma-hnswlib, fed straight from data_level0.bin.
 
-Live vectors are read from the memmap in batches (deleted records skipped), so the old index is
-never loaded to rebuild it. Chroma's hnswlib fork stores cosine vectors normalised and keeps each
-vector's norm in length.bin; the original vector is record * norm, and adding that to a new
-cosine index stores the same normalised vector and the same norm again.
+Live vectors are read from data_level0.bin a chunk at a time (deleted records skipped), so the
+old index is never loaded to rebuild it and memory stays flat. Chroma's hnswlib fork stores
+cosine vectors normalised and keeps each vector's norm in length.bin; the original vector is
+record * norm, and adding that to a new cosine index stores the same normalised vector and the
+same norm again.
 """
 
 from __future__ import annotations
@@ -18,45 +19,66 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ops.storage.hnsw_files import LENGTH_FILE, HnswHeader, level0_memmap
+from ops.storage.hnsw_files import (
+    LENGTH_FILE,
+    HnswHeader,
+    RecordMatrix,
+    level0_chunks,
+    read_records,
+    record_deleted,
+    record_labels,
+)
 
 Vectors = npt.NDArray[np.float32]
 Labels = npt.NDArray[np.uint64]
 Progress = Callable[[int], None]
 
 COSINE = "cosine"
-DELETED_FLAG = 0x01
 
 
-def live_positions(folder: Path, header: HnswHeader) -> npt.NDArray[np.int64]:
-    """Record numbers (internal ids) of the elements not marked deleted."""
-    records = level0_memmap(folder, header)
-    return np.flatnonzero((records[:, 2] & DELETED_FLAG) == 0).astype(np.int64)
+def live_positions(folder: Path, header: HnswHeader, keep: Labels) -> npt.NDArray[np.int64]:
+    """Record numbers (internal ids) of the records not marked deleted whose label is in `keep`."""
+    found = [np.zeros(0, dtype=np.int64)]
+    for first, records in level0_chunks(folder, header):
+        mask = _live_mask(records, header, keep)
+        found.append(first + np.flatnonzero(mask).astype(np.int64))
+    return np.concatenate(found)
 
 
-def labels_at(folder: Path, header: HnswHeader, positions: npt.NDArray[np.int64]) -> Labels:
-    records = level0_memmap(folder, header)
-    raw = np.ascontiguousarray(records[positions, header.label_offset : header.label_offset + 8])
-    return raw.view("<u8").reshape(-1).astype(np.uint64)
+def live_vectors(folder: Path, header: HnswHeader, space: str, keep: Labels) -> Iterator[tuple[Labels, Vectors]]:
+    """(labels, original vectors) of the live records whose label is in `keep`, a chunk at a time."""
+    for first, records in level0_chunks(folder, header):
+        mask = _live_mask(records, header, keep)
+        if mask.any():
+            norms = _norms(folder, first, len(records), space)
+            yield record_labels(records, header)[mask], _vectors(records, mask, header, norms)
 
 
 def vectors_at(folder: Path, header: HnswHeader, positions: npt.NDArray[np.int64], space: str) -> Vectors:
     """The original vectors of the given records (norms re-applied for cosine)."""
-    records = level0_memmap(folder, header)
-    raw = np.ascontiguousarray(records[positions, header.offset_data : header.label_offset])
-    vectors = raw.view("<f4").reshape(len(positions), header.dimension).astype(np.float32)
-    if space == COSINE:
-        norms = np.memmap(folder / LENGTH_FILE, dtype="<f4", mode="r", shape=(header.cur_element_count,))
-        vectors *= np.asarray(norms[positions], dtype=np.float32)[:, None]
+    norms = _norms(folder, 0, header.cur_element_count, space)
+    records = read_records(folder, header, positions)
+    return _vectors(records, np.ones(len(records), dtype=bool), header, None if norms is None else norms[positions])
+
+
+def _live_mask(records: RecordMatrix, header: HnswHeader, keep: Labels) -> npt.NDArray[np.bool_]:
+    return ~record_deleted(records) & np.isin(record_labels(records, header), keep)
+
+
+def _vectors(records: RecordMatrix, rows: npt.NDArray[np.bool_], header: HnswHeader, norms: Vectors | None) -> Vectors:
+    """The vectors of the chosen rows (a copy of just their vector bytes), norms re-applied."""
+    raw = np.ascontiguousarray(records[rows, header.offset_data : header.label_offset])
+    vectors = raw.view("<f4").reshape(len(raw), header.dimension).astype(np.float32, copy=False)
+    if norms is not None:
+        vectors *= norms[rows][:, None]
     return vectors
 
 
-def batches(
-    folder: Path, header: HnswHeader, positions: npt.NDArray[np.int64], space: str, size: int
-) -> Iterator[tuple[Labels, Vectors]]:
-    for start in range(0, len(positions), size):
-        chunk = positions[start : start + size]
-        yield labels_at(folder, header, chunk), vectors_at(folder, header, chunk, space)
+def _norms(folder: Path, first: int, count: int, space: str) -> Vectors | None:
+    """Chroma's fork stores cosine vectors normalised and their norms in length.bin."""
+    if space != COSINE:
+        return None
+    return np.fromfile(folder / LENGTH_FILE, dtype="<f4", count=count, offset=4 * first).astype(np.float32)
 
 
 def new_index(space: str, dim: int, capacity: int, m: int, ef_construction: int, folder: Path) -> Any:
@@ -81,38 +103,48 @@ def load_index(folder: Path, space: str, dim: int, max_elements: int) -> Any:
     return index
 
 
-def exact_top_k(queries: Vectors, candidates: Iterator[tuple[Labels, Vectors]], space: str, k: int) -> Labels:
-    """Brute-force k nearest labels for each query, streaming over the candidates."""
-    q = _prepared(queries, space)
-    best_d = np.full((len(q), 0), np.inf, dtype=np.float64)
-    best_l = np.zeros((len(q), 0), dtype=np.uint64)
-    for labels, vectors in candidates:
-        d = _distances(q, _prepared(vectors, space), space)
-        all_d = np.concatenate([best_d, d], axis=1)
-        all_l = np.concatenate([best_l, np.broadcast_to(labels, d.shape)], axis=1)
-        keep = np.argsort(all_d, axis=1, kind="stable")[:, :k]
-        best_d = np.take_along_axis(all_d, keep, axis=1)
-        best_l = np.take_along_axis(all_l, keep, axis=1)
-    return best_l
+class ExactTopK:
+    """The exact k nearest labels of each query, fed the candidates a chunk at a time."""
+
+    def __init__(self, queries: Vectors, space: str, k: int) -> None:
+        self.space, self.k = space, k
+        self.queries = _prepared(queries, space)
+        self.query_sq = (self.queries**2).sum(1)[:, None]
+        self.best_d = np.zeros((len(queries), 0), dtype=np.float32)
+        self.best_l = np.zeros((len(queries), 0), dtype=np.uint64)
+
+    def add(self, labels: Labels, vectors: Vectors) -> None:
+        x = _prepared(vectors, self.space)
+        dot = self.queries @ x.T
+        d = self.query_sq - 2 * dot + (x**2).sum(1)[None, :] if self.space == "l2" else 1.0 - dot
+        all_d = np.concatenate([self.best_d, d.astype(np.float32)], axis=1)
+        all_l = np.concatenate([self.best_l, np.broadcast_to(labels, d.shape)], axis=1)
+        if all_d.shape[1] > self.k:
+            keep = np.argpartition(all_d, self.k - 1, axis=1)[:, : self.k]
+            all_d, all_l = np.take_along_axis(all_d, keep, axis=1), np.take_along_axis(all_l, keep, axis=1)
+        self.best_d, self.best_l = all_d, all_l
+
+    def labels(self) -> Labels:
+        return self.best_l
 
 
-def _distances(q: npt.NDArray[np.float64], x: npt.NDArray[np.float64], space: str) -> npt.NDArray[np.float64]:
-    if space == "l2":
-        return np.asarray((q**2).sum(1)[:, None] - 2 * q @ x.T + (x**2).sum(1)[None, :])
-    return np.asarray(1.0 - q @ x.T)
-
-
-def _prepared(vectors: Vectors, space: str) -> npt.NDArray[np.float64]:
-    v = vectors.astype(np.float64)
+def _prepared(vectors: Vectors, space: str) -> Vectors:
+    v = np.asarray(vectors, dtype=np.float32)
     if space == COSINE:
         norms = np.linalg.norm(v, axis=1, keepdims=True)
-        v = v / np.where(norms == 0, 1.0, norms)
+        norms[norms == 0] = 1.0
+        v = np.divide(v, norms, dtype=np.float32)
     return v
 
 
-def recall_at_k(index: Any, queries: Vectors, truth: Labels, k: int, ef: int) -> float:
+def knn_labels(index: Any, queries: Vectors, k: int, ef: int) -> Labels:
     index.set_ef(max(ef, k))
     found, _ = index.knn_query(queries, k=k)
+    return np.asarray(found, dtype=np.uint64)
+
+
+def recall_at_k(found: Labels, truth: Labels) -> float:
+    """Share of the true neighbours found (truth rows may be shorter than k on tiny indexes)."""
     hits = sum(len(set(map(int, f)) & set(map(int, t))) for f, t in zip(found, truth, strict=True))
     return hits / float(truth.size)
 
