@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import errno
+import json
+import os
 import resource
+import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, BuiltDir, chroma, run_chops
+from ops.engine.backup import live_matches_backup, read_manifest, verify_backup
+from tests.conftest import REPO, BuiltDir, ChopsResult, chroma, chroma_snapshot, run_chops
 from tests.test_safety import content_state
 
 
@@ -118,3 +125,209 @@ def test_live_chroma_writer_during_plan_and_apply(standard_dir: BuiltDir, tmp_pa
     records = chroma("snapshot", path)["default_database/upd"]["records"]
     assert set(acknowledged) <= set(records)  # nothing Chroma acknowledged was lost
     assert run_chops("db", "info", path).code == 0
+
+
+# --- out of space in the middle of the work --------------------------------------------------------
+# The persist dir lives on a small tmpfs, the backups on the normal disk. The command is paused at a
+# failpoint (CHOPS_FAILPOINT=<point>=pause:DIR), the tmpfs is filled to its last block, then the
+# command goes on and meets a real ENOSPC from the kernel: no mocks, no timing races.
+
+JOURNAL = ".chops-journal.json"
+SmallDisk = Callable[[int], Path]
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[SmallDisk]:
+    """mount(size) -> the mount point of a fresh tmpfs of that many bytes (unmounted after the test)."""
+    mounted: list[Path] = []
+
+    def mount(size: int) -> Path:
+        mount_point = tmp_path / f"disk-{len(mounted)}"
+        mount_point.mkdir()
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount_point)], capture_output=True
+        )
+        if done.returncode != 0:
+            pytest.skip(f"mounting a tmpfs is not permitted here: {done.stderr.decode().strip()}")
+        mounted.append(mount_point)
+        return mount_point
+
+    try:
+        yield mount
+    finally:
+        for mount_point in mounted:
+            subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def on_small_disk(built: BuiltDir, mount: SmallDisk) -> Path:
+    """A copy of the persist dir on a tmpfs with just the room the precheck asks for (and a margin)."""
+    files = [p for p in built.path.rglob("*") if p.is_file()]
+    db_bytes = (built.path / "chroma.sqlite3").stat().st_size
+    disk = mount(sum(p.stat().st_size for p in files) + 2 * db_bytes + (1 << 20))
+    persist = disk / "persist"
+    subprocess.run(["cp", "-a", str(built.path), str(persist)], check=True)
+    return persist
+
+
+def fill(disk: Path) -> Path:
+    """Write a filler file until the kernel refuses with ENOSPC: afterwards not one block is free."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    block = b"\xa5" * 65536
+    try:
+        while True:
+            os.write(fd, block)  # a short write at the end, then ENOSPC
+    except OSError as exc:
+        assert exc.errno == errno.ENOSPC, exc
+    finally:
+        os.close(fd)
+    assert shutil.disk_usage(disk).free == 0
+    return filler
+
+
+def run_into_full_disk(args: list[str | Path], point: str, signals: Path, disk: Path) -> tuple[ChopsResult, Path]:
+    """chops paused at failpoint `point`; the disk is filled there, then the run goes on. -> (result, filler)"""
+    signals.mkdir(exist_ok=True)
+    env = {**os.environ, "COLUMNS": "200", "CHOPS_FAILPOINT": f"{point}=pause:{signals}"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ops", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (signals / f"{point}.reached").exists():
+            assert proc.poll() is None, f"ended before {point}: {proc.communicate()}"
+            assert time.monotonic() < deadline, f"{point} not reached"
+            time.sleep(0.02)
+        filler = fill(disk)
+        (signals / f"{point}.go").touch()
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return ChopsResult(proc.returncode, out, err), filler
+
+
+def assert_one_line_error(r: ChopsResult) -> str:
+    assert r.code == 1, (r.code, r.stderr)
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
+    return r.stderr.strip()
+
+
+def test_disk_full_during_vacuum_keeps_journal_and_backup_until_room_is_made(
+    walbloat_dir: BuiltDir, tmp_path: Path, small_disk: SmallDisk
+) -> None:
+    """ENOSPC in VACUUM, after the DELETE committed. The rollback needs room as well (the journal's
+    phase write, SQLite's rollback journal for the restore), so on the still-full disk it cannot
+    finish: the journal and the backup stay, the error says to free space and run chops rollback."""
+    persist = on_small_disk(walbloat_dir, small_disk)
+    answers = chroma_snapshot(persist, tmp_path)
+    before = content_state(persist)
+    args: list[str | Path] = ["wal", "clean", persist, "--yes", "--backup-root", tmp_path / "backups"]
+    r, filler = run_into_full_disk(args, "wal_clean.vacuum", tmp_path / "signals", persist.parent)
+
+    line = assert_one_line_error(r)
+    assert "wal.clean failed (OperationalError: database or disk is full)" in line, line
+    assert "so did the automatic rollback" in line and "the journal and the backup" in line, line
+    assert line.endswith(f"free some space on {persist}, then run: chops rollback {persist}"), line
+    # nothing lost: a complete, intact backup named by the journal; the HNSW files untouched; a sound
+    # database; nothing partial (no SQLite journal, no temporary file) beside the run's journal
+    journal = json.loads((persist / JOURNAL).read_text())
+    backup = Path(journal["backup_dir"])
+    assert journal["command"] == "wal.clean" and backup.name in line
+    verify_backup(backup, read_manifest(backup))
+    during = content_state(persist)
+    assert set(during) == {*before, JOURNAL}
+    assert {k: v for k, v in during.items() if k not in ("chroma.sqlite3", JOURNAL)} == {
+        k: v for k, v in before.items() if k != "chroma.sqlite3"
+    }
+    with closing(sqlite3.connect(f"file:{persist / 'chroma.sqlite3'}?mode=ro", uri=True)) as conn:
+        assert conn.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+    for refused in (["db", "info", persist], ["wal", "clean", persist, "--yes"]):
+        code_line = assert_one_line_error(run_chops(*refused))
+        assert f"chops rollback {persist}" in code_line, code_line
+
+    # chops rollback on the still-full disk: refused the same way, nothing changes
+    line = assert_one_line_error(run_chops("rollback", persist, "--yes"))
+    assert f"free some space on {persist}, then run: chops rollback {persist}" in line, line
+    assert content_state(persist) == during
+
+    filler.unlink()
+    r = run_chops("rollback", persist, "--yes")
+    assert r.code == 0, r.stderr
+    assert not (persist / JOURNAL).exists()
+    assert content_state(persist) == before
+    assert live_matches_backup(backup, persist) == []
+    assert chroma_snapshot(persist, tmp_path) == answers
+
+
+def test_disk_full_while_the_rebuilt_index_is_written_rolls_back_on_the_full_disk(
+    standard_dir: BuiltDir, tmp_path: Path, small_disk: SmallDisk
+) -> None:
+    """ENOSPC while the new index is written into <segment>.chops-new (chroma-hnswlib's persist does
+    not report it; the pickle write does). The rollback removes the .chops-new folder first, finds the
+    database and the old folder equal to the backup and rewrites nothing, so it finishes on the
+    full disk."""
+    persist = on_small_disk(standard_dir, small_disk)
+    answers = chroma_snapshot(persist, tmp_path)
+    before = content_state(persist)
+    names = sorted(os.listdir(persist))
+    args: list[str | Path] = ["hnsw", "rebuild", persist, "-c", "frag", "--m", "8", "--yes"]
+    r, filler = run_into_full_disk(
+        [*args, "--backup-root", tmp_path / "backups"], "hnsw_rebuild.batch", tmp_path / "signals", persist.parent
+    )
+
+    line = assert_one_line_error(r)
+    assert "hnsw.rebuild failed (OSError: [Errno 28] No space left on device)" in line, line
+    assert "restored from backup" in line and "nothing changed" in line, line
+    assert filler.exists()  # the rollback ran on the full disk
+    assert not (persist / JOURNAL).exists()
+    assert sorted(os.listdir(persist)) == names  # no .chops-new, no temporary file
+    assert content_state(persist) == before
+    assert chroma_snapshot(persist, tmp_path) == answers
+    assert run_chops("db", "info", persist).code == 0
+
+
+# --- kill -9 in the middle of a whole pipeline ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "point",
+    [
+        "wal_commit.after_swap",  # inside wal.commit, the pipeline's second step (after db.snapshot)
+        "hnsw_rebuild.before_swap",  # inside hnsw.rebuild, after wal.commit has committed
+    ],
+)
+def test_kill_9_inside_a_pipeline_step_then_refuse_then_rollback(
+    standard_dir: BuiltDir, tmp_path: Path, point: str
+) -> None:
+    path = standard_dir.path
+    answers = chroma_snapshot(path, tmp_path)
+    before = content_state(path)
+    names = sorted(os.listdir(path))
+    # planned first without the failpoint: planning applies the steps to a scratch copy, which would hit it
+    plan_file = tmp_path / "plan.json"
+    assert run_chops("maintain", path, "--plan", "--out", plan_file).code == 2
+    steps = [s["step"] for s in json.loads(plan_file.read_text())["steps"]]
+    assert steps[:3] == ["db.snapshot", "wal.commit", "hnsw.rebuild"], steps
+
+    r = run_chops("maintain", path, "--apply", plan_file, env={"CHOPS_FAILPOINT": f"{point}=kill"})
+    assert r.code == -9, r.stderr
+    journal = json.loads((path / JOURNAL).read_text())
+    assert "wal.commit" in journal["command"] and "hnsw.rebuild" in journal["command"]
+    for refused in (["db", "info", path], ["maintain", path, "--plan"], ["maintain", path, "--apply", plan_file]):
+        line = assert_one_line_error(run_chops(*refused))
+        assert f"chops rollback {path}" in line, line
+
+    r = run_chops("rollback", path, "--yes")
+    assert r.code == 0, r.stderr
+    assert not (path / JOURNAL).exists()
+    assert live_matches_backup(Path(journal["backup_dir"]), path) == []
+    assert sorted(os.listdir(path)) == names  # no .chops-new / .chops-restore / .chops-old left
+    assert content_state(path) == before
+    assert chroma_snapshot(path, tmp_path) == answers

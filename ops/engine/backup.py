@@ -26,6 +26,7 @@ from pydantic import BaseModel, ValidationError
 
 from ops import __version__
 from ops.engine.fsutil import (
+    CHUNK,
     atomic_write,
     copy_file_durably,
     fsync_dir,
@@ -204,14 +205,26 @@ def verify_backup(backup_dir: Path, manifest: BackupManifest) -> None:
             )
 
 
-def restore_backup(backup_dir: Path, persist_dir: Path) -> BackupManifest:
-    """Put back exactly what the backup saved; idempotent, so it can be re-run after a crash."""
+def checked_manifest(backup_dir: Path) -> BackupManifest:
+    """The manifest of a backup whose every file matches it."""
     manifest = read_manifest(backup_dir)
     verify_backup(backup_dir, manifest)
-    if manifest.includes_sqlite:
-        restore_sqlite(backup_dir / SQLITE_FILE_NAME, persist_dir / SQLITE_FILE_NAME)
+    return manifest
+
+
+def restore_backup(backup_dir: Path, persist_dir: Path, checked: BackupManifest | None = None) -> BackupManifest:
+    """Put back exactly what the backup saved; idempotent, so it can be re-run after a crash.
+
+    What already equals the backup is left alone (nothing is written for it), so a run that failed
+    before changing a file rolls back without rewriting it, also on a full disk. `checked`: the
+    manifest if `checked_manifest` already verified the backup."""
+    manifest = checked or checked_manifest(backup_dir)
+    saved_db, live_db = backup_dir / SQLITE_FILE_NAME, persist_dir / SQLITE_FILE_NAME
+    if manifest.includes_sqlite and not _same_database(live_db, saved_db):
+        restore_sqlite(saved_db, live_db)
     for name in manifest.folders:
-        _restore_folder(backup_dir / SEGMENTS / name, persist_dir / name)
+        if _differences(manifest, persist_dir, name):
+            _restore_folder(backup_dir / SEGMENTS / name, persist_dir / name)
     return manifest
 
 
@@ -226,6 +239,8 @@ def restore_sqlite(backup: Path, live: Path) -> None:
             src.backup(dst, pages=4096)
         finally:
             dst.close()
+    except sqlite3.OperationalError:
+        raise  # disk full, locked, I/O error: the live file is a database; replacing it would not help
     except sqlite3.DatabaseError:
         _replace_file(backup, live)
     finally:
@@ -234,7 +249,11 @@ def restore_sqlite(backup: Path, live: Path) -> None:
 
 def _replace_file(backup: Path, live: Path) -> None:
     tmp = live.with_name(live.name + RESTORE_SUFFIX)
-    copy_file_durably(backup, tmp)
+    try:
+        copy_file_durably(backup, tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     for side in ("-journal", "-wal", "-shm"):
         live.with_name(live.name + side).unlink(missing_ok=True)
     os.replace(tmp, live)
@@ -245,7 +264,11 @@ def _restore_folder(saved: Path, live: Path) -> None:
     staging = live.with_name(live.name + RESTORE_SUFFIX)
     old = live.with_name(live.name + OLD_SUFFIX)
     remove_tree(staging)
-    shutil.copytree(saved, staging, copy_function=shutil.copy2)
+    try:
+        shutil.copytree(saved, staging, copy_function=shutil.copy2)
+    except BaseException:
+        remove_tree(staging)
+        raise
     if live.exists():
         remove_tree(old)
         os.replace(live, old)
@@ -257,24 +280,54 @@ def _restore_folder(saved: Path, live: Path) -> None:
 def live_matches_backup(backup_dir: Path, persist_dir: Path) -> list[str]:
     """Files of the persist dir that differ from the backup (sqlite compared page by page)."""
     manifest = read_manifest(backup_dir)
-    mismatched = []
-    for entry in manifest.files:
-        relative = entry.path.removeprefix(f"{SEGMENTS}/")
-        live = persist_dir / relative
-        if not live.is_file():
-            mismatched.append(relative)
-        elif entry.content_sha256 is not None:
-            if sqlite_content_sha256(live) != entry.content_sha256:
-                mismatched.append(relative)
-        elif sha256_file(live) != entry.sha256:
-            mismatched.append(relative)
+    saved_db, live_db = backup_dir / SQLITE_FILE_NAME, persist_dir / SQLITE_FILE_NAME
+    mismatched = [SQLITE_FILE_NAME] if manifest.includes_sqlite and not _same_database(live_db, saved_db) else []
     for name in manifest.folders:
-        saved = {e.path.removeprefix(f"{SEGMENTS}/") for e in manifest.files}
-        extra = [
-            p for p in (persist_dir / name).rglob("*") if p.is_file() and str(p.relative_to(persist_dir)) not in saved
-        ]
-        mismatched += [str(p.relative_to(persist_dir)) for p in extra]
+        mismatched += _differences(manifest, persist_dir, name)
     return mismatched
+
+
+# Header fields SQLite rewrites when it copies pages: change counter, schema cookie, version-valid-for
+# and the version of the SQLite library that wrote the file last (Chroma's SQLite is not Python's, so
+# a database is compared with the saved file, not with the manifest's content_sha256).
+_COPY_HEADER_FIELDS = ((24, 28), (40, 44), (92, 100))
+
+
+def _same_database(live: Path, saved: Path) -> bool:
+    """The live database holds exactly the saved pages, and no journal beside it could still change
+    them. Compared byte by byte, stopping at the first difference."""
+    for side in ("-journal", "-wal"):
+        journal = live.with_name(live.name + side)
+        if journal.is_file() and journal.stat().st_size > 0:
+            return False
+    if not live.is_file() or live.stat().st_size != saved.stat().st_size:
+        return False
+    with live.open("rb") as fa, saved.open("rb") as fb:
+        head_a, head_b = bytearray(fa.read(100)), bytearray(fb.read(100))
+        for start, end in _COPY_HEADER_FIELDS:
+            head_a[start:end] = head_b[start:end] = bytes(end - start)
+        if head_a != head_b:
+            return False
+        while block := fa.read(CHUNK):
+            if block != fb.read(CHUNK):
+                return False
+    return True
+
+
+def _differences(manifest: BackupManifest, persist_dir: Path, folder: str) -> list[str]:
+    """Files of one saved folder that differ from the backup, are missing, or were not saved."""
+    live = persist_dir / folder
+    if not live.is_dir():
+        return [folder]
+    prefix = f"{SEGMENTS}/{folder}/"
+    saved = {e.path.removeprefix(f"{SEGMENTS}/"): e for e in manifest.files if e.path.startswith(prefix)}
+    different = [relative for relative, e in saved.items() if _live_differs(e, persist_dir / relative)]
+    present = (str(p.relative_to(persist_dir)) for p in live.rglob("*") if p.is_file())
+    return different + [relative for relative in present if relative not in saved]
+
+
+def _live_differs(entry: FileEntry, live: Path) -> bool:
+    return not live.is_file() or live.stat().st_size != entry.size or sha256_file(live) != entry.sha256
 
 
 def prune_backups(root: Path, keep: int) -> list[Path]:

@@ -5,11 +5,14 @@
     -> apply -> commit -> after_commit -> verify -> close journal -> prune old backups
 
 Any failure after the journal opened restores the backup (rollback) before the error is
-reported. A kill at any point leaves the journal behind; `rollback_unfinished` finishes it.
+reported. A kill at any point leaves the journal behind; `rollback_journal` finishes it. When the
+rollback itself cannot finish (e.g. the disk is still full), the journal and the backup stay and
+the error says what to do: make room, then `chops rollback PERSIST_DIR`.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import sqlite3
@@ -20,6 +23,8 @@ from pydantic import BaseModel
 
 from ops.engine import failpoints
 from ops.engine.backup import (
+    MANIFEST,
+    checked_manifest,
     default_backup_root,
     estimate_backup_bytes,
     find_backup,
@@ -40,6 +45,7 @@ from ops.storage import PersistDir
 from ops.storage.persist_dir import validate_persist_dir
 
 BACKUP_SPACE_FACTOR = 1.1
+SQLITE_FULL = 13
 
 
 class RunOptions(BaseModel):
@@ -64,6 +70,10 @@ class StalePlan(OpsError):
 
 class RolledBack(OpsError):
     """Apply or verify failed and the persist dir was restored from the backup."""
+
+
+class RollbackFailed(OpsError):
+    """A rollback could not finish; its journal and backup stay for `chops rollback`."""
 
 
 Confirm = Callable[[Plan], None]
@@ -213,12 +223,17 @@ def _release(writer: sqlite3.Connection) -> None:
 
 
 def _roll_back_after(exc: Exception, root: Path, journal: Journal) -> OpsError:
-    what = exc.one_line() if isinstance(exc, OpsError) else f"{type(exc).__name__}: {exc}"
-    if journal.backup_dir is None:
-        remove_created(root, journal)
-        close_journal(root)
-        return OpsError(f"{journal.command} failed ({what}); no backup was taken (--no-backup)")
-    restored = rollback_journal(root, journal)
+    what = _describe(exc)
+    try:
+        if journal.backup_dir is None:
+            remove_created(root, journal)
+            close_journal(root)
+            return OpsError(f"{journal.command} failed ({what}); no backup was taken (--no-backup)")
+        restored = rollback_journal(root, journal)
+    except (OSError, sqlite3.Error, OpsError) as failure:
+        return _rollback_failed(
+            f"{journal.command} failed ({what}), and so did the automatic rollback", failure, root, journal
+        )
     if restored is None:
         return RolledBack(f"{journal.command} failed before changing anything ({what})", "nothing changed")
     return RolledBack(
@@ -232,18 +247,48 @@ def remove_created(root: Path, journal: Journal) -> None:
 
 
 def rollback_journal(root: Path, journal: Journal) -> str | None:
-    """Undo an unfinished run: restore its backup (if it got that far) and remove what it created."""
-    journal.enter(root, "rollback")
-    restored = None
+    """Undo an unfinished run: restore its backup (if it got that far) and remove what it created.
+
+    The backup is checked before anything is removed; what the run created goes first, as that
+    frees the room a restore may need on a full disk. Files equal to the backup are not rewritten.
+    The journal is closed only when everything succeeded, so a failure leaves it for a retry."""
     backup_dir = Path(journal.backup_dir) if journal.backup_dir else None
-    if backup_dir is not None and (backup_dir / "manifest.json").is_file():
-        restore_backup(backup_dir, root)
-        restored = backup_dir.name
-    elif backup_dir is not None:
+    if backup_dir is not None and not (backup_dir / MANIFEST).is_file():
         shutil.rmtree(backup_dir, ignore_errors=True)  # interrupted while backing up: nothing changed yet
+        backup_dir = None
+    manifest = checked_manifest(backup_dir) if backup_dir is not None else None
     remove_created(root, journal)
+    journal.enter(root, "rollback")
+    if backup_dir is not None:
+        restore_backup(backup_dir, root, manifest)
     close_journal(root)
-    return restored
+    return backup_dir.name if backup_dir is not None else None
+
+
+def _rollback_failed(what: str, failure: BaseException, root: Path, journal: Journal) -> RollbackFailed:
+    kept = "the journal stays"
+    if journal.backup_dir:
+        kept = f"the journal and the backup {journal.backup_dir} stay"
+    return RollbackFailed(
+        f"{what} ({_describe(failure)}); {kept}",
+        f"{_before_retry(failure, root)} chops rollback {root}",
+    )
+
+
+def _before_retry(failure: BaseException, root: Path) -> str:
+    return f"free some space on {root}, then run:" if _disk_full(failure) else "fix that, then run:"
+
+
+def _describe(exc: BaseException) -> str:
+    return exc.one_line() if isinstance(exc, OpsError) else f"{type(exc).__name__}: {exc}"
+
+
+def _disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, sqlite3.Error):
+        return getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL or "database or disk is full" in str(exc)
+    if isinstance(exc, shutil.Error):  # copytree reports the errors of its files as text
+        return os.strerror(errno.ENOSPC) in str(exc)
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 class RollbackResult(BaseModel):
@@ -257,13 +302,23 @@ def rollback(persist_dir: str | Path, backup_root: Path | None, backup_id: str |
     root = validate_persist_dir(Path(persist_dir)).resolve()
     journal = read_journal(root)
     if journal is not None:
-        restored = rollback_journal(root, journal)
+        try:
+            restored = rollback_journal(root, journal)
+        except (OSError, sqlite3.Error) as failure:
+            what = f"the rollback of run {journal.run_id} could not finish"
+            raise _rollback_failed(what, failure, root, journal) from failure
         return RollbackResult(persist_dir=str(root), restored_backup=restored, unfinished_run=journal.run_id)
     backup_dir = find_backup(backup_root or default_backup_root(root), backup_id)
     writer = acquire_write_lock(root / "chroma.sqlite3")  # nobody may write while we restore
     _release(writer)
     read_manifest(backup_dir)
-    restore_backup(backup_dir, root)
+    try:
+        restore_backup(backup_dir, root)
+    except (OSError, sqlite3.Error) as failure:
+        raise RollbackFailed(
+            f"restoring backup {backup_dir.name} could not finish ({_describe(failure)}); the backup stays",
+            f"{_before_retry(failure, root)} chops rollback {root} --backup {backup_dir.name}",
+        ) from failure
     return RollbackResult(persist_dir=str(root), restored_backup=backup_dir.name, unfinished_run=None)
 
 
