@@ -200,7 +200,7 @@ class HnswRebuild(Step):
                 ctx.progress.advance(len(labels))
                 failpoints.hit("hnsw_rebuild.batch")
             ctx.progress.finish()
-            index.persist_dirty()
+            hnsw_index.persist(index, new_dir)
             new_found = hnsw_index.knn_labels(index, queries, k, ef) if k else None
         finally:
             index.close_file_handles()

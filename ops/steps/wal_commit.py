@@ -120,7 +120,7 @@ class WalCommit(Step):
             ctx.progress.finish()
             if index is None:  # only skipped rows: an empty index keeps the folder consistent
                 index = _fresh_index(record, new_dir, record.dimension or 1)
-            index.persist_dirty()
+            hnsw_index.persist(index, new_dir)
         finally:
             if index is not None:
                 index.close_file_handles()

@@ -30,6 +30,7 @@ PICKLE_FILE = "index_metadata.pickle"
 HNSW_FILES = (HEADER_FILE, LEVEL0_FILE, LENGTH_FILE, LINK_LISTS_FILE)
 
 _HEADER = struct.Struct("<i6QiI3QdQ")
+_LINK_SIZE = struct.Struct("<I")
 _DELETED_FLAG = 0x01
 _FLAGS_BYTE = 2
 
@@ -180,7 +181,7 @@ def read_level0(folder: Path, header: HnswHeader) -> Level0Records:
 
 
 def check_side_files(folder: Path, header: HnswHeader) -> None:
-    """length.bin holds one 4-byte value per element; link_lists.bin must exist."""
+    """length.bin holds one 4-byte value per element; link_lists.bin holds every element's upper-level links."""
     length_path = folder / LENGTH_FILE
     count = header.cur_element_count
     if _size(length_path) < 4 * count:
@@ -188,7 +189,37 @@ def check_side_files(folder: Path, header: HnswHeader) -> None:
             f"{length_path} is truncated: {_size(length_path)} bytes for {count} elements",
             "rebuild the index (chops hnsw rebuild) or restore the folder from a backup",
         )
-    _size(folder / LINK_LISTS_FILE)
+    check_link_lists(folder, header)
+
+
+MAX_LEVELS = 64
+
+
+def check_link_lists(folder: Path, header: HnswHeader) -> None:
+    """link_lists.bin is, per element in order, a uint32 byte count and that many bytes: whole blocks of
+    (uint32 count, maxM uint32 links), one per level above 0. A write that ran out of space (hnswlib does
+    not report it) leaves it short."""
+    path = folder / LINK_LISTS_FILE
+    _size(path)
+    data = path.read_bytes()
+    block = 4 + 4 * header.max_m
+    offset = 0
+    for element in range(header.cur_element_count):
+        if offset + 4 > len(data):
+            raise _bad_link_lists(path, f"ends at element {element} of {header.cur_element_count}")
+        (size,) = _LINK_SIZE.unpack_from(data, offset)
+        if size % block or size > MAX_LEVELS * block:
+            raise _bad_link_lists(path, f"element {element} has {size} bytes of links, not whole levels of {block}")
+        offset += 4 + size
+    if offset > len(data):
+        raise _bad_link_lists(path, f"needs {offset} bytes, has {len(data)}")
+
+
+def _bad_link_lists(path: Path, problem: str) -> CorruptHnswFile:
+    return CorruptHnswFile(
+        f"{path} is damaged ({problem})",
+        "rebuild the index (chops hnsw rebuild) or restore the folder from a backup",
+    )
 
 
 def _size(path: Path) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,11 +20,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ops.errors import CorruptHnswFile, OpsError
 from ops.storage.hnsw_files import (
     LENGTH_FILE,
+    LEVEL0_FILE,
     HnswHeader,
     RecordMatrix,
+    check_side_files,
     level0_chunks,
+    read_header,
     read_records,
     record_deleted,
     record_labels,
@@ -93,6 +98,26 @@ def new_index(space: str, dim: int, capacity: int, m: int, ef_construction: int,
         persistence_location=str(folder),
     )
     return index
+
+
+def persist(index: Any, folder: Path) -> None:
+    """Write the index's files and read them back: hnswlib ignores failed writes (on a full disk it
+    leaves link_lists.bin short and reports nothing)."""
+    index.persist_dirty()
+    try:
+        header = read_header(folder)
+        check_side_files(folder, header)
+        size = (folder / LEVEL0_FILE).stat().st_size
+        if size < header.cur_element_count * header.size_data_per_element:
+            raise CorruptHnswFile(f"{LEVEL0_FILE} has {size} bytes for {header.cur_element_count} elements")
+        if header.cur_element_count != index.get_current_count():
+            raise CorruptHnswFile(f"the header counts {header.cur_element_count} elements, the index holds more")
+    except CorruptHnswFile as exc:
+        free = shutil.disk_usage(folder).free
+        raise OpsError(
+            f"writing the new index to {folder} failed ({exc.message}); {free:,} bytes are free on that disk",
+            "free some space (or fix the disk) and run the command again",
+        ) from exc
 
 
 def load_index(folder: Path, space: str, dim: int, max_elements: int) -> Any:
