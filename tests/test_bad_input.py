@@ -119,6 +119,15 @@ def test_truncated_data_level0(standard_dir: BuiltDir) -> None:
     assert_one_line_error(r.code, r.stderr, "data_level0.bin is truncated")
 
 
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_damaged_link_lists(standard_dir: BuiltDir, damage: str) -> None:
+    link_lists = segment_folder(standard_dir, "frag") / "link_lists.bin"
+    data = link_lists.read_bytes()
+    link_lists.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"\xff" * len(data))
+    r = run_chops("hnsw", "info", standard_dir.path, "-c", "frag")
+    assert_one_line_error(r.code, r.stderr, "link_lists.bin is damaged")
+
+
 def test_missing_length_file(standard_dir: BuiltDir) -> None:
     (segment_folder(standard_dir, "frag") / "length.bin").unlink()
     r = run_chops("db", "info", standard_dir.path)
