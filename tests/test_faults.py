@@ -331,3 +331,10 @@ def test_kill_9_inside_a_pipeline_step_then_refuse_then_rollback(
     assert sorted(os.listdir(path)) == names  # no .chops-new / .chops-restore / .chops-old left
     assert content_state(path) == before
     assert chroma_snapshot(path, tmp_path) == answers
+    # the reviewed plan still applies: the rollback removed the snapshot folder the killed run wrote
+    snapshot = Path(json.loads(plan_file.read_text())["steps"][0]["actions"][0]["target"])
+    assert not snapshot.exists()
+    r = run_chops("maintain", path, "--apply", plan_file)
+    assert r.code == 0, r.stderr
+    assert (snapshot / "manifest.json").is_file()
+    assert run_chops("maintain", path, "--plan").code == 0  # nothing left to do

@@ -152,6 +152,18 @@ def _backup_folder(source: Path, target: Path, backup_dir: Path) -> list[FileEnt
     return entries
 
 
+def remove_snapshot_folder(folder: Path) -> bool:
+    """Remove a (possibly partial) snapshot folder a rolled-back run wrote; anything that does not look
+    like one (other files in it) is left alone."""
+    if not folder.is_dir() or folder.is_symlink():
+        return False
+    allowed = {SQLITE_FILE_NAME, f"{SQLITE_FILE_NAME}-journal", SEGMENTS, MANIFEST}
+    if any(p.name not in allowed and not p.name.startswith(f".{MANIFEST}.tmp-") for p in folder.iterdir()):
+        return False
+    shutil.rmtree(folder)
+    return True
+
+
 def copy_persist_dir(root: Path, target: Path) -> Path:
     """A consistent working copy laid out as a persist dir (sqlite through the backup API)."""
     target.mkdir(parents=True)

@@ -36,6 +36,9 @@ class Journal(BaseModel):
     backup_dir: str | None = None
     created_paths: list[str] = []
     """Paths (relative to the persist dir) the run creates; rollback removes them."""
+    created_snapshots: list[str] = []
+    """Snapshot folders outside the persist dir the run creates (a pipeline's db.snapshot); rollback
+    removes them too, or the next run of the same plan would find its snapshot folder taken."""
 
     @classmethod
     def start(cls, persist_dir: Path, command: str) -> Journal:
@@ -61,6 +64,11 @@ class Journal(BaseModel):
         relative = str(path.relative_to(persist_dir))
         if relative not in self.created_paths:
             self.created_paths.append(relative)
+            self.save(persist_dir)
+
+    def will_create_snapshot(self, persist_dir: Path, folder: Path) -> None:
+        if str(folder) not in self.created_snapshots:
+            self.created_snapshots.append(str(folder))
             self.save(persist_dir)
 
 

@@ -31,6 +31,7 @@ from ops.engine.backup import (
     new_backup_id,
     prune_backups,
     read_manifest,
+    remove_snapshot_folder,
     restore_backup,
     take_backup,
 )
@@ -243,7 +244,11 @@ def _roll_back_after(exc: Exception, root: Path, journal: Journal) -> OpsError:
 
 def remove_created(root: Path, journal: Journal) -> None:
     for relative in journal.created_paths:
-        remove_tree(root / relative)
+        path = root / relative
+        if path.resolve().is_relative_to(root) and path.resolve() != root:  # a hand-edited journal cannot aim higher
+            remove_tree(path)
+    for folder in journal.created_snapshots:
+        remove_snapshot_folder(Path(folder))
 
 
 def rollback_journal(root: Path, journal: Journal) -> str | None:

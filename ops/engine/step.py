@@ -41,6 +41,11 @@ class StepContext:
         if self.journal is not None:
             self.journal.will_create(self.root, path)
 
+    def will_create_snapshot(self, folder: Path) -> None:
+        """Call before writing a snapshot folder outside the persist dir: rollback will remove it."""
+        if self.journal is not None:
+            self.journal.will_create_snapshot(self.root, folder)
+
 
 class Touches(BaseModel):
     """What applying a plan may change: the automatic backup saves exactly this."""

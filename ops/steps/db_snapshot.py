@@ -57,6 +57,7 @@ class DbSnapshot(Step):
 
     def apply(self, ctx: StepContext, plan: StepPlan) -> None:
         for action in plan.actions:
+            ctx.will_create_snapshot(Path(action.target))
             manifest = take_backup(ctx.root, Path(action.target), self.name, True, snapshot_folders(ctx.root))
             ctx.notes.append(f"snapshot {action.target}: {len(manifest.files)} files, {manifest.total_bytes:,} bytes")
 
