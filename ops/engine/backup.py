@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -130,12 +131,14 @@ def _backup_sqlite(source: Path, target: Path) -> FileEntry:
         src.close()
     with target.open("rb+") as fh:
         os.fsync(fh.fileno())
-    return FileEntry(
-        path=SQLITE_FILE_NAME,
-        size=target.stat().st_size,
-        sha256=sha256_file(target),
-        content_sha256=sqlite_content_sha256(target),
-    )
+    with ThreadPoolExecutor(max_workers=2) as pool:  # hashlib and reads release the GIL: one core each
+        sha256, content_sha256 = pool.submit(sha256_file, target), pool.submit(sqlite_content_sha256, target)
+        return FileEntry(
+            path=SQLITE_FILE_NAME,
+            size=target.stat().st_size,
+            sha256=sha256.result(),
+            content_sha256=content_sha256.result(),
+        )
 
 
 def _backup_folder(source: Path, target: Path, backup_dir: Path) -> list[FileEntry]:
