@@ -185,9 +185,6 @@ class HnswRebuild(Step):
         remove_tree(new_dir)
         new_dir.mkdir()
         capacity = int(str(action.after["max_elements"]))
-        truth_new = hnsw_index.ExactTopK(queries, space, k)
-        truth_old = truth_new if space == old_space else hnsw_index.ExactTopK(queries, old_space, k)
-        truths = [truth_new] if truth_old is truth_new else [truth_new, truth_old]
         kept: list[Any] = []
         index = hnsw_index.new_index(space, header.dimension, capacity, m, ef_c, new_dir)
         try:
@@ -195,8 +192,6 @@ class HnswRebuild(Step):
             for labels, vectors in hnsw_index.live_vectors(old_dir, header, old_space, known):
                 index.add_items(vectors, labels, num_threads=self.threads)
                 kept.append(labels)
-                for truth in truths:
-                    truth.add(labels, vectors)
                 ctx.progress.advance(len(labels))
                 failpoints.hit("hnsw_rebuild.batch")
             ctx.progress.finish()
@@ -204,6 +199,9 @@ class HnswRebuild(Step):
             new_found = hnsw_index.knn_labels(index, queries, k, ef) if k else None
         finally:
             index.close_file_handles()
+        # Exact neighbours in a pass of their own, not between the build's batches: numpy's BLAS
+        # threads spin on after each product and would take the cores hnswlib builds on.
+        truth = self._exact_neighbours(old_dir, header, old_space, known, queries, {space, old_space}, k)
         kept_labels = np.concatenate([known[:0], *kept])
         atomic_write(new_dir / "index_metadata.pickle", dump_pickle(_kept_meta(meta, kept_labels)))
         fsync_tree(new_dir)
@@ -212,14 +210,27 @@ class HnswRebuild(Step):
         fsync_dir(old_dir.parent)
         failpoints.hit("hnsw_rebuild.after_swap")
         remove_tree(new_dir)
-        old_recall = _recall(old_found, truth_old)
-        new_recall = _recall(new_found, truth_new)
+        old_recall = _recall(old_found, truth.get(old_space))
+        new_recall = _recall(new_found, truth.get(space))
         self.recall = (old_recall, new_recall)
         dropped = header.cur_element_count - len(positions)
         ctx.notes.append(
             f"{record.name}: rebuilt {len(positions):,} live vectors (dropped {dropped:,} records); "
             f"recall@{RECALL_K} {_fmt(old_recall)} -> {_fmt(new_recall)} (ef {ef})"
         )
+
+    @staticmethod
+    def _exact_neighbours(
+        folder: Path, header: HnswHeader, source_space: str, keep: Any, queries: Any, spaces: set[str], k: int
+    ) -> dict[str, Any]:
+        """The exact k nearest labels of each query in each space, streamed over the live records."""
+        if k == 0:
+            return {}
+        tops = {s: hnsw_index.ExactTopK(queries, s, k) for s in sorted(spaces)}
+        for labels, vectors in hnsw_index.live_vectors(folder, header, source_space, keep):
+            for top in tops.values():
+                top.add(labels, vectors)
+        return {s: top.labels() for s, top in tops.items()}
 
     @staticmethod
     def _ask_old_index(folder: Path, header: HnswHeader, queries: Any, space: str, k: int, ef: int) -> Any:
@@ -270,8 +281,8 @@ class HnswRebuild(Step):
             raise OpsError(f"rebuilt index of {action.target} failed verification: {'; '.join(problems)}")
 
 
-def _recall(found: Any, truth: hnsw_index.ExactTopK) -> float | None:
-    return None if found is None else hnsw_index.recall_at_k(found, truth.labels())
+def _recall(found: Any, truth: Any) -> float | None:
+    return None if found is None or truth is None else hnsw_index.recall_at_k(found, truth)
 
 
 def recall_floor(old: float | None) -> float:
