@@ -647,7 +647,7 @@ def main() -> int:
     env = child_env()
     env.pop("ANONYMIZED_TELEMETRY", None)
     ours_dir = args.ours_src.resolve() if args.ours_src else REPO
-    ours_env = child_env(ours_dir if args.ours_src else None)
+    ours_env = child_env(ours_dir)  # children that import ops (phases) must get this tree, not an installed one
     ok, where = (
         ours_status(sys.executable, ours_env, ours_dir) if not args.ours_src else _ours_src_status(ours_env, ours_dir)
     )

@@ -48,6 +48,56 @@ def test_backup_that_cannot_be_written_changes_nothing(walbloat_dir: BuiltDir) -
     assert not backups.exists() or not any(backups.iterdir())  # no partial backup left behind
 
 
+# --- permission denied ------------------------------------------------------------------------------
+
+DROP_DAC = "-dac_override,-dac_read_search"
+
+
+def chops_obeying_file_modes(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    """chops in a child that obeys file modes even when the tests run as root (CAP_DAC_OVERRIDE and
+    CAP_DAC_READ_SEARCH dropped from its capability sets: the kernel then says EACCES as to anyone)."""
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root without setpriv: file modes cannot be made to apply")
+        prefix = [setpriv, f"--inh-caps={DROP_DAC}", f"--bounding-set={DROP_DAC}"]
+    return subprocess.run(
+        [*prefix, sys.executable, "-m", "ops", *map(str, args)], capture_output=True, text=True, cwd=REPO
+    )
+
+
+def test_read_only_persist_dir_is_refused_at_precheck(standard_dir: BuiltDir) -> None:
+    path = standard_dir.path
+    before = content_state(path)
+    modes = {p: p.stat().st_mode for p in (path, path / "chroma.sqlite3")}
+    path.chmod(0o555)
+    (path / "chroma.sqlite3").chmod(0o444)
+    try:
+        r = chops_obeying_file_modes("hnsw", "config", path, "-c", "frag", "--search-ef", "77", "--yes")
+        assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert "permission denied: cannot write" in r.stderr, r.stderr
+        assert chops_obeying_file_modes("db", "info", path).returncode == 0  # reading still works
+    finally:
+        for p, mode in modes.items():
+            p.chmod(mode)
+    assert content_state(path) == before
+    assert not (path / ".chops-journal.json").exists()
+
+
+def test_read_only_backup_root_is_refused_at_precheck(standard_dir: BuiltDir, tmp_path: Path) -> None:
+    path = standard_dir.path
+    before = content_state(path)
+    backup_root = tmp_path / "backups"
+    backup_root.mkdir(mode=0o555)
+    args: list[str | Path] = ["hnsw", "config", path, "-c", "frag", "--search-ef", "77", "--yes"]
+    r = chops_obeying_file_modes(*args, "--backup-root", backup_root)
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert f"permission denied: cannot write backups to {backup_root}" in r.stderr, r.stderr
+    assert content_state(path) == before
+    assert list(backup_root.iterdir()) == []
+
+
 @pytest.fixture
 def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
     mount_point = tmp_path / "tiny"
