@@ -187,3 +187,18 @@ def test_selectors_and_invoke_configuration(standard_dir: BuiltDir, tmp_path: Pa
     assert [(s["step"], s["selection"]) for s in steps] == [
         ("hnsw.config", {"collection": "other", "database": "otherdb"})
     ]
+
+
+def test_planning_killed_mid_way_leaves_no_scratch_copy_behind(standard_dir: BuiltDir) -> None:
+    """Planning applies steps to a scratch copy beside the persist dir; a kill -9 leaves it. The next
+    plan removes the copies of processes that are gone, and only those."""
+    path = standard_dir.path
+    r = run_chops("maintain", path, "--plan", env={"CHOPS_FAILPOINT": "before_verify=kill"})
+    assert r.code == -9, r.stderr
+    left = sorted(path.parent.glob(".chops-plan-*"))
+    assert len(left) == 1, left  # the killed run's copy, with its pid in the name
+    alive = path.parent / f".chops-plan-{os.getpid()}-not-stale"
+    alive.mkdir()
+    assert run_chops("maintain", path, "--plan").code == 2
+    assert sorted(path.parent.glob(".chops-plan-*")) == [alive]
+    assert not (path / ".chops-journal.json").exists()  # planning never touched the real dir

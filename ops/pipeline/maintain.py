@@ -16,6 +16,8 @@ under the lock and required to equal the reviewed actions; any failure rolls eve
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -74,10 +76,32 @@ class _State:
         apply_plan([step], plan, self.current, RunOptions(backup=False))
 
 
+SCRATCH_PREFIX = ".chops-plan-"
+
+
 @contextmanager
 def _simulation(root: Path) -> Iterator[_State]:
-    with tempfile.TemporaryDirectory(prefix=".chops-plan-", dir=root.parent) as scratch:
+    remove_stale_scratch(root.parent)
+    with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", dir=root.parent) as scratch:
         yield _State(root, Path(scratch))
+
+
+def remove_stale_scratch(parent: Path) -> None:
+    """Scratch copies left by planning runs that were killed (their process is gone)."""
+    for folder in parent.glob(f"{SCRATCH_PREFIX}*-*"):
+        pid = folder.name.removeprefix(SCRATCH_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and folder.is_dir() and not folder.is_symlink() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _plan_steps(pipeline: Pipeline, state: _State) -> list[StepPlan]:
