@@ -124,8 +124,10 @@ def test_damaged_link_lists(standard_dir: BuiltDir, damage: str) -> None:
     link_lists = segment_folder(standard_dir, "frag") / "link_lists.bin"
     data = link_lists.read_bytes()
     link_lists.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"\xff" * len(data))
+    before = tree_state(standard_dir.path)
     r = run_chops("hnsw", "info", standard_dir.path, "-c", "frag")
     assert_one_line_error(r.code, r.stderr, "link_lists.bin is damaged")
+    assert tree_state(standard_dir.path) == before
 
 
 def test_missing_length_file(standard_dir: BuiltDir) -> None:

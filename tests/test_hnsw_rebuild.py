@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tests.conftest import BuiltDir, assert_same_answers, chroma, chroma_snapshot, run_chops
 
@@ -141,3 +142,24 @@ def test_exact_top_k_streamed_in_chunks_equals_a_full_sort() -> None:
             for start in range(0, 1000, chunk):
                 top.add(labels[start : start + chunk], vectors[start : start + chunk])
             assert [set(row.tolist()) for row in top.labels()] == expected, (space, chunk)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_rebuild_repairs_a_damaged_link_lists_file(standard_dir: BuiltDir, tmp_path: Path, damage: str) -> None:
+    """The rebuild reads vectors and labels from data_level0.bin, not the old graph, so it is the
+    repair the error message of a damaged link_lists.bin points to (the old index is not loaded)."""
+    path = standard_dir.path
+    answers = chroma_snapshot(path, tmp_path)
+    segment = hnsw(path, "frag")["segment_id"]
+    link_lists = path / str(segment) / "link_lists.bin"
+    data = link_lists.read_bytes()
+    link_lists.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"\xff" * len(data))
+    assert run_chops("hnsw", "info", path, "-c", "frag").code == 1
+    actions = plan(path, "-c", "frag")
+    assert "link_lists.bin is damaged" in actions[0]["details"]["repairs"]
+    r = run_chops("hnsw", "rebuild", path, "-c", "frag", "--yes", "--json")
+    assert r.code == 0, r.stderr
+    assert any("recall@10 - ->" in n for n in r.json()["notes"])  # no old recall: the old graph was not loaded
+    h = hnsw(path, "frag", "-v")
+    assert (h["allocated"], h["deleted"], h["orphan_labels"]) == (320, 0, 0)
+    assert_same_answers(answers, chroma_snapshot(path, tmp_path), rebuilt=True)

@@ -21,7 +21,7 @@ from ops.engine.fsutil import atomic_write, fsync_dir, fsync_tree, remove_tree
 from ops.engine.plan import Action, StepPlan
 from ops.engine.step import Step, StepContext, Touches
 from ops.errors import BadInput, NotFound, OpsError
-from ops.storage import config_write, hnsw_index
+from ops.storage import config_write, hnsw_files, hnsw_index
 from ops.storage.config_write import ConfigValue
 from ops.storage.hnsw_files import HnswHeader
 from ops.storage.models import CollectionRecord
@@ -92,7 +92,8 @@ class HnswRebuild(Step):
         header, meta = pd.hnsw_header(segment.id), pd.hnsw_pickle(segment.id)
         if header is None or meta is None:
             return None  # never flushed: nothing on disk to rebuild
-        records = pd.hnsw_records(segment.id, header)
+        records = pd.hnsw_records(segment.id, header, links=False)
+        damage = hnsw_files.link_lists_damage(pd.segment_folder(segment.id), header)
         live = records.live_labels
         known = np.fromiter(meta.label_to_id, dtype=np.uint64, count=len(meta.label_to_id))
         keep = int(np.isin(live, known).sum())
@@ -101,7 +102,7 @@ class HnswRebuild(Step):
         m = int(self.changes.get("M", header.M))
         ef_c = int(self.changes.get("ef_construction", header.ef_construction))
         same_graph = (space, m, ef_c) == (cfg.space, header.M, header.ef_construction)
-        if same_graph and records.deleted_count == 0 and keep == len(live):
+        if same_graph and records.deleted_count == 0 and keep == len(live) and damage is None:
             return None
         size = header.size_data_per_element - 4 * (header.max_m0 - 2 * m)
         return Action(
@@ -128,6 +129,7 @@ class HnswRebuild(Step):
             details={
                 "segment_id": segment.id,
                 "orphan_labels_dropped": len(live) - keep,
+                **({"repairs": damage} if damage else {}),
                 "data_level0_bytes_before": header.cur_element_count * header.size_data_per_element,
                 "data_level0_bytes_estimate": keep * size,
                 "duration": _duration(keep),
@@ -178,7 +180,9 @@ class HnswRebuild(Step):
         queries = hnsw_index.vectors_at(old_dir, header, sample, old_space)
         k = min(RECALL_K, len(positions))
         # The old index is loaded, asked and freed before the new one is built: peak memory is one index.
-        old_found = self._ask_old_index(old_dir, header, queries, old_space, k, ef)
+        # A damaged old graph is not loaded at all (hnswlib trusts link_lists.bin): it has no recall to keep.
+        intact = "repairs" not in action.details
+        old_found = self._ask_old_index(old_dir, header, queries, old_space, k, ef) if intact else None
 
         new_dir = old_dir.with_name(old_dir.name + NEW_SUFFIX)
         ctx.will_create(new_dir)

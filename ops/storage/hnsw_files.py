@@ -182,14 +182,27 @@ def read_level0(folder: Path, header: HnswHeader) -> Level0Records:
 
 def check_side_files(folder: Path, header: HnswHeader) -> None:
     """length.bin holds one 4-byte value per element; link_lists.bin holds every element's upper-level links."""
+    check_length_file(folder, header)
+    check_link_lists(folder, header)
+
+
+def check_length_file(folder: Path, header: HnswHeader) -> None:
     length_path = folder / LENGTH_FILE
     count = header.cur_element_count
     if _size(length_path) < 4 * count:
         raise CorruptHnswFile(
             f"{length_path} is truncated: {_size(length_path)} bytes for {count} elements",
-            "rebuild the index (chops hnsw rebuild) or restore the folder from a backup",
+            "restore the folder from a backup",
         )
-    check_link_lists(folder, header)
+
+
+def link_lists_damage(folder: Path, header: HnswHeader) -> str | None:
+    """What is wrong with link_lists.bin, or None."""
+    try:
+        check_link_lists(folder, header)
+    except CorruptHnswFile as exc:
+        return exc.message
+    return None
 
 
 MAX_LEVELS = 64

@@ -140,9 +140,14 @@ class PersistDir:
             return None
         return hnsw_files.read_header(folder)
 
-    def hnsw_records(self, segment_id: str, header: HnswHeader) -> Level0Records:
+    def hnsw_records(self, segment_id: str, header: HnswHeader, links: bool = True) -> Level0Records:
+        """The records of data_level0.bin, after checking the side files (link_lists.bin only when
+        `links`: a rebuild needs the vectors, not the old graph)."""
         folder = self.segment_folder(segment_id)
-        hnsw_files.check_side_files(folder, header)
+        if links:
+            hnsw_files.check_side_files(folder, header)
+        else:
+            hnsw_files.check_length_file(folder, header)
         return hnsw_files.read_level0(folder, header)
 
     def hnsw_pickle(self, segment_id: str) -> HnswPickleMeta | None:
