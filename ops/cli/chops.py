@@ -89,6 +89,11 @@ def _mutation(p: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="how long to retry a database another process holds (default: %(default)s)",
     )
+    p.add_argument(
+        "--chroma-verify",
+        action="store_true",
+        help="after our checks, the installed chromadb (of this dir's layout only) must answer on a scratch copy",
+    )
     _json(p)
 
 
@@ -118,6 +123,7 @@ def mutation_options(a: argparse.Namespace) -> MutationOptions:
         backup_root=a.backup_root,
         keep_backups=a.keep_backups,
         lock_timeout=a.lock_timeout,
+        chroma_verify=a.chroma_verify,
     )
 
 

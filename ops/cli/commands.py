@@ -127,6 +127,7 @@ class MutationOptions:
     backup_root: str | None = None
     keep_backups: int = 5
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S
+    chroma_verify: bool = False
 
     def run_options(self) -> RunOptions:
         return RunOptions(
@@ -135,6 +136,7 @@ class MutationOptions:
             backup_root=Path(self.backup_root).resolve() if self.backup_root else None,
             keep_backups=self.keep_backups,
             lock_timeout_s=self.lock_timeout,
+            chroma_verify=self.chroma_verify,
         )
 
 

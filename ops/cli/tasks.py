@@ -155,6 +155,7 @@ MUTATION_HELP = {
     "backup-root": "where backups go (default: PERSIST_DIR.chops-backups beside the persist dir)",
     "keep-backups": "backups to keep (default 5)",
     "lock-timeout": "seconds to retry a database another process holds (default 10)",
+    "chroma-verify": "after our checks, the installed chromadb (of this dir's layout only) must answer on a copy",
     "json": "print JSON",
 }
 # The options every changing task takes, with their defaults (invoke derives flag kinds from them).
@@ -167,6 +168,7 @@ SHARED_OPTIONS: dict[str, Any] = {
     "backup_root": None,
     "keep_backups": 5,
     "lock_timeout": 10,
+    "chroma_verify": False,
     "json": False,
 }
 BACKUP_OPTIONS = ("backup", "backup_root", "keep_backups")
@@ -203,6 +205,7 @@ def mutating(
                     backup_root=root,
                     keep_backups=given.get("keep_backups", 5),
                     lock_timeout=given["lock_timeout"],
+                    chroma_verify=given["chroma_verify"],
                 )
                 job = Mutation(resolve_persist_dir(c, given["persist_dir"]), opts, Output(given["json"]))
                 return fn(c, job, **kwargs)

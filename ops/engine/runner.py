@@ -35,6 +35,7 @@ from ops.engine.backup import (
     restore_backup,
     take_backup,
 )
+from ops.engine.chroma_check import ChromaVerification, require_matching_chromadb, verify_with_chroma
 from ops.engine.fsutil import remove_tree
 from ops.engine.journal import Journal, close_journal, read_journal, refuse_if_unfinished
 from ops.engine.lock import DEFAULT_LOCK_TIMEOUT_S, acquire_write_lock
@@ -55,6 +56,8 @@ class RunOptions(BaseModel):
     backup_root: Path | None = None
     keep_backups: int = 5
     lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S
+    chroma_verify: bool = False
+    """After the steps' own verify, chromadb must answer on a scratch copy (see chroma_check)."""
 
 
 class RunResult(BaseModel):
@@ -135,6 +138,8 @@ def apply_plan(
     use_backup = options.backup and bool(touched.sqlite or touched.folders)
     check_writable(root, backup_root if use_backup else None)
     with PersistDir.open(root) as pd:
+        if options.chroma_verify:
+            require_matching_chromadb(pd.layout.name)  # refuse before anything changes
         extra = max((step.extra_space(StepContext(persist_dir=pd), sp) for step, sp in pairs), default=0)
     backup_bytes = estimate_backup_bytes(root, touched.sqlite, touched.folders) if use_backup else 0
     check_space(root, backup_root, backup_bytes, extra)
@@ -162,6 +167,8 @@ def apply_plan(
                 _relock(writer)
                 _check_still_planned(step, step_plan, root, writer)
             _apply_one(step, step_plan, root, writer, journal, progress or NoProgress(), notes)
+        if options.chroma_verify:
+            notes.append(_chroma_note(verify_with_chroma(root)))
     except BaseException as exc:
         _release(writer)
         if not isinstance(exc, Exception):  # KeyboardInterrupt: leave the journal for rollback
@@ -173,6 +180,16 @@ def apply_plan(
     if use_backup:
         prune_backups(backup_root, options.keep_backups)
     return result
+
+
+def _chroma_note(verification: ChromaVerification) -> str:
+    answers = verification.collections
+    asked = sum(len(a.query_rows) for a in answers)
+    first = sum(a.self_first for a in answers)
+    return (
+        f"chromadb {verification.chromadb} answers as expected for {len(answers)} collections "
+        f"(counts, get, queries; a vector's own id first in {first}/{asked} queries)"
+    )
 
 
 def _apply_one(
