@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 CHUNK = 1 << 20
 
@@ -27,13 +31,16 @@ def fsync_tree(folder: Path) -> None:
     fsync_dir(folder)
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write data so that path holds either the old or the new content, never a mix (and, when the
-    write fails, e.g. on a full disk, no temporary file is left behind)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+@contextmanager
+def atomic_file(path: Path) -> Iterator[BinaryIO]:
+    """A new binary file that replaces path only once the block succeeds (fsynced, renamed, the
+    folder fsynced): path holds the old or the new content, never a mix, and a failed write (e.g.
+    on a full disk) leaves no temporary file behind. OSError when the file cannot be created."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    fh = tmp.open("xb")
     try:
-        with tmp.open("wb") as fh:
-            fh.write(data)
+        with fh:
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -41,6 +48,11 @@ def atomic_write(path: Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    with atomic_file(path) as fh:
+        fh.write(data)
 
 
 def sha256_file(path: Path) -> str:

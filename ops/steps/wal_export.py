@@ -8,8 +8,6 @@ atomically (temp name beside it, then rename), so a failed export never leaves h
 
 from __future__ import annotations
 
-import os
-import secrets
 import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -20,7 +18,7 @@ from typing import BinaryIO, ClassVar
 from pydantic import BaseModel
 
 from ops import __version__
-from ops.engine.fsutil import fsync_dir
+from ops.engine.fsutil import atomic_file
 from ops.engine.step import ReadOnlyStep, StepContext, run_read_only
 from ops.errors import BadInput
 from ops.storage.persist_dir import validate_persist_dir
@@ -108,21 +106,11 @@ def export_wal(persist_dir: str, out_path: str | None) -> WalExportReport:
 def atomic_output(target: Path) -> Iterator[BinaryIO]:
     """A binary file that replaces target only once the block succeeds (fsynced, then renamed)."""
     _check_target(target)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
     try:
-        fh = tmp.open("xb")
-    except OSError as exc:
-        raise BadInput(f"cannot write {target}: {exc.strerror}", "give -o a path you can write") from exc
-    try:
-        with fh:
+        with atomic_file(target) as fh:
             yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(target.parent)
+    except OSError as exc:
+        raise BadInput(f"cannot write {target}: {exc.strerror}", "give -o a path you can write, with room") from exc
 
 
 def _check_target(target: Path) -> None:
