@@ -19,6 +19,7 @@ import re
 import shutil
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -39,6 +40,7 @@ from ops.errors import BadInput, OpsError
 from ops.storage.sqlite_ro import SQLITE_FILE_NAME, readonly_uri
 
 MANIFEST = "manifest.json"
+SQLITE_FULL = 13
 SEGMENTS = "segments"
 BACKUP_FORMAT_VERSION = 1
 RESTORE_SUFFIX = ".chops-restore"
@@ -249,17 +251,41 @@ def restore_sqlite(backup: Path, live: Path) -> None:
     the live file cannot be opened as a database at all."""
     src = sqlite3.connect(readonly_uri(backup), uri=True)
     try:
-        dst = sqlite3.connect(live, timeout=30)
         try:
-            src.backup(dst, pages=4096)
-        finally:
-            dst.close()
+            _copy_pages(src, live, rollback_journal=True)
+        except sqlite3.OperationalError as exc:
+            if not _sqlite_full(exc) or _journal_mode(live) == "wal":
+                raise  # locked, I/O error: the live file is a database; replacing it would not help
+            # No room for SQLite's rollback journal of the restore (the pages overwrite pages in place
+            # and need none). Safe without it: the run's own journal stays until this returns, so a
+            # kill here leaves `chops rollback` to copy every page again.
+            _copy_pages(src, live, rollback_journal=False)
     except sqlite3.OperationalError:
-        raise  # disk full, locked, I/O error: the live file is a database; replacing it would not help
+        raise
     except sqlite3.DatabaseError:
         _replace_file(backup, live)
     finally:
         src.close()
+
+
+def _copy_pages(src: sqlite3.Connection, live: Path, rollback_journal: bool) -> None:
+    dst = sqlite3.connect(live, timeout=30)
+    try:
+        if not rollback_journal:
+            dst.execute("PRAGMA journal_mode = OFF")
+        src.backup(dst, pages=4096)
+    finally:
+        dst.close()
+
+
+def _journal_mode(live: Path) -> str:
+    """'wal' for a database in WAL mode (persistent, needs its log file); a rollback mode otherwise."""
+    with closing(sqlite3.connect(readonly_uri(live), uri=True)) as conn:
+        return str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+
+
+def _sqlite_full(exc: sqlite3.Error) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL or "database or disk is full" in str(exc)
 
 
 def _replace_file(backup: Path, live: Path) -> None:

@@ -280,7 +280,11 @@ def rollback_journal(root: Path, journal: Journal) -> str | None:
         backup_dir = None
     manifest = checked_manifest(backup_dir) if backup_dir is not None else None
     remove_created(root, journal)
-    journal.enter(root, "rollback")
+    try:
+        journal.enter(root, "rollback")
+    except OSError as exc:  # a full disk: the phase is a note for people; the rollback does not need it
+        if not _disk_full(exc):
+            raise
     if backup_dir is not None:
         restore_backup(backup_dir, root, manifest)
     close_journal(root)
