@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from ops.engine.backup import live_matches_backup
+from ops.engine.backup import live_matches_backup, read_manifest, verify_backup
 from tests.conftest import REPO, BuiltDir, ChopsResult, chroma, chroma_snapshot, run_chops
 from tests.test_safety import content_state
 
@@ -293,6 +293,42 @@ def test_disk_full_during_vacuum_rolls_back_on_the_full_disk(
         assert conn.execute("PRAGMA quick_check").fetchone()[0] == "ok"
     filler.unlink()
     assert chroma_snapshot(persist, tmp_path) == answers
+
+
+def test_disk_full_in_a_wal_mode_database_keeps_journal_and_backup_until_room_is_made(
+    walbloat_dir: BuiltDir, tmp_path: Path, small_disk: SmallDisk
+) -> None:
+    """The same fault on a database in SQLite's WAL mode: its restore needs room in the -wal file, so
+    on the still-full disk the rollback cannot finish. Nothing is lost: the journal and the backup
+    stay, the line says to free space and run chops rollback, which then restores."""
+    with closing(sqlite3.connect(walbloat_dir.path / "chroma.sqlite3")) as conn:
+        assert conn.execute("PRAGMA journal_mode = WAL").fetchone()[0] == "wal"
+    persist = on_small_disk(walbloat_dir, small_disk)
+    before = content_state(persist)
+    args: list[str | Path] = ["wal", "clean", persist, "--yes", "--backup-root", tmp_path / "backups"]
+    r, filler = run_into_full_disk(args, "wal_clean.vacuum", tmp_path / "signals", persist.parent)
+
+    line = assert_one_line_error(r)
+    assert "so did the automatic rollback" in line and "the journal and the backup" in line, line
+    assert line.endswith(f"free some space on {persist}, then run: chops rollback {persist}"), line
+    journal = json.loads((persist / JOURNAL).read_text())
+    backup = Path(journal["backup_dir"])
+    verify_backup(backup, read_manifest(backup))  # a complete, intact backup named by the journal
+    for refused in (["db", "info", persist], ["wal", "clean", persist, "--yes"]):
+        code_line = assert_one_line_error(run_chops(*refused))
+        assert f"chops rollback {persist}" in code_line, code_line
+    line = assert_one_line_error(run_chops("rollback", persist, "--yes"))  # still full: refused again
+    assert f"free some space on {persist}, then run: chops rollback {persist}" in line, line
+
+    filler.unlink()
+    r = run_chops("rollback", persist, "--yes")
+    assert r.code == 0, r.stderr
+    assert not (persist / JOURNAL).exists()
+    after = content_state(persist)  # chroma.sqlite3 by its SQL dump (in WAL mode pages sit in the -wal file)
+    assert {k: v for k, v in after.items() if not k.startswith("chroma.sqlite3")} == {
+        k: v for k, v in before.items() if not k.startswith("chroma.sqlite3")
+    }
+    assert after["chroma.sqlite3"] == before["chroma.sqlite3"]
 
 
 def test_disk_full_while_the_rebuilt_index_is_written_rolls_back_on_the_full_disk(
