@@ -235,10 +235,14 @@ def fill(disk: Path) -> Path:
     return filler
 
 
-def run_into_full_disk(args: list[str | Path], point: str, signals: Path, disk: Path) -> tuple[ChopsResult, Path]:
-    """chops paused at failpoint `point`; the disk is filled there, then the run goes on. -> (result, filler)"""
+def run_into_full_disk(
+    args: list[str | Path], point: str, signals: Path, disk: Path, also: str = ""
+) -> tuple[ChopsResult, Path]:
+    """chops paused at failpoint `point`; the disk is filled there, then the run goes on (with the
+    failpoints in `also` set too). -> (result, filler)"""
     signals.mkdir(exist_ok=True)
-    env = {**os.environ, "COLUMNS": "200", "CHOPS_FAILPOINT": f"{point}=pause:{signals}"}
+    failpoints = ",".join(filter(None, [f"{point}=pause:{signals}", also]))
+    env = {**os.environ, "COLUMNS": "200", "CHOPS_FAILPOINT": failpoints}
     proc = subprocess.Popen(
         [sys.executable, "-m", "ops", *map(str, args)],
         stdout=subprocess.PIPE,
@@ -291,6 +295,32 @@ def test_disk_full_during_vacuum_rolls_back_on_the_full_disk(
     assert live_matches_backup(backup, persist) == []
     with closing(sqlite3.connect(f"file:{persist / 'chroma.sqlite3'}?mode=ro", uri=True)) as conn:
         assert conn.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+    filler.unlink()
+    assert chroma_snapshot(persist, tmp_path) == answers
+
+
+def test_kill_during_the_unjournaled_restore_on_a_full_disk_then_rollback(
+    walbloat_dir: BuiltDir, tmp_path: Path, small_disk: SmallDisk
+) -> None:
+    """kill -9 while the rollback copies pages without SQLite's journal (the database is torn then):
+    the run journal stays, every command refuses, and `chops rollback`, still on the full disk,
+    copies every page again: the original content, the same chromadb answers."""
+    persist = on_small_disk(walbloat_dir, small_disk)
+    answers = chroma_snapshot(persist, tmp_path)
+    before = content_state(persist)
+    args: list[str | Path] = ["wal", "clean", persist, "--yes", "--backup-root", tmp_path / "backups"]
+    r, filler = run_into_full_disk(
+        args, "wal_clean.vacuum", tmp_path / "signals", persist.parent, also="restore.unjournaled_step=kill"
+    )
+    assert r.code == -9, r.stderr
+    assert (persist / JOURNAL).exists()
+    line = assert_one_line_error(run_chops("db", "info", persist))
+    assert f"chops rollback {persist}" in line, line
+    r = run_chops("rollback", persist, "--yes")
+    assert r.code == 0, r.stderr
+    assert filler.exists()  # finished on the still-full disk
+    assert not (persist / JOURNAL).exists()
+    assert content_state(persist) == before
     filler.unlink()
     assert chroma_snapshot(persist, tmp_path) == answers
 

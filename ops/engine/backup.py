@@ -27,6 +27,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from ops import __version__
+from ops.engine import failpoints
 from ops.engine.fsutil import (
     CHUNK,
     atomic_write,
@@ -268,14 +269,23 @@ def restore_sqlite(backup: Path, live: Path) -> None:
         src.close()
 
 
+UNJOURNALED_STEP_PAGES = 256
+
+
 def _copy_pages(src: sqlite3.Connection, live: Path, rollback_journal: bool) -> None:
     dst = sqlite3.connect(live, timeout=30)
     try:
-        if not rollback_journal:
+        if rollback_journal:
+            src.backup(dst, pages=4096)
+        else:
             dst.execute("PRAGMA journal_mode = OFF")
-        src.backup(dst, pages=4096)
+            src.backup(dst, pages=UNJOURNALED_STEP_PAGES, progress=_unjournaled_step)
     finally:
         dst.close()
+
+
+def _unjournaled_step(status: int, remaining: int, total: int) -> None:
+    failpoints.hit("restore.unjournaled_step")
 
 
 def _journal_mode(live: Path) -> str:
