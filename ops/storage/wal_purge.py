@@ -19,6 +19,8 @@ from ops.storage.models import CollectionRecord
 from ops.storage.sysdb import read_segments
 
 _NEWEST_GUARD = "seq_id < (SELECT max(seq_id) FROM embeddings_queue)"
+_SIZE = "coalesce(length(vector), 0) + coalesce(length(metadata), 0) + length(id) + 40"
+"""Bytes a row takes, roughly (the plan's estimate of what deleting it frees)."""
 
 
 class PurgeTarget(BaseModel):
@@ -42,25 +44,42 @@ def collection_watermark(collection: CollectionRecord, segment_seq_ids: list[int
 
 
 def purge_targets(conn: sqlite3.Connection, collections: list[CollectionRecord]) -> list[PurgeTarget]:
-    """Every WAL topic with its deletable rows, collections first, then orphan topics."""
+    """Every WAL topic with its deletable rows, in topic order.
+
+    One scan of the table gives each topic's count, seq_id range and bytes; a topic whose watermark
+    falls inside its range (some rows applied, some not) is counted exactly with a second query.
+    """
     seq_ids: dict[str, list[int | None]] = {}
     for segment in read_segments(conn):
         seq_ids.setdefault(segment.collection_id, []).append(segment.max_seq_id)
     by_id = {c.id: c for c in collections}
+    newest = conn.execute(
+        f"SELECT max(seq_id), {_SIZE} FROM embeddings_queue WHERE seq_id = (SELECT max(seq_id) FROM embeddings_queue)"
+    ).fetchone()
+    newest_seq, newest_size = (int(newest[0]), int(newest[1])) if newest and newest[0] is not None else (None, 0)
     targets = []
-    for (topic,) in conn.execute("SELECT DISTINCT topic FROM embeddings_queue ORDER BY topic").fetchall():
+    for topic, rows, low, high, size in conn.execute(
+        f"SELECT topic, count(*), min(seq_id), max(seq_id), coalesce(sum({_SIZE}), 0) "
+        "FROM embeddings_queue GROUP BY topic ORDER BY topic"
+    ).fetchall():
         cid = str(topic).rsplit("/", 1)[-1]
         collection = by_id.get(cid)
         watermark = collection_watermark(collection, seq_ids.get(cid, [])) if collection else None
-        rows, deletable, size = _count(conn, str(topic), watermark)
+        holds_newest = high == newest_seq
+        if watermark is None or watermark > high:  # every row applied (the table's newest row stays)
+            deletable, deletable_bytes = int(rows) - holds_newest, int(size) - (newest_size if holds_newest else 0)
+        elif watermark <= low:
+            deletable, deletable_bytes = 0, 0
+        else:
+            _, deletable, deletable_bytes = _count(conn, str(topic), watermark)
         targets.append(
             PurgeTarget(
                 topic=str(topic),
                 collection=f"{collection.database}/{collection.name}" if collection else None,
                 watermark=watermark,
-                rows=rows,
+                rows=int(rows),
                 deletable=deletable,
-                deletable_bytes=size,
+                deletable_bytes=deletable_bytes,
             )
         )
     return targets
@@ -76,9 +95,7 @@ def _count(conn: sqlite3.Connection, topic: str, watermark: int | None) -> tuple
     rows = int(conn.execute("SELECT count(*) FROM embeddings_queue WHERE topic = ?", (topic,)).fetchone()[0])
     where, args = _condition(watermark)
     deletable, size = conn.execute(
-        "SELECT count(*), coalesce(sum(coalesce(length(vector), 0) + coalesce(length(metadata), 0)"
-        f" + length(id) + 40), 0) FROM embeddings_queue WHERE {where}",
-        (topic, *args),
+        f"SELECT count(*), coalesce(sum({_SIZE}), 0) FROM embeddings_queue WHERE {where}", (topic, *args)
     ).fetchone()
     return rows, int(deletable), int(size)
 
