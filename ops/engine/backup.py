@@ -255,7 +255,7 @@ def restore_sqlite(backup: Path, live: Path) -> None:
         try:
             _copy_pages(src, live, rollback_journal=True)
         except sqlite3.OperationalError as exc:
-            if not _sqlite_full(exc) or _journal_mode(live) == "wal":
+            if not sqlite_full(exc) or _journal_mode(live) == "wal":
                 raise  # locked, I/O error: the live file is a database; replacing it would not help
             # No room for SQLite's rollback journal of the restore (the pages overwrite pages in place
             # and need none). Safe without it: the run's own journal stays until this returns, so a
@@ -294,7 +294,8 @@ def _journal_mode(live: Path) -> str:
         return str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
 
 
-def _sqlite_full(exc: sqlite3.Error) -> bool:
+def sqlite_full(exc: sqlite3.Error) -> bool:
+    """SQLITE_FULL: the disk (or a quota) has no room for what SQLite had to write."""
     return getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL or "database or disk is full" in str(exc)
 
 

@@ -33,6 +33,7 @@ from ops.engine.backup import (
     read_manifest,
     remove_snapshot_folder,
     restore_backup,
+    sqlite_full,
     take_backup,
 )
 from ops.engine.chroma_check import ChromaVerification, require_matching_chromadb, verify_with_chroma
@@ -47,7 +48,6 @@ from ops.storage import PersistDir
 from ops.storage.persist_dir import validate_persist_dir
 
 BACKUP_SPACE_FACTOR = 1.1
-SQLITE_FULL = 13
 
 
 class RunOptions(BaseModel):
@@ -311,7 +311,7 @@ def _describe(exc: BaseException) -> str:
 
 def _disk_full(exc: BaseException) -> bool:
     if isinstance(exc, sqlite3.Error):
-        return getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL or "database or disk is full" in str(exc)
+        return sqlite_full(exc)
     if isinstance(exc, shutil.Error):  # copytree reports the errors of its files as text
         return os.strerror(errno.ENOSPC) in str(exc)
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
