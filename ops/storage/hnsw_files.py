@@ -128,16 +128,9 @@ the file is mapped into the process (mapped pages would count against its reside
 
 def level0_chunks(folder: Path, header: HnswHeader, start: int = 0) -> Iterator[tuple[int, RecordMatrix]]:
     """(first record number, records as an (n, size_data_per_element) byte matrix) over data_level0.bin."""
+    check_level0_file(folder, header)
     path = folder / LEVEL0_FILE
     width = header.size_data_per_element
-    need = header.cur_element_count * width
-    size = _size(path)
-    if size < need:
-        raise CorruptHnswFile(
-            f"{path} is truncated: {size} bytes, the header needs {need} "
-            f"({header.cur_element_count} records of {width})",
-            "rebuild the index (chops hnsw rebuild) or restore the folder from a backup",
-        )
     per_chunk = max(1, LEVEL0_CHUNK_BYTES // width)
     with path.open("rb", buffering=0) as f:
         for first in range(start, header.cur_element_count, per_chunk):
@@ -147,6 +140,19 @@ def level0_chunks(folder: Path, header: HnswHeader, start: int = 0) -> Iterator[
             if f.readinto(records.reshape(-1).data) != count * width:
                 raise CorruptHnswFile(f"{path} changed while it was read", "run the command again")
             yield first, records
+
+
+def check_level0_file(folder: Path, header: HnswHeader) -> None:
+    """data_level0.bin holds at least the header's cur_element_count records."""
+    path = folder / LEVEL0_FILE
+    need = header.cur_element_count * header.size_data_per_element
+    size = _size(path)
+    if size < need:
+        raise CorruptHnswFile(
+            f"{path} is truncated: {size} bytes, the header needs {need} "
+            f"({header.cur_element_count} records of {header.size_data_per_element})",
+            "rebuild the index (chops hnsw rebuild) or restore the folder from a backup",
+        )
 
 
 def read_records(folder: Path, header: HnswHeader, positions: npt.NDArray[np.int64]) -> RecordMatrix:

@@ -23,9 +23,9 @@ import numpy.typing as npt
 from ops.errors import CorruptHnswFile, OpsError
 from ops.storage.hnsw_files import (
     LENGTH_FILE,
-    LEVEL0_FILE,
     HnswHeader,
     RecordMatrix,
+    check_level0_file,
     check_side_files,
     level0_chunks,
     read_header,
@@ -106,10 +106,8 @@ def persist(index: Any, folder: Path) -> None:
     index.persist_dirty()
     try:
         header = read_header(folder)
+        check_level0_file(folder, header)
         check_side_files(folder, header)
-        size = (folder / LEVEL0_FILE).stat().st_size
-        if size < header.cur_element_count * header.size_data_per_element:
-            raise CorruptHnswFile(f"{LEVEL0_FILE} has {size} bytes for {header.cur_element_count} elements")
         if header.cur_element_count != index.get_current_count():
             raise CorruptHnswFile(f"the header counts {header.cur_element_count} elements, the index holds more")
     except CorruptHnswFile as exc:
