@@ -79,6 +79,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 import _venvs  # noqa: E402
 from bench_db_info import changed_files, file_state, machine_info, migrations, run_timed  # noqa: E402
+from bench_wal_clean import ours_status  # noqa: E402
 from make_dataset import COLLECTION, EXPECTED_MIGRATIONS  # noqa: E402
 
 VENV = "chromadb-ops-0.1.5"
@@ -182,22 +183,6 @@ def vector_segment(persist: Path, collection: str) -> str:
     if row is None:
         raise SystemExit(f"no vector segment for {collection!r} in {persist}")
     return str(row[0])
-
-
-def ours_status(py: str, env: dict, want_dir: Path) -> tuple[bool, str]:
-    probe = subprocess.run(
-        [py, "-c", "import ops, os; print(os.path.realpath(ops.__file__))"],
-        cwd=want_dir,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    if probe.returncode != 0:
-        return False, "`import ops` fails: " + (probe.stderr.strip().splitlines() or ["?"])[-1]
-    where = probe.stdout.strip()
-    if not where.startswith(str(want_dir) + os.sep):
-        return False, f"`import ops` resolves to {where}, not to {want_dir}"
-    return True, where
 
 
 def db_info(py: str, env: dict, cwd: Path, persist: Path) -> dict:

@@ -79,7 +79,14 @@ sys.path.insert(0, str(HERE))
 import _venvs  # noqa: E402
 from bench_db_info import EXPECTED_MIGRATIONS as MIGRATIONS_1_0_16  # noqa: E402
 from bench_db_info import migrations, run_timed  # noqa: E402
-from bench_wal_clean import child_env, cpu_busy_s, ours_status, tree_bytes, wait_quiet  # noqa: E402
+from bench_wal_clean import (  # noqa: E402
+    child_env,
+    cpu_busy_s,
+    machine_info,
+    ours_status,
+    tree_bytes,
+    wait_quiet,
+)
 
 VENV = "chromadb-ops-0.1.5"
 CPUS = 2
@@ -676,7 +683,7 @@ def main() -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     result["total_seconds"] = round(time.perf_counter() - t_setup, 1)
-    result["machine"] = machine_info()
+    result["machine"] = machine_info(HNSW_FILES, ("chromadb", "chroma-hnswlib", "numpy"))
     result["notes"] = notes
     result["verdict"] = verdict(result)
     args.json_out.write_text(json.dumps(result, indent=2) + "\n")
@@ -1163,48 +1170,12 @@ def command_str(cmd: list[str]) -> str:
     return text.replace(sys.executable, "python3").replace(str(Path.home()), "~")
 
 
-def machine_info() -> dict:
-    import importlib.metadata as md
-    import platform
-
-    cpu = None
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
-    dirty = subprocess.run(["git", "status", "--porcelain", "ops"], cwd=REPO, capture_output=True, text=True)
-    files = [
-        "ops/steps/hnsw_rebuild.py",
-        "ops/storage/hnsw_index.py",
-        "ops/steps/wal_commit.py",
-        "ops/storage/wal_apply.py",
-    ]
-    blobs = subprocess.run(["git", "hash-object", *files], cwd=REPO, capture_output=True, text=True)
-
-    def ver(pkg: str) -> str | None:
-        try:
-            return md.version(pkg)
-        except md.PackageNotFoundError:
-            return None
-
-    return {
-        "nproc": os.cpu_count(),
-        "cpu": cpu,
-        "mem_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-        "platform": platform.platform(),
-        "python": f"{sys.version.split()[0]} ({sys.executable})",
-        "chromadb": ver("chromadb"),
-        "chroma-hnswlib": ver("chroma-hnswlib"),
-        "numpy": ver("numpy"),
-        "repo_commit": git.stdout.strip() if git.returncode == 0 else None,
-        "ops_uncommitted": dirty.stdout.splitlines() if dirty.returncode == 0 else None,
-        "blob_of": dict(zip(files, blobs.stdout.split(), strict=False)),
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
+HNSW_FILES = [
+    "ops/steps/hnsw_rebuild.py",
+    "ops/storage/hnsw_index.py",
+    "ops/steps/wal_commit.py",
+    "ops/storage/wal_apply.py",
+]
 
 
 def _slim(r: dict) -> dict:

@@ -480,7 +480,7 @@ def main() -> int:
         "built_at": dataset.get("built_at"),
         "build_seconds": dataset.get("build_seconds"),
     }
-    machine = machine_info()
+    machine = machine_info(WAL_CLEAN_FILES)
     result = {
         "benchmark": "wal clean",
         "repeat": args.repeat,
@@ -600,7 +600,12 @@ def _slim(r: dict) -> dict:
     return out
 
 
-def machine_info() -> dict:
+WAL_CLEAN_FILES = ["ops/steps/wal_clean.py", "ops/storage/wal_purge.py", "ops/engine/runner.py"]
+
+
+def machine_info(files: list[str], packages: tuple[str, ...] = ("chromadb",)) -> dict:
+    """The machine, the installed versions of `packages`, the commit and the git blobs of `files`
+    (the code measured), for the JSON of every benchmark that imports it."""
     import importlib.metadata as md
     import platform
 
@@ -614,8 +619,14 @@ def machine_info() -> dict:
         pass
     git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
     dirty = subprocess.run(["git", "status", "--porcelain", "ops"], cwd=REPO, capture_output=True, text=True)
-    wal_files = ["ops/steps/wal_clean.py", "ops/storage/wal_purge.py", "ops/engine/runner.py"]
-    blobs = subprocess.run(["git", "hash-object", *wal_files], cwd=REPO, capture_output=True, text=True)
+    blobs = subprocess.run(["git", "hash-object", *files], cwd=REPO, capture_output=True, text=True)
+
+    def ver(pkg: str) -> str | None:
+        try:
+            return md.version(pkg)
+        except md.PackageNotFoundError:
+            return None
+
     return {
         "nproc": os.cpu_count(),
         "cpu": cpu,
@@ -623,10 +634,10 @@ def machine_info() -> dict:
         "platform": platform.platform(),
         "python": f"{sys.version.split()[0]} ({sys.executable})",
         "sqlite3_python": sqlite3.sqlite_version,
-        "chromadb": md.version("chromadb"),
+        **{pkg: ver(pkg) for pkg in packages},
         "repo_commit": git.stdout.strip() if git.returncode == 0 else None,
         "ops_uncommitted": dirty.stdout.splitlines() if dirty.returncode == 0 else None,
-        "blob_of": dict(zip(wal_files, blobs.stdout.split(), strict=False)),
+        "blob_of": dict(zip(files, blobs.stdout.split(), strict=False)),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
