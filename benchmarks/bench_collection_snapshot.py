@@ -79,7 +79,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 import _venvs  # noqa: E402
 from bench_db_info import changed_files, file_state, machine_info, migrations, run_timed  # noqa: E402
-from bench_wal_clean import ours_status  # noqa: E402
+from bench_wal_clean import cpu_busy_s, ours_status, wait_quiet  # noqa: E402
 from make_dataset import COLLECTION, EXPECTED_MIGRATIONS  # noqa: E402
 
 VENV = "chromadb-ops-0.1.5"
@@ -118,29 +118,6 @@ def log(msg: str) -> None:
 
 
 # --------------------------------------------------------------------------- machine noise
-
-
-def cpu_busy_s() -> float:
-    """CPU seconds all cores have spent busy since boot (/proc/stat; 0.0 where there is none)."""
-    try:
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    except OSError:
-        return 0.0
-    ticks = [int(x) for x in fields]
-    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
-    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def wait_quiet(max_busy_cores: float, max_wait_s: float) -> tuple[float, float]:
-    """Wait until other processes use < max_busy_cores over 1 s; (seconds waited, busy cores)."""
-    t0 = time.perf_counter()
-    while True:
-        b0, w0 = cpu_busy_s(), time.perf_counter()
-        time.sleep(1.0)
-        busy = (cpu_busy_s() - b0) / (time.perf_counter() - w0)
-        waited = time.perf_counter() - t0
-        if busy < max_busy_cores or waited >= max_wait_s:
-            return waited, busy
 
 
 def disturbed(r: dict) -> bool:
