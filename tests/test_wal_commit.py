@@ -45,6 +45,22 @@ def test_commit_closes_every_gap_and_chroma_answers_the_same(standard_dir: Built
         assert again["count"] == count + 4 and set(added["ids"]) <= set(again["records"])
 
 
+def test_index_created_by_commit_is_sized_to_its_adds_and_chroma_grows_it(standard_dir: BuiltDir) -> None:
+    path = standard_dir.path
+    assert run_chops("wal", "commit", path, "--yes", "--no-backup").code == 0
+    hnsw = run_chops("hnsw", "info", path, "-c", "pending", "--json").json()["collection"]["hnsw"]
+    assert (hnsw["allocated"], hnsw["max_elements"]) == (5, 1000)  # 5 adds: Chroma's minimum capacity
+    added = chroma("add", path, "default_database", "pending", "1500")  # past the capacity: Chroma resizes
+    assert added["count"] == 1505
+    again = chroma("snapshot", path)["default_database/pending"]
+    assert again["count"] == 1505 and set(added["ids"]) <= set(again["records"])
+    vector = again["records"]["probe-added-1499"]["embedding"]
+    top = chroma("query", path, "default_database", "pending", json.dumps([vector]), "1")
+    assert top["ids"][0][0] == "probe-added-1499"
+    grown = run_chops("hnsw", "info", path, "-c", "pending", "--json").json()["collection"]["hnsw"]
+    assert grown["allocated"] > 1000 and grown["max_elements"] >= grown["allocated"]  # grown past it on disk
+
+
 def test_commit_on_older_layouts(golden_dir: BuiltDir) -> None:
     path = golden_dir.path
     before = gaps(path)

@@ -8,6 +8,7 @@ that the runner commits.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ from ops.storage.wal_apply import IndexWriter, LabelBook
 
 COMMIT = "commit_wal"
 NEW_SUFFIX = ".chops-new"
+FRESH_MIN_CAPACITY = 1000  # Chroma's initial capacity of a new index
 
 
 class WalCommit(Step):
@@ -112,14 +114,15 @@ class WalCommit(Step):
                 effect = wal_apply.effect_of(book, row)
                 if effect is not None:
                     if index is None:
-                        index = _fresh_index(record, new_dir, len(effect.vector) if effect.vector is not None else 0)
+                        dim = len(effect.vector) if effect.vector is not None else 0
+                        index = _fresh_index(record, new_dir, dim, int(str(action.details["adds"])))
                         writer.index = index
                     writer.apply(effect)
                     ctx.progress.advance(0 if effect.delete else 1)
             writer.flush()
             ctx.progress.finish()
             if index is None:  # only skipped rows: an empty index keeps the folder consistent
-                index = _fresh_index(record, new_dir, record.dimension or 1)
+                index = _fresh_index(record, new_dir, record.dimension or 1, 0)
             hnsw_index.persist(index, new_dir)
         finally:
             if index is not None:
@@ -191,9 +194,11 @@ def _open_copy(pd: PersistDir, record: CollectionRecord, seg_dir: Path, new_dir:
     return hnsw_index.load_index(new_dir, record.hnsw_config.space, header.dimension, header.max_elements)
 
 
-def _fresh_index(record: CollectionRecord, folder: Path, dim: int) -> Any:
+def _fresh_index(record: CollectionRecord, folder: Path, dim: int, adds: int) -> Any:
+    """A new index with room for the planned adds and the layout's headroom (resize_factor), as
+    Chroma sizes an index it grows; hnswlib writes every allocated record, so no more than that."""
     cfg = record.hnsw_config
-    capacity = max(cfg.batch_size, 1000)
+    capacity = max(math.ceil(adds * max(cfg.resize_factor, 1.0)), FRESH_MIN_CAPACITY)
     return hnsw_index.new_index(cfg.space, record.dimension or dim, capacity, cfg.M, cfg.ef_construction, folder)
 
 
