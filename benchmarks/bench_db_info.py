@@ -103,19 +103,9 @@ def run_timed(cmd: list[str], env: dict, cwd: Path, timeout: float, keep: Path |
 
 
 def ours_status(py: str, env: dict) -> tuple[bool, str]:
-    probe = subprocess.run(
-        [py, "-c", "import ops, os; print(os.path.realpath(ops.__file__))"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    if probe.returncode != 0:
-        return False, "`import ops` fails from the repo root: " + (probe.stderr.strip().splitlines() or ["?"])[-1]
-    where = probe.stdout.strip()
-    if not where.startswith(str(REPO) + os.sep):
-        return False, f"`import ops` resolves to {where}, not to this repo"
-    return True, where
+    from bench_wal_clean import ours_status as resolves_into
+
+    return resolves_into(py, env, REPO)
 
 
 def machine_info(venv: _venvs.Venv) -> dict:

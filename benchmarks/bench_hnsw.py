@@ -655,9 +655,7 @@ def main() -> int:
     env.pop("ANONYMIZED_TELEMETRY", None)
     ours_dir = args.ours_src.resolve() if args.ours_src else REPO
     ours_env = child_env(ours_dir)  # children that import ops (phases) must get this tree, not an installed one
-    ok, where = (
-        ours_status(sys.executable, ours_env, ours_dir) if not args.ours_src else _ours_src_status(ours_env, ours_dir)
-    )
+    ok, where = ours_status(sys.executable, ours_env, ours_dir)
     if not ok:
         log(f"[bench] ours cannot be timed: {where}")
         return 1
@@ -689,20 +687,6 @@ def main() -> int:
     args.json_out.write_text(json.dumps(result, indent=2) + "\n")
     report(result, args)
     return 0
-
-
-def _ours_src_status(env: dict, src: Path) -> tuple[bool, str]:
-    probe = subprocess.run(
-        [sys.executable, "-c", "import ops, os; print(os.path.realpath(ops.__file__))"],
-        cwd=src,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    where = probe.stdout.strip()
-    if probe.returncode != 0 or not where.startswith(str(src) + os.sep):
-        return False, f"`import ops` resolves to {where or probe.stderr.strip()[-200:]}, not to {src}"
-    return True, where
 
 
 def noisy(r: dict, args) -> bool:
