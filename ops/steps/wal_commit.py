@@ -108,14 +108,15 @@ class WalCommit(Step):
         try:
             writer = IndexWriter(index=index, threads=self.threads, resize_factor=record.hnsw_config.resize_factor)
             writer.present.update(book.label_to_id)
-            total = int(str(action.details["adds"])) + int(str(action.details["updates"]))
+            adds = int(str(action.details["adds"]))
+            total = adds + int(str(action.details["updates"]))
             ctx.progress.start(f"committing {record.name}", max(total, 1))
             for row in wal_apply.pending_rows(pd.conn, str(action.details["topic"]), segment.max_seq_id):
                 effect = wal_apply.effect_of(book, row)
                 if effect is not None:
                     if index is None:
                         dim = len(effect.vector) if effect.vector is not None else 0
-                        index = _fresh_index(record, new_dir, dim, int(str(action.details["adds"])))
+                        index = _fresh_index(record, new_dir, dim, adds)
                         writer.index = index
                     writer.apply(effect)
                     ctx.progress.advance(0 if effect.delete else 1)
