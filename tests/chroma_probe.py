@@ -6,6 +6,7 @@
     python -m tests.chroma_probe contains DIR DB NAME S  ids whose document contains S
     python -m tests.chroma_probe config DIR DB NAME      the collection's configuration as chromadb reports it
     python -m tests.chroma_probe query DIR DB NAME JSON K  query with the given embeddings
+    python -m tests.chroma_probe findable DIR DB NAME FILE  count, get and self-query of {id: vector} in FILE
 
 Each call is its own process, so each one opens the directory fresh ("after reopening").
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -80,6 +82,18 @@ def query(path: str, database: str, name: str, embeddings_json: str, k: int) -> 
     return {"ids": res["ids"], "distances": res["distances"], "count": collection.count()}
 
 
+def findable(path: str, database: str, name: str, spec: str) -> dict[str, Any]:
+    """Given {id: vector}: the count, ids `get` does not return, and ids whose own vector does not
+    find them first with `query` (a record the index lost)."""
+    vectors: dict[str, list[float]] = json.loads(Path(spec).read_text())
+    collection = _client(path, database).get_collection(name)
+    ids = list(vectors)
+    got = set(collection.get(ids=ids)["ids"])
+    res = collection.query(query_embeddings=list(vectors.values()), n_results=1)
+    lost = [i for i, hit in zip(ids, res["ids"], strict=True) if hit[:1] != [i]]
+    return {"count": collection.count(), "missing_get": sorted(set(ids) - got), "not_found_by_query": lost}
+
+
 def config(path: str, database: str, name: str) -> dict[str, Any]:
     collection = _client(path, database).get_collection(name)
     return {"configuration": json.loads(json.dumps(collection.configuration, default=str))}
@@ -93,6 +107,8 @@ def main(argv: list[str]) -> int:
         result = add(path, rest[0], rest[1], int(rest[2]))
     elif command == "query":
         result = query(path, rest[0], rest[1], rest[2], int(rest[3]))
+    elif command == "findable":
+        result = findable(path, rest[0], rest[1], rest[2])
     elif command == "contains":
         result = contains(path, rest[0], rest[1], rest[2])
     else:

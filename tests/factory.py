@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import sys
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,7 +123,7 @@ def walbloat(out: Path) -> dict[str, Any]:
         f"import chromadb; chromadb.PersistentClient(path={str(out)!r}).create_collection("
         f"'bloat', configuration={configured('l2')!r})"
     )
-    with sqlite3.connect(out / "chroma.sqlite3") as conn:
+    with closing(sqlite3.connect(out / "chroma.sqlite3")) as conn, conn:
         conn.execute(
             "UPDATE embeddings_queue_config SET config_json_str = "
             '\'{"automatically_purge":false,"_type":"EmbeddingsQueueConfigurationInternal"}\''

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ def assert_one_line_error(result_code: int, stderr: str, *fragments: str) -> Non
 
 
 def segment_folder(built: BuiltDir, name: str) -> Path:
-    with sqlite3.connect(f"file:{built.path / 'chroma.sqlite3'}?mode=ro", uri=True) as conn:
+    with closing(sqlite3.connect(f"file:{built.path / 'chroma.sqlite3'}?mode=ro", uri=True)) as conn, conn:
         row = conn.execute(
             "SELECT s.id FROM segments s JOIN collections c ON s.collection = c.id "
             "WHERE c.name = ? AND s.scope = 'VECTOR'",
@@ -66,14 +67,14 @@ def test_corrupt_sqlite_page(standard_dir: BuiltDir) -> None:
 
 
 def test_sqlite_without_chroma_tables(tmp_path: Path) -> None:
-    with sqlite3.connect(tmp_path / "chroma.sqlite3") as conn:
+    with closing(sqlite3.connect(tmp_path / "chroma.sqlite3")) as conn, conn:
         conn.execute("CREATE TABLE something (x)")
     r = run_chops("db", "info", tmp_path)
     assert_one_line_error(r.code, r.stderr, "lacks the table(s)", "migrations")
 
 
 def test_unknown_future_layout_warns_and_reads(standard_dir: BuiltDir) -> None:
-    with sqlite3.connect(standard_dir.path / "chroma.sqlite3") as conn:
+    with closing(sqlite3.connect(standard_dir.path / "chroma.sqlite3")) as conn, conn:
         cols = [r[1] for r in conn.execute("PRAGMA table_info(migrations)")]
         row = conn.execute("SELECT * FROM migrations WHERE dir = 'sysdb' ORDER BY version DESC LIMIT 1").fetchone()
         values = dict(zip(cols, row, strict=True))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 from tests.conftest import BuiltDir, chroma, chroma_snapshot, run_chops, tree_state
@@ -85,7 +86,7 @@ def test_tampered_snapshots_are_refused(standard_dir: BuiltDir, tmp_path: Path) 
     for name, statement in cases.items():
         bad = tmp_path / f"{name}.snapshot"
         bad.write_bytes(snap.read_bytes())
-        with sqlite3.connect(bad) as conn:
+        with closing(sqlite3.connect(bad)) as conn, conn:
             conn.execute(statement)
         r = run_chops("collection", "restore", path, "-i", bad, "--as", f"x-{name}", "--yes")
         assert r.code == 1, (name, r.stderr)
@@ -137,7 +138,7 @@ def test_db_snapshot_and_restore(standard_dir: BuiltDir, tmp_path: Path) -> None
 def test_snapshot_of_another_format_is_one_line(standard_dir: BuiltDir, tmp_path: Path) -> None:
     snap = tmp_path / "frag.snapshot"
     snapshot(standard_dir.path, "frag", snap)
-    with sqlite3.connect(snap) as conn:
+    with closing(sqlite3.connect(snap)) as conn, conn:
         conn.execute("ALTER TABLE chunks RENAME COLUMN codec TO encoding")  # a file whose columns differ
     r = run_chops("collection", "restore", standard_dir.path, "-i", snap, "--as", "x", "--yes")
     assert r.code == 1 and "not a readable chops collection snapshot" in r.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from contextlib import closing
 
 from tests.conftest import BuiltDir, run_chops, tree_state
 
@@ -11,7 +12,7 @@ HNSW_KEYS = {"allocated", "deleted", "fragmentation", "space", "M", "ef_construc
 
 
 def wal_rows(path: BuiltDir, collection_id: str) -> int:
-    with sqlite3.connect(f"file:{path.path / 'chroma.sqlite3'}?mode=ro", uri=True) as conn:
+    with closing(sqlite3.connect(f"file:{path.path / 'chroma.sqlite3'}?mode=ro", uri=True)) as conn, conn:
         return int(
             conn.execute(
                 "SELECT count(*) FROM embeddings_queue WHERE topic LIKE ?", (f"%/{collection_id}",)
@@ -20,7 +21,7 @@ def wal_rows(path: BuiltDir, collection_id: str) -> int:
 
 
 def vector_segment_id(path: BuiltDir, collection_id: str) -> str:
-    with sqlite3.connect(f"file:{path.path / 'chroma.sqlite3'}?mode=ro", uri=True) as conn:
+    with closing(sqlite3.connect(f"file:{path.path / 'chroma.sqlite3'}?mode=ro", uri=True)) as conn, conn:
         return str(
             conn.execute(
                 "SELECT id FROM segments WHERE collection = ? AND scope = 'VECTOR'", (collection_id,)

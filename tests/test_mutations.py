@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 from tests.conftest import BuiltDir, chroma, chroma_snapshot, run_chops, tree_state
 
 
 def sql(path: Path, query: str, *args: object) -> list[tuple[object, ...]]:
-    with sqlite3.connect(f"file:{path / 'chroma.sqlite3'}?mode=ro", uri=True) as conn:
+    with closing(sqlite3.connect(f"file:{path / 'chroma.sqlite3'}?mode=ro", uri=True)) as conn, conn:
         return conn.execute(query, args).fetchall()
 
 
@@ -110,7 +111,7 @@ def test_fts_rebuild_repairs_a_missing_table(standard_dir: BuiltDir, tmp_path: P
     expected = chroma("contains", _copy(path, tmp_path / "a"), "default_database", "frag", "cats")["ids"]
     assert expected
     assert plan_actions(path, "fts", "rebuild") == []  # healthy: nothing to do
-    with sqlite3.connect(path / "chroma.sqlite3") as conn:
+    with closing(sqlite3.connect(path / "chroma.sqlite3")) as conn, conn:
         conn.execute("DROP TABLE embedding_fulltext_search")
     broken = chroma("contains", _copy(path, tmp_path / "b"), "default_database", "frag", "cats")
     assert "embedding_fulltext_search" in broken.get("error", "")

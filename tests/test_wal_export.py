@@ -17,6 +17,7 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -143,7 +144,7 @@ def known_master(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Every write of WRITES, through chromadb, with automatic purge off: all rows stay in the WAL."""
     path = tmp_path_factory.mktemp("known") / "persist"
     chroma_child(CREATE, str(path))
-    with sqlite3.connect(path / "chroma.sqlite3") as conn:
+    with closing(sqlite3.connect(path / "chroma.sqlite3")) as conn, conn:
         conn.execute("UPDATE embeddings_queue_config SET config_json_str = ?", (PURGE_OFF,))
     chroma_child(WRITE, str(path), json.dumps(WRITES))
     return path
@@ -182,7 +183,7 @@ def export_lines(persist_dir: Path, tmp_path: Path) -> tuple[list[dict[str, Any]
 
 
 def sqlite_rows(persist_dir: Path, sql: str, *params: Any) -> list[Any]:
-    with sqlite3.connect(f"file:{persist_dir / 'chroma.sqlite3'}?mode=ro", uri=True) as conn:
+    with closing(sqlite3.connect(f"file:{persist_dir / 'chroma.sqlite3'}?mode=ro", uri=True)) as conn, conn:
         return conn.execute(sql, params).fetchall()
 
 
@@ -280,7 +281,7 @@ def test_walbloat_export(walbloat_dir: BuiltDir, tmp_path: Path) -> None:
 
 def test_rows_of_a_collection_that_no_longer_exists(known_dir: Path, tmp_path: Path) -> None:
     gone = "00000000-dead-4000-8000-000000000000"
-    with sqlite3.connect(known_dir / "chroma.sqlite3") as conn:
+    with closing(sqlite3.connect(known_dir / "chroma.sqlite3")) as conn, conn:
         conn.execute(
             "INSERT INTO embeddings_queue (operation, topic, id, vector, encoding, metadata) "
             "SELECT operation, ?, id, vector, encoding, metadata FROM embeddings_queue ORDER BY seq_id LIMIT 1",
@@ -405,7 +406,7 @@ def test_file_is_replaced_only_when_the_export_succeeds(known_dir: Path, tmp_pat
     out_dir.mkdir()
     out = out_dir / "wal.jsonl"
     out.write_bytes(b"old\n")
-    with sqlite3.connect(known_dir / "chroma.sqlite3") as conn:
+    with closing(sqlite3.connect(known_dir / "chroma.sqlite3")) as conn, conn:
         last = "(SELECT max(seq_id) FROM embeddings_queue)"
         conn.execute(f"UPDATE embeddings_queue SET encoding = 'FLOAT64' WHERE seq_id = {last}")
     with pytest.raises(CorruptDatabase) as err:
@@ -413,7 +414,7 @@ def test_file_is_replaced_only_when_the_export_succeeds(known_dir: Path, tmp_pat
     assert "seq_id" in err.value.one_line() and "'FLOAT64'" in err.value.one_line()
     assert out.read_bytes() == b"old\n"
     assert [p.name for p in out_dir.iterdir()] == ["wal.jsonl"]  # no temp file left behind
-    with sqlite3.connect(known_dir / "chroma.sqlite3") as conn:
+    with closing(sqlite3.connect(known_dir / "chroma.sqlite3")) as conn, conn:
         conn.execute("UPDATE embeddings_queue SET encoding = 'FLOAT32' WHERE encoding = 'FLOAT64'")
     report = export_wal(str(known_dir), str(out))
     assert report.entries == len(out.read_bytes().splitlines()) == len(expected_rows())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from contextlib import closing
 
 from tests.conftest import BuiltDir, run_chops
 
@@ -11,7 +12,7 @@ def test_wal_info_matches_sqlite(standard_dir: BuiltDir) -> None:
     r = run_chops("wal", "info", standard_dir.path, "--json")
     assert r.code == 0, r.stderr
     report = r.json()
-    with sqlite3.connect(f"file:{standard_dir.path / 'chroma.sqlite3'}?mode=ro", uri=True) as conn:
+    with closing(sqlite3.connect(f"file:{standard_dir.path / 'chroma.sqlite3'}?mode=ro", uri=True)) as conn, conn:
         total = conn.execute("SELECT count(*) FROM embeddings_queue").fetchone()[0]
         purge = conn.execute("SELECT config_json_str FROM embeddings_queue_config").fetchone()[0]
         per_op = {

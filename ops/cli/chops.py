@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
 from ops import __version__
 from ops.cli import commands
 from ops.cli.commands import MutationOptions, Output
+from ops.engine.live_policy import LiveOptions
 from ops.engine.lock import DEFAULT_LOCK_TIMEOUT_S
 
 
@@ -89,12 +90,39 @@ def _mutation(p: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="how long to retry a database another process holds (default: %(default)s)",
     )
+    _live(p)
     p.add_argument(
         "--chroma-verify",
         action="store_true",
         help="after our checks, the installed chromadb (of this dir's layout only) must answer on a scratch copy",
     )
     _json(p)
+
+
+def _live(p: argparse.ArgumentParser) -> None:
+    """How a change treats a running Chroma (see README: "Beside a running Chroma")."""
+    p.add_argument(
+        "--allow-live",
+        action="store_true",
+        help="run beside a running Chroma (only steps proven safe beside one: db clean, db snapshot, fts rebuild, "
+        "collection snapshot, collection restore --as)",
+    )
+    p.add_argument(
+        "--allow-unchecked",
+        action="store_true",
+        help="go on when some processes could not be checked for open files (run as root to check them all)",
+    )
+    p.add_argument(
+        "--chroma-url",
+        default=os.environ.get("CHOPS_CHROMA_URL"),
+        metavar="URL",
+        help="a Chroma server to ask before changing anything; refused while it answers "
+        "(for a server /proc cannot see; default: $CHOPS_CHROMA_URL)",
+    )
+
+
+def live_options(a: argparse.Namespace) -> LiveOptions:
+    return LiveOptions(allow_live=a.allow_live, allow_unchecked=a.allow_unchecked, chroma_url=a.chroma_url)
 
 
 def _runtime_options(p: argparse.ArgumentParser) -> None:
@@ -124,6 +152,9 @@ def mutation_options(a: argparse.Namespace) -> MutationOptions:
         keep_backups=a.keep_backups,
         lock_timeout=a.lock_timeout,
         chroma_verify=a.chroma_verify,
+        allow_live=a.allow_live,
+        allow_unchecked=a.allow_unchecked,
+        chroma_url=a.chroma_url,
     )
 
 
@@ -331,9 +362,12 @@ def _add_backup(groups: Groups) -> None:
     rollback.add_argument("--backup", dest="backup_id", help="backup id to restore (default: the latest)")
     rollback.add_argument("--backup-root", default=os.environ.get("CHOPS_BACKUP_ROOT"), help="where backups are")
     rollback.add_argument("-y", "--yes", action="store_true", help="do not ask")
+    _live(rollback)
     _json(rollback)
     rollback.set_defaults(
-        run=lambda a: commands.rollback(a.persist_dir, a.backup_id, a.backup_root, a.yes, Output(a.json))
+        run=lambda a: commands.rollback(
+            a.persist_dir, a.backup_id, a.backup_root, a.yes, Output(a.json), live_options(a)
+        )
     )
 
 

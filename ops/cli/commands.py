@@ -17,13 +17,15 @@ from pydantic import BaseModel
 from rich.console import Console
 
 from ops.engine.fsutil import atomic_write
+from ops.engine.live import holders_line
+from ops.engine.live_policy import LiveOptions
 from ops.engine.lock import DEFAULT_LOCK_TIMEOUT_S
 from ops.engine.plan import Plan
 from ops.engine.runner import RollbackResult, RunOptions, RunResult, run_step
 from ops.engine.runner import rollback as run_rollback
 from ops.engine.step import Step, run_read_only
 from ops.errors import BadInput, OpsError
-from ops.pipeline.maintain import apply_plan_file, plan_pipeline, read_plan_file
+from ops.pipeline.maintain import apply_plan_file, plan_may_run_live, plan_pipeline, read_plan_file
 from ops.report import json_out, tables
 from ops.report.progress import RichProgress
 from ops.steps.backup_list import backup_list as list_backup_report
@@ -58,10 +60,16 @@ class Output:
     console: Console = field(default_factory=Console)
 
     def emit(self, report: ReportT, render: Callable[[Console, ReportT], None]) -> None:
+        for line in getattr(report, "live_warnings", []):
+            warn(line)
         if self.as_json:
             json_out.write(report, sys.stdout.buffer)
         else:
             render(self.console, report)
+
+
+def warn(line: str) -> None:
+    print(f"chops: warning: {line}", file=sys.stderr)
 
 
 def split_names(values: Iterable[str] | None) -> list[str]:
@@ -128,9 +136,15 @@ class MutationOptions:
     keep_backups: int = 5
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S
     chroma_verify: bool = False
+    allow_live: bool = False
+    allow_unchecked: bool = False
+    chroma_url: str | None = None
 
     def run_options(self) -> RunOptions:
         return RunOptions(
+            allow_live=self.allow_live,
+            allow_unchecked=self.allow_unchecked,
+            chroma_url=self.chroma_url,
             plan_only=self.plan_only,
             backup=self.backup,
             backup_root=Path(self.backup_root).resolve() if self.backup_root else None,
@@ -159,7 +173,10 @@ def mutate(make_step: Callable[[], Step], persist_dir: str, options: MutationOpt
     step = make_step()
     progress = RichProgress() if sys.stderr.isatty() and not out.as_json else None
     result = run_step(step, persist_dir, options.run_options(), confirmer(options.yes, out), progress)
+    for line in [] if result.applied else result.notes:
+        warn(line)
     if options.plan_only:
+        _warn_live(result.plan, step.may_run_live())
         sys.stdout.buffer.write(result.plan.to_json() + b"\n")
         sys.stdout.flush()
         return EXIT_OK if result.plan.is_empty else EXIT_CHANGES_PLANNED
@@ -171,6 +188,17 @@ def mutate(make_step: Callable[[], Step], persist_dir: str, options: MutationOpt
         return EXIT_OK
     out.emit(result, tables.print_run_result)
     return EXIT_OK
+
+
+def _warn_live(plan: Plan, may_run_live: bool) -> None:
+    writers = [p for p in plan.live_processes if p.writes]
+    if not writers:
+        return
+    if plan.is_empty:
+        then = "it may hold writes in memory that are not in the files yet"
+    else:
+        then = "applying this plan " + ("needs --allow-live" if may_run_live else "is refused until it stops")
+    warn(f"{holders_line(writers, plan.persist_dir)}: {then}")
 
 
 def db_clean(persist_dir: str, options: MutationOptions, out: Output | None = None) -> int:
@@ -191,6 +219,8 @@ def wal_export(persist_dir: str, out_path: str | None) -> int:
     report = export_wal(persist_dir, out_path)
     ops = ", ".join(f"{k} {v:,}" for k, v in sorted(report.operations.items())) or "no entries"
     where = out_path if out_path and out_path != "-" else "stdout"
+    for line in report.live_warnings:
+        warn(line)
     print(f"exported {report.entries:,} WAL entries ({ops}) to {where}", file=sys.stderr)
     return EXIT_OK
 
@@ -254,6 +284,7 @@ def maintain(
         return _report_result(result, out)
     plan = plan_pipeline(persist_dir, pipeline, options.run_options().backup_root)
     if options.plan_only:
+        _warn_live(plan, may_run_live=plan_may_run_live(plan))
         if out_path:
             atomic_write(Path(out_path), plan.to_json() + b"\n")
             print(f"plan written to {out_path} ({_summary(plan)})", file=sys.stderr)
@@ -340,14 +371,19 @@ def backup_list(persist_dir: str, backup_root: str | None, out: Output | None = 
 
 
 def rollback(
-    persist_dir: str, backup_id: str | None, backup_root: str | None, yes: bool, out: Output | None = None
+    persist_dir: str,
+    backup_id: str | None,
+    backup_root: str | None,
+    yes: bool,
+    out: Output | None = None,
+    live: LiveOptions | None = None,
 ) -> int:
     out = out or Output()
     if not yes and not sys.stdin.isatty():
         raise BadInput("rollback needs confirmation and stdin is not a terminal", "re-run with --yes")
     if not yes and input(f"Restore {persist_dir} from its backup? [y/N] ").strip().lower() not in ("y", "yes"):
         raise OpsError("aborted by the user", "nothing changed")
-    result = run_rollback(persist_dir, Path(backup_root).resolve() if backup_root else None, backup_id)
+    result = run_rollback(persist_dir, Path(backup_root).resolve() if backup_root else None, backup_id, live)
     out.emit(result, _print_rollback)
     return EXIT_OK
 

@@ -7,6 +7,7 @@ invoke.yaml, or the environment variable INVOKE_CHOPS_PERSIST_DIR.
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,7 @@ from invoke.tasks import Task, task
 
 from ops.cli import commands
 from ops.cli.commands import Output
+from ops.engine.live_policy import LiveOptions
 from ops.errors import BadInput
 
 PERSIST_DIR_HELP = "the Chroma persist directory (default: config chops.persist_dir / INVOKE_CHOPS_PERSIST_DIR)"
@@ -31,6 +33,11 @@ def resolve_persist_dir(c: Context, persist_dir: str | None) -> str:
             "pass --persist-dir DIR, set chops.persist_dir in invoke.yaml, or export INVOKE_CHOPS_PERSIST_DIR",
         )
     return str(value)
+
+
+def resolve_chroma_url(c: Context, given: str | None) -> str | None:
+    """--chroma-url, else invoke configuration chops.chroma_url, else $CHOPS_CHROMA_URL."""
+    return given or c.config.get("chops", {}).get("chroma_url") or os.environ.get("CHOPS_CHROMA_URL")
 
 
 def required(value: str | None, flag: str) -> str:
@@ -156,6 +163,10 @@ MUTATION_HELP = {
     "keep-backups": "backups to keep (default 5)",
     "lock-timeout": "seconds to retry a database another process holds (default 10)",
     "chroma-verify": "after our checks, the installed chromadb (of this dir's layout only) must answer on a copy",
+    "allow-live": "run beside a running Chroma (only steps proven safe beside one)",
+    "allow-unchecked": "go on when some processes could not be checked for open files",
+    "chroma-url": "a Chroma server to ask first; refused while it answers (default: config chops.chroma_url "
+    "/ CHOPS_CHROMA_URL)",
     "json": "print JSON",
 }
 # The options every changing task takes, with their defaults (invoke derives flag kinds from them).
@@ -169,6 +180,9 @@ SHARED_OPTIONS: dict[str, Any] = {
     "keep_backups": 5,
     "lock_timeout": 10,
     "chroma_verify": False,
+    "allow_live": False,
+    "allow_unchecked": False,
+    "chroma_url": None,
     "json": False,
 }
 BACKUP_OPTIONS = ("backup", "backup_root", "keep_backups")
@@ -206,6 +220,9 @@ def mutating(
                     keep_backups=given.get("keep_backups", 5),
                     lock_timeout=given["lock_timeout"],
                     chroma_verify=given["chroma_verify"],
+                    allow_live=given["allow_live"],
+                    allow_unchecked=given["allow_unchecked"],
+                    chroma_url=resolve_chroma_url(c, given["chroma_url"]),
                 )
                 job = Mutation(resolve_persist_dir(c, given["persist_dir"]), opts, Output(given["json"]))
                 return fn(c, job, **kwargs)
@@ -364,6 +381,8 @@ def backups(c: Context, persist_dir: str | None = None, backup_root: str | None 
         "backup-root": "where backups are",
         "yes": "do not ask",
         "json": "print JSON",
+        "allow-unchecked": MUTATION_HELP["allow-unchecked"],
+        "chroma-url": MUTATION_HELP["chroma-url"],
     }
 )
 def rollback(
@@ -373,9 +392,12 @@ def rollback(
     backup_root: str | None = None,
     yes: bool = False,
     json: bool = False,
+    allow_unchecked: bool = False,
+    chroma_url: str | None = None,
 ) -> None:
     """Finish an interrupted run by restoring its backup, or restore the latest backup."""
-    finish(lambda: commands.rollback(resolve_persist_dir(c, persist_dir), backup, backup_root, yes, Output(json)))
+    live = LiveOptions(allow_unchecked=allow_unchecked, chroma_url=resolve_chroma_url(c, chroma_url))
+    finish(lambda: commands.rollback(resolve_persist_dir(c, persist_dir), backup, backup_root, yes, Output(json), live))
 
 
 @mutating(

@@ -10,11 +10,13 @@ An empty plan is one whose steps have no actions.
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict, JsonValue, ValidationError
 
 from ops import __version__
+from ops.engine.live import LiveProcess
 from ops.errors import BadInput
 
 PLAN_FORMAT_VERSION = 1
@@ -31,6 +33,19 @@ class Action(BaseModel):
     after: JsonValue = None
     details: dict[str, JsonValue] = {}
     """Estimates and context for a reviewer (bytes reclaimed, duration class, ...)."""
+
+    def exact(self) -> Action:
+        """The action without its estimates (keys ending in `_estimate`, and `duration`): what
+        applying compares with the reviewed plan, since estimates move with every write."""
+        return self.model_copy(
+            update={"before": _exact(self.before), "after": _exact(self.after), "details": _exact(self.details)}
+        )
+
+
+def _exact(value: JsonValue) -> Any:
+    if not isinstance(value, dict):
+        return value
+    return {k: v for k, v in value.items() if not k.endswith("_estimate") and k != "duration"}
 
 
 class StepPlan(BaseModel):
@@ -66,7 +81,7 @@ class StateFingerprint(BaseModel):
     components: dict[str, str]
 
 
-_OPTIONAL_TOP = ("pipeline", "fingerprint", "digest")
+_OPTIONAL_TOP = ("pipeline", "fingerprint", "digest", "live_processes")
 _OPTIONAL_STEP = ("params", "selection")
 
 
@@ -81,6 +96,9 @@ class Plan(BaseModel):
     pipeline: PipelineRef | None = None
     fingerprint: StateFingerprint | None = None
     """The state the plan was computed on; applying refuses if it changed."""
+    live_processes: list[LiveProcess] = []
+    """Processes (a running Chroma) that held the persist dir while planning: applying is refused
+    while one does, unless every step may run beside it and --allow-live is given."""
     digest: str | None = None
     """sha256 of the plan without this field: an edited plan no longer matches it."""
 
@@ -99,7 +117,7 @@ class Plan(BaseModel):
         Optional parts that are unset are left out, so a single command's plan stays minimal."""
         data = self.model_dump(mode="json")
         for key in _OPTIONAL_TOP:
-            if data.get(key) is None:
+            if not data.get(key):
                 data.pop(key, None)
         for step in data["steps"]:
             for key in _OPTIONAL_STEP:

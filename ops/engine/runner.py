@@ -39,6 +39,8 @@ from ops.engine.backup import (
 from ops.engine.chroma_check import ChromaVerification, require_matching_chromadb, verify_with_chroma
 from ops.engine.fsutil import remove_tree
 from ops.engine.journal import Journal, close_journal, read_journal, refuse_if_unfinished
+from ops.engine.live import LiveScan, scan
+from ops.engine.live_policy import LiveOptions, check_url, precheck_live, refuse_live
 from ops.engine.lock import DEFAULT_LOCK_TIMEOUT_S, acquire_write_lock
 from ops.engine.plan import Plan, StepPlan
 from ops.engine.progress import NoProgress, ProgressSink
@@ -50,7 +52,7 @@ from ops.storage.persist_dir import validate_persist_dir
 BACKUP_SPACE_FACTOR = 1.1
 
 
-class RunOptions(BaseModel):
+class RunOptions(LiveOptions):
     plan_only: bool = False
     backup: bool = True
     backup_root: Path | None = None
@@ -98,24 +100,28 @@ def refuse_unknown_layout(pd: PersistDir) -> None:
         )
 
 
-def plan_step(step: Step, persist_dir: str | Path) -> tuple[Plan, Path]:
+def plan_step(step: Step, persist_dir: str | Path) -> tuple[Plan, Path, LiveScan]:
     root = open_for_change(persist_dir)
     with PersistDir.open(root) as pd:
         refuse_unknown_layout(pd)
         ctx = StepContext(persist_dir=pd)
         step.precheck(ctx)
-        plan = Plan(persist_dir=str(root), layout=pd.layout.name, steps=[step.plan(ctx)])
-    return plan, root
+        plan_of_step = step.plan(ctx)
+    found = scan(root)
+    plan = Plan(persist_dir=str(root), layout=pd.layout.name, steps=[plan_of_step], live_processes=found.processes)
+    return plan, root, found
 
 
 def run_step(
     step: Step, persist_dir: str | Path, options: RunOptions, confirm: Confirm, progress: ProgressSink | None = None
 ) -> RunResult:
-    plan, root = plan_step(step, persist_dir)
+    plan, root, found = plan_step(step, persist_dir)
     if options.plan_only or plan.is_empty:
-        return RunResult(plan=plan, applied=False)
+        return RunResult(plan=plan, applied=False, notes=found.warnings())
+    notes = check_url([step], options) + refuse_live(root, [step], options, found)  # before asking
     confirm(plan)
-    return apply_plan([step], plan, root, options, progress)
+    result = apply_plan([step], plan, root, options, progress, found=found)
+    return result.model_copy(update={"notes": notes + result.notes})
 
 
 def apply_plan(
@@ -125,14 +131,19 @@ def apply_plan(
     options: RunOptions,
     progress: ProgressSink | None = None,
     precondition: Callable[[PersistDir], None] | None = None,
+    found: LiveScan | None = None,
 ) -> RunResult:
     """Apply planned steps in order under one lock, one journal and one backup; all or nothing.
 
     Each step is planned again under the lock (after the steps before it) and must plan exactly
     the reviewed actions, else the run stops and rolls back. `precondition` runs under the lock
-    before anything changes (the pipeline's fingerprint check).
+    before anything changes (the pipeline's fingerprint check). A running Chroma is looked for
+    before (unless the caller just did: `found`) and again under the lock.
     """
     pairs = [(step, sp) for step, sp in zip(steps, plan.steps, strict=True) if not sp.is_empty]
+    applying = [step for step, _ in pairs]
+    if found is None:
+        precheck_live(root, applying, options)
     touched = _union([step.touches(sp) for step, sp in pairs])
     backup_root = options.backup_root or default_backup_root(root)
     use_backup = options.backup and bool(touched.sqlite or touched.folders)
@@ -145,6 +156,8 @@ def apply_plan(
     check_space(root, backup_root, backup_bytes, extra)
     writer = acquire_write_lock(root / "chroma.sqlite3", options.lock_timeout_s)
     try:
+        if options.look_for_chroma:
+            refuse_live(root, applying, options, scan(root))  # a Chroma that started meanwhile
         if precondition is not None:
             precondition(PersistDir.over(root, writer))
         _check_still_planned(*pairs[0], root, writer)
@@ -214,7 +227,8 @@ def _apply_one(
 
 
 def _check_still_planned(step: Step, step_plan: StepPlan, root: Path, writer: sqlite3.Connection) -> None:
-    if step.plan(StepContext(persist_dir=PersistDir.over(root, writer))).actions != step_plan.actions:
+    now = step.plan(StepContext(persist_dir=PersistDir.over(root, writer))).actions
+    if [a.exact() for a in now] != [a.exact() for a in step_plan.actions]:
         raise StalePlan(
             f"{root} changed since the plan was made ({step.name} would now plan differently)",
             "plan again and review the new plan",
@@ -323,9 +337,13 @@ class RollbackResult(BaseModel):
     unfinished_run: str | None
 
 
-def rollback(persist_dir: str | Path, backup_root: Path | None, backup_id: str | None) -> RollbackResult:
-    """Finish an interrupted run, or (when none is pending) restore the chosen/latest backup."""
+def rollback(
+    persist_dir: str | Path, backup_root: Path | None, backup_id: str | None, live: LiveOptions | None = None
+) -> RollbackResult:
+    """Finish an interrupted run, or (when none is pending) restore the chosen/latest backup.
+    Never beside a running Chroma: it rewrites the files and rows Chroma holds."""
     root = validate_persist_dir(Path(persist_dir)).resolve()
+    precheck_live(root, [], live or LiveOptions())
     journal = read_journal(root)
     if journal is not None:
         try:

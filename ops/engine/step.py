@@ -14,7 +14,9 @@ from typing import ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel
 
+from ops.engine import live
 from ops.engine.journal import Journal, refuse_if_unfinished
+from ops.engine.live import LiveProcess
 from ops.engine.plan import StepPlan
 from ops.engine.progress import NoProgress, ProgressSink
 from ops.errors import OpsError
@@ -59,6 +61,12 @@ class Step(ABC):
 
     name: ClassVar[str]
 
+    def may_run_live(self) -> bool:
+        """Whether this step may run beside a running Chroma (with --allow-live). Only a step that a
+        test with a real Chroma server proves lossless beside it says so (tests/test_live_chroma.py);
+        every other step is refused while Chroma holds the persist dir."""
+        return False
+
     def precheck(self, ctx: StepContext) -> None:
         """Raise an OpsError if it is not safe to go on. Default: nothing to check."""
 
@@ -85,11 +93,24 @@ class Step(ABC):
         """Raise an OpsError if the applied plan did not take effect. Default: nothing to verify."""
 
 
-ReportT = TypeVar("ReportT", bound=BaseModel)
+class ReadReport(BaseModel):
+    """What every read-only report carries besides its own fields."""
+
+    live_processes: list[LiveProcess] = []
+    """Processes (a running Chroma) that hold files of the persist dir: it may hold writes in memory
+    that are not in the files yet, so figures such as the WAL gap are lower bounds."""
+    live_unchecked: list[int] = []
+    """Pids of processes that could write the persist dir but whose open files we may not read."""
+    live_warnings: list[str] = []
+
+
+ReportT = TypeVar("ReportT", bound=ReadReport)
 
 
 class ReadOnlyStep(Step, Generic[ReportT]):
     """A step that changes nothing and reports what it found."""
+
+    privacy: bool = False
 
     def plan(self, ctx: StepContext) -> StepPlan:
         return StepPlan(step=self.name, target="persist dir")
@@ -108,4 +129,14 @@ def run_read_only(step: ReadOnlyStep[ReportT], persist_dir: str) -> ReportT:
         plan = step.plan(ctx)
         if not plan.is_empty:
             raise OpsError(f"{step.name} is read-only but planned changes")
-        return step.report(ctx)
+        report = step.report(ctx)
+    found = live.scan(pd.path)
+    processes = [live.hidden(p) if step.privacy else p for p in found.processes]
+    warnings = found.warnings()
+    if writers := [p for p in processes if p.writes]:
+        warnings.append(
+            f"{live.holders_line(writers, 'the persist dir')}: Chroma may hold writes in memory that are not "
+            "in the files yet (the WAL gap is a lower bound)"
+        )
+    update = {"live_processes": processes, "live_unchecked": found.unchecked, "live_warnings": warnings}
+    return report.model_copy(update=update)

@@ -26,6 +26,7 @@ from typing import Any
 
 from ops.engine.backup import copy_persist_dir, default_backup_root
 from ops.engine.fingerprint import changed_components, compute
+from ops.engine.live import scan
 from ops.engine.plan import PipelineRef, Plan, StepPlan
 from ops.engine.progress import ProgressSink
 from ops.engine.runner import RunOptions, RunResult, StalePlan, apply_plan, open_for_change, refuse_unknown_layout
@@ -58,7 +59,8 @@ def plan_pipeline(persist_dir: str, pipeline_name: str, backup_root: Path | None
         for sp in planned
     ]
     ref = PipelineRef(name=pipeline.name, source=str(source), sha256=hashlib.sha256(data).hexdigest())
-    return Plan(persist_dir=str(root), layout=layout, steps=steps, pipeline=ref, fingerprint=fingerprint).sealed()
+    plan = Plan(persist_dir=str(root), layout=layout, steps=steps, pipeline=ref, fingerprint=fingerprint)
+    return plan.model_copy(update={"live_processes": scan(root).processes}).sealed()
 
 
 class _State:
@@ -73,7 +75,7 @@ class _State:
         if self.current == self.root:
             self.current = copy_persist_dir(self.root, self._scratch / "persist")
         plan = Plan(persist_dir=str(self.current), layout="", steps=[step_plan])
-        apply_plan([step], plan, self.current, RunOptions(backup=False))
+        apply_plan([step], plan, self.current, RunOptions(backup=False, look_for_chroma=False))
 
 
 SCRATCH_PREFIX = ".chops-plan-"
@@ -175,6 +177,12 @@ def check_fingerprint(plan: Plan, pd: PersistDir) -> None:
     if current.digest != plan.fingerprint.digest:
         changed = ", ".join(changed_components(plan.fingerprint, current))
         raise StalePlan(f"the persist dir changed since the plan was made ({changed})", "plan again and review it")
+
+
+def plan_may_run_live(plan: Plan) -> bool:
+    """Whether every step that changes something may run beside a running Chroma (--allow-live)."""
+    changing = [sp for sp in plan.steps if not sp.is_empty]
+    return all(build_step(sp.step, dict(sp.params), dict(sp.selection)).may_run_live() for sp in changing)
 
 
 def apply_plan_file(

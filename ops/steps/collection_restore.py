@@ -43,6 +43,12 @@ class CollectionRestore(Step):
         self.replace = replace
         self._checked = False
 
+    def may_run_live(self) -> bool:
+        """Under a new name it only adds rows and a folder Chroma has never seen (fresh ids, WAL rows
+        appended under the lock); --replace rewrites a collection Chroma may hold. Proven beside a
+        real server: tests/test_live_chroma.py."""
+        return not self.replace
+
     def _open(self) -> SnapshotFile:
         return SnapshotFile(self.path)
 

@@ -30,6 +30,10 @@ WRITE = "write_collection_snapshot"
 class CollectionSnapshot(Step):
     name: ClassVar[str] = "collection.snapshot"
 
+    def may_run_live(self) -> bool:
+        """Only reads the persist dir. Proven beside a real server: tests/test_live_chroma.py."""
+        return True
+
     def __init__(self, collection: str, database: str, out: str, force: bool = False) -> None:
         self.collection, self.database = collection, database
         self.out = Path(out).expanduser().resolve()

@@ -8,7 +8,7 @@ from typing import ClassVar
 from pydantic import BaseModel
 
 from ops import __version__
-from ops.engine.step import ReadOnlyStep, StepContext
+from ops.engine.step import ReadOnlyStep, ReadReport, StepContext
 from ops.steps import recommendations
 from ops.steps.inspection import HIDDEN, CollectionReport, LayoutReport, collection_report, hide_collection
 from ops.steps.recommendations import Recommendation, Thresholds
@@ -26,7 +26,7 @@ class WalSummary(BaseModel):
     automatically_purge: bool | None
 
 
-class DbInfoReport(BaseModel):
+class DbInfoReport(ReadReport):
     tool_version: str
     persist_dir: str
     layout: LayoutReport

@@ -27,6 +27,10 @@ def snapshot_folders(root: Path) -> list[str]:
 class DbSnapshot(Step):
     name: ClassVar[str] = "db.snapshot"
 
+    def may_run_live(self) -> bool:
+        """Only reads the persist dir. Proven beside a real server: tests/test_live_chroma.py."""
+        return True
+
     def __init__(self, out: str, needed: bool = True) -> None:
         self.out = Path(out).expanduser().resolve()
         self.needed = needed

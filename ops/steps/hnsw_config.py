@@ -70,6 +70,7 @@ class HnswConfigStep(Step):
             if isinstance(v, int | float)
         }
         config_write.write_hnsw_config(pd.conn, pd.layout, record, changes)
+        ctx.notes.append(f"{self.database}/{self.collection}: the new settings take effect when Chroma next starts")
 
     def verify(self, ctx: StepContext, plan: StepPlan) -> None:
         current = ctx.persist_dir.collection(self.collection, self.database).hnsw_config.model_dump()

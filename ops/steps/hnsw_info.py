@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel
 
 from ops import __version__
-from ops.engine.step import ReadOnlyStep, StepContext
+from ops.engine.step import ReadOnlyStep, ReadReport, StepContext
 from ops.errors import CorruptHnswFile
 from ops.steps import recommendations
 from ops.steps.inspection import (
@@ -40,7 +40,7 @@ class IndexCrossCheck(BaseModel):
     agrees: bool
 
 
-class HnswInfoReport(BaseModel):
+class HnswInfoReport(ReadReport):
     tool_version: str
     persist_dir: str
     layout: LayoutReport

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from ops import __version__
 from ops.engine.fsutil import atomic_file
-from ops.engine.step import ReadOnlyStep, StepContext, run_read_only
+from ops.engine.step import ReadOnlyStep, ReadReport, StepContext, run_read_only
 from ops.errors import BadInput
 from ops.storage.persist_dir import validate_persist_dir
 from ops.storage.wal_rows import WalEntry, iter_wal_entries, write_jsonl
@@ -38,7 +38,7 @@ class WalExportCollection(BaseModel):
     operations: dict[str, int]
 
 
-class WalExportReport(BaseModel):
+class WalExportReport(ReadReport):
     tool_version: str
     persist_dir: str
     entries: int

@@ -7,7 +7,7 @@ from typing import ClassVar
 from pydantic import BaseModel
 
 from ops import __version__
-from ops.engine.step import ReadOnlyStep, StepContext
+from ops.engine.step import ReadOnlyStep, ReadReport, StepContext
 from ops.steps import recommendations
 from ops.steps.inspection import HIDDEN, LayoutReport
 from ops.steps.recommendations import Recommendation, Thresholds
@@ -28,7 +28,7 @@ class WalCollectionReport(BaseModel):
     operations: dict[str, int]
 
 
-class WalInfoReport(BaseModel):
+class WalInfoReport(ReadReport):
     tool_version: str
     persist_dir: str
     layout: LayoutReport
