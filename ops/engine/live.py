@@ -33,6 +33,8 @@ PF_KTHREAD = 0x00200000
 HEARTBEAT_PATHS = ("/api/v2/heartbeat", "/api/v1/heartbeat")
 HEARTBEAT_TIMEOUT_S = 2.0
 _CONTAINER_ID = re.compile(r"([0-9a-f]{64})")
+_MAPS_LINE = re.compile(rb"^\S+ (\S+) \S+ (\S+) ([1-9]\d*) ", re.MULTILINE)
+"""address perms offset dev inode path: (perms, dev, inode) of file mappings."""
 
 FileKey = tuple[int, int]
 
@@ -83,16 +85,22 @@ class LiveScan(BaseModel):
 
 
 def persist_dir_files(root: Path) -> dict[FileKey, str]:
-    """(st_dev, st_ino) of chroma.sqlite3 and its companions and of every file in a segment folder."""
+    """(st_dev, st_ino) of chroma.sqlite3 and its companions and of every file in a segment folder.
+
+    Segment files are named by the inode readdir reports (no stat per file: 5,000 files at 1,000
+    collections), on the folder's device; ext4, xfs, btrfs, NFS and overlayfs report the same inode
+    to readdir and to stat."""
     found: dict[FileKey, str] = {}
     for name in SQLITE_FILES:
         _add(found, root / name, name)
     with os.scandir(root) as entries:
         for entry in entries:
             if entry.is_dir(follow_symlinks=False):
+                device = entry.stat(follow_symlinks=False).st_dev
                 with os.scandir(entry.path) as files:
                     for f in files:
-                        _add(found, Path(f.path), f"{entry.name}/{f.name}")
+                        if f.is_file(follow_symlinks=False):
+                            found[(device, f.inode())] = f"{entry.name}/{f.name}"
     return found
 
 
@@ -111,7 +119,7 @@ def scan(root: Path) -> LiveScan:
         return LiveScan(available=False)
     targets = persist_dir_files(root)
     sqlite_stat = (root / "chroma.sqlite3").stat()
-    inodes = {ino for _, ino in targets}
+    inodes = {str(ino).encode() for _, ino in targets}
     result = LiveScan()
     for pid in _pids():
         held = _held_files(pid, targets, inodes)
@@ -132,19 +140,20 @@ def _pids() -> Iterator[int]:
             yield int(name)
 
 
-def _held_files(pid: int, targets: dict[FileKey, str], inodes: set[int]) -> dict[str, bool] | None:
+def _held_files(pid: int, targets: dict[FileKey, str], inodes: set[bytes]) -> dict[str, bool] | None:
     """The target files the process holds, each with whether it may write it; None when we may not
-    look (a process that has exited holds nothing). An fd link's mode bits are its open mode."""
-    base = PROC / str(pid)
+    look (a process that has exited holds nothing). An fd link's mode bits are its open mode.
+    Plain string paths: pathlib would be most of the scan's time."""
+    fd_dir = f"/proc/{pid}/fd/"
     try:
-        fds = os.listdir(base / "fd")
+        fds = os.listdir(fd_dir)
     except PermissionError:
         return None
     except OSError:
         return {}
     held: dict[str, bool] = {}
     for fd in fds:
-        link = base / "fd" / fd
+        link = fd_dir + fd
         try:
             st = os.stat(link)
             name = targets.get((st.st_dev, st.st_ino))
@@ -152,27 +161,27 @@ def _held_files(pid: int, targets: dict[FileKey, str], inodes: set[int]) -> dict
                 held[name] = held.get(name, False) or bool(os.lstat(link).st_mode & stat.S_IWUSR)
         except OSError:
             continue
-    for name, writable in _mapped(base, targets, inodes).items():
+    for name, writable in _mapped(pid, targets, inodes).items():
         held[name] = held.get(name, False) or writable
     return held
 
 
-def _mapped(base: Path, targets: dict[FileKey, str], inodes: set[int]) -> dict[str, bool]:
+def _mapped(pid: int, targets: dict[FileKey, str], inodes: set[bytes]) -> dict[str, bool]:
     """Target files mapped into the process (SQLite's -shm in WAL mode), from /proc/PID/maps, each
-    with whether the mapping is writable."""
+    with whether the mapping is writable. The inode column is matched first, in C (re.findall)."""
     try:
-        text = (base / "maps").read_text()
+        with open(f"/proc/{pid}/maps", "rb") as fh:
+            data = fh.read()
     except OSError:
         return {}
     held: dict[str, bool] = {}
-    for line in text.splitlines():
-        fields = line.split(maxsplit=5)
-        if len(fields) < 6 or fields[4] == "0" or int(fields[4]) not in inodes:
+    for perms, device, inode in _MAPS_LINE.findall(data):
+        if inode not in inodes:
             continue
-        major, minor = fields[3].split(":")
-        name = targets.get((os.makedev(int(major, 16), int(minor, 16)), int(fields[4])))
+        major, minor = device.split(b":")
+        name = targets.get((os.makedev(int(major, 16), int(minor, 16)), int(inode)))
         if name is not None:
-            held[name] = held.get(name, False) or "w" in fields[1]
+            held[name] = held.get(name, False) or b"w" in perms
     return held
 
 
