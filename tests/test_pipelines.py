@@ -202,3 +202,34 @@ def test_planning_killed_mid_way_leaves_no_scratch_copy_behind(standard_dir: Bui
     assert run_chops("maintain", path, "--plan").code == 2
     assert sorted(path.parent.glob(".chops-plan-*")) == [alive]
     assert not (path / ".chops-journal.json").exists()  # planning never touched the real dir
+
+
+def test_rollback_then_plan_and_apply_again(standard_dir: BuiltDir, tmp_path: Path) -> None:
+    """A rollback restores the state a run started from, so the next plan names the same snapshot
+    folder (it is named by the state): the verified snapshot of exactly that state is reused."""
+    path = standard_dir.path
+    answers = chroma_snapshot(path, tmp_path)
+    assert run_chops("maintain", path, "--yes").code == 0
+    assert run_chops("rollback", path, "-y").code == 0
+    planned = run_chops("maintain", path, "--plan")
+    assert planned.code == 2, planned.stderr
+    steps = planned.json()["steps"]
+    assert steps[0]["actions"] == [] and "already saved in" in steps[0]["target"]
+    assert [s["step"] for s in steps if s["actions"]] == ["wal.commit", "hnsw.rebuild", "wal.clean"]
+    plan_file = tmp_path / "again.json"
+    plan_file.write_text(planned.stdout)
+    applied = run_chops("maintain", path, "--apply", plan_file)
+    assert applied.code == 0, applied.stderr
+    assert run_chops("maintain", path, "--plan").code == 0
+    assert_same_answers(answers, chroma_snapshot(path, tmp_path), rebuilt=True)
+
+
+def test_a_damaged_snapshot_of_this_state_is_not_reused(standard_dir: BuiltDir) -> None:
+    path = standard_dir.path
+    assert run_chops("maintain", path, "--yes").code == 0
+    assert run_chops("rollback", path, "-y").code == 0
+    snapshot = next((path.parent / f"{path.name}.chops-backups" / "snapshots").iterdir())
+    (snapshot / "chroma.sqlite3").write_bytes(b"garbage")
+    r = run_chops("maintain", path, "--plan")
+    assert r.code == 1
+    assert "already exists and is not a verified snapshot of the current state" in r.stderr, r.stderr
