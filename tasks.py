@@ -33,12 +33,14 @@ def demo(c: Context, out: str | None = None) -> None:
 @task(help={"fast": "skip ruff and mypy", "k": "only tests matching this pytest -k expression"})
 def test(c: Context, fast: bool = False, k: str | None = None) -> None:
     """Lint (ruff), type-check (mypy) and run the test suite (pytest). Fails if no test ran."""
+    # invoke echoes commands in ANSI bold; in a CI log (not a terminal) that is raw escape codes
+    echo = {"echo": True, "echo_format": "\033[1;37m{command}\033[0m" if sys.stdout.isatty() else "{command}"}
     if not fast:
-        c.run(f"{sys.executable} -m ruff check ops tests tasks.py benchmarks", echo=True)
-        c.run(f"{sys.executable} -m mypy", echo=True)
+        c.run(f"{sys.executable} -m ruff check ops tests tasks.py benchmarks", **echo)
+        c.run(f"{sys.executable} -m mypy", **echo)
     selection = f" -k '{k}'" if k else ""
     # pytest exits 5 when it collected no test: that fails this task like any other error.
-    c.run(f"{sys.executable} -m pytest{selection}", echo=True, pty=False)
+    c.run(f"{sys.executable} -m pytest{selection}", pty=False, **echo)
 
 
 @task

@@ -25,6 +25,7 @@ from ops.engine.step import Step, run_read_only
 from ops.errors import BadInput, OpsError
 from ops.pipeline.maintain import apply_plan_file, plan_pipeline, read_plan_file
 from ops.report import json_out, tables
+from ops.report.console import make_console
 from ops.report.progress import RichProgress
 from ops.steps.backup_list import backup_list as list_backup_report
 from ops.steps.collection_restore import CollectionRestore
@@ -55,7 +56,7 @@ class Output:
     """Where results go: JSON to stdout for machines, or rich tables for people."""
 
     as_json: bool = False
-    console: Console = field(default_factory=Console)
+    console: Console = field(default_factory=make_console)
 
     def emit(self, report: ReportT, render: Callable[[Console, ReportT], None]) -> None:
         if self.as_json:
