@@ -93,9 +93,10 @@ def test_plan_is_deterministic_and_exit_codes_follow_terraform(standard_dir: Bui
         "digest",
     } <= set(plan)
     steps = [(s["step"], len(s["actions"])) for s in plan["steps"]]
-    # snapshot; commit of frag (7) and pending (5); rebuild of frag (20% deleted); clean of 3 topics + VACUUM
-    assert steps == [("db.snapshot", 1), ("wal.commit", 2), ("hnsw.rebuild", 1), ("wal.clean", 3)]
-    assert plan["steps"][2]["selection"] == {"collection": "frag", "database": "default_database"}
+    # snapshot; the orphan folder; commit of frag (7) and pending (5); rebuild of frag (20% deleted); clean of
+    # 2 topics + VACUUM
+    assert steps == [("db.snapshot", 1), ("db.clean", 1), ("wal.commit", 2), ("hnsw.rebuild", 1), ("wal.clean", 3)]
+    assert plan["steps"][3]["selection"] == {"collection": "frag", "database": "default_database"}
     shown = run_chops("plan", "show", tmp_path / "nope.json")
     assert shown.code == 1
 
@@ -139,7 +140,7 @@ def test_edited_plan_is_refused(standard_dir: BuiltDir, tmp_path: Path) -> None:
     plan_file = tmp_path / "plan.json"
     assert run_chops("maintain", path, "--plan", "--out", plan_file).code == 2
     plan = json.loads(plan_file.read_text())
-    plan["steps"][2]["params"] = {"m": 4}  # sneak a parameter change past review
+    plan["steps"][3]["params"] = {"m": 4}  # sneak a parameter change past review
     plan_file.write_text(json.dumps(plan))
     before = tree_state(path)
     r = run_chops("maintain", path, "--apply", plan_file)
@@ -215,7 +216,7 @@ def test_rollback_then_plan_and_apply_again(standard_dir: BuiltDir, tmp_path: Pa
     assert planned.code == 2, planned.stderr
     steps = planned.json()["steps"]
     assert steps[0]["actions"] == [] and "already saved in" in steps[0]["target"]
-    assert [s["step"] for s in steps if s["actions"]] == ["wal.commit", "hnsw.rebuild", "wal.clean"]
+    assert [s["step"] for s in steps if s["actions"]] == ["db.clean", "wal.commit", "hnsw.rebuild", "wal.clean"]
     plan_file = tmp_path / "again.json"
     plan_file.write_text(planned.stdout)
     applied = run_chops("maintain", path, "--apply", plan_file)
@@ -233,3 +234,24 @@ def test_a_damaged_snapshot_of_this_state_is_not_reused(standard_dir: BuiltDir) 
     r = run_chops("maintain", path, "--plan")
     assert r.code == 1
     assert "already exists and is not a verified snapshot of the current state" in r.stderr, r.stderr
+
+
+def test_info_advice_agrees_with_maintain(standard_dir: BuiltDir) -> None:
+    """What the info commands recommend is what `maintain` does, named with the real path; after
+    `maintain --yes` they recommend none of it."""
+    path = standard_dir.path
+    wal = run_chops("wal", "info", path, "--json").json()["recommendations"]
+    assert {(r["collection"], r["command"]) for r in wal} == {
+        ("frag", f"chops wal commit {path}"),
+        ("pending", f"chops wal commit {path}"),
+    }
+    db = {r["command"] for r in run_chops("db", "info", path, "--json").json()["recommendations"]}
+    assert {f"chops db clean {path}", f"chops hnsw rebuild {path} -c frag -d default_database"} <= db
+    hidden = run_chops("db", "info", path, "-p", "--json").json()["recommendations"]
+    assert all(str(path) not in r["command"] and "PERSIST_DIR" in r["command"] for r in hidden if r["command"])
+    planned = {s["step"] for s in run_chops("maintain", path, "--plan").json()["steps"] if s["actions"]}
+    assert {"db.clean", "wal.commit", "hnsw.rebuild"} <= planned
+    assert run_chops("maintain", path, "--yes").code == 0
+    for command in (["db", "info"], ["wal", "info"]):
+        assert run_chops(*command, path, "--json").json()["recommendations"] == [], command
+    assert "No maintenance needed." in run_chops("wal", "info", path).stdout

@@ -86,10 +86,15 @@ class WalInfo(ReadOnlyStep[WalInfoReport]):
             purge_config=purge.raw if purge else None,
             orphan_topics=sorted(s.topic for cid, s in stats.items() if cid not in known),
             collections=rows,
-            recommendations=self._advice(rows, purge.automatically_purge if purge else None),
+            recommendations=self._advice(
+                rows, purge.automatically_purge if purge else None, None if self.privacy else str(pd.path)
+            ),
             warnings=[pd.layout.warning] if pd.layout.warning else [],
         )
 
-    def _advice(self, rows: list[WalCollectionReport], purge: bool | None) -> list[Recommendation]:
-        out = [a for r in rows for a in recommendations.for_wal(r.name, r.wal_entries, r.wal_gap, self.thresholds)]
-        return out + recommendations.for_purge_setting(purge)
+    def _advice(self, rows: list[WalCollectionReport], purge: bool | None, path: str | None) -> list[Recommendation]:
+        where = recommendations.shown_dir(path)
+        out = [
+            a for r in rows for a in recommendations.for_wal(r.name, r.wal_entries, r.wal_gap, self.thresholds, where)
+        ]
+        return out + recommendations.for_purge_setting(purge, where)
