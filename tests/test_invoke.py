@@ -90,3 +90,25 @@ def test_bad_value_is_one_line() -> None:
     r = invoke("hnsw.config", "--persist-dir", "/nonexistent", "--collection", "x", "--search-ef", "many", "--yes")
     assert r.returncode == 1
     assert r.stderr.strip() == "chops: error: --search-ef must be a whole number, not 'many'"
+
+
+def test_demo_into_an_existing_folder_is_one_line(tmp_path: Path) -> None:
+    r = invoke("demo", "--out", str(tmp_path), cwd=tmp_path)
+    assert r.returncode == 1
+    expected = f"chops: error: {tmp_path} already exists; pass --out with a folder that does not exist yet"
+    assert r.stderr.strip() == expected
+
+
+def test_demo_ends_with_the_path_and_the_next_commands(tmp_path: Path) -> None:
+    target = tmp_path / "demo"
+    r = invoke("demo", "--out", str(target), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    plan = tmp_path / "demo.plan.json"
+    assert r.stdout.rstrip().splitlines()[-5:] == [
+        f"Sample database: {target}",
+        "Try the maintenance cycle on it:",
+        f"  chops maintain {target} --plan --out {plan}",
+        f"  chops plan show {plan}",
+        f"  chops maintain {target} --apply {plan}",
+    ]
+    assert f"chops db clean {target}" in r.stdout and "PERSIST_DIR" not in r.stdout  # advice names the real path

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
+import re
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
@@ -13,12 +15,37 @@ from ops.cli import commands
 from ops.cli.commands import MutationOptions, Output
 from ops.engine.lock import DEFAULT_LOCK_TIMEOUT_S
 
+INVALID_CHOICE = re.compile(r"invalid choice: '([^']*)' \(choose from (.*)\)")
+
 
 class Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line on stderr and exit code 1 like every other error."""
+    """argparse, but a usage error is one line on stderr and exit code 1 like every other error,
+    pointing to the help of the command it is about, with a guess for a mistyped command."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(1, f"chops: error: {message}; see: {self.prog} --help\n")
+        self.exit(1, f"chops: error: {message}; {self.did_you_mean(message)}see: {self.prog} --help\n")
+
+    def did_you_mean(self, message: str) -> str:
+        """`did you mean 'info'? ` for a mistyped command or option, else nothing."""
+        found = INVALID_CHOICE.search(message)
+        if found:
+            typed, choices = found.group(1), re.findall(r"'([^']*)'", found.group(2))
+        elif message.startswith("unrecognized arguments: "):
+            typed, choices = message.split()[2], list(self._option_string_actions)
+        else:
+            return ""
+        close = difflib.get_close_matches(typed, choices, n=1)
+        return f"did you mean {close[0]!r}? " if close else ""
+
+
+def parser_for(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The (sub)parser of the command the arguments chose: `chops db info` for db info's options."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = getattr(args, action.dest, None)
+            if chosen in action.choices:
+                return parser_for(action.choices[chosen], args)
+    return parser
 
 
 if TYPE_CHECKING:
@@ -338,7 +365,10 @@ def _add_backup(groups: Groups) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        parser_for(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
     return commands.guarded(lambda: int(args.run(args)), debug=args.debug)
 
 
