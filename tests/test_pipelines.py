@@ -255,3 +255,20 @@ def test_info_advice_agrees_with_maintain(standard_dir: BuiltDir) -> None:
     for command in (["db", "info"], ["wal", "info"]):
         assert run_chops(*command, path, "--json").json()["recommendations"] == [], command
     assert "No maintenance needed." in run_chops("wal", "info", path).stdout
+
+
+def test_applied_wal_rows_are_advised_as_maintain_cleans_them(standard_dir: BuiltDir) -> None:
+    """After `wal commit` alone, the committed rows are what maintain's wal.clean deletes: the info
+    commands say so (they said `No maintenance needed.` while maintain deleted rows and VACUUMed)."""
+    path = standard_dir.path
+    assert run_chops("wal", "commit", path, "--yes").code == 0
+    clean = f"chops wal clean {path}"
+    for command in (["db", "info"], ["wal", "info"]):
+        advice = run_chops(*command, path, "--json").json()["recommendations"]
+        assert [r["message"] for r in advice if r["command"] == clean] == [
+            "11 WAL rows every segment has applied can go: clean the WAL"  # frag 8 -> 1, pending 5 -> 1
+        ], advice
+    steps = {s["step"]: s["actions"] for s in run_chops("maintain", path, "--plan").json()["steps"]}
+    assert [a["after"] for a in steps["wal.clean"] if a["kind"] == "delete_wal_rows"] == [{"rows": 1}, {"rows": 1}]
+    assert run_chops("wal", "clean", path, "--yes").code == 0
+    assert run_chops("wal", "info", path, "--json").json()["recommendations"] == []

@@ -12,6 +12,7 @@ from ops.engine.step import ReadOnlyStep, StepContext
 from ops.steps import recommendations
 from ops.steps.inspection import HIDDEN, CollectionReport, LayoutReport, collection_report, hide_collection
 from ops.steps.recommendations import Recommendation, Thresholds
+from ops.steps.wal_clean import WalClean
 from ops.storage.fs import tree_size
 
 
@@ -65,6 +66,7 @@ class DbInfo(ReadOnlyStep[DbInfoReport]):
         advice = [r for c in reports for r in recommendations.for_collection(c, self.thresholds, where)]
         purge = pd.wal_purge_config()
         advice += recommendations.for_orphan_dirs(len(orphans), where)
+        advice += recommendations.for_wal_clean(WalClean().plan(ctx), where)
         advice += recommendations.for_purge_setting(purge.automatically_purge if purge else None, where)
         report = DbInfoReport(
             tool_version=__version__,
