@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -206,30 +207,54 @@ def test_planning_killed_mid_way_leaves_no_scratch_copy_behind(standard_dir: Bui
 
 
 def test_rollback_then_plan_and_apply_again(standard_dir: BuiltDir, tmp_path: Path) -> None:
-    """A rollback restores the state a run started from, so the next plan names the same snapshot
-    folder (it is named by the state): the verified snapshot of exactly that state is reused."""
+    """A rollback restores the state a run started from and removes the snapshot that run took of it
+    (named by that state): the same plan is made again, byte for byte, and the reviewed file applies."""
     path = standard_dir.path
     answers = chroma_snapshot(path, tmp_path)
-    assert run_chops("maintain", path, "--yes").code == 0
-    assert run_chops("rollback", path, "-y").code == 0
-    planned = run_chops("maintain", path, "--plan")
-    assert planned.code == 2, planned.stderr
-    steps = planned.json()["steps"]
-    assert steps[0]["actions"] == [] and "already saved in" in steps[0]["target"]
-    assert [s["step"] for s in steps if s["actions"]] == ["db.clean", "wal.commit", "hnsw.rebuild", "wal.clean"]
-    plan_file = tmp_path / "again.json"
-    plan_file.write_text(planned.stdout)
+    plan_file = tmp_path / "plan.json"
+    assert run_chops("maintain", path, "--plan", "--out", plan_file).code == 2
+    snapshot = Path(json.loads(plan_file.read_text())["steps"][0]["actions"][0]["target"])
+    assert run_chops("maintain", path, "--apply", plan_file).code == 0
+    assert (snapshot / "manifest.json").is_file()
+    rolled = run_chops("rollback", path, "-y")
+    assert rolled.code == 0 and f"Removed the snapshot that run took of this state: {snapshot}" in rolled.stdout
+    assert not snapshot.exists()
+    again = run_chops("maintain", path, "--plan")
+    assert again.code == 2 and again.stdout.encode() == plan_file.read_bytes()  # the same plan, byte for byte
     applied = run_chops("maintain", path, "--apply", plan_file)
     assert applied.code == 0, applied.stderr
     assert run_chops("maintain", path, "--plan").code == 0
     assert_same_answers(answers, chroma_snapshot(path, tmp_path), rebuilt=True)
 
 
-def test_a_damaged_snapshot_of_this_state_is_not_reused(standard_dir: BuiltDir) -> None:
-    path = standard_dir.path
+def _kept_snapshot_after_rollback(path: Path, tmp_path: Path) -> Path:
+    """maintain --yes, then a rollback while a copy of the run's snapshot is kept and put back."""
     assert run_chops("maintain", path, "--yes").code == 0
-    assert run_chops("rollback", path, "-y").code == 0
     snapshot = next((path.parent / f"{path.name}.chops-backups" / "snapshots").iterdir())
+    shutil.copytree(snapshot, tmp_path / "kept")
+    assert run_chops("rollback", path, "-y").code == 0
+    assert not snapshot.exists()
+    shutil.copytree(tmp_path / "kept", snapshot)
+    return snapshot
+
+
+def test_a_verified_snapshot_of_this_state_is_reused(standard_dir: BuiltDir, tmp_path: Path) -> None:
+    path = standard_dir.path
+    snapshot = _kept_snapshot_after_rollback(path, tmp_path)
+    planned = run_chops("maintain", path, "--plan")
+    assert planned.code == 2, planned.stderr
+    steps = planned.json()["steps"]
+    assert steps[0]["actions"] == [] and steps[0]["target"] == f"persist dir (already saved in {snapshot})"
+    assert [s["step"] for s in steps if s["actions"]] == ["db.clean", "wal.commit", "hnsw.rebuild", "wal.clean"]
+    plan_file = tmp_path / "again.json"
+    plan_file.write_text(planned.stdout)
+    assert run_chops("maintain", path, "--apply", plan_file).code == 0
+    assert run_chops("maintain", path, "--plan").code == 0
+
+
+def test_a_damaged_snapshot_of_this_state_is_not_reused(standard_dir: BuiltDir, tmp_path: Path) -> None:
+    path = standard_dir.path
+    snapshot = _kept_snapshot_after_rollback(path, tmp_path)
     (snapshot / "chroma.sqlite3").write_bytes(b"garbage")
     r = run_chops("maintain", path, "--plan")
     assert r.code == 1

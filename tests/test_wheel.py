@@ -76,6 +76,7 @@ def test_wheel_in_a_fresh_venv_walks_the_readme(tmp_path: Path) -> None:
     assert f"chops hnsw rebuild {demo} -c frag" in user.run("chops", "db", "info", demo)
 
     user.run("chops", "maintain", demo, "--plan", "--out", "plans/chroma.json", code=2)
+    reviewed = (home / "plans" / "chroma.json").read_bytes()
     shown = user.run("chops", "plan", "show", "plans/chroma.json")
     (home / "plans" / "chroma.txt").write_text(shown)  # `chops plan show ... > plans/chroma.txt`
     assert "\x1b" not in shown and "db.clean" in shown and "None" not in shown
@@ -87,6 +88,7 @@ def test_wheel_in_a_fresh_venv_walks_the_readme(tmp_path: Path) -> None:
     user.run("chops", "rollback", demo, "--backup", backup_id.group(0), "-y")  # a rollback in the middle
 
     user.run("chops", "maintain", demo, "--plan", "--out", "plans/chroma.json", code=2)
+    assert (home / "plans" / "chroma.json").read_bytes() == reviewed  # the same plan again
     user.run("chops", "plan", "show", "plans/chroma.json")
     user.run("chops", "maintain", demo, "--apply", "plans/chroma.json")
     user.run("chops", "maintain", demo, "--plan", code=0)  # nothing left to do

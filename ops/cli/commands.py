@@ -360,3 +360,5 @@ def _print_rollback(console: Console, result: RollbackResult) -> None:
         console.print(f"[green]Restored[/] {result.persist_dir} from backup {result.restored_backup}.")
     else:
         console.print("Nothing had changed yet; no restore was needed.")
+    for folder in result.removed_snapshots:
+        console.print(f"Removed the snapshot that run took of this state: {folder}", markup=False, soft_wrap=True)
