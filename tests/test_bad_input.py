@@ -179,3 +179,20 @@ def test_failures_change_nothing(standard_dir: BuiltDir) -> None:
     before = tree_state(standard_dir.path)
     assert run_chops("db", "info", standard_dir.path).code == 1
     assert tree_state(standard_dir.path) == before
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["db", "info", "--jsn", "x"], "arguments: --jsn; did you mean '--json'? see: chops db info --help"),
+        (["db", "inf", "x"], "did you mean 'info'? see: chops db --help"),
+        (["mantain", "x"], "did you mean 'maintain'? see: chops --help"),
+        (["maintain", "x", "--pln"], "did you mean '--plan'? see: chops maintain --help"),
+        (["wal", "info"], "required: PERSIST_DIR; see: chops wal info --help"),
+    ],
+)
+def test_usage_errors_point_to_the_commands_help(args: list[str], expected: str) -> None:
+    r = run_chops(*args)
+    assert r.code == 1
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("chops: error: ")
+    assert r.stderr.rstrip().endswith(expected), r.stderr

@@ -409,7 +409,7 @@ def test_kill_9_inside_a_pipeline_step_then_refuse_then_rollback(
     plan_file = tmp_path / "plan.json"
     assert run_chops("maintain", path, "--plan", "--out", plan_file).code == 2
     steps = [s["step"] for s in json.loads(plan_file.read_text())["steps"]]
-    assert steps[:3] == ["db.snapshot", "wal.commit", "hnsw.rebuild"], steps
+    assert steps[:4] == ["db.snapshot", "db.clean", "wal.commit", "hnsw.rebuild"], steps
 
     r = run_chops("maintain", path, "--apply", plan_file, env={"CHOPS_FAILPOINT": f"{point}=kill"})
     assert r.code == -9, r.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -93,9 +94,10 @@ def test_plan_is_deterministic_and_exit_codes_follow_terraform(standard_dir: Bui
         "digest",
     } <= set(plan)
     steps = [(s["step"], len(s["actions"])) for s in plan["steps"]]
-    # snapshot; commit of frag (7) and pending (5); rebuild of frag (20% deleted); clean of 3 topics + VACUUM
-    assert steps == [("db.snapshot", 1), ("wal.commit", 2), ("hnsw.rebuild", 1), ("wal.clean", 3)]
-    assert plan["steps"][2]["selection"] == {"collection": "frag", "database": "default_database"}
+    # snapshot; the orphan folder; commit of frag (7) and pending (5); rebuild of frag (20% deleted); clean of
+    # 2 topics + VACUUM
+    assert steps == [("db.snapshot", 1), ("db.clean", 1), ("wal.commit", 2), ("hnsw.rebuild", 1), ("wal.clean", 3)]
+    assert plan["steps"][3]["selection"] == {"collection": "frag", "database": "default_database"}
     shown = run_chops("plan", "show", tmp_path / "nope.json")
     assert shown.code == 1
 
@@ -139,7 +141,7 @@ def test_edited_plan_is_refused(standard_dir: BuiltDir, tmp_path: Path) -> None:
     plan_file = tmp_path / "plan.json"
     assert run_chops("maintain", path, "--plan", "--out", plan_file).code == 2
     plan = json.loads(plan_file.read_text())
-    plan["steps"][2]["params"] = {"m": 4}  # sneak a parameter change past review
+    plan["steps"][3]["params"] = {"m": 4}  # sneak a parameter change past review
     plan_file.write_text(json.dumps(plan))
     before = tree_state(path)
     r = run_chops("maintain", path, "--apply", plan_file)
@@ -202,3 +204,96 @@ def test_planning_killed_mid_way_leaves_no_scratch_copy_behind(standard_dir: Bui
     assert run_chops("maintain", path, "--plan").code == 2
     assert sorted(path.parent.glob(".chops-plan-*")) == [alive]
     assert not (path / ".chops-journal.json").exists()  # planning never touched the real dir
+
+
+def test_rollback_then_plan_and_apply_again(standard_dir: BuiltDir, tmp_path: Path) -> None:
+    """A rollback restores the state a run started from and removes the snapshot that run took of it
+    (named by that state): the same plan is made again, byte for byte, and the reviewed file applies."""
+    path = standard_dir.path
+    answers = chroma_snapshot(path, tmp_path)
+    plan_file = tmp_path / "plan.json"
+    assert run_chops("maintain", path, "--plan", "--out", plan_file).code == 2
+    snapshot = Path(json.loads(plan_file.read_text())["steps"][0]["actions"][0]["target"])
+    assert run_chops("maintain", path, "--apply", plan_file).code == 0
+    assert (snapshot / "manifest.json").is_file()
+    rolled = run_chops("rollback", path, "-y")
+    assert rolled.code == 0 and f"Removed the snapshot that run took of this state: {snapshot}" in rolled.stdout
+    assert not snapshot.exists()
+    again = run_chops("maintain", path, "--plan")
+    assert again.code == 2 and again.stdout.encode() == plan_file.read_bytes()  # the same plan, byte for byte
+    applied = run_chops("maintain", path, "--apply", plan_file)
+    assert applied.code == 0, applied.stderr
+    assert run_chops("maintain", path, "--plan").code == 0
+    assert_same_answers(answers, chroma_snapshot(path, tmp_path), rebuilt=True)
+
+
+def _kept_snapshot_after_rollback(path: Path, tmp_path: Path) -> Path:
+    """maintain --yes, then a rollback while a copy of the run's snapshot is kept and put back."""
+    assert run_chops("maintain", path, "--yes").code == 0
+    snapshot = next((path.parent / f"{path.name}.chops-backups" / "snapshots").iterdir())
+    shutil.copytree(snapshot, tmp_path / "kept")
+    assert run_chops("rollback", path, "-y").code == 0
+    assert not snapshot.exists()
+    shutil.copytree(tmp_path / "kept", snapshot)
+    return snapshot
+
+
+def test_a_verified_snapshot_of_this_state_is_reused(standard_dir: BuiltDir, tmp_path: Path) -> None:
+    path = standard_dir.path
+    snapshot = _kept_snapshot_after_rollback(path, tmp_path)
+    planned = run_chops("maintain", path, "--plan")
+    assert planned.code == 2, planned.stderr
+    steps = planned.json()["steps"]
+    assert steps[0]["actions"] == [] and steps[0]["target"] == f"persist dir (already saved in {snapshot})"
+    assert [s["step"] for s in steps if s["actions"]] == ["db.clean", "wal.commit", "hnsw.rebuild", "wal.clean"]
+    plan_file = tmp_path / "again.json"
+    plan_file.write_text(planned.stdout)
+    assert run_chops("maintain", path, "--apply", plan_file).code == 0
+    assert run_chops("maintain", path, "--plan").code == 0
+
+
+def test_a_damaged_snapshot_of_this_state_is_not_reused(standard_dir: BuiltDir, tmp_path: Path) -> None:
+    path = standard_dir.path
+    snapshot = _kept_snapshot_after_rollback(path, tmp_path)
+    (snapshot / "chroma.sqlite3").write_bytes(b"garbage")
+    r = run_chops("maintain", path, "--plan")
+    assert r.code == 1
+    assert "already exists and is not a verified snapshot of the current state" in r.stderr, r.stderr
+
+
+def test_info_advice_agrees_with_maintain(standard_dir: BuiltDir) -> None:
+    """What the info commands recommend is what `maintain` does, named with the real path; after
+    `maintain --yes` they recommend none of it."""
+    path = standard_dir.path
+    wal = run_chops("wal", "info", path, "--json").json()["recommendations"]
+    assert {(r["collection"], r["command"]) for r in wal} == {
+        ("frag", f"chops wal commit {path}"),
+        ("pending", f"chops wal commit {path}"),
+    }
+    db = {r["command"] for r in run_chops("db", "info", path, "--json").json()["recommendations"]}
+    assert {f"chops db clean {path}", f"chops hnsw rebuild {path} -c frag -d default_database"} <= db
+    hidden = run_chops("db", "info", path, "-p", "--json").json()["recommendations"]
+    assert all(str(path) not in r["command"] and "PERSIST_DIR" in r["command"] for r in hidden if r["command"])
+    planned = {s["step"] for s in run_chops("maintain", path, "--plan").json()["steps"] if s["actions"]}
+    assert {"db.clean", "wal.commit", "hnsw.rebuild"} <= planned
+    assert run_chops("maintain", path, "--yes").code == 0
+    for command in (["db", "info"], ["wal", "info"]):
+        assert run_chops(*command, path, "--json").json()["recommendations"] == [], command
+    assert "No maintenance needed." in run_chops("wal", "info", path).stdout
+
+
+def test_applied_wal_rows_are_advised_as_maintain_cleans_them(standard_dir: BuiltDir) -> None:
+    """After `wal commit` alone, the committed rows are what maintain's wal.clean deletes: the info
+    commands say so (they said `No maintenance needed.` while maintain deleted rows and VACUUMed)."""
+    path = standard_dir.path
+    assert run_chops("wal", "commit", path, "--yes").code == 0
+    clean = f"chops wal clean {path}"
+    for command in (["db", "info"], ["wal", "info"]):
+        advice = run_chops(*command, path, "--json").json()["recommendations"]
+        assert [r["message"] for r in advice if r["command"] == clean] == [
+            "11 WAL rows every segment has applied can go: clean the WAL"  # frag 8 -> 1, pending 5 -> 1
+        ], advice
+    steps = {s["step"]: s["actions"] for s in run_chops("maintain", path, "--plan").json()["steps"]}
+    assert [a["after"] for a in steps["wal.clean"] if a["kind"] == "delete_wal_rows"] == [{"rows": 1}, {"rows": 1}]
+    assert run_chops("wal", "clean", path, "--yes").code == 0
+    assert run_chops("wal", "info", path, "--json").json()["recommendations"] == []

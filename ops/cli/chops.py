@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
+import re
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
@@ -14,12 +16,37 @@ from ops.cli.commands import MutationOptions, Output
 from ops.engine.live_policy import LiveOptions
 from ops.engine.lock import DEFAULT_LOCK_TIMEOUT_S
 
+INVALID_CHOICE = re.compile(r"invalid choice: '([^']*)' \(choose from (.*)\)")
+
 
 class Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line on stderr and exit code 1 like every other error."""
+    """argparse, but a usage error is one line on stderr and exit code 1 like every other error,
+    pointing to the help of the command it is about, with a guess for a mistyped command."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(1, f"chops: error: {message}; see: {self.prog} --help\n")
+        self.exit(1, f"chops: error: {message}; {self.did_you_mean(message)}see: {self.prog} --help\n")
+
+    def did_you_mean(self, message: str) -> str:
+        """`did you mean 'info'? ` for a mistyped command or option, else nothing."""
+        found = INVALID_CHOICE.search(message)
+        if found:
+            typed, choices = found.group(1), re.findall(r"'([^']*)'", found.group(2))
+        elif message.startswith("unrecognized arguments: "):
+            typed, choices = message.split()[2], list(self._option_string_actions)
+        else:
+            return ""
+        close = difflib.get_close_matches(typed, choices, n=1)
+        return f"did you mean {close[0]!r}? " if close else ""
+
+
+def parser_for(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The (sub)parser of the command the arguments chose: `chops db info` for db info's options."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = getattr(args, action.dest, None)
+            if chosen in action.choices:
+                return parser_for(action.choices[chosen], args)
+    return parser
 
 
 if TYPE_CHECKING:
@@ -99,14 +126,16 @@ def _mutation(p: argparse.ArgumentParser) -> None:
     _json(p)
 
 
-def _live(p: argparse.ArgumentParser) -> None:
-    """How a change treats a running Chroma (see README: "Beside a running Chroma")."""
-    p.add_argument(
-        "--allow-live",
-        action="store_true",
-        help="run beside a running Chroma (only steps proven safe beside one: db clean, db snapshot, fts rebuild, "
-        "collection snapshot, collection restore --as)",
-    )
+def _live(p: argparse.ArgumentParser, allow_live: bool = True) -> None:
+    """How a change treats a running Chroma (see README: "Beside a running Chroma"). A rollback
+    never runs beside one, so it has no --allow-live."""
+    if allow_live:
+        p.add_argument(
+            "--allow-live",
+            action="store_true",
+            help="run beside a running Chroma (only steps proven safe beside one: db clean, db snapshot, "
+            "fts rebuild, collection snapshot, collection restore --as)",
+        )
     p.add_argument(
         "--allow-unchecked",
         action="store_true",
@@ -122,7 +151,9 @@ def _live(p: argparse.ArgumentParser) -> None:
 
 
 def live_options(a: argparse.Namespace) -> LiveOptions:
-    return LiveOptions(allow_live=a.allow_live, allow_unchecked=a.allow_unchecked, chroma_url=a.chroma_url)
+    return LiveOptions(
+        allow_live=getattr(a, "allow_live", False), allow_unchecked=a.allow_unchecked, chroma_url=a.chroma_url
+    )
 
 
 def _runtime_options(p: argparse.ArgumentParser) -> None:
@@ -209,7 +240,7 @@ def _add_hnsw(groups: Groups) -> None:
     rebuild.add_argument("-c", "--collection", required=True, help="collection name")
     rebuild.add_argument("-d", "--database", default="default_database", help="database (default: %(default)s)")
     rebuild.add_argument("--space", choices=["l2", "ip", "cosine"], help="distance function")
-    rebuild.add_argument("--m", type=int, help="max neighbours per node (M)")
+    rebuild.add_argument("-m", "--m", type=int, help="max neighbours per node (M)")
     rebuild.add_argument("--construction-ef", type=int, help="ef used while building")
     _runtime_options(rebuild)
     rebuild.add_argument("--threads", type=int, help="build threads (default: all cores, or --num-threads)")
@@ -314,7 +345,7 @@ def _add_collection(groups: Groups) -> None:
     restore = collection.add_parser("restore", help="bring a collection back from a snapshot file")
     _persist_dir(restore)
     restore.add_argument("-i", "--input", required=True, help="snapshot file")
-    restore.add_argument("--as", dest="new_name", help="restore under this name (fresh ids)")
+    restore.add_argument("--as", "--new-name", dest="new_name", help="restore under this name (fresh ids)")
     restore.add_argument("-d", "--database", help="target database (default: the snapshot's; created if missing)")
     restore.add_argument("--replace", action="store_true", help="replace a collection of that name (backed up first)")
     _mutation(restore)
@@ -331,7 +362,7 @@ def _add_maintain(groups: Groups) -> None:
     )
     _persist_dir(maintain)
     maintain.add_argument("--pipeline", default="maintain", help="pipeline name or YAML file (default: %(default)s)")
-    maintain.add_argument("--out", help="with --plan: write the plan file here instead of stdout")
+    maintain.add_argument("-o", "--out", help="with --plan: write the plan file here instead of stdout")
     maintain.add_argument("--apply", dest="apply_path", metavar="PLAN", help="apply a reviewed plan file")
     _mutation(maintain)
     maintain.set_defaults(
@@ -362,7 +393,7 @@ def _add_backup(groups: Groups) -> None:
     rollback.add_argument("--backup", dest="backup_id", help="backup id to restore (default: the latest)")
     rollback.add_argument("--backup-root", default=os.environ.get("CHOPS_BACKUP_ROOT"), help="where backups are")
     rollback.add_argument("-y", "--yes", action="store_true", help="do not ask")
-    _live(rollback)
+    _live(rollback, allow_live=False)
     _json(rollback)
     rollback.set_defaults(
         run=lambda a: commands.rollback(
@@ -372,7 +403,10 @@ def _add_backup(groups: Groups) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        parser_for(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
     return commands.guarded(lambda: int(args.run(args)), debug=args.debug)
 
 

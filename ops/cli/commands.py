@@ -27,6 +27,7 @@ from ops.engine.step import Step, run_read_only
 from ops.errors import BadInput, OpsError
 from ops.pipeline.maintain import apply_plan_file, plan_may_run_live, plan_pipeline, read_plan_file
 from ops.report import json_out, tables
+from ops.report.console import make_console
 from ops.report.progress import RichProgress
 from ops.steps.backup_list import backup_list as list_backup_report
 from ops.steps.collection_restore import CollectionRestore
@@ -57,7 +58,7 @@ class Output:
     """Where results go: JSON to stdout for machines, or rich tables for people."""
 
     as_json: bool = False
-    console: Console = field(default_factory=Console)
+    console: Console = field(default_factory=make_console)
 
     def emit(self, report: ReportT, render: Callable[[Console, ReportT], None]) -> None:
         for line in getattr(report, "live_warnings", []):
@@ -395,3 +396,5 @@ def _print_rollback(console: Console, result: RollbackResult) -> None:
         console.print(f"[green]Restored[/] {result.persist_dir} from backup {result.restored_backup}.")
     else:
         console.print("Nothing had changed yet; no restore was needed.")
+    for folder in result.removed_snapshots:
+        console.print(f"Removed the snapshot that run took of this state: {folder}", markup=False, soft_wrap=True)

@@ -2,6 +2,12 @@
 
 The persist dir comes from `--persist-dir`, else from invoke configuration: `chops.persist_dir` in
 invoke.yaml, or the environment variable INVOKE_CHOPS_PERSIST_DIR.
+
+Flags are spelled as in `chops`, and a short flag means the same in both (SHORT_FLAGS; invoke's own
+automatic short flags are off). Where invoke cannot spell a chops flag, the task's help says so:
+the persist dir is `--persist-dir` (chops: the first argument), `collection restore --as` is
+`--new-name` (chops accepts both), `hnsw rebuild --m` is `-m` (chops accepts both), `backup list`
+is the task `backups`.
 """
 
 from __future__ import annotations
@@ -22,7 +28,39 @@ from ops.cli.commands import Output
 from ops.engine.live_policy import LiveOptions
 from ops.errors import BadInput
 
-PERSIST_DIR_HELP = "the Chroma persist directory (default: config chops.persist_dir / INVOKE_CHOPS_PERSIST_DIR)"
+PERSIST_DIR_HELP = (
+    "the Chroma persist directory (chops: the first argument; default: config chops.persist_dir / "
+    "INVOKE_CHOPS_PERSIST_DIR)"
+)
+# The short flags of `chops`, by long flag: the same letter means the same option in both front ends.
+SHORT_FLAGS = {
+    "collection": "c",
+    "database": "d",
+    "input": "i",
+    "m": "m",
+    "out": "o",
+    "privacy-mode": "p",
+    "skip-collection-names": "s",
+    "tokenizer": "t",
+    "verbose": "v",
+    "yes": "y",
+}
+
+
+class ChopsTask(Task[Any]):
+    """An invoke task whose short flags are exactly chops' (SHORT_FLAGS), never invoke's automatic ones."""
+
+    def arg_opts(self, name: str, default: str, taken_names: set[str]) -> dict[str, Any]:
+        opts: dict[str, Any] = super().arg_opts(name, default, taken_names)
+        short = SHORT_FLAGS.get(opts["names"][0])
+        if short and short not in opts["names"]:
+            opts["names"].append(short)
+        return opts
+
+
+def chops_task(**kwargs: Any) -> Callable[[Callable[..., Any]], Task[Any]]:
+    made: Callable[[Callable[..., Any]], Task[Any]] = task(klass=ChopsTask, auto_shortflags=False, **kwargs)
+    return made
 
 
 def resolve_persist_dir(c: Context, persist_dir: str | None) -> str:
@@ -86,35 +124,36 @@ def finish(run: Callable[[], int], debug: bool = False) -> None:
         raise Exit(code=code)
 
 
-@task(
+@chops_task(
     name="info",
-    iterable=["skip"],
+    iterable=["skip_collection_names"],
     help={
         "persist-dir": PERSIST_DIR_HELP,
-        "skip": "collection to leave out (repeatable)",
-        "privacy": "hide paths and collection names",
+        "skip-collection-names": "collection to leave out (repeat, or separate with commas)",
+        "privacy-mode": "hide paths and collection names",
         "json": "print one JSON document",
     },
 )
 def db_info(
     c: Context,
     persist_dir: str | None = None,
-    skip: list[str] | None = None,
-    privacy: bool = False,
+    skip_collection_names: list[str] | None = None,
+    privacy_mode: bool = False,
     json: bool = False,
 ) -> None:
     """Collections, segments, WAL, HNSW fragmentation, orphan folders and advice."""
-    finish(lambda: commands.db_info(resolve_persist_dir(c, persist_dir), skip or [], privacy, Output(json)))
+    skip = skip_collection_names or []
+    finish(lambda: commands.db_info(resolve_persist_dir(c, persist_dir), skip, privacy_mode, Output(json)))
 
 
-@task(
+@chops_task(
     name="info",
     help={
         "persist-dir": PERSIST_DIR_HELP,
         "collection": "collection name",
         "database": "database (default: default_database)",
         "verbose": "also load the index with chroma-hnswlib to cross-check",
-        "privacy": "hide paths and collection names",
+        "privacy-mode": "hide paths and collection names",
         "json": "print one JSON document",
     },
 )
@@ -124,7 +163,7 @@ def hnsw_info(
     persist_dir: str | None = None,
     database: str = "default_database",
     verbose: bool = False,
-    privacy: bool = False,
+    privacy_mode: bool = False,
     json: bool = False,
 ) -> None:
     """One collection's HNSW segment in detail."""
@@ -134,23 +173,23 @@ def hnsw_info(
             required(collection, "--collection NAME"),
             database,
             verbose,
-            privacy,
+            privacy_mode,
             Output(json),
         )
     )
 
 
-@task(
+@chops_task(
     name="info",
     help={
         "persist-dir": PERSIST_DIR_HELP,
-        "privacy": "hide paths and collection names",
+        "privacy-mode": "hide paths and collection names",
         "json": "print JSON",
     },
 )
-def wal_info(c: Context, persist_dir: str | None = None, privacy: bool = False, json: bool = False) -> None:
+def wal_info(c: Context, persist_dir: str | None = None, privacy_mode: bool = False, json: bool = False) -> None:
     """WAL entries, gap and operations per collection."""
-    finish(lambda: commands.wal_info(resolve_persist_dir(c, persist_dir), privacy, Output(json)))
+    finish(lambda: commands.wal_info(resolve_persist_dir(c, persist_dir), privacy_mode, Output(json)))
 
 
 MUTATION_HELP = {
@@ -238,7 +277,7 @@ def mutating(
             for k, v in {**MUTATION_HELP, **(help or {})}.items()
             if k.replace("-", "_") not in set(SHARED_OPTIONS) - set(shared)
         }
-        made: Task[Any] = task(name=name, help=helps, iterable=iterable or [], auto_shortflags=False)(body)
+        made: Task[Any] = chops_task(name=name, help=helps, iterable=iterable or [])(body)
         return made
 
     return decorate
@@ -264,21 +303,33 @@ def db_restore(c: Context, job: Mutation, input: str | None = None) -> int:
 
 @mutating(
     "clean",
-    iterable=["skip"],
-    help={"skip": "collection whose WAL is left alone (repeatable)", "temp-dir": "folder for VACUUM's temporary copy"},
+    iterable=["skip_collection_names"],
+    help={
+        "skip-collection-names": "collection whose WAL is left alone (repeatable)",
+        "temp-dir": "folder for VACUUM's temporary copy",
+    },
 )
-def wal_clean(c: Context, job: Mutation, skip: list[str] | None = None, temp_dir: str | None = None) -> int:
+def wal_clean(
+    c: Context, job: Mutation, skip_collection_names: list[str] | None = None, temp_dir: str | None = None
+) -> int:
     """Delete WAL rows every segment has applied, then VACUUM."""
-    return commands.wal_clean(job.persist_dir, skip or [], temp_dir, job.options, job.out)
+    return commands.wal_clean(job.persist_dir, skip_collection_names or [], temp_dir, job.options, job.out)
 
 
-@mutating("commit", iterable=["skip"], help={"skip": "collection left alone (repeatable)", "threads": "index threads"})
-def wal_commit(c: Context, job: Mutation, skip: list[str] | None = None, threads: str | None = None) -> int:
+@mutating(
+    "commit",
+    iterable=["skip_collection_names"],
+    help={"skip-collection-names": "collection left alone (repeatable)", "threads": "index threads"},
+)
+def wal_commit(
+    c: Context, job: Mutation, skip_collection_names: list[str] | None = None, threads: str | None = None
+) -> int:
     """Apply WAL entries past each vector segment's max_seq_id to its HNSW index."""
-    return commands.wal_commit(job.persist_dir, skip or [], integer(threads, "--threads"), job.options, job.out)
+    skip = skip_collection_names or []
+    return commands.wal_commit(job.persist_dir, skip, integer(threads, "--threads"), job.options, job.out)
 
 
-@task(name="export", help={"persist-dir": PERSIST_DIR_HELP, "out": "output file (default: stdout)"})
+@chops_task(name="export", help={"persist-dir": PERSIST_DIR_HELP, "out": "output file (default: stdout)"})
 def wal_export(c: Context, persist_dir: str | None = None, out: str | None = None) -> None:
     """Stream the WAL as JSON Lines (one entry a line) to a file or stdout."""
     finish(lambda: commands.wal_export(resolve_persist_dir(c, persist_dir), out))
@@ -336,7 +387,7 @@ def hnsw_config(
     help={
         **RUNTIME_HELP,
         "space": "l2, ip or cosine",
-        "m": "max neighbours per node",
+        "m": "max neighbours per node, M (chops: -m or --m; invoke cannot spell --m)",
         "construction-ef": "ef while building",
         "threads": "build threads (default: all cores)",
     },
@@ -368,13 +419,19 @@ def hnsw_rebuild(
     return commands.hnsw_rebuild(job.persist_dir, name, database, changes, build_threads, job.options, job.out)
 
 
-@task(help={"persist-dir": PERSIST_DIR_HELP, "backup-root": "where backups are", "json": "print JSON"})
+@chops_task(
+    help={
+        "persist-dir": PERSIST_DIR_HELP,
+        "backup-root": "where backups are",
+        "json": "print JSON",
+    }
+)
 def backups(c: Context, persist_dir: str | None = None, backup_root: str | None = None, json: bool = False) -> None:
-    """List the backups chops took of a persist dir."""
+    """List the backups chops took of a persist dir (chops backup list)."""
     finish(lambda: commands.backup_list(resolve_persist_dir(c, persist_dir), backup_root, Output(json)))
 
 
-@task(
+@chops_task(
     help={
         "persist-dir": PERSIST_DIR_HELP,
         "backup": "backup id (default: the latest)",
@@ -444,7 +501,7 @@ def collection_snapshot(
     "restore",
     help={
         "input": "snapshot file",
-        "new-name": "restore under this name (fresh ids)",
+        "new-name": "restore under this name, fresh ids (chops: --as NAME or --new-name NAME)",
         "database": "target database",
         "replace": "replace a collection of that name",
     },

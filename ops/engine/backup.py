@@ -41,6 +41,9 @@ from ops.errors import BadInput, OpsError
 from ops.storage.sqlite_ro import SQLITE_FILE_NAME, readonly_uri
 
 MANIFEST = "manifest.json"
+CREATED_SNAPSHOTS = "created-snapshots.json"
+"""Beside the manifest of a completed run's backup: the snapshot folders that run wrote (of the very
+state the backup holds), so that restoring the backup removes them and the same plan can be made again."""
 SQLITE_FULL = 13
 SEGMENTS = "segments"
 BACKUP_FORMAT_VERSION = 1
@@ -168,6 +171,26 @@ def remove_snapshot_folder(folder: Path) -> bool:
         return False
     shutil.rmtree(folder)
     return True
+
+
+def record_created_snapshots(backup_dir: Path, folders: list[str]) -> None:
+    if folders:
+        atomic_write(backup_dir / CREATED_SNAPSHOTS, orjson.dumps(sorted(folders), option=orjson.OPT_INDENT_2))
+
+
+def remove_created_snapshots(backup_dir: Path, backup_root: Path) -> list[str]:
+    """After the backup was restored: remove the snapshot folders its run wrote (only folders below
+    the backup root that look like snapshots); the backup itself holds the same state."""
+    try:
+        folders = orjson.loads((backup_dir / CREATED_SNAPSHOTS).read_bytes())
+    except (FileNotFoundError, orjson.JSONDecodeError):
+        return []
+    removed = []
+    for name in folders if isinstance(folders, list) else []:
+        folder = Path(str(name))
+        if folder.resolve().is_relative_to(backup_root.resolve()) and remove_snapshot_folder(folder):
+            removed.append(str(folder))
+    return removed
 
 
 def copy_persist_dir(root: Path, target: Path) -> Path:

@@ -31,6 +31,8 @@ from ops.engine.backup import (
     new_backup_id,
     prune_backups,
     read_manifest,
+    record_created_snapshots,
+    remove_created_snapshots,
     remove_snapshot_folder,
     restore_backup,
     sqlite_full,
@@ -188,6 +190,8 @@ def apply_plan(
             raise
         raise _roll_back_after(exc, root, journal) from exc
     _release(writer)
+    if use_backup:
+        record_created_snapshots(Path(journal.backup_dir or ""), journal.created_snapshots)
     close_journal(root)
     result.notes = notes
     if use_backup:
@@ -335,6 +339,8 @@ class RollbackResult(BaseModel):
     persist_dir: str
     restored_backup: str | None
     unfinished_run: str | None
+    removed_snapshots: list[str] = []
+    """Snapshot folders the rolled-back run wrote (of the state restored), removed with it."""
 
 
 def rollback(
@@ -363,7 +369,10 @@ def rollback(
             f"restoring backup {backup_dir.name} could not finish ({_describe(failure)}); the backup stays",
             f"{_before_retry(failure, root)} chops rollback {root} --backup {backup_dir.name}",
         ) from failure
-    return RollbackResult(persist_dir=str(root), restored_backup=backup_dir.name, unfinished_run=None)
+    removed = remove_created_snapshots(backup_dir, backup_dir.parent)
+    return RollbackResult(
+        persist_dir=str(root), restored_backup=backup_dir.name, unfinished_run=None, removed_snapshots=removed
+    )
 
 
 def check_writable(root: Path, backup_root: Path | None) -> None:

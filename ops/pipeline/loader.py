@@ -3,6 +3,7 @@ the file, the line and the fix."""
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +14,13 @@ from ops.errors import BadInput
 from ops.pipeline.models import ENTRY_MODELS, Condition, Pipeline, Selector
 
 MAX_BYTES = 1 << 20
-SHIPPED = Path(__file__).resolve().parent.parent.parent / "pipelines"
+# Shipped with the package (a wheel installs them beside this module); the checkout's top-level
+# pipelines/ is a link to the same folder.
+SHIPPED = Path(str(files("ops.pipeline") / "data" / "pipelines"))
 
 
 def resolve_pipeline(name_or_path: str) -> Path:
-    """A path, or the name of a shipped pipeline (`maintain` -> pipelines/maintain.yaml)."""
+    """A path, or the name of a shipped pipeline (`maintain` -> the packaged maintain.yaml)."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
         return path

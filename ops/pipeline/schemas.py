@@ -1,8 +1,10 @@
-"""JSON Schemas of the pipeline and plan formats, generated from the models (committed under
-schemas/ and kept in sync by a test; regenerate with `invoke schemas`)."""
+"""JSON Schemas of the pipeline and plan formats, generated from the models. Committed under
+ops/pipeline/data/schemas/ (shipped in the wheel; `schemas/` in a checkout links there) and kept in
+sync by a test; regenerate with `invoke schemas`."""
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 
 import orjson
@@ -10,7 +12,7 @@ import orjson
 from ops.engine.plan import Plan
 from ops.pipeline.models import Pipeline
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent.parent / "schemas"
+SCHEMA_DIR = Path(str(files("ops.pipeline") / "data" / "schemas"))
 
 
 def schemas() -> dict[str, bytes]:

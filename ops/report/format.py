@@ -18,3 +18,14 @@ def count(value: int | None) -> str:
 
 def fraction(value: float) -> str:
     return f"{value:.2%}"
+
+
+def plain_value(value: object) -> str:
+    """A value as a reviewer reads it: `-` for none, floats rounded to 3 decimals."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{round(value, 3)}"
+    if isinstance(value, list):
+        return "[" + ", ".join(plain_value(v) for v in value) + "]"
+    return str(value)

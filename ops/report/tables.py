@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.rule import Rule
 from rich.table import Table
 
 from ops.engine.plan import Plan
 from ops.engine.runner import RunResult
-from ops.report.format import count, fraction, size
+from ops.report.console import PLAIN_WIDTH, is_plain
+from ops.report.format import count, fraction, plain_value, size
 from ops.steps.backup_list import BackupRow
 from ops.steps.db_info import DbInfoReport
 from ops.steps.hnsw_info import HnswInfoReport, IndexCrossCheck
@@ -19,6 +22,50 @@ from ops.steps.recommendations import Recommendation
 from ops.steps.wal_info import WalInfoReport
 
 _SEVERITY_STYLE = {"action": "bold yellow", "warning": "bold red", "info": "cyan"}
+
+
+def show(console: Console, table: Table) -> None:
+    """A boxed table on a terminal wide enough for it; on a narrower one each row as `header: value`
+    lines (a box would have to break ids and paths); elsewhere a Markdown table, never wrapped."""
+    if is_plain(console):
+        _markdown(console, table)
+    elif console.measure(table, options=console.options.update_width(PLAIN_WIDTH)).maximum > console.width:
+        _listing(console, table)
+    else:
+        console.print(table)
+
+
+def _markdown(console: Console, table: Table) -> None:
+    title, table.title, table.box = table.title, None, box.MARKDOWN
+    table.show_edge = False  # no blank first and last lines; still a GitHub Markdown table
+    for column in table.columns:
+        column.no_wrap = True
+    with console.capture() as captured:
+        console.print(table)
+    text = "\n".join(line.rstrip() for line in captured.get().splitlines())
+    _line(console, f"\n{title}\n\n{text}" if title else text)
+
+
+def _listing(console: Console, table: Table) -> None:
+    if table.title:
+        console.print(table.title, style="italic", markup=False)
+    headers = [str(c.header) or "Kind" for c in table.columns]
+    rows = list(zip(*(list(c.cells) for c in table.columns), strict=True))
+    width = max(map(len, headers)) + 2
+    for row in rows:
+        if headers == ["Property", "Value"]:
+            console.print(f"  {row[0]}: {row[1]}", soft_wrap=True, highlight=False)
+            continue
+        for header, cell in zip(headers, row, strict=True):
+            console.print(f"  {header + ':':<{width}}{cell}", soft_wrap=True, highlight=False)
+        console.print()
+
+
+def heading(console: Console, text: str) -> None:
+    if is_plain(console):
+        console.print(f"\n## {text}", markup=False)
+    else:
+        console.print(Rule(escape(text)))
 
 
 def property_table(title: str, rows: Iterable[tuple[str, object]]) -> Table:
@@ -103,19 +150,19 @@ def recommendations_table(items: list[Recommendation]) -> Table:
 
 
 def print_collection(console: Console, c: CollectionReport) -> None:
-    console.print(Rule(c.name))
-    console.print(property_table(f"'{c.name}' Collection Data", collection_rows(c)))
+    heading(console, c.name)
+    show(console, property_table(f"'{c.name}' Collection Data", collection_rows(c)))
     if c.metadata_segment:
-        console.print(property_table(f"Metadata Segment ({c.name})", metadata_segment_rows(c.metadata_segment)))
+        show(console, property_table(f"Metadata Segment ({c.name})", metadata_segment_rows(c.metadata_segment)))
     if c.hnsw:
-        console.print(property_table(f"HNSW Segment ({c.name})", hnsw_segment_rows(c.hnsw)))
+        show(console, property_table(f"HNSW Segment ({c.name})", hnsw_segment_rows(c.hnsw)))
 
 
 def print_advice(console: Console, warnings: list[str], advice: list[Recommendation]) -> None:
     for warning in warnings:
         console.print(f"[bold red]warning:[/] {warning}")
     if advice:
-        console.print(recommendations_table(advice))
+        show(console, recommendations_table(advice))
     else:
         console.print("[green]No maintenance needed.[/]")
 
@@ -131,8 +178,8 @@ def print_db_info(console: Console, r: DbInfoReport) -> None:
         ("WAL Entries", f"{r.wal.entries:,} (automatic purge: {_on_off(r.wal.automatically_purge)})"),
         ("Orphan HNSW Directories", [o.name for o in r.orphan_dirs] or "none"),
     ]
-    console.print(property_table("General Info", general))
-    console.print(Rule("Collections"))
+    show(console, property_table("General Info", general))
+    heading(console, "Collections")
     for c in r.collections:
         print_collection(console, c)
     print_advice(console, r.warnings, r.recommendations)
@@ -141,7 +188,7 @@ def print_db_info(console: Console, r: DbInfoReport) -> None:
 def print_hnsw_info(console: Console, r: HnswInfoReport) -> None:
     print_collection(console, r.collection)
     if r.cross_check:
-        console.print(property_table("Index loaded with chroma-hnswlib (-v)", _cross_rows(r.cross_check)))
+        show(console, property_table("Index loaded with chroma-hnswlib (-v)", _cross_rows(r.cross_check)))
     print_advice(console, r.warnings, r.recommendations)
 
 
@@ -165,7 +212,7 @@ def print_wal_info(console: Console, r: WalInfoReport) -> None:
         ("Automatic purge", _on_off(r.automatically_purge)),
         ("Orphan topics", r.orphan_topics or "none"),
     ]
-    console.print(property_table("WAL Info", general))
+    show(console, property_table("WAL Info", general))
     table = Table(title="WAL per collection", title_justify="left", header_style="bold")
     for col in ("Collection", "Database", "Entries", "Gap", "Seq IDs", "Vector max_seq_id", "Operations"):
         table.add_column(col, overflow="fold")
@@ -173,7 +220,7 @@ def print_wal_info(console: Console, r: WalInfoReport) -> None:
         seq = "-" if c.min_seq_id is None else f"{c.min_seq_id}..{c.max_seq_id}"
         ops = ", ".join(f"{k} {v:,}" for k, v in sorted(c.operations.items())) or "-"
         table.add_row(c.name, c.database, count(c.wal_entries), count(c.wal_gap), seq, count(c.vector_max_seq_id), ops)
-    console.print(table)
+    show(console, table)
     print_advice(console, r.warnings, r.recommendations)
 
 
@@ -182,15 +229,16 @@ def _on_off(value: bool | None) -> str:
 
 
 def print_plan(console: Console, plan: Plan) -> None:
+    """One line per fact, never wrapped by us (a narrow terminal wraps it visually; a file keeps it whole)."""
     for step in plan.steps:
-        table = Table(title=f"Plan: {step.step} ({step.target})", title_justify="left", header_style="bold")
-        for col in ("Action", "Target", "Before", "After", "Details"):
-            table.add_column(col, overflow="fold")
+        _line(console, "")
+        _line(console, f"Plan: {step.step} ({step.target})")
         for a in step.actions:
-            table.add_row(a.kind, a.target, _json_text(a.before), _json_text(a.after), _json_text(a.details or None))
+            _line(console, f"  {a.kind}  {a.target}")
+            for label, value in (("before", a.before), ("after", a.after), ("details", a.details or None)):
+                _line(console, f"      {label + ':':<9}{_json_text(value)}")
         if not step.actions:
-            table.add_row("-", "nothing to do", "", "", "")
-        console.print(table)
+            _line(console, "  nothing to do")
 
 
 def print_plan_document(console: Console, plan: Plan) -> None:
@@ -202,34 +250,51 @@ def print_plan_document(console: Console, plan: Plan) -> None:
         ("Plan digest", plan.digest or "-"),
         ("Changes", "none" if plan.is_empty else f"{sum(len(s.actions) for s in plan.steps)} actions"),
     ]
-    console.print(property_table("Plan", head))
+    fence = is_plain(console)  # a file is pasted as a pull-request body: keep it a verbatim block
+    if fence:
+        _line(console, "```text")
+    _line(console, "Plan")
+    for key, value in head:
+        _line(console, f"  {key + ':':<19}{value}")
     print_plan(console, plan)
+    if fence:
+        _line(console, "```")
+
+
+def _line(console: Console, text: str) -> None:
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
 def _json_text(value: object) -> str:
-    if value is None:
-        return "-"
     if isinstance(value, dict):
-        return ", ".join(f"{k}={v}" for k, v in value.items())
-    return str(value)
+        return ", ".join(f"{k}={plain_value(v)}" for k, v in value.items()) or "-"
+    return plain_value(value)
 
 
 def print_run_result(console: Console, result: RunResult) -> None:
     for note in result.notes:
-        console.print(note)
+        _line(console, note)
     if result.backup_id:
-        console.print(f"[green]Done.[/] Backup: {result.backup_id} ({result.backup_dir})")
+        where = f"{escape(result.backup_id)} ({escape(str(result.backup_dir))})"
+        console.print(f"[green]Done.[/] Backup: {where}", soft_wrap=True)
     else:
         console.print("[green]Done.[/] (no backup was taken)")
 
 
 def print_backups(console: Console, root: str, rows: list[BackupRow]) -> None:
     table = Table(title=f"Backups in {root}", title_justify="left", header_style="bold")
-    for col in ("Backup", "Created", "Reason", "Contents", "Size", "Complete"):
-        table.add_column(col, overflow="fold")
-    for r in rows:
-        contents = ", ".join((["chroma.sqlite3"] if r.includes_sqlite else []) + r.folders) or "-"
-        table.add_row(
-            r.backup_id, r.created_at or "-", r.reason or "-", contents, size(r.bytes), "yes" if r.complete else "NO"
-        )
-    console.print(table)
+    cells = [_backup_cells(r) for r in rows]
+    # never wrapped: the id is what --backup ID takes (it starts with the UTC time it was taken)
+    for i, col in enumerate(("Backup", "Size", "Complete")):
+        table.add_column(col, no_wrap=True, min_width=max((len(c[i]) for c in cells), default=len(col)))
+    table.add_column("Reason")
+    table.add_column("Contents")
+    for row in cells:
+        table.add_row(*row)
+    show(console, table)
+
+
+def _backup_cells(r: BackupRow) -> tuple[str, ...]:
+    folders = f"{len(r.folders)} folder{'' if len(r.folders) == 1 else 's'}"
+    contents = f"chroma.sqlite3 + {folders}" if r.includes_sqlite else folders
+    return r.backup_id, size(r.bytes), "yes" if r.complete else "NO", r.reason or "-", contents

@@ -12,6 +12,7 @@ from ops.engine.step import ReadOnlyStep, ReadReport, StepContext
 from ops.steps import recommendations
 from ops.steps.inspection import HIDDEN, CollectionReport, LayoutReport, collection_report, hide_collection
 from ops.steps.recommendations import Recommendation, Thresholds
+from ops.steps.wal_clean import WalClean
 from ops.storage.fs import tree_size
 
 
@@ -61,10 +62,12 @@ class DbInfo(ReadOnlyStep[DbInfoReport]):
         if self.privacy:
             reports = [hide_collection(c, i) for i, c in enumerate(reports, 1)]
         orphans = [OrphanDir(name=p.name, path=str(p), size=tree_size(p)) for p in pd.orphan_dirs()]
-        advice = [r for c in reports for r in recommendations.for_collection(c, self.thresholds)]
+        where = recommendations.shown_dir(None if self.privacy else str(pd.path))
+        advice = [r for c in reports for r in recommendations.for_collection(c, self.thresholds, where)]
         purge = pd.wal_purge_config()
-        advice += recommendations.for_orphan_dirs(len(orphans))
-        advice += recommendations.for_purge_setting(purge.automatically_purge if purge else None)
+        advice += recommendations.for_orphan_dirs(len(orphans), where)
+        advice += recommendations.for_wal_clean(WalClean().plan(ctx), where)
+        advice += recommendations.for_purge_setting(purge.automatically_purge if purge else None, where)
         report = DbInfoReport(
             tool_version=__version__,
             persist_dir=str(pd.path),

@@ -3,7 +3,9 @@
 chroma.sqlite3 through SQLite's online backup API, every segment folder file by file, and a
 manifest with the sha256 of every file: the same code as the runner's automatic backup, so
 `chops rollback --backup-root` and `restore_backup` read it too. It changes nothing in the
-persist dir. In a pipeline it plans an action only when a later step changes something.
+persist dir. In a pipeline it plans an action only when a later step changes something, and an
+existing folder that already holds a verified snapshot of exactly the current state is reused (a
+rollback brings back the state, hence the state-named folder, of a run that was applied).
 """
 
 from __future__ import annotations
@@ -11,7 +13,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from ops.engine.backup import estimate_backup_bytes, read_manifest, take_backup, verify_backup
+from ops.engine.backup import (
+    BackupError,
+    estimate_backup_bytes,
+    live_matches_backup,
+    read_manifest,
+    take_backup,
+    verify_backup,
+)
 from ops.engine.plan import Action, StepPlan
 from ops.engine.step import Step, StepContext, Touches
 from ops.errors import BadInput, OpsError
@@ -31,9 +40,10 @@ class DbSnapshot(Step):
         """Only reads the persist dir. Proven beside a real server: tests/test_live_chroma.py."""
         return True
 
-    def __init__(self, out: str, needed: bool = True) -> None:
+    def __init__(self, out: str, needed: bool = True, reuse: bool = False) -> None:
         self.out = Path(out).expanduser().resolve()
         self.needed = needed
+        self.reuse = reuse
 
     def precheck(self, ctx: StepContext) -> None:
         if self.out == ctx.root or ctx.root in self.out.parents:
@@ -41,9 +51,11 @@ class DbSnapshot(Step):
 
     def plan(self, ctx: StepContext) -> StepPlan:
         actions = []
+        if self.needed and self.out.exists():
+            if self.reuse and holds_state_of(self.out, ctx.root):
+                return StepPlan(step=self.name, target=f"persist dir (already saved in {self.out})")
+            raise BadInput(f"{self.out} already exists{self._why_not_reused()}", "pick a new folder for the snapshot")
         if self.needed:
-            if self.out.exists():
-                raise BadInput(f"{self.out} already exists", "pick a new folder for the snapshot")
             folders = snapshot_folders(ctx.root)
             actions.append(
                 Action(
@@ -55,6 +67,9 @@ class DbSnapshot(Step):
                 )
             )
         return StepPlan(step=self.name, target="persist dir", actions=actions)
+
+    def _why_not_reused(self) -> str:
+        return " and is not a verified snapshot of the current state" if self.reuse else ""
 
     def touches(self, plan: StepPlan) -> Touches:
         return Touches(sqlite=False)
@@ -72,3 +87,16 @@ class DbSnapshot(Step):
             verify_backup(target, manifest)
             if not manifest.includes_sqlite:
                 raise OpsError(f"snapshot {target} has no chroma.sqlite3")
+
+
+def holds_state_of(snapshot: Path, root: Path) -> bool:
+    """The folder is a complete snapshot whose every file matches its manifest, of every folder of
+    the persist dir, and the persist dir holds exactly what it saved (sqlite compared page by page)."""
+    try:
+        manifest = read_manifest(snapshot)
+        verify_backup(snapshot, manifest)
+    except BackupError:
+        return False
+    if not manifest.includes_sqlite or sorted(manifest.folders) != sorted(snapshot_folders(root)):
+        return False
+    return not live_matches_backup(snapshot, root)

@@ -83,7 +83,9 @@ class HnswInfo(ReadOnlyStep[HnswInfoReport]):
             layout=LayoutReport.of(pd.layout),
             collection=report,
             cross_check=check,
-            recommendations=recommendations.for_collection(report, self.thresholds),
+            recommendations=recommendations.for_collection(
+                report, self.thresholds, recommendations.shown_dir(None if self.privacy else str(pd.path))
+            ),
             warnings=[pd.layout.warning] if pd.layout.warning else [],
         )
 

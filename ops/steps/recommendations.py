@@ -2,22 +2,33 @@
 
 from __future__ import annotations
 
+import shlex
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, JsonValue
 
+from ops.engine.plan import StepPlan
 from ops.steps.inspection import CollectionReport
+from ops.steps.wal_clean import DELETE_ROWS
 
 
 class Thresholds(BaseModel):
     """When the info steps recommend maintenance."""
 
     fragmentation: float = 0.1
-    """Recommend `hnsw rebuild` above this fraction of deleted records."""
-    wal_entries: int = 10_000
-    """Recommend `wal clean` when a collection keeps more WAL rows than this."""
-    wal_gap: int = 1_000
-    """Recommend `wal commit` when more WAL rows than this wait to reach the index."""
+    """Recommend `hnsw rebuild` above this fraction of deleted records (as the maintain pipeline)."""
+    wal_gap: int = 0
+    """Recommend `wal commit` when more WAL rows than this wait to reach the index (the shipped
+    `maintain` pipeline commits every gap, so any gap is worth saying)."""
+
+
+PLACEHOLDER_DIR = "PERSIST_DIR"
+"""What a command names instead of the persist dir in privacy mode."""
+
+
+def shown_dir(persist_dir: str | None) -> str:
+    """The persist dir as the commands print it: the real path, quoted for a shell, or the placeholder."""
+    return shlex.quote(persist_dir) if persist_dir else PLACEHOLDER_DIR
 
 
 class Recommendation(BaseModel):
@@ -27,7 +38,7 @@ class Recommendation(BaseModel):
     command: str | None
 
 
-def for_collection(c: CollectionReport, t: Thresholds) -> list[Recommendation]:
+def for_collection(c: CollectionReport, t: Thresholds, where: str = PLACEHOLDER_DIR) -> list[Recommendation]:
     out: list[Recommendation] = []
     hnsw = c.hnsw
     if hnsw and hnsw.fragmentation > t.fragmentation:
@@ -37,10 +48,10 @@ def for_collection(c: CollectionReport, t: Thresholds) -> list[Recommendation]:
                 collection=c.name,
                 message=f"HNSW fragmentation {hnsw.fragmentation:.1%} ({hnsw.deleted:,} of {hnsw.allocated:,} "
                 f"records deleted) is above {t.fragmentation:.0%}: rebuild the index",
-                command=f"chops hnsw rebuild PERSIST_DIR -c {c.name} -d {c.database}",
+                command=f"chops hnsw rebuild {where} -c {shlex.quote(c.name)} -d {shlex.quote(c.database)}",
             )
         )
-    out += for_wal(c.name, c.wal_entries, c.wal_gap, t)
+    out += for_wal(c.name, c.wal_gap, t, where)
     if hnsw and hnsw.orphan_labels:
         out.append(
             Recommendation(
@@ -54,31 +65,40 @@ def for_collection(c: CollectionReport, t: Thresholds) -> list[Recommendation]:
     return out
 
 
-def for_wal(collection: str, wal_entries: int, wal_gap: int, t: Thresholds) -> list[Recommendation]:
-    out: list[Recommendation] = []
-    if wal_entries > t.wal_entries:
-        out.append(
-            Recommendation(
-                severity="action",
-                collection=collection,
-                message=f"{wal_entries:,} WAL entries (more than {t.wal_entries:,}): clean the WAL",
-                command="chops wal clean PERSIST_DIR",
-            )
+def for_wal(collection: str, wal_gap: int, t: Thresholds, where: str = PLACEHOLDER_DIR) -> list[Recommendation]:
+    """`wal commit` for any gap past the threshold (0: the maintain pipeline commits every gap)."""
+    if wal_gap <= t.wal_gap:
+        return []
+    return [
+        Recommendation(
+            severity="info",
+            collection=collection,
+            message=f"{wal_gap:,} WAL entries are not in the HNSW files yet (Chroma replays them at load): commit them",
+            command=f"chops wal commit {where}",
         )
-    if wal_gap > t.wal_gap:
-        out.append(
-            Recommendation(
-                severity="info",
-                collection=collection,
-                message=f"{wal_gap:,} WAL entries are not in the HNSW files yet (Chroma replays them at "
-                "load): commit them",
-                command="chops wal commit PERSIST_DIR",
-            )
-        )
-    return out
+    ]
 
 
-def for_purge_setting(automatically_purge: bool | None) -> list[Recommendation]:
+def for_wal_clean(plan: StepPlan, where: str = PLACEHOLDER_DIR) -> list[Recommendation]:
+    """`wal clean` exactly when it would change something: the plan the maintain pipeline's wal.clean
+    step makes (WAL rows every segment applied, or free pages to VACUUM away)."""
+    if plan.is_empty:
+        return []
+    rows = sum(_rows(a.before) - _rows(a.after) for a in plan.actions if a.kind == DELETE_ROWS)
+    what = f"{rows:,} WAL rows every segment has applied can go" if rows else "chroma.sqlite3 has free pages"
+    return [
+        Recommendation(
+            severity="info", collection=None, message=f"{what}: clean the WAL", command=f"chops wal clean {where}"
+        )
+    ]
+
+
+def _rows(value: JsonValue) -> int:
+    rows = value.get("rows") if isinstance(value, dict) else None
+    return rows if isinstance(rows, int) else 0
+
+
+def for_purge_setting(automatically_purge: bool | None, where: str = PLACEHOLDER_DIR) -> list[Recommendation]:
     if automatically_purge is not False:
         return []
     return [
@@ -86,12 +106,12 @@ def for_purge_setting(automatically_purge: bool | None) -> list[Recommendation]:
             severity="info",
             collection=None,
             message="automatic WAL purge is off: the WAL grows until you clean it",
-            command="chops wal clean PERSIST_DIR",
+            command=f"chops wal clean {where}",
         )
     ]
 
 
-def for_orphan_dirs(count: int) -> list[Recommendation]:
+def for_orphan_dirs(count: int, where: str = PLACEHOLDER_DIR) -> list[Recommendation]:
     if not count:
         return []
     return [
@@ -99,6 +119,6 @@ def for_orphan_dirs(count: int) -> list[Recommendation]:
             severity="action",
             collection=None,
             message=f"{count} orphan HNSW folder(s) belong to no collection: remove them",
-            command="chops db clean PERSIST_DIR",
+            command=f"chops db clean {where}",
         )
     ]

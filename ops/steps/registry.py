@@ -92,7 +92,7 @@ class StepType(BaseModel):
 STEP_TYPES: dict[str, StepType] = {
     "db.info": StepType(params=NoParams, scope="dir", build=lambda p, t: DbInfo()),
     "db.snapshot": StepType(
-        params=SnapshotParams, scope="dir", build=lambda p, t: DbSnapshot(out=t["out"], needed=t["needed"])
+        params=SnapshotParams, scope="dir", build=lambda p, t: DbSnapshot(out=t["out"], needed=t["needed"], reuse=True)
     ),
     "db.clean": StepType(params=NoParams, scope="dir", build=lambda p, t: DbClean()),
     "wal.commit": StepType(

@@ -11,6 +11,7 @@ from ops.engine.step import ReadOnlyStep, ReadReport, StepContext
 from ops.steps import recommendations
 from ops.steps.inspection import HIDDEN, LayoutReport
 from ops.steps.recommendations import Recommendation, Thresholds
+from ops.steps.wal_clean import WalClean
 
 
 class WalCollectionReport(BaseModel):
@@ -86,10 +87,13 @@ class WalInfo(ReadOnlyStep[WalInfoReport]):
             purge_config=purge.raw if purge else None,
             orphan_topics=sorted(s.topic for cid, s in stats.items() if cid not in known),
             collections=rows,
-            recommendations=self._advice(rows, purge.automatically_purge if purge else None),
+            recommendations=self._advice(ctx, rows, purge.automatically_purge if purge else None),
             warnings=[pd.layout.warning] if pd.layout.warning else [],
         )
 
-    def _advice(self, rows: list[WalCollectionReport], purge: bool | None) -> list[Recommendation]:
-        out = [a for r in rows for a in recommendations.for_wal(r.name, r.wal_entries, r.wal_gap, self.thresholds)]
-        return out + recommendations.for_purge_setting(purge)
+    def _advice(self, ctx: StepContext, rows: list[WalCollectionReport], purge: bool | None) -> list[Recommendation]:
+        """What maintain would do to the WAL (commit gaps, clean applied rows), and the purge setting."""
+        where = recommendations.shown_dir(None if self.privacy else str(ctx.persist_dir.path))
+        out = [a for r in rows for a in recommendations.for_wal(r.name, r.wal_gap, self.thresholds, where)]
+        out += recommendations.for_wal_clean(WalClean().plan(ctx), where)
+        return out + recommendations.for_purge_setting(purge, where)

@@ -1,0 +1,93 @@
+"""Human output where people read it: a file or CI log (plain, never wrapped, no colour codes), a
+narrow terminal (ids, paths and numbers never broken), and pull-request bodies (plan show)."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ops.cli import commands
+from ops.pipeline.maintain import read_plan_file
+from ops.report import tables
+from ops.report.console import make_console
+from tests.conftest import REPO, BuiltDir, run_chops
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+LONG_FLOAT = re.compile(r"(?<![\w.])\d+\.\d{4,}(?!\w)")  # an unrounded figure, not a part of an id
+
+
+def _whole_values(plan: dict[str, object]) -> list[str]:
+    """Every id, topic and path in a plan: what a reviewer copies."""
+    found = [str(plan["persist_dir"])]
+    for step in plan["steps"]:  # type: ignore[attr-defined]
+        for action in step["actions"]:
+            found.append(action["target"])
+            found += [str(v) for k, v in action["details"].items() if k in ("segment_id", "topic")]
+    return found
+
+
+@pytest.fixture
+def plan_file(standard_dir: BuiltDir, tmp_path: Path) -> Path:
+    out = tmp_path / "plan.json"
+    assert run_chops("maintain", standard_dir.path, "--plan", "--out", out).code == 2
+    return out
+
+
+def test_plan_show_to_a_file_is_plain_and_unbroken(plan_file: Path) -> None:
+    shown = run_chops("plan", "show", plan_file, env={"COLUMNS": "80"})  # stdout is a pipe, as in CI
+    assert shown.code == 0, shown.stderr
+    text = shown.stdout
+    assert "\x1b" not in text and "│" not in text and "━" not in text
+    assert text.startswith("```text\n") and text.rstrip().endswith("```")  # a verbatim block in a PR body
+    lines = text.splitlines()
+    for value in _whole_values(json.loads(plan_file.read_text())):
+        assert any(value in line for line in lines), value
+    assert "None" not in text and not LONG_FLOAT.search(text), text
+    assert "fragmentation=0.197" in text  # 80 deleted of 407, rounded
+
+
+def test_narrow_terminal_never_breaks_ids(
+    standard_dir: BuiltDir, plan_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    assert run_chops("maintain", standard_dir.path, "--apply", plan_file).code == 0
+    buffer = io.StringIO()
+    console = make_console(buffer, terminal=True)
+    assert console.width == 80
+    out = commands.Output(console=console)
+    tables.print_plan_document(console, read_plan_file(plan_file))
+    commands.backup_list(str(standard_dir.path), None, out)
+    commands.db_info(str(standard_dir.path), (), False, out)
+    text = ANSI.sub("", buffer.getvalue())
+    backups = json.loads(run_chops("backup", "list", standard_dir.path, "--json").stdout)["backups"]
+    expected = _whole_values(json.loads(plan_file.read_text())) + [b["backup_id"] for b in backups]
+    expected += [c["id"] for c in standard_dir.truth["collections"]] + [str(standard_dir.path)]
+    for value in expected:
+        assert value in text, value
+    assert not LONG_FLOAT.search(text)
+
+
+def test_file_output_of_tables_is_markdown_without_colour(standard_dir: BuiltDir) -> None:
+    r = run_chops("db", "info", standard_dir.path, env={"COLUMNS": "60"})
+    assert r.code == 0 and "\x1b" not in r.stdout and "│" not in r.stdout
+    lines = r.stdout.splitlines()
+    assert any(line.endswith(f"| {standard_dir.path}") for line in lines), r.stdout  # a Markdown row, whole
+    assert any(set(line) <= {"-", "|"} and line.count("|") == 1 for line in lines)  # header separator
+
+
+def test_invoke_echo_has_no_colour_codes_in_a_log() -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "invoke", "--search-root", str(REPO), "test", "--fast", "-k", "no_test_has_this_name"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert r.returncode == 5  # pytest collected nothing: the task fails
+    echoed = [line for line in r.stdout.splitlines() if "-m pytest" in line]
+    assert echoed and "\x1b" not in echoed[0], r.stdout
