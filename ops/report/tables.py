@@ -188,7 +188,9 @@ def print_plan(console: Console, plan: Plan) -> None:
             table.add_column(col, overflow="fold")
         for a in step.actions:
             table.add_row(a.kind, a.target, _json_text(a.before), _json_text(a.after), _json_text(a.details or None))
-        if not step.actions:
+        if step.skipped:
+            table.add_row("skipped", step.target, "", "", step.skipped)
+        elif not step.actions:
             table.add_row("-", "nothing to do", "", "", "")
         console.print(table)
 
