@@ -169,6 +169,27 @@ class ExactTopK:
         x = _prepared(vectors, self.space)
         dot = self.queries @ x.T
         d = self.query_sq - 2 * dot + (x**2).sum(1)[None, :] if self.space == "l2" else 1.0 - dot
+        if self.best_d.shape[1] < self.k:
+            self._merge_all(labels, d)
+        else:
+            self._merge_closer(labels, d)
+
+    def _merge_closer(self, labels: Labels, d: Vectors) -> None:
+        """Merge only the candidates closer than a query's current k-th best: after the first
+        batches they are few, so no full partition of each batch is needed."""
+        rows, cols = np.nonzero(d < self.best_d.max(axis=1)[:, None])
+        if not len(rows):
+            return
+        n, k = self.best_d.shape
+        all_rows = np.concatenate([np.repeat(np.arange(n), k), rows])
+        all_d = np.concatenate([self.best_d.ravel(), d[rows, cols].astype(np.float32)])
+        all_l = np.concatenate([self.best_l.ravel(), labels[cols]])
+        order = np.lexsort((all_d, all_rows))
+        first = np.searchsorted(all_rows[order], np.arange(n))  # every row has at least its k best
+        take = order[(first[:, None] + np.arange(k)[None, :]).ravel()]
+        self.best_d, self.best_l = all_d[take].reshape(n, k), all_l[take].reshape(n, k)
+
+    def _merge_all(self, labels: Labels, d: Vectors) -> None:
         all_d = np.concatenate([self.best_d, d.astype(np.float32)], axis=1)
         all_l = np.concatenate([self.best_l, np.broadcast_to(labels, d.shape)], axis=1)
         if all_d.shape[1] > self.k:
