@@ -38,7 +38,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 from bench_db_info import run_timed  # noqa: E402
-from bench_hnsw import FLOOR_CODE, child_extract_rebuild  # noqa: E402
+from bench_hnsw import FLOOR_CODE  # noqa: E402
 from bench_wal_clean import cpu_busy_s, machine_info, wait_quiet  # noqa: E402
 
 COLLECTION = "bench"
@@ -57,6 +57,21 @@ def dataset(args: argparse.Namespace) -> tuple[Path, dict]:
     if proc.returncode != 0:
         raise SystemExit(f"dataset build failed: {proc.stdout[-600:]}")
     return out, json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def extract_in_child(src: Path, work: Path, params: dict) -> dict:
+    code = (
+        "import json, sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); "
+        "from bench_hnsw import child_extract_rebuild as x; "
+        "print(json.dumps(x(Path(sys.argv[2]), Path(sys.argv[3]), json.loads(sys.argv[4]))))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(HERE), str(src), str(work), json.dumps(params)],
+        stdout=subprocess.PIPE,
+        text=True,
+        check=True,
+    )
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
 def fresh_copy(src: Path, dst: Path) -> None:
@@ -104,7 +119,9 @@ def main() -> int:
 
 
 def run(args: argparse.Namespace, env: dict, src: Path, facts: dict, work: Path) -> dict:
-    extract = child_extract_rebuild(src, work, facts["params"])
+    # In a child: loaded here, the vectors would stay in this process, and every timed child forked
+    # from it would report this process's resident size as its own peak (ru_maxrss counts it).
+    extract = extract_in_child(src, work, facts["params"])
     floor_cmd = [sys.executable, "-c", FLOOR_CODE, str(work / "rebuild_vectors.npy"), str(work / "rebuild_labels.npy")]
     floor_cmd += ["cosine", str(extract["M"]), str(extract["ef_construction"]), "2"]
     copy = work / "copy"
