@@ -28,7 +28,15 @@ from ops.engine.backup import copy_persist_dir, default_backup_root
 from ops.engine.fingerprint import changed_components, compute
 from ops.engine.plan import PipelineRef, Plan, StepPlan
 from ops.engine.progress import ProgressSink
-from ops.engine.runner import RunOptions, RunResult, StalePlan, apply_plan, open_for_change, refuse_unknown_layout
+from ops.engine.runner import (
+    RollbackFailed,
+    RunOptions,
+    RunResult,
+    StalePlan,
+    apply_plan,
+    open_for_change,
+    refuse_unknown_layout,
+)
 from ops.engine.step import Step, StepContext, run_read_only
 from ops.errors import BadInput, OpsError, Refused
 from ops.pipeline.loader import load_pipeline, resolve_pipeline
@@ -136,6 +144,10 @@ def _advance(state: _State, step: Step, step_plan: StepPlan) -> StepPlan:
 
 
 def _refusal(exc: BaseException) -> Refused | None:
+    """The refusal behind a failed simulated run, unless its rollback failed too (then the scratch
+    state is not what it was, and the plan must fail)."""
+    if isinstance(exc, RollbackFailed):
+        return None
     seen: BaseException | None = exc
     while seen is not None and not isinstance(seen, Refused):
         seen = seen.__cause__
