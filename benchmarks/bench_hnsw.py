@@ -146,7 +146,7 @@ def child_extract_rebuild(persist: Path, out: Path, params: dict) -> dict:
     import sqlite3
 
     import numpy as np
-    from make_dataset import _SafeUnpickler, make_vectors
+    from make_dataset import _SafeUnpickler, seeded_vectors
 
     conn = sqlite3.connect(f"file:{persist / 'chroma.sqlite3'}?mode=ro", uri=True)
     vseg = conn.execute("SELECT id FROM segments WHERE scope = 'VECTOR'").fetchone()[0]
@@ -159,7 +159,7 @@ def child_extract_rebuild(persist: Path, out: Path, params: dict) -> dict:
     label_to_id = {int(v): k for k, v in meta["id_to_label"].items()}
     order = np.argsort(labels, kind="stable")
     labels, vecs = labels[order], np.ascontiguousarray(vecs[order], dtype=np.float32)
-    seeded = make_vectors(params["n"], params["dim"], params["seed"])
+    seeded = seeded_vectors(params)
     idx = np.array([int(label_to_id[int(lab)][3:]) for lab in labels])
     max_err = float(np.abs(vecs - seeded[idx]).max())
     np.save(out / "rebuild_vectors.npy", vecs)

@@ -4,6 +4,10 @@ Run it with the python of the "chromadb-ops-0.1.5" bench venv (bench_db_info.py 
 
     <venv>/bin/python benchmarks/make_dataset.py [--out DIR] [--force]
 
+The scale benchmark (bench_hnsw_scale.py) runs it with the system python and chromadb 1.5.9:
+`--chromadb 1.5.9 --clusters 500 --noise 0.35 --n 300000` (a Gaussian mixture instead of
+uniform vectors; the parameters are part of the dataset marker only when they are not the defaults).
+
 What it builds: one collection "bench", cosine space (metadata {"hnsw:space": "cosine"}),
 N x DIM float32 vectors from numpy's default_rng(SEED), normalised, ids "id-00000"...,
 added in batches; then every 5th id (20%) deleted, also in batches. Default HNSW
@@ -38,19 +42,46 @@ DEFAULT_OUT = Path.home() / ".cache" / "chroma-ops" / "bench-data" / "dbinfo-50k
 FORMAT_VERSION = 1  # bump when the build recipe changes, to invalidate old datasets
 COLLECTION = "bench"
 EXPECTED_MIGRATIONS = {"embeddings_queue": 2, "metadb": 5, "sysdb": 9}  # chromadb 1.0.16
+MIGRATIONS_BY_VERSION = {
+    "1.0.16": EXPECTED_MIGRATIONS,
+    "1.5.9": {"embeddings_queue": 2, "metadb": 6, "sysdb": 10},
+}
 
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def make_vectors(n: int, dim: int, seed: int):
+def make_vectors(n: int, dim: int, seed: int, clusters: int = 0, noise: float = 0.35):
+    """Uniform on the sphere, or (clusters > 0) a Gaussian mixture: each vector is a random one of
+    `clusters` unit centres plus Gaussian noise of expected norm `noise`; normalised either way."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    vecs = rng.standard_normal((n, dim), dtype=np.float32)
+    if clusters:
+        centres = rng.standard_normal((clusters, dim), dtype=np.float32)
+        centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+        vecs = np.empty((n, dim), dtype=np.float32)
+        step = 50_000
+        for start in range(0, n, step):
+            count = min(step, n - start)
+            which = rng.integers(clusters, size=count)
+            vecs[start : start + count] = centres[which] + rng.standard_normal((count, dim), dtype=np.float32) * (
+                np.float32(noise / np.sqrt(dim))
+            )
+    else:
+        vecs = rng.standard_normal((n, dim), dtype=np.float32)
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
     return vecs
+
+
+def seeded_vectors(params: dict):
+    clusters, noise = params.get("clusters", 0), params.get("noise", 0.35)
+    return make_vectors(params["n"], params["dim"], params["seed"], clusters, noise)
+
+
+def expected_migrations(params: dict) -> dict:
+    return MIGRATIONS_BY_VERSION[params.get("chromadb", "1.0.16")]
 
 
 def make_ids(n: int) -> list[str]:
@@ -69,10 +100,10 @@ def build_into(target: Path, params: dict) -> dict:
     import chromadb
     from chromadb.config import Settings
 
-    assert chromadb.__version__ == "1.0.16", chromadb.__version__
-    n, dim, batch = params["n"], params["dim"], params["batch"]
+    assert chromadb.__version__ == params.get("chromadb", "1.0.16"), chromadb.__version__
+    n, batch = params["n"], params["batch"]
     t0 = time.perf_counter()
-    vecs = make_vectors(n, dim, params["seed"])
+    vecs = seeded_vectors(params)
     ids = make_ids(n)
     t_gen = time.perf_counter() - t0
 
@@ -186,7 +217,7 @@ def check(persist: Path, params: dict) -> dict:
     live_labels_ok = set(int(x) for x in labels[live_mask]) == set(id_to_label.values())
 
     # the stored vectors are the seeded ones (sample), normalised (cosine)
-    vecs = make_vectors(params["n"], params["dim"], params["seed"])
+    vecs = seeded_vectors(params)
     off = header["offset_data"]
     label_to_row = {int(lab): r for r, lab in enumerate(labels)}
     sample = sorted(id_to_label)[:: max(1, len(id_to_label) // 100)]
@@ -205,7 +236,7 @@ def check(persist: Path, params: dict) -> dict:
             "config_json_str": json.loads(config_json) if config_json else None,
         },
         "migrations": migrations,
-        "migrations_ok": migrations == EXPECTED_MIGRATIONS,
+        "migrations_ok": migrations == expected_migrations(params),
         "segments": {"vector": vseg, "metadata": mseg},
         "max_seq_id": {"vector": vec_max_seq, "metadata": max_seq.get(mseg)},
         "wal": {
@@ -239,7 +270,7 @@ def check(persist: Path, params: dict) -> dict:
     n_del = len(deleted_ids(make_ids(params["n"]), params["delete_every"]))
     problems = []
     if not result["migrations_ok"]:
-        problems.append(f"migrations {migrations} != {EXPECTED_MIGRATIONS} (migrated by another chromadb?)")
+        problems.append(f"migrations {migrations} != {expected_migrations(params)} (migrated by another chromadb?)")
     if records != params["n"] - n_del:
         problems.append(f"records {records} != {params['n'] - n_del}")
     if cur != params["n"]:
@@ -277,6 +308,14 @@ def main() -> int:
     ap.add_argument(
         "--max-wal-gap", type=int, default=0, help="fail if more WAL writes than this are not in the HNSW files"
     )
+    ap.add_argument("--clusters", type=int, default=0, help="Gaussian mixture of this many clusters (0: uniform)")
+    ap.add_argument("--noise", type=float, default=0.35, help="with --clusters: expected norm of the noise")
+    ap.add_argument(
+        "--chromadb",
+        default="1.0.16",
+        choices=sorted(MIGRATIONS_BY_VERSION),
+        help="the chromadb of the python running this (1.0.16: the bench venv's; 1.5.9: the system's)",
+    )
     ap.add_argument("--force", action="store_true", help="rebuild even if complete")
     ap.add_argument("--check-only", action="store_true", help="only re-check an existing dataset (exit 1 on problems)")
     ap.add_argument("--build-into", type=Path, help=argparse.SUPPRESS)
@@ -290,6 +329,11 @@ def main() -> int:
         "seed": args.seed,
         "max_wal_gap": args.max_wal_gap,
     }
+    # only when not the defaults, so the markers of datasets built before these options stay valid
+    if args.clusters:
+        params.update(clusters=args.clusters, noise=args.noise)
+    if args.chromadb != "1.0.16":
+        params["chromadb"] = args.chromadb
 
     if args.build_into:  # child mode
         print(json.dumps(build_into(args.build_into, params)))
@@ -317,7 +361,7 @@ def main() -> int:
             shutil.rmtree(tmp)
         tmp.parent.mkdir(parents=True, exist_ok=True)
         log(
-            f"[data] building {out} with chromadb 1.0.16 ({args.n:,} x {args.dim}, "
+            f"[data] building {out} with chromadb {params.get('chromadb', '1.0.16')} ({args.n:,} x {args.dim}, "
             f"batches of {args.batch:,}, delete every {args.delete_every}th)"
         )
         t0 = time.perf_counter()
@@ -348,7 +392,7 @@ def main() -> int:
         done = {
             "params": params,
             "path": str(out),
-            "chromadb": "1.0.16",
+            "chromadb": params.get("chromadb", "1.0.16"),
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "build_seconds": round(build_seconds, 1),
             "build": build,

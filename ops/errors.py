@@ -46,3 +46,7 @@ class DatabaseBusy(OpsError):
 
 class BadInput(OpsError):
     """An option value or input file the user gave is not acceptable."""
+
+
+class Refused(OpsError):
+    """A step measured that its change would leave things worse and kept none of it."""

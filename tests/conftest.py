@@ -71,6 +71,16 @@ def empty_dir(empty_master: BuiltDir, tmp_path: Path) -> BuiltDir:
     return private_copy(empty_master, tmp_path / "empty-persist")
 
 
+@pytest.fixture(scope="session")
+def clustered_master(tmp_path_factory: pytest.TempPathFactory) -> BuiltDir:
+    return build("clustered", tmp_path_factory.mktemp("clustered") / "persist")
+
+
+@pytest.fixture
+def clustered_dir(clustered_master: BuiltDir, tmp_path: Path) -> BuiltDir:
+    return private_copy(clustered_master, tmp_path / "clustered-persist")
+
+
 def chroma(command: str, path: Path, *args: str) -> Any:
     """The real chromadb client, in a child process (tests/chroma_probe.py)."""
     proc = subprocess.run(

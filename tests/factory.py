@@ -168,7 +168,49 @@ def _finish(t: CollectionTruth, collection: Any) -> CollectionTruth:
     return t
 
 
-SCENARIOS = {"standard": standard, "walbloat": walbloat, "empty": empty, "demo": demo}
+CLUSTERED = {
+    "n": 30_000,
+    "dim": 64,
+    "clusters": 100,
+    "noise": 0.35,
+    "per_add": 5_000,
+    "delete_every": 5,
+    "M": 8,
+    "efc": 32,
+}
+
+
+def clustered_vectors(seed: int = 7) -> np.ndarray[Any, np.dtype[np.float32]]:
+    """A Gaussian mixture (unit centres, noise of expected norm 0.35), ordered cluster by cluster:
+    documents ingested topic by topic. Normalised."""
+    c = CLUSTERED
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((c["clusters"], c["dim"])).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    which = np.sort(rng.integers(c["clusters"], size=c["n"]))
+    noise = rng.standard_normal((c["n"], c["dim"])).astype(np.float32) * np.float32(c["noise"] / np.sqrt(c["dim"]))
+    v = centres[which] + noise
+    return v / np.linalg.norm(v, axis=1, keepdims=True)  # type: ignore[no-any-return]
+
+
+def clustered(out: Path) -> dict[str, Any]:
+    """The shape of issue #19, smaller: one cosine collection of 30,000 x 64 clustered vectors added
+    topic by topic, 5,000 per add (each add flushes), then every fifth id deleted (6,000)."""
+    import chromadb
+
+    c = CLUSTERED
+    client = chromadb.PersistentClient(path=str(out))
+    t = CollectionTruth("topics", "default_database", space="cosine", M=c["M"], ef_construction=c["efc"])
+    topics = client.create_collection("topics", configuration=configured("cosine", c["M"], c["efc"], small=False))  # type: ignore[arg-type]
+    v, ids = clustered_vectors(), [f"t-{i:05d}" for i in range(c["n"])]
+    for start in range(0, c["n"], c["per_add"]):
+        topics.add(ids=ids[start : start + c["per_add"]], embeddings=v[start : start + c["per_add"]])
+    topics.delete(ids=ids[:: c["delete_every"]])
+    t.allocated_on_disk, t.deleted_on_disk = c["n"], c["n"] // c["delete_every"]
+    return {"collections": [asdict(_finish(t, topics))]}
+
+
+SCENARIOS = {"standard": standard, "walbloat": walbloat, "empty": empty, "demo": demo, "clustered": clustered}
 
 
 def main(argv: list[str]) -> int:

@@ -149,6 +149,40 @@ def test_edited_plan_is_refused(standard_dir: BuiltDir, tmp_path: Path) -> None:
     assert tree_state(path) == before
 
 
+def test_a_rebuild_refused_while_planning_is_skipped_and_the_rest_still_plans_and_applies(
+    standard_dir: BuiltDir, tmp_path: Path
+) -> None:
+    """Planning simulates the rebuild; one whose index would be refused (here M 2, construction ef 2:
+    truly worse) is reported as skipped with what was measured, and applying the plan leaves it alone."""
+    path = standard_dir.path
+    pipeline = tmp_path / "worse.yaml"
+    pipeline.write_text(
+        "version: 1\nname: worse\nsteps:\n  - step: db.snapshot\n  - step: wal.commit\n"
+        "  - step: hnsw.rebuild\n    when: {fragmentation_gt: 0.1}\n    with: {m: 2, construction_ef: 2}\n"
+        "  - step: wal.clean\n"
+    )
+    plan_file = tmp_path / "plan.json"
+    r = run_chops("maintain", path, "--pipeline", pipeline, "--plan", "--out", plan_file)
+    assert r.code == 2, r.stderr
+    assert "skipped hnsw.rebuild of default_database/frag" in r.stderr
+    steps = json.loads(plan_file.read_text())["steps"]
+    assert [(s["step"], len(s["actions"])) for s in steps] == [
+        ("db.snapshot", 1),
+        ("wal.commit", 2),
+        ("hnsw.rebuild", 0),
+        ("wal.clean", 3),
+    ]
+    reason = steps[2]["skipped"]
+    assert "worse than the old index" in reason and "paired difference" in reason and "--construction-ef" in reason
+    assert "skipped" in run_chops("plan", "show", plan_file).stdout
+    applied = run_chops("maintain", path, "--apply", plan_file, "--json")
+    assert applied.code == 0, applied.stderr
+    info = {c["name"]: c for c in run_chops("db", "info", path, "--json").json()["collections"]}
+    assert info["frag"]["wal_gap"] == 0 and info["pending"]["wal_gap"] == 0  # the commit was applied
+    h = run_chops("hnsw", "info", path, "-c", "frag", "--json").json()["collection"]["hnsw"]
+    assert (h["deleted"], h["M"], h["index_M"]) == (80, 12, 12)  # the refused rebuild was not
+
+
 def test_one_go_and_shipped_pipelines(standard_dir: BuiltDir) -> None:
     path = standard_dir.path
     assert run_chops("maintain", path, "--pipeline", "nightly", "--dry-run").code in (0, 2)

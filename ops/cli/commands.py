@@ -284,6 +284,9 @@ def maintain(
         result = apply_plan_file(persist_dir, plan, options.run_options(), progress)
         return _report_result(result, out)
     plan = plan_pipeline(persist_dir, pipeline, options.run_options().backup_root)
+    for step in plan.steps:
+        if step.skipped:
+            print(f"chops: skipped {step.step} of {step.target}: {step.skipped}", file=sys.stderr)
     if options.plan_only:
         _warn_live(plan, may_run_live=plan_may_run_live(plan))
         if out_path:
@@ -301,7 +304,9 @@ def maintain(
 
 def _summary(plan: Plan) -> str:
     counts = [f"{s.step} {len(s.actions)}" for s in plan.steps if s.actions]
-    return "nothing to do" if not counts else "actions: " + ", ".join(counts)
+    skipped = [f"{s.step} {s.target}" for s in plan.steps if s.skipped]
+    text = "nothing to do" if not counts else "actions: " + ", ".join(counts)
+    return text + ("; skipped (see the plan for why): " + ", ".join(skipped) if skipped else "")
 
 
 def _report_result(result: RunResult, out: Output) -> int:

@@ -60,6 +60,9 @@ class StepPlan(BaseModel):
     """Pipeline plans: the step's parameters, so applying rebuilds exactly this step."""
     selection: dict[str, JsonValue] = {}
     """Pipeline plans: which collection(s) the step works on (or skips)."""
+    skipped: str | None = None
+    """Pipeline plans: why this step's changes were left out (its simulated run refused them);
+    applying the plan then does nothing for it."""
 
     @property
     def is_empty(self) -> bool:
@@ -82,7 +85,7 @@ class StateFingerprint(BaseModel):
 
 
 _OPTIONAL_TOP = ("pipeline", "fingerprint", "digest", "live_processes")
-_OPTIONAL_STEP = ("params", "selection")
+_OPTIONAL_STEP = ("params", "selection", "skipped")
 
 
 class Plan(BaseModel):

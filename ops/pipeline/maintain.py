@@ -29,9 +29,17 @@ from ops.engine.fingerprint import changed_components, compute
 from ops.engine.live import scan
 from ops.engine.plan import PipelineRef, Plan, StepPlan
 from ops.engine.progress import ProgressSink
-from ops.engine.runner import RunOptions, RunResult, StalePlan, apply_plan, open_for_change, refuse_unknown_layout
+from ops.engine.runner import (
+    RollbackFailed,
+    RunOptions,
+    RunResult,
+    StalePlan,
+    apply_plan,
+    open_for_change,
+    refuse_unknown_layout,
+)
 from ops.engine.step import Step, StepContext, run_read_only
-from ops.errors import BadInput
+from ops.errors import BadInput, OpsError, Refused
 from ops.pipeline.loader import load_pipeline, resolve_pipeline
 from ops.pipeline.models import Pipeline
 from ops.steps.db_info import DbInfo
@@ -118,9 +126,34 @@ def _plan_steps(pipeline: Pipeline, state: _State) -> list[StepPlan]:
                 ctx = StepContext(persist_dir=pd)
                 step.precheck(ctx)
                 step_plan = step.plan(ctx).model_copy(update={"params": params, "selection": selection})
-            planned.append(step_plan)
-            state.advance(step, step_plan)
+            planned.append(_advance(state, step, step_plan))
     return planned
+
+
+def _advance(state: _State, step: Step, step_plan: StepPlan) -> StepPlan:
+    """Apply the step to the simulated state. A step that refuses its own change there (e.g. a
+    rebuilt index measurably worse than the old one) is planned as skipped, with its reason, and
+    the simulated state stays as it was: the rest of the pipeline still plans, and applying the
+    plan leaves that collection alone."""
+    try:
+        state.advance(step, step_plan)
+    except OpsError as exc:
+        refusal = _refusal(exc)
+        if refusal is None:
+            raise
+        return step_plan.model_copy(update={"actions": [], "skipped": refusal.one_line()})
+    return step_plan
+
+
+def _refusal(exc: BaseException) -> Refused | None:
+    """The refusal behind a failed simulated run, unless its rollback failed too (then the scratch
+    state is not what it was, and the plan must fail)."""
+    if isinstance(exc, RollbackFailed):
+        return None
+    seen: BaseException | None = exc
+    while seen is not None and not isinstance(seen, Refused):
+        seen = seen.__cause__
+    return seen
 
 
 def _expand(entry: Any, state: Path) -> list[Expanded]:

@@ -237,7 +237,9 @@ def print_plan(console: Console, plan: Plan) -> None:
             _line(console, f"  {a.kind}  {a.target}")
             for label, value in (("before", a.before), ("after", a.after), ("details", a.details or None)):
                 _line(console, f"      {label + ':':<9}{_json_text(value)}")
-        if not step.actions:
+        if step.skipped:
+            _line(console, f"  skipped: {step.skipped}")
+        elif not step.actions:
             _line(console, "  nothing to do")
 
 

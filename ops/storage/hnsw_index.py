@@ -66,6 +66,35 @@ def vectors_at(folder: Path, header: HnswHeader, positions: npt.NDArray[np.int64
     return _vectors(records, np.ones(len(records), dtype=bool), header, None if norms is None else norms[positions])
 
 
+def vectors_in_order(
+    folder: Path, header: HnswHeader, positions: npt.NDArray[np.int64], space: str, batch: int
+) -> Iterator[tuple[Labels, Vectors]]:
+    """(labels, original vectors) of the records at `positions`, in that order, `batch` at a time
+    (each batch read in file order, then put in the asked order)."""
+    norms = _norms(folder, 0, header.cur_element_count, space)
+    for start in range(0, len(positions), batch):
+        part = positions[start : start + batch]
+        order = np.argsort(part, kind="stable")
+        records = np.empty((len(part), header.size_data_per_element), dtype=np.uint8)
+        records[order] = read_records(folder, header, part[order])
+        rows = np.ones(len(part), dtype=bool)
+        yield record_labels(records, header), _vectors(records, rows, header, None if norms is None else norms[part])
+
+
+def in_batches(pieces: Iterator[tuple[Labels, Vectors]], size: int) -> Iterator[tuple[Labels, Vectors]]:
+    """The same (labels, vectors) stream, regrouped into batches of at least `size` (the last one less)."""
+    labels: list[Labels] = []
+    vectors: list[Vectors] = []
+    for piece_labels, piece_vectors in pieces:
+        labels.append(piece_labels)
+        vectors.append(piece_vectors)
+        if sum(len(x) for x in labels) >= size:
+            yield np.concatenate(labels), np.concatenate(vectors)
+            labels, vectors = [], []
+    if labels:
+        yield np.concatenate(labels), np.concatenate(vectors)
+
+
 def _live_mask(records: RecordMatrix, header: HnswHeader, keep: Labels) -> npt.NDArray[np.bool_]:
     return ~record_deleted(records) & np.isin(record_labels(records, header), keep)
 
@@ -140,6 +169,27 @@ class ExactTopK:
         x = _prepared(vectors, self.space)
         dot = self.queries @ x.T
         d = self.query_sq - 2 * dot + (x**2).sum(1)[None, :] if self.space == "l2" else 1.0 - dot
+        if self.best_d.shape[1] < self.k:
+            self._merge_all(labels, d)
+        else:
+            self._merge_closer(labels, d)
+
+    def _merge_closer(self, labels: Labels, d: Vectors) -> None:
+        """Merge only the candidates closer than a query's current k-th best: after the first
+        batches they are few, so no full partition of each batch is needed."""
+        rows, cols = np.nonzero(d < self.best_d.max(axis=1)[:, None])
+        if not len(rows):
+            return
+        n, k = self.best_d.shape
+        all_rows = np.concatenate([np.repeat(np.arange(n), k), rows])
+        all_d = np.concatenate([self.best_d.ravel(), d[rows, cols].astype(np.float32)])
+        all_l = np.concatenate([self.best_l.ravel(), labels[cols]])
+        order = np.lexsort((all_d, all_rows))
+        first = np.searchsorted(all_rows[order], np.arange(n))  # every row has at least its k best
+        take = order[(first[:, None] + np.arange(k)[None, :]).ravel()]
+        self.best_d, self.best_l = all_d[take].reshape(n, k), all_l[take].reshape(n, k)
+
+    def _merge_all(self, labels: Labels, d: Vectors) -> None:
         all_d = np.concatenate([self.best_d, d.astype(np.float32)], axis=1)
         all_l = np.concatenate([self.best_l, np.broadcast_to(labels, d.shape)], axis=1)
         if all_d.shape[1] > self.k:
@@ -160,16 +210,44 @@ def _prepared(vectors: Vectors, space: str) -> Vectors:
     return v
 
 
+NOT_FOUND = np.uint64(2**64 - 1)
+"""Stands for a neighbour the index did not return (no label is this)."""
+
+
 def knn_labels(index: Any, queries: Vectors, k: int, ef: int) -> Labels:
+    """The k labels the index returns for each query. hnswlib refuses a whole batch when one query
+    gets fewer than k (a badly connected graph); such queries are then asked alone, by the largest
+    k that works, and padded with NOT_FOUND."""
     index.set_ef(max(ef, k))
-    found, _ = index.knn_query(queries, k=k)
-    return np.asarray(found, dtype=np.uint64)
+    try:
+        found, _ = index.knn_query(queries, k=k)
+        return np.asarray(found, dtype=np.uint64)
+    except RuntimeError:
+        return np.stack([_knn_one(index, q, k) for q in queries]) if len(queries) else np.zeros((0, k), np.uint64)
+
+
+def _knn_one(index: Any, query: Vectors, k: int) -> Labels:
+    out = np.full(k, NOT_FOUND, dtype=np.uint64)
+    for size in range(k, 0, -1):
+        try:
+            found, _ = index.knn_query(query[None, :], k=size)
+        except RuntimeError:
+            continue
+        out[:size] = np.asarray(found[0], dtype=np.uint64)
+        break
+    return out
 
 
 def recall_at_k(found: Labels, truth: Labels) -> float:
     """Share of the true neighbours found (truth rows may be shorter than k on tiny indexes)."""
     hits = sum(len(set(map(int, f)) & set(map(int, t))) for f, t in zip(found, truth, strict=True))
     return hits / float(truth.size)
+
+
+def recall_per_query(found: Labels, truth: Labels) -> npt.NDArray[np.float64]:
+    """Each query's share of its true neighbours found."""
+    hits = [len(set(f.tolist()) & set(t.tolist())) / max(len(t), 1) for f, t in zip(found, truth, strict=True)]
+    return np.asarray(hits, dtype=np.float64)
 
 
 _RENAME_EXCHANGE = 2
