@@ -163,14 +163,7 @@ def findable(d: Path, tmp_path: Path, vectors: dict[str, list[float]]) -> Any:
     """After a restart (a fresh chromadb process): count, get of every id, and each vector's own id first."""
     spec = tmp_path / "vectors.json"
     spec.write_text(json.dumps(vectors))
-    proc = subprocess.run(
-        [sys.executable, "-m", "tests.chroma_probe", "findable", str(d), "default_database", "live", str(spec)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
+    return chroma("findable", d, "default_database", "live", str(spec))
 
 
 def test_read_only_commands_warn_and_report_the_process(prepared: BuiltDir, tmp_path: Path) -> None:
