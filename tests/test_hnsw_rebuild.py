@@ -143,10 +143,18 @@ def test_rebuild_of_a_collection_added_topic_by_topic_is_kept_and_not_worse(
     assert (seen["max_neighbors"], seen["ef_construction"]) == (8, 32)  # the user's settings stay
     stored = chroma("snapshot", _copy(path, tmp_path / "s"))["default_database/topics"]
     assert stored["count"] == 24_000
-    probe = sorted(stored["records"])[::2400]
+    probe = sorted(stored["records"])[::480]
     vectors = [stored["records"][i]["embedding"] for i in probe]
-    got = chroma("query", _copy(path, tmp_path / "q"), "default_database", "topics", json.dumps(vectors), "1")
-    assert [row[0] for row in got["ids"]] == probe  # each stored vector finds itself through the new graph
+    got = chroma("query", _copy(path, tmp_path / "q"), "default_database", "topics", json.dumps(vectors), "10")
+    # 50 stored vectors find themselves, at distance 0, among their ten nearest through the new graph.
+    # The graph is approximate (recall ~0.95 at Chroma's search ef 10): a rare miss of a vector behind
+    # near twins of its topic is noise (CI saw one at rank 1), while labels mapped to the wrong
+    # records would miss nearly all of them.
+    found = [
+        want in ids and distances[ids.index(want)] < 1e-4
+        for want, ids, distances in zip(probe, got["ids"], got["distances"], strict=True)
+    ]
+    assert sum(found) >= 48, [w for w, ok in zip(probe, found, strict=True) if not ok]
 
 
 def test_a_truly_worse_rebuild_is_refused_with_what_was_measured(clustered_dir: BuiltDir) -> None:
