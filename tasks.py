@@ -18,6 +18,7 @@ from invoke.tasks import task
 from ops.cli import commands
 from ops.cli.tasks import namespace as product_namespace
 from ops.errors import BadInput, OpsError
+from ops.steps.registry import BY_NAME
 
 
 @task(
@@ -40,7 +41,7 @@ def _demo(out: str | None) -> int:
     if built.returncode:
         last = (built.stderr.strip().splitlines() or ["no output"])[-1]
         raise OpsError(f"building the sample database failed ({last})", "is chromadb installed? pip install '.[test]'")
-    commands.db_info(str(target))
+    commands.run(BY_NAME["db.info"], {"persist_dir": str(target)})
     print(demo_next_steps(target))
     return 0
 

@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from ops.cli import commands
+from ops.engine.step import run_read_only
 from ops.pipeline.maintain import read_plan_file
 from ops.report import tables
 from ops.report.console import make_console
+from ops.steps.backup_list import backup_list
+from ops.steps.db_info import DbInfo
 from tests.conftest import REPO, BuiltDir, run_chops
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -60,10 +62,9 @@ def test_narrow_terminal_never_breaks_ids(
     buffer = io.StringIO()
     console = make_console(buffer, terminal=True)
     assert console.width == 80
-    out = commands.Output(console=console)
     tables.print_plan_document(console, read_plan_file(plan_file))
-    commands.backup_list(str(standard_dir.path), None, out)
-    commands.db_info(str(standard_dir.path), (), False, out)
+    tables.print_backups(console, *_backups(standard_dir.path))
+    tables.print_db_info(console, run_read_only(DbInfo(), str(standard_dir.path)))
     text = ANSI.sub("", buffer.getvalue())
     backups = json.loads(run_chops("backup", "list", standard_dir.path, "--json").stdout)["backups"]
     expected = _whole_values(json.loads(plan_file.read_text())) + [b["backup_id"] for b in backups]
@@ -91,3 +92,8 @@ def test_invoke_echo_has_no_colour_codes_in_a_log() -> None:
     assert r.returncode == 5  # pytest collected nothing: the task fails
     echoed = [line for line in r.stdout.splitlines() if "-m pytest" in line]
     assert echoed and "\x1b" not in echoed[0], r.stdout
+
+
+def _backups(path: Path) -> tuple[str, list[object]]:
+    report = backup_list(str(path))
+    return report.backup_root, list(report.backups)

@@ -331,3 +331,23 @@ def test_applied_wal_rows_are_advised_as_maintain_cleans_them(standard_dir: Buil
     assert [a["after"] for a in steps["wal.clean"] if a["kind"] == "delete_wal_rows"] == [{"rows": 1}, {"rows": 1}]
     assert run_chops("wal", "clean", path, "--yes").code == 0
     assert run_chops("wal", "info", path, "--json").json()["recommendations"] == []
+
+
+def test_a_single_commands_plan_is_applied_exactly_by_chops_apply(standard_dir: BuiltDir, tmp_path: Path) -> None:
+    path = standard_dir.path
+    planned = run_chops("hnsw", "config", path, "-c", "frag", "--search-ef", "55", "--plan")
+    assert planned.code == 2, planned.stderr
+    plan = tmp_path / "plan.json"
+    plan.write_text(planned.stdout)
+    saved = json.loads(planned.stdout)
+    assert saved["digest"] and saved["fingerprint"] and saved["steps"][0]["params"]["collection"] == "frag"
+    edited = tmp_path / "edited.json"
+    edited.write_text(planned.stdout.replace('"ef_search": 55', '"ef_search": 56'))
+    r = run_chops("apply", edited)
+    assert r.code == 1 and "does not match its digest" in r.stderr, r.stderr
+    applied = run_chops("apply", plan, "--json")
+    assert applied.code == 0, applied.stderr
+    assert json.loads(applied.stdout)["applied"] is True
+    assert run_chops("hnsw", "config", path, "-c", "frag", "--search-ef", "55", "--plan").code == 0  # done
+    again = run_chops("apply", plan)
+    assert again.code == 1 and "changed since the plan was made" in again.stderr, again.stderr

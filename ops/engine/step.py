@@ -8,15 +8,17 @@ runner (ops.engine.runner), which adds the write lock, the backup, the journal a
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel
 
 from ops.engine import live
 from ops.engine.journal import Journal, refuse_if_unfinished
 from ops.engine.live import LiveProcess
+from ops.engine.params import Params
 from ops.engine.plan import StepPlan
 from ops.engine.progress import NoProgress, ProgressSink
 from ops.errors import OpsError
@@ -56,10 +58,32 @@ class Touches(BaseModel):
     folders: list[str] = []
 
 
+class NoParams(Params):
+    pass
+
+
+SKIP_FIELD = "skip_collection_names"
+COLLECTION_FIELDS = ("collection", "database")
+
+
 class Step(ABC):
-    """One maintenance operation, named as on the command line (e.g. "wal.clean")."""
+    """One maintenance operation, named as on the command line (e.g. "wal.clean"), built from its
+    validated options (`params_model`, see ops.engine.params)."""
 
     name: ClassVar[str]
+    params_model: ClassVar[type[Params]] = NoParams
+    backs_up: ClassVar[bool] = True
+    """False for a step that changes nothing in the persist dir (a snapshot): no backup options."""
+
+    def __init__(self, params: Params | None = None) -> None:
+        """Steps with options keep what they need of them; one without has nothing to keep."""
+
+    @classmethod
+    def from_selection(cls, params: Mapping[str, Any], selection: Mapping[str, Any]) -> Step:
+        """The step with a pipeline's (or plan's) options and the target its selection chose: {}
+        (the dir), {"skip": [...]} (collections left out) or {"collection", "database"}."""
+        target = {SKIP_FIELD: selection["skip"]} if "skip" in selection else dict(selection)
+        return cls(cls.params_model.parse({**params, **target}))
 
     def may_run_live(self) -> bool:
         """Whether this step may run beside a running Chroma (with --allow-live). Only a step that a

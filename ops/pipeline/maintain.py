@@ -189,6 +189,15 @@ def _plan_snapshot(placeholder: StepPlan, root: Path, default_out: Path, needed:
         return step.plan(ctx).model_copy(update={"params": placeholder.params, "selection": selection})
 
 
+def seal_command_plan(plan: Plan, params: dict[str, Any]) -> Plan:
+    """A single command's plan, made appliable by `chops apply PLAN` like a pipeline's: with the
+    command's options (so applying rebuilds exactly that step), the state fingerprint and the digest."""
+    steps = [sp.model_copy(update={"params": params}) for sp in plan.steps]
+    with PersistDir.open(Path(plan.persist_dir)) as pd:
+        fingerprint = compute(pd)
+    return plan.model_copy(update={"steps": steps, "fingerprint": fingerprint}).sealed()
+
+
 def read_plan_file(path: Path) -> Plan:
     try:
         data = path.read_bytes()
@@ -205,7 +214,7 @@ def read_plan_file(path: Path) -> Plan:
 
 def check_fingerprint(plan: Plan, pd: PersistDir) -> None:
     if plan.fingerprint is None:
-        raise BadInput("the plan has no state fingerprint", "use a plan written by chops maintain --plan")
+        raise BadInput("the plan has no state fingerprint", "use a plan written by chops --plan")
     current = compute(pd)
     if current.digest != plan.fingerprint.digest:
         changed = ", ".join(changed_components(plan.fingerprint, current))

@@ -62,9 +62,10 @@ class Condition(BaseModel):
 
 def _entry_model(name: str) -> type[BaseModel]:
     kind = STEP_TYPES[name]
+    options = kind.with_model()
     fields: dict[str, Any] = {
         "step": (Literal[name], ...),
-        "with_": (kind.params, Field(default_factory=kind.params, alias="with")),
+        "with_": (options, Field(default_factory=options, alias="with")),
     }
     if kind.scope != "dir":
         fields["select"] = (Selector, Field(default_factory=Selector))

@@ -13,10 +13,13 @@ from __future__ import annotations
 import bisect
 import uuid
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
+
+from pydantic import Field
 
 from ops.engine import failpoints
 from ops.engine.fsutil import fsync_tree, remove_tree
+from ops.engine.params import Params, flag
 from ops.engine.plan import Action, StepPlan
 from ops.engine.step import Step, StepContext, Touches
 from ops.errors import BadInput, OpsError
@@ -31,16 +34,26 @@ RESTORE = "restore_collection"
 DROP = "drop_collection"
 
 
+class CollectionRestoreParams(Params):
+    input: Annotated[str, flag("-i", metavar="FILE")] = Field(description="snapshot file")
+    new_name: Annotated[str | None, flag("--as", "--new-name", metavar="NAME")] = Field(
+        None, description="restore under this name (fresh ids)"
+    )
+    database: Annotated[str | None, flag("-d", metavar="DB")] = Field(
+        None, description="target database (default: the snapshot's; created if missing)"
+    )
+    replace: bool = Field(False, description="replace a collection of that name (backed up first)")
+
+
 class CollectionRestore(Step):
     name: ClassVar[str] = "collection.restore"
+    params_model: ClassVar[type[Params]] = CollectionRestoreParams
 
-    def __init__(
-        self, snapshot: str, new_name: str | None = None, database: str | None = None, replace: bool = False
-    ) -> None:
-        self.path = Path(snapshot).expanduser().resolve()
-        self.new_name = new_name
-        self.database = database
-        self.replace = replace
+    def __init__(self, params: CollectionRestoreParams) -> None:
+        self.path = Path(params.input).expanduser().resolve()
+        self.new_name = params.new_name
+        self.database = params.database
+        self.replace = params.replace
         self._checked = False
 
     def may_run_live(self) -> bool:

@@ -10,13 +10,17 @@ import os
 import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import ClassVar
+from typing import Annotated, ClassVar
+
+from pydantic import Field
 
 from ops import __version__
 from ops.engine import failpoints
+from ops.engine.params import Params, flag
 from ops.engine.plan import Action, StepPlan
 from ops.engine.step import Step, StepContext, Touches
 from ops.errors import BadInput, OpsError
+from ops.steps.targets import CollectionTarget
 from ops.storage import collection_file
 from ops.storage.collection_file import FORMAT_VERSION, SnapshotFile
 from ops.storage.fs import tree_size
@@ -27,17 +31,24 @@ from ops.storage.sqlite_ro import readonly_uri
 WRITE = "write_collection_snapshot"
 
 
+class CollectionSnapshotParams(CollectionTarget):
+    out: Annotated[str, flag("-o", metavar="FILE")] = Field(description="snapshot file to write")
+    force: bool = Field(False, description="overwrite an existing file")
+
+
 class CollectionSnapshot(Step):
     name: ClassVar[str] = "collection.snapshot"
+    backs_up: ClassVar[bool] = False
+    params_model: ClassVar[type[Params]] = CollectionSnapshotParams
 
     def may_run_live(self) -> bool:
         """Only reads the persist dir. Proven beside a real server: tests/test_live_chroma.py."""
         return True
 
-    def __init__(self, collection: str, database: str, out: str, force: bool = False) -> None:
-        self.collection, self.database = collection, database
-        self.out = Path(out).expanduser().resolve()
-        self.force = force
+    def __init__(self, params: CollectionSnapshotParams) -> None:
+        self.collection, self.database = params.collection, params.database
+        self.out = Path(params.out).expanduser().resolve()
+        self.force = params.force
 
     def precheck(self, ctx: StepContext) -> None:
         ctx.persist_dir.collection(self.collection, self.database)

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import ClassVar
 
 from pydantic import BaseModel
 
 from ops import __version__
+from ops.engine.params import Params
 from ops.engine.step import ReadOnlyStep, ReadReport, StepContext
 from ops.steps import recommendations
 from ops.steps.inspection import HIDDEN, CollectionReport, LayoutReport, collection_report, hide_collection
 from ops.steps.recommendations import Recommendation, Thresholds
+from ops.steps.targets import Privacy, SkipCollections
 from ops.steps.wal_clean import WalClean
 from ops.storage.fs import tree_size
 
@@ -45,12 +46,18 @@ class DbInfoReport(ReadReport):
     warnings: list[str]
 
 
+class DbInfoParams(SkipCollections, Privacy):
+    pass
+
+
 class DbInfo(ReadOnlyStep[DbInfoReport]):
     name: ClassVar[str] = "db.info"
+    params_model: ClassVar[type[Params]] = DbInfoParams
 
-    def __init__(self, skip: Sequence[str] = (), privacy: bool = False, thresholds: Thresholds | None = None) -> None:
-        self.skip = set(skip)
-        self.privacy = privacy
+    def __init__(self, params: DbInfoParams | None = None, thresholds: Thresholds | None = None) -> None:
+        params = params or DbInfoParams()
+        self.skip = set(params.skip_collection_names)
+        self.privacy = params.privacy_mode
         self.thresholds = thresholds or Thresholds()
 
     def report(self, ctx: StepContext) -> DbInfoReport:

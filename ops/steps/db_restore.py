@@ -8,10 +8,13 @@ backs up the current state first, so a restore can itself be rolled back.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import Annotated, ClassVar
+
+from pydantic import Field
 
 from ops.engine.backup import live_matches_backup, read_manifest, restore_backup, verify_backup
 from ops.engine.fsutil import remove_tree
+from ops.engine.params import Params, flag
 from ops.engine.plan import Action, StepPlan
 from ops.engine.step import Step, StepContext, Touches
 from ops.errors import BadInput, OpsError
@@ -20,11 +23,16 @@ from ops.steps.db_snapshot import snapshot_folders
 RESTORE = "restore_persist_dir"
 
 
+class DbRestoreParams(Params):
+    input: Annotated[str, flag("-i", metavar="DIR")] = Field(description="snapshot folder (from db snapshot)")
+
+
 class DbRestore(Step):
     name: ClassVar[str] = "db.restore"
+    params_model: ClassVar[type[Params]] = DbRestoreParams
 
-    def __init__(self, snapshot: str) -> None:
-        self.snapshot = Path(snapshot).expanduser().resolve()
+    def __init__(self, params: DbRestoreParams) -> None:
+        self.snapshot = Path(params.input).expanduser().resolve()
 
     def precheck(self, ctx: StepContext) -> None:
         manifest = read_manifest(self.snapshot)

@@ -10,8 +10,11 @@ rollback brings back the state, hence the state-named folder, of a run that was 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import ClassVar
+from typing import Annotated, Any, ClassVar
+
+from pydantic import Field
 
 from ops.engine.backup import (
     BackupError,
@@ -21,6 +24,7 @@ from ops.engine.backup import (
     take_backup,
     verify_backup,
 )
+from ops.engine.params import Params, flag
 from ops.engine.plan import Action, StepPlan
 from ops.engine.step import Step, StepContext, Touches
 from ops.errors import BadInput, OpsError
@@ -33,15 +37,38 @@ def snapshot_folders(root: Path) -> list[str]:
     return [p.name for p in subfolders(root) if not p.name.startswith(".")]
 
 
+class DbSnapshotParams(Params):
+    out: Annotated[str, flag("-o", metavar="DIR")] = Field(description="new folder for the snapshot")
+
+
+class SnapshotOptions(Params):
+    """A pipeline's `db.snapshot`: the folder is optional (default: in the backup root, named by state)."""
+
+    out: str | None = Field(None, description="snapshot folder (default: in the backup root, named by state)")
+
+
 class DbSnapshot(Step):
     name: ClassVar[str] = "db.snapshot"
+    backs_up: ClassVar[bool] = False
+    params_model: ClassVar[type[Params]] = DbSnapshotParams
 
     def may_run_live(self) -> bool:
         """Only reads the persist dir. Proven beside a real server: tests/test_live_chroma.py."""
         return True
 
-    def __init__(self, out: str, needed: bool = True, reuse: bool = False) -> None:
-        self.out = Path(out).expanduser().resolve()
+    @classmethod
+    def from_selection(cls, params: Mapping[str, Any], selection: Mapping[str, Any]) -> Step:
+        """A pipeline's snapshot: the folder the planner chose, needed when a later step changes
+        something; an existing snapshot of exactly this state is reused. (A single command's saved
+        plan has its options and no selection.)"""
+        if "needed" not in selection:
+            return super().from_selection(params, selection)
+        return cls(DbSnapshotParams(out=selection["out"]), needed=selection["needed"], reuse=True)
+
+    def __init__(self, params: DbSnapshotParams, needed: bool = True, reuse: bool = False) -> None:
+        """needed, reuse: in a pipeline, whether a later step changes anything, and whether a folder
+        holding a snapshot of exactly this state may stand for it."""
+        self.out = Path(params.out).expanduser().resolve()
         self.needed = needed
         self.reuse = reuse
 

@@ -8,9 +8,12 @@ nothing unless --force.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Annotated, ClassVar
+
+from pydantic import Field
 
 from ops.engine import failpoints
+from ops.engine.params import Params, flag
 from ops.engine.plan import Action, StepPlan
 from ops.engine.step import Step, StepContext
 from ops.errors import OpsError
@@ -19,17 +22,26 @@ from ops.storage import fts
 REBUILD = "rebuild_fts"
 
 
+class FtsRebuildParams(Params):
+    tokenizer: Annotated[str | None, flag("-t")] = Field(
+        None,
+        description="FTS5 tokenizer, e.g. trigram, 'unicode61 remove_diacritics 2' (default: keep the current one)",
+    )
+    force: bool = Field(False, description="rebuild even when the index is healthy")
+
+
 class FtsRebuild(Step):
     name: ClassVar[str] = "fts.rebuild"
+    params_model: ClassVar[type[Params]] = FtsRebuildParams
 
     def may_run_live(self) -> bool:
         """Rewrites one SQLite table under the write lock; Chroma keeps no copy of it.
         Proven beside a real server: tests/test_live_chroma.py."""
         return True
 
-    def __init__(self, tokenizer: str | None = None, force: bool = False) -> None:
-        self.tokenizer = fts.validate_tokenizer(tokenizer) if tokenizer else None
-        self.force = force
+    def __init__(self, params: FtsRebuildParams) -> None:
+        self.tokenizer = fts.validate_tokenizer(params.tokenizer) if params.tokenizer else None
+        self.force = params.force
 
     def plan(self, ctx: StepContext) -> StepPlan:
         state = fts.read_state(ctx.persist_dir.conn)

@@ -9,31 +9,57 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import ClassVar
 
+from pydantic import Field
+
+from ops.engine.params import Params
 from ops.engine.plan import Action, StepPlan
 from ops.engine.step import Step, StepContext
 from ops.errors import BadInput, OpsError
+from ops.steps.targets import CollectionTarget
 from ops.storage import config_write
 from ops.storage.config_write import ConfigValue
 
 SET_CONFIG = "set_hnsw_config"
 
 
+class HnswRuntimeParams(Params):
+    """The settings Chroma reads at run time (they do not change the built graph)."""
+
+    search_ef: int | None = Field(None, ge=1, description="ef used at query time")
+    num_threads: int | None = Field(None, ge=1, description="threads Chroma uses for the index")
+    resize_factor: float | None = Field(None, ge=1.0, description="growth factor when the index is full")
+    batch_size: int | None = Field(None, ge=2, description="writes buffered before they reach the index")
+    sync_threshold: int | None = Field(None, ge=2, description="writes between persisting the index to disk")
+
+    def config_changes(self) -> dict[str, ConfigValue]:
+        """The values given, by the name Chroma's config gives them (search_ef is ef_search there)."""
+        given = {
+            "ef_search": self.search_ef,
+            "num_threads": self.num_threads,
+            "resize_factor": self.resize_factor,
+            "batch_size": self.batch_size,
+            "sync_threshold": self.sync_threshold,
+        }
+        return {k: v for k, v in given.items() if v is not None}
+
+
+class HnswConfigParams(HnswRuntimeParams, CollectionTarget):
+    pass
+
+
 class HnswConfigStep(Step):
     name: ClassVar[str] = "hnsw.config"
+    params_model: ClassVar[type[Params]] = HnswConfigParams
 
-    def __init__(self, collection: str, database: str = "default_database", **changes: ConfigValue | None) -> None:
-        self.collection = collection
-        self.database = database
-        self.changes = {k: v for k, v in changes.items() if v is not None}
-        unknown = set(self.changes) - set(config_write.RUNTIME_FIELDS)
-        if unknown:
-            raise BadInput(f"not a runtime HNSW parameter: {', '.join(sorted(unknown))}")
+    def __init__(self, params: HnswConfigParams) -> None:
+        self.collection = params.collection
+        self.database = params.database
+        self.changes = params.config_changes()
         if not self.changes:
             raise BadInput(
                 "no parameter given",
                 "pass one of --search-ef, --num-threads, --resize-factor, --batch-size, --sync-threshold",
             )
-        _validate(self.changes)
 
     def precheck(self, ctx: StepContext) -> None:
         ctx.persist_dir.collection(self.collection, self.database)
@@ -43,7 +69,7 @@ class HnswConfigStep(Step):
         record = ctx.persist_dir.collection(self.collection, self.database)
         current = record.hnsw_config.model_dump()
         explicit = {k: v for k, v in current.items() if k in record.hnsw_config.sources}
-        _validate({**explicit, **self.changes}, combined=True)  # defaults we assumed are not checked
+        check_batch_within_sync({**explicit, **self.changes})
         actions = [
             Action(
                 kind=SET_CONFIG,
@@ -81,17 +107,11 @@ class HnswConfigStep(Step):
                     raise OpsError(f"{field} reads back as {current[field]!r}, not {value!r}")
 
 
-def _validate(values: Mapping[str, object], combined: bool = False) -> None:
-    minimum = {"ef_search": 1, "num_threads": 1, "batch_size": 2, "sync_threshold": 2}
-    for field, low in minimum.items():
-        value = values.get(field)
-        if value is not None and (not isinstance(value, int) or value < low):
-            raise BadInput(f"--{field.replace('_', '-')} must be a whole number >= {low}, not {value!r}")
-    resize = values.get("resize_factor")
-    if resize is not None and (not isinstance(resize, int | float) or resize < 1.0):
-        raise BadInput(f"--resize-factor must be a number >= 1.0, not {resize!r}")
+def check_batch_within_sync(values: Mapping[str, object]) -> None:
+    """Chroma requires batch_size <= sync_threshold; checked on the values the collection will
+    have (those it sets explicitly and the changes; defaults we assumed are not checked)."""
     batch, sync = values.get("batch_size"), values.get("sync_threshold")
-    if combined and isinstance(batch, int) and isinstance(sync, int) and batch > sync:
+    if isinstance(batch, int) and isinstance(sync, int) and batch > sync:
         raise BadInput(
             f"batch size {batch} would exceed the sync threshold {sync}", "Chroma requires batch_size <= sync_threshold"
         )

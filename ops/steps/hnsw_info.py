@@ -7,11 +7,12 @@ with chroma-hnswlib and cross-checks element count, capacity, labels and deleted
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from ops import __version__
+from ops.engine.params import Params, flag
 from ops.engine.step import ReadOnlyStep, ReadReport, StepContext
 from ops.errors import CorruptHnswFile
 from ops.steps import recommendations
@@ -24,6 +25,7 @@ from ops.steps.inspection import (
     hide_collection,
 )
 from ops.steps.recommendations import Recommendation, Thresholds
+from ops.steps.targets import CollectionTarget, Privacy
 from ops.storage import PersistDir
 from ops.storage.hnsw_files import HnswHeader
 
@@ -50,21 +52,21 @@ class HnswInfoReport(ReadReport):
     warnings: list[str]
 
 
+class HnswInfoParams(CollectionTarget, Privacy):
+    verbose: Annotated[bool, flag("-v")] = Field(
+        False, description="also load the index with chroma-hnswlib to cross-check"
+    )
+
+
 class HnswInfo(ReadOnlyStep[HnswInfoReport]):
     name: ClassVar[str] = "hnsw.info"
+    params_model: ClassVar[type[Params]] = HnswInfoParams
 
-    def __init__(
-        self,
-        collection: str,
-        database: str = "default_database",
-        verbose: bool = False,
-        privacy: bool = False,
-        thresholds: Thresholds | None = None,
-    ) -> None:
-        self.collection = collection
-        self.database = database
-        self.verbose = verbose
-        self.privacy = privacy
+    def __init__(self, params: HnswInfoParams, thresholds: Thresholds | None = None) -> None:
+        self.collection = params.collection
+        self.database = params.database
+        self.verbose = params.verbose
+        self.privacy = params.privacy_mode
         self.thresholds = thresholds or Thresholds()
 
     def precheck(self, ctx: StepContext) -> None:

@@ -13,17 +13,21 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
+from pydantic import Field
 
 from ops.engine import failpoints
 from ops.engine.fsutil import atomic_write, fsync_dir, fsync_tree, remove_tree
+from ops.engine.params import Params, flag
 from ops.engine.plan import Action, StepPlan
 from ops.engine.step import Step, StepContext, Touches
-from ops.errors import BadInput, NotFound, OpsError, Refused
+from ops.errors import NotFound, OpsError, Refused
 from ops.steps import recall_check
+from ops.steps.hnsw_config import HnswRuntimeParams
 from ops.steps.recall_check import RecallComparison
+from ops.steps.targets import CollectionTarget
 from ops.storage import config_write, hnsw_files, hnsw_index
 from ops.storage.config_write import ConfigValue
 from ops.storage.hnsw_files import HnswHeader
@@ -33,7 +37,6 @@ from ops.storage.pickle_meta import HnswPickleMeta, dump_pickle
 
 REBUILD = "rebuild_index"
 SET_CONFIG = "set_hnsw_config"
-SPACES = ("l2", "ip", "cosine")
 RECALL_SAMPLE = 1000
 """Stored vectors asked of the old and the new index (recall_check: the bound's margin at 1,000
 queries is about 0.005 on clustered data)."""
@@ -46,25 +49,26 @@ TRUTH_BATCH = 8_192
 NEW_SUFFIX = ".chops-new"
 
 
+class HnswRebuildParams(HnswRuntimeParams, CollectionTarget):
+    space: Literal["l2", "ip", "cosine"] | None = Field(None, description="distance function")
+    m: Annotated[int | None, flag("-m", "--m")] = Field(None, ge=2, description="max neighbours per node (M)")
+    construction_ef: int | None = Field(None, ge=1, description="ef used while building")
+    threads: int | None = Field(None, ge=1, description="build threads (default: all cores, or --num-threads)")
+
+    def config_changes(self) -> dict[str, ConfigValue]:
+        built = {"space": self.space, "M": self.m, "ef_construction": self.construction_ef}
+        return {**{k: v for k, v in built.items() if v is not None}, **super().config_changes()}
+
+
 class HnswRebuild(Step):
     name: ClassVar[str] = "hnsw.rebuild"
+    params_model: ClassVar[type[Params]] = HnswRebuildParams
 
-    def __init__(
-        self,
-        collection: str,
-        database: str = "default_database",
-        threads: int | None = None,
-        **changes: ConfigValue | None,
-    ) -> None:
-        self.collection = collection
-        self.database = database
-        self.threads = threads or os.cpu_count() or 1
-        self.changes: dict[str, ConfigValue] = {k: v for k, v in changes.items() if v is not None}
-        allowed = {*config_write.BUILD_FIELDS, *config_write.RUNTIME_FIELDS}
-        unknown = set(self.changes) - allowed
-        if unknown:
-            raise BadInput(f"not an HNSW parameter: {', '.join(sorted(unknown))}")
-        _validate(self.changes)
+    def __init__(self, params: HnswRebuildParams) -> None:
+        self.collection = params.collection
+        self.database = params.database
+        self.threads = params.threads or params.num_threads or os.cpu_count() or 1
+        self.changes: dict[str, ConfigValue] = params.config_changes()
 
     # --- precheck and plan ----------------------------------------------------------------
     def precheck(self, ctx: StepContext) -> None:
@@ -357,23 +361,3 @@ def _duration(n: int) -> str:
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
-
-
-def _validate(changes: dict[str, ConfigValue]) -> None:
-    space = changes.get("space")
-    if space is not None and space not in SPACES:
-        raise BadInput(f"--space must be one of {', '.join(SPACES)}, not {space!r}")
-    for field, low in (
-        ("M", 2),
-        ("ef_construction", 1),
-        ("ef_search", 1),
-        ("num_threads", 1),
-        ("batch_size", 2),
-        ("sync_threshold", 2),
-    ):
-        value = changes.get(field)
-        if value is not None and (not isinstance(value, int) or value < low):
-            raise BadInput(f"--{field.lower().replace('_', '-')} must be a whole number >= {low}, not {value!r}")
-    resize = changes.get("resize_factor")
-    if resize is not None and (not isinstance(resize, int | float) or isinstance(resize, bool) or resize < 1.0):
-        raise BadInput(f"--resize-factor must be a number >= 1.0, not {resize!r}")

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
 
+from pydantic import Field
+
 from ops.engine import failpoints
+from ops.engine.params import Params
 from ops.engine.plan import Action, StepPlan
 from ops.engine.step import Step, StepContext
 from ops.errors import OpsError
+from ops.steps.targets import SkipCollections
 from ops.storage import wal_purge
 
 DELETE_ROWS = "delete_wal_rows"
@@ -25,12 +28,18 @@ MIN_FREE_BYTES_TO_VACUUM = 1 << 20
 TEMP_SPACE_FACTOR = 1.1
 
 
+class WalCleanParams(SkipCollections):
+    temp_dir: str | None = Field(None, description="folder for VACUUM's temporary copy (default: one with room)")
+
+
 class WalClean(Step):
     name: ClassVar[str] = "wal.clean"
+    params_model: ClassVar[type[Params]] = WalCleanParams
 
-    def __init__(self, skip: Sequence[str] = (), temp_dir: Path | None = None) -> None:
-        self.skip = set(skip)
-        self.temp_dir = temp_dir
+    def __init__(self, params: WalCleanParams | None = None) -> None:
+        params = params or WalCleanParams()
+        self.skip = set(params.skip_collection_names)
+        self.temp_dir = Path(params.temp_dir) if params.temp_dir else None
 
     def plan(self, ctx: StepContext) -> StepPlan:
         pd = ctx.persist_dir

@@ -11,15 +11,18 @@ from __future__ import annotations
 import math
 import os
 import shutil
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+from pydantic import Field
+
 from ops.engine import failpoints
 from ops.engine.fsutil import atomic_write, fsync_dir, fsync_tree, remove_tree
+from ops.engine.params import Params
 from ops.engine.plan import Action, StepPlan
 from ops.engine.step import Step, StepContext, Touches
 from ops.errors import OpsError
+from ops.steps.targets import SkipCollections
 from ops.storage import hnsw_index, wal_apply
 from ops.storage.models import CollectionRecord
 from ops.storage.persist_dir import PersistDir
@@ -31,12 +34,18 @@ NEW_SUFFIX = ".chops-new"
 FRESH_MIN_CAPACITY = 1000  # Chroma's initial capacity of a new index
 
 
+class WalCommitParams(SkipCollections):
+    threads: int | None = Field(None, ge=1, description="index threads (default: all cores)")
+
+
 class WalCommit(Step):
     name: ClassVar[str] = "wal.commit"
+    params_model: ClassVar[type[Params]] = WalCommitParams
 
-    def __init__(self, skip: Sequence[str] = (), threads: int | None = None) -> None:
-        self.skip = set(skip)
-        self.threads = threads or os.cpu_count() or 1
+    def __init__(self, params: WalCommitParams | None = None) -> None:
+        params = params or WalCommitParams()
+        self.skip = set(params.skip_collection_names)
+        self.threads = params.threads or os.cpu_count() or 1
 
     def plan(self, ctx: StepContext) -> StepPlan:
         pd = ctx.persist_dir

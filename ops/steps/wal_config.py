@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 import orjson
+from pydantic import Field
 
+from ops.engine.params import Params
 from ops.engine.plan import Action, StepPlan
 from ops.engine.step import Step, StepContext
-from ops.errors import BadInput, OpsError
+from ops.errors import OpsError
 from ops.storage.sysdb import table_names
 from ops.storage.wal import wal_purge_config
 
@@ -16,13 +18,16 @@ SET_PURGE = "set_automatic_purge"
 DEFAULT_CONFIG = {"automatically_purge": True, "_type": "EmbeddingsQueueConfigurationInternal"}
 
 
+class WalConfigParams(Params):
+    purge: Literal["auto", "off"] = Field(description="Chroma's automatic WAL purge on (auto) or off")
+
+
 class WalConfig(Step):
     name: ClassVar[str] = "wal.config"
+    params_model: ClassVar[type[Params]] = WalConfigParams
 
-    def __init__(self, purge: Literal["auto", "off"]) -> None:
-        if purge not in ("auto", "off"):
-            raise BadInput(f"--purge must be auto or off, not {purge!r}")
-        self.purge = purge == "auto"
+    def __init__(self, params: WalConfigParams) -> None:
+        self.purge = params.purge == "auto"
 
     def precheck(self, ctx: StepContext) -> None:
         if "embeddings_queue_config" not in table_names(ctx.persist_dir.conn):

@@ -7,10 +7,12 @@ from typing import ClassVar
 from pydantic import BaseModel
 
 from ops import __version__
+from ops.engine.params import Params
 from ops.engine.step import ReadOnlyStep, ReadReport, StepContext
 from ops.steps import recommendations
 from ops.steps.inspection import HIDDEN, LayoutReport
 from ops.steps.recommendations import Recommendation, Thresholds
+from ops.steps.targets import Privacy
 from ops.steps.wal_clean import WalClean
 
 
@@ -45,11 +47,16 @@ class WalInfoReport(ReadReport):
     warnings: list[str]
 
 
+class WalInfoParams(Privacy):
+    pass
+
+
 class WalInfo(ReadOnlyStep[WalInfoReport]):
     name: ClassVar[str] = "wal.info"
+    params_model: ClassVar[type[Params]] = WalInfoParams
 
-    def __init__(self, privacy: bool = False, thresholds: Thresholds | None = None) -> None:
-        self.privacy = privacy
+    def __init__(self, params: WalInfoParams | None = None, thresholds: Thresholds | None = None) -> None:
+        self.privacy = (params or WalInfoParams()).privacy_mode
         self.thresholds = thresholds or Thresholds()
 
     def report(self, ctx: StepContext) -> WalInfoReport:

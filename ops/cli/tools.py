@@ -1,0 +1,175 @@
+"""The commands that are not one step: export, listings, pipelines, plan files, rollback.
+
+Each is a function of its options model (declared here, once) returning the exit code.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field
+from rich.console import Console
+
+from ops.cli.commands import (
+    EXIT_CHANGES_PLANNED,
+    EXIT_OK,
+    Output,
+    confirmer,
+    nothing_to_do,
+    report_result,
+    warn,
+    warn_live,
+)
+from ops.cli.flags import ApplyFlags, BackupFlags, BackupRoot, JsonFlag, LiveFlags, PersistDirArg, RunFlags
+from ops.engine.fsutil import atomic_write
+from ops.engine.params import Flag, flag
+from ops.engine.plan import Plan
+from ops.engine.runner import RollbackResult
+from ops.engine.runner import rollback as run_rollback
+from ops.errors import BadInput, OpsError
+from ops.report import tables
+from ops.report.progress import RichProgress
+
+
+class WalExportParams(PersistDirArg):
+    out: Annotated[str | None, flag("-o", metavar="FILE")] = Field(None, description="output file (default: stdout)")
+
+
+def wal_export(p: WalExportParams) -> int:
+    """Stream the WAL as JSON Lines to a file (-o) or stdout; the summary goes to stderr."""
+    from ops.steps.wal_export import export_wal
+
+    report = export_wal(p.persist_dir, p.out)
+    ops = ", ".join(f"{k} {v:,}" for k, v in sorted(report.operations.items())) or "no entries"
+    where = p.out if p.out and p.out != "-" else "stdout"
+    for line in report.live_warnings:
+        warn(line)
+    print(f"exported {report.entries:,} WAL entries ({ops}) to {where}", file=sys.stderr)
+    return EXIT_OK
+
+
+class BackupListParams(PersistDirArg, BackupRoot, JsonFlag):
+    pass
+
+
+def backup_list(p: BackupListParams) -> int:
+    from ops.steps.backup_list import backup_list as list_backups
+
+    report = list_backups(p.persist_dir, p.backup_root_path())
+    Output(p.json).emit(report, lambda c, r: tables.print_backups(c, r.backup_root, r.backups))
+    return EXIT_OK
+
+
+class PlanShowParams(JsonFlag):
+    plan_path: Annotated[str, Flag(positional=True, metavar="PLAN")] = Field(description="the plan file")
+
+
+def plan_show(p: PlanShowParams) -> int:
+    from ops.pipeline.maintain import read_plan_file
+
+    out = Output(p.json)
+    out.emit(read_plan_file(Path(p.plan_path)), tables.print_plan_document)
+    return EXIT_OK
+
+
+class MaintainParams(PersistDirArg, RunFlags, BackupFlags):
+    pipeline: Annotated[str, flag(config="pipeline")] = Field(
+        "maintain", description="pipeline name (maintain, fts-repair, nightly) or YAML file"
+    )
+    out: Annotated[str | None, flag("-o", metavar="FILE")] = Field(
+        None, description="with --plan: write the plan file here instead of stdout"
+    )
+    apply: Annotated[str | None, flag(metavar="PLAN")] = Field(
+        None, description="apply a reviewed plan file exactly (refused if the database changed since)"
+    )
+
+
+def maintain(p: MaintainParams) -> int:
+    """Plan a pipeline (--plan [--out FILE]), apply a reviewed plan file (--apply FILE), or both
+    in one go (--yes, or a confirmation at a terminal). Plan exit codes: 0 nothing, 2 changes."""
+    from ops.pipeline.maintain import apply_plan_file, plan_may_run_live, plan_pipeline, read_plan_file
+
+    out = Output(p.json)
+    options = p.run_options(p)
+    progress = RichProgress() if sys.stderr.isatty() and not out.as_json else None
+    if p.apply:
+        plan = read_plan_file(Path(p.apply))
+        return report_result(apply_plan_file(p.persist_dir, plan, options, progress), out)
+    plan = plan_pipeline(p.persist_dir, p.pipeline, options.backup_root)
+    for step in plan.steps:
+        if step.skipped:
+            print(f"chops: skipped {step.step} of {step.target}: {step.skipped}", file=sys.stderr)
+    if p.plan:
+        warn_live(plan, may_run_live=plan_may_run_live(plan))
+        _write_plan(plan, p.out)
+        return EXIT_OK if plan.is_empty else EXIT_CHANGES_PLANNED
+    if plan.is_empty:
+        return nothing_to_do(plan, out)
+    confirmer(p.yes, out)(plan)
+    return report_result(apply_plan_file(p.persist_dir, plan, options, progress), out)
+
+
+def _write_plan(plan: Plan, out_path: str | None) -> None:
+    if out_path:
+        atomic_write(Path(out_path), plan.to_json() + b"\n")
+        print(f"plan written to {out_path} ({_summary(plan)})", file=sys.stderr)
+    else:
+        sys.stdout.buffer.write(plan.to_json() + b"\n")
+        sys.stdout.flush()
+
+
+def _summary(plan: Plan) -> str:
+    counts = [f"{s.step} {len(s.actions)}" for s in plan.steps if s.actions]
+    skipped = [f"{s.step} {s.target}" for s in plan.steps if s.skipped]
+    text = "nothing to do" if not counts else "actions: " + ", ".join(counts)
+    return text + ("; skipped (see the plan for why): " + ", ".join(skipped) if skipped else "")
+
+
+class ApplyParams(ApplyFlags, BackupFlags):
+    plan_path: Annotated[str, Flag(positional=True, metavar="PLAN")] = Field(
+        description="a plan file written by --plan (of any command, or of maintain)"
+    )
+
+
+def apply(p: ApplyParams) -> int:
+    """Apply a reviewed plan exactly, to the persist dir it was made for; refused if that changed
+    since, or if the plan was edited. Nothing is asked: the review was the confirmation."""
+    from ops.pipeline.maintain import apply_plan_file, read_plan_file
+
+    out = Output(p.json)
+    plan = read_plan_file(Path(p.plan_path))
+    progress = RichProgress() if sys.stderr.isatty() and not out.as_json else None
+    return report_result(apply_plan_file(plan.persist_dir, plan, p.run_options(p), progress), out)
+
+
+class RollbackParams(PersistDirArg, BackupRoot, LiveFlags, JsonFlag):
+    """A rollback never runs beside a running Chroma, so it has no --allow-live."""
+
+    backup_id: Annotated[str | None, flag("--backup", metavar="ID")] = Field(
+        None, description="backup id to restore (default: the latest)"
+    )
+    yes: Annotated[bool, flag("-y")] = Field(False, description="do not ask")
+
+
+def rollback(p: RollbackParams) -> int:
+    out = Output(p.json)
+    if not p.yes and not sys.stdin.isatty():
+        raise BadInput("rollback needs confirmation and stdin is not a terminal", "re-run with --yes")
+    if not p.yes and input(f"Restore {p.persist_dir} from its backup? [y/N] ").strip().lower() not in ("y", "yes"):
+        raise OpsError("aborted by the user", "nothing changed")
+    result = run_rollback(p.persist_dir, p.backup_root_path(), p.backup_id, p.live_options())
+    out.emit(result, _print_rollback)
+    return EXIT_OK
+
+
+def _print_rollback(console: Console, result: RollbackResult) -> None:
+    if result.unfinished_run:
+        console.print(f"Finished interrupted run {result.unfinished_run}.")
+    if result.restored_backup:
+        console.print(f"[green]Restored[/] {result.persist_dir} from backup {result.restored_backup}.")
+    else:
+        console.print("Nothing had changed yet; no restore was needed.")
+    for folder in result.removed_snapshots:
+        console.print(f"Removed the snapshot that run took of this state: {folder}", markup=False, soft_wrap=True)
