@@ -88,7 +88,12 @@ def _skip(p: argparse.ArgumentParser, help_text: str) -> None:
 
 
 def _privacy(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-p", "--privacy-mode", action="store_true", help="hide paths and collection names (for sharing)")
+    p.add_argument(
+        "-p",
+        "--privacy-mode",
+        action="store_true",
+        help="hide paths and tenant, database and collection names (for sharing)",
+    )
 
 
 def _mutation(p: argparse.ArgumentParser) -> None:

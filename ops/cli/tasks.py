@@ -130,7 +130,7 @@ def finish(run: Callable[[], int], debug: bool = False) -> None:
     help={
         "persist-dir": PERSIST_DIR_HELP,
         "skip-collection-names": "collection to leave out (repeat, or separate with commas)",
-        "privacy-mode": "hide paths and collection names",
+        "privacy-mode": "hide paths and tenant, database and collection names",
         "json": "print one JSON document",
     },
 )
@@ -153,7 +153,7 @@ def db_info(
         "collection": "collection name",
         "database": "database (default: default_database)",
         "verbose": "also load the index with chroma-hnswlib to cross-check",
-        "privacy-mode": "hide paths and collection names",
+        "privacy-mode": "hide paths and tenant, database and collection names",
         "json": "print one JSON document",
     },
 )
@@ -183,7 +183,7 @@ def hnsw_info(
     name="info",
     help={
         "persist-dir": PERSIST_DIR_HELP,
-        "privacy-mode": "hide paths and collection names",
+        "privacy-mode": "hide paths and tenant, database and collection names",
         "json": "print JSON",
     },
 )
