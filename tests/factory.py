@@ -140,6 +140,51 @@ def walbloat(out: Path) -> dict[str, Any]:
     return {"collections": [asdict(_finish(t, bloat))], "orphan_dirs": []}
 
 
+SECRET = {
+    "tenant": "zqxten-wkvb",
+    "database": "zqxdb-hjrm",
+    "other_database": "zqxdb-sowv",
+    "collection": "zqxcol-pfud",
+    "default_collection": "zqxcol-lmqz",
+    "gone": "zqxcol-gnyt",
+    "metadata_key": "zqxkey-tbfa",
+    "metadata_value": "zqxval-crod",
+    "document": "zqxdoc-yhge",
+}
+"""Names a user chose, distinctive enough that any piece of them in an output is a leak."""
+
+
+def secrets(out: Path) -> dict[str, Any]:
+    """User-chosen names everywhere: a tenant of its own with a database, a second database of the
+    default tenant holding a collection of the same name, metadata, a WAL gap, an orphan folder."""
+    import chromadb
+    from chromadb.config import Settings
+
+    rs, n = np.random.RandomState(3), SECRET
+    admin = chromadb.AdminClient(Settings(is_persistent=True, persist_directory=str(out)))
+    admin.create_tenant(n["tenant"])
+    admin.create_database(n["database"], tenant=n["tenant"])
+    admin.create_database(n["other_database"])
+    truths: list[CollectionTruth] = []
+    for tenant, database in ((n["tenant"], n["database"]), ("default_tenant", n["other_database"])):
+        client = chromadb.PersistentClient(path=str(out), tenant=tenant, database=database)
+        frag = client.create_collection(n["collection"], configuration=configured("l2"))  # type: ignore[arg-type]
+        ids = [f"s{i}" for i in range(100)]
+        frag.add(ids=ids, embeddings=vectors(rs, 100, 4), documents=[f"{n['document']} {i}" for i in range(100)])
+        frag.delete(ids=ids[::2])  # 50 of 100 deleted: a rebuild is recommended
+        t = CollectionTruth(n["collection"], database, allocated_on_disk=100, deleted_on_disk=50)
+        truths.append(_finish(t, frag))
+    client = chromadb.PersistentClient(path=str(out))
+    gone = client.create_collection(n["gone"], configuration=configured("l2"))  # type: ignore[arg-type]
+    gone.add(ids=[f"g{i}" for i in range(60)], embeddings=vectors(rs, 60, 4))
+    client.delete_collection(n["gone"])  # leaves an orphan HNSW folder
+    pending = client.create_collection(n["default_collection"], metadata={n["metadata_key"]: n["metadata_value"]})
+    pending.add(ids=["p0", "p1", "p2"], embeddings=vectors(rs, 3, 4), documents=[n["document"]] * 3)
+    t = CollectionTruth(n["default_collection"], "default_database", flushed=False, pending_writes=3)
+    truths.append(_finish(t, pending))
+    return {"collections": [asdict(x) for x in truths], "names": n}
+
+
 def _in_child(code: str) -> None:
     import subprocess
 
@@ -210,7 +255,14 @@ def clustered(out: Path) -> dict[str, Any]:
     return {"collections": [asdict(_finish(t, topics))]}
 
 
-SCENARIOS = {"standard": standard, "walbloat": walbloat, "empty": empty, "demo": demo, "clustered": clustered}
+SCENARIOS = {
+    "standard": standard,
+    "walbloat": walbloat,
+    "empty": empty,
+    "demo": demo,
+    "clustered": clustered,
+    "secrets": secrets,
+}
 
 
 def main(argv: list[str]) -> int:

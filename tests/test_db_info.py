@@ -91,7 +91,7 @@ def test_privacy_mode_hides_paths_and_names(standard_dir: BuiltDir) -> None:
             assert f'"{truth["name"]}"' not in result.stdout
             assert f"-c {truth['name']} " not in result.stdout
     report = run_chops("db", "info", standard_dir.path, "-p", "--json").json()
-    assert report["persist_dir"] == "<hidden>"
+    assert report["persist_dir"] == "PERSIST_DIR"
     assert sorted(c["name"] for c in report["collections"]) == [f"collection-{i}" for i in range(1, 5)]
 
 

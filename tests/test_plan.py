@@ -72,4 +72,3 @@ def test_bad_plan_is_one_clear_error(data: bytes, fragment: str) -> None:
         Plan.from_json(data, source="plan.json")
     assert fragment in info.value.one_line()
     assert "\n" not in info.value.one_line()
-

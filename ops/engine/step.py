@@ -144,8 +144,32 @@ class ReadOnlyStep(Step, Generic[ReportT]):
         """Read the persist dir and describe it."""
 
 
+PLACEHOLDER_DIR = "PERSIST_DIR"
+"""What privacy mode (`-p`) names instead of the persist dir's path."""
+
+
 def run_read_only(step: ReadOnlyStep[ReportT], persist_dir: str) -> ReportT:
     """precheck, plan (which must be empty) and report, on one consistent read-only view."""
+    try:
+        report = _read(step, persist_dir)
+    except OpsError as exc:
+        if step.privacy:
+            hide_dir_in_error(exc, persist_dir)
+        raise
+    found = live.scan(Path(persist_dir).resolve())
+    if step.privacy:
+        found = found.model_copy(update={"processes": [live.hidden(p) for p in found.processes]})
+    warnings = found.warnings()
+    if writers := found.writers:
+        warnings.append(
+            f"{live.holders_line(writers, 'the persist dir')}: Chroma may hold writes in memory that are not "
+            "in the files yet (the WAL gap is a lower bound)"
+        )
+    update = {"live_processes": found.processes, "live_unchecked": found.unchecked, "live_warnings": warnings}
+    return report.model_copy(update=update)
+
+
+def _read(step: ReadOnlyStep[ReportT], persist_dir: str) -> ReportT:
     refuse_if_unfinished(validate_persist_dir(Path(persist_dir)))  # before SQLite sees a half-written file
     with PersistDir.open(persist_dir) as pd:
         ctx = StepContext(persist_dir=pd)
@@ -153,14 +177,13 @@ def run_read_only(step: ReadOnlyStep[ReportT], persist_dir: str) -> ReportT:
         plan = step.plan(ctx)
         if not plan.is_empty:
             raise OpsError(f"{step.name} is read-only but planned changes")
-        report = step.report(ctx)
-    found = live.scan(pd.path)
-    processes = [live.hidden(p) if step.privacy else p for p in found.processes]
-    warnings = found.warnings()
-    if writers := [p for p in processes if p.writes]:
-        warnings.append(
-            f"{live.holders_line(writers, 'the persist dir')}: Chroma may hold writes in memory that are not "
-            "in the files yet (the WAL gap is a lower bound)"
-        )
-    update = {"live_processes": processes, "live_unchecked": found.unchecked, "live_warnings": warnings}
-    return report.model_copy(update=update)
+        return step.report(ctx)
+
+
+def hide_dir_in_error(exc: OpsError, persist_dir: str) -> None:
+    """Privacy mode: an error names PERSIST_DIR instead of the path the user gave (as given or resolved)."""
+    given = Path(persist_dir)
+    paths = {str(given), str(given.absolute()), str(given.resolve())} - {"", "."}
+    for path in sorted(paths, key=len, reverse=True):
+        exc.message = exc.message.replace(path, PLACEHOLDER_DIR)
+        exc.hint = exc.hint.replace(path, PLACEHOLDER_DIR) if exc.hint else exc.hint

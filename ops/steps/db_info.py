@@ -10,10 +10,12 @@ from ops import __version__
 from ops.engine.params import Params
 from ops.engine.step import ReadOnlyStep, ReadReport, StepContext
 from ops.steps import recommendations
-from ops.steps.inspection import HIDDEN, CollectionReport, LayoutReport, collection_report, hide_collection
+from ops.steps.inspection import CollectionReport, LayoutReport, collection_report
+from ops.steps.privacy import Pseudonyms
 from ops.steps.recommendations import Recommendation, Thresholds
 from ops.steps.targets import Privacy, SkipCollections
 from ops.steps.wal_clean import WalClean
+from ops.storage import PersistDir
 from ops.storage.fs import tree_size
 
 
@@ -66,8 +68,9 @@ class DbInfo(ReadOnlyStep[DbInfoReport]):
         counts = pd.record_counts()
         wal_stats = pd.wal_stats()
         reports = [collection_report(pd, c, counts, wal_stats) for c in all_collections if c.name not in self.skip]
-        if self.privacy:
-            reports = [hide_collection(c, i) for i, c in enumerate(reports, 1)]
+        names = Pseudonyms(pd) if self.privacy else None
+        if names:
+            reports = [names.collection(c) for c in reports]
         orphans = [OrphanDir(name=p.name, path=str(p), size=tree_size(p)) for p in pd.orphan_dirs()]
         where = recommendations.shown_dir(None if self.privacy else str(pd.path))
         advice = [r for c in reports for r in recommendations.for_collection(c, self.thresholds, where)]
@@ -95,16 +98,21 @@ class DbInfo(ReadOnlyStep[DbInfoReport]):
             recommendations=advice,
             warnings=[pd.layout.warning] if pd.layout.warning else [],
         )
-        return hide_paths(report) if self.privacy else report
+        return hide_names(report, names, pd) if names else report
 
 
-def hide_paths(report: DbInfoReport) -> DbInfoReport:
-    """Privacy mode, second half (names were replaced per collection): no paths, no skipped names."""
+def hide_names(report: DbInfoReport, names: Pseudonyms, pd: PersistDir) -> DbInfoReport:
+    """Privacy mode, second half (collections and their advice were built with placeholders): paths,
+    tenants, databases, the skipped collections (by their placeholders) and the warnings."""
+    skipped = set(report.skipped_collections)
     return report.model_copy(
         update={
-            "persist_dir": HIDDEN,
-            "sqlite_path": HIDDEN,
-            "skipped_collections": [HIDDEN for _ in report.skipped_collections],
-            "orphan_dirs": [o.model_copy(update={"path": HIDDEN}) for o in report.orphan_dirs],
+            "persist_dir": names.path(report.persist_dir),
+            "sqlite_path": names.path(report.sqlite_path),
+            "tenants": [names.tenant(t) for t in report.tenants],
+            "databases": [names.qualified_database(d.tenant, d.name) for d in pd.databases()],
+            "skipped_collections": [names.collection_name(c.id) for c in pd.collections() if c.name in skipped],
+            "orphan_dirs": [o.model_copy(update={"path": names.path(o.path)}) for o in report.orphan_dirs],
+            "warnings": [names.text(w) for w in report.warnings],
         }
     )

@@ -14,16 +14,10 @@ from pydantic import BaseModel, Field
 from ops import __version__
 from ops.engine.params import Params, flag
 from ops.engine.step import ReadOnlyStep, ReadReport, StepContext
-from ops.errors import CorruptHnswFile
+from ops.errors import CorruptHnswFile, NotFound
 from ops.steps import recommendations
-from ops.steps.inspection import (
-    HIDDEN,
-    CollectionReport,
-    HnswSegmentReport,
-    LayoutReport,
-    collection_report,
-    hide_collection,
-)
+from ops.steps.inspection import CollectionReport, HnswSegmentReport, LayoutReport, collection_report
+from ops.steps.privacy import Pseudonyms
 from ops.steps.recommendations import Recommendation, Thresholds
 from ops.steps.targets import CollectionTarget, Privacy
 from ops.storage import PersistDir
@@ -70,25 +64,31 @@ class HnswInfo(ReadOnlyStep[HnswInfoReport]):
         self.thresholds = thresholds or Thresholds()
 
     def precheck(self, ctx: StepContext) -> None:
-        ctx.persist_dir.collection(self.collection, self.database)  # NotFound with the known names
+        try:
+            ctx.persist_dir.collection(self.collection, self.database)  # NotFound with the known names
+        except NotFound as exc:
+            if not self.privacy:
+                raise
+            raise NotFound("no such collection in that database", "run without -p to see the names there") from exc
 
     def report(self, ctx: StepContext) -> HnswInfoReport:
         pd = ctx.persist_dir
         record = pd.collection(self.collection, self.database)
         report = collection_report(pd, record, pd.record_counts(), pd.wal_stats())
         check = cross_check(pd, report.hnsw) if self.verbose and report.hnsw else None
-        if self.privacy:
-            report = hide_collection(report, 1)
+        names = Pseudonyms(pd) if self.privacy else None
+        if names:
+            report = names.collection(report)
         return HnswInfoReport(
             tool_version=__version__,
-            persist_dir=HIDDEN if self.privacy else str(pd.path),
+            persist_dir=names.path(pd.path) if names else str(pd.path),
             layout=LayoutReport.of(pd.layout),
             collection=report,
             cross_check=check,
             recommendations=recommendations.for_collection(
                 report, self.thresholds, recommendations.shown_dir(None if self.privacy else str(pd.path))
             ),
-            warnings=[pd.layout.warning] if pd.layout.warning else [],
+            warnings=[names.text(w) if names else w for w in [pd.layout.warning] if w],
         )
 
 

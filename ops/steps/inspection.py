@@ -181,10 +181,3 @@ def collection_report(
         metadata_segment=metadata_segment_report(meta_seg),
         hnsw=hnsw_segment_report(pd, collection),
     )
-
-
-def hide_collection(report: CollectionReport, index: int) -> CollectionReport:
-    """Privacy mode: no collection name, no user metadata values, no paths."""
-    hnsw = report.hnsw.model_copy(update={"path": HIDDEN}) if report.hnsw else None
-    metadata = {k: v for k, v in report.metadata.items() if k.startswith("hnsw:")}
-    return report.model_copy(update={"name": f"collection-{index}", "metadata": metadata, "hnsw": hnsw})

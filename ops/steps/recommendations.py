@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, JsonValue
 
 from ops.engine.plan import StepPlan
+from ops.engine.step import PLACEHOLDER_DIR
 from ops.steps.inspection import CollectionReport
 from ops.steps.wal_clean import DELETE_ROWS
 
@@ -20,10 +21,6 @@ class Thresholds(BaseModel):
     wal_gap: int = 0
     """Recommend `wal commit` when more WAL rows than this wait to reach the index (the shipped
     `maintain` pipeline commits every gap, so any gap is worth saying)."""
-
-
-PLACEHOLDER_DIR = "PERSIST_DIR"
-"""What a command names instead of the persist dir in privacy mode."""
 
 
 def shown_dir(persist_dir: str | None) -> str:

@@ -32,5 +32,5 @@ class SkipCollections(Params):
 
 class Privacy(Params):
     privacy_mode: Annotated[bool, flag("-p")] = Field(
-        False, description="hide paths and collection names (for sharing)"
+        False, description="hide paths and tenant, database and collection names (for sharing)"
     )

@@ -9,11 +9,15 @@ from pydantic import BaseModel
 from ops import __version__
 from ops.engine.params import Params
 from ops.engine.step import ReadOnlyStep, ReadReport, StepContext
-from ops.steps import recommendations
-from ops.steps.inspection import HIDDEN, LayoutReport
+from ops.steps import privacy, recommendations
+from ops.steps.inspection import LayoutReport
+from ops.steps.privacy import Pseudonyms
 from ops.steps.recommendations import Recommendation, Thresholds
 from ops.steps.targets import Privacy
 from ops.steps.wal_clean import WalClean
+from ops.storage import PersistDir
+from ops.storage.models import CollectionRecord
+from ops.storage.wal import WalTopicStats
 
 
 class WalCollectionReport(BaseModel):
@@ -62,40 +66,44 @@ class WalInfo(ReadOnlyStep[WalInfoReport]):
     def report(self, ctx: StepContext) -> WalInfoReport:
         pd = ctx.persist_dir
         stats = pd.wal_stats()
-        rows: list[WalCollectionReport] = []
-        for i, c in enumerate(pd.collections(), 1):
-            s = stats.get(c.id)
-            rows.append(
-                WalCollectionReport(
-                    name=f"collection-{i}" if self.privacy else c.name,
-                    id=c.id,
-                    database=c.database,
-                    topic=s.topic if s else None,
-                    wal_entries=s.entries if s else 0,
-                    wal_gap=pd.wal_gap(c, s),
-                    min_seq_id=s.min_seq_id if s else None,
-                    max_seq_id=s.max_seq_id if s else None,
-                    vector_max_seq_id=c.vector_segment.max_seq_id if c.vector_segment else None,
-                    metadata_max_seq_id=c.metadata_segment.max_seq_id if c.metadata_segment else None,
-                    operations=s.operations if s else {},
-                )
-            )
+        names = Pseudonyms(pd) if self.privacy else None
+        rows = [self._row(pd, c, stats.get(c.id), names) for c in pd.collections()]
         known = {c.id for c in pd.collections()}
         entries, payload = pd.wal_totals()
         purge = pd.wal_purge_config()
+        orphans = sorted(s.topic for cid, s in stats.items() if cid not in known)
         return WalInfoReport(
             tool_version=__version__,
-            persist_dir=HIDDEN if self.privacy else str(pd.path),
+            persist_dir=names.path(pd.path) if names else str(pd.path),
             layout=LayoutReport.of(pd.layout),
             wal_entries=entries,
             wal_payload_bytes=payload,
             sqlite_size=pd.sqlite_path.stat().st_size,
             automatically_purge=purge.automatically_purge if purge else None,
             purge_config=purge.raw if purge else None,
-            orphan_topics=sorted(s.topic for cid, s in stats.items() if cid not in known),
+            orphan_topics=[privacy.topic(t) for t in orphans] if names else orphans,
             collections=rows,
             recommendations=self._advice(ctx, rows, purge.automatically_purge if purge else None),
-            warnings=[pd.layout.warning] if pd.layout.warning else [],
+            warnings=[names.text(w) if names else w for w in [pd.layout.warning] if w],
+        )
+
+    @staticmethod
+    def _row(
+        pd: PersistDir, c: CollectionRecord, s: WalTopicStats | None, names: Pseudonyms | None
+    ) -> WalCollectionReport:
+        """One collection's WAL figures (with placeholders for its names in privacy mode)."""
+        return WalCollectionReport(
+            name=names.collection_name(c.id) if names else c.name,
+            id=c.id,
+            database=names.collection_database(c) if names else c.database,
+            topic=(privacy.topic(s.topic) if names else s.topic) if s else None,
+            wal_entries=s.entries if s else 0,
+            wal_gap=pd.wal_gap(c, s),
+            min_seq_id=s.min_seq_id if s else None,
+            max_seq_id=s.max_seq_id if s else None,
+            vector_max_seq_id=c.vector_segment.max_seq_id if c.vector_segment else None,
+            metadata_max_seq_id=c.metadata_segment.max_seq_id if c.metadata_segment else None,
+            operations=s.operations if s else {},
         )
 
     def _advice(self, ctx: StepContext, rows: list[WalCollectionReport], purge: bool | None) -> list[Recommendation]:

@@ -43,6 +43,8 @@ _METADATA_KEYS = {
     "hnsw:batch_size": "batch_size",
     "hnsw:sync_threshold": "sync_threshold",
 }
+HNSW_METADATA_KEYS = frozenset(_METADATA_KEYS)
+"""The collection metadata keys that are Chroma's HNSW settings, not user data."""
 # keys of the 1.x JSON configs -> HnswConfig fields
 _JSON_KEYS = {
     "space": "space",
