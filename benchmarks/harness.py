@@ -315,7 +315,8 @@ def report(h: Harness, title: str, variants: list[Variant], columns: tuple[Colum
     machine = machine_info()
     others = [r["other_cpu_s"] for runs in h.runs.values() for r in runs]
     print(
-        f"\n- {h.args.repeat} rounds after a warm-up, order rotated; {h.discarded} disturbed runs done again; "
+        f"\n- {h.args.repeat} rounds{' after a warm-up' if h.warm else ''}, order rotated; "
+        f"{h.discarded} disturbed runs done again; "
         f"other processes' CPU s per run: max {max(others, default=0):.2f}; load average "
         f"{min(r['load'] for runs in h.runs.values() for r in runs):.2f}-"
         f"{max(r['load'] for runs in h.runs.values() for r in runs):.2f}"
