@@ -1,92 +1,81 @@
 """What looking for a running Chroma costs a command (issue 13: at most 30 ms on this machine).
 
-    python3 benchmarks/bench_live_scan.py [--repeat 30]
+    python3 benchmarks/bench_live_scan.py [--scans 30] [--quick]
 
-Each row times `ops.engine.live.scan(DIR)` in-process (median and max of --repeat runs, after one
-warm-up) on persist dirs written by the installed chromadb, while the machine runs what the row
-says. The scan is the only work a command adds for this, so its time is the time added.
+Each row times `ops.engine.live.scan(DIR)` in-process, --scans times after one warm-up (median and max),
+in a child process, on a fresh copy of a persist dir written by chromadb 1.5.9 (datasets.py many: 5 or
+1,000 collections), while the machine runs what the row says: nothing more, 500 idle `sleep`
+processes, and/or `chroma run` holding the dir (tests/live_chroma.py). The scan is the only work a
+command adds for this, so its time is the time added.
 """
 
 from __future__ import annotations
 
-import argparse
-import statistics
-import subprocess
+import json
+import shutil
 import sys
-import tempfile
-import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+import datasets
+import harness
+from _venvs import clean_env
+from harness import REPO, Variant
 
-from ops.engine import live  # noqa: E402
-from tests.live_chroma import chroma_server  # noqa: E402
-
-MANY = """
-import sys, chromadb, numpy as np
-client = chromadb.PersistentClient(path=sys.argv[1])
-conf = {"hnsw": {"space": "l2", "sync_threshold": 2, "batch_size": 2}}
-for i in range(int(sys.argv[2])):
-    c = client.create_collection(f"c{i:05d}", configuration=conf)
-    c.add(ids=[f"{i}-{j}" for j in range(4)], embeddings=np.random.rand(4, 8).tolist())
-"""
-
-
-def build(path: Path, collections: int) -> Path:
-    subprocess.run([sys.executable, "-c", MANY, str(path), str(collections)], check=True)
-    return path
-
-
-@contextmanager
-def idle_processes(n: int) -> Iterator[None]:
-    procs = [subprocess.Popen(["sleep", "600"]) for _ in range(n)]
-    try:
-        yield
-    finally:
-        for p in procs:
-            p.kill()
-            p.wait()
-
-
-def timed(path: Path, repeat: int) -> tuple[float, float, int]:
+SCAN = """import json, statistics, subprocess, sys, time
+from contextlib import ExitStack
+from pathlib import Path
+from ops.engine import live
+from tests.live_chroma import chroma_server
+path, idle, server, repeat = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1", int(sys.argv[4])
+with ExitStack() as stack:
+    procs = [subprocess.Popen(["sleep", "600"]) for _ in range(idle)]
+    stack.callback(lambda: [p.kill() or p.wait() for p in procs])
+    if server:
+        stack.enter_context(chroma_server(path))
     live.scan(path)
     times = []
     for _ in range(repeat):
-        start = time.perf_counter()
+        t0 = time.perf_counter()
         found = live.scan(path)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000, max(times) * 1000, len(found.processes)
+        times.append(time.perf_counter() - t0)
+    processes = sum(1 for p in Path("/proc").iterdir() if p.name.isdigit())
+print(json.dumps({"median_ms": statistics.median(times) * 1000, "max_ms": max(times) * 1000,
+                  "holders": len(found.processes), "files": len(live.persist_dir_files(path)),
+                  "processes": processes}))"""
+
+ap = harness.parser(__doc__, repeat=1)
+ap.add_argument("--scans", type=int, default=30, help="scans per row (default 30)")
+args = harness.finish_args(ap.parse_args())
+small, _ = datasets.ensure("many", collections=5)
+many, _ = datasets.ensure("many", quick=args.quick)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=30)
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="bench-live-") as tmp:
-        small, many = build(Path(tmp) / "small", 5), build(Path(tmp) / "many", 1000)
-        rows = [
-            ("5 collections, this machine as it is", small, 0, False),
-            ("5 collections, + 500 idle processes", small, 500, False),
-            ("5 collections, chroma run holding it", small, 0, True),
-            ("1,000 collections, this machine as it is", many, 0, False),
-            ("1,000 collections, chroma run holding it, + 500 idle processes", many, 500, True),
-        ]
-        print(f"processes on this machine: {sum(1 for p in Path('/proc').iterdir() if p.name.isdigit())}")
-        print("| persist dir and machine | files | median ms | max ms | holders found |")
-        print("|---|---:|---:|---:|---:|")
-        for label, path, extra, server in rows:
-            with ExitStack() as stack:
-                stack.enter_context(idle_processes(extra))
-                if server:
-                    stack.enter_context(chroma_server(path))
-                median, worst, found = timed(path, args.repeat)
-            files = len(live.persist_dir_files(path))
-            print(f"| {label} | {files:,} | {median:.1f} | {worst:.1f} | {found} |")
-    return 0
+def scanned(work: Path, r: dict) -> dict:
+    return {"facts": json.loads(r["output"].strip().splitlines()[-1])} if r["exit"] == 0 else {}
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def row(name: str, label: str, source: Path, idle: int, server: bool) -> Variant:
+    return Variant(
+        name,
+        label,
+        lambda w: [sys.executable, "-c", SCAN, str(w / "persist"), str(idle), str(int(server)), str(args.scans)],
+        env=clean_env(PYTHONPATH=str(REPO)),
+        copy=False,
+        check=scanned,
+        prepare=lambda w: shutil.copytree(source, w / "persist"),
+    )
+
+
+n = json.loads(many.with_name(many.name + ".complete.json").read_text())["params"]["collections"]
+variants = [
+    row("small", "5 collections, this machine as it is", small, 0, False),
+    row("small-idle", "5 collections, + 500 idle processes", small, 500, False),
+    row("small-chroma", "5 collections, `chroma run` holding it", small, 0, True),
+    row("many", f"{n:,} collections, this machine as it is", many, 0, False),
+    row("many-chroma-idle", f"{n:,} collections, `chroma run` holding it, + 500 idle processes", many, 500, True),
+]
+with harness.Harness("live_scan", args) as h:
+    h.rounds(variants, warmup=False)
+    cols = [(k, lambda s, _, k=k: f"{s['facts'].get(k, '-'):,.1f}") for k in ("median_ms", "max_ms")]
+    cols += [(k, lambda s, _, k=k: f"{s['facts'].get(k, '-')}") for k in ("files", "holders", "processes")]
+    harness.report(h, f"`live.scan` in-process, {args.scans} scans per row (wall: whole child)", variants, tuple(cols))

@@ -255,6 +255,58 @@ def clustered(out: Path) -> dict[str, Any]:
     return {"collections": [asdict(_finish(t, topics))]}
 
 
+SOAK = {"n": 20_000, "dim": 128, "latent": 12, "delete_every": 5, "late": 600, "gap": 4_000, "seed": 11}
+
+
+def soak(out: Path) -> dict[str, Any]:
+    """The kill soak's dir (tests/test_soak_kill.py), automatic purge off so the WAL keeps every row:
+    `big` (l2, sync 1000): 20,000 x 128 with documents and metadata, 4,000 deleted, flushed, then 600 adds
+    left in the WAL gap; `gap` (cosine, sync 100,000): 4,000 x 128 with documents, never flushed. The
+    vectors lie near a 12-dim subspace, like real embeddings (uniform 128-dim noise has a recall@10
+    below 0.95, which `hnsw rebuild` rightly refuses to verify)."""
+    p, big_conf, gap_conf = SOAK, configured("l2", small=False), configured("cosine", small=False)
+    big_conf["hnsw"].update(sync_threshold=1000, batch_size=1000)
+    gap_conf["hnsw"].update(sync_threshold=100_000, batch_size=100_000)
+    _in_child(
+        f"import chromadb; c = chromadb.PersistentClient(path={str(out)!r}); "
+        f"c.create_collection('big', configuration={big_conf!r}); "
+        f"c.create_collection('gap', configuration={gap_conf!r})"
+    )
+    with closing(sqlite3.connect(out / "chroma.sqlite3")) as conn, conn:  # as `chops wal config --purge off`
+        conn.execute(
+            "UPDATE embeddings_queue_config SET config_json_str = "
+            '\'{"automatically_purge":false,"_type":"EmbeddingsQueueConfigurationInternal"}\''
+        )
+    import chromadb
+
+    rs = np.random.RandomState(p["seed"])
+    proj = rs.randn(p["latent"], p["dim"]).astype(np.float32)
+    words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo"]
+
+    def batch(ids: list[str], tag: str) -> dict[str, Any]:
+        z = rs.rand(len(ids), p["latent"]).astype(np.float32) @ proj
+        v = (z + 0.05 * rs.randn(len(ids), p["dim"]).astype(np.float32)).astype(np.float32)
+        return {"ids": ids, "embeddings": v, "documents": [f"{tag} " + " ".join(rs.choice(words, 16)) for _ in ids]}
+
+    client = chromadb.PersistentClient(path=str(out))
+    big, gap = client.get_collection("big"), client.get_collection("gap")
+    ids = [f"big-{i:05d}" for i in range(p["n"])]
+    for s in range(0, p["n"], 1000):
+        big.add(**batch(ids[s : s + 1000], "big"), metadatas=[{"i": s + j, "kind": "odd" if j % 2 else "even"}
+                                                              for j in range(1000)])  # fmt: skip
+    doomed = ids[:: p["delete_every"]]
+    for s in range(0, len(doomed), 1000):
+        big.delete(ids=doomed[s : s + 1000])
+    big.add(**batch([f"big-late-{i:04d}" for i in range(p["late"])], "late"))  # below sync_threshold: the gap
+    for s in range(0, p["gap"], 1000):
+        gap.add(
+            **batch([f"gap-{i:05d}" for i in range(s, s + 1000)], "gap"), metadatas=[{"g": s + j} for j in range(1000)]
+        )
+    t_big = CollectionTruth("big", "default_database", allocated_on_disk=p["n"], pending_writes=p["late"])
+    t_gap = CollectionTruth("gap", "default_database", space="cosine", pending_writes=p["gap"], flushed=False)
+    return {"collections": [asdict(_finish(t_big, big)), asdict(_finish(t_gap, gap))], "orphan_dirs": []}
+
+
 SCENARIOS = {
     "standard": standard,
     "walbloat": walbloat,
@@ -262,6 +314,7 @@ SCENARIOS = {
     "demo": demo,
     "clustered": clustered,
     "secrets": secrets,
+    "soak": soak,
 }
 
 
