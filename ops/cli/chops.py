@@ -52,9 +52,9 @@ def parser_for(parser: argparse.ArgumentParser, args: argparse.Namespace) -> arg
     return parser
 
 
-def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
-    """The parser; the arguments of the command `argv` names are filled in (all of them when
-    `argv` names none, e.g. for tests that walk every command)."""
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser. Given the command line, only the command it names gets its arguments (and only
+    its modules are imported); without one (tests walking every command), every command does."""
     parser = Parser(
         prog="chops",
         description="Inspect and safely repair Chroma persist directories.",
@@ -64,7 +64,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"chroma-ops {__version__}")
     parser.add_argument("--debug", action="store_true", help="show a traceback for errors")
     top = parser.add_subparsers(dest="group", metavar="COMMAND", required=True)
-    chosen = _named(argv)
+    chosen = _named(argv or ())
     groups: dict[str, argparse._SubParsersAction[Parser]] = {}
     for command in COMMANDS:
         sub: argparse.ArgumentParser
@@ -78,7 +78,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
                 )
             sub = groups[group].add_parser(name, help=command.help)
         sub.set_defaults(run=command)
-        if chosen in (None, command):
+        if argv is None or chosen is command:
             _add_options(sub, options.options(_models(command)))
     return parser
 

@@ -11,23 +11,24 @@ from __future__ import annotations
 import sys
 import traceback
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
-from rich.console import Console
 
 from ops.cli.flags import BackupFlags, JsonFlag, PersistDirArg, RunFlags
 from ops.engine.live import holders_line
 from ops.engine.params import Params
 from ops.engine.plan import Plan
-from ops.engine.runner import RunResult, run_step
 from ops.engine.step import ReadOnlyStep, Step, run_read_only
 from ops.errors import BadInput, OpsError
-from ops.report import json_out, tables
-from ops.report.console import make_console
-from ops.report.progress import RichProgress
+from ops.report import json_out
 from ops.steps.registry import Command
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from ops.engine.runner import RunResult
 
 ReportT = TypeVar("ReportT", bound=BaseModel)
 
@@ -41,7 +42,16 @@ class Output:
     """Where results go: JSON to stdout for machines, or rich tables for people."""
 
     as_json: bool = False
-    console: Console = field(default_factory=make_console)
+    screen: Console | None = None
+    """Where tables go (default: a console on stdout, made when first needed: --json needs no rich)."""
+
+    @property
+    def console(self) -> Console:
+        if self.screen is None:
+            from ops.report.console import make_console
+
+            self.screen = make_console()
+        return self.screen
 
     def emit(self, report: ReportT, render: Callable[[Console, ReportT], None]) -> None:
         for line in getattr(report, "live_warnings", []):
@@ -50,6 +60,15 @@ class Output:
             json_out.write(report, sys.stdout.buffer)
         else:
             render(self.console, report)
+
+
+def progress_bar(out: Output) -> Any:
+    """A progress bar on a terminal (not with --json), else None."""
+    if not sys.stderr.isatty() or out.as_json:
+        return None
+    from ops.report.progress import RichProgress
+
+    return RichProgress()
 
 
 def warn(line: str) -> None:
@@ -81,6 +100,8 @@ def confirmer(yes: bool, out: Output) -> Callable[[Plan], None]:
             return
         if not sys.stdin.isatty():
             raise BadInput("this change needs confirmation and stdin is not a terminal", "re-run with --yes")
+        from ops.report import tables
+
         tables.print_plan(out.console, plan)
         answer = input("Apply this plan? [y/N] ").strip().lower()
         if answer not in ("y", "yes"):
@@ -125,8 +146,10 @@ def run(command: Command, values: Mapping[str, Any]) -> int:
 
 def mutate(step: Step, params: Params, persist_dir: str, flags: RunFlags, backup: Params | None) -> int:
     """Plan, or plan + confirm + apply on the runner. Plan mode exits 2 when it plans changes."""
+    from ops.engine.runner import run_step
+
     out = Output(flags.json)
-    progress = RichProgress() if sys.stderr.isatty() and not out.as_json else None
+    progress = progress_bar(out)
     options = flags.run_options(backup if isinstance(backup, BackupFlags) else None)
     result = run_step(step, persist_dir, options, confirmer(flags.yes, out), progress)
     for line in [] if result.applied else result.notes:
@@ -156,6 +179,8 @@ def warn_live(plan: Plan, may_run_live: bool) -> None:
 def report_result(result: RunResult, out: Output) -> int:
     if not result.applied:
         return nothing_to_do(result, out)
+    from ops.report import tables
+
     out.emit(result, tables.print_run_result)
     return EXIT_OK
 

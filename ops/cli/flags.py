@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from pydantic import Field
 
-from ops.engine.live_policy import LiveOptions
 from ops.engine.lock import DEFAULT_LOCK_TIMEOUT_S
 from ops.engine.params import Flag, Params, flag
-from ops.engine.runner import RunOptions
+
+if TYPE_CHECKING:
+    from ops.engine.live_policy import LiveOptions
+    from ops.engine.runner import RunOptions
 
 
 class PersistDirArg(Params):
@@ -43,6 +45,8 @@ class LiveFlags(Params):
     )
 
     def live_options(self) -> LiveOptions:
+        from ops.engine.live_policy import LiveOptions
+
         return LiveOptions(allow_unchecked=self.allow_unchecked, chroma_url=self.chroma_url)
 
 
@@ -80,6 +84,8 @@ class ApplyFlags(LiveFlags, JsonFlag):
     )
 
     def run_options(self, backup: BackupFlags | None = None) -> RunOptions:
+        from ops.engine.runner import RunOptions
+
         return RunOptions(
             allow_live=self.allow_live,
             allow_unchecked=self.allow_unchecked,

@@ -18,6 +18,7 @@ from ops.cli.commands import (
     Output,
     confirmer,
     nothing_to_do,
+    progress_bar,
     report_result,
     warn,
     warn_live,
@@ -29,8 +30,6 @@ from ops.engine.plan import Plan
 from ops.engine.runner import RollbackResult
 from ops.engine.runner import rollback as run_rollback
 from ops.errors import BadInput, OpsError
-from ops.report import tables
-from ops.report.progress import RichProgress
 
 
 class WalExportParams(PersistDirArg):
@@ -58,6 +57,8 @@ def backup_list(p: BackupListParams) -> int:
     from ops.steps.backup_list import backup_list as list_backups
 
     report = list_backups(p.persist_dir, p.backup_root_path())
+    from ops.report import tables
+
     Output(p.json).emit(report, lambda c, r: tables.print_backups(c, r.backup_root, r.backups))
     return EXIT_OK
 
@@ -68,6 +69,7 @@ class PlanShowParams(JsonFlag):
 
 def plan_show(p: PlanShowParams) -> int:
     from ops.pipeline.maintain import read_plan_file
+    from ops.report import tables
 
     out = Output(p.json)
     out.emit(read_plan_file(Path(p.plan_path)), tables.print_plan_document)
@@ -93,7 +95,7 @@ def maintain(p: MaintainParams) -> int:
 
     out = Output(p.json)
     options = p.run_options(p)
-    progress = RichProgress() if sys.stderr.isatty() and not out.as_json else None
+    progress = progress_bar(out)
     if p.apply:
         plan = read_plan_file(Path(p.apply))
         return report_result(apply_plan_file(p.persist_dir, plan, options, progress), out)
@@ -140,7 +142,7 @@ def apply(p: ApplyParams) -> int:
 
     out = Output(p.json)
     plan = read_plan_file(Path(p.plan_path))
-    progress = RichProgress() if sys.stderr.isatty() and not out.as_json else None
+    progress = progress_bar(out)
     return report_result(apply_plan_file(plan.persist_dir, plan, p.run_options(p), progress), out)
 
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
-
 from ops.errors import DatabaseBusy
 
 DEFAULT_LOCK_TIMEOUT_S = 10.0
@@ -24,6 +22,8 @@ def _is_busy(exc: BaseException) -> bool:
 def acquire_write_lock(sqlite_path: Path, timeout_s: float = DEFAULT_LOCK_TIMEOUT_S) -> sqlite3.Connection:
     """A read-write connection inside BEGIN IMMEDIATE; the caller commits or rolls back and closes."""
     conn = sqlite3.connect(sqlite_path, isolation_level=None, timeout=0)
+    from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential  # only when locking
+
     retrying = Retrying(
         retry=retry_if_exception(_is_busy),
         wait=wait_exponential(multiplier=0.05, max=1.0),

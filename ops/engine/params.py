@@ -18,6 +18,11 @@ from pydantic.fields import FieldInfo
 
 from ops.errors import BadInput
 
+SKIP_FIELD = "skip_collection_names"
+"""The field a pipeline's selection of collections to leave out sets (ops.steps.targets)."""
+COLLECTION_FIELDS = ("collection", "database")
+"""The fields a pipeline's selection of one collection sets."""
+
 
 @dataclass(frozen=True)
 class Flag:

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from ops.engine import live
 from ops.engine.journal import Journal, refuse_if_unfinished
 from ops.engine.live import LiveProcess
-from ops.engine.params import Params
+from ops.engine.params import SKIP_FIELD, Params
 from ops.engine.plan import StepPlan
 from ops.engine.progress import NoProgress, ProgressSink
 from ops.errors import OpsError
@@ -60,10 +60,6 @@ class Touches(BaseModel):
 
 class NoParams(Params):
     pass
-
-
-SKIP_FIELD = "skip_collection_names"
-COLLECTION_FIELDS = ("collection", "database")
 
 
 class Step(ABC):

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import create_model
 
-from ops.engine.params import Params
-from ops.engine.step import COLLECTION_FIELDS, SKIP_FIELD, Step
+from ops.engine.params import COLLECTION_FIELDS, SKIP_FIELD, Params
 from ops.errors import BadInput
+
+if TYPE_CHECKING:
+    from ops.engine.step import Step
 
 Kind = Literal["read", "change", "tool"]
 """read: a ReadOnlyStep whose report is rendered; change: a Step run on the runner (backup,
