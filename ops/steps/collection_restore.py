@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ops.engine import failpoints
-from ops.engine.fsutil import fsync_tree, remove_tree
 from ops.engine.plan import Action, StepPlan
 from ops.engine.step import Step, StepContext, Touches
 from ops.errors import BadInput, OpsError
 from ops.storage import fts
 from ops.storage.collection_file import SnapshotFile
+from ops.storage.fs import fsync_tree, remove_tree
 from ops.storage.hnsw_files import PICKLE_FILE
 from ops.storage.models import CollectionRecord
 from ops.storage.persist_dir import PersistDir

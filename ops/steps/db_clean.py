@@ -8,11 +8,10 @@ from __future__ import annotations
 from typing import ClassVar
 
 from ops.engine import failpoints
-from ops.engine.fsutil import remove_tree
 from ops.engine.plan import Action, StepPlan
 from ops.engine.step import Step, StepContext, Touches
 from ops.errors import OpsError
-from ops.storage.fs import tree_size
+from ops.storage.fs import remove_tree, tree_size
 
 REMOVE_FOLDER = "remove_orphan_folder"
 

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import ClassVar
 
 from ops.engine.backup import live_matches_backup, read_manifest, restore_backup, verify_backup
-from ops.engine.fsutil import remove_tree
 from ops.engine.plan import Action, StepPlan
 from ops.engine.step import Step, StepContext, Touches
 from ops.errors import BadInput, OpsError
 from ops.steps.db_snapshot import snapshot_folders
+from ops.storage.fs import remove_tree
 
 RESTORE = "restore_persist_dir"
 

@@ -18,7 +18,6 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ops.engine import failpoints
-from ops.engine.fsutil import atomic_write, fsync_dir, fsync_tree, remove_tree
 from ops.engine.plan import Action, StepPlan
 from ops.engine.step import Step, StepContext, Touches
 from ops.errors import BadInput, NotFound, OpsError, Refused
@@ -26,6 +25,7 @@ from ops.steps import recall_check
 from ops.steps.recall_check import RecallComparison
 from ops.storage import config_write, hnsw_files, hnsw_index
 from ops.storage.config_write import ConfigValue
+from ops.storage.fs import atomic_write, fsync_dir, fsync_tree, remove_tree
 from ops.storage.hnsw_files import HnswHeader
 from ops.storage.models import CollectionRecord
 from ops.storage.persist_dir import PersistDir

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ops.engine import failpoints
-from ops.engine.fsutil import atomic_write, fsync_dir, fsync_tree, remove_tree
 from ops.engine.plan import Action, StepPlan
 from ops.engine.step import Step, StepContext, Touches
 from ops.errors import OpsError
 from ops.storage import hnsw_index, wal_apply
+from ops.storage.fs import atomic_write, fsync_dir, fsync_tree, remove_tree
 from ops.storage.models import CollectionRecord
 from ops.storage.persist_dir import PersistDir
 from ops.storage.pickle_meta import HnswPickleMeta, dump_pickle
