@@ -318,6 +318,8 @@ def child_phases(argv: list[str], out: Path) -> int:
         import ops.steps.collection_restore as cr
         import ops.steps.collection_snapshot as cs
         import ops.storage.collection_file as cf
+        import ops.storage.collection_rows as crows
+        import ops.storage.index_swap as isw
         from ops.cli.chops import main
 
     where: list[str] = []  # the step method running now (snapshot.apply, restore.precheck, ...)
@@ -434,9 +436,9 @@ def child_phases(argv: list[str], out: Path) -> int:
             wrap(cls, attr, f"{kind}.{attr} (rest)", step=f"{kind}.{attr}")
     wrap(cs, "write_snapshot", "write_snapshot (rest)")
     wrap(cs, "_counts", "snapshot: count records / WAL")
-    wrap(cr, "restore_rows_and_files", "restore rows: remap + INSERT into chroma.sqlite3 (rest)")
-    wrap(cr, "_write_files", "restore: write HNSW files (rest)")
-    wrap(cr, "fsync_tree", "restore: fsync HNSW files")
+    wrap(crows, "insert_collection_rows", "restore rows: remap + INSERT into chroma.sqlite3 (rest)")
+    wrap(cr, "_write_folders", "restore: write HNSW files (rest)")
+    wrap(isw, "fsync_tree", "restore: fsync HNSW files")
     wrap(cr, "parse_pickle", "restore: parse pickle (restricted unpickler)")
     wrap(runner, "_apply_one", "runner: journal + COMMIT chroma.sqlite3 + verify (rest)")
     wrap(runner, "acquire_write_lock", "runner: acquire write lock")

@@ -346,6 +346,7 @@ def child_phases(argv: list[str], out: Path) -> int:
         import ops.steps.hnsw_rebuild as rebuild
         import ops.steps.wal_commit as commit
         import ops.storage.hnsw_index as hi
+        import ops.storage.index_swap as isw
         import ops.storage.wal_apply as wa
         from ops.cli.chops import main
         from ops.storage.persist_dir import PersistDir
@@ -426,17 +427,16 @@ def child_phases(argv: list[str], out: Path) -> int:
     wrap(hi, "recall_at_k", "recall: knn + compare")
     wrap_index_factory(hi, "load_index", "load index (hnswlib load_index)")
     wrap_index_factory(hi, "new_index", "new index (hnswlib init_index)")
-    for mod in (rebuild, commit):
-        wrap(mod, "fsync_tree", "fsync new folder")
-        wrap(mod, "atomic_write", "write index_metadata.pickle")
-        wrap(mod, "dump_pickle", "build index_metadata.pickle")
-        wrap(mod, "remove_tree", "remove old folder")
+    wrap(isw, "fsync_tree", "fsync new folder")
+    wrap(isw, "atomic_write", "write index_metadata.pickle")
+    wrap(isw, "dump_pickle", "build index_metadata.pickle")
+    wrap(isw, "remove_tree", "remove old folder")
     wrap(rebuild, "_kept_meta", "build index_metadata.pickle")
     wrap(rebuild.HnswRebuild, "verify", "verify")
-    wrap(hi, "exchange_paths", "swap folders")
-    wrap(commit, "_label_book", "read index_metadata.pickle")
-    wrap(commit.shutil, "copytree", "copy old folder")
-    wrap(commit, "_meta", "build index_metadata.pickle")
+    wrap(isw, "exchange_paths", "swap folders")
+    wrap(wa, "label_book", "read index_metadata.pickle")
+    wrap(wa.shutil, "copytree", "copy old folder")
+    wrap(wa, "committed_pickle", "build index_metadata.pickle")
     wrap(commit.WalCommit, "verify", "verify")
     wrap_gen(wa, "pending_rows", "read WAL rows (sqlite)")
     wrap(wa, "effect_of", "WAL bookkeeping (effect_of)")

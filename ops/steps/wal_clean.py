@@ -91,10 +91,8 @@ class WalClean(Step):
         size = ctx.persist_dir.sqlite_path.stat().st_size
         temp_dir = self.temp_dir or pick_temp_dir(ctx.root, size)
         before = size
-        conn.execute(f"PRAGMA temp_store_directory = '{_sql_quote(str(temp_dir))}'")
         failpoints.hit("wal_clean.vacuum")
-        conn.execute("VACUUM")
-        conn.execute("PRAGMA temp_store_directory = ''")
+        wal_purge.vacuum(conn, temp_dir)
         after = ctx.persist_dir.sqlite_path.stat().st_size
         ctx.notes.append(f"chroma.sqlite3: {before:,} -> {after:,} bytes (reclaimed {before - after:,})")
 
@@ -120,10 +118,6 @@ def _deletes(plan: StepPlan) -> list[DeleteWalRows]:
 
 def _vacuums(plan: StepPlan) -> bool:
     return any(isinstance(a, Vacuum) for a in plan.actions)
-
-
-def _sql_quote(text: str) -> str:
-    return text.replace("'", "''")
 
 
 def pick_temp_dir(root: Path, db_bytes: int) -> Path:
