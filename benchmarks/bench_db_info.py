@@ -7,6 +7,7 @@ Variants, all on the same dir (`db info` of ours changes nothing; chromadb-ops t
   theirs-as-shipped  the same in the default environment: chromadb's posthog telemetry is on and, without
                      network, its DNS retries add seconds of idle waiting
   ours               python3 -m ops db info DIR
+  ours-json          python3 -m ops db info DIR --json (issue #14: at most 0.2 s)
 Safety: chromadb 1.5.9 would migrate a 1.0.16 dir in place. Ours runs first on a copy; after every run
 the dir's migrations are read again and the benchmark stops if they changed.
 """
@@ -40,6 +41,16 @@ variants = [
         "ours",
         "chroma-ops `chops db info`",
         lambda w: [sys.executable, "-m", "ops", "db", "info", str(persist)],
+        env=ours,
+        cwd=args.ours_src,
+        copy=False,
+        check=unchanged,
+        ours=True,
+    ),
+    Variant(
+        "ours-json",
+        "chroma-ops `chops db info --json`",
+        lambda w: [sys.executable, "-m", "ops", "db", "info", str(persist), "--json"],
         env=ours,
         cwd=args.ours_src,
         copy=False,

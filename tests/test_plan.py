@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ops.engine.plan import PLAN_FORMAT_VERSION, Action, Plan, StepPlan
+from ops.engine.actions import DeleteWalRows, WalRows, WalRowsDetails
+from ops.engine.plan import PLAN_FORMAT_VERSION, Plan, StepPlan
 from ops.errors import BadInput
 
 
@@ -17,12 +18,13 @@ def sample_plan() -> Plan:
                 step="wal.clean",
                 target="chroma.sqlite3",
                 actions=[
-                    Action(
-                        kind="delete_wal_rows",
+                    DeleteWalRows(
                         target="frag",
-                        before={"rows": 8},
-                        after={"rows": 1},
-                        details={"bytes_reclaimed": 1234, "duration": "seconds"},
+                        before=WalRows(rows=8),
+                        after=WalRows(rows=1),
+                        details=WalRowsDetails(
+                            topic="persistent://default/default/c", watermark=7, bytes_estimate=1234
+                        ),
                     ),
                 ],
             ),

@@ -28,7 +28,8 @@ from pydantic import BaseModel, ValidationError
 
 from ops import __version__
 from ops.engine import failpoints
-from ops.engine.fsutil import (
+from ops.errors import BadInput, OpsError
+from ops.storage.fs import (
     CHUNK,
     atomic_write,
     copy_file_durably,
@@ -37,7 +38,6 @@ from ops.engine.fsutil import (
     sha256_file,
     sqlite_content_sha256,
 )
-from ops.errors import BadInput, OpsError
 from ops.storage.sqlite_ro import SQLITE_FILE_NAME, readonly_uri
 
 MANIFEST = "manifest.json"
@@ -62,7 +62,7 @@ class FileEntry(BaseModel):
     size: int
     sha256: str
     content_sha256: str | None = None
-    """For chroma.sqlite3: digest of its pages without the copy counters (see fsutil)."""
+    """For chroma.sqlite3: digest of its pages without the copy counters (see ops.storage.fs)."""
 
 
 class BackupManifest(BaseModel):

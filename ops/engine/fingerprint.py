@@ -14,10 +14,9 @@ from typing import Any
 
 import orjson
 
-from ops.engine.fsutil import sha256_file
 from ops.engine.plan import StateFingerprint
 from ops.storage import PersistDir
-from ops.storage.fs import subfolders
+from ops.storage.fs import sha256_file, subfolders
 
 HASHED_FILES = ("header.bin", "index_metadata.pickle")
 

@@ -15,8 +15,8 @@ from typing import Literal
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from ops.engine.fsutil import atomic_write
 from ops.errors import OpsError
+from ops.storage.fs import atomic_write
 
 JOURNAL_FILE = ".chops-journal.json"
 

@@ -4,48 +4,25 @@ Shape (later versions extend it, never break it):
     {"format_version": 1, "tool_version": ..., "persist_dir": ..., "layout": ...,
      "steps": [{"step": "wal.clean", "target": ..., "actions": [
          {"kind": ..., "target": ..., "before": ..., "after": ..., "details": {...}}]}]}
-An empty plan is one whose steps have no actions.
+An empty plan is one whose steps have no actions. Each action kind is a typed model
+(ops.engine.actions); a plan with an unknown kind or a wrongly shaped action is refused when read.
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict, JsonValue, ValidationError
 
 from ops import __version__
+from ops.engine.actions import Action
 from ops.engine.live import LiveProcess
 from ops.errors import BadInput
 
 PLAN_FORMAT_VERSION = 1
 
-
-class Action(BaseModel):
-    """One change: what `target` is now (`before`) and will be (`after`)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    kind: str
-    target: str
-    before: JsonValue = None
-    after: JsonValue = None
-    details: dict[str, JsonValue] = {}
-    """Estimates and context for a reviewer (bytes reclaimed, duration class, ...)."""
-
-    def exact(self) -> Action:
-        """The action without its estimates (keys ending in `_estimate`, and `duration`): what
-        applying compares with the reviewed plan, since estimates move with every write."""
-        return self.model_copy(
-            update={"before": _exact(self.before), "after": _exact(self.after), "details": _exact(self.details)}
-        )
-
-
-def _exact(value: JsonValue) -> Any:
-    if not isinstance(value, dict):
-        return value
-    return {k: v for k, v in value.items() if not k.endswith("_estimate") and k != "duration"}
+__all__ = ["PLAN_FORMAT_VERSION", "Action", "PipelineRef", "Plan", "StateFingerprint", "StepPlan"]
 
 
 class StepPlan(BaseModel):
@@ -142,6 +119,20 @@ class Plan(BaseModel):
         try:
             return cls.model_validate(raw)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise BadInput(f"{source} is not a valid plan ({where}: {first['msg']})", "re-plan it") from None
+            where, message = _first_error(exc)
+            raise BadInput(f"{source} is not a valid plan ({where}: {message})", "re-plan it") from None
+
+
+def _first_error(exc: ValidationError) -> tuple[str, str]:
+    """Where and what the first error is, in the plan's own terms: an action's kind is named as a
+    field (`steps.0.actions.1.kind`), never as pydantic's union tag."""
+    first = exc.errors()[0]
+    loc = list(first["loc"])
+    parts = [p for i, p in enumerate(loc) if not (i >= 2 and loc[i - 2] == "actions" and isinstance(loc[i - 1], int))]
+    where = ".".join(str(p) for p in parts)
+    if first["type"] == "union_tag_not_found":
+        return f"{where}.kind", "Field required"
+    if first["type"] == "union_tag_invalid":
+        tag = (first.get("ctx") or {}).get("tag")
+        return f"{where}.kind", f"unknown action kind {tag!r} (this chops knows {first['ctx']['expected_tags']})"
+    return where, first["msg"]

@@ -39,7 +39,6 @@ from ops.engine.backup import (
     take_backup,
 )
 from ops.engine.chroma_check import ChromaVerification, require_matching_chromadb, verify_with_chroma
-from ops.engine.fsutil import remove_tree
 from ops.engine.journal import Journal, close_journal, read_journal, refuse_if_unfinished
 from ops.engine.live import LiveScan, scan
 from ops.engine.live_policy import LiveOptions, check_url, precheck_live, refuse_live
@@ -49,6 +48,7 @@ from ops.engine.progress import NoProgress, ProgressSink
 from ops.engine.step import Step, StepContext, Touches
 from ops.errors import BadInput, OpsError
 from ops.storage import PersistDir
+from ops.storage.fs import remove_tree
 from ops.storage.persist_dir import validate_persist_dir
 
 BACKUP_SPACE_FACTOR = 1.1

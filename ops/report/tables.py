@@ -235,7 +235,12 @@ def print_plan(console: Console, plan: Plan) -> None:
         _line(console, f"Plan: {step.step} ({step.target})")
         for a in step.actions:
             _line(console, f"  {a.kind}  {a.target}")
-            for label, value in (("before", a.before), ("after", a.after), ("details", a.details or None)):
+            data = a.model_dump(mode="json")
+            for label, value in (
+                ("before", data["before"]),
+                ("after", data["after"]),
+                ("details", data["details"] or None),
+            ):
                 _line(console, f"      {label + ':':<9}{_json_text(value)}")
         if step.skipped:
             _line(console, f"  skipped: {step.skipped}")

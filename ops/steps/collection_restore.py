@@ -10,28 +10,34 @@ fixed SELECTs and written with parameters; file names come from a fixed list.
 
 from __future__ import annotations
 
-import bisect
-import uuid
 from pathlib import Path
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, ClassVar
 
 from pydantic import Field
 
 from ops.engine import failpoints
-from ops.engine.fsutil import fsync_tree, remove_tree
+from ops.engine.actions import (
+    Action,
+    DropCollection,
+    DropDetails,
+    ExistingCollection,
+    Exists,
+    RestoreCollection,
+    RestoredCounts,
+    RestoreDetails,
+)
 from ops.engine.params import Params, flag
-from ops.engine.plan import Action, StepPlan
+from ops.engine.plan import StepPlan
 from ops.engine.step import Step, StepContext, Touches
 from ops.errors import BadInput, OpsError
-from ops.storage import fts
+from ops.storage import collection_rows
 from ops.storage.collection_file import SnapshotFile
+from ops.storage.fs import remove_tree
 from ops.storage.hnsw_files import PICKLE_FILE
+from ops.storage.index_swap import empty_staging_folder, staging_folder, swap_in
 from ops.storage.models import CollectionRecord
 from ops.storage.persist_dir import PersistDir
 from ops.storage.pickle_meta import parse_pickle
-
-RESTORE = "restore_collection"
-DROP = "drop_collection"
 
 
 class CollectionRestoreParams(Params):
@@ -101,7 +107,7 @@ class CollectionRestore(Step):
         finally:
             snap.close()
         existing = _find(ctx.persist_dir, name, database)
-        actions = []
+        actions: list[Action] = []
         if existing is not None:
             if not self.replace:
                 raise BadInput(
@@ -109,219 +115,82 @@ class CollectionRestore(Step):
                     "pass --as NEW_NAME, or --replace to replace it (it is backed up first)",
                 )
             actions.append(
-                Action(
-                    kind=DROP,
+                DropCollection(
                     target=f"{database}/{name}",
-                    before={"exists": True, "id": existing.id},
-                    after={"exists": False},
-                    details={"vector_segment": existing.vector_segment.id if existing.vector_segment else None},
+                    before=ExistingCollection(exists=True, id=existing.id),
+                    after=Exists(exists=False),
+                    details=DropDetails(vector_segment=existing.vector_segment.id if existing.vector_segment else None),
                 )
             )
         actions.append(
-            Action(
-                kind=RESTORE,
+            RestoreCollection(
                 target=f"{database}/{name}",
-                before={"exists": False},
-                after={"exists": True, "records": counts.get("records"), "wal_entries": counts.get("wal_entries")},
-                details={"snapshot": str(self.path), "hnsw_bytes": counts.get("hnsw_bytes")},
+                before=Exists(exists=False),
+                after=RestoredCounts(exists=True, records=counts.get("records"), wal_entries=counts.get("wal_entries")),
+                details=RestoreDetails(snapshot=str(self.path), hnsw_bytes=counts.get("hnsw_bytes")),
             )
         )
         return StepPlan(step=self.name, target=f"{database}/{name}", actions=actions)
 
     def touches(self, plan: StepPlan) -> Touches:
-        folders = [
-            str(a.details["vector_segment"]) for a in plan.actions if a.kind == DROP and a.details["vector_segment"]
-        ]
-        return Touches(sqlite=True, folders=folders)
+        drops = [a.details.vector_segment for a in plan.actions if isinstance(a, DropCollection)]
+        return Touches(sqlite=True, folders=[f for f in drops if f])
 
     def apply(self, ctx: StepContext, plan: StepPlan) -> None:
         pd = ctx.persist_dir
-        snap = self._open()
-        try:
-            name, database = self._identity(snap)
-            for action in plan.actions:
-                if action.kind == DROP:
-                    existing = _find(pd, name, database)
-                    assert existing is not None
-                    drop_collection(ctx, existing)
-            restore_rows_and_files(ctx, snap, name, database)
-        finally:
-            snap.close()
-        ctx.notes.append(f"restored {database}/{name} from {self.path}")
+        for action in plan.actions:
+            if isinstance(action, DropCollection):
+                database, name = action.target.split("/", 1)
+                existing = _find(pd, name, database)
+                assert existing is not None
+                stats = pd.wal_stats().get(existing.id)
+                collection_rows.delete_collection_rows(pd.conn, existing, stats.topic if stats else None)
+                if existing.vector_segment is not None:
+                    remove_tree(ctx.root / existing.vector_segment.id)
+            if isinstance(action, RestoreCollection):
+                database, name = action.target.split("/", 1)
+                snap = SnapshotFile(Path(action.details.snapshot))
+                try:
+                    segments = collection_rows.insert_collection_rows(pd.conn, snap, name, database)
+                    failpoints.hit("collection_restore.rows")
+                    _write_folders(ctx, snap, segments)
+                finally:
+                    snap.close()
+                ctx.notes.append(f"restored {action.target} from {action.details.snapshot}")
 
     def verify(self, ctx: StepContext, plan: StepPlan) -> None:
         pd = ctx.persist_dir
-        action = next(a for a in plan.actions if a.kind == RESTORE)
-        database, name = action.target.split("/", 1)
-        record = _find(pd, name, database)
-        if record is None or record.metadata_segment is None:
-            raise OpsError(f"{action.target} is not there after the restore")
-        records = pd.record_counts().get(record.metadata_segment.id, 0)
-        assert isinstance(action.after, dict)
-        if records != action.after["records"]:
-            raise OpsError(
-                f"{action.target} has {records} records after the restore, expected {action.after['records']}"
-            )
-        top = pd.conn.execute("SELECT coalesce(max(seq_id), 0) FROM embeddings_queue").fetchone()[0]
-        for segment in (record.vector_segment, record.metadata_segment):
-            if segment is not None and (segment.max_seq_id or 0) > top:
-                raise OpsError(f"max_seq_id {segment.max_seq_id} of a restored segment is above the WAL's newest {top}")
+        for action in plan.actions:
+            if not isinstance(action, RestoreCollection):
+                continue
+            database, name = action.target.split("/", 1)
+            record = _find(pd, name, database)
+            if record is None or record.metadata_segment is None:
+                raise OpsError(f"{action.target} is not there after the restore")
+            records = pd.record_counts().get(record.metadata_segment.id, 0)
+            if records != action.after.records:
+                raise OpsError(
+                    f"{action.target} has {records} records after the restore, expected {action.after.records}"
+                )
+            top = pd.conn.execute("SELECT coalesce(max(seq_id), 0) FROM embeddings_queue").fetchone()[0]
+            for segment in (record.vector_segment, record.metadata_segment):
+                if segment is not None and (segment.max_seq_id or 0) > top:
+                    raise OpsError(
+                        f"max_seq_id {segment.max_seq_id} of a restored segment is above the WAL's newest {top}"
+                    )
 
 
 def _find(pd: PersistDir, name: str, database: str) -> CollectionRecord | None:
     return next((c for c in pd.collections() if c.name == name and c.database == database), None)
 
 
-def drop_collection(ctx: StepContext, record: CollectionRecord) -> None:
-    conn = ctx.persist_dir.conn
-    segments = [s.id for s in (record.vector_segment, record.metadata_segment) if s is not None]
-    if record.metadata_segment is not None:
-        ids = "SELECT id FROM embeddings WHERE segment_id = ?"
-        seg = (record.metadata_segment.id,)
-        if fts.FTS_TABLE in {str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master")}:
-            conn.execute(f"DELETE FROM {fts.FTS_TABLE} WHERE rowid IN ({ids})", seg)
-        for table in ("embedding_metadata", "embedding_metadata_array"):
-            if conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (table,)).fetchone():
-                conn.execute(f"DELETE FROM {table} WHERE id IN ({ids})", seg)
-        conn.execute("DELETE FROM embeddings WHERE segment_id = ?", seg)
-    stats = ctx.persist_dir.wal_stats().get(record.id)
-    if stats is not None:
-        conn.execute(
-            "DELETE FROM embeddings_queue WHERE topic = ? AND seq_id < (SELECT max(seq_id) FROM embeddings_queue)",
-            (stats.topic,),
-        )
-    for segment_id in segments:
-        conn.execute("DELETE FROM segment_metadata WHERE segment_id = ?", (segment_id,))
-        conn.execute("DELETE FROM max_seq_id WHERE segment_id = ?", (segment_id,))
-        conn.execute("DELETE FROM segments WHERE id = ?", (segment_id,))
-    conn.execute("DELETE FROM collection_metadata WHERE collection_id = ?", (record.id,))
-    conn.execute("DELETE FROM collections WHERE id = ?", (record.id,))
-    if record.vector_segment is not None:
-        remove_tree(ctx.root / record.vector_segment.id)
-
-
-def restore_rows_and_files(ctx: StepContext, snap: SnapshotFile, name: str, database: str) -> None:
-    conn = ctx.persist_dir.conn
-    database_id = _database_id(conn, database, str((snap.header.get("collection") or {}).get("tenant")))
-    new_cid = str(uuid.uuid4())
-    seg_cols, seg_rows = snap.rows("segments")
-    segment_map = {str(dict(zip(seg_cols, r, strict=True))["id"]): str(uuid.uuid4()) for r in seg_rows}
-    top = int(conn.execute("SELECT coalesce(max(seq_id), 0) FROM embeddings_queue").fetchone()[0])
-    wal_cols, wal_rows = snap.rows("embeddings_queue")
-    old_seqs = sorted(int(dict(zip(wal_cols, r, strict=True))["seq_id"]) for r in wal_rows)
-    seq_map = {old: top + i + 1 for i, old in enumerate(old_seqs)}
-
-    def mapped_seq(old: int) -> int:
-        """The new seq of the last restored WAL row at or below `old` (or the target's top)."""
-        i = bisect.bisect_right(old_seqs, old)
-        return seq_map[old_seqs[i - 1]] if i else top
-
-    topic_prefix = (snap.header.get("topic") or "persistent://default/default/x").rsplit("/", 1)[0]
-    base = int(conn.execute("SELECT coalesce(max(id), 0) FROM embeddings").fetchone()[0]) + 1
-    emb_cols, emb_rows = snap.rows("embeddings")
-    old_ids = [int(dict(zip(emb_cols, r, strict=True))["id"]) for r in emb_rows]
-    offset = base - min(old_ids) if old_ids else 0
-    meta_seg_new = None
-
-    def seq_value(like: Any, value: int) -> Any:
-        return value.to_bytes(len(like) if len(like) in (8, 24) else 8, "big") if isinstance(like, bytes) else value
-
-    def insert(table: str, cols: list[str], rows: list[tuple[Any, ...]], change: Any) -> None:
-        if not rows:
-            return
-        marks = ", ".join("?" * len(cols))
-        quoted = ", ".join(f'"{c}"' for c in cols)
-        conn.executemany(
-            f"INSERT INTO {table} ({quoted}) VALUES ({marks})",
-            [tuple(change(dict(zip(cols, r, strict=True))).values()) for r in rows],
-        )
-
-    cols, rows = snap.rows("collections")
-    insert("collections", cols, rows, lambda d: {**d, "id": new_cid, "name": name, "database_id": database_id})
-    cols, rows = snap.rows("collection_metadata")
-    insert("collection_metadata", cols, rows, lambda d: {**d, "collection_id": new_cid})
-    for r in seg_rows:
-        d = dict(zip(seg_cols, r, strict=True))
-        if d["scope"] == "METADATA":
-            meta_seg_new = segment_map[str(d["id"])]
-    insert("segments", seg_cols, seg_rows, lambda d: {**d, "id": segment_map[str(d["id"])], "collection": new_cid})
-    cols, rows = snap.rows("segment_metadata")
-    insert("segment_metadata", cols, rows, lambda d: {**d, "segment_id": segment_map[str(d["segment_id"])]})
-    cols, rows = snap.rows("max_seq_id")
-    insert(
-        "max_seq_id",
-        cols,
-        rows,
-        lambda d: {
-            **d,
-            "segment_id": segment_map[str(d["segment_id"])],
-            "seq_id": seq_value(d["seq_id"], mapped_seq(_as_int(d["seq_id"]))),
-        },
-    )
-    meta_top = mapped_seq(max(old_seqs)) if old_seqs else top
-    insert(
-        "embeddings",
-        emb_cols,
-        emb_rows,
-        lambda d: {
-            **d,
-            "id": int(d["id"]) + offset,
-            "segment_id": meta_seg_new,
-            "seq_id": seq_value(d["seq_id"], meta_top),
-        },
-    )
-    for table in ("embedding_metadata", "embedding_metadata_array"):
-        cols, rows = snap.rows(table)
-        insert(table, cols, rows, lambda d: {**d, "id": int(d["id"]) + offset})
-    insert(
-        "embeddings_queue",
-        wal_cols,
-        wal_rows,
-        lambda d: {
-            **d,
-            "seq_id": seq_map[int(d["seq_id"])],
-            "topic": f"{topic_prefix}/{new_cid}",
-        },
-    )
-    if old_ids and fts.FTS_TABLE in {str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master")}:
-        conn.execute(
-            f"INSERT INTO {fts.FTS_TABLE} (rowid, string_value) SELECT id, string_value FROM embedding_metadata "
-            "WHERE key = ? AND string_value IS NOT NULL AND id BETWEEN ? AND ?",
-            (fts.DOCUMENT_KEY, base, max(old_ids) + offset),
-        )
-    failpoints.hit("collection_restore.rows")
-    _write_files(ctx, snap, segment_map)
-
-
-def _as_int(value: Any) -> int:
-    return int.from_bytes(value, "big") if isinstance(value, bytes) else int(value or 0)
-
-
-def _database_id(conn: Any, database: str, tenant: str) -> str:
-    row = conn.execute(
-        "SELECT id FROM databases WHERE name = ? ORDER BY tenant_id = ? DESC", (database, tenant)
-    ).fetchone()
-    if row is not None:
-        return str(row[0])
-    tenant_row = conn.execute("SELECT id FROM tenants WHERE id = ?", (tenant,)).fetchone()
-    tenant_id = str(tenant_row[0]) if tenant_row else "default_tenant"
-    new_id = str(uuid.uuid4())
-    conn.execute("INSERT INTO databases (id, name, tenant_id) VALUES (?, ?, ?)", (new_id, database, tenant_id))
-    return new_id
-
-
-def _write_files(ctx: StepContext, snap: SnapshotFile, segment_map: dict[str, str]) -> None:
-    for old_segment, name, _size, _sha, _chunks in snap.files():
-        if old_segment not in segment_map:
-            raise BadInput(f"{snap.path}: file {name} belongs to no segment of the snapshot")
-        folder = ctx.root / segment_map[old_segment]
-        if not folder.exists():
-            ctx.will_create(folder)
-            folder.mkdir()
-        target = folder / name  # name is one of a fixed list: it cannot leave the folder
-        with target.open("wb") as fh:
-            for block in snap.file_chunks(old_segment, name):
-                fh.write(block)
-    for new_segment in segment_map.values():
-        if (ctx.root / new_segment).is_dir():
-            fsync_tree(ctx.root / new_segment)
+def _write_folders(ctx: StepContext, snap: SnapshotFile, segments: dict[str, str]) -> None:
+    """Each segment's HNSW files, built beside its new folder and swapped in once they read back."""
+    for old_segment in sorted({segment for segment, *_ in snap.files()}):
+        if old_segment not in segments:
+            raise BadInput(f"{snap.path}: a file belongs to no segment of the snapshot ({old_segment})")
+        folder = ctx.root / segments[old_segment]
+        ctx.will_create(folder)
+        ctx.will_create(staging_folder(folder))
+        staged = empty_staging_folder(folder)
+        swap_in(folder, staged, sha256=snap.extract(old_segment, staged))

@@ -1,13 +1,12 @@
 """`collection snapshot -c NAME [-d DATABASE] -o FILE [--force]`: one self-contained file.
 
 Taken while the runner holds the write lock, so no Chroma write can land between the rows and
-the HNSW files it copies. Written to a temporary name and renamed into place.
+the HNSW files it copies. Written to a temporary name, fsynced and renamed into place
+(collection_file.write_collection_file).
 """
 
 from __future__ import annotations
 
-import os
-import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, ClassVar
@@ -16,8 +15,9 @@ from pydantic import Field
 
 from ops import __version__
 from ops.engine import failpoints
+from ops.engine.actions import CollectionCounts, CollectionFileDetails, Exists, WriteCollectionSnapshot
 from ops.engine.params import Params, flag
-from ops.engine.plan import Action, StepPlan
+from ops.engine.plan import StepPlan
 from ops.engine.step import Step, StepContext, Touches
 from ops.errors import BadInput, OpsError
 from ops.steps.targets import CollectionTarget
@@ -26,9 +26,6 @@ from ops.storage.collection_file import FORMAT_VERSION, SnapshotFile
 from ops.storage.fs import tree_size
 from ops.storage.models import CollectionRecord
 from ops.storage.persist_dir import PersistDir
-from ops.storage.sqlite_ro import readonly_uri
-
-WRITE = "write_collection_snapshot"
 
 
 class CollectionSnapshotParams(CollectionTarget):
@@ -61,16 +58,14 @@ class CollectionSnapshot(Step):
         pd = ctx.persist_dir
         record = pd.collection(self.collection, self.database)
         folder = pd.segment_folder(record.vector_segment.id) if record.vector_segment else None
-        counts = _counts(pd, record)
-        action = Action(
-            kind=WRITE,
+        action = WriteCollectionSnapshot(
             target=str(self.out),
-            before={"exists": self.out.exists()},
-            after={"exists": True, **counts},
-            details={
-                "collection": f"{record.database}/{record.name}",
-                "hnsw_bytes": tree_size(folder) if folder and folder.is_dir() else 0,
-            },
+            before=Exists(exists=self.out.exists()),
+            after=_counts(pd, record),
+            details=CollectionFileDetails(
+                collection=f"{record.database}/{record.name}",
+                hnsw_bytes=tree_size(folder) if folder and folder.is_dir() else 0,
+            ),
         )
         return StepPlan(step=self.name, target=f"{record.database}/{record.name}", actions=[action])
 
@@ -80,91 +75,68 @@ class CollectionSnapshot(Step):
     def apply(self, ctx: StepContext, plan: StepPlan) -> None:
         pd = ctx.persist_dir
         record = pd.collection(self.collection, self.database)
-        tmp = self.out.with_name(f".{self.out.name}.tmp-{os.getpid()}")
-        tmp.unlink(missing_ok=True)
-        try:
-            write_snapshot(pd, record, tmp, ctx)
-            os.replace(tmp, self.out)
-        finally:
-            tmp.unlink(missing_ok=True)
-        ctx.notes.append(f"snapshot of {record.database}/{record.name}: {self.out} ({self.out.stat().st_size:,} bytes)")
+        for action in _writes(plan):
+            out = Path(action.target)
+            write_snapshot(pd, record, out, ctx)
+            ctx.notes.append(f"snapshot of {record.database}/{record.name}: {out} ({out.stat().st_size:,} bytes)")
 
     def verify(self, ctx: StepContext, plan: StepPlan) -> None:
-        snapshot = SnapshotFile(self.out)
-        try:
-            snapshot.verify_files()
-            expected = plan.actions[0].after
-            assert isinstance(expected, dict)
-            got = snapshot.header.get("counts", {})
-            for key in ("records", "wal_entries"):
-                if got.get(key) != expected.get(key):
-                    raise OpsError(f"snapshot {self.out} holds {got.get(key)} {key}, expected {expected.get(key)}")
-        finally:
-            snapshot.close()
+        for action in _writes(plan):
+            snapshot = SnapshotFile(Path(action.target))
+            try:
+                snapshot.verify_files()
+                got = snapshot.header.get("counts", {})
+                for key, expected in (("records", action.after.records), ("wal_entries", action.after.wal_entries)):
+                    if got.get(key) != expected:
+                        raise OpsError(f"snapshot {action.target} holds {got.get(key)} {key}, expected {expected}")
+            finally:
+                snapshot.close()
 
 
-def _counts(pd: PersistDir, record: CollectionRecord) -> dict[str, int]:
+def _writes(plan: StepPlan) -> list[WriteCollectionSnapshot]:
+    return [a for a in plan.actions if isinstance(a, WriteCollectionSnapshot)]
+
+
+def _counts(pd: PersistDir, record: CollectionRecord) -> CollectionCounts:
     stats = pd.wal_stats().get(record.id)
     meta = record.metadata_segment
-    return {"records": pd.record_counts().get(meta.id, 0) if meta else 0, "wal_entries": stats.entries if stats else 0}
+    records = pd.record_counts().get(meta.id, 0) if meta else 0
+    return CollectionCounts(exists=True, records=records, wal_entries=stats.entries if stats else 0)
 
 
 def write_snapshot(pd: PersistDir, record: CollectionRecord, path: Path, ctx: StepContext) -> None:
-    out = collection_file.create(path)
-    try:
-        out.execute(f"ATTACH DATABASE '{readonly_uri(pd.sqlite_path)}' AS src")
-        segments = [s.id for s in (record.vector_segment, record.metadata_segment) if s is not None]
-        marks = ",".join("?" * len(segments))
-        meta_seg = record.metadata_segment.id if record.metadata_segment else ""
-        stats = pd.wal_stats().get(record.id)
-        ids = "id IN (SELECT id FROM src.embeddings WHERE segment_id = ?)"
-        copy = collection_file.copy_rows
-        copy(out, "src", "collections", "id = ?", (record.id,))
-        copy(out, "src", "collection_metadata", "collection_id = ?", (record.id,))
-        copy(out, "src", "segments", "collection = ?", (record.id,))
-        copy(out, "src", "segment_metadata", f"segment_id IN ({marks})", tuple(segments))
-        copy(out, "src", "max_seq_id", f"segment_id IN ({marks})", tuple(segments))
-        copy(out, "src", "embeddings", "segment_id = ?", (meta_seg,))
-        copy(out, "src", "embedding_metadata", ids, (meta_seg,))
-        copy(out, "src", "embedding_metadata_array", ids, (meta_seg,))
-        copy(out, "src", "embeddings_queue", "topic = ?", (stats.topic if stats else "",))
-        failpoints.hit("collection_snapshot.rows")
-        hnsw_bytes = _add_files(out, pd, record, ctx)
-        collection_file.write_header(
-            out,
-            {
-                "format_version": FORMAT_VERSION,
-                "tool_version": __version__,
-                "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "source_layout": pd.layout.name,
-                "source_migrations": pd.layout.migrations,
-                "collection": {
-                    "id": record.id,
-                    "name": record.name,
-                    "database": record.database,
-                    "tenant": record.tenant,
-                    "dimension": record.dimension,
-                },
-                "counts": {**_counts(pd, record), "hnsw_bytes": hnsw_bytes},
-                "topic": stats.topic if stats else None,
-            },
-        )
-        out.execute("COMMIT")
-        out.execute("DETACH DATABASE src")
-    finally:
-        out.close()
-
-
-def _add_files(out: sqlite3.Connection, pd: PersistDir, record: CollectionRecord, ctx: StepContext) -> int:
-    if record.vector_segment is None:
-        return 0
-    folder = pd.segment_folder(record.vector_segment.id)
-    files = [p for p in sorted(folder.iterdir()) if p.name in collection_file.ALLOWED_FILES] if folder.is_dir() else []
-    ctx.progress.start(f"snapshot {record.name}", max(sum(p.stat().st_size for p in files), 1))
-    total = 0
-    for path in files:
-        size = collection_file.add_file(out, record.vector_segment.id, path)
-        ctx.progress.advance(size)
-        total += size
-    ctx.progress.finish()
-    return total
+    stats = pd.wal_stats().get(record.id)
+    folder = pd.segment_folder(record.vector_segment.id) if record.vector_segment else None
+    names = collection_file.ALLOWED_FILES
+    files = [p for p in sorted(folder.iterdir()) if p.name in names] if folder and folder.is_dir() else []
+    counts = _counts(pd, record)
+    header = {
+        "format_version": FORMAT_VERSION,
+        "tool_version": __version__,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "source_layout": pd.layout.name,
+        "source_migrations": pd.layout.migrations,
+        "collection": {
+            "id": record.id,
+            "name": record.name,
+            "database": record.database,
+            "tenant": record.tenant,
+            "dimension": record.dimension,
+        },
+        "counts": {"records": counts.records, "wal_entries": counts.wal_entries},
+        "topic": stats.topic if stats else None,
+    }
+    if files:
+        ctx.progress.start(f"snapshot {record.name}", max(sum(p.stat().st_size for p in files), 1))
+    collection_file.write_collection_file(
+        path,
+        pd.sqlite_path,
+        record,
+        stats.topic if stats else None,
+        header,
+        files,
+        ctx.progress.advance,
+        lambda: failpoints.hit("collection_snapshot.rows"),
+    )
+    if files:
+        ctx.progress.finish()

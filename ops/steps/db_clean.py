@@ -8,13 +8,11 @@ from __future__ import annotations
 from typing import ClassVar
 
 from ops.engine import failpoints
-from ops.engine.fsutil import remove_tree
-from ops.engine.plan import Action, StepPlan
+from ops.engine.actions import Action, Exists, OrphanFolder, Reclaimed, RemoveOrphanFolder
+from ops.engine.plan import StepPlan
 from ops.engine.step import Step, StepContext, Touches
 from ops.errors import OpsError
-from ops.storage.fs import tree_size
-
-REMOVE_FOLDER = "remove_orphan_folder"
+from ops.storage.fs import remove_tree, tree_size
 
 
 class DbClean(Step):
@@ -26,13 +24,14 @@ class DbClean(Step):
         return True
 
     def plan(self, ctx: StepContext) -> StepPlan:
-        actions = [
-            Action(
-                kind=REMOVE_FOLDER,
+        actions: list[Action] = [
+            RemoveOrphanFolder(
                 target=folder.name,
-                before={"exists": True, "bytes": tree_size(folder), "files": sorted(p.name for p in folder.iterdir())},
-                after={"exists": False},
-                details={"bytes_reclaimed": tree_size(folder), "duration": "seconds"},
+                before=OrphanFolder(
+                    exists=True, bytes=tree_size(folder), files=sorted(p.name for p in folder.iterdir())
+                ),
+                after=Exists(exists=False),
+                details=Reclaimed(bytes_reclaimed=tree_size(folder), duration="seconds"),
             )
             for folder in ctx.persist_dir.orphan_dirs()
         ]

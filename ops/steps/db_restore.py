@@ -12,15 +12,14 @@ from typing import Annotated, ClassVar
 
 from pydantic import Field
 
+from ops.engine.actions import Folders, RestorePersistDir, SnapshotDetails
 from ops.engine.backup import live_matches_backup, read_manifest, restore_backup, verify_backup
-from ops.engine.fsutil import remove_tree
 from ops.engine.params import Params, flag
-from ops.engine.plan import Action, StepPlan
+from ops.engine.plan import StepPlan
 from ops.engine.step import Step, StepContext, Touches
 from ops.errors import BadInput, OpsError
 from ops.steps.db_snapshot import snapshot_folders
-
-RESTORE = "restore_persist_dir"
+from ops.storage.fs import remove_tree
 
 
 class DbRestoreParams(Params):
@@ -43,12 +42,13 @@ class DbRestore(Step):
     def plan(self, ctx: StepContext) -> StepPlan:
         manifest = read_manifest(self.snapshot)
         current = snapshot_folders(ctx.root)
-        action = Action(
-            kind=RESTORE,
+        action = RestorePersistDir(
             target=str(self.snapshot),
-            before={"folders": current},
-            after={"folders": sorted(manifest.folders)},
-            details={"snapshot_id": manifest.backup_id, "files": len(manifest.files), "bytes": manifest.total_bytes},
+            before=Folders(folders=current),
+            after=Folders(folders=sorted(manifest.folders)),
+            details=SnapshotDetails(
+                snapshot_id=manifest.backup_id, files=len(manifest.files), bytes=manifest.total_bytes
+            ),
         )
         return StepPlan(step=self.name, target="persist dir", actions=[action])
 
@@ -76,6 +76,5 @@ class DbRestore(Step):
 
 
 def snapshot_folders_from(plan: StepPlan) -> list[str]:
-    before = plan.actions[0].before if plan.actions else None
-    folders = before.get("folders") if isinstance(before, dict) else None
-    return [str(f) for f in folders] if isinstance(folders, list) else []
+    """The folders the persist dir had when the restore was planned (all of them are backed up)."""
+    return [f for a in plan.actions if isinstance(a, RestorePersistDir) for f in a.before.folders]

@@ -16,6 +16,7 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import Field
 
+from ops.engine.actions import Action, Exists, SizeEstimate, SnapshotAfter, TakeSnapshot
 from ops.engine.backup import (
     BackupError,
     estimate_backup_bytes,
@@ -25,12 +26,10 @@ from ops.engine.backup import (
     verify_backup,
 )
 from ops.engine.params import Params, flag
-from ops.engine.plan import Action, StepPlan
+from ops.engine.plan import StepPlan
 from ops.engine.step import Step, StepContext, Touches
 from ops.errors import BadInput, OpsError
 from ops.storage.fs import subfolders
-
-SNAPSHOT = "snapshot"
 
 
 def snapshot_folders(root: Path) -> list[str]:
@@ -77,7 +76,7 @@ class DbSnapshot(Step):
             raise BadInput(f"the snapshot {self.out} would be inside the persist dir", "pick a folder outside it")
 
     def plan(self, ctx: StepContext) -> StepPlan:
-        actions = []
+        actions: list[Action] = []
         if self.needed and self.out.exists():
             if self.reuse and holds_state_of(self.out, ctx.root):
                 return StepPlan(step=self.name, target=f"persist dir (already saved in {self.out})")
@@ -85,12 +84,13 @@ class DbSnapshot(Step):
         if self.needed:
             folders = snapshot_folders(ctx.root)
             actions.append(
-                Action(
-                    kind=SNAPSHOT,
+                TakeSnapshot(
                     target=str(self.out),
-                    before={"exists": False},
-                    after={"exists": True, "folders": len(folders)},
-                    details={"bytes_estimate": estimate_backup_bytes(ctx.root, True, folders), "duration": "seconds"},
+                    before=Exists(exists=False),
+                    after=SnapshotAfter(exists=True, folders=len(folders)),
+                    details=SizeEstimate(
+                        bytes_estimate=estimate_backup_bytes(ctx.root, True, folders), duration="seconds"
+                    ),
                 )
             )
         return StepPlan(step=self.name, target="persist dir", actions=actions)

@@ -13,13 +13,12 @@ from typing import Annotated, ClassVar
 from pydantic import Field
 
 from ops.engine import failpoints
+from ops.engine.actions import Action, DurationOnly, FtsAfter, FtsBefore, RebuildFts
 from ops.engine.params import Params, flag
-from ops.engine.plan import Action, StepPlan
+from ops.engine.plan import StepPlan
 from ops.engine.step import Step, StepContext
 from ops.errors import OpsError
 from ops.storage import fts
-
-REBUILD = "rebuild_fts"
 
 
 class FtsRebuildParams(Params):
@@ -47,29 +46,21 @@ class FtsRebuild(Step):
         state = fts.read_state(ctx.persist_dir.conn)
         tokenizer = self.tokenizer or state.tokenizer or fts.DEFAULT_TOKENIZER
         needed = self.force or not state.healthy or tokenizer != state.tokenizer
-        actions = []
+        actions: list[Action] = []
         if needed:
             actions.append(
-                Action(
-                    kind=REBUILD,
+                RebuildFts(
                     target=fts.FTS_TABLE,
-                    before={
-                        "exists": state.exists,
-                        "tokenizer": state.tokenizer,
-                        "rows": state.rows,
-                        "mismatched": state.mismatched,
-                        "error": state.error,
-                        "shadow_tables": state.shadow_tables,
-                    },
-                    after={"exists": True, "tokenizer": tokenizer, "rows": state.documents},
-                    details={"duration": "seconds" if state.documents < 1_000_000 else "minutes"},
+                    before=FtsBefore.model_validate(state.model_dump(exclude={"documents"})),
+                    after=FtsAfter(exists=True, tokenizer=tokenizer, rows=state.documents),
+                    details=DurationOnly(duration="seconds" if state.documents < 1_000_000 else "minutes"),
                 )
             )
         return StepPlan(step=self.name, target="embedding_fulltext_search", actions=actions)
 
     def apply(self, ctx: StepContext, plan: StepPlan) -> None:
-        for action in plan.actions:
-            tokenizer = str(action.after["tokenizer"]) if isinstance(action.after, dict) else fts.DEFAULT_TOKENIZER
+        for action in _rebuilds(plan):
+            tokenizer = action.after.tokenizer
             rows = fts.rebuild(ctx.persist_dir.conn, tokenizer)
             failpoints.hit("fts_rebuild.rebuilt")
             ctx.notes.append(f"{fts.FTS_TABLE}: {rows:,} documents indexed with tokenizer '{tokenizer}'")
@@ -83,9 +74,13 @@ class FtsRebuild(Step):
                 f"FTS index not healthy after rebuild: {state.rows} rows for {state.documents} documents"
                 + (f" ({state.error})" if state.error else "")
             )
-        for action in plan.actions:
-            if isinstance(action.after, dict) and state.tokenizer != action.after["tokenizer"]:
-                raise OpsError(f"FTS tokenizer is {state.tokenizer!r}, planned {action.after['tokenizer']!r}")
+        for action in _rebuilds(plan):
+            if state.tokenizer != action.after.tokenizer:
+                raise OpsError(f"FTS tokenizer is {state.tokenizer!r}, planned {action.after.tokenizer!r}")
         probe = fts.probe_query(conn)
         if probe is not None and probe[0] not in fts.match_rowids(conn, probe[1]):
             raise OpsError(f"FTS MATCH {probe[1]!r} does not find the document it came from")
+
+
+def _rebuilds(plan: StepPlan) -> list[RebuildFts]:
+    return [a for a in plan.actions if isinstance(a, RebuildFts)]

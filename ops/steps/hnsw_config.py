@@ -11,15 +11,14 @@ from typing import ClassVar
 
 from pydantic import Field
 
+from ops.engine.actions import Action, ConfigWhere, HnswChange, HnswSetting, SetHnswConfig
 from ops.engine.params import Params
-from ops.engine.plan import Action, StepPlan
+from ops.engine.plan import StepPlan
 from ops.engine.step import Step, StepContext
 from ops.errors import BadInput, OpsError
 from ops.steps.targets import CollectionTarget
 from ops.storage import config_write
 from ops.storage.config_write import ConfigValue
-
-SET_CONFIG = "set_hnsw_config"
 
 
 class HnswRuntimeParams(Params):
@@ -70,13 +69,12 @@ class HnswConfigStep(Step):
         current = record.hnsw_config.model_dump()
         explicit = {k: v for k, v in current.items() if k in record.hnsw_config.sources}
         check_batch_within_sync({**explicit, **self.changes})
-        actions = [
-            Action(
-                kind=SET_CONFIG,
+        actions: list[Action] = [
+            SetHnswConfig(
                 target=f"{record.database}/{record.name}",
-                before={field: current[field]},
-                after={field: value},
-                details={"where": config_write.config_location(ctx.persist_dir.layout)},
+                before=HnswSetting.model_validate({field: current[field]}),
+                after=HnswChange.model_validate({field: value}),
+                details=ConfigWhere(where=config_write.config_location(ctx.persist_dir.layout)),
             )
             for field, value in sorted(self.changes.items())
             if current[field] != value
@@ -84,27 +82,28 @@ class HnswConfigStep(Step):
         return StepPlan(step=self.name, target=f"{record.database}/{record.name}", actions=actions)
 
     def apply(self, ctx: StepContext, plan: StepPlan) -> None:
-        if plan.is_empty:
+        changes = planned_settings(plan)
+        if not changes:
             return
         pd = ctx.persist_dir
         record = pd.collection(self.collection, self.database)
-        changes: dict[str, ConfigValue] = {
-            k: v
-            for a in plan.actions
-            if isinstance(a.after, dict)
-            for k, v in a.after.items()
-            if isinstance(v, int | float)
-        }
         config_write.write_hnsw_config(pd.conn, pd.layout, record, changes)
         ctx.notes.append(f"{self.database}/{self.collection}: the new settings take effect when Chroma next starts")
 
     def verify(self, ctx: StepContext, plan: StepPlan) -> None:
-        current = ctx.persist_dir.collection(self.collection, self.database).hnsw_config.model_dump()
-        for action in plan.actions:
-            assert isinstance(action.after, dict)
-            for field, value in action.after.items():
-                if current[field] != value:
-                    raise OpsError(f"{field} reads back as {current[field]!r}, not {value!r}")
+        record = ctx.persist_dir.collection(self.collection, self.database)
+        check_settings(record.hnsw_config.model_dump(), planned_settings(plan))
+
+
+def planned_settings(plan: StepPlan) -> dict[str, ConfigValue]:
+    """The HNSW parameters the plan sets, with their new values."""
+    return {field: value for a in plan.actions if isinstance(a, SetHnswConfig) for field, value in a.after.root.items()}
+
+
+def check_settings(current: Mapping[str, object], planned: Mapping[str, ConfigValue]) -> None:
+    for field, value in planned.items():
+        if current[field] != value:
+            raise OpsError(f"{field} reads back as {current[field]!r}, not {value!r}")
 
 
 def check_batch_within_sync(values: Mapping[str, object]) -> None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import shlex
 from typing import Literal
 
-from pydantic import BaseModel, JsonValue
+from pydantic import BaseModel
 
+from ops.engine.actions import DeleteWalRows
 from ops.engine.plan import StepPlan
 from ops.engine.step import PLACEHOLDER_DIR
 from ops.steps.inspection import CollectionReport
-from ops.steps.wal_clean import DELETE_ROWS
 
 
 class Thresholds(BaseModel):
@@ -81,18 +81,13 @@ def for_wal_clean(plan: StepPlan, where: str = PLACEHOLDER_DIR) -> list[Recommen
     step makes (WAL rows every segment applied, or free pages to VACUUM away)."""
     if plan.is_empty:
         return []
-    rows = sum(_rows(a.before) - _rows(a.after) for a in plan.actions if a.kind == DELETE_ROWS)
+    rows = sum(a.before.rows - a.after.rows for a in plan.actions if isinstance(a, DeleteWalRows))
     what = f"{rows:,} WAL rows every segment has applied can go" if rows else "chroma.sqlite3 has free pages"
     return [
         Recommendation(
             severity="info", collection=None, message=f"{what}: clean the WAL", command=f"chops wal clean {where}"
         )
     ]
-
-
-def _rows(value: JsonValue) -> int:
-    rows = value.get("rows") if isinstance(value, dict) else None
-    return rows if isinstance(rows, int) else 0
 
 
 def for_purge_setting(automatically_purge: bool | None, where: str = PLACEHOLDER_DIR) -> list[Recommendation]:

@@ -15,15 +15,23 @@ from typing import ClassVar
 from pydantic import Field
 
 from ops.engine import failpoints
+from ops.engine.actions import (
+    Action,
+    DeleteWalRows,
+    FileAfter,
+    FileBefore,
+    Vacuum,
+    VacuumDetails,
+    WalRows,
+    WalRowsDetails,
+)
 from ops.engine.params import Params
-from ops.engine.plan import Action, StepPlan
+from ops.engine.plan import StepPlan
 from ops.engine.step import Step, StepContext
 from ops.errors import OpsError
 from ops.steps.targets import SkipCollections
 from ops.storage import wal_purge
 
-DELETE_ROWS = "delete_wal_rows"
-VACUUM = "vacuum"
 MIN_FREE_BYTES_TO_VACUUM = 1 << 20
 TEMP_SPACE_FACTOR = 1.1
 
@@ -45,31 +53,29 @@ class WalClean(Step):
         pd = ctx.persist_dir
         collections = [c for c in pd.collections() if not c.named_in(self.skip)]
         skipped_ids = {c.id for c in pd.collections() if c.named_in(self.skip)}
-        actions = []
+        actions: list[Action] = []
         reclaim = 0
         for t in wal_purge.purge_targets(pd.conn, collections):
             if t.deletable == 0 or t.topic.rsplit("/", 1)[-1] in skipped_ids:
                 continue
             reclaim += t.deletable_bytes
             actions.append(
-                Action(
-                    kind=DELETE_ROWS,
+                DeleteWalRows(
                     target=t.collection or t.topic,
-                    before={"rows": t.rows},
-                    after={"rows": t.rows - t.deletable},
-                    details={"topic": t.topic, "watermark": t.watermark, "bytes_estimate": t.deletable_bytes},
+                    before=WalRows(rows=t.rows),
+                    after=WalRows(rows=t.rows - t.deletable),
+                    details=WalRowsDetails(topic=t.topic, watermark=t.watermark, bytes_estimate=t.deletable_bytes),
                 )
             )
         space = wal_purge.file_space(pd.conn)
         if actions or space.free_bytes >= MIN_FREE_BYTES_TO_VACUUM:
             estimate = max(space.file_bytes - space.free_bytes - reclaim, 0)
             actions.append(
-                Action(
-                    kind=VACUUM,
+                Vacuum(
                     target="chroma.sqlite3",
-                    before={"bytes": space.file_bytes, "free_pages": space.free_pages},
-                    after={"bytes_estimate": estimate, "free_pages": 0},
-                    details={"bytes_reclaimed_estimate": space.file_bytes - estimate, "duration": "seconds"},
+                    before=FileBefore(bytes=space.file_bytes, free_pages=space.free_pages),
+                    after=FileAfter(bytes_estimate=estimate, free_pages=0),
+                    details=VacuumDetails(bytes_reclaimed_estimate=space.file_bytes - estimate, duration="seconds"),
                 )
             )
         return StepPlan(step=self.name, target="embeddings_queue", actions=actions)
@@ -83,12 +89,9 @@ class WalClean(Step):
         # Builds of SQLite with SECURE_DELETE on (Debian's, which Python uses) zero every freed page
         # and journal it: ~the whole WAL written twice, just before VACUUM rewrites the file anyway.
         with wal_purge.secure_delete_off(conn):
-            for action in plan.actions:
-                if action.kind == DELETE_ROWS:
-                    details = action.details
-                    topic, watermark = str(details["topic"]), details["watermark"]
-                    wal_purge.delete_rows(conn, topic, watermark if isinstance(watermark, int) else None)
-                    failpoints.hit("wal_clean.deleted_one")
+            for action in _deletes(plan):
+                wal_purge.delete_rows(conn, action.details.topic, action.details.watermark)
+                failpoints.hit("wal_clean.deleted_one")
 
     def after_commit(self, ctx: StepContext, plan: StepPlan) -> None:
         if not _vacuums(plan):
@@ -97,27 +100,19 @@ class WalClean(Step):
         size = ctx.persist_dir.sqlite_path.stat().st_size
         temp_dir = self.temp_dir or pick_temp_dir(ctx.root, size)
         before = size
-        conn.execute(f"PRAGMA temp_store_directory = '{_sql_quote(str(temp_dir))}'")
         failpoints.hit("wal_clean.vacuum")
-        conn.execute("VACUUM")
-        conn.execute("PRAGMA temp_store_directory = ''")
+        wal_purge.vacuum(conn, temp_dir)
         after = ctx.persist_dir.sqlite_path.stat().st_size
         ctx.notes.append(f"chroma.sqlite3: {before:,} -> {after:,} bytes (reclaimed {before - after:,})")
 
     def verify(self, ctx: StepContext, plan: StepPlan) -> None:
         failpoints.hit("wal_clean.verify")
         conn = ctx.persist_dir.conn
-        for action in plan.actions:
-            if action.kind != DELETE_ROWS:
-                continue
-            watermark = action.details["watermark"]
-            left = wal_purge.deletable_rows(
-                conn, str(action.details["topic"]), watermark if isinstance(watermark, int) else None
-            )
+        for action in _deletes(plan):
+            left = wal_purge.deletable_rows(conn, action.details.topic, action.details.watermark)
             if left:
                 raise OpsError(f"{left} WAL rows of {action.target} below the watermark are still there")
-        deleted = any(a.kind == DELETE_ROWS for a in plan.actions)
-        if deleted and conn.execute("SELECT count(*) FROM embeddings_queue").fetchone()[0] == 0:
+        if _deletes(plan) and conn.execute("SELECT count(*) FROM embeddings_queue").fetchone()[0] == 0:
             raise OpsError("the WAL is empty after wal clean; the newest row must stay")
         check = conn.execute("PRAGMA quick_check").fetchone()[0]
         if check != "ok":
@@ -126,12 +121,12 @@ class WalClean(Step):
             raise OpsError("chroma.sqlite3 still has free pages after VACUUM")
 
 
+def _deletes(plan: StepPlan) -> list[DeleteWalRows]:
+    return [a for a in plan.actions if isinstance(a, DeleteWalRows)]
+
+
 def _vacuums(plan: StepPlan) -> bool:
-    return any(a.kind == VACUUM for a in plan.actions)
-
-
-def _sql_quote(text: str) -> str:
-    return text.replace("'", "''")
+    return any(isinstance(a, Vacuum) for a in plan.actions)
 
 
 def pick_temp_dir(root: Path, db_bytes: int) -> Path:

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-import orjson
 from pydantic import Field
 
+from ops.engine.actions import Action, PurgeSet, PurgeSetting, SetAutomaticPurge
 from ops.engine.params import Params
-from ops.engine.plan import Action, StepPlan
+from ops.engine.plan import StepPlan
 from ops.engine.step import Step, StepContext
 from ops.errors import OpsError
 from ops.storage.sysdb import table_names
-from ops.storage.wal import wal_purge_config
-
-SET_PURGE = "set_automatic_purge"
-DEFAULT_CONFIG = {"automatically_purge": True, "_type": "EmbeddingsQueueConfigurationInternal"}
+from ops.storage.wal import wal_purge_config, write_wal_purge
 
 
 class WalConfigParams(Params):
@@ -40,32 +37,27 @@ class WalConfig(Step):
         current = wal_purge_config(ctx.persist_dir.conn)
         before = current.automatically_purge if current else None
         effective = True if before is None else before  # Chroma's default when unset
-        actions = []
+        actions: list[Action] = []
         if effective != self.purge or current is None:
             actions.append(
-                Action(
-                    kind=SET_PURGE,
+                SetAutomaticPurge(
                     target="embeddings_queue_config",
-                    before={"automatically_purge": before},
-                    after={"automatically_purge": self.purge},
+                    before=PurgeSetting(automatically_purge=before),
+                    after=PurgeSet(automatically_purge=self.purge),
                 )
             )
         return StepPlan(step=self.name, target="embeddings_queue_config", actions=actions)
 
     def apply(self, ctx: StepContext, plan: StepPlan) -> None:
-        if plan.is_empty:
-            return
-        conn = ctx.persist_dir.conn
-        current = wal_purge_config(conn)
-        config = dict(current.raw) if current and "unparsable" not in current.raw else dict(DEFAULT_CONFIG)
-        config["automatically_purge"] = self.purge
-        text = orjson.dumps(config).decode()
-        if conn.execute("SELECT count(*) FROM embeddings_queue_config").fetchone()[0]:
-            conn.execute("UPDATE embeddings_queue_config SET config_json_str = ?", (text,))
-        else:
-            conn.execute("INSERT INTO embeddings_queue_config (id, config_json_str) VALUES (1, ?)", (text,))
+        for action in _settings(plan):
+            write_wal_purge(ctx.persist_dir.conn, action.after.automatically_purge)
 
     def verify(self, ctx: StepContext, plan: StepPlan) -> None:
         current = wal_purge_config(ctx.persist_dir.conn)
-        if current is None or current.automatically_purge is not self.purge:
-            raise OpsError("the purge setting did not read back as written")
+        for action in _settings(plan):
+            if current is None or current.automatically_purge is not action.after.automatically_purge:
+                raise OpsError("the purge setting did not read back as written")
+
+
+def _settings(plan: StepPlan) -> list[SetAutomaticPurge]:
+    return [a for a in plan.actions if isinstance(a, SetAutomaticPurge)]

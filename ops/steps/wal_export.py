@@ -18,9 +18,9 @@ from typing import BinaryIO, ClassVar
 from pydantic import BaseModel
 
 from ops import __version__
-from ops.engine.fsutil import atomic_file
 from ops.engine.step import ReadOnlyStep, ReadReport, StepContext, run_read_only
 from ops.errors import BadInput
+from ops.storage.fs import atomic_file
 from ops.storage.persist_dir import validate_persist_dir
 from ops.storage.wal_rows import WalEntry, iter_wal_entries, write_jsonl
 

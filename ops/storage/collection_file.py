@@ -12,6 +12,9 @@
                                         sample shows it pays (float vectors barely compress: level 1
                                         saves ~10% at ~25 MB/s; zeros and link lists compress well)
 
+This module writes: the snapshot file (`write_collection_file`, atomically: fsynced, then renamed
+into place) and, on restore, the HNSW files it holds into a segment folder (`SnapshotFile.extract`).
+
 Reading treats the file as untrusted: only SELECTs of known tables with known columns, file
 names from a fixed list, every file checked against its sha256, nothing executed from it.
 """
@@ -21,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -29,7 +32,10 @@ from typing import Any
 import orjson
 
 from ops.errors import BadInput
+from ops.storage.fs import atomic_path
 from ops.storage.hnsw_files import HNSW_FILES, PICKLE_FILE
+from ops.storage.models import CollectionRecord
+from ops.storage.sqlite_ro import readonly_uri
 
 FORMAT_VERSION = 2  # 2: chunks carry a codec (zlib or raw)
 CHUNK = 4 << 20
@@ -96,6 +102,56 @@ def add_file(conn: sqlite3.Connection, segment_id: str, path: Path) -> int:
             count += 1
     conn.execute("INSERT INTO files VALUES (?, ?, ?, ?, ?)", (segment_id, path.name, size, digest.hexdigest(), count))
     return size
+
+
+def write_collection_file(
+    path: Path,
+    source: Path,
+    record: CollectionRecord,
+    topic: str | None,
+    header: dict[str, Any],
+    files: list[Path],
+    advance: Callable[[int], None],
+    after_rows: Callable[[], None],
+) -> int:
+    """Write the snapshot file of one collection to `path`, atomically (fs.atomic_path): its rows
+    of the database `source` (attached read-only; the caller holds the write lock, so rows and files
+    agree), `after_rows()`, then `files` (its vector segment's HNSW files; `advance(bytes)` after
+    each) and `header`, whose `counts` get `hnsw_bytes`. Returns the HNSW bytes written."""
+    with atomic_path(path) as tmp:
+        out = create(tmp)
+        try:
+            out.execute(f"ATTACH DATABASE '{readonly_uri(source)}' AS src")
+            _copy_collection_rows(out, record, topic)
+            after_rows()
+            hnsw_bytes = 0
+            for file in files:
+                assert record.vector_segment is not None
+                size = add_file(out, record.vector_segment.id, file)
+                advance(size)
+                hnsw_bytes += size
+            write_header(out, {**header, "counts": {**header.get("counts", {}), "hnsw_bytes": hnsw_bytes}})
+            out.execute("COMMIT")
+            out.execute("DETACH DATABASE src")
+        finally:
+            out.close()
+    return hnsw_bytes
+
+
+def _copy_collection_rows(out: sqlite3.Connection, record: CollectionRecord, topic: str | None) -> None:
+    segments = [s.id for s in (record.vector_segment, record.metadata_segment) if s is not None]
+    marks = ",".join("?" * len(segments))
+    meta_seg = record.metadata_segment.id if record.metadata_segment else ""
+    ids = "id IN (SELECT id FROM src.embeddings WHERE segment_id = ?)"
+    copy_rows(out, "src", "collections", "id = ?", (record.id,))
+    copy_rows(out, "src", "collection_metadata", "collection_id = ?", (record.id,))
+    copy_rows(out, "src", "segments", "collection = ?", (record.id,))
+    copy_rows(out, "src", "segment_metadata", f"segment_id IN ({marks})", tuple(segments))
+    copy_rows(out, "src", "max_seq_id", f"segment_id IN ({marks})", tuple(segments))
+    copy_rows(out, "src", "embeddings", "segment_id = ?", (meta_seg,))
+    copy_rows(out, "src", "embedding_metadata", ids, (meta_seg,))
+    copy_rows(out, "src", "embedding_metadata_array", ids, (meta_seg,))
+    copy_rows(out, "src", "embeddings_queue", "topic = ?", (topic or "",))
 
 
 SAMPLE = 64 << 10
@@ -185,6 +241,20 @@ class SnapshotFile:
             )
             for codec, data in cursor:
                 yield _decode(self.path, name, codec, data)
+
+    def extract(self, segment_id: str, folder: Path) -> dict[str, str]:
+        """Write the files the snapshot holds of `segment_id` into `folder` (which exists); returns
+        each file's name and the sha256 the snapshot records for it, to read them back against.
+        Names come from a fixed list (files() refuses others): nothing can land outside the folder."""
+        written = {}
+        for segment, name, _size, sha, _chunks in self.files():
+            if segment != segment_id:
+                continue
+            with (folder / name).open("wb") as fh:
+                for block in self.file_chunks(segment, name):
+                    fh.write(block)
+            written[name] = sha
+        return written
 
     def verify_files(self) -> None:
         for segment_id, name, size, sha, _chunks in self.files():

@@ -1,9 +1,18 @@
-"""Sizes and folders of a persist dir."""
+"""Files and folders of a persist dir: sizes, and the durable low-level writes every writer shares
+(atomic files, fsync, copies, removal, hashing). This module writes files."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
+
+CHUNK = 1 << 20
 
 
 def tree_size(path: Path) -> int:
@@ -28,3 +37,93 @@ def tree_size(path: Path) -> int:
 
 def subfolders(path: Path) -> list[Path]:
     return sorted(p for p in path.iterdir() if p.is_dir() and not p.is_symlink())
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(folder: Path) -> None:
+    """Flush every file of a folder and the folder itself to disk."""
+    for path in folder.iterdir():
+        if path.is_file():
+            with path.open("rb+") as fh:
+                os.fsync(fh.fileno())
+    fsync_dir(folder)
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path beside `path` for a writer that needs a name (e.g. a SQLite database): once
+    the block succeeds the file is fsynced, renamed over `path` and the folder fsynced, so path holds
+    the old or the new content, never a mix; on failure the temporary file is removed."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        yield tmp
+        with tmp.open("rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+@contextmanager
+def atomic_file(path: Path) -> Iterator[BinaryIO]:
+    """A new binary file that replaces path only once the block succeeds (fsynced, renamed, the
+    folder fsynced): path holds the old or the new content, never a mix, and a failed write (e.g.
+    on a full disk) leaves no temporary file behind. OSError when the file cannot be created."""
+    with atomic_path(path) as tmp, tmp.open("xb") as fh:
+        yield fh
+        fh.flush()
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    with atomic_file(path) as fh:
+        fh.write(data)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def copy_file_durably(src: Path, dst: Path) -> None:
+    with src.open("rb") as fin, dst.open("wb") as fout:
+        shutil.copyfileobj(fin, fout, CHUNK)
+        fout.flush()
+        os.fsync(fout.fileno())
+    shutil.copystat(src, dst)
+
+
+def remove_tree(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+# Header fields SQLite itself rewrites whenever pages are copied through its backup API (file
+# change counter, schema cookie, version-valid-for): equal databases may differ only there.
+_SQLITE_COUNTER_FIELDS = ((24, 28), (40, 44), (92, 96))
+
+
+def sqlite_content_sha256(path: Path) -> str:
+    """sha256 of a database file with the copy counters zeroed: equal iff every page is equal."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        first = bytearray(fh.read(100))
+        for start, end in _SQLITE_COUNTER_FIELDS:
+            first[start:end] = bytes(end - start)
+        digest.update(first)
+        while block := fh.read(CHUNK):
+            digest.update(block)
+    return digest.hexdigest()

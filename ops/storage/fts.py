@@ -3,6 +3,8 @@
 Chroma fills it with one row per document: rowid = embedding_metadata.id, string_value = the
 document (embedding_metadata rows with key 'chroma:document'). Its tokenizer is in the
 CREATE VIRTUAL TABLE statement (Chroma uses 'trigram').
+
+This module writes: `rebuild` drops and recreates the table, inside the caller's transaction.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
 """Building and measuring HNSW indexes with chroma-hnswlib, fed straight from data_level0.bin.
+This module writes: new indexes, into the (staging) folder it is given (see index_swap).
 
 Live vectors are read from data_level0.bin a chunk at a time (deleted records skipped), so the
 old index is never loaded to rebuild it and memory stays flat. Chroma's hnswlib fork stores
@@ -9,11 +10,9 @@ same norm again.
 
 from __future__ import annotations
 
-import ctypes
-import errno
-import os
 import shutil
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +38,10 @@ Labels = npt.NDArray[np.uint64]
 Progress = Callable[[int], None]
 
 COSINE = "cosine"
+BUILD_BATCH = 20_000
+"""Vectors per add_items call: each call starts and joins its threads, and the last few inserts of
+a call leave cores idle."""
+TRUTH_BATCH = 8_192
 
 
 def live_positions(folder: Path, header: HnswHeader, keep: Labels) -> npt.NDArray[np.int64]:
@@ -250,26 +253,63 @@ def recall_per_query(found: Labels, truth: Labels) -> npt.NDArray[np.float64]:
     return np.asarray(hits, dtype=np.float64)
 
 
-_RENAME_EXCHANGE = 2
-_AT_FDCWD = -100
-
-
-def exchange_paths(a: Path, b: Path) -> None:
-    """Swap two paths atomically (Linux renameat2 RENAME_EXCHANGE): at every instant each name
-    holds either the old or the new folder. Falls back to two renames where unsupported."""
+def ask_index(folder: Path, header: HnswHeader, queries: Vectors, space: str, k: int, ef: int) -> Labels | None:
+    """An index's answers for the queries (None when there is nothing to ask). The index is loaded,
+    asked and freed on return: peak memory stays one index."""
+    if k == 0:
+        return None
+    index = load_index(folder, space, header.dimension, header.max_elements)
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        renameat2 = libc.renameat2
-    except (OSError, AttributeError):
-        renameat2 = None
-    if renameat2 is not None:
-        result = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
-        if result == 0:
-            return
-        err = ctypes.get_errno()
-        if err not in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
-            raise OSError(err, os.strerror(err), str(a))
-    parked = a.with_name(a.name + ".chops-swap")
-    os.replace(a, parked)
-    os.replace(b, a)
-    os.replace(parked, b)
+        return knn_labels(index, queries, k, ef)
+    finally:
+        index.close_file_handles()
+
+
+def exact_neighbours(
+    folder: Path, header: HnswHeader, source_space: str, keep: Labels, queries: Vectors, spaces: set[str], k: int
+) -> dict[str, Labels]:
+    """The exact k nearest labels of each query in each space, streamed over the live records."""
+    if k == 0:
+        return {}
+    tops = {s: ExactTopK(queries, s, k) for s in sorted(spaces)}
+    for labels, vectors in in_batches(live_vectors(folder, header, source_space, keep), TRUTH_BATCH):
+        for top in tops.values():
+            top.add(labels, vectors)
+    return {s: top.labels() for s, top in tops.items()}
+
+
+@dataclass(frozen=True)
+class IndexShape:
+    """The parameters a new index is built with."""
+
+    space: str
+    m: int
+    ef_construction: int
+    capacity: int
+
+
+def build_index(
+    source: Path,
+    header: HnswHeader,
+    positions: npt.NDArray[np.int64],
+    source_space: str,
+    target: Path,
+    shape: IndexShape,
+    threads: int,
+    advance: Progress,
+) -> tuple[Any, Labels]:
+    """A new index in the empty folder `target` from the records of `source` at `positions` (in
+    that order, BUILD_BATCH per add_items call on `threads` cores), persisted and read back
+    (`persist`). Returns the open index and the labels it holds; the caller closes its file handles."""
+    index = new_index(shape.space, header.dimension, shape.capacity, shape.m, shape.ef_construction, target)
+    try:
+        kept: list[Labels] = [np.zeros(0, dtype=np.uint64)]
+        for labels, vectors in vectors_in_order(source, header, positions, source_space, BUILD_BATCH):
+            index.add_items(vectors, labels, num_threads=threads)
+            kept.append(labels)
+            advance(len(labels))
+        persist(index, target)
+    except BaseException:
+        index.close_file_handles()
+        raise
+    return index, np.concatenate(kept)

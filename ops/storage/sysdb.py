@@ -249,3 +249,8 @@ def record_counts(conn: sqlite3.Connection) -> dict[str, int]:
     """Number of embeddings stored per (metadata) segment."""
     rows = conn.execute("SELECT segment_id, count(*) FROM embeddings GROUP BY segment_id").fetchall()
     return {str(s): int(n) for s, n in rows}
+
+
+def embedding_ids(conn: sqlite3.Connection, segment_id: str) -> set[str]:
+    """The record ids a metadata segment stores."""
+    return {str(r[0]) for r in conn.execute("SELECT embedding_id FROM embeddings WHERE segment_id = ?", (segment_id,))}

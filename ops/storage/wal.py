@@ -1,4 +1,5 @@
-"""The write-ahead log: table `embeddings_queue` and its purge setting."""
+"""The write-ahead log: table `embeddings_queue` and its purge setting. Reads both; writes only the
+purge setting (`write_wal_purge`), inside the caller's transaction."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import orjson
 from pydantic import BaseModel
 
 OPERATION_NAMES = {0: "ADD", 1: "UPDATE", 2: "UPSERT", 3: "DELETE"}
+DEFAULT_PURGE_CONFIG = {"automatically_purge": True, "_type": "EmbeddingsQueueConfigurationInternal"}
+"""What Chroma writes to embeddings_queue_config (the row we add where there is none)."""
 
 
 def collection_id_of_topic(topic: str) -> str:
@@ -85,3 +88,16 @@ def wal_purge_config(conn: sqlite3.Connection) -> WalPurgeConfig | None:
         return WalPurgeConfig(automatically_purge=None, raw={"unparsable": str(row[0])})
     purge = raw.get("automatically_purge")
     return WalPurgeConfig(automatically_purge=purge if isinstance(purge, bool) else None, raw=raw)
+
+
+def write_wal_purge(conn: sqlite3.Connection, automatically_purge: bool) -> None:
+    """Set `automatically_purge` in embeddings_queue_config, keeping the row's other keys (an
+    unparsable or missing row becomes Chroma's default with that value)."""
+    current = wal_purge_config(conn)
+    config = dict(current.raw) if current and "unparsable" not in current.raw else dict(DEFAULT_PURGE_CONFIG)
+    config["automatically_purge"] = automatically_purge
+    text = orjson.dumps(config).decode()
+    if conn.execute("SELECT count(*) FROM embeddings_queue_config").fetchone()[0]:
+        conn.execute("UPDATE embeddings_queue_config SET config_json_str = ?", (text,))
+    else:
+        conn.execute("INSERT INTO embeddings_queue_config (id, config_json_str) VALUES (1, ?)", (text,))

@@ -8,23 +8,36 @@ Semantics (Chroma's local HNSW segment, 0.5 to 1.5): in seq_id order,
 Consecutive writes that touch distinct labels are sent to hnswlib as one add_items batch (all
 cores); a write to a label already in the pending batch, or a delete, flushes it first, so the
 result equals applying the rows one by one.
+
+This module writes: the new index files into a staging folder (`commit_to_folder`, which the caller
+then hands to index_swap.swap_in) and the segment's max_seq_id row (`record_max_seq_id`, inside the
+caller's transaction).
 """
 
 from __future__ import annotations
 
 import math
+import shutil
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from ops.storage import hnsw_index
+from ops.storage.fs import remove_tree
+from ops.storage.hnsw_files import PICKLE_FILE, HnswHeader
+from ops.storage.layout import PickleForm
+from ops.storage.models import HnswConfig
+from ops.storage.pickle_meta import HnswPickleMeta
 from ops.storage.wal_rows import VECTOR_DTYPES
 
 ADD, UPDATE, UPSERT, DELETE = 0, 1, 2, 3
 FETCH = 2000
+FRESH_MIN_CAPACITY = 1000  # Chroma's initial capacity of a new index
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,3 +179,100 @@ def record_max_seq_id(conn: sqlite3.Connection, segment_id: str, seq_id: int, me
     """max_seq_id.seq_id: INTEGER since metadb migration 5, an 8-byte big-endian BLOB before."""
     value: int | bytes = seq_id if metadb_version >= 5 else seq_id.to_bytes(8, "big")
     conn.execute("INSERT OR REPLACE INTO max_seq_id (segment_id, seq_id) VALUES (?, ?)", (segment_id, value))
+
+
+def label_book(meta: HnswPickleMeta | None, pickle_form: PickleForm) -> LabelBook:
+    """The label maps of a segment's index_metadata.pickle (empty when it never flushed)."""
+    track = pickle_form == "object"
+    if meta is None:
+        return LabelBook({}, {}, {}, 0, track)
+    return LabelBook(
+        dict(meta.id_to_label),
+        dict(meta.label_to_id),
+        dict(meta.id_to_seq_id),
+        meta.total_elements_added,
+        track or meta.form == "object",
+    )
+
+
+@dataclass(frozen=True)
+class SegmentIndex:
+    """What committing needs to know of a vector segment's index and where it goes."""
+
+    folder: Path
+    header: HnswHeader | None
+    """None (or no pickle): the segment never flushed; a fresh index is built."""
+    flushed: bool
+    config: HnswConfig
+    dimension: int | None
+
+
+def commit_to_folder(
+    conn: sqlite3.Connection,
+    topic: str,
+    after_seq_id: int | None,
+    segment: SegmentIndex,
+    staged: Path,
+    book: LabelBook,
+    threads: int,
+    planned_adds: int,
+    advance: Callable[[int], None],
+) -> None:
+    """Apply the topic's WAL rows past `after_seq_id` to a copy of the segment's index in `staged`
+    (a fresh index when it never flushed), changing `book` as Chroma would, and persist it there
+    (read back: hnsw_index.persist). `advance(n)` reports rows that wrote a vector."""
+    remove_tree(staged)
+    index = _open_copy(segment, staged)
+    try:
+        writer = IndexWriter(index=index, threads=threads, resize_factor=segment.config.resize_factor)
+        writer.present.update(book.label_to_id)
+        for row in pending_rows(conn, topic, after_seq_id):
+            effect = effect_of(book, row)
+            if effect is None:
+                continue
+            if index is None:
+                dim = len(effect.vector) if effect.vector is not None else 0
+                index = writer.index = _fresh_index(segment, staged, dim, planned_adds)
+            writer.apply(effect)
+            advance(0 if effect.delete else 1)
+        writer.flush()
+        if index is None:  # only skipped rows: an empty index keeps the folder consistent
+            index = _fresh_index(segment, staged, segment.dimension or 1, 0)
+        hnsw_index.persist(index, staged)
+    finally:
+        if index is not None:
+            index.close_file_handles()
+
+
+def _open_copy(segment: SegmentIndex, staged: Path) -> Any:
+    """A writable copy of the current index, or None when the segment never flushed."""
+    if segment.header is None or not segment.flushed:
+        staged.mkdir()
+        return None
+    shutil.copytree(segment.folder, staged)
+    (staged / PICKLE_FILE).unlink()
+    return hnsw_index.load_index(staged, segment.config.space, segment.header.dimension, segment.header.max_elements)
+
+
+def _fresh_index(segment: SegmentIndex, folder: Path, dim: int, adds: int) -> Any:
+    """A new index with room for the planned adds and the layout's headroom (resize_factor), as
+    Chroma sizes an index it grows; hnswlib writes every allocated record, so no more than that."""
+    cfg = segment.config
+    capacity = max(math.ceil(adds * max(cfg.resize_factor, 1.0)), FRESH_MIN_CAPACITY)
+    return hnsw_index.new_index(cfg.space, segment.dimension or dim, capacity, cfg.M, cfg.ef_construction, folder)
+
+
+def committed_pickle(
+    book: LabelBook, old: HnswPickleMeta | None, pickle_form: PickleForm, dimension: int | None
+) -> HnswPickleMeta:
+    """index_metadata.pickle of the committed index, in the form of the old one (or the layout's)."""
+    form = old.form if old else pickle_form
+    return HnswPickleMeta(
+        form=form,
+        dimensionality=(old.dimensionality if old else dimension) if form == "object" else None,
+        total_elements_added=book.total_elements_added,
+        max_seq_id=old.max_seq_id if old else None,
+        id_to_label=book.id_to_label,
+        label_to_id=book.label_to_id,
+        id_to_seq_id=book.id_to_seq_id if form == "object" else {},
+    )

@@ -1,4 +1,5 @@
-"""Which WAL rows are safe to delete, and deleting them.
+"""Which WAL rows are safe to delete, and deleting them (this module writes: `delete_rows`, inside
+the caller's transaction, and `vacuum`, outside any).
 
 A row is safe to delete when every segment of its collection has applied it: its seq_id is below
 the lowest max_seq_id of the collection's segments (a segment that never recorded one keeps all
@@ -12,6 +13,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from pydantic import BaseModel
 
@@ -140,3 +142,14 @@ def file_space(conn: sqlite3.Connection) -> FileSpace:
     pages = int(conn.execute("PRAGMA page_count").fetchone()[0])
     free = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
     return FileSpace(file_bytes=page_size * pages, page_size=page_size, free_pages=free)
+
+
+def vacuum(conn: sqlite3.Connection, temp_dir: Path) -> None:
+    """VACUUM the database (outside a transaction), its temporary copy in `temp_dir` (a folder with
+    room for it: SQLite's default may be a small /tmp)."""
+    quoted = str(temp_dir).replace("'", "''")
+    conn.execute(f"PRAGMA temp_store_directory = '{quoted}'")
+    try:
+        conn.execute("VACUUM")
+    finally:
+        conn.execute("PRAGMA temp_store_directory = ''")
