@@ -36,27 +36,17 @@ def unchanged(work, r) -> dict:
 
 
 theirs = [str(venv.bin("chops")), "db", "info", str(persist)]
+
+
+def ours_variant(name: str, *extra: str) -> Variant:
+    argv = [sys.executable, "-m", "ops", "db", "info", str(persist), *extra]
+    label = f"chroma-ops `chops db info{''.join(' ' + e for e in extra)}`"
+    return Variant(name, label, lambda w: argv, env=ours, cwd=args.ours_src, copy=False, check=unchanged, ours=True)
+
+
 variants = [
-    Variant(
-        "ours",
-        "chroma-ops `chops db info`",
-        lambda w: [sys.executable, "-m", "ops", "db", "info", str(persist)],
-        env=ours,
-        cwd=args.ours_src,
-        copy=False,
-        check=unchanged,
-        ours=True,
-    ),
-    Variant(
-        "ours-json",
-        "chroma-ops `chops db info --json`",
-        lambda w: [sys.executable, "-m", "ops", "db", "info", str(persist), "--json"],
-        env=ours,
-        cwd=args.ours_src,
-        copy=False,
-        check=unchanged,
-        ours=True,
-    ),
+    ours_variant("ours"),
+    ours_variant("ours-json", "--json"),
     Variant(
         "theirs-as-shipped",
         "chromadb-ops 0.1.5 `chops db info`, as shipped",
