@@ -8,6 +8,8 @@ Variants, all on the same dir (`db info` of ours changes nothing; chromadb-ops t
                      network, its DNS retries add seconds of idle waiting
   ours               python3 -m ops db info DIR
   ours-json          python3 -m ops db info DIR --json (issue #14: at most 0.2 s)
+  floor-python       python3 -c pass: the interpreter alone
+  floor-imports      python3 -c 'import numpy, pydantic, sqlite3': the libraries db info cannot do without
 Safety: chromadb 1.5.9 would migrate a 1.0.16 dir in place. Ours runs first on a copy; after every run
 the dir's migrations are read again and the benchmark stops if they changed.
 """
@@ -47,6 +49,13 @@ def ours_variant(name: str, *extra: str) -> Variant:
 variants = [
     ours_variant("ours"),
     ours_variant("ours-json", "--json"),
+    Variant("floor-python", "`python3 -c pass`", lambda w: [sys.executable, "-c", "pass"], copy=False),
+    Variant(
+        "floor-imports",
+        "`python3 -c 'import numpy, pydantic, sqlite3'`",
+        lambda w: [sys.executable, "-c", "import numpy, pydantic, sqlite3"],
+        copy=False,
+    ),
     Variant(
         "theirs-as-shipped",
         "chromadb-ops 0.1.5 `chops db info`, as shipped",

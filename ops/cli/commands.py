@@ -19,7 +19,6 @@ from pydantic import BaseModel
 from ops.cli.flags import BackupFlags, JsonFlag, PersistDirArg, RunFlags
 from ops.engine.live import holders_line
 from ops.engine.params import Params
-from ops.engine.plan import Plan
 from ops.engine.step import ReadOnlyStep, Step, run_read_only
 from ops.errors import BadInput, OpsError
 from ops.report import json_out
@@ -28,6 +27,7 @@ from ops.steps.registry import Command
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from ops.engine.plan import Plan
     from ops.engine.runner import RunResult
 
 ReportT = TypeVar("ReportT", bound=BaseModel)
@@ -138,7 +138,7 @@ def run(command: Command, values: Mapping[str, Any]) -> int:
     if isinstance(step, ReadOnlyStep):
         assert isinstance(flags, JsonFlag)
         report = run_read_only(step, where.persist_dir)
-        Output(flags.json).emit(report, command.renderer())
+        Output(flags.json).emit(report, lambda console, shown: command.renderer()(console, shown))  # rich: tables only
         return EXIT_OK
     assert isinstance(flags, RunFlags)
     return mutate(step, params, where.persist_dir, flags, backup[0] if backup else None)

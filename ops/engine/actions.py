@@ -22,9 +22,10 @@ HnswParam = Literal[
 
 
 class Part(BaseModel):
-    """The `before`, `after` or `details` of an action."""
+    """The `before`, `after` or `details` of an action. Like every model of a plan, its validator is
+    built when first used (defer_build): a read-only command never pays for the plan models."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 def _kind_required(schema: dict[str, Any]) -> None:
@@ -36,7 +37,7 @@ class ActionBase(BaseModel):
     """One change: what `target` is now (`before`) and will be (`after`), with estimates and context
     for a reviewer in `details`. Each kind narrows `kind` and the types of the three parts."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_kind_required)
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_kind_required, defer_build=True)
 
     kind: str
     target: str

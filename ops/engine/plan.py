@@ -28,7 +28,7 @@ __all__ = ["PLAN_FORMAT_VERSION", "Action", "PipelineRef", "Plan", "StateFingerp
 class StepPlan(BaseModel):
     """The actions one step will take; no actions means the step has nothing to do."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     step: str
     target: str
@@ -47,7 +47,7 @@ class StepPlan(BaseModel):
 
 
 class PipelineRef(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     name: str
     source: str
@@ -55,7 +55,7 @@ class PipelineRef(BaseModel):
 
 
 class StateFingerprint(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     digest: str
     components: dict[str, str]
@@ -66,7 +66,7 @@ _OPTIONAL_STEP = ("params", "selection", "skipped")
 
 
 class Plan(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     format_version: int = PLAN_FORMAT_VERSION
     tool_version: str = __version__
