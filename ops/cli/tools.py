@@ -24,12 +24,12 @@ from ops.cli.commands import (
     warn_live,
 )
 from ops.cli.flags import ApplyFlags, BackupFlags, BackupRoot, JsonFlag, LiveFlags, PersistDirArg, RunFlags
-from ops.engine.fsutil import atomic_write
 from ops.engine.params import Flag, flag
 from ops.engine.plan import Plan
 from ops.engine.runner import RollbackResult
 from ops.engine.runner import rollback as run_rollback
 from ops.errors import BadInput, OpsError
+from ops.storage.fs import atomic_write
 
 
 class WalExportParams(PersistDirArg):

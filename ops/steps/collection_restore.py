@@ -60,7 +60,6 @@ class CollectionRestore(Step):
         self.new_name = params.new_name
         self.database = params.database
         self.replace = params.replace
-        self._checked = False
 
     def may_run_live(self) -> bool:
         """Under a new name it only adds rows and a folder Chroma has never seen (fresh ids, WAL rows
