@@ -131,6 +131,8 @@ class ReadOnlyStep(Step, Generic[ReportT]):
     """A step that changes nothing and reports what it found."""
 
     privacy: bool = False
+    needs_chroma_tables: ClassVar[bool] = True
+    """False for a step that reports a database lacking tables Chroma needs instead of refusing it."""
 
     def plan(self, ctx: StepContext) -> StepPlan:
         return StepPlan(step=self.name, target="persist dir")
@@ -167,7 +169,7 @@ def run_read_only(step: ReadOnlyStep[ReportT], persist_dir: str) -> ReportT:
 
 def _read(step: ReadOnlyStep[ReportT], persist_dir: str) -> ReportT:
     refuse_if_unfinished(validate_persist_dir(Path(persist_dir)))  # before SQLite sees a half-written file
-    with PersistDir.open(persist_dir) as pd:
+    with PersistDir.open(persist_dir, check_tables=step.needs_chroma_tables) as pd:
         ctx = StepContext(persist_dir=pd)
         step.precheck(ctx)
         plan = step.plan(ctx)

@@ -127,3 +127,34 @@ def sqlite_content_sha256(path: Path) -> str:
         while block := fh.read(CHUNK):
             digest.update(block)
     return digest.hexdigest()
+
+
+def allocated_bytes(path: Path) -> int:
+    """Bytes the file system stored for the file (st_blocks; less than its size when it is sparse)."""
+    return path.stat().st_blocks * 512
+
+
+def holes(path: Path, end: int) -> list[tuple[int, int]]:
+    """The holes (never-written ranges, read back as zeros) of a file below byte `end`, as
+    (start, stop) pairs; [] where the file system cannot say (no SEEK_HOLE)."""
+    found: list[tuple[int, int]] = []
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        end = min(end, os.fstat(fd).st_size)
+        position = 0
+        while position < end:
+            try:
+                hole = os.lseek(fd, position, os.SEEK_HOLE)
+            except OSError:
+                return found
+            if hole >= end:
+                break
+            try:
+                data = os.lseek(fd, hole, os.SEEK_DATA)
+            except OSError:  # ENXIO: a hole up to the end of the file
+                data = os.fstat(fd).st_size
+            found.append((hole, min(data, end)))
+            position = data
+    finally:
+        os.close(fd)
+    return found

@@ -45,6 +45,41 @@ _KNOWN: dict[MigrationKey, tuple[str, str, tuple[ConfigSource, ...], PickleForm,
 }
 
 
+_BASE_TABLES = (
+    "migrations",
+    "tenants",
+    "databases",
+    "collections",
+    "collection_metadata",
+    "segments",
+    "segment_metadata",
+    "embeddings",
+    "embedding_metadata",
+    "embeddings_queue",
+    "embeddings_queue_config",
+    "max_seq_id",
+    "maintenance_log",
+)
+_LAYOUT_TABLES: dict[str, tuple[str, ...]] = {
+    "0.5-0.6": (),
+    "1.0": ("acquire_write",),
+    "1.5": ("acquire_write", "embedding_metadata_array"),
+}
+
+
+def chroma_tables(layout: Layout) -> tuple[str, ...]:
+    """The tables (besides the full-text index) that the Chroma of this layout creates and reads; an
+    unknown layout is held to the newest known one's."""
+    extra = _LAYOUT_TABLES.get(layout.name, _LAYOUT_TABLES["1.5"])
+    return _BASE_TABLES + extra
+
+
+def migrations_beyond_known(migrations: dict[str, int]) -> dict[str, int]:
+    """The migrations whose version is above every layout we know (a newer Chroma wrote them)."""
+    top = dict(zip(("embeddings_queue", "metadb", "sysdb"), max(_KNOWN), strict=True))
+    return {d: v for d, v in sorted(migrations.items()) if d in top and v > top[d]}
+
+
 def read_migrations(conn: sqlite3.Connection) -> dict[str, int]:
     try:
         rows = conn.execute("SELECT dir, max(version) FROM migrations GROUP BY dir").fetchall()

@@ -47,11 +47,14 @@ class PersistDir:
         self._collections: list[CollectionRecord] | None = None
 
     @classmethod
-    def open(cls, path: str | Path) -> PersistDir:
+    def open(cls, path: str | Path, check_tables: bool = True) -> PersistDir:
+        """check_tables=False: open also a database that lacks tables Chroma needs (only the
+        migrations table is required), for a caller that reports what is missing."""
         root = validate_persist_dir(Path(path)).resolve()
         conn = connect_readonly(root / SQLITE_FILE_NAME)
         try:
-            _check_tables(conn)
+            if check_tables:
+                _check_tables(conn)
             layout = detect_layout(conn)
         except BaseException:
             conn.close()

@@ -101,3 +101,24 @@ def write_wal_purge(conn: sqlite3.Connection, automatically_purge: bool) -> None
         conn.execute("UPDATE embeddings_queue_config SET config_json_str = ?", (text,))
     else:
         conn.execute("INSERT INTO embeddings_queue_config (id, config_json_str) VALUES (1, ?)", (text,))
+
+
+def pending_operations(conn: sqlite3.Connection, topic: str, after: int | None) -> dict[str, set[str]]:
+    """Per record id, the operations of its WAL rows past `after` (a segment's max_seq_id; None:
+    every row): what Chroma replays into the index when it loads the collection."""
+    out: dict[str, set[str]] = {}
+    rows = conn.execute(
+        "SELECT id, operation FROM embeddings_queue WHERE topic = ? AND seq_id > ? GROUP BY id, operation",
+        (topic, -1 if after is None else after),
+    )
+    for record_id, operation in rows:
+        out.setdefault(str(record_id), set()).add(OPERATION_NAMES.get(int(operation), f"OP{operation}"))
+    return out
+
+
+def ids_with_vectors(conn: sqlite3.Connection, topic: str) -> set[str]:
+    """Record ids that have a WAL row carrying a vector (applied or not)."""
+    rows = conn.execute(
+        "SELECT DISTINCT id FROM embeddings_queue WHERE topic = ? AND vector IS NOT NULL", (topic,)
+    ).fetchall()
+    return {str(r[0]) for r in rows}

@@ -1,0 +1,131 @@
+"""Exact structural scans of an HNSW segment folder, without loading the index (read-only).
+
+`scan_level0` reads every record of data_level0.bin once: labels, deleted flags, and the level-0
+links (count at most maxM0, every target inside the element count). `scan_link_lists` walks
+link_lists.bin: each element's level, the bytes the levels need, and the upper-level links.
+Problems are counted, with the first few element numbers as evidence.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict
+
+from ops.storage.hnsw_files import (
+    LINK_LISTS_FILE,
+    MAX_LEVELS,
+    HnswHeader,
+    level0_chunks,
+    record_deleted,
+    record_labels,
+)
+
+SAMPLE = 5
+_KNOWN_FLAGS = 0x01
+
+
+class Level0Scan(BaseModel):
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    labels: npt.NDArray[np.uint64]
+    deleted: npt.NDArray[np.bool_]
+    bad_link_counts: list[int]
+    """Elements (first SAMPLE) whose level-0 link count exceeds maxM0; bad_link_count_total counts all."""
+    bad_link_count_total: int
+    bad_targets: list[int]
+    """Elements (first SAMPLE) with a level-0 link to an element that does not exist."""
+    bad_target_total: int
+    unknown_flags: int
+    """Elements with flag bits hnswlib never sets."""
+
+
+def scan_level0(folder: Path, header: HnswHeader) -> Level0Scan:
+    """Every record of data_level0.bin (raises CorruptHnswFile when the file is shorter than the header says)."""
+    labels, deleted = [np.zeros(0, np.uint64)], [np.zeros(0, bool)]
+    counts_bad: list[int] = []
+    targets_bad: list[int] = []
+    n_counts = n_targets = unknown = 0
+    m0, total = header.max_m0, header.cur_element_count
+    for first, records in level0_chunks(folder, header):
+        labels.append(record_labels(records, header))
+        deleted.append(record_deleted(records))
+        unknown += int(((records[:, 2] & ~np.uint8(_KNOWN_FLAGS)) != 0).sum())
+        counts = np.ascontiguousarray(records[:, 0:2]).view("<u2").reshape(-1).astype(np.int64)
+        links = np.ascontiguousarray(records[:, 4 : 4 + 4 * m0]).view("<u4").reshape(-1, m0)
+        over = np.flatnonzero(counts > m0)
+        n_counts += len(over)
+        counts_bad += [first + int(i) for i in over[: SAMPLE - len(counts_bad)]]
+        used = np.arange(m0)[None, :] < np.minimum(counts, m0)[:, None]
+        wrong = np.flatnonzero(((links >= total) & used).any(axis=1))
+        n_targets += len(wrong)
+        targets_bad += [first + int(i) for i in wrong[: SAMPLE - len(targets_bad)]]
+    return Level0Scan(
+        labels=np.concatenate(labels),
+        deleted=np.concatenate(deleted),
+        bad_link_counts=counts_bad,
+        bad_link_count_total=n_counts,
+        bad_targets=targets_bad,
+        bad_target_total=n_targets,
+        unknown_flags=unknown,
+    )
+
+
+class LinkListsScan(BaseModel):
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    size: int
+    needed: int | None
+    """Bytes the elements' levels take (None when the file ends before the last element's entry)."""
+    problem: str | None
+    """Why the file cannot be read as link lists (short, or an entry that is not whole levels)."""
+    levels: npt.NDArray[np.int64]
+    """Each element's top level (0: no entry above level 0); only when problem is None."""
+    bad_link_counts: int
+    bad_targets: int
+    bad_sample: list[int]
+
+
+def scan_link_lists(folder: Path, header: HnswHeader) -> LinkListsScan:
+    data = (folder / LINK_LISTS_FILE).read_bytes()
+    block = 4 + 4 * header.max_m
+    total = header.cur_element_count
+    levels = np.zeros(total, np.int64)
+    starts: list[int] = []
+    offset = 0
+    empty = np.zeros(0, np.int64)
+    for element in range(total):
+        if offset + 4 > len(data):
+            problem = f"it ends at element {element} of {total}"
+            return LinkListsScan(size=len(data), needed=None, problem=problem, levels=empty, **_NO_LINKS)
+        size = int.from_bytes(data[offset : offset + 4], "little")
+        if size % block or size > MAX_LEVELS * block:
+            problem = f"element {element} has {size} bytes of links, not whole levels of {block}"
+            return LinkListsScan(size=len(data), needed=None, problem=problem, levels=empty, **_NO_LINKS)
+        levels[element] = size // block
+        starts += range((offset + 4) // 4, (offset + 4 + size) // 4, block // 4)
+        offset += 4 + size
+    if offset > len(data):
+        problem = f"the levels need {offset:,} bytes"
+        return LinkListsScan(size=len(data), needed=offset, problem=problem, levels=empty, **_NO_LINKS)
+    words = np.frombuffer(data, "<u4", count=offset // 4)
+    index = np.asarray(starts, np.int64)
+    counts = words[index].astype(np.int64)
+    links = words[index[:, None] + 1 + np.arange(header.max_m)[None, :]] if len(index) else np.zeros((0, 1))
+    used = np.arange(links.shape[1])[None, :] < np.minimum(counts, header.max_m)[:, None]
+    wrong = ((links >= total) & used).any(axis=1) | (counts > header.max_m)
+    owners = np.repeat(np.arange(total), levels)
+    return LinkListsScan(
+        size=len(data),
+        needed=offset,
+        problem=None,
+        levels=levels,
+        bad_link_counts=int((counts > header.max_m).sum()),
+        bad_targets=int(((links >= total) & used).any(axis=1).sum()),
+        bad_sample=[int(x) for x in np.unique(owners[wrong])[:SAMPLE]],
+    )
+
+
+_NO_LINKS: dict[str, object] = {"bad_link_counts": 0, "bad_targets": 0, "bad_sample": []}
