@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from pydantic import Field
 from rich.console import Console
@@ -30,6 +30,9 @@ from ops.engine.runner import RollbackResult
 from ops.engine.runner import rollback as run_rollback
 from ops.errors import BadInput, OpsError
 from ops.storage.fs import atomic_write
+
+if TYPE_CHECKING:
+    from ops.steps.doctor import DoctorReport
 
 
 class WalExportParams(PersistDirArg):
@@ -61,6 +64,41 @@ def backup_list(p: BackupListParams) -> int:
 
     Output(p.json).emit(report, lambda c, r: tables.print_backups(c, r.backup_root, r.backups))
     return EXIT_OK
+
+
+class DoctorParams(PersistDirArg, JsonFlag):
+    collection: Annotated[str | None, flag("-c", metavar="NAME")] = Field(
+        None, description="check only this collection (default: all)"
+    )
+    database: Annotated[str | None, flag("-d", metavar="DB")] = Field(
+        None, description="only collections of this database (with -c: its database, default default_database)"
+    )
+    ids_out: Annotated[str | None, flag(metavar="FILE")] = Field(
+        None, description="write the records query can never find as JSON Lines (id, collection, where the vector is)"
+    )
+
+
+EXIT_FINDINGS = 2
+
+
+def doctor(p: DoctorParams) -> int:
+    """Every exact check of the persist dir; exit 0 healthy, 2 findings (1 error, as everywhere)."""
+    from ops.engine.step import run_read_only
+    from ops.steps import doctor as checks
+
+    step = checks.Doctor(checks.DoctorParams(collection=p.collection, database=p.database))
+    report = run_read_only(step, p.persist_dir)
+    if p.ids_out:
+        lines = b"".join(r.model_dump_json().encode() + b"\n" for r in report.unfindable)
+        atomic_write(Path(p.ids_out), lines)
+    Output(p.json).emit(report, _print_doctor)
+    return EXIT_OK if report.healthy else EXIT_FINDINGS
+
+
+def _print_doctor(console: Console, report: DoctorReport) -> None:
+    from ops.report import tables
+
+    tables.print_doctor(console, report)
 
 
 class PlanShowParams(JsonFlag):

@@ -16,12 +16,14 @@ from ops.report.console import PLAIN_WIDTH, is_plain
 from ops.report.format import count, fraction, plain_value, size
 from ops.steps.backup_list import BackupRow
 from ops.steps.db_info import DbInfoReport
+from ops.steps.doctor import DoctorReport
 from ops.steps.hnsw_info import HnswInfoReport, IndexCrossCheck
 from ops.steps.inspection import CollectionReport, HnswSegmentReport, MetadataSegmentReport
 from ops.steps.recommendations import Recommendation
 from ops.steps.wal_info import WalInfoReport
 
 _SEVERITY_STYLE = {"action": "bold yellow", "warning": "bold red", "info": "cyan"}
+_FINDING_STYLE = {"error": "bold red", "warning": "bold yellow", "info": "cyan"}
 
 
 def show(console: Console, table: Table) -> None:
@@ -305,3 +307,24 @@ def _backup_cells(r: BackupRow) -> tuple[str, ...]:
     folders = f"{len(r.folders)} folder{'' if len(r.folders) == 1 else 's'}"
     contents = f"chroma.sqlite3 + {folders}" if r.includes_sqlite else folders
     return r.backup_id, size(r.bytes), "yes" if r.complete else "NO", r.reason or "-", contents
+
+
+def print_doctor(console: Console, r: DoctorReport) -> None:
+    """The findings, worst first; or one line saying the dir passed every check."""
+    checked = f"{len(r.checks)} checks, {r.collections_checked} collection(s), layout {r.layout.chroma_versions}"
+    if r.healthy:
+        console.print(f"[green]Healthy:[/] {escape(r.persist_dir)} passed {checked}.", soft_wrap=True)
+        return
+    table = Table(title=f"Doctor: {r.persist_dir}", title_justify="left", header_style="bold")
+    table.add_column("Severity", no_wrap=True)
+    table.add_column("Check", no_wrap=True)
+    table.add_column("Collection")
+    table.add_column("Evidence", overflow="fold")
+    table.add_column("Fix", overflow="fold")
+    order = {"error": 0, "warning": 1, "info": 2}
+    for f in sorted(r.findings, key=lambda f: order[f.severity]):
+        severity = f"[{_FINDING_STYLE[f.severity]}]{f.severity}[/]"
+        table.add_row(severity, f.check, escape(f.collection or "-"), escape(f.evidence), escape(f.fix))
+    show(console, table)
+    counts = ", ".join(f"{n} {s}" for s, n in r.counts.items() if n)
+    console.print(f"{len(r.findings)} finding(s) ({counts}) in {checked}.", soft_wrap=True)

@@ -190,6 +190,13 @@ COMMANDS = (
         params="ops.cli.tools:BackupListParams",
     ),
     Command(
+        ("doctor",),
+        "every exact check of the persist dir, each finding with its evidence and fix (exit 2: findings)",
+        "ops.cli.tools:doctor",
+        kind="tool",
+        params="ops.cli.tools:DoctorParams",
+    ),
+    Command(
         ("maintain",),
         "run a pipeline: plan it, review the plan file, apply exactly that (see pipelines/)",
         "ops.cli.tools:maintain",

@@ -1,0 +1,245 @@
+"""`doctor`: every exact check of a persist dir, each finding with its evidence and its fix (read-only).
+
+Database checks live here (SQLite, tables, layout, full-text index, orphan folders and WAL topics);
+the checks of one collection's index and of its agreement with the metadata segment and the WAL
+are in ops.steps.doctor_index. A finding names the chops command line that fixes it, or says
+"re-embed these records" where no command can.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, computed_field
+
+from ops import __version__
+from ops.engine.params import Params
+from ops.engine.step import ReadOnlyStep, ReadReport, StepContext
+from ops.steps.inspection import LayoutReport
+from ops.storage import PersistDir, fts, sqlite_check, sysdb
+from ops.storage.layout import chroma_tables, migrations_beyond_known
+from ops.storage.models import CollectionRecord
+
+Severity = Literal["error", "warning", "info"]
+SEVERITIES: tuple[Severity, ...] = ("error", "warning", "info")
+VectorSource = Literal["index", "wal", "deleted-record", "gone"]
+RE_EMBED = "re-embed these records"
+
+CHECKS = (
+    "sqlite.quick_check",
+    "sqlite.tables",
+    "sqlite.layout",
+    "fts.missing",
+    "fts.integrity",
+    "fts.content",
+    "db.orphan_folder",
+    "wal.orphan_topic",
+    "sysdb.segments",
+    "hnsw.folder",
+    "hnsw.header",
+    "hnsw.files",
+    "hnsw.level0_links",
+    "hnsw.link_lists",
+    "hnsw.levels",
+    "hnsw.pickle",
+    "hnsw.labels",
+    "hnsw.total_elements_added",
+    "hnsw.max_seq_id",
+    "records.unfindable",
+    "records.index_only",
+    "wal.gap",
+)
+"""Every check doctor runs, by the name its findings carry."""
+
+
+class Finding(BaseModel):
+    check: str
+    severity: Severity
+    collection: str | None
+    """database/name, or None for the whole persist dir."""
+    evidence: str
+    fix: str
+
+
+class UnfindableRecord(BaseModel):
+    """A record `get` returns but `query` can never find, and where its vector still is."""
+
+    database: str
+    collection: str
+    id: str
+    vector: VectorSource
+
+
+class DoctorReport(ReadReport):
+    tool_version: str
+    persist_dir: str
+    layout: LayoutReport
+    checks: list[str]
+    collections_checked: int
+    findings: list[Finding]
+    unfindable: list[UnfindableRecord]
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def healthy(self) -> bool:
+        return not self.findings
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def counts(self) -> dict[str, int]:
+        return {s: sum(f.severity == s for f in self.findings) for s in SEVERITIES}
+
+
+def command(*words: str) -> str:
+    """A chops command line, quoted for a shell."""
+    return "chops " + " ".join(shlex.quote(w) for w in words)
+
+
+def collection_flags(c: CollectionRecord) -> tuple[str, ...]:
+    return ("-c", c.name, "-d", c.database)
+
+
+def label(c: CollectionRecord) -> str:
+    return f"{c.database}/{c.name}"
+
+
+class DoctorParams(Params):
+    collection: str | None = None
+    database: str | None = None
+
+
+class Doctor(ReadOnlyStep[DoctorReport]):
+    name: ClassVar[str] = "doctor"
+    params_model: ClassVar[type[Params]] = DoctorParams
+    needs_chroma_tables: ClassVar[bool] = False
+
+    def __init__(self, params: DoctorParams | None = None) -> None:
+        p = params or DoctorParams()
+        self.collection, self.database = p.collection, p.database
+
+    def report(self, ctx: StepContext) -> DoctorReport:
+        from ops.steps.doctor_index import check_collection
+
+        pd = ctx.persist_dir
+        where = str(pd.path)
+        findings = sqlite_findings(pd, where)
+        unfindable: list[UnfindableRecord] = []
+        chosen: list[CollectionRecord] = []
+        if not any(f.check == "sqlite.tables" for f in findings):
+            chosen = self._chosen(pd)
+            wal_stats = pd.wal_stats()
+            for c in chosen:
+                found, lost = check_collection(pd, c, wal_stats.get(c.id), where)
+                findings += found
+                unfindable += lost
+            if self.collection is None and self.database is None:
+                findings += leftovers(pd, where, set(wal_stats) - {c.id for c in pd.collections()})
+        return DoctorReport(
+            tool_version=__version__,
+            persist_dir=where,
+            layout=LayoutReport.of(pd.layout),
+            checks=list(CHECKS),
+            collections_checked=len(chosen),
+            findings=findings,
+            unfindable=unfindable,
+        )
+
+    def _chosen(self, pd: PersistDir) -> list[CollectionRecord]:
+        if self.collection is not None:
+            return [pd.collection(self.collection, self.database or "default_database")]
+        return [c for c in pd.collections() if self.database is None or c.database == self.database]
+
+
+def sqlite_findings(pd: PersistDir, where: str) -> list[Finding]:
+    out: list[Finding] = []
+    restore = "no chops command repairs it: restore chroma.sqlite3 from a backup, e.g. " + command(
+        "db", "restore", where, "-i", "SNAPSHOT_DIR"
+    )
+    problems = sqlite_check.quick_check(pd.conn)
+    if problems:
+        evidence = "PRAGMA quick_check: " + "; ".join(problems)
+        out.append(
+            Finding(check="sqlite.quick_check", severity="error", collection=None, evidence=evidence, fix=restore)
+        )
+    present = sysdb.table_names(pd.conn)
+    missing = [t for t in chroma_tables(pd.layout) if t not in present]
+    if missing:
+        evidence = f"chroma.sqlite3 lacks the table(s) {', '.join(missing)} that {pd.layout.chroma_versions} needs"
+        out.append(Finding(check="sqlite.tables", severity="error", collection=None, evidence=evidence, fix=restore))
+        return out
+    out += _layout_findings(pd)
+    return out + _fts_findings(pd, where)
+
+
+def _layout_findings(pd: PersistDir) -> list[Finding]:
+    layout = pd.layout
+    if layout.known:
+        return []
+    described = ", ".join(f"{d} {v}" for d, v in sorted(layout.migrations.items()))
+    beyond = migrations_beyond_known(layout.migrations)
+    if beyond:
+        newer = ", ".join(f"{d} {v}" for d, v in beyond.items())
+        evidence = (
+            f"migrations {described}: {newer} is newer than any layout chops knows (chromadb 0.5.x-1.5.x); "
+            "an older chromadb opens this database without complaint and may misread it"
+        )
+        fix = "open it only with the chromadb that wrote it (or newer); no chops command changes a layout"
+    else:
+        evidence = f"migrations {described} match no layout chops knows (chromadb 0.5.x-1.5.x)"
+        fix = "open it only with the chromadb that wrote it; no chops command changes a layout"
+    return [Finding(check="sqlite.layout", severity="warning", collection=None, evidence=evidence, fix=fix)]
+
+
+def _fts_findings(pd: PersistDir, where: str) -> list[Finding]:
+    state = fts.read_state(pd.conn)
+    rebuild = command("fts", "rebuild", where)
+
+    def finding(check: str, evidence: str, fix: str = rebuild) -> list[Finding]:
+        return [Finding(check=check, severity="error", collection=None, evidence=evidence, fix=fix)]
+
+    if not state.exists:
+        left = f" (left: {', '.join(state.shadow_tables)})" if state.shadow_tables else ""
+        return finding(
+            "fts.missing",
+            f"the full-text table {fts.FTS_TABLE} is missing{left}: Chroma's adds with documents and "
+            "where_document filters fail with 'no such table'",
+        )
+    missing = [fts.FTS_TABLE + s for s in fts.SHADOW_SUFFIXES if fts.FTS_TABLE + s not in state.shadow_tables]
+    if missing:
+        return finding("fts.missing", f"{fts.FTS_TABLE} lacks its shadow table(s) {', '.join(missing)}")
+    if state.error is not None:
+        return finding("fts.integrity", f"{fts.FTS_TABLE} cannot be read: {state.error}")
+    problem = sqlite_check.fts_integrity(pd.conn)
+    if problem is not None:
+        evidence = f"FTS5 integrity-check of {fts.FTS_TABLE}: {problem}"
+        return finding("fts.integrity", evidence, command("fts", "rebuild", where, "--force"))
+    if not state.healthy:
+        evidence = (
+            f"{fts.FTS_TABLE} has {state.rows:,} rows for {state.documents:,} documents, "
+            f"{state.mismatched:,} of them missing or different"
+        )
+        return finding("fts.content", evidence)
+    return []
+
+
+def leftovers(pd: PersistDir, where: str, orphan_topics: set[str]) -> list[Finding]:
+    """Folders and WAL rows of collections that no longer exist."""
+    out = []
+    for folder in pd.orphan_dirs():
+        evidence = f"folder {folder.name} holds HNSW files but no vector segment owns it (a deleted collection's)"
+        out.append(
+            Finding(
+                check="db.orphan_folder",
+                severity="info",
+                collection=None,
+                evidence=evidence,
+                fix=command("db", "clean", where),
+            )
+        )
+    stats = pd.wal_stats()
+    for cid in sorted(orphan_topics):
+        evidence = f"{stats[cid].entries:,} WAL rows belong to collection {cid}, which no longer exists"
+        fix = command("wal", "clean", where)
+        out.append(Finding(check="wal.orphan_topic", severity="info", collection=None, evidence=evidence, fix=fix))
+    return out

@@ -1,0 +1,340 @@
+"""`doctor`, per collection: its HNSW segment folder checked exactly against itself, its pickle, the
+max_seq_id table, the metadata segment and the WAL; then, for every record `query` can never find,
+where its vector still is."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ops.errors import CorruptHnswFile, UnsafePickle
+from ops.steps.doctor import (
+    RE_EMBED,
+    Finding,
+    Severity,
+    UnfindableRecord,
+    VectorSource,
+    collection_flags,
+    command,
+    label,
+)
+from ops.storage import PersistDir, fs, sysdb, wal
+from ops.storage.hnsw_files import LENGTH_FILE, LEVEL0_FILE, LINK_LISTS_FILE, HnswHeader
+from ops.storage.hnsw_scan import Level0Scan, scan_level0, scan_link_lists
+from ops.storage.models import CollectionRecord
+from ops.storage.pickle_meta import HnswPickleMeta
+from ops.storage.wal import WalTopicStats
+
+SAMPLE = 5
+ADDS = frozenset({"ADD", "UPSERT"})
+LOAD_FAILS = frozenset(
+    {"hnsw.folder", "hnsw.header", "hnsw.files", "hnsw.pickle", "hnsw.link_lists", "hnsw.level0_links", "hnsw.levels"}
+)
+"""Checks whose errors mean Chroma cannot load (or safely search) the index: none of its records is found."""
+
+
+@dataclass
+class IndexState:
+    """What one collection's index holds, as far as its files can be read."""
+
+    findings: list[Finding] = field(default_factory=list)
+    loadable: bool = True
+    """Chroma can load it (no error finding on the index files)."""
+    meta: HnswPickleMeta | None = None
+    scan: Level0Scan | None = None
+
+    def live_labels(self) -> set[int]:
+        if self.scan is None:
+            return set()
+        return {int(x) for x in self.scan.labels[~self.scan.deleted]}
+
+    def deleted_labels(self) -> set[int]:
+        if self.scan is None:
+            return set()
+        return {int(x) for x in self.scan.labels[self.scan.deleted]}
+
+
+class _Checker:
+    def __init__(self, pd: PersistDir, c: CollectionRecord, where: str) -> None:
+        self.pd, self.c, self.where = pd, c, where
+        self.state = IndexState()
+        self.rebuild = command("hnsw", "rebuild", where, *collection_flags(c))
+
+    def add(self, check: str, severity: Severity, evidence: str, fix: str | None = None) -> None:
+        fix = self.rebuild if fix is None else fix
+        self.state.findings.append(
+            Finding(check=check, severity=severity, collection=label(self.c), evidence=evidence, fix=fix)
+        )
+        if severity == "error" and check in LOAD_FAILS:
+            self.state.loadable = False
+
+    def index(self) -> IndexState:
+        segment = self.c.vector_segment
+        assert segment is not None
+        folder = self.pd.segment_folder(segment.id)
+        if not folder.is_dir():
+            if segment.max_seq_id is not None:
+                self.add("hnsw.folder", "error", f"the vector segment's folder {segment.id} is missing", RE_EMBED)
+            return self.state
+        try:
+            header = self.pd.hnsw_header(segment.id)
+        except CorruptHnswFile as exc:
+            self.add("hnsw.header", "error", exc.message)
+            return self.state
+        self._pickle(segment.id)
+        if header is None:
+            if self.state.meta is not None or segment.max_seq_id is not None:
+                self.add("hnsw.folder", "error", f"folder {segment.id} has no header.bin", RE_EMBED)
+            return self.state
+        self._header(header)
+        if self._files(folder, header):
+            self.state.scan = scan_level0(folder, header)
+            self._level0(self.state.scan)
+            self._link_lists(folder, header)
+        self._labels(header, segment.max_seq_id)
+        return self.state
+
+    def _pickle(self, segment_id: str) -> None:
+        try:
+            self.state.meta = self.pd.hnsw_pickle(segment_id)
+        except (CorruptHnswFile, UnsafePickle) as exc:
+            self.add("hnsw.pickle", "error", exc.message)
+            return
+        meta = self.state.meta
+        if meta is None:
+            return
+        inverse = {lab: ident for ident, lab in meta.id_to_label.items()}
+        if inverse != meta.label_to_id:
+            evidence = (
+                f"index_metadata.pickle's id_to_label ({len(meta.id_to_label):,}) and label_to_id "
+                f"({len(meta.label_to_id):,}) are not each other's inverse"
+            )
+            self.add("hnsw.pickle", "error", evidence)
+
+    def _header(self, h: HnswHeader) -> None:
+        problems = []
+        if h.max_m != h.M or h.max_m0 != 2 * h.M:
+            problems.append(f"maxM {h.max_m} and maxM0 {h.max_m0} do not follow M {h.M}")
+        if h.cur_element_count and h.enterpoint >= h.cur_element_count:
+            problems.append(f"entry point {h.enterpoint} is not one of the {h.cur_element_count:,} elements")
+        if self.c.dimension is not None and h.dimension != self.c.dimension:
+            problems.append(f"dimension {h.dimension}, the collection's is {self.c.dimension}")
+        meta = self.state.meta
+        if meta is not None and meta.dimensionality is not None and meta.dimensionality != h.dimension:
+            problems.append(f"dimension {h.dimension}, index_metadata.pickle says {meta.dimensionality}")
+        if self.state.meta is None and h.cur_element_count:
+            problems.append(f"{h.cur_element_count:,} elements but no index_metadata.pickle maps their labels")
+        for problem in problems:
+            self.add("hnsw.header", "error", f"header.bin: {problem}")
+
+    def _files(self, folder: Path, h: HnswHeader) -> bool:
+        """Sizes (apparent and allocated) and holes; True when data_level0.bin can be scanned."""
+        ok = True
+        for name, need in (
+            (LEVEL0_FILE, h.cur_element_count * h.size_data_per_element),
+            (LENGTH_FILE, 4 * h.cur_element_count),
+        ):
+            path = folder / name
+            if not path.is_file():
+                self.add("hnsw.files", "error", f"{name} is missing")
+                ok = ok and name != LEVEL0_FILE
+                continue
+            size, stored = path.stat().st_size, fs.allocated_bytes(path)
+            if size < need:
+                evidence = (
+                    f"{name} is truncated: {size:,} bytes ({stored:,} stored), "
+                    f"the header's {h.cur_element_count:,} elements need {need:,}"
+                )
+                self.add("hnsw.files", "error", evidence)
+                ok = ok and name != LEVEL0_FILE
+                continue
+            gaps = fs.holes(path, need)
+            if gaps:
+                lost = sum(b - a for a, b in gaps)
+                evidence = (
+                    f"{name} is sparse inside the elements' records: {lost:,} of {need:,} bytes were never "
+                    f"written and read back as zeros (first hole at byte {gaps[0][0]:,}; "
+                    f"size {size:,}, stored {stored:,})"
+                )
+                self.add("hnsw.files", "error", evidence)
+        return ok
+
+    def _level0(self, scan: Level0Scan) -> None:
+        if scan.bad_link_count_total:
+            evidence = (
+                f"{scan.bad_link_count_total:,} elements have more level-0 links than maxM0 "
+                f"(e.g. {scan.bad_link_counts})"
+            )
+            self.add("hnsw.level0_links", "error", evidence)
+        if scan.bad_target_total:
+            evidence = (
+                f"{scan.bad_target_total:,} elements link to elements that do not exist (e.g. {scan.bad_targets})"
+            )
+            self.add("hnsw.level0_links", "error", evidence)
+        if scan.unknown_flags:
+            self.add(
+                "hnsw.level0_links", "warning", f"{scan.unknown_flags:,} elements have flag bits hnswlib never sets"
+            )
+
+    def _link_lists(self, folder: Path, h: HnswHeader) -> None:
+        if not (folder / LINK_LISTS_FILE).is_file():
+            self.add("hnsw.link_lists", "error", f"{LINK_LISTS_FILE} is missing")
+            return
+        links = scan_link_lists(folder, h)
+        if links.problem is not None:
+            self.add(
+                "hnsw.link_lists", "error", f"{LINK_LISTS_FILE} ({links.size:,} bytes) is damaged: {links.problem}"
+            )
+            return
+        if links.needed is not None and links.size > links.needed:
+            evidence = f"{LINK_LISTS_FILE} has {links.size:,} bytes, its elements' levels need {links.needed:,}"
+            self.add("hnsw.link_lists", "warning", evidence)
+        if links.bad_link_counts or links.bad_targets:
+            evidence = (
+                f"upper-level links: {links.bad_link_counts:,} lists longer than maxM, {links.bad_targets:,} "
+                f"linking to elements that do not exist (elements {links.bad_sample})"
+            )
+            self.add("hnsw.link_lists", "error", evidence)
+        if h.cur_element_count:
+            top = int(links.levels.max())
+            if top != h.max_level or int(links.levels[h.enterpoint]) != h.max_level:
+                evidence = (
+                    f"header.bin's max level is {h.max_level}, {LINK_LISTS_FILE}'s highest is {top}, "
+                    f"its entry point's is {int(links.levels[h.enterpoint])}"
+                )
+                self.add("hnsw.levels", "error", evidence)
+
+    def _labels(self, h: HnswHeader, table_seq: int | None) -> None:
+        meta, scan = self.state.meta, self.state.scan
+        if scan is not None:
+            live = scan.labels[~scan.deleted]
+            dupes = len(live) - len(np.unique(live))
+            if dupes:
+                self.add("hnsw.labels", "error", f"{dupes:,} live labels appear on more than one element")
+        if meta is None:
+            return
+        highest = max(meta.label_to_id, default=0)
+        if scan is not None and len(scan.labels):
+            highest = max(highest, int(scan.labels.max()))
+        if meta.total_elements_added < highest:
+            evidence = (
+                f"index_metadata.pickle's total_elements_added is {meta.total_elements_added:,}, the highest label "
+                f"is {highest:,}: Chroma's next add reuses a label and overwrites a live vector"
+            )
+            self.add("hnsw.total_elements_added", "error", evidence)
+        if scan is not None:
+            known = set(meta.label_to_id)
+            unowned = sorted(x for x in self.state.live_labels() if x not in known)
+            if unowned:
+                evidence = (
+                    f"{len(unowned):,} live labels of the index belong to no id in index_metadata.pickle "
+                    f"(e.g. {unowned[:SAMPLE]})"
+                )
+                self.add("hnsw.labels", "warning", evidence)
+        self._seq_ids(meta, table_seq)
+
+    def _seq_ids(self, meta: HnswPickleMeta, table_seq: int | None) -> None:
+        if meta.max_seq_id is not None and meta.max_seq_id != table_seq:
+            evidence = f"index_metadata.pickle says max_seq_id {meta.max_seq_id}, the max_seq_id table {table_seq}"
+            self.add("hnsw.max_seq_id", "warning", evidence)
+        pickled = max(meta.id_to_seq_id.values(), default=None)
+        if pickled is not None and (table_seq is None or pickled > table_seq):
+            evidence = (
+                f"index_metadata.pickle holds records up to seq_id {pickled}, the max_seq_id table says {table_seq}"
+            )
+            self.add("hnsw.max_seq_id", "warning", evidence, command("wal", "commit", self.where))
+
+
+def check_collection(
+    pd: PersistDir, c: CollectionRecord, stats: WalTopicStats | None, where: str
+) -> tuple[list[Finding], list[UnfindableRecord]]:
+    """Every finding of one collection, and the records query cannot find with where their vector is."""
+    if c.vector_segment is None or c.metadata_segment is None:
+        missing = "vector" if c.vector_segment is None else "metadata"
+        evidence = f"the collection has no {missing} segment: Chroma cannot load it"
+        fix = "no chops command repairs it: restore it from a snapshot (chops collection restore)"
+        return [Finding(check="sysdb.segments", severity="error", collection=label(c), evidence=evidence, fix=fix)], []
+    checker = _Checker(pd, c, where)
+    state = checker.index()
+    findings = state.findings
+    gap = pd.wal_gap(c, stats)
+    if gap:
+        seq = c.vector_segment.max_seq_id
+        past = "the index never flushed" if seq is None else f"past the index's max_seq_id {seq}"
+        evidence = (
+            f"{gap:,} WAL rows not in the HNSW files ({past}; sync_threshold {c.hnsw_config.sync_threshold}): "
+            "Chroma replays them into memory at every load"
+        )
+        fix = command("wal", "commit", where)
+        findings.append(Finding(check="wal.gap", severity="info", collection=label(c), evidence=evidence, fix=fix))
+    lost, extra = _agreement(pd, c, stats, state)
+    findings += _unfindable_findings(c, lost, checker.rebuild, where) + extra
+    return findings, lost
+
+
+def _agreement(
+    pd: PersistDir, c: CollectionRecord, stats: WalTopicStats | None, state: IndexState
+) -> tuple[list[UnfindableRecord], list[Finding]]:
+    assert c.vector_segment is not None and c.metadata_segment is not None
+    ids = sysdb.embedding_ids(pd.conn, c.metadata_segment.id)
+    pending = wal.pending_operations(pd.conn, stats.topic, c.vector_segment.max_seq_id) if stats else {}
+    meta = state.meta
+    mapped = meta.id_to_label if meta is not None else {}
+    live = state.live_labels()
+    held = {i for i, lab in mapped.items() if lab in live} if state.loadable else set()
+    lost_ids = sorted(i for i in ids - held if not (pending.get(i, set()) & ADDS))
+    vectors = wal.ids_with_vectors(pd.conn, stats.topic) if stats and lost_ids else set()
+    deleted = state.deleted_labels()
+
+    def source(i: str) -> VectorSource:
+        if i in mapped and mapped[i] in live:
+            return "index"
+        if i in vectors:
+            return "wal"
+        return "deleted-record" if i in mapped and mapped[i] in deleted else "gone"
+
+    lost = [UnfindableRecord(database=c.database, collection=c.name, id=i, vector=source(i)) for i in lost_ids]
+    extra = sorted(i for i in held - ids if "DELETE" not in pending.get(i, set()))
+    findings = []
+    if extra:
+        evidence = (
+            f"{len(extra):,} ids the index holds have no record in the metadata segment: query can return "
+            f"ids that get does not know (e.g. {extra[:SAMPLE]})"
+        )
+        fix = "delete these ids through Chroma (collection.delete(ids=...)); chops hnsw rebuild keeps them"
+        findings.append(
+            Finding(check="records.index_only", severity="warning", collection=label(c), evidence=evidence, fix=fix)
+        )
+    return lost, findings
+
+
+_WHERE = {
+    "index": "their vectors are intact in data_level0.bin of the damaged index",
+    "wal": "their vectors are still in WAL rows (chops wal export saves them); no chops command re-adds them yet",
+    "deleted-record": "their vectors are still in data_level0.bin, on elements marked deleted",
+    "gone": "their vectors are nowhere: not in the index, not in the WAL",
+}
+
+
+def _unfindable_findings(c: CollectionRecord, lost: list[UnfindableRecord], rebuild: str, where: str) -> list[Finding]:
+    out = []
+    for kind in ("index", "wal", "deleted-record", "gone"):
+        group = [r.id for r in lost if r.vector == kind]
+        if not group:
+            continue
+        evidence = (
+            f"{len(group):,} records get returns can never be found by query; {_WHERE[kind]} "
+            f"(e.g. {group[:SAMPLE]}; --ids-out FILE lists them all)"
+        )
+        fix = (
+            rebuild
+            if kind == "index"
+            else f"{RE_EMBED} ({command('doctor', where, *collection_flags(c), '--ids-out', 'FILE')} lists them)"
+        )
+        severity: Severity = "error"
+        out.append(
+            Finding(check="records.unfindable", severity=severity, collection=label(c), evidence=evidence, fix=fix)
+        )
+    return out
