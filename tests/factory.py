@@ -185,6 +185,26 @@ def secrets(out: Path) -> dict[str, Any]:
     return {"collections": [asdict(x) for x in truths], "names": n}
 
 
+def healthy(out: Path) -> dict[str, Any]:
+    """Nothing for doctor to find: every write flushed (adds in whole sync_threshold batches), documents
+    in the full-text index, no deleted collection."""
+    import chromadb
+
+    rs = np.random.RandomState(16)
+    client = chromadb.PersistentClient(path=str(out))
+    truths: list[CollectionTruth] = []
+    for name, space, n, dim in (("docs", "cosine", 200, 16), ("plain", "l2", 100, 8)):
+        t = CollectionTruth(name, "default_database", space=space, allocated_on_disk=n)
+        collection = client.create_collection(name, configuration=configured(space))  # type: ignore[arg-type]
+        collection.add(
+            ids=[f"{name}-{i:04d}" for i in range(n)],
+            embeddings=vectors(rs, n, dim),
+            documents=[f"{name} document {i} about {'cats' if i % 2 else 'dogs'}" for i in range(n)],
+        )
+        truths.append(_finish(t, collection))
+    return {"collections": [asdict(x) for x in truths], "orphan_dirs": []}
+
+
 def _in_child(code: str) -> None:
     import subprocess
 
@@ -311,6 +331,7 @@ SCENARIOS = {
     "standard": standard,
     "walbloat": walbloat,
     "empty": empty,
+    "healthy": healthy,
     "demo": demo,
     "clustered": clustered,
     "secrets": secrets,

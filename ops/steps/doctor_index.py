@@ -230,9 +230,9 @@ class _Checker:
             if unowned:
                 evidence = (
                     f"{len(unowned):,} live labels of the index belong to no id in index_metadata.pickle "
-                    f"(e.g. {unowned[:SAMPLE]})"
+                    f"(e.g. {unowned[:SAMPLE]}): a query that reaches one fails with 'Error finding id'"
                 )
-                self.add("hnsw.labels", "warning", evidence)
+                self.add("hnsw.labels", "error", evidence)
         self._seq_ids(meta, table_seq)
 
     def _seq_ids(self, meta: HnswPickleMeta, table_seq: int | None) -> None:
@@ -270,7 +270,8 @@ def check_collection(
         fix = command("wal", "commit", where)
         findings.append(Finding(check="wal.gap", severity="info", collection=label(c), evidence=evidence, fix=fix))
     lost, extra = _agreement(pd, c, stats, state)
-    findings += _unfindable_findings(c, lost, checker.rebuild, where) + extra
+    unowned = len(state.live_labels() - set(state.meta.label_to_id)) if state.meta is not None else 0
+    findings += _unfindable_findings(c, lost, checker.rebuild, where, unowned) + extra
     return findings, lost
 
 
@@ -314,18 +315,23 @@ _WHERE = {
     "index": "their vectors are intact in data_level0.bin of the damaged index",
     "wal": "their vectors are still in WAL rows (chops wal export saves them); no chops command re-adds them yet",
     "deleted-record": "their vectors are still in data_level0.bin, on elements marked deleted",
-    "gone": "their vectors are nowhere: not in the index, not in the WAL",
+    "gone": "no index entry and no WAL row holds their vectors",
 }
 
 
-def _unfindable_findings(c: CollectionRecord, lost: list[UnfindableRecord], rebuild: str, where: str) -> list[Finding]:
+def _unfindable_findings(
+    c: CollectionRecord, lost: list[UnfindableRecord], rebuild: str, where: str, unowned: int
+) -> list[Finding]:
     out = []
     for kind in ("index", "wal", "deleted-record", "gone"):
         group = [r.id for r in lost if r.vector == kind]
         if not group:
             continue
+        said = _WHERE[kind]
+        if kind == "gone" and unowned:
+            said += f" (the index holds {unowned:,} vectors no id owns, which nothing can match to these ids)"
         evidence = (
-            f"{len(group):,} records get returns can never be found by query; {_WHERE[kind]} "
+            f"{len(group):,} records get returns can never be found by query; {said} "
             f"(e.g. {group[:SAMPLE]}; --ids-out FILE lists them all)"
         )
         fix = (

@@ -1,0 +1,219 @@
+"""`chops doctor` on real damage, made the way users get it: each finding named with its severity
+and fix, exit 2; the fix it names, run, makes doctor clean where the data still exists."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import sqlite3
+import subprocess
+import sys
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO, BuiltDir, build, chroma, private_copy, run_chops, tree_state
+
+
+@pytest.fixture(scope="session")
+def healthy_master(tmp_path_factory: pytest.TempPathFactory) -> BuiltDir:
+    return build("healthy", tmp_path_factory.mktemp("healthy") / "persist")
+
+
+@pytest.fixture
+def healthy_dir(healthy_master: BuiltDir, tmp_path: Path) -> BuiltDir:
+    return private_copy(healthy_master, tmp_path / "persist")
+
+
+def doctor(path: Path, *args: str | Path) -> tuple[int, dict[str, Any]]:
+    r = run_chops("doctor", path, "--json", *args)
+    assert r.code in (0, 2), r.stderr
+    return r.code, r.json()
+
+
+def found(report: dict[str, Any]) -> set[tuple[str, str, str | None]]:
+    return {(f["check"], f["severity"], f["collection"]) for f in report["findings"]}
+
+
+def run_fixes(report: dict[str, Any]) -> None:
+    """Run every distinct chops command line the findings name as their fix, without asking."""
+    for fix in dict.fromkeys(f["fix"] for f in report["findings"]):
+        assert fix.startswith("chops "), fix
+        r = run_chops(*shlex.split(fix)[1:], "--yes", "--no-backup")
+        assert r.code == 0, (fix, r.stderr)
+
+
+def sql(path: Path, statement: str) -> None:
+    with closing(sqlite3.connect(path / "chroma.sqlite3")) as conn, conn:
+        conn.execute(statement)
+
+
+def segment_folder(path: Path, name: str) -> Path:
+    report = run_chops("hnsw", "info", path, "-c", name, "--json").json()
+    return Path(report["collection"]["hnsw"]["path"])
+
+
+def test_healthy_dir_has_no_findings_and_stays_untouched(healthy_dir: BuiltDir) -> None:
+    before = tree_state(healthy_dir.path)
+    code, report = doctor(healthy_dir.path)
+    assert (code, report["findings"], report["healthy"], report["collections_checked"]) == (0, [], True, 2)
+    assert report["counts"] == {"error": 0, "warning": 0, "info": 0}
+    human = run_chops("doctor", healthy_dir.path)
+    assert human.code == 0 and "Healthy:" in human.stdout, human.stderr
+    assert tree_state(healthy_dir.path) == before  # read-only, not even an mtime
+
+
+def test_missing_dir_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    r = run_chops("doctor", tmp_path / "nowhere")
+    assert r.code == 1 and r.stdout == ""
+    assert r.stderr.count("\n") == 1 and "does not exist" in r.stderr
+
+
+def test_unknown_collection_is_exit_1(healthy_dir: BuiltDir) -> None:
+    r = run_chops("doctor", healthy_dir.path, "-c", "nope")
+    assert r.code == 1 and "no collection 'nope'" in r.stderr
+
+
+def test_wal_gap_and_orphan_folder_then_their_fixes(standard_dir: BuiltDir) -> None:
+    """Writes below sync_threshold (frag's 7 late adds, pending's 5) are in the WAL: recoverable, not
+    lost; the deleted collection left its folder. wal commit and db clean make the dir clean."""
+    path = standard_dir.path
+    code, report = doctor(path, "--ids-out", path.parent / "ids.jsonl")
+    assert code == 2
+    assert found(report) == {
+        ("wal.gap", "info", "default_database/frag"),
+        ("wal.gap", "info", "default_database/pending"),
+        ("db.orphan_folder", "info", None),
+    }
+    gaps = {f["collection"]: f for f in report["findings"] if f["check"] == "wal.gap"}
+    assert gaps["default_database/frag"]["evidence"].startswith("7 WAL rows")
+    assert gaps["default_database/pending"]["evidence"].startswith("5 WAL rows")
+    assert all(f["fix"] == f"chops wal commit {path}" for f in gaps.values())
+    orphan = next(f for f in report["findings"] if f["check"] == "db.orphan_folder")
+    assert standard_dir.truth["orphan_dirs"][0] in orphan["evidence"] and orphan["fix"] == f"chops db clean {path}"
+    assert report["unfindable"] == [] and (path.parent / "ids.jsonl").read_text() == ""
+    run_fixes(report)
+    code, after = doctor(path)
+    assert (code, after["findings"]) == (0, [])
+
+
+def test_dropped_fts_table(healthy_dir: BuiltDir) -> None:
+    path = healthy_dir.path
+    sql(path, "DROP TABLE embedding_fulltext_search")
+    code, report = doctor(path)
+    assert (code, found(report)) == (2, {("fts.missing", "error", None)})
+    assert report["findings"][0]["fix"] == f"chops fts rebuild {path}"
+    run_fixes(report)
+    assert doctor(path)[0] == 0
+    assert chroma("contains", path, "default_database", "docs", "cats")["ids"]  # where_document works again
+
+
+def test_corrupted_fts_index(healthy_dir: BuiltDir) -> None:
+    """A torn write zeroes a block of the FTS5 index; its content table is intact, so only FTS5's own
+    integrity-check sees it (and `fts rebuild` needs --force, since the rows still count right)."""
+    path = healthy_dir.path
+    sql(
+        path,
+        "UPDATE embedding_fulltext_search_data SET block = zeroblob(length(block)) "
+        "WHERE id = (SELECT max(id) FROM embedding_fulltext_search_data)",
+    )
+    code, report = doctor(path)
+    assert (code, found(report)) == (2, {("fts.integrity", "error", None)})
+    assert "integrity-check" in report["findings"][0]["evidence"]
+    assert report["findings"][0]["fix"] == f"chops fts rebuild {path} --force"
+    run_fixes(report)
+    assert doctor(path)[0] == 0
+
+
+def test_truncated_link_lists(healthy_dir: BuiltDir) -> None:
+    """A process killed mid-flush leaves link_lists.bin short: Chroma cannot load the index, so no
+    record of the collection is found by query; the vectors are intact and a rebuild recovers them."""
+    path = healthy_dir.path
+    links = segment_folder(path, "docs") / "link_lists.bin"
+    with links.open("r+b") as f:
+        f.truncate(links.stat().st_size // 2)
+    code, report = doctor(path, "--ids-out", path.parent / "lost.jsonl")
+    assert code == 2
+    assert found(report) == {
+        ("hnsw.link_lists", "error", "default_database/docs"),
+        ("records.unfindable", "error", "default_database/docs"),
+    }
+    rebuild = f"chops hnsw rebuild {path} -c docs -d default_database"
+    assert {f["fix"] for f in report["findings"]} == {rebuild}
+    lost = [json.loads(line) for line in (path.parent / "lost.jsonl").read_text().splitlines()]
+    assert sorted(r["id"] for r in lost) == healthy_dir.collection("docs")["ids"]
+    assert {r["vector"] for r in lost} == {"index"}
+    run_fixes(report)
+    assert doctor(path)[0] == 0
+
+
+def test_migrations_row_from_the_future(healthy_dir: BuiltDir) -> None:
+    path = healthy_dir.path
+    sql(path, "INSERT INTO migrations VALUES ('metadb', 7, '00007-future.sqlite.sql', '-- newer', '0')")
+    code, report = doctor(path)
+    assert (code, found(report)) == (2, {("sqlite.layout", "warning", None)})
+    finding = report["findings"][0]
+    assert "metadb 7 is newer" in finding["evidence"] and "no chops command" in finding["fix"]
+
+
+def test_stale_pickle_after_a_flush(healthy_dir: BuiltDir, tmp_path: Path) -> None:
+    """index_metadata.pickle from before the last flush (a process killed between writing the index
+    files and the pickle, or a restored old copy): total_elements_added below the highest label, 100
+    vectors no id owns (chromadb's query fails on them), and 100 records get returns that query never
+    finds. The rebuild fixes the index; then chromadb answers and misses exactly the records doctor
+    listed, which must be re-embedded."""
+    path = healthy_dir.path
+    pickle = segment_folder(path, "docs") / "index_metadata.pickle"
+    old = pickle.read_bytes()
+    added = chroma("add", path, "default_database", "docs", "100")["ids"]
+    pickle.write_bytes(old)
+    ids_out = tmp_path / "lost.jsonl"
+    code, report = doctor(path, "-c", "docs", "--ids-out", ids_out)
+    assert code == 2
+    assert found(report) == {
+        ("hnsw.total_elements_added", "error", "default_database/docs"),
+        ("hnsw.labels", "error", "default_database/docs"),
+        ("records.unfindable", "error", "default_database/docs"),
+    }
+    lost = [json.loads(line) for line in ids_out.read_text().splitlines()]
+    assert sorted(r["id"] for r in lost) == sorted(added)
+    assert {r["vector"] for r in lost} <= {"wal", "gone"}
+    unfindable = [f for f in report["findings"] if f["check"] == "records.unfindable"]
+    assert all(f["fix"].startswith("re-embed these records") for f in unfindable)
+
+    probe = tmp_path / "probe-before"
+    shutil.copytree(path, probe)
+    spec = tmp_path / "spec.json"
+    vectors = np.random.RandomState(7).rand(100, 16).tolist()  # what tests.chroma_probe's add wrote
+    spec.write_text(json.dumps(dict(zip(added, vectors, strict=True))))
+    broken = subprocess.run(
+        [sys.executable, "-m", "tests.chroma_probe", "findable", str(probe), "default_database", "docs", str(spec)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert broken.returncode != 0 and "Error finding id" in broken.stderr  # what the hnsw.labels error says
+
+    fixes = [f for f in report["findings"] if f["fix"].startswith("chops ")]
+    assert {f["check"] for f in fixes} == {"hnsw.total_elements_added", "hnsw.labels"}
+    run_fixes({"findings": fixes})
+    code, after = doctor(path, "-c", "docs")
+    assert (code, found(after)) == (2, {("records.unfindable", "error", "default_database/docs")})
+    probe = tmp_path / "probe-after"
+    shutil.copytree(path, probe)
+    answer = chroma("findable", probe, "default_database", "docs", str(spec))
+    assert answer["missing_get"] == [] and sorted(answer["not_found_by_query"]) == sorted(added)
+
+
+def test_golden_layouts_report_only_their_gap_and_orphan(golden_dir: BuiltDir) -> None:
+    """No false alarm on the older layouts (0.5/0.6 object pickles, preallocated sparse files)."""
+    code, report = doctor(golden_dir.path)
+    assert code == 2
+    assert {f["check"] for f in report["findings"]} <= {"wal.gap", "db.orphan_folder"}
+    assert all(f["severity"] == "info" for f in report["findings"])
+    orphans = [f for f in report["findings"] if f["check"] == "db.orphan_folder"]
+    assert len(orphans) == len(golden_dir.truth["orphan_dirs"])
