@@ -217,3 +217,13 @@ def test_golden_layouts_report_only_their_gap_and_orphan(golden_dir: BuiltDir) -
     assert all(f["severity"] == "info" for f in report["findings"])
     orphans = [f for f in report["findings"] if f["check"] == "db.orphan_folder"]
     assert len(orphans) == len(golden_dir.truth["orphan_dirs"])
+
+
+def test_missing_chroma_table_is_a_finding(healthy_dir: BuiltDir) -> None:
+    """A table Chroma needs is gone: named (not an error exit), the other checks skipped."""
+    path = healthy_dir.path
+    sql(path, "DROP TABLE embedding_metadata_array")
+    code, report = doctor(path)
+    assert (code, found(report)) == (2, {("sqlite.tables", "error", None)})
+    assert "embedding_metadata_array" in report["findings"][0]["evidence"]
+    assert "chops db restore" in report["findings"][0]["fix"]

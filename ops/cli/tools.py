@@ -86,7 +86,7 @@ def doctor(p: DoctorParams) -> int:
     from ops.engine.step import run_read_only
     from ops.steps import doctor as checks
 
-    step = checks.Doctor(checks.DoctorParams(collection=p.collection, database=p.database))
+    step = checks.Doctor(checks.DoctorScope(collection=p.collection, database=p.database))
     report = run_read_only(step, p.persist_dir)
     if p.ids_out:
         lines = b"".join(r.model_dump_json().encode() + b"\n" for r in report.unfindable)

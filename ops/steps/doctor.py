@@ -104,18 +104,18 @@ def label(c: CollectionRecord) -> str:
     return f"{c.database}/{c.name}"
 
 
-class DoctorParams(Params):
+class DoctorScope(Params):
     collection: str | None = None
     database: str | None = None
 
 
 class Doctor(ReadOnlyStep[DoctorReport]):
     name: ClassVar[str] = "doctor"
-    params_model: ClassVar[type[Params]] = DoctorParams
+    params_model: ClassVar[type[Params]] = DoctorScope
     needs_chroma_tables: ClassVar[bool] = False
 
-    def __init__(self, params: DoctorParams | None = None) -> None:
-        p = params or DoctorParams()
+    def __init__(self, params: DoctorScope | None = None) -> None:
+        p = params or DoctorScope()
         self.collection, self.database = p.collection, p.database
 
     def report(self, ctx: StepContext) -> DoctorReport:
