@@ -312,7 +312,7 @@ def _backup_cells(r: BackupRow) -> tuple[str, ...]:
 def print_doctor(console: Console, r: DoctorReport) -> None:
     """The findings, worst first; or one line saying the dir passed every check."""
     checked = f"{len(r.checks)} checks, {r.collections_checked} collection(s), layout {r.layout.chroma_versions}"
-    if r.healthy:
+    if not r.findings:
         console.print(f"[green]Healthy:[/] {escape(r.persist_dir)} passed {checked}.", soft_wrap=True)
         return
     table = Table(title=f"Doctor: {r.persist_dir}", title_justify="left", header_style="bold")
@@ -327,4 +327,5 @@ def print_doctor(console: Console, r: DoctorReport) -> None:
         table.add_row(severity, f.check, escape(f.collection or "-"), escape(f.evidence), escape(f.fix))
     show(console, table)
     counts = ", ".join(f"{n} {s}" for s, n in r.counts.items() if n)
-    console.print(f"{len(r.findings)} finding(s) ({counts}) in {checked}.", soft_wrap=True)
+    verdict = "[green]Healthy[/] (info only): " if r.healthy else ""
+    console.print(f"{verdict}{len(r.findings)} finding(s) ({counts}) in {checked}.", soft_wrap=True)
