@@ -44,6 +44,9 @@ MANIFEST = "manifest.json"
 CREATED_SNAPSHOTS = "created-snapshots.json"
 """Beside the manifest of a completed run's backup: the snapshot folders that run wrote (of the very
 state the backup holds), so that restoring the backup removes them and the same plan can be made again."""
+COMPLETED = "completed.json"
+"""Beside the manifest: written once the run that took the backup finished (its journal closed). A backup
+without it belongs to a run that failed, was rolled back or killed (or to a chops before this file)."""
 SQLITE_FULL = 13
 SEGMENTS = "segments"
 BACKUP_FORMAT_VERSION = 1
@@ -159,6 +162,31 @@ def _backup_folder(source: Path, target: Path, backup_dir: Path) -> list[FileEnt
             rel = str(out.relative_to(backup_dir))
             entries.append(FileEntry(path=rel, size=out.stat().st_size, sha256=sha256_file(out)))
     return entries
+
+
+class RunCompletion(BaseModel):
+    """The honest record of a run that finished: the backup its run took, plus when that run completed."""
+
+    run_id: str
+    command: str
+    """The steps it applied, as the manifest's reason names them."""
+    pipeline: str | None
+    """The pipeline of a `maintain` plan (maintain, nightly, ...); None for a single command."""
+    completed_at: str
+
+
+def record_completion(backup_dir: Path, run_id: str, command: str, pipeline: str | None) -> None:
+    completed = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    record = RunCompletion(run_id=run_id, command=command, pipeline=pipeline, completed_at=completed)
+    atomic_write(backup_dir / COMPLETED, orjson.dumps(record.model_dump(mode="json"), option=orjson.OPT_INDENT_2))
+
+
+def read_completion(backup_dir: Path) -> RunCompletion | None:
+    """When the backup's run finished; None when it did not (or the record is unreadable)."""
+    try:
+        return RunCompletion.model_validate(orjson.loads((backup_dir / COMPLETED).read_bytes()))
+    except (OSError, orjson.JSONDecodeError, ValidationError):
+        return None
 
 
 def remove_snapshot_folder(folder: Path) -> bool:

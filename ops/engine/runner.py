@@ -31,6 +31,7 @@ from ops.engine.backup import (
     new_backup_id,
     prune_backups,
     read_manifest,
+    record_completion,
     record_created_snapshots,
     remove_created_snapshots,
     remove_snapshot_folder,
@@ -193,10 +194,22 @@ def apply_plan(
     if use_backup:
         record_created_snapshots(Path(journal.backup_dir or ""), journal.created_snapshots)
     close_journal(root)
+    if use_backup:
+        notes += _record_completion(Path(journal.backup_dir or ""), journal, plan)
     result.notes = notes
     if use_backup:
         prune_backups(backup_root, options.keep_backups)
     return result
+
+
+def _record_completion(backup_dir: Path, journal: Journal, plan: Plan) -> list[str]:
+    """After the journal closed (the run is final): mark its backup as a completed run's (`chops metrics`
+    reads the newest one of a pipeline as the last successful maintain run). Not recording it fails nothing."""
+    try:
+        record_completion(backup_dir, journal.run_id, journal.command, plan.pipeline.name if plan.pipeline else None)
+    except OSError as exc:
+        return [f"the run completed, but its completion could not be recorded in {backup_dir} ({exc.strerror})"]
+    return []
 
 
 def _chroma_note(verification: ChromaVerification) -> str:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from ops.engine.backup import default_backup_root, list_backups
+from ops.engine.backup import BackupManifest, default_backup_root, list_backups, read_completion
 from ops.storage.persist_dir import validate_persist_dir
 
 
@@ -19,6 +19,13 @@ class BackupRow(BaseModel):
     includes_sqlite: bool
     folders: list[str]
     bytes: int
+    intact: bool
+    """Complete, and every file its manifest lists is there at its recorded size (a cheap check: the
+    sha256 of each file is verified by a restore, not here)."""
+    completed_at: str | None
+    """When the run that took it finished; None: it failed, was rolled back or killed, or is still running."""
+    pipeline: str | None
+    """The pipeline of a completed `maintain` run (None for a single command's run)."""
 
 
 class BackupListReport(BaseModel):
@@ -30,17 +37,30 @@ class BackupListReport(BaseModel):
 def backup_list(persist_dir: str, backup_root: Path | None = None) -> BackupListReport:
     root = validate_persist_dir(Path(persist_dir)).resolve()
     backups_at = backup_root or default_backup_root(root)
-    rows = [
-        BackupRow(
-            backup_id=manifest.backup_id if manifest else path.name,
-            path=str(path),
-            complete=manifest is not None,
-            created_at=manifest.created_at if manifest else None,
-            reason=manifest.reason if manifest else None,
-            includes_sqlite=manifest.includes_sqlite if manifest else False,
-            folders=manifest.folders if manifest else [],
-            bytes=manifest.total_bytes if manifest else 0,
-        )
-        for path, manifest in list_backups(backups_at)
-    ]
+    rows = [_row(path, manifest) for path, manifest in list_backups(backups_at)]
     return BackupListReport(persist_dir=str(root), backup_root=str(backups_at), backups=rows)
+
+
+def _row(path: Path, manifest: BackupManifest | None) -> BackupRow:
+    completion = read_completion(path) if manifest else None
+    return BackupRow(
+        backup_id=manifest.backup_id if manifest else path.name,
+        path=str(path),
+        complete=manifest is not None,
+        created_at=manifest.created_at if manifest else None,
+        reason=manifest.reason if manifest else None,
+        includes_sqlite=manifest.includes_sqlite if manifest else False,
+        folders=manifest.folders if manifest else [],
+        bytes=manifest.total_bytes if manifest else 0,
+        intact=manifest is not None and _files_present(path, manifest),
+        completed_at=completion.completed_at if completion else None,
+        pipeline=completion.pipeline if completion else None,
+    )
+
+
+def _files_present(path: Path, manifest: BackupManifest) -> bool:
+    for entry in manifest.files:
+        file = path / entry.path
+        if not file.is_file() or file.stat().st_size != entry.size:
+            return False
+    return True
