@@ -106,6 +106,13 @@ def test_run_flags_and_their_spellings() -> None:
     assert len(models) == 3  # a snapshot changes nothing in the persist dir: no backup options
 
 
+def test_metrics_options() -> None:
+    command, (options,) = parsed("metrics D -p --textfile out.prom --backup-root B")
+    assert command.name == "metrics"
+    got = (options.persist_dir, options.privacy_mode, options.textfile, options.backup_root)  # type: ignore[attr-defined]
+    assert got == ("D", True, "out.prom", "B")
+
+
 def test_environment_gives_defaults_and_a_flag_wins(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CHOPS_BACKUP_ROOT", "/backups")
     monkeypatch.setenv("CHOPS_LOCK_TIMEOUT", "3")

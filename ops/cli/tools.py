@@ -29,6 +29,7 @@ from ops.engine.plan import Plan
 from ops.engine.runner import RollbackResult
 from ops.engine.runner import rollback as run_rollback
 from ops.errors import BadInput, OpsError
+from ops.steps.targets import Privacy
 from ops.storage.fs import atomic_write
 
 if TYPE_CHECKING:
@@ -99,6 +100,31 @@ def _print_doctor(console: Console, report: DoctorReport) -> None:
     from ops.report import tables
 
     tables.print_doctor(console, report)
+
+
+class MetricsParams(PersistDirArg, BackupRoot, Privacy):
+    textfile: Annotated[str | None, flag(metavar="FILE")] = Field(
+        None, description="write atomically to this file (a node_exporter textfile: *.prom) instead of stdout"
+    )
+
+
+def metrics(p: MetricsParams) -> int:
+    """The Prometheus text exposition of db info, doctor and the backups; read-only."""
+    from ops.steps.metrics import exposition, gather
+
+    figures = gather(p.persist_dir, p.backup_root_path(), p.privacy_mode)
+    for line in figures.source.live_warnings:
+        warn(line)
+    text = exposition(figures)
+    if not p.textfile:
+        sys.stdout.buffer.write(text)
+        sys.stdout.flush()
+        return EXIT_OK
+    try:
+        atomic_write(Path(p.textfile), text)
+    except OSError as exc:
+        raise BadInput(f"cannot write {p.textfile} ({exc.strerror})", "pass a writable --textfile path") from None
+    return EXIT_OK
 
 
 class PlanShowParams(JsonFlag):

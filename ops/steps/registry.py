@@ -197,6 +197,13 @@ COMMANDS = (
         params="ops.cli.tools:DoctorParams",
     ),
     Command(
+        ("metrics",),
+        "Prometheus text exposition of db info, doctor and backups (stdout, or --textfile for node_exporter)",
+        "ops.cli.tools:metrics",
+        kind="tool",
+        params="ops.cli.tools:MetricsParams",
+    ),
+    Command(
         ("maintain",),
         "run a pipeline: plan it, review the plan file, apply exactly that (see pipelines/)",
         "ops.cli.tools:maintain",
