@@ -4,6 +4,7 @@ prometheus_client's own parser and compared with what the JSON commands report f
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from datetime import datetime
 from pathlib import Path
@@ -201,8 +202,8 @@ def test_an_incomplete_backup_does_not_count(standard_dir: BuiltDir) -> None:
     path = standard_dir.path
     assert run_chops("db", "clean", path, "--yes").code == 0
     (backup,) = run_chops("backup", "list", path, "--json").json()["backups"]
-    saved = next(p for p in Path(backup["path"]).rglob("*") if p.is_file() and p.name != "manifest.json")
-    saved.unlink()  # a file the manifest lists is gone
+    manifest = json.loads((Path(backup["path"]) / "manifest.json").read_text())
+    (Path(backup["path"]) / manifest["files"][0]["path"]).unlink()  # a file the manifest lists is gone
     _, samples = metrics(path)
     assert one(samples, "chroma_ops_backups") == 0
     assert one(samples, "chroma_ops_backup_newest_timestamp_seconds") == 0
