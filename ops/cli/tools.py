@@ -33,7 +33,7 @@ from ops.steps.targets import Privacy
 from ops.storage.fs import atomic_write
 
 if TYPE_CHECKING:
-    from ops.steps.doctor import DoctorReport
+    from ops.steps.doctor import DoctorReport, DoctorScope
 
 
 class WalExportParams(PersistDirArg):
@@ -77,6 +77,14 @@ class DoctorParams(PersistDirArg, JsonFlag):
     ids_out: Annotated[str | None, flag(metavar="FILE")] = Field(
         None, description="write the records query can never find as JSON Lines (id, collection, where the vector is)"
     )
+    plan: bool = Field(
+        False,
+        description="write the sealed repair plan (JSON; chops maintain PERSIST_DIR --apply PLAN applies it) and "
+        "change nothing; exit 2 if it plans changes or lists findings it cannot repair",
+    )
+    out: Annotated[str | None, flag("-o", metavar="FILE")] = Field(
+        None, description="with --plan: write the plan file here instead of stdout"
+    )
 
 
 EXIT_FINDINGS = 2
@@ -87,13 +95,32 @@ def doctor(p: DoctorParams) -> int:
     from ops.engine.step import run_read_only
     from ops.steps import doctor as checks
 
-    step = checks.Doctor(checks.DoctorScope(collection=p.collection, database=p.database))
-    report = run_read_only(step, p.persist_dir)
+    scope = checks.DoctorScope(collection=p.collection, database=p.database)
+    if p.plan:
+        return _doctor_plan(p, scope)
+    report = run_read_only(checks.Doctor(scope), p.persist_dir)
     if p.ids_out:
         lines = b"".join(r.model_dump_json().encode() + b"\n" for r in report.unfindable)
         atomic_write(Path(p.ids_out), lines)
     Output(p.json).emit(report, _print_doctor)
     return EXIT_OK if report.healthy else EXIT_FINDINGS
+
+
+def _doctor_plan(p: DoctorParams, scope: DoctorScope) -> int:
+    from ops.pipeline.doctor_plan import plan_repair
+    from ops.pipeline.maintain import plan_may_run_live
+
+    report, plan = plan_repair(p.persist_dir, scope)
+    if p.ids_out:
+        atomic_write(Path(p.ids_out), b"".join(r.model_dump_json().encode() + b"\n" for r in report.unfindable))
+    for step in plan.steps:
+        if step.skipped:
+            print(f"chops: skipped {step.step} of {step.target}: {step.skipped}", file=sys.stderr)
+    for u in plan.unrepaired:
+        print(f"chops: not repaired: {u.severity} {u.check} {u.collection or '-'}: {u.fix}", file=sys.stderr)
+    warn_live(plan, may_run_live=plan_may_run_live(plan))
+    _write_plan(plan, p.out)
+    return EXIT_OK if plan.is_empty and not plan.unrepaired else EXIT_CHANGES_PLANNED
 
 
 def _print_doctor(console: Console, report: DoctorReport) -> None:
@@ -190,7 +217,8 @@ def _summary(plan: Plan) -> str:
     counts = [f"{s.step} {len(s.actions)}" for s in plan.steps if s.actions]
     skipped = [f"{s.step} {s.target}" for s in plan.steps if s.skipped]
     text = "nothing to do" if not counts else "actions: " + ", ".join(counts)
-    return text + ("; skipped (see the plan for why): " + ", ".join(skipped) if skipped else "")
+    text += "; skipped (see the plan for why): " + ", ".join(skipped) if skipped else ""
+    return text + (f"; {len(plan.unrepaired)} finding(s) it cannot repair" if plan.unrepaired else "")
 
 
 class ApplyParams(ApplyFlags, BackupFlags):

@@ -249,6 +249,8 @@ class CommitDetails(Part):
     skipped: int
     creates_index: bool
     duration: Duration
+    readded: int = 0
+    """Records the index had lost, put back from their newest WAL row (wal commit --readd-lost)."""
 
 
 class CommitWal(ActionBase):

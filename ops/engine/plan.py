@@ -22,7 +22,7 @@ from ops.errors import BadInput
 
 PLAN_FORMAT_VERSION = 1
 
-__all__ = ["PLAN_FORMAT_VERSION", "Action", "PipelineRef", "Plan", "StateFingerprint", "StepPlan"]
+__all__ = ["PLAN_FORMAT_VERSION", "Action", "PipelineRef", "Plan", "StateFingerprint", "StepPlan", "Unrepaired"]
 
 
 class StepPlan(BaseModel):
@@ -61,7 +61,20 @@ class StateFingerprint(BaseModel):
     components: dict[str, str]
 
 
-_OPTIONAL_TOP = ("pipeline", "fingerprint", "digest", "live_processes")
+class Unrepaired(BaseModel):
+    """A problem the plan leaves as it is (doctor --plan): what doctor still finds on the state the
+    planned steps leave, with the way out no step can take (restore, re-embed)."""
+
+    model_config = ConfigDict(extra="forbid", defer_build=True)
+
+    check: str
+    severity: str
+    collection: str | None
+    evidence: str
+    fix: str
+
+
+_OPTIONAL_TOP = ("pipeline", "fingerprint", "digest", "live_processes", "unrepaired")
 _OPTIONAL_STEP = ("params", "selection", "skipped")
 
 
@@ -79,6 +92,8 @@ class Plan(BaseModel):
     live_processes: list[LiveProcess] = []
     """Processes (a running Chroma) that held the persist dir while planning: applying is refused
     while one does, unless every step may run beside it and --allow-live is given."""
+    unrepaired: list[Unrepaired] = []
+    """doctor --plan: what doctor still finds after the planned steps (listed, never hidden)."""
     digest: str | None = None
     """sha256 of the plan without this field: an edited plan no longer matches it."""
 

@@ -19,7 +19,7 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from typing import Any
 from ops.engine.backup import copy_persist_dir, default_backup_root
 from ops.engine.fingerprint import changed_components, compute
 from ops.engine.live import scan
-from ops.engine.plan import PipelineRef, Plan, StepPlan
+from ops.engine.plan import PipelineRef, Plan, StepPlan, Unrepaired
 from ops.engine.progress import ProgressSink
 from ops.engine.runner import (
     RollbackFailed,
@@ -54,20 +54,49 @@ def plan_pipeline(persist_dir: str, pipeline_name: str, backup_root: Path | None
     root = open_for_change(persist_dir)
     source = resolve_pipeline(pipeline_name)
     pipeline, data = load_pipeline(source)
+    ref = PipelineRef(name=pipeline.name, source=str(source), sha256=hashlib.sha256(data).hexdigest())
+    return plan_pipeline_model(root, pipeline, ref, backup_root)
+
+
+Leftover = Callable[[Path], list[Unrepaired]]
+"""Reads the state the planned steps leave (the scratch copy, or the persist dir itself when no
+step changes anything) and lists what is still wrong there (doctor --plan)."""
+
+
+def plan_pipeline_model(
+    persist_dir: str | Path,
+    pipeline: Pipeline,
+    ref: PipelineRef,
+    backup_root: Path | None = None,
+    leftover: Leftover | None = None,
+    tolerant: bool = False,
+) -> Plan:
+    """Plan an in-memory pipeline (a loaded file, or one built from doctor's findings) into a sealed plan.
+
+    tolerant: a step that cannot even be planned (e.g. an index whose pickle is unreadable) is
+    recorded as skipped with its reason instead of failing the whole plan."""
+    root = open_for_change(persist_dir)
     with PersistDir.open(root) as pd:
         refuse_unknown_layout(pd)
         fingerprint = compute(pd)
         layout = pd.layout.name
     with _simulation(root) as state:
-        planned = _plan_steps(pipeline, state)
+        planned = _plan_steps(pipeline, state, tolerant)
+        unrepaired = leftover(state.current) if leftover is not None else []
     changes = any(not sp.is_empty for sp in planned if sp.step != SNAPSHOT)
     snapshot_home = (backup_root or default_backup_root(root)) / "snapshots"
     steps = [
         _plan_snapshot(sp, root, snapshot_home / fingerprint.digest, changes) if sp.step == SNAPSHOT else sp
         for sp in planned
     ]
-    ref = PipelineRef(name=pipeline.name, source=str(source), sha256=hashlib.sha256(data).hexdigest())
-    plan = Plan(persist_dir=str(root), layout=layout, steps=steps, pipeline=ref, fingerprint=fingerprint)
+    plan = Plan(
+        persist_dir=str(root),
+        layout=layout,
+        steps=steps,
+        pipeline=ref,
+        fingerprint=fingerprint,
+        unrepaired=unrepaired,
+    )
     return plan.model_copy(update={"live_processes": scan(root).processes}).sealed()
 
 
@@ -114,7 +143,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _plan_steps(pipeline: Pipeline, state: _State) -> list[StepPlan]:
+def _plan_steps(pipeline: Pipeline, state: _State, tolerant: bool = False) -> list[StepPlan]:
     planned: list[StepPlan] = []
     entry: Any
     for entry in pipeline.steps:
@@ -122,10 +151,25 @@ def _plan_steps(pipeline: Pipeline, state: _State) -> list[StepPlan]:
             planned.append(StepPlan(step=SNAPSHOT, target="persist dir", params=entry.with_.model_dump()))
             continue
         for step, params, selection in _expand(entry, state.current):
-            with PersistDir.open(state.current) as pd:
-                ctx = StepContext(persist_dir=pd)
-                step.precheck(ctx)
-                step_plan = step.plan(ctx).model_copy(update={"params": params, "selection": selection})
+            try:
+                with PersistDir.open(state.current) as pd:
+                    ctx = StepContext(persist_dir=pd)
+                    step.precheck(ctx)
+                    step_plan = step.plan(ctx).model_copy(update={"params": params, "selection": selection})
+            except OpsError as exc:
+                if not tolerant:
+                    raise
+                target = "/".join(str(selection[k]) for k in ("database", "collection") if k in selection)
+                planned.append(
+                    StepPlan(
+                        step=entry.step,
+                        target=target or "persist dir",
+                        params=params,
+                        selection=selection,
+                        skipped=f"cannot be planned: {exc.one_line()}",
+                    )
+                )
+                continue
             planned.append(_advance(state, step, step_plan))
     return planned
 
@@ -161,15 +205,18 @@ def _expand(entry: Any, state: Path) -> list[Expanded]:
     params = entry.with_.model_dump(exclude_none=True)
     if kind.scope == "dir":
         return [(build_step(entry.step, params, {}), params, {})]
-    report = run_read_only(DbInfo(), str(state))
+    chosen: list[Any]
+    if entry.when is None:  # the names are enough: no need to measure (nor to read damaged indexes)
+        with PersistDir.open(state) as pd:
+            every: list[Any] = pd.collections()
+    else:
+        every = run_read_only(DbInfo(), str(state)).collections
     chosen = [
-        c
-        for c in report.collections
-        if entry.select.matches(c.name, c.database) and (entry.when is None or entry.when.holds(c))
+        c for c in every if entry.select.matches(c.name, c.database) and (entry.when is None or entry.when.holds(c))
     ]
     if kind.scope == "collections":
         names = {f"{c.database}/{c.name}" for c in chosen}
-        skip = sorted(f"{c.database}/{c.name}" for c in report.collections if f"{c.database}/{c.name}" not in names)
+        skip = sorted(f"{c.database}/{c.name}" for c in every if f"{c.database}/{c.name}" not in names)
         selection: dict[str, Any] = {"skip": skip}
         return [(build_step(entry.step, params, selection), params, selection)]
     out = []

@@ -248,6 +248,13 @@ def print_plan(console: Console, plan: Plan) -> None:
             _line(console, f"  skipped: {step.skipped}")
         elif not step.actions:
             _line(console, "  nothing to do")
+    if plan.unrepaired:
+        _line(console, "")
+        _line(console, f"Not repaired by this plan ({len(plan.unrepaired)}): doctor still finds, after the steps above")
+        for u in plan.unrepaired:
+            _line(console, f"  {u.severity}  {u.check}  {u.collection or '-'}")
+            _line(console, f"      {'evidence:':<10}{u.evidence}")
+            _line(console, f"      {'fix:':<10}{u.fix}")
 
 
 def print_plan_document(console: Console, plan: Plan) -> None:

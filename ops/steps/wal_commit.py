@@ -20,7 +20,7 @@ from ops.engine.plan import StepPlan
 from ops.engine.step import Step, StepContext, Touches
 from ops.errors import OpsError
 from ops.steps.targets import SkipCollections
-from ops.storage import wal_apply
+from ops.storage import wal, wal_apply
 from ops.storage.fs import tree_size
 from ops.storage.index_swap import staging_folder, swap_in
 from ops.storage.models import CollectionRecord
@@ -29,6 +29,11 @@ from ops.storage.sysdb import embedding_ids
 
 class WalCommitParams(SkipCollections):
     threads: int | None = Field(None, ge=1, description="index threads (default: all cores)")
+    readd_lost: bool = Field(
+        False,
+        description="also put back records the index lost (get finds them, query never does) from their "
+        "newest WAL row that still holds the vector",
+    )
 
 
 class WalCommit(Step):
@@ -39,6 +44,7 @@ class WalCommit(Step):
         params = params or WalCommitParams()
         self.skip = set(params.skip_collection_names)
         self.threads = params.threads or os.cpu_count() or 1
+        self.readd_lost = params.readd_lost
 
     def plan(self, ctx: StepContext) -> StepPlan:
         pd = ctx.persist_dir
@@ -46,18 +52,24 @@ class WalCommit(Step):
         actions: list[Action] = []
         for record in pd.collections():
             segment = record.vector_segment
-            if record.named_in(self.skip) or segment is None or pd.wal_gap(record, stats.get(record.id)) == 0:
+            if record.named_in(self.skip) or segment is None or record.id not in stats:
                 continue
+            gap = pd.wal_gap(record, stats[record.id])
             topic = stats[record.id].topic
+            if gap == 0 and not self.readd_lost:
+                continue
             meta = pd.hnsw_pickle(segment.id)
             book = wal_apply.label_book(meta, pd.layout.pickle_form)
+            readd = self._readd_rows(ctx, record, topic, book, with_vectors=False)
+            if gap == 0 and not readd:
+                continue
             before = CommitState(
                 max_seq_id=segment.max_seq_id,
                 wal_gap=pd.wal_gap(record, stats[record.id]),
                 ids=len(book.id_to_label),
                 labels_allocated=book.total_elements_added,
             )
-            for row in wal_apply.pending_rows(pd.conn, topic, segment.max_seq_id, with_vectors=False):
+            for row in [*readd, *wal_apply.pending_rows(pd.conn, topic, segment.max_seq_id, with_vectors=False)]:
                 wal_apply.effect_of(book, row)
             actions.append(
                 CommitWal(
@@ -78,10 +90,31 @@ class WalCommit(Step):
                         skipped=book.skipped,
                         creates_index=meta is None,
                         duration="seconds" if book.added + book.updated < 200_000 else "minutes",
+                        readded=len(readd),
                     ),
                 )
             )
         return StepPlan(step=self.name, target="vector segments", actions=actions)
+
+    def _readd_rows(
+        self, ctx: StepContext, record: CollectionRecord, topic: str, book: wal_apply.LabelBook, with_vectors: bool
+    ) -> list[wal_apply.PendingRow]:
+        """With --readd-lost: the newest vector row of each record the metadata segment holds and
+        the index does not, unless a pending ADD/UPSERT adds it anyway. The book starts at the
+        segment's max_seq_id, so re-adding never lowers it."""
+        segment = record.vector_segment
+        assert segment is not None
+        book.max_seq_id = max(book.max_seq_id, segment.max_seq_id or 0)
+        if not self.readd_lost or record.metadata_segment is None or segment.max_seq_id is None:
+            return []
+        conn = ctx.persist_dir.conn
+        pending = wal.pending_operations(conn, topic, segment.max_seq_id)
+        lost = {
+            i
+            for i in embedding_ids(conn, record.metadata_segment.id) - set(book.id_to_label)
+            if not pending.get(i, set()) & {"ADD", "UPSERT"}
+        }
+        return wal_apply.newest_vector_rows(conn, topic, segment.max_seq_id, lost, with_vectors)
 
     def touches(self, plan: StepPlan) -> Touches:
         return Touches(sqlite=True, folders=[a.details.segment_id for a in _commits(plan)])
@@ -103,13 +136,16 @@ class WalCommit(Step):
         ctx.will_create(staged)
         old = pd.hnsw_pickle(segment.id)
         book = wal_apply.label_book(old, pd.layout.pickle_form)
+        readd = self._readd_rows(ctx, record, action.details.topic, book, with_vectors=True)
+        if len(readd) != action.details.readded:
+            raise OpsError(f"the records {action.target} lost changed while committing it")
         index = wal_apply.SegmentIndex(
             folder, pd.hnsw_header(segment.id), old is not None, record.hnsw_config, record.dimension
         )
         ctx.progress.start(f"committing {record.name}", max(action.details.adds + action.details.updates, 1))
         wal_apply.commit_to_folder(
             pd.conn, action.details.topic, segment.max_seq_id, index, staged, book, self.threads,
-            action.details.adds, ctx.progress.advance,
+            action.details.adds, ctx.progress.advance, readd,
         )  # fmt: skip
         ctx.progress.finish()
         if book.max_seq_id != action.after.max_seq_id:
@@ -120,6 +156,7 @@ class WalCommit(Step):
         ctx.notes.append(
             f"{record.name}: applied {book.added:,} adds, {book.updated:,} updates, {book.deleted:,} deletes "
             f"({book.skipped:,} skipped as Chroma would); max_seq_id {segment.max_seq_id} -> {book.max_seq_id}"
+            + (f"; {len(readd):,} lost records re-added from their WAL rows" if readd else "")
         )
 
     def verify(self, ctx: StepContext, plan: StepPlan) -> None:
@@ -141,8 +178,11 @@ class WalCommit(Step):
                 problems.append("live labels differ from index_metadata.pickle")
             if record.metadata_segment is not None:
                 stored = embedding_ids(pd.conn, record.metadata_segment.id)
-                if stored != set(meta.id_to_label):
-                    problems.append(f"{len(stored ^ set(meta.id_to_label))} ids differ from the metadata segment")
+                differ = stored ^ set(meta.id_to_label)
+                if self.readd_lost and differ:  # lost records no WAL row holds a vector of: nothing re-adds them
+                    differ -= (stored - set(meta.id_to_label)) - wal.ids_with_vectors(pd.conn, stats[record.id].topic)
+                if differ:
+                    problems.append(f"{len(differ)} ids differ from the metadata segment")
             if problems:
                 raise OpsError(f"wal commit of {action.target} failed verification: {'; '.join(problems)}")
 

@@ -203,11 +203,12 @@ def check_length_file(folder: Path, header: HnswHeader) -> None:
 
 
 def link_lists_damage(folder: Path, header: HnswHeader) -> str | None:
-    """What is wrong with link_lists.bin, or None."""
+    """What is wrong with link_lists.bin, or None. Named from the segment folder on (the same words for
+    the persist dir and any copy of it: a plan's details must not depend on where it was planned)."""
     try:
         check_link_lists(folder, header)
     except CorruptHnswFile as exc:
-        return exc.message
+        return exc.message.replace(str(folder), folder.name)
     return None
 
 

@@ -16,6 +16,7 @@ caller's transaction).
 
 from __future__ import annotations
 
+import itertools
 import math
 import shutil
 import sqlite3
@@ -76,6 +77,39 @@ def _vector(blob: Any, encoding: Any, with_vectors: bool) -> npt.NDArray[np.floa
         return _NO_VECTOR_READ
     dtype = VECTOR_DTYPES.get(str(encoding or "FLOAT32").upper(), np.dtype("<f4"))
     return np.frombuffer(blob, dtype=dtype).astype(np.float32)
+
+
+def newest_vector_rows(
+    conn: sqlite3.Connection, topic: str, up_to: int | None, ids: set[str], with_vectors: bool = True
+) -> list[PendingRow]:
+    """For records the index lost (the metadata segment has them, index_metadata.pickle does not):
+    the newest WAL row of each id, at or below the segment's max_seq_id, that carries a vector, as
+    an ADD, in seq_id order. Applied before the pending rows, it puts the record back as it was
+    when the rows after it (if any) come. Ids without such a row are left out: their vectors are gone."""
+    if not ids or up_to is None:
+        return []
+    newest: dict[str, int] = {}
+    rows = conn.execute(
+        "SELECT seq_id, id FROM embeddings_queue WHERE topic = ? AND seq_id <= ? AND operation != ? "
+        "AND vector IS NOT NULL ORDER BY seq_id",
+        (topic, up_to, DELETE),
+    )
+    for seq_id, record_id in rows:
+        if str(record_id) in ids:
+            newest[str(record_id)] = int(seq_id)
+    chosen = sorted(newest.values())
+    vector_col = "vector" if with_vectors else "vector IS NOT NULL"
+    out: list[PendingRow] = []
+    for start in range(0, len(chosen), 500):
+        part = chosen[start : start + 500]
+        marks = ",".join("?" * len(part))
+        for seq_id, record_id, blob, encoding in conn.execute(
+            f"SELECT seq_id, id, {vector_col}, encoding FROM embeddings_queue WHERE seq_id IN ({marks}) "
+            "ORDER BY seq_id",
+            part,
+        ):
+            out.append(PendingRow(int(seq_id), ADD, str(record_id), _vector(blob, encoding, with_vectors)))
+    return out
 
 
 @dataclass
@@ -217,16 +251,18 @@ def commit_to_folder(
     threads: int,
     planned_adds: int,
     advance: Callable[[int], None],
+    readd: list[PendingRow] | None = None,
 ) -> None:
     """Apply the topic's WAL rows past `after_seq_id` to a copy of the segment's index in `staged`
     (a fresh index when it never flushed), changing `book` as Chroma would, and persist it there
-    (read back: hnsw_index.persist). `advance(n)` reports rows that wrote a vector."""
+    (read back: hnsw_index.persist). `advance(n)` reports rows that wrote a vector. `readd`: rows
+    (newest_vector_rows) applied first, re-adding records the index lost."""
     remove_tree(staged)
     index = _open_copy(segment, staged)
     try:
         writer = IndexWriter(index=index, threads=threads, resize_factor=segment.config.resize_factor)
         writer.present.update(book.label_to_id)
-        for row in pending_rows(conn, topic, after_seq_id):
+        for row in itertools.chain(readd or [], pending_rows(conn, topic, after_seq_id)):
             effect = effect_of(book, row)
             if effect is None:
                 continue

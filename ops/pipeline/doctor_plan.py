@@ -1,0 +1,145 @@
+"""`doctor --plan`: doctor's findings turned into a pipeline of existing steps, planned like
+`maintain`'s (simulated on a scratch copy, fingerprinted, sealed) and applied by the same `--apply`.
+
+Which step repairs which finding:
+    fts.missing, fts.content          -> fts.rebuild
+    fts.integrity                     -> fts.rebuild (force: the rows still count right)
+    db.orphan_folder                  -> db.clean
+    hnsw.level0_links, hnsw.link_lists, hnsw.levels, hnsw.labels, hnsw.total_elements_added,
+    records.unfindable (vectors in the damaged index's data_level0.bin)
+                                      -> hnsw.rebuild of that collection
+    wal.gap, hnsw.max_seq_id (records past the table's max_seq_id),
+    records.unfindable (vectors in WAL rows)
+                                      -> wal.commit of those collections, with readd_lost (after
+                                         the rebuilds: a rebuilt index first drops labels no id owns)
+    wal.orphan_topic                  -> wal.clean (left out while a lost record's only copy is a WAL row)
+Nothing is planned on a database whose SQLite checks fail or whose layout chops does not know.
+
+What is still wrong afterwards is not guessed: doctor runs again on the state the planned steps
+leave (the planner's scratch copy) and every finding it still makes goes into the plan's
+`unrepaired` list with its evidence and the way out (restore, re-embed), never hidden.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from ops.engine.fingerprint import compute
+from ops.engine.live import scan
+from ops.engine.plan import PipelineRef, Plan, Unrepaired
+from ops.engine.runner import open_for_change
+from ops.engine.step import run_read_only
+from ops.errors import OpsError
+from ops.pipeline.maintain import plan_pipeline_model
+from ops.pipeline.models import Pipeline
+from ops.steps.doctor import Doctor, DoctorReport, DoctorScope, Finding
+from ops.storage import PersistDir
+
+REBUILD_CHECKS = frozenset(
+    {"hnsw.level0_links", "hnsw.link_lists", "hnsw.levels", "hnsw.labels", "hnsw.total_elements_added"}
+)
+COMMIT_CHECKS = frozenset({"wal.gap", "hnsw.max_seq_id"})
+REFUSE_ALL = frozenset({"sqlite.quick_check", "sqlite.tables"})
+NOT_PLANNED = {
+    "sqlite.quick_check": "chops changes nothing in a damaged chroma.sqlite3",
+    "sqlite.tables": "chops changes nothing in a chroma.sqlite3 that lacks tables",
+    "sqlite.layout": "chops changes nothing in a layout it does not know",
+    "hnsw.header": "no salvage rebuild of an index whose header.bin is damaged yet",
+    "hnsw.files": "no salvage rebuild of an index whose data files are damaged yet",
+    "hnsw.pickle": "no salvage rebuild of an index whose index_metadata.pickle is damaged yet",
+    "hnsw.folder": "the index folder is gone",
+}
+PIPELINE_NAME = "doctor"
+
+
+def plan_repair(persist_dir: str, scope: DoctorScope, backup_root: Path | None = None) -> tuple[DoctorReport, Plan]:
+    """Doctor's report of the persist dir, and the sealed plan that repairs what it can."""
+    report = run_read_only(Doctor(scope), persist_dir)
+    root = Path(report.persist_dir)
+    pipeline = repair_pipeline(report)
+    if pipeline is None:
+        return report, _plan_without_steps(root, report)
+    body = pipeline.model_dump_json(by_alias=True, exclude_none=True).encode()
+    ref = PipelineRef(name=PIPELINE_NAME, source="doctor findings", sha256=hashlib.sha256(body).hexdigest())
+    planned_checks = {f.check for f in report.findings}
+
+    def leftover(state: Path) -> list[Unrepaired]:
+        after = report if state == root else run_read_only(Doctor(scope), str(state))
+        return [_unrepaired(f, str(state), str(root), planned_checks) for f in after.findings]
+
+    plan = plan_pipeline_model(root, pipeline, ref, backup_root, leftover=leftover, tolerant=True)
+    return report, plan
+
+
+def repair_pipeline(report: DoctorReport) -> Pipeline | None:
+    """The steps that repair the findings (None: nothing to plan)."""
+    findings = report.findings
+    checks = {f.check for f in findings}
+    if checks & REFUSE_ALL or not report.layout.known:
+        return None
+    entries: list[dict[str, Any]] = []
+    if checks & {"fts.missing", "fts.content", "fts.integrity"}:
+        entries.append({"step": "fts.rebuild", "with": {"force": "fts.integrity" in checks}})
+    if "db.orphan_folder" in checks:
+        entries.append({"step": "db.clean"})
+    by_kind: dict[str, set[str]] = defaultdict(set)
+    for r in report.unfindable:
+        by_kind[r.vector].add(f"{r.database}/{r.collection}")
+    rebuild = {f.collection for f in findings if f.check in REBUILD_CHECKS and f.collection} | by_kind["index"]
+    for target in sorted(rebuild):
+        database, name = _split(target)
+        entries.append({"step": "hnsw.rebuild", "select": {"include": [name], "databases": [database]}})
+    commit = {f.collection for f in findings if f.check in COMMIT_CHECKS and f.collection} | by_kind["wal"]
+    per_database: dict[str, list[str]] = defaultdict(list)
+    for target in sorted(commit):
+        database, name = _split(target)
+        per_database[database].append(name)
+    for database, names in sorted(per_database.items()):
+        entries.append(
+            {"step": "wal.commit", "select": {"include": names, "databases": [database]}, "with": {"readd_lost": True}}
+        )
+    if "wal.orphan_topic" in checks and not by_kind["wal"]:
+        entries.append({"step": "wal.clean"})
+    if not entries:
+        return None
+    description = "repairs for: " + ", ".join(sorted(checks))
+    return Pipeline.model_validate({"name": PIPELINE_NAME, "description": description, "steps": entries})
+
+
+def _split(target: str) -> tuple[str, str]:
+    database, _, name = target.rpartition("/")
+    return database, name
+
+
+def _unrepaired(f: Finding, seen_as: str, root: str, planned_checks: set[str]) -> Unrepaired:
+    evidence, fix = f.evidence.replace(seen_as, root), f.fix.replace(seen_as, root)
+    if fix.startswith("chops ") and f.check in NOT_PLANNED:
+        fix = (
+            f"{NOT_PLANNED[f.check]}: restore it from a backup or snapshot, or re-embed ({fix} would need it readable)"
+        )
+    elif fix.startswith("chops ") and f.check in planned_checks:
+        fix = f"the planned steps leave it (doctor names: {fix})"
+    return Unrepaired(check=f.check, severity=f.severity, collection=f.collection, evidence=evidence, fix=fix)
+
+
+def _plan_without_steps(root: Path, report: DoctorReport) -> Plan:
+    """Nothing to change: the plan only lists what is found, and nothing in it can be applied."""
+    root = open_for_change(root)
+    try:
+        with PersistDir.open(root, check_tables=False) as pd:
+            fingerprint = compute(pd)
+    except OpsError:
+        fingerprint = None  # e.g. a table the fingerprint reads is gone: nothing to apply anyway
+    checks = {f.check for f in report.findings}
+    unrepaired = [_unrepaired(f, str(root), str(root), checks) for f in report.findings]
+    plan = Plan(
+        persist_dir=str(root),
+        layout=report.layout.name,
+        pipeline=PipelineRef(name=PIPELINE_NAME, source="doctor findings", sha256=hashlib.sha256(b"").hexdigest()),
+        fingerprint=fingerprint,
+        unrepaired=unrepaired,
+    )
+    return plan.model_copy(update={"live_processes": scan(root).processes}).sealed()

@@ -1,0 +1,244 @@
+"""`chops doctor --plan` on real damage: the findings become a sealed plan of existing steps, `plan show`
+renders it, `maintain --apply` (or `chops apply`) applies it, then doctor is clean (or lists only what
+cannot be repaired, as the plan said) and chromadb answers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.conftest import (
+    BuiltDir,
+    assert_same_answers,
+    build,
+    chroma,
+    chroma_snapshot,
+    private_copy,
+    run_chops,
+    tree_state,
+)
+
+
+@pytest.fixture(scope="session")
+def healthy_master(tmp_path_factory: pytest.TempPathFactory) -> BuiltDir:
+    return build("healthy", tmp_path_factory.mktemp("healthy") / "persist")
+
+
+@pytest.fixture
+def healthy_dir(healthy_master: BuiltDir, tmp_path: Path) -> BuiltDir:
+    return private_copy(healthy_master, tmp_path / "persist")
+
+
+def doctor(path: Path, *args: str | Path) -> tuple[int, dict[str, Any]]:
+    r = run_chops("doctor", path, "--json", *args)
+    assert r.code in (0, 2), r.stderr
+    return r.code, r.json()
+
+
+def found(report: dict[str, Any]) -> set[tuple[str, str, str | None]]:
+    return {(f["check"], f["severity"], f["collection"]) for f in report["findings"]}
+
+
+def plan_repair(path: Path, out: Path, *args: str) -> dict[str, Any]:
+    """doctor --plan --out: exit 2, the plan file renders with plan show; the plan as JSON."""
+    r = run_chops("doctor", path, "--plan", "--out", out, *args)
+    assert r.code == 2, r.stderr
+    shown = run_chops("plan", "show", out)
+    assert shown.code == 0 and "Pipeline:" in shown.stdout and "doctor (doctor findings)" in shown.stdout, shown.stderr
+    plan: dict[str, Any] = json.loads(out.read_text())
+    assert plan["digest"] and plan["fingerprint"]["digest"] and plan["pipeline"]["name"] == "doctor"
+    return plan
+
+
+def planned(plan: dict[str, Any]) -> list[tuple[str, str]]:
+    """(step, target) of every step that changes something."""
+    return [(s["step"], s["target"]) for s in plan["steps"] if s.get("actions")]
+
+
+def apply_with_maintain(path: Path, plan_file: Path) -> None:
+    r = run_chops("maintain", path, "--apply", plan_file, "--no-backup")
+    assert r.code == 0, r.stderr
+
+
+def sql(path: Path, statement: str) -> None:
+    with closing(sqlite3.connect(path / "chroma.sqlite3")) as conn, conn:
+        conn.execute(statement)
+
+
+def segment_folder(path: Path, name: str) -> Path:
+    report = run_chops("hnsw", "info", path, "-c", name, "--json").json()
+    return Path(report["collection"]["hnsw"]["path"])
+
+
+def test_healthy_dir_plans_nothing_and_stays_untouched(healthy_dir: BuiltDir) -> None:
+    path = healthy_dir.path
+    before = tree_state(path)
+    r = run_chops("doctor", path, "--plan")
+    assert r.code == 0, r.stderr
+    plan = json.loads(r.stdout)
+    assert plan["steps"] == [] and "unrepaired" not in plan and plan["digest"]
+    assert tree_state(path) == before
+
+
+def test_wal_gap_and_orphan_folder(standard_dir: BuiltDir, tmp_path: Path) -> None:
+    """Info findings only (doctor exits 0), but the plan repairs them: db clean, wal commit of both
+    gaps; afterwards doctor finds nothing and chromadb answers as before."""
+    path = standard_dir.path
+    before = chroma_snapshot(path, tmp_path)
+    plan_file = tmp_path / "p.json"
+    plan = plan_repair(path, plan_file)
+    assert planned(plan) == [("db.clean", "HNSW folders"), ("wal.commit", "vector segments")]
+    commits = {a["target"]: a for s in plan["steps"] for a in s["actions"] if a["kind"] == "commit_wal"}
+    assert sorted(commits) == ["default_database/frag", "default_database/pending"]
+    assert "unrepaired" not in plan
+    apply_with_maintain(path, plan_file)
+    assert doctor(path)[1]["findings"] == []
+    assert_same_answers(before, chroma_snapshot(path, tmp_path), rebuilt=True)
+    assert run_chops("doctor", path, "--plan").code == 0  # nothing left to plan
+
+
+def test_dropped_fts_table_applied_with_chops_apply(healthy_dir: BuiltDir, tmp_path: Path) -> None:
+    path = healthy_dir.path
+    sql(path, "DROP TABLE embedding_fulltext_search")
+    plan_file = tmp_path / "p.json"
+    plan = plan_repair(path, plan_file)
+    assert planned(plan) == [("fts.rebuild", "embedding_fulltext_search")]
+    r = run_chops("apply", plan_file, "--no-backup")
+    assert r.code == 0, r.stderr
+    assert doctor(path)[1]["findings"] == []
+    assert chroma("contains", path, "default_database", "docs", "cats")["ids"]  # where_document works again
+
+
+def test_corrupted_fts_index_is_rebuilt_with_force(healthy_dir: BuiltDir, tmp_path: Path) -> None:
+    path = healthy_dir.path
+    sql(
+        path,
+        "UPDATE embedding_fulltext_search_data SET block = zeroblob(length(block)) "
+        "WHERE id = (SELECT max(id) FROM embedding_fulltext_search_data)",
+    )
+    plan_file = tmp_path / "p.json"
+    plan = plan_repair(path, plan_file)
+    step = next(s for s in plan["steps"] if s["step"] == "fts.rebuild")
+    assert step["params"]["force"] is True and step["actions"]
+    apply_with_maintain(path, plan_file)
+    assert doctor(path)[1]["findings"] == []
+
+
+def test_truncated_link_lists(healthy_master: BuiltDir, healthy_dir: BuiltDir, tmp_path: Path) -> None:
+    """Chroma cannot load the index: every record of docs is unfindable, its vectors intact in
+    data_level0.bin. The plan rebuilds docs; chromadb then answers as the undamaged dir did."""
+    path = healthy_dir.path
+    before = chroma_snapshot(healthy_master.path, tmp_path)
+    links = segment_folder(path, "docs") / "link_lists.bin"
+    with links.open("r+b") as f:
+        f.truncate(links.stat().st_size // 2)
+    plan_file = tmp_path / "p.json"
+    plan = plan_repair(path, plan_file)
+    assert planned(plan) == [("hnsw.rebuild", "default_database/docs")]
+    rebuild = next(s for s in plan["steps"] if s["step"] == "hnsw.rebuild")
+    assert rebuild["selection"] == {"collection": "docs", "database": "default_database"}
+    assert rebuild["actions"][0]["details"]["repairs"]
+    assert "unrepaired" not in plan
+    apply_with_maintain(path, plan_file)
+    assert doctor(path)[1]["findings"] == []
+    assert_same_answers(before, chroma_snapshot(path, tmp_path), rebuilt=True)
+
+
+def test_stale_pickle_after_a_flush(healthy_dir: BuiltDir, tmp_path: Path) -> None:
+    """index_metadata.pickle from before the last flush: 100 vectors no id owns, 100 records query
+    never finds. The plan rebuilds the index (dropping the unowned labels), then wal commit puts the
+    lost records back from their WAL rows where those still exist; the rest are listed as
+    unrepairable (re-embed), and chromadb misses exactly those."""
+    path = healthy_dir.path
+    pickle = segment_folder(path, "docs") / "index_metadata.pickle"
+    old = pickle.read_bytes()
+    added = chroma("add", path, "default_database", "docs", "100")["ids"]
+    pickle.write_bytes(old)
+    _, report = doctor(path)
+    in_wal = sorted(r["id"] for r in report["unfindable"] if r["vector"] == "wal")
+    gone = sorted(r["id"] for r in report["unfindable"] if r["vector"] == "gone")
+    assert sorted(in_wal + gone) == sorted(added)
+    assert in_wal  # chromadb's purge keeps the newest WAL row: that record can be put back
+
+    plan_file = tmp_path / "p.json"
+    plan = plan_repair(path, plan_file)
+    steps = planned(plan)
+    assert steps[0] == ("hnsw.rebuild", "default_database/docs")
+    if in_wal:
+        assert steps[1:] == [("wal.commit", "vector segments")]
+        commit = next(a for s in plan["steps"] for a in s["actions"] if a["kind"] == "commit_wal")
+        assert commit["details"]["readded"] == len(in_wal)
+    unrepaired = plan.get("unrepaired", [])
+    assert {(u["check"], u["collection"]) for u in unrepaired} == (
+        {("records.unfindable", "default_database/docs")} if gone else set()
+    )
+    assert all(u["fix"].startswith("re-embed these records") for u in unrepaired)
+    shown = run_chops("plan", "show", plan_file).stdout
+    assert ("Not repaired by this plan" in shown) == bool(gone)
+
+    apply_with_maintain(path, plan_file)
+    _, after = doctor(path)
+    assert found(after) == ({("records.unfindable", "error", "default_database/docs")} if gone else set())
+    assert sorted(r["id"] for r in after["unfindable"]) == gone
+
+    spec = tmp_path / "spec.json"
+    vectors = np.random.RandomState(7).rand(100, 16).tolist()  # what tests.chroma_probe's add wrote
+    spec.write_text(json.dumps(dict(zip(added, vectors, strict=True))))
+    probe = tmp_path / "probe-after"
+    shutil.copytree(path, probe)
+    answer = chroma("findable", probe, "default_database", "docs", str(spec))
+    assert answer["missing_get"] == [] and sorted(answer["not_found_by_query"]) == gone
+
+
+def test_writes_below_sync_threshold_then_a_purge(standard_dir: BuiltDir, tmp_path: Path) -> None:
+    """frag's 7 late adds never reached the index (below sync_threshold); a purge that ignores the
+    vector segment's max_seq_id (older chromadb's, or a hand-run DELETE) then takes their WAL rows: get
+    returns them, query never will, and no copy of their vectors is left. The plan repairs the rest
+    (orphan folder, pending's gap) and lists those 7 as unrepairable: re-embed, never hidden."""
+    path = standard_dir.path
+    late = sorted(f"frag-late-{i}" for i in range(7))
+    frag_id = standard_dir.collection("frag")["id"]
+    sql(path, f"DELETE FROM embeddings_queue WHERE topic LIKE '%{frag_id}' AND id LIKE 'frag-late-%'")
+    _, report = doctor(path)
+    assert sorted(r["id"] for r in report["unfindable"]) == late
+    assert {r["vector"] for r in report["unfindable"]} == {"gone"}
+
+    plan_file = tmp_path / "p.json"
+    plan = plan_repair(path, plan_file)
+    assert planned(plan) == [("db.clean", "HNSW folders"), ("wal.commit", "vector segments")]
+    commits = [a["target"] for s in plan["steps"] for a in s["actions"] if a["kind"] == "commit_wal"]
+    assert commits == ["default_database/pending"]
+    [left] = plan["unrepaired"]
+    assert (left["check"], left["severity"], left["collection"]) == (
+        "records.unfindable",
+        "error",
+        "default_database/frag",
+    )
+    assert left["evidence"].startswith("7 records") and left["fix"].startswith("re-embed these records")
+    assert str(path) in left["fix"] and ".chops-plan-" not in json.dumps(plan)
+    r = run_chops("doctor", path, "--plan")
+    assert "not repaired: error records.unfindable default_database/frag" in r.stderr
+
+    apply_with_maintain(path, plan_file)
+    code, after = doctor(path)
+    assert (code, found(after)) == (2, {("records.unfindable", "error", "default_database/frag")})
+    assert sorted(r["id"] for r in after["unfindable"]) == late
+    # Nothing changes any more, but what is left is still reported: exit 2 with an empty plan.
+    r = run_chops("doctor", path, "--plan")
+    assert r.code == 2 and json.loads(r.stdout)["steps"] == []
+
+
+def test_unknown_layout_plans_nothing_and_lists_it(healthy_dir: BuiltDir) -> None:
+    path = healthy_dir.path
+    sql(path, "INSERT INTO migrations VALUES ('metadb', 7, '00007-future.sqlite.sql', '-- newer', '0')")
+    r = run_chops("doctor", path, "--plan")
+    assert r.code == 2, r.stderr
+    plan = json.loads(r.stdout)
+    assert plan["steps"] == [] and [u["check"] for u in plan["unrepaired"]] == ["sqlite.layout"]
