@@ -42,6 +42,9 @@ t0 = time.perf_counter()
 import numpy as np, hnswlib
 vectors, labels = np.load(sys.argv[1]), np.load(sys.argv[2])
 space, m, ef_c, threads = sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+if sys.argv[7:] == ["shuffled"]:  # the order chops inserts in (better recall than label order)
+    order = np.random.default_rng(0).permutation(len(vectors))
+    vectors, labels = vectors[order], labels[order]
 index = hnswlib.Index(space=space, dim=vectors.shape[1])
 index.init_index(max_elements=len(vectors), M=m, ef_construction=ef_c)
 t1 = time.perf_counter()
@@ -58,7 +61,7 @@ with PersistDir.open(sys.argv[1]) as pd:
                       "max_live_label": int(rec.live_labels.max()), "folder_bytes": folder, "wal_gap": gap}))"""
 
 
-def floor_variant(name: str, label: str, data: Path, exported: dict, expect: int) -> Variant:
+def floor_variant(name: str, label: str, data: Path, exported: dict, expect: int, shuffled: bool = False) -> Variant:
     argv = [
         sys.executable,
         "-c",
@@ -69,6 +72,7 @@ def floor_variant(name: str, label: str, data: Path, exported: dict, expect: int
         str(exported["M"]),
         str(exported["ef_construction"]),
         str(CPUS),
+        *(["shuffled"] if shuffled else []),
     ]
 
     def inner(work: Path, r: dict) -> dict:

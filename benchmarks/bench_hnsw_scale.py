@@ -9,6 +9,7 @@ cosine vectors, a Gaussian mixture of 500 unit centres with noise of expected no
          (recall@10 at ef 100 on 1,000 stored vectors, new and old index), read from its note
   floor  the bare add_items of bench_hnsw.py on the live vectors in label order, M / ef_construction of the
          collection, 2 threads
+  floor-shuffled  the same in the shuffled order chops inserts in (its recall: see README; slower per vector)
 Then once each: `db info`, `hnsw info -c bench`, `collection snapshot`, `collection restore --as` of a
 snapshot into a copy.
 """
@@ -78,6 +79,14 @@ with harness.Harness(f"hnsw_scale_{args.n // 1000}k", args, persist) as h:
         bench_hnsw.floor_variant(
             "floor", f"floor: bare add_items of {facts['live']:,} vectors", data, exported, facts["live"]
         ),
+        bench_hnsw.floor_variant(
+            "floor-shuffled",
+            f"floor: bare add_items of {facts['live']:,} vectors, shuffled as chops inserts them",
+            data,
+            exported,
+            facts["live"],
+            shuffled=True,
+        ),
     ]
     h.rounds(variants, warmup=False)
     once = [
@@ -100,12 +109,16 @@ with harness.Harness(f"hnsw_scale_{args.n // 1000}k", args, persist) as h:
     for v in once:
         h.runs[v.name] = [h.once(v, "once")]
     h.profile(variants)
-    floor = statistics.median(r["facts"]["add_items_s"] for r in h.runs["floor"])
-    cpu = {n: statistics.median(r["cpu_s"] for r in h.runs[n]) for n in ("ours", "floor")}
+    floor = {n: statistics.median(r["facts"]["add_items_s"] for r in h.runs[n]) for n in ("floor", "floor-shuffled")}
+    cpu = {n: statistics.median(r["cpu_s"] for r in h.runs[n]) for n in ("ours", "floor", "floor-shuffled")}
+    ours_wall = statistics.median(r["wall_s"] for r in h.runs["ours"])
     ratios = {
-        "ours wall / floor add_items": statistics.median(r["wall_s"] for r in h.runs["ours"]) / floor,
+        "ours wall / floor add_items": ours_wall / floor["floor"],
         "ours CPU / floor CPU": cpu["ours"] / cpu["floor"],
-        "floor add_items median s": floor,
+        "ours wall / shuffled floor add_items": ours_wall / floor["floor-shuffled"],
+        "ours CPU / shuffled floor CPU": cpu["ours"] / cpu["floor-shuffled"],
+        "floor add_items median s": floor["floor"],
+        "shuffled floor add_items median s": floor["floor-shuffled"],
     }
     shape_text = f"{facts['elements']:,} x {facts['params']['dim']} ({facts['params']['clusters']} clusters"
     title = f"`hnsw rebuild` at {shape_text}, 20% deleted)"
