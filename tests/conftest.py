@@ -81,6 +81,16 @@ def clustered_dir(clustered_master: BuiltDir, tmp_path: Path) -> BuiltDir:
     return private_copy(clustered_master, tmp_path / "clustered-persist")
 
 
+@pytest.fixture(scope="session")
+def healthy_master(tmp_path_factory: pytest.TempPathFactory) -> BuiltDir:
+    return build("healthy", tmp_path_factory.mktemp("healthy") / "persist")
+
+
+@pytest.fixture
+def healthy_dir(healthy_master: BuiltDir, tmp_path: Path) -> BuiltDir:
+    return private_copy(healthy_master, tmp_path / "persist")
+
+
 def chroma(command: str, path: Path, *args: str) -> Any:
     """The real chromadb client, in a child process (tests/chroma_probe.py)."""
     proc = subprocess.run(

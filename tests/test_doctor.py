@@ -14,19 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 
-from tests.conftest import REPO, BuiltDir, build, chroma, private_copy, run_chops, tree_state
-
-
-@pytest.fixture(scope="session")
-def healthy_master(tmp_path_factory: pytest.TempPathFactory) -> BuiltDir:
-    return build("healthy", tmp_path_factory.mktemp("healthy") / "persist")
-
-
-@pytest.fixture
-def healthy_dir(healthy_master: BuiltDir, tmp_path: Path) -> BuiltDir:
-    return private_copy(healthy_master, tmp_path / "persist")
+from tests.conftest import REPO, BuiltDir, chroma, run_chops, tree_state
 
 
 def doctor(path: Path, *args: str | Path) -> tuple[int, dict[str, Any]]:

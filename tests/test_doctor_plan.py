@@ -12,38 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 
 from tests.conftest import (
     BuiltDir,
     assert_same_answers,
-    build,
     chroma,
     chroma_snapshot,
-    private_copy,
     run_chops,
     tree_state,
 )
-
-
-@pytest.fixture(scope="session")
-def healthy_master(tmp_path_factory: pytest.TempPathFactory) -> BuiltDir:
-    return build("healthy", tmp_path_factory.mktemp("healthy") / "persist")
-
-
-@pytest.fixture
-def healthy_dir(healthy_master: BuiltDir, tmp_path: Path) -> BuiltDir:
-    return private_copy(healthy_master, tmp_path / "persist")
-
-
-def doctor(path: Path, *args: str | Path) -> tuple[int, dict[str, Any]]:
-    r = run_chops("doctor", path, "--json", *args)
-    assert r.code in (0, 2), r.stderr
-    return r.code, r.json()
-
-
-def found(report: dict[str, Any]) -> set[tuple[str, str, str | None]]:
-    return {(f["check"], f["severity"], f["collection"]) for f in report["findings"]}
+from tests.test_doctor import doctor, found
 
 
 def plan_repair(path: Path, out: Path, *args: str) -> dict[str, Any]:
