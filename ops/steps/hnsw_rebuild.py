@@ -167,7 +167,7 @@ class HnswRebuild(Step):
         header, meta = pd.hnsw_header(action.details.segment_id), pd.hnsw_pickle(action.details.segment_id)
         assert header is not None and meta is not None
         old_space, shape = record.hnsw_config.space, action.after
-        known = np.sort(np.fromiter(meta.label_to_id, dtype=np.uint64, count=len(meta.label_to_id)))
+        known = np.fromiter(meta.label_to_id, dtype=np.uint64, count=len(meta.label_to_id))
         positions = hnsw_index.live_positions(old_dir, header, known)
         # Inserted in a random (seeded) order: Chroma's label order follows the order of the adds.
         positions = positions[np.random.RandomState(0).permutation(len(positions))]
@@ -277,7 +277,11 @@ def _compare(new_found: Any, new_truth: Any, old_found: Any, old_truth: Any) -> 
 
 
 def _kept_meta(meta: HnswPickleMeta, kept: Any) -> HnswPickleMeta:
-    labels = {int(x) for x in kept}
+    labels = set(kept.tolist())
+    total = max(meta.total_elements_added, max(labels, default=0))
+    ids = set(meta.label_to_id.values())
+    if len(labels) == len(meta.label_to_id) and meta.id_to_label.keys() == ids == meta.id_to_seq_id.keys():
+        return meta.model_copy(update={"total_elements_added": total})  # kept every label it knows
     label_to_id = {label: ident for label, ident in meta.label_to_id.items() if label in labels}
     ids = set(label_to_id.values())
     return meta.model_copy(
@@ -285,7 +289,7 @@ def _kept_meta(meta: HnswPickleMeta, kept: Any) -> HnswPickleMeta:
             "label_to_id": label_to_id,
             "id_to_label": {ident: label for ident, label in meta.id_to_label.items() if ident in ids},
             "id_to_seq_id": {ident: seq for ident, seq in meta.id_to_seq_id.items() if ident in ids},
-            "total_elements_added": max([meta.total_elements_added, *labels]),
+            "total_elements_added": total,
         }
     )
 

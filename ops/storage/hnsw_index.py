@@ -46,6 +46,7 @@ TRUTH_BATCH = 8_192
 
 def live_positions(folder: Path, header: HnswHeader, keep: Labels) -> npt.NDArray[np.int64]:
     """Record numbers (internal ids) of the records not marked deleted whose label is in `keep`."""
+    keep = np.sort(keep)
     found = [np.zeros(0, dtype=np.int64)]
     for first, records in level0_chunks(folder, header):
         mask = _live_mask(records, header, keep)
@@ -55,6 +56,7 @@ def live_positions(folder: Path, header: HnswHeader, keep: Labels) -> npt.NDArra
 
 def live_vectors(folder: Path, header: HnswHeader, space: str, keep: Labels) -> Iterator[tuple[Labels, Vectors]]:
     """(labels, original vectors) of the live records whose label is in `keep`, a chunk at a time."""
+    keep = np.sort(keep)
     for first, records in level0_chunks(folder, header):
         mask = _live_mask(records, header, keep)
         if mask.any():
@@ -99,7 +101,16 @@ def in_batches(pieces: Iterator[tuple[Labels, Vectors]], size: int) -> Iterator[
 
 
 def _live_mask(records: RecordMatrix, header: HnswHeader, keep: Labels) -> npt.NDArray[np.bool_]:
-    return ~record_deleted(records) & np.isin(record_labels(records, header), keep)
+    return ~record_deleted(records) & _members(record_labels(records, header), keep)
+
+
+def _members(labels: Labels, keep: Labels) -> npt.NDArray[np.bool_]:
+    """Which labels are in the sorted array `keep`: a binary search per label (np.isin would sort
+    `keep` again for every chunk, which at 1M labels cost more than reading the file)."""
+    if not len(keep):
+        return np.zeros(len(labels), dtype=bool)
+    at = np.minimum(np.searchsorted(keep, labels), len(keep) - 1)
+    return np.asarray(keep[at] == labels)
 
 
 def _vectors(records: RecordMatrix, rows: npt.NDArray[np.bool_], header: HnswHeader, norms: Vectors | None) -> Vectors:
@@ -171,7 +182,7 @@ class ExactTopK:
     def add(self, labels: Labels, vectors: Vectors) -> None:
         x = _prepared(vectors, self.space)
         dot = self.queries @ x.T
-        d = self.query_sq - 2 * dot + (x**2).sum(1)[None, :] if self.space == "l2" else 1.0 - dot
+        d = self.query_sq - 2 * dot + (x**2).sum(1)[None, :] if self.space == "l2" else np.subtract(1.0, dot, out=dot)
         if self.best_d.shape[1] < self.k:
             self._merge_all(labels, d)
         else:

@@ -57,11 +57,12 @@ def swap_in(
     `pickle` is written into it first (atomically). Before anything is exchanged the folder is read
     back: with `sha256` (files copied from a known source) every named file must have that digest;
     otherwise header.bin must parse, data_level0.bin and length.bin hold what it counts (the index
-    writer walks link_lists.bin itself: hnsw_index.persist) and the pickle parse through the
-    restricted unpickler. The old folder goes away."""
-    if pickle is not None:
-        atomic_write(staged / PICKLE_FILE, dump_pickle(pickle))
-    _read_back(staged, sha256 or {})
+    writer walks link_lists.bin itself: hnsw_index.persist), the pickle written here read back byte
+    for byte and any other pickle parse through the restricted unpickler. The old folder goes away."""
+    written = {} if pickle is None else {PICKLE_FILE: dump_pickle(pickle)}
+    for name, data in written.items():
+        atomic_write(staged / name, data)
+    _read_back(staged, sha256 or {}, written)
     fsync_tree(staged)
     checkpoint("before_swap")
     if target.exists():
@@ -74,12 +75,16 @@ def swap_in(
         fsync_dir(target.parent)
 
 
-def _read_back(folder: Path, sha256: Mapping[str, str]) -> None:
-    """Files copied from a known source are compared with their digests; a built index is checked
-    for what a failed write leaves (a short file, an unreadable header or pickle)."""
+def _read_back(folder: Path, sha256: Mapping[str, str], written: Mapping[str, bytes]) -> None:
+    """Files copied from a known source are compared with their digests, files written here with
+    their bytes; a built index is checked for what a failed write leaves (a short file, an
+    unreadable header or pickle)."""
     for name, digest in sha256.items():
         if sha256_file(folder / name) != digest:
             raise OpsError(f"{folder / name} does not read back as written (sha256 differs)")
+    for name, data in written.items():
+        if (folder / name).read_bytes() != data:
+            raise OpsError(f"{folder / name} does not read back as written")
     if sha256:
         return
     try:
@@ -87,7 +92,7 @@ def _read_back(folder: Path, sha256: Mapping[str, str]) -> None:
             header = read_header(folder)
             check_level0_file(folder, header)
             check_length_file(folder, header)
-        if (folder / PICKLE_FILE).exists():
+        if (folder / PICKLE_FILE).exists() and PICKLE_FILE not in written:
             read_pickle(folder / PICKLE_FILE)
     except CorruptHnswFile as exc:
         raise OpsError(f"the new segment folder {folder} does not read back ({exc.message})") from exc

@@ -75,7 +75,7 @@ def parse_pickle(data: bytes, where: Path) -> HnswPickleMeta:
             "rebuild the index (chops hnsw rebuild) or restore the folder from a backup",
         )
     try:
-        return HnswPickleMeta.model_validate({**state, "form": form})
+        return _validated(state, form)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"][:1])
@@ -83,6 +83,28 @@ def parse_pickle(data: bytes, where: Path) -> HnswPickleMeta:
             f"{where} has unexpected index metadata ({field}: {first['msg']})",
             "rebuild the index (chops hnsw rebuild) or restore the folder from a backup",
         ) from None
+
+
+_MAPPINGS: dict[str, tuple[type, type]] = {
+    "id_to_label": (str, int),
+    "label_to_id": (int, str),
+    "id_to_seq_id": (str, int),
+}
+
+
+def _validated(state: dict[str, Any], form: Literal["object", "dict"]) -> HnswPickleMeta:
+    """The model of the state. The three maps (a million entries each at 1M vectors) are checked
+    by exact key and value types, a pass over each, instead of entry by entry through pydantic
+    (five times slower); maps of other types go through pydantic's checks and messages."""
+    typed = {f: state[f] for f, (kt, vt) in _MAPPINGS.items() if f in state and _typed(state[f], kt, vt)}
+    meta = HnswPickleMeta.model_validate({**state, **{f: {} for f in typed}, "form": form})
+    return meta.model_copy(update=typed)
+
+
+def _typed(mapping: Any, key_type: type, value_type: type) -> bool:
+    if type(mapping) is not dict:
+        return False
+    return set(map(type, mapping)) <= {key_type} and set(map(type, mapping.values())) <= {value_type}
 
 
 def read_pickle(path: Path) -> HnswPickleMeta:
