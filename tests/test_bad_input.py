@@ -149,6 +149,14 @@ def test_pickle_of_wrong_shape(standard_dir: BuiltDir) -> None:
     assert_one_line_error(r.code, r.stderr, "does not hold index metadata")
 
 
+def test_pickle_with_maps_of_wrong_types(standard_dir: BuiltDir) -> None:
+    state = {"dimensionality": 8, "total_elements_added": 1, "max_seq_id": 1, "id_to_seq_id": {}}
+    state |= {"id_to_label": {"a": 1}, "label_to_id": {1: ["not", "an", "id"]}}
+    (segment_folder(standard_dir, "frag") / "index_metadata.pickle").write_bytes(pickle.dumps(state, protocol=3))
+    r = run_chops("db", "info", standard_dir.path)
+    assert_one_line_error(r.code, r.stderr, "unexpected index metadata (label_to_id")
+
+
 class _RunsCode:
     def __init__(self, marker: Path) -> None:
         self.marker = marker
