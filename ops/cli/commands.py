@@ -179,9 +179,9 @@ def warn_live(plan: Plan, may_run_live: bool) -> None:
 def report_result(result: RunResult, out: Output) -> int:
     if not result.applied:
         return nothing_to_do(result, out)
-    from ops.report import tables
+    from ops.report.run_result import print_run_result
 
-    out.emit(result, tables.print_run_result)
+    out.emit(result, print_run_result)
     return EXIT_OK
 
 

@@ -18,8 +18,6 @@ import json
 import os
 import re
 import stat
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -233,6 +231,9 @@ def _container(pid: int) -> str | None:
 def chroma_answers(url: str) -> bool:
     """True when a Chroma server answers its heartbeat at url; False when nothing answers within
     2 s (taken as stopped). A server that answers but is not Chroma is an error."""
+    import urllib.error  # here, not at the top: urllib.request brings http.client, ssl and email
+    import urllib.request
+
     base = url.rstrip("/")
     if not base.startswith(("http://", "https://")):
         raise BadInput(f"--chroma-url {url} is not an http(s) URL", "pass e.g. --chroma-url http://localhost:8000")

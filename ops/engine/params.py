@@ -70,9 +70,10 @@ ParamsT = TypeVar("ParamsT", bound="Params")
 
 
 class Params(BaseModel):
-    """A command's or step's options. Unknown names are errors; values are validated on creation."""
+    """A command's or step's options. Unknown names are errors; values are validated on creation.
+    A model's validator is built when first used (defer_build): a command builds only its own."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     @classmethod
     def parse(cls: type[ParamsT], values: Mapping[str, Any]) -> ParamsT:

@@ -11,19 +11,22 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, final
 
 from pydantic import BaseModel
 
 from ops.engine import live
-from ops.engine.journal import Journal, refuse_if_unfinished
+from ops.engine.journal import refuse_if_unfinished
 from ops.engine.live import LiveProcess
 from ops.engine.params import SKIP_FIELD, Params
-from ops.engine.plan import StepPlan
 from ops.engine.progress import NoProgress, ProgressSink
 from ops.errors import OpsError
 from ops.storage import PersistDir
 from ops.storage.persist_dir import validate_persist_dir
+
+if TYPE_CHECKING:  # a read-only command builds no plan and writes no journal: it imports neither
+    from ops.engine.journal import Journal
+    from ops.engine.plan import StepPlan
 
 
 @dataclass
@@ -128,13 +131,17 @@ ReportT = TypeVar("ReportT", bound=ReadReport)
 
 
 class ReadOnlyStep(Step, Generic[ReportT]):
-    """A step that changes nothing and reports what it found."""
+    """A step that changes nothing and reports what it found: its plan is always empty."""
 
     privacy: bool = False
     needs_chroma_tables: ClassVar[bool] = True
     """False for a step that reports a database lacking tables Chroma needs instead of refusing it."""
 
+    @final
     def plan(self, ctx: StepContext) -> StepPlan:
+        """Empty (a pipeline's db.info step plans nothing)."""
+        from ops.engine.plan import StepPlan
+
         return StepPlan(step=self.name, target="persist dir")
 
     @abstractmethod
@@ -147,7 +154,7 @@ PLACEHOLDER_DIR = "PERSIST_DIR"
 
 
 def run_read_only(step: ReadOnlyStep[ReportT], persist_dir: str) -> ReportT:
-    """precheck, plan (which must be empty) and report, on one consistent read-only view."""
+    """precheck and report, on one consistent read-only view (the plan of a read-only step is empty)."""
     try:
         report = _read(step, persist_dir)
     except OpsError as exc:
@@ -172,9 +179,6 @@ def _read(step: ReadOnlyStep[ReportT], persist_dir: str) -> ReportT:
     with PersistDir.open(persist_dir, check_tables=step.needs_chroma_tables) as pd:
         ctx = StepContext(persist_dir=pd)
         step.precheck(ctx)
-        plan = step.plan(ctx)
-        if not plan.is_empty:
-            raise OpsError(f"{step.name} is read-only but planned changes")
         return step.report(ctx)
 
 

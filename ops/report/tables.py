@@ -11,7 +11,6 @@ from rich.rule import Rule
 from rich.table import Table
 
 from ops.engine.plan import Plan
-from ops.engine.runner import RunResult
 from ops.report.console import PLAIN_WIDTH, is_plain
 from ops.report.format import count, fraction, plain_value, size
 from ops.steps.backup_list import BackupRow
@@ -285,16 +284,6 @@ def _json_text(value: object) -> str:
     if isinstance(value, dict):
         return ", ".join(f"{k}={plain_value(v)}" for k, v in value.items()) or "-"
     return plain_value(value)
-
-
-def print_run_result(console: Console, result: RunResult) -> None:
-    for note in result.notes:
-        _line(console, note)
-    if result.backup_id:
-        where = f"{escape(result.backup_id)} ({escape(str(result.backup_dir))})"
-        console.print(f"[green]Done.[/] Backup: {where}", soft_wrap=True)
-    else:
-        console.print("[green]Done.[/] (no backup was taken)")
 
 
 def print_backups(console: Console, root: str, rows: list[BackupRow]) -> None:

@@ -92,8 +92,7 @@ class CollectionRestore(Step):
             _, rows = snap.rows("collections")
             if len(rows) != 1:
                 raise BadInput(f"{self.path} holds {len(rows)} collection rows, expected 1")
-            _, embeddings = snap.rows("embeddings")
-            if len(embeddings) != (snap.header.get("counts") or {}).get("records"):
+            if snap.count("embeddings") != (snap.header.get("counts") or {}).get("records"):
                 raise BadInput(f"{self.path}: record count does not match its header", "the snapshot is damaged")
         finally:
             snap.close()

@@ -14,8 +14,7 @@ from ops.steps.inspection import CollectionReport, LayoutReport, collection_repo
 from ops.steps.privacy import Pseudonyms
 from ops.steps.recommendations import Recommendation, Thresholds
 from ops.steps.targets import Privacy, SkipCollections
-from ops.steps.wal_clean import WalClean
-from ops.storage import PersistDir
+from ops.storage import PersistDir, wal_purge
 from ops.storage.fs import tree_size
 
 
@@ -76,7 +75,7 @@ class DbInfo(ReadOnlyStep[DbInfoReport]):
         advice = [r for c in reports for r in recommendations.for_collection(c, self.thresholds, where)]
         purge = pd.wal_purge_config()
         advice += recommendations.for_orphan_dirs(len(orphans), where)
-        advice += recommendations.for_wal_clean(WalClean().plan(ctx), where)
+        advice += recommendations.for_wal_clean(wal_purge.cleanable(pd.conn, all_collections, set()), where)
         advice += recommendations.for_purge_setting(purge.automatically_purge if purge else None, where)
         report = DbInfoReport(
             tool_version=__version__,

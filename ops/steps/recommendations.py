@@ -7,10 +7,9 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from ops.engine.actions import DeleteWalRows
-from ops.engine.plan import StepPlan
 from ops.engine.step import PLACEHOLDER_DIR
 from ops.steps.inspection import CollectionReport
+from ops.storage.wal_purge import Cleanable
 
 
 class Thresholds(BaseModel):
@@ -76,12 +75,12 @@ def for_wal(collection: str, wal_gap: int, t: Thresholds, where: str = PLACEHOLD
     ]
 
 
-def for_wal_clean(plan: StepPlan, where: str = PLACEHOLDER_DIR) -> list[Recommendation]:
-    """`wal clean` exactly when it would change something: the plan the maintain pipeline's wal.clean
-    step makes (WAL rows every segment applied, or free pages to VACUUM away)."""
-    if plan.is_empty:
+def for_wal_clean(found: Cleanable, where: str = PLACEHOLDER_DIR) -> list[Recommendation]:
+    """`wal clean` exactly when it would change something: what the wal.clean step plans from (WAL
+    rows every segment applied, or free pages to VACUUM away)."""
+    if found.is_empty:
         return []
-    rows = sum(a.before.rows - a.after.rows for a in plan.actions if isinstance(a, DeleteWalRows))
+    rows = found.rows
     what = f"{rows:,} WAL rows every segment has applied can go" if rows else "chroma.sqlite3 has free pages"
     return [
         Recommendation(

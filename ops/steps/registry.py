@@ -56,7 +56,7 @@ class Command:
         return _load(self.code)
 
     def renderer(self) -> Any:
-        return _load(self.render or "ops.report.tables:print_run_result")
+        return _load(self.render or "ops.report.run_result:print_run_result")
 
     def step_class(self) -> type[Step]:
         found: type[Step] = _load(self.code)

@@ -32,7 +32,6 @@ from ops.errors import OpsError
 from ops.steps.targets import SkipCollections
 from ops.storage import wal_purge
 
-MIN_FREE_BYTES_TO_VACUUM = 1 << 20
 TEMP_SPACE_FACTOR = 1.1
 
 
@@ -50,26 +49,19 @@ class WalClean(Step):
         self.temp_dir = Path(params.temp_dir) if params.temp_dir else None
 
     def plan(self, ctx: StepContext) -> StepPlan:
-        pd = ctx.persist_dir
-        collections = [c for c in pd.collections() if not c.named_in(self.skip)]
-        skipped_ids = {c.id for c in pd.collections() if c.named_in(self.skip)}
-        actions: list[Action] = []
-        reclaim = 0
-        for t in wal_purge.purge_targets(pd.conn, collections):
-            if t.deletable == 0 or t.topic.rsplit("/", 1)[-1] in skipped_ids:
-                continue
-            reclaim += t.deletable_bytes
-            actions.append(
-                DeleteWalRows(
-                    target=t.collection or t.topic,
-                    before=WalRows(rows=t.rows),
-                    after=WalRows(rows=t.rows - t.deletable),
-                    details=WalRowsDetails(topic=t.topic, watermark=t.watermark, bytes_estimate=t.deletable_bytes),
-                )
+        found = wal_purge.cleanable(ctx.persist_dir.conn, ctx.persist_dir.collections(), self.skip)
+        actions: list[Action] = [
+            DeleteWalRows(
+                target=t.collection or t.topic,
+                before=WalRows(rows=t.rows),
+                after=WalRows(rows=t.rows - t.deletable),
+                details=WalRowsDetails(topic=t.topic, watermark=t.watermark, bytes_estimate=t.deletable_bytes),
             )
-        space = wal_purge.file_space(pd.conn)
-        if actions or space.free_bytes >= MIN_FREE_BYTES_TO_VACUUM:
-            estimate = max(space.file_bytes - space.free_bytes - reclaim, 0)
+            for t in found.targets
+        ]
+        if found.vacuums:
+            space = found.space
+            estimate = max(space.file_bytes - space.free_bytes - found.deletable_bytes, 0)
             actions.append(
                 Vacuum(
                     target="chroma.sqlite3",

@@ -14,8 +14,7 @@ from ops.steps.inspection import LayoutReport
 from ops.steps.privacy import Pseudonyms
 from ops.steps.recommendations import Recommendation, Thresholds
 from ops.steps.targets import Privacy
-from ops.steps.wal_clean import WalClean
-from ops.storage import PersistDir
+from ops.storage import PersistDir, wal_purge
 from ops.storage.models import CollectionRecord
 from ops.storage.wal import WalTopicStats
 
@@ -108,7 +107,8 @@ class WalInfo(ReadOnlyStep[WalInfoReport]):
 
     def _advice(self, ctx: StepContext, rows: list[WalCollectionReport], purge: bool | None) -> list[Recommendation]:
         """What maintain would do to the WAL (commit gaps, clean applied rows), and the purge setting."""
-        where = recommendations.shown_dir(None if self.privacy else str(ctx.persist_dir.path))
+        pd = ctx.persist_dir
+        where = recommendations.shown_dir(None if self.privacy else str(pd.path))
         out = [a for r in rows for a in recommendations.for_wal(r.name, r.wal_gap, self.thresholds, where)]
-        out += recommendations.for_wal_clean(WalClean().plan(ctx), where)
+        out += recommendations.for_wal_clean(wal_purge.cleanable(pd.conn, pd.collections(), set()), where)
         return out + recommendations.for_purge_setting(purge, where)

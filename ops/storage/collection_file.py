@@ -215,6 +215,13 @@ class SnapshotFile:
             quoted = ", ".join(f'"{c}"' for c in cols)
             return cols, self.conn.execute(f"SELECT {quoted} FROM rows_{table}").fetchall()
 
+    def count(self, table: str) -> int:
+        """The rows the snapshot holds of a table (0 when it holds none)."""
+        with self._reading():
+            if table not in self.tables():
+                return 0
+            return int(self.conn.execute(f"SELECT count(*) FROM rows_{table}").fetchone()[0])
+
     @contextmanager
     def _reading(self) -> Iterator[None]:
         """Any SQLite error while reading this (untrusted) file is bad input, in one line."""

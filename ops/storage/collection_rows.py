@@ -14,7 +14,7 @@ from __future__ import annotations
 import bisect
 import sqlite3
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ops.storage import fts
@@ -57,11 +57,11 @@ def insert_collection_rows(conn: sqlite3.Connection, snap: SnapshotFile, name: s
     Returns the new id of each of its segments, by the id the snapshot has."""
     database_id = _database_id(conn, database, str((snap.header.get("collection") or {}).get("tenant")))
     new_cid = str(uuid.uuid4())
-    seg_cols, seg_rows = snap.rows("segments")
-    segment_map = {str(dict(zip(seg_cols, r, strict=True))["id"]): str(uuid.uuid4()) for r in seg_rows}
+    seg_cols, seg_rows = segments = snap.rows("segments")
+    segment_map = {str(old): str(uuid.uuid4()) for old in _column(segments, "id")}
     top = int(conn.execute("SELECT coalesce(max(seq_id), 0) FROM embeddings_queue").fetchone()[0])
-    wal_cols, wal_rows = snap.rows("embeddings_queue")
-    old_seqs = sorted(int(dict(zip(wal_cols, r, strict=True))["seq_id"]) for r in wal_rows)
+    wal = snap.rows("embeddings_queue")
+    old_seqs = sorted(int(s) for s in _column(wal, "seq_id"))
     seq_map = {old: top + i + 1 for i, old in enumerate(old_seqs)}
 
     def mapped_seq(old: int) -> int:
@@ -71,8 +71,8 @@ def insert_collection_rows(conn: sqlite3.Connection, snap: SnapshotFile, name: s
 
     topic_prefix = (snap.header.get("topic") or f"{DEFAULT_TOPIC_PREFIX}/x").rsplit("/", 1)[0]
     base = int(conn.execute("SELECT coalesce(max(id), 0) FROM embeddings").fetchone()[0]) + 1
-    emb_cols, emb_rows = snap.rows("embeddings")
-    old_ids = [int(dict(zip(emb_cols, r, strict=True))["id"]) for r in emb_rows]
+    embeddings = snap.rows("embeddings")
+    old_ids = [int(i) for i in _column(embeddings, "id")]
     offset = base - min(old_ids) if old_ids else 0
     meta_seg_new = next(
         (
@@ -83,47 +83,44 @@ def insert_collection_rows(conn: sqlite3.Connection, snap: SnapshotFile, name: s
         None,
     )
 
-    def insert(table: str, change: Callable[[dict[str, Any]], dict[str, Any]], rows: Any = None) -> None:
+    def insert(table: str, change: Mapping[str, Callable[[Any], Any]], rows: Rows | None = None) -> None:
+        """The rows with each named column's value replaced by change[column](value)."""
         cols, found = rows if rows is not None else snap.rows(table)
         if not found:
             return
+        edits = [(cols.index(column), new) for column, new in change.items()]
+
+        def changed(row: tuple[Any, ...]) -> list[Any]:
+            out = list(row)
+            for i, new in edits:
+                out[i] = new(row[i])
+            return out
+
         marks = ", ".join("?" * len(cols))
         quoted = ", ".join(f'"{c}"' for c in cols)
-        conn.executemany(
-            f"INSERT INTO {table} ({quoted}) VALUES ({marks})",
-            [tuple(change(dict(zip(cols, r, strict=True))).values()) for r in found],
-        )
+        conn.executemany(f"INSERT INTO {table} ({quoted}) VALUES ({marks})", map(changed, found))
 
-    insert("collections", lambda d: {**d, "id": new_cid, "name": name, "database_id": database_id})
-    insert("collection_metadata", lambda d: {**d, "collection_id": new_cid})
-    insert("segments", lambda d: {**d, "id": segment_map[str(d["id"])], "collection": new_cid}, (seg_cols, seg_rows))
-    insert("segment_metadata", lambda d: {**d, "segment_id": segment_map[str(d["segment_id"])]})
+    insert("collections", {"id": _to(new_cid), "name": _to(name), "database_id": _to(database_id)})
+    insert("collection_metadata", {"collection_id": _to(new_cid)})
+    insert("segments", {"id": lambda v: segment_map[str(v)], "collection": _to(new_cid)}, segments)
+    insert("segment_metadata", {"segment_id": lambda v: segment_map[str(v)]})
     insert(
         "max_seq_id",
-        lambda d: {
-            **d,
-            "segment_id": segment_map[str(d["segment_id"])],
-            "seq_id": _seq_value(d["seq_id"], mapped_seq(_as_int(d["seq_id"]))),
-        },
+        {"segment_id": lambda v: segment_map[str(v)], "seq_id": lambda v: _seq_value(v, mapped_seq(_as_int(v)))},
     )
     meta_top = mapped_seq(max(old_seqs)) if old_seqs else top
     insert(
         "embeddings",
-        lambda d: {
-            **d,
-            "id": int(d["id"]) + offset,
-            "segment_id": meta_seg_new,
-            "seq_id": _seq_value(d["seq_id"], meta_top),
+        {
+            "id": lambda v: int(v) + offset,
+            "segment_id": _to(meta_seg_new),
+            "seq_id": lambda v: _seq_value(v, meta_top),
         },
-        (emb_cols, emb_rows),
+        embeddings,
     )
     for table in ("embedding_metadata", "embedding_metadata_array"):
-        insert(table, lambda d: {**d, "id": int(d["id"]) + offset})
-    insert(
-        "embeddings_queue",
-        lambda d: {**d, "seq_id": seq_map[int(d["seq_id"])], "topic": f"{topic_prefix}/{new_cid}"},
-        (wal_cols, wal_rows),
-    )
+        insert(table, {"id": lambda v: int(v) + offset})
+    insert("embeddings_queue", {"seq_id": lambda v: seq_map[int(v)], "topic": _to(f"{topic_prefix}/{new_cid}")}, wal)
     if old_ids and fts.FTS_TABLE in table_names(conn):
         conn.execute(
             f"INSERT INTO {fts.FTS_TABLE} (rowid, string_value) SELECT id, string_value FROM embedding_metadata "
@@ -131,6 +128,24 @@ def insert_collection_rows(conn: sqlite3.Connection, snap: SnapshotFile, name: s
             (fts.DOCUMENT_KEY, base, max(old_ids) + offset),
         )
     return segment_map
+
+
+Rows = tuple[list[str], list[tuple[Any, ...]]]
+"""(columns, rows) of one table of a snapshot file."""
+
+
+def _column(rows: Rows, name: str) -> list[Any]:
+    """One column's values (none for a table the snapshot holds no rows of)."""
+    cols, found = rows
+    if not found:
+        return []
+    i = cols.index(name)
+    return [r[i] for r in found]
+
+
+def _to(value: Any) -> Callable[[Any], Any]:
+    """A change that sets the column to `value` whatever it held."""
+    return lambda _: value
 
 
 def _seq_value(like: Any, value: int) -> Any:

@@ -20,18 +20,8 @@ import numpy as np
 import numpy.typing as npt
 
 from ops.errors import CorruptHnswFile, OpsError
-from ops.storage.hnsw_files import (
-    LENGTH_FILE,
-    HnswHeader,
-    RecordMatrix,
-    check_level0_file,
-    check_side_files,
-    level0_chunks,
-    read_header,
-    read_records,
-    record_deleted,
-    record_labels,
-)
+from ops.storage.hnsw_files import LENGTH_FILE, HnswHeader, check_level0_file, check_side_files, read_header
+from ops.storage.hnsw_records import RecordMatrix, level0_chunks, read_records, record_deleted, record_labels
 
 Vectors = npt.NDArray[np.float32]
 Labels = npt.NDArray[np.uint64]

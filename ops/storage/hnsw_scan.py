@@ -14,14 +14,8 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict
 
-from ops.storage.hnsw_files import (
-    LINK_LISTS_FILE,
-    MAX_LEVELS,
-    HnswHeader,
-    level0_chunks,
-    record_deleted,
-    record_labels,
-)
+from ops.storage.hnsw_files import LINK_LISTS_FILE, MAX_LEVELS, HnswHeader
+from ops.storage.hnsw_records import level0_chunks, record_deleted, record_labels
 
 SAMPLE = 5
 _KNOWN_FLAGS = 0x01

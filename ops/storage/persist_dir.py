@@ -10,15 +10,19 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from ops.errors import CorruptDatabase, NotAPersistDir, NotFound
 from ops.storage import fs, hnsw_files, sysdb, wal
-from ops.storage.hnsw_files import HnswHeader, Level0Records
+from ops.storage.hnsw_files import HnswHeader
 from ops.storage.layout import Layout, detect_layout
 from ops.storage.models import VECTOR_SCOPE, CollectionRecord, DatabaseRecord, SegmentRecord
 from ops.storage.pickle_meta import HnswPickleMeta, read_pickle
 from ops.storage.sqlite_ro import SQLITE_FILE_NAME, connect_readonly
 from ops.storage.wal import WalPurgeConfig, WalTopicStats
+
+if TYPE_CHECKING:
+    from ops.storage.hnsw_records import Level0Records
 
 DEFAULT_DATABASE = "default_database"
 DEFAULT_TENANT = "default_tenant"
@@ -151,7 +155,9 @@ class PersistDir:
             hnsw_files.check_side_files(folder, header)
         else:
             hnsw_files.check_length_file(folder, header)
-        return hnsw_files.read_level0(folder, header)
+        from ops.storage import hnsw_records  # numpy: only for the commands that read records
+
+        return hnsw_records.read_level0(folder, header)
 
     def hnsw_pickle(self, segment_id: str) -> HnswPickleMeta | None:
         path = self.segment_folder(segment_id) / hnsw_files.PICKLE_FILE

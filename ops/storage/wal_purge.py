@@ -13,6 +13,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -20,6 +21,8 @@ from pydantic import BaseModel
 from ops.storage.models import CollectionRecord
 from ops.storage.sysdb import read_segments
 
+MIN_FREE_BYTES_TO_VACUUM = 1 << 20
+"""Free pages worth a VACUUM on their own (with no rows to delete)."""
 _NEWEST_GUARD = "seq_id < (SELECT max(seq_id) FROM embeddings_queue)"
 _SIZE = "coalesce(length(vector), 0) + coalesce(length(metadata), 0) + length(id) + 40"
 """Bytes a row takes, roughly (the plan's estimate of what deleting it frees)."""
@@ -142,6 +145,40 @@ def file_space(conn: sqlite3.Connection) -> FileSpace:
     pages = int(conn.execute("PRAGMA page_count").fetchone()[0])
     free = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
     return FileSpace(file_bytes=page_size * pages, page_size=page_size, free_pages=free)
+
+
+@dataclass(frozen=True)
+class Cleanable:
+    """What `wal clean` would do: delete the rows of these topics, then VACUUM if `vacuums`."""
+
+    targets: list[PurgeTarget]
+    """Topics with rows every segment has applied (none of a collection left out)."""
+    space: FileSpace
+
+    @property
+    def rows(self) -> int:
+        return sum(t.deletable for t in self.targets)
+
+    @property
+    def deletable_bytes(self) -> int:
+        return sum(t.deletable_bytes for t in self.targets)
+
+    @property
+    def vacuums(self) -> bool:
+        """After deleting rows, or when enough pages are free already."""
+        return bool(self.targets) or self.space.free_bytes >= MIN_FREE_BYTES_TO_VACUUM
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.vacuums
+
+
+def cleanable(conn: sqlite3.Connection, collections: list[CollectionRecord], skip: set[str]) -> Cleanable:
+    """The WAL rows that may go and the file's space, leaving out the collections named in `skip`."""
+    skipped_ids = {c.id for c in collections if c.named_in(skip)}
+    kept = [c for c in collections if not c.named_in(skip)]
+    targets = [t for t in purge_targets(conn, kept) if t.deletable and t.topic.rsplit("/", 1)[-1] not in skipped_ids]
+    return Cleanable(targets=targets, space=file_space(conn))
 
 
 def vacuum(conn: sqlite3.Connection, temp_dir: Path) -> None:

@@ -1,0 +1,92 @@
+"""The records of data_level0.bin as numpy arrays: labels, deleted flags, raw rows (the layout is
+in ops.storage.hnsw_files, which checks the files without importing numpy)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict
+
+from ops.errors import CorruptHnswFile
+from ops.storage.hnsw_files import LEVEL0_FILE, HnswHeader, check_level0_file
+
+_DELETED_FLAG = 0x01
+_FLAGS_BYTE = 2
+
+RecordMatrix = npt.NDArray[np.uint8]
+
+
+class Level0Records(BaseModel):
+    """The allocated records of data_level0.bin: their labels and deleted flags."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    labels: npt.NDArray[np.uint64]
+    deleted: npt.NDArray[np.bool_]
+
+    @property
+    def allocated(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def deleted_count(self) -> int:
+        return int(self.deleted.sum())
+
+    @property
+    def live_labels(self) -> npt.NDArray[np.uint64]:
+        return self.labels[~self.deleted]
+
+
+LEVEL0_CHUNK_BYTES = 1 << 20
+"""Records are read in pieces of about this size with pread: memory stays constant and no page of
+the file is mapped into the process (mapped pages would count against its resident size)."""
+
+
+def level0_chunks(folder: Path, header: HnswHeader, start: int = 0) -> Iterator[tuple[int, RecordMatrix]]:
+    """(first record number, records as an (n, size_data_per_element) byte matrix) over data_level0.bin."""
+    check_level0_file(folder, header)
+    path = folder / LEVEL0_FILE
+    width = header.size_data_per_element
+    per_chunk = max(1, LEVEL0_CHUNK_BYTES // width)
+    with path.open("rb", buffering=0) as f:
+        for first in range(start, header.cur_element_count, per_chunk):
+            count = min(per_chunk, header.cur_element_count - first)
+            records = np.empty((count, width), dtype=np.uint8)
+            f.seek(first * width)
+            if f.readinto(records.reshape(-1).data) != count * width:
+                raise CorruptHnswFile(f"{path} changed while it was read", "run the command again")
+            yield first, records
+
+
+def read_records(folder: Path, header: HnswHeader, positions: npt.NDArray[np.int64]) -> RecordMatrix:
+    """The records at the given record numbers (a few: one read each)."""
+    width = header.size_data_per_element
+    out = np.empty((len(positions), width), dtype=np.uint8)
+    with (folder / LEVEL0_FILE).open("rb", buffering=0) as f:
+        for row, position in enumerate(positions):
+            if not 0 <= position < header.cur_element_count:
+                raise ValueError(f"record {position} is outside the index")
+            f.seek(int(position) * width)
+            if f.readinto(out[row].data) != width:
+                raise CorruptHnswFile(f"{folder / LEVEL0_FILE} is truncated", "run the command again")
+    return out
+
+
+def record_labels(records: RecordMatrix, header: HnswHeader) -> npt.NDArray[np.uint64]:
+    raw = np.ascontiguousarray(records[:, header.label_offset : header.label_offset + 8])
+    return raw.view("<u8").reshape(-1).astype(np.uint64)
+
+
+def record_deleted(records: RecordMatrix) -> npt.NDArray[np.bool_]:
+    return (records[:, _FLAGS_BYTE] & _DELETED_FLAG).astype(bool)
+
+
+def read_level0(folder: Path, header: HnswHeader) -> Level0Records:
+    labels, deleted = [np.zeros(0, dtype=np.uint64)], [np.zeros(0, dtype=bool)]
+    for _, records in level0_chunks(folder, header):
+        labels.append(record_labels(records, header))
+        deleted.append(record_deleted(records))
+    return Level0Records(labels=np.concatenate(labels), deleted=np.concatenate(deleted))
