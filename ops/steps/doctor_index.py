@@ -45,15 +45,20 @@ class IndexState:
     meta: HnswPickleMeta | None = None
     scan: Level0Scan | None = None
 
+    _live: set[int] | None = field(default=None, repr=False)
+
     def live_labels(self) -> set[int]:
+        """The labels of the records not marked deleted (read once: doctor asks three times)."""
         if self.scan is None:
             return set()
-        return {int(x) for x in self.scan.labels[~self.scan.deleted]}
+        if self._live is None:
+            self._live = set(self.scan.labels[~self.scan.deleted].tolist())
+        return self._live
 
     def deleted_labels(self) -> set[int]:
         if self.scan is None:
             return set()
-        return {int(x) for x in self.scan.labels[self.scan.deleted]}
+        return set(self.scan.labels[self.scan.deleted].tolist())
 
 
 class _Checker:

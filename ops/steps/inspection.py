@@ -6,7 +6,10 @@ and the deleted flags / labels of data_level0.bin, labels Chroma knows from inde
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
+import numpy.typing as npt
 from pydantic import BaseModel
 
 from ops.storage import PersistDir
@@ -119,12 +122,7 @@ def hnsw_segment_report(pd: PersistDir, collection: CollectionRecord) -> HnswSeg
         records = pd.hnsw_records(segment.id, header)
         allocated, deleted = records.allocated, records.deleted_count
         if meta is not None:
-            live = records.live_labels
-            known = np.fromiter(meta.label_to_id.keys(), dtype=np.uint64, count=len(meta.label_to_id))
-            orphan_mask = ~np.isin(live, known)
-            orphan_count = int(orphan_mask.sum())
-            orphans = [int(x) for x in np.sort(live[orphan_mask])[:MAX_LISTED_LABELS]]
-            missing = int((~np.isin(known, live)).sum())
+            orphan_count, orphans, missing = label_differences(records.live_labels, meta.label_to_id.keys())
     cfg = collection.hnsw_config
     return HnswSegmentReport(
         segment_id=segment.id,
@@ -158,6 +156,18 @@ def hnsw_segment_report(pd: PersistDir, collection: CollectionRecord) -> HnswSeg
         orphan_label_sample=orphans,
         missing_labels=missing,
     )
+
+
+def label_differences(live: npt.NDArray[np.uint64], labels: Iterable[int]) -> tuple[int, list[int], int]:
+    """(live labels the pickle does not know, the first MAX_LISTED_LABELS of them, labels it knows that
+    have no live record). The usual answer, equal sets, costs two sorts instead of two np.isin."""
+    known = np.sort(np.fromiter(labels, dtype=np.uint64))
+    live = np.sort(live)
+    if np.array_equal(live, known):
+        return 0, [], 0
+    orphan_mask = ~np.isin(live, known)
+    orphans = [int(x) for x in live[orphan_mask][:MAX_LISTED_LABELS]]
+    return int(orphan_mask.sum()), orphans, int((~np.isin(known, live)).sum())
 
 
 def collection_report(
