@@ -17,7 +17,7 @@ from ops.steps.recommendations import Recommendation, Thresholds
 from ops.steps.targets import Privacy, SkipCollections
 from ops.steps.wal_clean import WalClean
 from ops.storage import PersistDir
-from ops.storage.fs import tree_size
+from ops.storage.fs import files_size, folder_sizes, tree_size
 from ops.storage.models import CollectionRecord
 
 
@@ -87,7 +87,8 @@ class DbInfo(ReadOnlyStep[DbInfoReport]):
         wal_stats = pd.wal_stats()
         kept = [c for c in all_collections if c.name not in self.skip]
         detailed = [c.id for c in kept] if self.details else self._detailed(kept)
-        reports = [collection_report(pd, c, counts, wal_stats) for c in kept]
+        sizes = folder_sizes(pd.path)
+        reports = [collection_report(pd, c, counts, wal_stats, sizes) for c in kept]
         names = Pseudonyms(pd) if self.privacy else None
         if names:
             reports = [names.collection(c) for c in reports]
@@ -102,7 +103,7 @@ class DbInfo(ReadOnlyStep[DbInfoReport]):
             tool_version=__version__,
             persist_dir=str(pd.path),
             layout=LayoutReport.of(pd.layout),
-            persist_dir_size=tree_size(pd.path),
+            persist_dir_size=sum(sizes.values()) + files_size(pd.path),
             sqlite_path=str(pd.sqlite_path),
             sqlite_size=pd.sqlite_path.stat().st_size,
             tenants=pd.tenants(),

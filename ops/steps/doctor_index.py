@@ -285,7 +285,9 @@ def _agreement(
 ) -> tuple[list[UnfindableRecord], list[Finding]]:
     assert c.vector_segment is not None and c.metadata_segment is not None
     ids = sysdb.embedding_ids(pd.conn, c.metadata_segment.id)
-    pending = wal.pending_operations(pd.conn, stats.topic, c.vector_segment.max_seq_id) if stats else {}
+    watermark = c.vector_segment.max_seq_id
+    behind = stats is not None and (watermark is None or stats.max_seq_id > watermark)
+    pending = wal.pending_operations(pd.conn, stats.topic, watermark) if stats and behind else {}  # no query: none
     meta = state.meta
     mapped = meta.id_to_label if meta is not None else {}
     live = state.live_labels()
