@@ -73,6 +73,10 @@ def test_narrow_terminal_never_breaks_ids(
     for value in expected:
         assert value in text, value
     assert not LONG_FLOAT.search(text)
+    lines = text.splitlines()
+    for c in standard_dir.truth["collections"]:  # the summary: one whole line per collection, never folded
+        row = [x for x in lines if x.startswith(f" {c['name']} ") and f"| {c['database']} " in x]
+        assert len(row) == 1, (c["name"], row)
 
 
 def test_file_output_of_tables_is_markdown_without_colour(standard_dir: BuiltDir) -> None:

@@ -200,7 +200,8 @@ SUMMARY_NUMERIC = frozenset({"Records", "WAL Gap", "Fragmentation", "HNSW Size"}
 
 def print_collections_summary(console: Console, r: DbInfoReport) -> None:
     """One row per collection, then one line of totals. Never a `header: value` listing (1,000
-    collections stay 1,000 lines): on a narrow terminal rich folds the name and advice columns."""
+    collections stay 1,000 lines): on a terminal too narrow for the boxed table, the Markdown table
+    (one line per collection, which the terminal wraps itself; nothing is cut or folded)."""
     table = Table(title="Collections", title_justify="left", header_style="bold")
     for name in SUMMARY_COLUMNS:
         numeric = name in ("Records", "WAL Gap", "Fragmentation", "HNSW Size")
@@ -222,15 +223,16 @@ def print_collections_summary(console: Console, r: DbInfoReport) -> None:
         )
         for c in r.collections
     ]
-    if is_plain(console):
-        _line(console, f"\nCollections\n\n{markdown_table(SUMMARY_COLUMNS, rows, SUMMARY_NUMERIC)}")
-    else:
-        table = Table(title="Collections", title_justify="left", header_style="bold")
-        for name in SUMMARY_COLUMNS:
-            numeric = name in SUMMARY_NUMERIC
-            table.add_column(name, justify="right" if numeric else "left", no_wrap=numeric, overflow="fold")
+    table = Table(title="Collections", title_justify="left", header_style="bold")
+    for name in SUMMARY_COLUMNS:
+        table.add_column(name, justify="right" if name in SUMMARY_NUMERIC else "left", no_wrap=True)
+    if not is_plain(console):
         for row in rows:
             table.add_row(*map(escape, row))
+    wide = console.options.update_width(PLAIN_WIDTH)
+    if is_plain(console) or console.measure(table, options=wide).maximum > console.width:
+        _line(console, f"\nCollections\n\n{markdown_table(SUMMARY_COLUMNS, rows, SUMMARY_NUMERIC)}")
+    else:
         console.print(table)
     _line(console, _totals(r, advice))
 
