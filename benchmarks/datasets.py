@@ -16,6 +16,10 @@ Kinds (chromadb is only ever imported in a child process, with the python of the
              100000, "batch_size": 100000}}: N adds, all pending in the WAL, no index written.
   empty      chromadb 1.0.16: an empty persist dir (`PersistentClient(path).heartbeat()`).
   many       chromadb 1.5.9: COLLECTIONS collections of 4 vectors each (the live-scan benchmark).
+  collections  chromadb 1.5.9: COLLECTIONS collections `c00000`... of PER_COLLECTION x DIM float32 vectors
+             each (default_rng(SEED + i)), configuration {"hnsw": {"sync_threshold": 10, "batch_size": 10}}
+             so every add and delete is flushed; every `deleted_every`-th collection (a third) then has
+             every fifth id deleted (20% fragmentation). The thousand-small-collections dir of issue 15.
 
 A dir is built under a temporary name, checked, renamed into place and described by
 `<dir>.complete.json` beside it; it is reused while that marker has the same parameters, and
@@ -59,6 +63,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     },
     "empty": {},
     "many": {"collections": 1000},
+    "collections": {"collections": 1000, "per_collection": 200, "dim": 32, "deleted_every": 3, "seed": SEED},
 }
 QUICK: dict[str, dict[str, Any]] = {
     "dbinfo": {"n": 10_000, "dim": 64, "batch": 2_500},
@@ -66,6 +71,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "walcommit": {"n": 2_000, "dim": 64, "batch": 1_000},
     "empty": {},
     "many": {"collections": 50},
+    "collections": {"collections": 30},
 }
 LAYOUT = {"1.0.16": "1.0", "1.5.9": "1.5"}
 
@@ -203,6 +209,8 @@ def build(stage: str, kind: str, path: Path, p: dict[str, Any]) -> None:
         for i in range(p["collections"]):
             c = client.create_collection(f"c{i:05d}", configuration=conf)  # type: ignore[arg-type]
             c.add(ids=[f"{i}-{j}" for j in range(4)], embeddings=np.random.rand(4, 8).tolist())
+    elif kind == "collections":
+        build_collections(client, p)
     elif kind == "walclean" and stage == "create":
         client.create_collection(COLLECTION, embedding_function=None)
     elif kind == "walclean":
@@ -227,6 +235,37 @@ def build(stage: str, kind: str, path: Path, p: dict[str, Any]) -> None:
             col.delete(ids=doomed[s : s + batch])
 
 
+def build_collections(client: Any, p: dict[str, Any]) -> None:
+    import numpy as np
+
+    conf = {"hnsw": {"space": "l2", "sync_threshold": 10, "batch_size": 10}}
+    ids = [f"id-{j:05d}" for j in range(p["per_collection"])]
+    for i in range(p["collections"]):
+        c = client.create_collection(f"c{i:05d}", configuration=conf, embedding_function=None)
+        rng = np.random.default_rng(p["seed"] + i)
+        c.add(ids=ids, embeddings=rng.standard_normal((len(ids), p["dim"]), dtype=np.float32))
+        if i % p["deleted_every"] == 0:
+            c.delete(ids=ids[::5])
+        if i % 100 == 99:
+            print(f"  {i + 1:,}/{p['collections']:,} collections", file=sys.stderr, flush=True)
+
+
+def collections_facts(pd: Any, p: dict[str, Any]) -> dict[str, Any]:
+    """Every collection's records, WAL gap and deleted HNSW records, against the recipe."""
+    counts, stats, problems = pd.record_counts(), pd.wal_stats(), []
+    deleted_total = 0
+    for c in pd.collections():
+        i = int(c.name[1:])
+        dead = len(range(0, p["per_collection"], 5)) if i % p["deleted_every"] == 0 else 0
+        header = pd.hnsw_header(c.vector_segment.id)
+        deleted = pd.hnsw_records(c.vector_segment.id, header).deleted_count if header else -1
+        got = (counts.get(c.metadata_segment.id, 0), pd.wal_gap(c, stats.get(c.id)), deleted, c.dimension)
+        if got != (p["per_collection"] - dead, 0, dead, p["dim"]):
+            problems.append(f"{c.name}: records, WAL gap, deleted, dimension {got}")
+        deleted_total += max(deleted, 0)
+    return {"collections": len(pd.collections()), "deleted": deleted_total, "problems": problems[:10]}
+
+
 def facts_of(kind: str, path: Path, p: dict[str, Any]) -> dict[str, Any]:
     """Runs with our package importable: the dir as ops.storage reads it, and what differs from the recipe."""
     import numpy as np
@@ -246,6 +285,11 @@ def facts_of(kind: str, path: Path, p: dict[str, Any]) -> dict[str, Any]:
         }
         if pd.layout.name != LAYOUT[chromadb_of(kind, p)]:
             problems.append(f"layout {pd.layout.name}, not chromadb {chromadb_of(kind, p)}'s")
+        if kind == "collections":
+            found = collections_facts(pd, p)
+            if found["collections"] != p["collections"]:
+                found["problems"].append(f"{found['collections']} collections, expected {p['collections']}")
+            return {**facts, **found, "problems": problems + found["problems"]}
         if kind in ("empty", "many"):
             want = 0 if kind == "empty" else p["collections"]
             if len(pd.collections()) != want:

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from ops.cli.tools import _summary
 from ops.engine.step import run_read_only
 from ops.pipeline.maintain import read_plan_file
 from ops.report import tables
 from ops.report.console import make_console
 from ops.steps.backup_list import backup_list
-from ops.steps.db_info import DbInfo
+from ops.steps.db_info import DbInfo, DbInfoParams
 from tests.conftest import REPO, BuiltDir, run_chops
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -64,7 +65,7 @@ def test_narrow_terminal_never_breaks_ids(
     assert console.width == 80
     tables.print_plan_document(console, read_plan_file(plan_file))
     tables.print_backups(console, *_backups(standard_dir.path))
-    tables.print_db_info(console, run_read_only(DbInfo(), str(standard_dir.path)))
+    tables.print_db_info(console, run_read_only(DbInfo(DbInfoParams(details=True)), str(standard_dir.path)))
     text = ANSI.sub("", buffer.getvalue())
     backups = json.loads(run_chops("backup", "list", standard_dir.path, "--json").stdout)["backups"]
     expected = _whole_values(json.loads(plan_file.read_text())) + [b["backup_id"] for b in backups]
@@ -72,6 +73,10 @@ def test_narrow_terminal_never_breaks_ids(
     for value in expected:
         assert value in text, value
     assert not LONG_FLOAT.search(text)
+    lines = text.splitlines()
+    for c in standard_dir.truth["collections"]:  # the summary: one whole line per collection, never folded
+        row = [x for x in lines if x.startswith(f" {c['name']} ") and f"| {c['database']} " in x]
+        assert len(row) == 1, (c["name"], row)
 
 
 def test_file_output_of_tables_is_markdown_without_colour(standard_dir: BuiltDir) -> None:
@@ -97,3 +102,26 @@ def test_invoke_echo_has_no_colour_codes_in_a_log() -> None:
 def _backups(path: Path) -> tuple[str, list[object]]:
     report = backup_list(str(path))
     return report.backup_root, list(report.backups)
+
+
+def test_plan_summary_and_plan_show_count_repeated_steps(plan_file: Path) -> None:
+    """334 rebuilt collections are `hnsw.rebuild x334` in the summary line and the Changes line; their
+    actions stay listed one by one, and steps with nothing to do are one line per kind."""
+    plan = read_plan_file(plan_file)
+    rebuild = next(s for s in plan.steps if s.step == "hnsw.rebuild" and s.actions)
+    many = [rebuild.model_copy(update={"target": f"default_database/c{i:03d}"}) for i in range(333)]
+    idle = [rebuild.model_copy(update={"target": f"default_database/idle{i}", "actions": []}) for i in range(5)]
+    big = plan.model_copy(update={"steps": [*plan.steps, *many, *idle]})
+    line = _summary(big)
+    assert line.count("hnsw.rebuild") == 1 and "hnsw.rebuild x334" in line, line
+    assert "(334 actions)" not in line  # one action each: the count of steps says it
+    once = [s for s in plan.steps if s.actions and s.step != "hnsw.rebuild"]
+    assert once and all(f"{s.step} {len(s.actions)}" in line for s in once), line
+    buffer = io.StringIO()
+    tables.print_plan_document(make_console(buffer, terminal=False), big)
+    text = buffer.getvalue()
+    changes = next(x for x in text.splitlines() if x.strip().startswith("Changes:"))
+    assert "hnsw.rebuild x334" in changes, changes
+    assert text.count("Plan: hnsw.rebuild (") == 334
+    shown = "default_database/idle0, default_database/idle1, default_database/idle2 and 2 more"
+    assert f"Plan: hnsw.rebuild x5: nothing to do ({shown})" in text

@@ -47,7 +47,8 @@ def secret_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuiltDir]:
 
 def commands(path: Path) -> dict[str, list[str | Path]]:
     return {
-        "db": ["db", "info", path],
+        "db": ["db", "info", path, "--details"],
+        "db-summary": ["db", "info", path],
         "wal": ["wal", "info", path],
         "hnsw": ["hnsw", "info", path, "-c", SECRET["collection"], "-d", SECRET["database"], "-v"],
     }
@@ -61,7 +62,7 @@ def leaks(text: str, path: Path) -> list[str]:
     return sorted(found)
 
 
-@pytest.mark.parametrize("command", ["db", "wal", "hnsw"])
+@pytest.mark.parametrize("command", ["db", "db-summary", "wal", "hnsw"])
 def test_privacy_mode_names_nothing_the_user_chose(secret_dir: BuiltDir, command: str) -> None:
     args = commands(secret_dir.path)[command]
     for extra, env in FORMATS:
@@ -75,6 +76,7 @@ def test_privacy_mode_names_nothing_the_user_chose(secret_dir: BuiltDir, command
     ("command", "shown"),
     [
         ("db", ["tenant", "database", "other_database", "collection", "default_collection", "metadata_key"]),
+        ("db-summary", ["tenant", "database", "other_database", "collection", "default_collection"]),
         ("wal", ["database", "other_database", "collection", "default_collection"]),
         ("hnsw", ["tenant", "database", "collection"]),
     ],

@@ -214,10 +214,11 @@ def _write_plan(plan: Plan, out_path: str | None) -> None:
 
 
 def _summary(plan: Plan) -> str:
-    counts = [f"{s.step} {len(s.actions)}" for s in plan.steps if s.actions]
-    skipped = [f"{s.step} {s.target}" for s in plan.steps if s.skipped]
-    text = "nothing to do" if not counts else "actions: " + ", ".join(counts)
-    text += "; skipped (see the plan for why): " + ", ".join(skipped) if skipped else ""
+    from ops.report.plan_summary import actions_by_kind, skipped_by_kind
+
+    counts, skipped = actions_by_kind(plan), skipped_by_kind(plan)
+    text = "nothing to do" if not counts else "actions: " + counts
+    text += "; skipped (see the plan for why): " + skipped if skipped else ""
     return text + (f"; {len(plan.unrepaired)} finding(s) it cannot repair" if plan.unrepaired else "")
 
 

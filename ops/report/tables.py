@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from rich import box
 from rich.console import Console
@@ -10,9 +10,11 @@ from rich.markup import escape
 from rich.rule import Rule
 from rich.table import Table
 
-from ops.engine.plan import Plan
+from ops.engine.plan import Plan, StepPlan
 from ops.report.console import PLAIN_WIDTH, is_plain
 from ops.report.format import count, fraction, plain_value, size
+from ops.report.plan_summary import actions_by_kind, by_kind
+from ops.steps import recommendations
 from ops.steps.backup_list import BackupRow
 from ops.steps.db_info import DbInfoReport
 from ops.steps.doctor import DoctorReport
@@ -180,10 +182,87 @@ def print_db_info(console: Console, r: DbInfoReport) -> None:
         ("Orphan HNSW Directories", [o.name for o in r.orphan_dirs] or "none"),
     ]
     show(console, property_table("General Info", general))
-    heading(console, "Collections")
-    for c in r.collections:
-        print_collection(console, c)
-    print_advice(console, r.warnings, r.recommendations)
+    print_collections_summary(console, r)
+    detailed = set(r.detailed)
+    if detailed:
+        heading(console, "Collections in full")
+        for c in r.collections:
+            if c.id in detailed:
+                print_collection(console, c)
+    where = recommendations.shown_dir(r.persist_dir)
+    print_advice(console, r.warnings, recommendations.grouped(r.recommendations, detailed, where))
+
+
+SUMMARY_COLUMNS = ("Collection", "Database", "Records", "WAL Gap", "Fragmentation", "HNSW Size", "Recommendation")
+SUMMARY_NUMERIC = frozenset({"Records", "WAL Gap", "Fragmentation", "HNSW Size"})
+
+
+def print_collections_summary(console: Console, r: DbInfoReport) -> None:
+    """One row per collection, then one line of totals. Never a `header: value` listing (1,000
+    collections stay 1,000 lines): on a terminal too narrow for the boxed table, the Markdown table
+    (one line per collection, which the terminal wraps itself; nothing is cut or folded)."""
+    table = Table(title="Collections", title_justify="left", header_style="bold")
+    for name in SUMMARY_COLUMNS:
+        numeric = name in ("Records", "WAL Gap", "Fragmentation", "HNSW Size")
+        table.add_column(name, justify="right" if numeric else "left", no_wrap=numeric, overflow="fold")
+    advice: dict[str, list[str]] = {}
+    for a in r.recommendations:
+        if a.collection_id is not None and a.topic not in advice.setdefault(a.collection_id, []):
+            advice[a.collection_id].append(a.topic)
+    qualified = len(r.tenants) > 1
+    rows = [
+        (
+            c.name,
+            f"{c.tenant}/{c.database}" if qualified else c.database,
+            count(c.records),
+            count(c.wal_gap),
+            fraction(c.hnsw.fragmentation) if c.hnsw else "-",
+            size(c.hnsw.dir_size) if c.hnsw else "-",
+            ", ".join(advice.get(c.id, [])) or "-",
+        )
+        for c in r.collections
+    ]
+    table = Table(title="Collections", title_justify="left", header_style="bold")
+    for name in SUMMARY_COLUMNS:
+        table.add_column(name, justify="right" if name in SUMMARY_NUMERIC else "left", no_wrap=True)
+    if not is_plain(console):
+        for row in rows:
+            table.add_row(*map(escape, row))
+    wide = console.options.update_width(PLAIN_WIDTH)
+    if is_plain(console) or console.measure(table, options=wide).maximum > console.width:
+        _line(console, f"\nCollections\n\n{markdown_table(SUMMARY_COLUMNS, rows, SUMMARY_NUMERIC)}")
+    else:
+        console.print(table)
+    _line(console, _totals(r, advice))
+
+
+def markdown_table(headers: tuple[str, ...], rows: Sequence[tuple[str, ...]], right: frozenset[str]) -> str:
+    """A Markdown table laid out as rich lays out its own (see _markdown), without rich: rich measures
+    every cell of every row, seconds for a thousand collections."""
+    widths = [max([len(h), *(len(row[i]) for row in rows)]) for i, h in enumerate(headers)]
+    aligned = [str.rjust if h in right else str.ljust for h in headers]
+
+    def line(cells: tuple[str, ...]) -> str:
+        return " " + " | ".join(a(c, w) for a, c, w in zip(aligned, cells, widths, strict=True)).rstrip()
+
+    rule = "|".join("-" * (w + 2) for w in widths)
+    return "\n".join([line(headers), rule, *map(line, rows)])
+
+
+def _totals(r: DbInfoReport, advice: dict[str, list[str]]) -> str:
+    segments = [c.hnsw for c in r.collections if c.hnsw]
+    allocated, deleted = sum(h.allocated for h in segments), sum(h.deleted for h in segments)
+    fragmented = sum(1 for h in segments if h.deleted)
+    shown = f"{len(r.collections):,}" + (
+        "" if len(r.collections) == r.collections_total else f" of {r.collections_total:,}"
+    )
+    return (
+        f"Total: {shown} collections, {sum(c.records for c in r.collections):,} records, "
+        f"WAL gap {sum(c.wal_gap for c in r.collections):,}, "
+        f"{deleted:,} of {allocated:,} HNSW records deleted ({fraction(deleted / allocated if allocated else 0.0)}, "
+        f"in {fragmented:,} collections), HNSW {size(sum(h.dir_size for h in segments))}, "
+        f"{sum(1 for a in advice.values() if a):,} with a recommendation"
+    )
 
 
 def print_hnsw_info(console: Console, r: HnswInfoReport) -> None:
@@ -231,7 +310,14 @@ def _on_off(value: bool | None) -> str:
 
 def print_plan(console: Console, plan: Plan) -> None:
     """One line per fact, never wrapped by us (a narrow terminal wraps it visually; a file keeps it whole)."""
+    idle = by_kind(s for s in plan.steps if not s.actions and not s.skipped)
     for step in plan.steps:
+        quiet = idle.get(step.step, [])
+        if len(quiet) > 1 and step in quiet:
+            if step is quiet[0]:  # the kind's idle steps as one line, where the first of them stood
+                _line(console, "")
+                _line(console, f"Plan: {step.step} x{len(quiet)}: nothing to do ({_targets(quiet)})")
+            continue
         _line(console, "")
         _line(console, f"Plan: {step.step} ({step.target})")
         for a in step.actions:
@@ -256,6 +342,11 @@ def print_plan(console: Console, plan: Plan) -> None:
             _line(console, f"      {'fix:':<10}{u.fix}")
 
 
+def _targets(steps: list[StepPlan]) -> str:
+    shown = ", ".join(s.target for s in steps[:3])
+    return shown + (f" and {len(steps) - 3:,} more" if len(steps) > 3 else "")
+
+
 def print_plan_document(console: Console, plan: Plan) -> None:
     head = [
         ("Persist dir", plan.persist_dir),
@@ -263,7 +354,10 @@ def print_plan_document(console: Console, plan: Plan) -> None:
         ("Pipeline", f"{plan.pipeline.name} ({plan.pipeline.source})" if plan.pipeline else "-"),
         ("State fingerprint", plan.fingerprint.digest if plan.fingerprint else "-"),
         ("Plan digest", plan.digest or "-"),
-        ("Changes", "none" if plan.is_empty else f"{sum(len(s.actions) for s in plan.steps)} actions"),
+        (
+            "Changes",
+            "none" if plan.is_empty else f"{sum(len(s.actions) for s in plan.steps)} actions: {actions_by_kind(plan)}",
+        ),
     ]
     fence = is_plain(console)  # a file is pasted as a pull-request body: keep it a verbatim block
     if fence:

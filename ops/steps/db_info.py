@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, field_validator
 
 from ops import __version__
-from ops.engine.params import Params
+from ops.engine.params import Params, flag
 from ops.engine.step import ReadOnlyStep, ReadReport, StepContext
+from ops.errors import NotFound
 from ops.steps import recommendations
 from ops.steps.inspection import CollectionReport, LayoutReport, collection_report
 from ops.steps.privacy import Pseudonyms
 from ops.steps.recommendations import Recommendation, Thresholds
 from ops.steps.targets import Privacy, SkipCollections
 from ops.storage import PersistDir, wal_purge
-from ops.storage.fs import tree_size
+from ops.storage.fs import files_size, folder_sizes, tree_size
+from ops.storage.models import CollectionRecord
 
 
 class OrphanDir(BaseModel):
@@ -45,10 +47,24 @@ class DbInfoReport(ReadReport):
     wal: WalSummary
     recommendations: list[Recommendation]
     warnings: list[str]
+    detailed: list[str] = Field(default_factory=list, exclude=True)
+    """Ids of the collections the tables show in full (-c, --details); not part of the JSON, which
+    always has every collection in full."""
 
 
 class DbInfoParams(SkipCollections, Privacy):
-    pass
+    collection: Annotated[list[str], flag("-c", metavar="NAME")] = Field(
+        default_factory=list,
+        description="also show these collections in full, below the one-row-each summary (repeat, or separate "
+        "with commas; --json always has every collection in full)",
+    )
+    details: bool = Field(False, description="show every collection in full, not only its summary row")
+
+    @field_validator("collection")
+    @classmethod
+    def _split_shown(cls, values: list[str]) -> list[str]:
+        """As -s: `-c a -c b`, `-c a b` and `-c a,b` (a name of its own, not to replace -s's validator)."""
+        return [name.strip() for value in values for name in value.split(",") if name.strip()]
 
 
 class DbInfo(ReadOnlyStep[DbInfoReport]):
@@ -59,6 +75,8 @@ class DbInfo(ReadOnlyStep[DbInfoReport]):
         params = params or DbInfoParams()
         self.skip = set(params.skip_collection_names)
         self.privacy = params.privacy_mode
+        self.shown = params.collection
+        self.details = params.details
         self.thresholds = thresholds or Thresholds()
 
     def report(self, ctx: StepContext) -> DbInfoReport:
@@ -66,7 +84,10 @@ class DbInfo(ReadOnlyStep[DbInfoReport]):
         all_collections = pd.collections()
         counts = pd.record_counts()
         wal_stats = pd.wal_stats()
-        reports = [collection_report(pd, c, counts, wal_stats) for c in all_collections if c.name not in self.skip]
+        kept = [c for c in all_collections if c.name not in self.skip]
+        detailed = [c.id for c in kept] if self.details else self._detailed(kept)
+        sizes = folder_sizes(pd.path)
+        reports = [collection_report(pd, c, counts, wal_stats, sizes) for c in kept]
         names = Pseudonyms(pd) if self.privacy else None
         if names:
             reports = [names.collection(c) for c in reports]
@@ -81,7 +102,7 @@ class DbInfo(ReadOnlyStep[DbInfoReport]):
             tool_version=__version__,
             persist_dir=str(pd.path),
             layout=LayoutReport.of(pd.layout),
-            persist_dir_size=tree_size(pd.path),
+            persist_dir_size=sum(sizes.values()) + files_size(pd.path),
             sqlite_path=str(pd.sqlite_path),
             sqlite_size=pd.sqlite_path.stat().st_size,
             tenants=pd.tenants(),
@@ -96,8 +117,20 @@ class DbInfo(ReadOnlyStep[DbInfoReport]):
             ),
             recommendations=advice,
             warnings=[pd.layout.warning] if pd.layout.warning else [],
+            detailed=detailed,
         )
         return hide_names(report, names, pd) if names else report
+
+    def _detailed(self, kept: list[CollectionRecord]) -> list[str]:
+        """The ids of the collections -c names (in every database that has one of that name)."""
+        wanted = set(self.shown)
+        missing = sorted(wanted - {c.name for c in kept})
+        if not missing:
+            return [c.id for c in kept if c.name in wanted]
+        if self.privacy:
+            raise NotFound("no such collection (or it is skipped)", "run without -p to see the names there")
+        listed = ", ".join(sorted({c.name for c in kept})[:10]) or "none"
+        raise NotFound(f"no collection {', '.join(map(repr, missing))} (or it is skipped)", f"collections: {listed}")
 
 
 def hide_names(report: DbInfoReport, names: Pseudonyms, pd: PersistDir) -> DbInfoReport:

@@ -45,15 +45,20 @@ class IndexState:
     meta: HnswPickleMeta | None = None
     scan: Level0Scan | None = None
 
+    _live: set[int] | None = field(default=None, repr=False)
+
     def live_labels(self) -> set[int]:
+        """The labels of the records not marked deleted (read once: doctor asks three times)."""
         if self.scan is None:
             return set()
-        return {int(x) for x in self.scan.labels[~self.scan.deleted]}
+        if self._live is None:
+            self._live = set(self.scan.labels[~self.scan.deleted].tolist())
+        return self._live
 
     def deleted_labels(self) -> set[int]:
         if self.scan is None:
             return set()
-        return {int(x) for x in self.scan.labels[self.scan.deleted]}
+        return set(self.scan.labels[self.scan.deleted].tolist())
 
 
 class _Checker:
@@ -280,7 +285,9 @@ def _agreement(
 ) -> tuple[list[UnfindableRecord], list[Finding]]:
     assert c.vector_segment is not None and c.metadata_segment is not None
     ids = sysdb.embedding_ids(pd.conn, c.metadata_segment.id)
-    pending = wal.pending_operations(pd.conn, stats.topic, c.vector_segment.max_seq_id) if stats else {}
+    watermark = c.vector_segment.max_seq_id
+    behind = stats is not None and (watermark is None or stats.max_seq_id > watermark)
+    pending = wal.pending_operations(pd.conn, stats.topic, watermark) if stats and behind else {}  # no query: none
     meta = state.meta
     mapped = meta.id_to_label if meta is not None else {}
     live = state.live_labels()

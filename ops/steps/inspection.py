@@ -6,7 +6,11 @@ and the deleted flags / labels of data_level0.bin, labels Chroma knows from inde
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from pathlib import Path
+
 import numpy as np
+import numpy.typing as npt
 from pydantic import BaseModel
 
 from ops.storage import PersistDir
@@ -104,7 +108,10 @@ def metadata_segment_report(segment: SegmentRecord | None) -> MetadataSegmentRep
     )
 
 
-def hnsw_segment_report(pd: PersistDir, collection: CollectionRecord) -> HnswSegmentReport | None:
+def hnsw_segment_report(
+    pd: PersistDir, collection: CollectionRecord, folder_sizes: dict[str, int] | None = None
+) -> HnswSegmentReport | None:
+    """folder_sizes: fs.folder_sizes of the persist dir when the caller has them (db info)."""
     segment = collection.vector_segment
     if segment is None:
         return None
@@ -119,12 +126,7 @@ def hnsw_segment_report(pd: PersistDir, collection: CollectionRecord) -> HnswSeg
         records = pd.hnsw_records(segment.id, header)
         allocated, deleted = records.allocated, records.deleted_count
         if meta is not None:
-            live = records.live_labels
-            known = np.fromiter(meta.label_to_id.keys(), dtype=np.uint64, count=len(meta.label_to_id))
-            orphan_mask = ~np.isin(live, known)
-            orphan_count = int(orphan_mask.sum())
-            orphans = [int(x) for x in np.sort(live[orphan_mask])[:MAX_LISTED_LABELS]]
-            missing = int((~np.isin(known, live)).sum())
+            orphan_count, orphans, missing = label_differences(records.live_labels, meta.label_to_id.keys())
     cfg = collection.hnsw_config
     return HnswSegmentReport(
         segment_id=segment.id,
@@ -132,7 +134,7 @@ def hnsw_segment_report(pd: PersistDir, collection: CollectionRecord) -> HnswSeg
         scope=segment.scope,
         path=str(folder),
         sysdb_max_seq_id=segment.max_seq_id,
-        dir_size=tree_size(folder) if folder.is_dir() else 0,
+        dir_size=_dir_size(folder, folder_sizes),
         flushed=meta is not None,
         space=cfg.space,
         M=cfg.M,
@@ -160,11 +162,30 @@ def hnsw_segment_report(pd: PersistDir, collection: CollectionRecord) -> HnswSeg
     )
 
 
+def _dir_size(folder: Path, known: dict[str, int] | None) -> int:
+    if known is not None and folder.name in known:
+        return known[folder.name]
+    return tree_size(folder) if folder.is_dir() else 0
+
+
+def label_differences(live: npt.NDArray[np.uint64], labels: Iterable[int]) -> tuple[int, list[int], int]:
+    """(live labels the pickle does not know, the first MAX_LISTED_LABELS of them, labels it knows that
+    have no live record). The usual answer, equal sets, costs two sorts instead of two np.isin."""
+    known = np.sort(np.fromiter(labels, dtype=np.uint64))
+    live = np.sort(live)
+    if np.array_equal(live, known):
+        return 0, [], 0
+    orphan_mask = ~np.isin(live, known)
+    orphans = [int(x) for x in live[orphan_mask][:MAX_LISTED_LABELS]]
+    return int(orphan_mask.sum()), orphans, int((~np.isin(known, live)).sum())
+
+
 def collection_report(
     pd: PersistDir,
     collection: CollectionRecord,
     counts: dict[str, int],
     wal_stats: dict[str, WalTopicStats],
+    folder_sizes: dict[str, int] | None = None,
 ) -> CollectionReport:
     stats = wal_stats.get(collection.id)
     meta_seg = collection.metadata_segment
@@ -179,5 +200,5 @@ def collection_report(
         wal_entries=stats.entries if stats else 0,
         wal_gap=pd.wal_gap(collection, stats),
         metadata_segment=metadata_segment_report(meta_seg),
-        hnsw=hnsw_segment_report(pd, collection),
+        hnsw=hnsw_segment_report(pd, collection, folder_sizes),
     )

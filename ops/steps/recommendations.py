@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from ops.engine.step import PLACEHOLDER_DIR
 from ops.steps.inspection import CollectionReport
@@ -32,6 +32,10 @@ class Recommendation(BaseModel):
     collection: str | None
     message: str
     command: str | None
+    topic: str = Field("", exclude=True)
+    """What it is about in a word or two ("hnsw rebuild"), for the one-row-per-collection summary of
+    db info; like collection_id, for the tables only (the JSON keeps the fields above)."""
+    collection_id: str | None = Field(None, exclude=True)
 
 
 def for_collection(c: CollectionReport, t: Thresholds, where: str = PLACEHOLDER_DIR) -> list[Recommendation]:
@@ -45,9 +49,11 @@ def for_collection(c: CollectionReport, t: Thresholds, where: str = PLACEHOLDER_
                 message=f"HNSW fragmentation {hnsw.fragmentation:.1%} ({hnsw.deleted:,} of {hnsw.allocated:,} "
                 f"records deleted) is above {t.fragmentation:.0%}: rebuild the index",
                 command=f"chops hnsw rebuild {where} -c {shlex.quote(c.name)} -d {shlex.quote(c.database)}",
+                topic="hnsw rebuild",
+                collection_id=c.id,
             )
         )
-    out += for_wal(c.name, c.wal_gap, t, where)
+    out += for_wal(c.name, c.wal_gap, t, where, c.id)
     if hnsw and hnsw.orphan_labels:
         out.append(
             Recommendation(
@@ -56,12 +62,16 @@ def for_collection(c: CollectionReport, t: Thresholds, where: str = PLACEHOLDER_
                 message=f"{hnsw.orphan_labels:,} labels in the HNSW index are unknown to its metadata "
                 "(index_metadata.pickle): report this; a rebuild drops them",
                 command=None,
+                topic="orphan labels",
+                collection_id=c.id,
             )
         )
     return out
 
 
-def for_wal(collection: str, wal_gap: int, t: Thresholds, where: str = PLACEHOLDER_DIR) -> list[Recommendation]:
+def for_wal(
+    collection: str, wal_gap: int, t: Thresholds, where: str = PLACEHOLDER_DIR, collection_id: str | None = None
+) -> list[Recommendation]:
     """`wal commit` for any gap past the threshold (0: the maintain pipeline commits every gap)."""
     if wal_gap <= t.wal_gap:
         return []
@@ -71,6 +81,8 @@ def for_wal(collection: str, wal_gap: int, t: Thresholds, where: str = PLACEHOLD
             collection=collection,
             message=f"{wal_gap:,} WAL entries are not in the HNSW files yet (Chroma replays them at load): commit them",
             command=f"chops wal commit {where}",
+            topic="wal commit",
+            collection_id=collection_id,
         )
     ]
 
@@ -113,3 +125,37 @@ def for_orphan_dirs(count: int, where: str = PLACEHOLDER_DIR) -> list[Recommenda
             command=f"chops db clean {where}",
         )
     ]
+
+
+MAINTAIN_TOPICS = frozenset({"hnsw rebuild", "wal commit"})
+"""Per-collection advice the shipped `maintain` pipeline carries out for every collection at once
+(it commits every WAL gap and rebuilds above the same 10% fragmentation)."""
+
+
+def grouped(items: list[Recommendation], detailed: set[str], where: str) -> list[Recommendation]:
+    """The advice as the db info tables list it: in full for the dir and for the collections shown in
+    full; for the others one row per kind of advice that more than one collection has (the summary
+    table's Recommendation column names them), where the first of them stood."""
+    groups: dict[tuple[str, str], list[Recommendation]] = {}
+    for r in items:
+        if r.collection_id is not None and r.collection_id not in detailed:
+            groups.setdefault((r.severity, r.topic), []).append(r)
+    out: list[Recommendation] = []
+    for r in items:
+        if r.collection_id is None or r.collection_id in detailed:
+            out.append(r)
+            continue
+        group = groups.pop((r.severity, r.topic), None)
+        if group is not None:
+            out.append(group[0] if len(group) == 1 else _group_row(r.severity, r.topic, len(group), where))
+    return out
+
+
+def _group_row(severity: Literal["action", "warning", "info"], topic: str, n: int, where: str) -> Recommendation:
+    return Recommendation(
+        severity=severity,
+        collection=f"{n:,} collections",
+        message=f"{topic}: see the Recommendation column (-c NAME or --details: each in full)",
+        command=f"chops maintain {where} --plan" if topic in MAINTAIN_TOPICS else None,
+        topic=topic,
+    )

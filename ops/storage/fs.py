@@ -35,6 +35,30 @@ def tree_size(path: Path) -> int:
     return total
 
 
+def folder_sizes(path: Path) -> dict[str, int]:
+    """tree_size of every folder directly in path (by name; symlinks left out), in one walk: a persist
+    dir of 1,000 collections is 1,000 folders, each walked once instead of once for the dir's size and
+    once for its own."""
+    sizes: dict[str, int] = {}
+    try:
+        entries = list(os.scandir(path))
+    except OSError:
+        return sizes
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            sizes[entry.name] = tree_size(Path(entry.path))
+    return sizes
+
+
+def files_size(path: Path) -> int:
+    """Bytes of the regular files directly in path (with folder_sizes: tree_size of path)."""
+    try:
+        entries = list(os.scandir(path))
+    except OSError:
+        return 0
+    return sum(e.stat(follow_symlinks=False).st_size for e in entries if e.is_file(follow_symlinks=False))
+
+
 def subfolders(path: Path) -> list[Path]:
     return sorted(p for p in path.iterdir() if p.is_dir() and not p.is_symlink())
 

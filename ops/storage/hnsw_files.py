@@ -14,6 +14,7 @@ module checks the files without numpy.
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
@@ -28,7 +29,6 @@ PICKLE_FILE = "index_metadata.pickle"
 HNSW_FILES = (HEADER_FILE, LEVEL0_FILE, LENGTH_FILE, LINK_LISTS_FILE)
 
 _HEADER = struct.Struct("<i6QiI3QdQ")
-_LINK_SIZE = struct.Struct("<I")
 
 
 class HnswHeader(BaseModel):
@@ -136,24 +136,67 @@ def link_lists_damage(folder: Path, header: HnswHeader) -> str | None:
 MAX_LEVELS = 64
 
 
-def check_link_lists(folder: Path, header: HnswHeader) -> None:
+@dataclass(frozen=True)
+class LinkWalk:
+    """link_lists.bin walked entry by entry (see walk_link_lists)."""
+
+    upper: list[tuple[int, int, int]]
+    """(element, word index of its byte count, byte count) of each element with levels above 0."""
+    end: int
+    """Bytes the entries take (when the walk reached the last element)."""
+    short_at: int | None = None
+    """The element whose entry the file ends before."""
+    bad: tuple[int, int] | None = None
+    """(element, byte count) of the first entry that is not whole levels."""
+
+
+def walk_link_lists(data: bytes, count: int, max_m: int) -> LinkWalk:
     """link_lists.bin is, per element in order, a uint32 byte count and that many bytes: whole blocks of
-    (uint32 count, maxM uint32 links), one per level above 0. A write that ran out of space (hnswlib does
-    not report it) leaves it short."""
+    (uint32 count, maxM uint32 links), one per level above 0.
+
+    Most elements have no level above 0 (a zero count, one zero word): the walk jumps over each run of
+    zero words at once (a non-zero word after such a run is the next element's count), so it steps in
+    Python only through the elements that have upper levels."""
+    import numpy as np  # only the numpy readers call this: the module itself stays numpy-free
+
+    words = np.frombuffer(data, dtype="<u4", count=len(data) // 4)
+    nonzero = np.flatnonzero(words)
+    block = 4 + 4 * max_m
+    upper: list[tuple[int, int, int]] = []
+    pos = element = 0  # pos: the word holding element's byte count
+    while element < count:
+        k = int(np.searchsorted(nonzero, pos))
+        following = int(nonzero[k]) if k < len(nonzero) else len(words)
+        empty = max(following - pos, 0)
+        if element + empty >= count:
+            return LinkWalk(upper=upper, end=4 * (pos + count - element))
+        element, pos = element + empty, pos + empty
+        if pos + 1 > len(words):
+            return LinkWalk(upper=upper, end=4 * pos, short_at=element)
+        size = int(words[pos])
+        if size % block or size > MAX_LEVELS * block:
+            return LinkWalk(upper=upper, end=4 * pos, bad=(element, size))
+        upper.append((element, pos, size))
+        pos, element = pos + 1 + size // 4, element + 1
+    return LinkWalk(upper=upper, end=4 * pos)
+
+
+def check_link_lists(folder: Path, header: HnswHeader) -> None:
+    """link_lists.bin has a whole entry for every element (walk_link_lists). A write that ran out of
+    space (hnswlib does not report it) leaves it short."""
     path = folder / LINK_LISTS_FILE
     _size(path)
     data = path.read_bytes()
-    block = 4 + 4 * header.max_m
-    offset = 0
-    for element in range(header.cur_element_count):
-        if offset + 4 > len(data):
-            raise _bad_link_lists(path, f"ends at element {element} of {header.cur_element_count}")
-        (size,) = _LINK_SIZE.unpack_from(data, offset)
-        if size % block or size > MAX_LEVELS * block:
-            raise _bad_link_lists(path, f"element {element} has {size} bytes of links, not whole levels of {block}")
-        offset += 4 + size
-    if offset > len(data):
-        raise _bad_link_lists(path, f"needs {offset} bytes, has {len(data)}")
+    count = header.cur_element_count
+    walk = walk_link_lists(data, count, header.max_m)
+    if walk.short_at is not None:
+        raise _bad_link_lists(path, f"ends at element {walk.short_at} of {count}")
+    if walk.bad is not None:
+        element, size = walk.bad
+        block = 4 + 4 * header.max_m
+        raise _bad_link_lists(path, f"element {element} has {size} bytes of links, not whole levels of {block}")
+    if walk.end > len(data):
+        raise _bad_link_lists(path, f"needs {walk.end} bytes, has {len(data)}")
 
 
 def _bad_link_lists(path: Path, problem: str) -> CorruptHnswFile:

@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict
 
-from ops.storage.hnsw_files import LINK_LISTS_FILE, MAX_LEVELS, HnswHeader
+from ops.storage.hnsw_files import LINK_LISTS_FILE, HnswHeader, walk_link_lists
 from ops.storage.hnsw_records import level0_chunks, record_deleted, record_labels
 
 SAMPLE = 5
@@ -88,19 +88,18 @@ def scan_link_lists(folder: Path, header: HnswHeader) -> LinkListsScan:
     total = header.cur_element_count
     levels = np.zeros(total, np.int64)
     starts: list[int] = []
-    offset = 0
     empty = np.zeros(0, np.int64)
-    for element in range(total):
-        if offset + 4 > len(data):
-            problem = f"it ends at element {element} of {total}"
-            return LinkListsScan(size=len(data), needed=None, problem=problem, levels=empty, **_NO_LINKS)
-        size = int.from_bytes(data[offset : offset + 4], "little")
-        if size % block or size > MAX_LEVELS * block:
-            problem = f"element {element} has {size} bytes of links, not whole levels of {block}"
-            return LinkListsScan(size=len(data), needed=None, problem=problem, levels=empty, **_NO_LINKS)
+    walk = walk_link_lists(data, total, header.max_m)
+    if walk.short_at is not None:
+        problem = f"it ends at element {walk.short_at} of {total}"
+        return LinkListsScan(size=len(data), needed=None, problem=problem, levels=empty, **_NO_LINKS)
+    if walk.bad is not None:
+        problem = f"element {walk.bad[0]} has {walk.bad[1]} bytes of links, not whole levels of {block}"
+        return LinkListsScan(size=len(data), needed=None, problem=problem, levels=empty, **_NO_LINKS)
+    for element, pos, size in walk.upper:
         levels[element] = size // block
-        starts += range((offset + 4) // 4, (offset + 4 + size) // 4, block // 4)
-        offset += 4 + size
+        starts += range(pos + 1, pos + 1 + size // 4, block // 4)
+    offset = walk.end
     if offset > len(data):
         problem = f"the levels need {offset:,} bytes"
         return LinkListsScan(size=len(data), needed=offset, problem=problem, levels=empty, **_NO_LINKS)
