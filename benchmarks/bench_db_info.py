@@ -8,6 +8,8 @@ Variants, all on the same dir (`db info` of ours changes nothing; chromadb-ops t
                      network, its DNS retries add seconds of idle waiting
   ours               python3 -m ops db info DIR
   ours-json          python3 -m ops db info DIR --json (issue #14: at most 0.2 s)
+  ours-details       python3 -m ops db info DIR --details (every collection in full)
+  ours-doctor        python3 -m ops doctor DIR (issue #16: reads at least as fast as db info in full)
   floor-python       python3 -c pass: the interpreter alone
   floor-imports      python3 -c 'import numpy, pydantic, sqlite3': the libraries db info cannot do without
 Safety: chromadb 1.5.9 would migrate a 1.0.16 dir in place. Ours runs first on a copy; after every run
@@ -40,15 +42,17 @@ def unchanged(work, r) -> dict:
 theirs = [str(venv.bin("chops")), "db", "info", str(persist)]
 
 
-def ours_variant(name: str, *extra: str) -> Variant:
-    argv = [sys.executable, "-m", "ops", "db", "info", str(persist), *extra]
-    label = f"chroma-ops `chops db info{''.join(' ' + e for e in extra)}`"
+def ours_variant(name: str, *extra: str, command: tuple[str, ...] = ("db", "info")) -> Variant:
+    argv = [sys.executable, "-m", "ops", *command, str(persist), *extra]
+    label = f"chroma-ops `chops {' '.join(command)}{''.join(' ' + e for e in extra)}`"
     return Variant(name, label, lambda w: argv, env=ours, cwd=args.ours_src, copy=False, check=unchanged, ours=True)
 
 
 variants = [
     ours_variant("ours"),
     ours_variant("ours-json", "--json"),
+    ours_variant("ours-details", "--details"),
+    ours_variant("ours-doctor", command=("doctor",)),
     Variant("floor-python", "`python3 -c pass`", lambda w: [sys.executable, "-c", "pass"], copy=False),
     Variant(
         "floor-imports",
