@@ -12,8 +12,10 @@ import numpy as np
 from ops.errors import CorruptHnswFile, UnsafePickle
 from ops.steps.doctor import (
     RE_EMBED,
+    SAMPLE,
     Finding,
     Severity,
+    Shown,
     UnfindableRecord,
     VectorSource,
     collection_flags,
@@ -27,7 +29,6 @@ from ops.storage.models import CollectionRecord
 from ops.storage.pickle_meta import HnswPickleMeta
 from ops.storage.wal import WalTopicStats
 
-SAMPLE = 5
 ADDS = frozenset({"ADD", "UPSERT"})
 LOAD_FAILS = frozenset(
     {"hnsw.folder", "hnsw.header", "hnsw.files", "hnsw.pickle", "hnsw.link_lists", "hnsw.level0_links", "hnsw.levels"}
@@ -57,15 +58,17 @@ class IndexState:
 
 
 class _Checker:
-    def __init__(self, pd: PersistDir, c: CollectionRecord, where: str) -> None:
-        self.pd, self.c, self.where = pd, c, where
+    def __init__(self, pd: PersistDir, c: CollectionRecord, shown: Shown) -> None:
+        self.pd, self.c, self.where = pd, c, shown.where
+        self.view = shown.record(c)
+        """The collection as findings name it."""
         self.state = IndexState()
-        self.rebuild = command("hnsw", "rebuild", where, *collection_flags(c))
+        self.rebuild = command("hnsw", "rebuild", self.where, *collection_flags(self.view))
 
     def add(self, check: str, severity: Severity, evidence: str, fix: str | None = None) -> None:
         fix = self.rebuild if fix is None else fix
         self.state.findings.append(
-            Finding(check=check, severity=severity, collection=label(self.c), evidence=evidence, fix=fix)
+            Finding(check=check, severity=severity, collection=label(self.view), evidence=evidence, fix=fix)
         )
         if severity == "error" and check in LOAD_FAILS:
             self.state.loadable = False
@@ -248,15 +251,19 @@ class _Checker:
 
 
 def check_collection(
-    pd: PersistDir, c: CollectionRecord, stats: WalTopicStats | None, where: str
+    pd: PersistDir, c: CollectionRecord, stats: WalTopicStats | None, shown: Shown
 ) -> tuple[list[Finding], list[UnfindableRecord]]:
-    """Every finding of one collection, and the records query cannot find with where their vector is."""
+    """Every finding of one collection, and the records query cannot find with where their vector is
+    (with their real ids and names: the findings name them as `shown` says)."""
+    view = shown.record(c)
     if c.vector_segment is None or c.metadata_segment is None:
         missing = "vector" if c.vector_segment is None else "metadata"
         evidence = f"the collection has no {missing} segment: Chroma cannot load it"
         fix = "no chops command repairs it: restore it from a snapshot (chops collection restore)"
-        return [Finding(check="sysdb.segments", severity="error", collection=label(c), evidence=evidence, fix=fix)], []
-    checker = _Checker(pd, c, where)
+        return [
+            Finding(check="sysdb.segments", severity="error", collection=label(view), evidence=evidence, fix=fix)
+        ], []
+    checker = _Checker(pd, c, shown)
     state = checker.index()
     findings = state.findings
     gap = pd.wal_gap(c, stats)
@@ -267,16 +274,16 @@ def check_collection(
             f"{gap:,} WAL rows not in the HNSW files ({past}; sync_threshold {c.hnsw_config.sync_threshold}): "
             "Chroma replays them into memory at every load"
         )
-        fix = command("wal", "commit", where)
-        findings.append(Finding(check="wal.gap", severity="info", collection=label(c), evidence=evidence, fix=fix))
-    lost, extra = _agreement(pd, c, stats, state)
+        fix = command("wal", "commit", shown.where)
+        findings.append(Finding(check="wal.gap", severity="info", collection=label(view), evidence=evidence, fix=fix))
+    lost, extra = _agreement(pd, c, stats, state, shown)
     unowned = len(state.live_labels() - set(state.meta.label_to_id)) if state.meta is not None else 0
-    findings += _unfindable_findings(c, lost, checker.rebuild, where, unowned) + extra
+    findings += _unfindable_findings(view, lost, checker.rebuild, shown, unowned) + extra
     return findings, lost
 
 
 def _agreement(
-    pd: PersistDir, c: CollectionRecord, stats: WalTopicStats | None, state: IndexState
+    pd: PersistDir, c: CollectionRecord, stats: WalTopicStats | None, state: IndexState, shown: Shown
 ) -> tuple[list[UnfindableRecord], list[Finding]]:
     assert c.vector_segment is not None and c.metadata_segment is not None
     ids = sysdb.embedding_ids(pd.conn, c.metadata_segment.id)
@@ -302,11 +309,17 @@ def _agreement(
     if extra:
         evidence = (
             f"{len(extra):,} ids the index holds have no record in the metadata segment: query can return "
-            f"ids that get does not know (e.g. {extra[:SAMPLE]})"
+            f"ids that get does not know{shown.sample(extra)}"
         )
         fix = "delete these ids through Chroma (collection.delete(ids=...)); chops hnsw rebuild keeps them"
         findings.append(
-            Finding(check="records.index_only", severity="warning", collection=label(c), evidence=evidence, fix=fix)
+            Finding(
+                check="records.index_only",
+                severity="warning",
+                collection=label(shown.record(c)),
+                evidence=evidence,
+                fix=fix,
+            )
         )
     return lost, findings
 
@@ -320,7 +333,7 @@ _WHERE = {
 
 
 def _unfindable_findings(
-    c: CollectionRecord, lost: list[UnfindableRecord], rebuild: str, where: str, unowned: int
+    view: CollectionRecord, lost: list[UnfindableRecord], rebuild: str, shown: Shown, unowned: int
 ) -> list[Finding]:
     out = []
     for kind in ("index", "wal", "deleted-record", "gone"):
@@ -331,16 +344,13 @@ def _unfindable_findings(
         if kind == "gone" and unowned:
             said += f" (the index holds {unowned:,} vectors no id owns, which nothing can match to these ids)"
         evidence = (
-            f"{len(group):,} records get returns can never be found by query; {said} "
-            f"(e.g. {group[:SAMPLE]}; --ids-out FILE lists them all)"
+            f"{len(group):,} records get returns can never be found by query; {said}"
+            f"{shown.sample(group)} (--ids-out FILE lists them all)"
         )
-        fix = (
-            rebuild
-            if kind == "index"
-            else f"{RE_EMBED} ({command('doctor', where, *collection_flags(c), '--ids-out', 'FILE')} lists them)"
-        )
+        lister = command("doctor", shown.where, *collection_flags(view), "--ids-out", "FILE")
+        fix = rebuild if kind == "index" else f"{RE_EMBED} ({lister} lists them)"
         severity: Severity = "error"
         out.append(
-            Finding(check="records.unfindable", severity=severity, collection=label(c), evidence=evidence, fix=fix)
+            Finding(check="records.unfindable", severity=severity, collection=label(view), evidence=evidence, fix=fix)
         )
     return out
