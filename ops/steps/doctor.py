@@ -26,7 +26,7 @@ from ops.storage.models import CollectionRecord
 
 Severity = Literal["error", "warning", "info"]
 SEVERITIES: tuple[Severity, ...] = ("error", "warning", "info")
-VectorSource = Literal["index", "wal", "deleted-record", "gone"]
+VectorSource = Literal["index", "wal", "deleted-record", "damaged-index", "gone"]
 RE_EMBED = "re-embed these records"
 
 CHECKS = (

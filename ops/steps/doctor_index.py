@@ -34,6 +34,9 @@ LOAD_FAILS = frozenset(
     {"hnsw.folder", "hnsw.header", "hnsw.files", "hnsw.pickle", "hnsw.link_lists", "hnsw.level0_links", "hnsw.levels"}
 )
 """Checks whose errors mean Chroma cannot load (or safely search) the index: none of its records is found."""
+SALVAGE = frozenset({"hnsw.pickle", "hnsw.header"})
+"""Checks whose errors mean the index cannot say which vector is which id: doctor --plan builds it anew
+from the WAL (wal.commit with salvage)."""
 
 
 @dataclass
@@ -45,6 +48,9 @@ class IndexState:
     """Chroma can load it (no error finding on the index files)."""
     meta: HnswPickleMeta | None = None
     scan: Level0Scan | None = None
+    unattributable: bool = False
+    """data_level0.bin holds vectors, but the pickle or header that says which element is which id
+    is damaged or missing: a record's vector may be there, and nothing exact can say which."""
 
     def live_labels(self) -> set[int]:
         if self.scan is None:
@@ -64,14 +70,24 @@ class _Checker:
         """The collection as findings name it."""
         self.state = IndexState()
         self.rebuild = command("hnsw", "rebuild", self.where, *collection_flags(self.view))
+        self.salvage = (
+            command("doctor", self.where, *collection_flags(self.view), "--plan", "--out", "repair.json")
+            + " (builds the index anew from the WAL rows that still hold its records' vectors; review, then "
+            + command("apply", "repair.json")
+            + ")"
+        )
 
     def add(self, check: str, severity: Severity, evidence: str, fix: str | None = None) -> None:
-        fix = self.rebuild if fix is None else fix
+        if fix is None:
+            fix = self.salvage if check in SALVAGE else self.rebuild
         self.state.findings.append(
             Finding(check=check, severity=severity, collection=label(self.view), evidence=evidence, fix=fix)
         )
         if severity == "error" and check in LOAD_FAILS:
             self.state.loadable = False
+        if severity == "error" and check in SALVAGE:
+            level0 = self.pd.segment_folder(self.c.vector_segment.id) / LEVEL0_FILE if self.c.vector_segment else None
+            self.state.unattributable |= level0 is not None and level0.is_file() and level0.stat().st_size > 0
 
     def index(self) -> IndexState:
         segment = self.c.vector_segment
@@ -301,7 +317,9 @@ def _agreement(
             return "index"
         if i in vectors:
             return "wal"
-        return "deleted-record" if i in mapped and mapped[i] in deleted else "gone"
+        if i in mapped and mapped[i] in deleted:
+            return "deleted-record"
+        return "damaged-index" if state.unattributable else "gone"
 
     lost = [UnfindableRecord(database=c.database, collection=c.name, id=i, vector=source(i)) for i in lost_ids]
     extra = sorted(i for i in held - ids if "DELETE" not in pending.get(i, set()))
@@ -326,8 +344,10 @@ def _agreement(
 
 _WHERE = {
     "index": "their vectors are intact in data_level0.bin of the damaged index",
-    "wal": "their vectors are still in WAL rows (chops wal export saves them); no chops command re-adds them yet",
+    "wal": "their vectors are still in WAL rows (doctor --plan puts them back: wal commit with readd_lost)",
     "deleted-record": "their vectors are still in data_level0.bin, on elements marked deleted",
+    "damaged-index": "no WAL row holds their vectors; data_level0.bin may, but the damaged index_metadata.pickle "
+    "or header.bin was what said which element is which id, so nothing can match them exactly",
     "gone": "no index entry and no WAL row holds their vectors",
 }
 
@@ -336,7 +356,7 @@ def _unfindable_findings(
     view: CollectionRecord, lost: list[UnfindableRecord], rebuild: str, shown: Shown, unowned: int
 ) -> list[Finding]:
     out = []
-    for kind in ("index", "wal", "deleted-record", "gone"):
+    for kind in ("index", "wal", "deleted-record", "damaged-index", "gone"):
         group = [r.id for r in lost if r.vector == kind]
         if not group:
             continue
