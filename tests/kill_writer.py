@@ -2,7 +2,7 @@
 
     python -m tests.kill_writer DIR FIRST [LAST]
 
-Adds batches FIRST, FIRST+1, ... (up to LAST, or until killed) to collection `w`, one `add` per
+Adds batches FIRST, FIRST+1, ... (up to LAST, or until killed) to collection `writer`, one `add` per
 batch of BATCH records, and prints the batch number once `add` has returned. BATCH equals the
 collection's sync_threshold, so every `add` makes Chroma persist the index (data_level0.bin,
 header.bin, link_lists.bin written in place, index_metadata.pickle truncated and rewritten). Ids are
@@ -20,7 +20,7 @@ import numpy as np
 
 BATCH = 200
 DIM = 8
-NAME = "w"
+NAME = "writer"
 CONFIG: dict[str, Any] = {
     "hnsw": {"space": "l2", "sync_threshold": BATCH, "batch_size": BATCH, "ef_search": 200, "ef_construction": 64}
 }

@@ -6,6 +6,7 @@ Which step repairs which finding:
     fts.integrity                     -> fts.rebuild (force: the rows still count right)
     db.orphan_folder                  -> db.clean
     hnsw.level0_links, hnsw.link_lists, hnsw.levels, hnsw.labels, hnsw.total_elements_added,
+    hnsw.persist_cut_short (from the complete elements),
     records.unfindable (vectors in the damaged index's data_level0.bin)
                                       -> hnsw.rebuild of that collection
     wal.gap, hnsw.max_seq_id (records past the table's max_seq_id),
@@ -43,7 +44,14 @@ from ops.steps.doctor import Doctor, DoctorReport, DoctorScope, Finding
 from ops.storage import PersistDir
 
 REBUILD_CHECKS = frozenset(
-    {"hnsw.level0_links", "hnsw.link_lists", "hnsw.levels", "hnsw.labels", "hnsw.total_elements_added"}
+    {
+        "hnsw.level0_links",
+        "hnsw.link_lists",
+        "hnsw.levels",
+        "hnsw.labels",
+        "hnsw.total_elements_added",
+        "hnsw.persist_cut_short",
+    }
 )
 COMMIT_CHECKS = frozenset({"wal.gap", "hnsw.max_seq_id"})
 SALVAGE_CHECKS = frozenset({"hnsw.pickle", "hnsw.header"})

@@ -42,6 +42,7 @@ CHECKS = (
     "hnsw.folder",
     "hnsw.header",
     "hnsw.files",
+    "hnsw.persist_cut_short",
     "hnsw.level0_links",
     "hnsw.link_lists",
     "hnsw.levels",

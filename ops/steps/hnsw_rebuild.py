@@ -102,8 +102,11 @@ class HnswRebuild(Step):
         header, meta = pd.hnsw_header(segment.id), pd.hnsw_pickle(segment.id)
         if header is None or meta is None:
             return None  # never flushed: nothing on disk to rebuild
+        prefix = hnsw_files.intact_prefix(pd.segment_folder(segment.id), header, set(meta.label_to_id))
+        damage = hnsw_files.cut_short(header, prefix) if prefix else None
+        header = prefix or header
         records = pd.hnsw_records(segment.id, header, links=False)
-        damage = hnsw_files.link_lists_damage(pd.segment_folder(segment.id), header)
+        damage = damage or hnsw_files.link_lists_damage(pd.segment_folder(segment.id), header)
         live = records.live_labels
         known = np.fromiter(meta.label_to_id, dtype=np.uint64, count=len(meta.label_to_id))
         keep = int(np.isin(live, known).sum())
@@ -166,6 +169,7 @@ class HnswRebuild(Step):
         old_dir = pd.segment_folder(action.details.segment_id)
         header, meta = pd.hnsw_header(action.details.segment_id), pd.hnsw_pickle(action.details.segment_id)
         assert header is not None and meta is not None
+        header = hnsw_files.intact_prefix(old_dir, header, set(meta.label_to_id)) or header
         old_space, shape = record.hnsw_config.space, action.after
         known = np.sort(np.fromiter(meta.label_to_id, dtype=np.uint64, count=len(meta.label_to_id)))
         positions = hnsw_index.live_positions(old_dir, header, known)

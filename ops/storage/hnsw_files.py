@@ -186,6 +186,30 @@ def read_level0(folder: Path, header: HnswHeader) -> Level0Records:
     return Level0Records(labels=np.concatenate(labels), deleted=np.concatenate(deleted))
 
 
+def intact_prefix(folder: Path, header: HnswHeader, pickled: set[int]) -> HnswHeader | None:
+    """A persist cut short (Chroma killed after writing header.bin, before data_level0.bin and
+    length.bin grew): the header counts more elements than the files hold. When the complete records
+    hold exactly the live labels index_metadata.pickle maps (each once), they are the index the pickle
+    describes: the header for them. Else (or nothing is cut short) None."""
+    width = header.size_data_per_element
+    complete = min(_size(folder / LEVEL0_FILE) // width, _size(folder / LENGTH_FILE) // 4)
+    if not 0 < complete < header.cur_element_count:
+        return None
+    prefix = header.model_copy(update={"cur_element_count": complete})
+    records = read_level0(folder, prefix)
+    live = records.labels[~records.deleted]
+    if len(np.unique(live)) != len(live) or {int(x) for x in live} != pickled:
+        return None
+    return prefix
+
+
+def cut_short(header: HnswHeader, prefix: HnswHeader) -> str:
+    return (
+        f"header.bin counts {header.cur_element_count:,} elements, data_level0.bin holds {prefix.cur_element_count:,} "
+        "complete ones, exactly the live labels of index_metadata.pickle (a persist cut short)"
+    )
+
+
 def check_side_files(folder: Path, header: HnswHeader) -> None:
     """length.bin holds one 4-byte value per element; link_lists.bin holds every element's upper-level links."""
     check_length_file(folder, header)
