@@ -170,3 +170,29 @@ def test_writer_killed_at_many_points(writer_base: Path, tmp_path: Path) -> None
     if report := os.environ.get("CHOPS_KILL_REPORT"):
         Path(report).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def test_persist_cut_short_after_the_header(writer_base: Path, tmp_path: Path) -> None:
+    """The state the kills above leave when they land after header.bin is written and before
+    data_level0.bin grows, made deterministic from the writer's own files: the base dir with the
+    header.bin its next persist writes. doctor names it, the plan rebuilds from the complete elements
+    and nothing is lost: chromadb finds every record afterwards."""
+    later = tmp_path / "later"
+    shutil.copytree(writer_base, later)
+    subprocess.run(
+        [sys.executable, "-m", "tests.kill_writer", str(later), str(BASE_BATCHES), str(BASE_BATCHES)],
+        check=True,
+        cwd=REPO,
+        capture_output=True,
+    )
+    path = tmp_path / "persist"
+    shutil.copytree(writer_base, path)
+    [folder] = [p for p in path.iterdir() if (p / "header.bin").is_file()]
+    shutil.copyfile(later / folder.name / "header.bin", folder / "header.bin")
+    code, before = doctor(path, tmp_path / "before.jsonl")
+    assert code == 2 and checks(before) == {("hnsw.files", "error"), ("hnsw.persist_cut_short", "error")}
+    cut = next(f for f in before["findings"] if f["check"] == "hnsw.persist_cut_short")
+    assert f"data_level0.bin holds {BASE_BATCHES * 200:,} complete ones" in cut["evidence"]
+    assert before["unfindable"] == []
+    line = examine(path, BASE_BATCHES - 1, tmp_path)
+    assert "plan ['hnsw.rebuild']; left [], 0 to re-embed" in line, line
