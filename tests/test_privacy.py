@@ -3,12 +3,15 @@
 The persist dir is built by the real chromadb with distinctive tenant, database, collection and
 metadata names, in a folder with a distinctive name, and a process holds its chroma.sqlite3 open
 with that path on its command line (the live-process warning names processes). Every output of
-`db info`, `hnsw info` and `wal info` with -p, as JSON, as tables and as tables at 60 columns, is
-searched for every 5-character piece of those names; without -p they are there (the control).
+`db info`, `hnsw info`, `wal info` and `doctor` with -p, as JSON, as tables and as tables at 60
+columns, is searched for every 5-character piece of those names; without -p they are there (the
+control). Doctor is also run on a damaged copy, where its findings name records and fixes.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -51,6 +54,7 @@ def commands(path: Path) -> dict[str, list[str | Path]]:
         "db-summary": ["db", "info", path],
         "wal": ["wal", "info", path],
         "hnsw": ["hnsw", "info", path, "-c", SECRET["collection"], "-d", SECRET["database"], "-v"],
+        "doctor": ["doctor", path],
     }
 
 
@@ -62,7 +66,7 @@ def leaks(text: str, path: Path) -> list[str]:
     return sorted(found)
 
 
-@pytest.mark.parametrize("command", ["db", "db-summary", "wal", "hnsw"])
+@pytest.mark.parametrize("command", ["db", "db-summary", "wal", "hnsw", "doctor"])
 def test_privacy_mode_names_nothing_the_user_chose(secret_dir: BuiltDir, command: str) -> None:
     args = commands(secret_dir.path)[command]
     for extra, env in FORMATS:
@@ -79,6 +83,7 @@ def test_privacy_mode_names_nothing_the_user_chose(secret_dir: BuiltDir, command
         ("db-summary", ["tenant", "database", "other_database", "collection", "default_collection"]),
         ("wal", ["database", "other_database", "collection", "default_collection"]),
         ("hnsw", ["tenant", "database", "collection"]),
+        ("doctor", ["default_collection"]),
     ],
 )
 def test_without_privacy_mode_the_names_are_there(secret_dir: BuiltDir, command: str, shown: list[str]) -> None:
@@ -121,3 +126,58 @@ def test_errors_in_privacy_mode_name_neither_the_dir_nor_collections(secret_dir:
     assert leaks(unknown.stdout + unknown.stderr, path) == []
     shown = run_chops("hnsw", "info", path, "-c", "nope", "-d", SECRET["database"])
     assert SECRET["collection"] in shown.stderr  # without -p the error lists the collections there
+    unknown = run_chops("doctor", path, "-c", "nope", "-d", SECRET["database"], "-p")
+    assert unknown.code == 1 and "run without -p" in unknown.stderr
+    assert leaks(unknown.stdout + unknown.stderr, path) == []
+
+
+@pytest.fixture
+def damaged_secret_dir(secret_dir: BuiltDir, tmp_path: Path) -> Path:
+    """A copy (in a folder of the same name) whose tenant's collection lost its index folder: doctor's
+    findings name that collection, its fix commands name it, and its records are listed by id."""
+    path = tmp_path / DIR_NAME
+    shutil.copytree(secret_dir.path, path)
+    target = ["-c", SECRET["collection"], "-d", SECRET["database"]]
+    info = run_chops("hnsw", "info", path, *target, "--json").json()
+    shutil.rmtree(info["collection"]["hnsw"]["path"])
+    return path
+
+
+def test_doctor_findings_on_damage_in_privacy_mode(damaged_secret_dir: Path, tmp_path: Path) -> None:
+    path = damaged_secret_dir
+    for extra, env in FORMATS:
+        result = run_chops("doctor", path, "-p", *extra, env=env)
+        assert result.code == 2, result.stderr
+        assert leaks(result.stdout + result.stderr, path) == [], (extra, env)
+    ids_out = tmp_path / "ids.jsonl"
+    report = run_chops("doctor", path, "-p", "--json", "--ids-out", ids_out).json()
+    assert report["persist_dir"] == "PERSIST_DIR"
+    damaged = {f["collection"] for f in report["findings"] if f["severity"] == "error"}
+    assert len(damaged) == 1 and next(iter(damaged)).startswith("database-2/collection-")
+    name = next(iter(damaged)).split("/")[1]
+    lister = f"chops doctor PERSIST_DIR -c {name} -d database-2 --ids-out FILE"
+    assert any(lister in f["fix"] for f in report["findings"] if f["check"] == "records.unfindable")
+    assert all("e.g." not in f["evidence"] for f in report["findings"])  # record ids are user data
+    assert len(report["unfindable"]) == 50
+    assert {(r["database"], r["collection"], r["id"]) for r in report["unfindable"]} == {
+        ("database-2", name, "<hidden>")
+    }
+    # --ids-out is the operator's list to re-embed: the real ids and names, also under -p
+    written = [json.loads(line) for line in ids_out.read_text().splitlines()]
+    assert sorted(r["id"] for r in written) == sorted(f"s{i}" for i in range(1, 100, 2))
+    assert {(r["database"], r["collection"]) for r in written} == {(SECRET["database"], SECRET["collection"])}
+    plan = run_chops("doctor", path, "-p", "--plan")
+    assert plan.code == 1 and "-p does not go with --plan" in plan.stderr and plan.stdout == ""
+    assert leaks(plan.stderr, path) == []
+
+
+def test_doctor_findings_on_damage_without_privacy_mode(damaged_secret_dir: Path) -> None:
+    """The control: the same findings without -p name the collection, the dir and sample ids."""
+    path = damaged_secret_dir
+    for extra, env in FORMATS:
+        result = run_chops("doctor", path, *extra, env=env)
+        assert result.code == 2, result.stderr
+        assert SECRET["collection"] in result.stdout and SECRET["database"] in result.stdout, (extra, env)
+    report = run_chops("doctor", path, "--json").json()
+    assert any("e.g. ['s1'" in f["evidence"] for f in report["findings"])
+    assert str(path) in json.dumps(report["findings"])

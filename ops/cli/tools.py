@@ -67,7 +67,7 @@ def backup_list(p: BackupListParams) -> int:
     return EXIT_OK
 
 
-class DoctorParams(PersistDirArg, JsonFlag):
+class DoctorParams(PersistDirArg, JsonFlag, Privacy):
     collection: Annotated[str | None, flag("-c", metavar="NAME")] = Field(
         None, description="check only this collection (default: all)"
     )
@@ -75,7 +75,9 @@ class DoctorParams(PersistDirArg, JsonFlag):
         None, description="only collections of this database (with -c: its database, default default_database)"
     )
     ids_out: Annotated[str | None, flag(metavar="FILE")] = Field(
-        None, description="write the records query can never find as JSON Lines (id, collection, where the vector is)"
+        None,
+        description="write the records query can never find as JSON Lines (id, collection, where the vector is); "
+        "with -p too, real ids and names: the file is the operator's list to re-embed, -p hides what is printed",
     )
     plan: bool = Field(
         False,
@@ -95,13 +97,17 @@ def doctor(p: DoctorParams) -> int:
     from ops.engine.step import run_read_only
     from ops.steps import doctor as checks
 
-    scope = checks.DoctorScope(collection=p.collection, database=p.database)
+    scope = checks.DoctorScope(collection=p.collection, database=p.database, privacy_mode=p.privacy_mode)
     if p.plan:
+        if p.privacy_mode:
+            raise BadInput(
+                "-p does not go with --plan: a plan names the dir and collections it changes, to be applied",
+                "share `chops doctor PERSIST_DIR -p --json` instead; plan without -p",
+            )
         return _doctor_plan(p, scope)
     report = run_read_only(checks.Doctor(scope), p.persist_dir)
-    if p.ids_out:
-        lines = b"".join(r.model_dump_json().encode() + b"\n" for r in report.unfindable)
-        atomic_write(Path(p.ids_out), lines)
+    if p.ids_out:  # the operator's own work list: real ids and names, also under -p (which hides what is printed)
+        _write_ids(Path(p.ids_out), report)
     Output(p.json).emit(report, _print_doctor)
     return EXIT_OK if report.healthy else EXIT_FINDINGS
 
@@ -112,7 +118,7 @@ def _doctor_plan(p: DoctorParams, scope: DoctorScope) -> int:
 
     report, plan = plan_repair(p.persist_dir, scope)
     if p.ids_out:
-        atomic_write(Path(p.ids_out), b"".join(r.model_dump_json().encode() + b"\n" for r in report.unfindable))
+        _write_ids(Path(p.ids_out), report)
     for step in plan.steps:
         if step.skipped:
             print(f"chops: skipped {step.step} of {step.target}: {step.skipped}", file=sys.stderr)
@@ -121,6 +127,10 @@ def _doctor_plan(p: DoctorParams, scope: DoctorScope) -> int:
     warn_live(plan, may_run_live=plan_may_run_live(plan))
     _write_plan(plan, p.out)
     return EXIT_OK if plan.is_empty and not plan.unrepaired else EXIT_CHANGES_PLANNED
+
+
+def _write_ids(path: Path, report: DoctorReport) -> None:
+    atomic_write(path, b"".join(r.model_dump_json().encode() + b"\n" for r in report.work_list))
 
 
 def _print_doctor(console: Console, report: DoctorReport) -> None:

@@ -6,12 +6,17 @@ Which step repairs which finding:
     fts.integrity                     -> fts.rebuild (force: the rows still count right)
     db.orphan_folder                  -> db.clean
     hnsw.level0_links, hnsw.link_lists, hnsw.levels, hnsw.labels, hnsw.total_elements_added,
+    hnsw.persist_cut_short (from the complete elements),
     records.unfindable (vectors in the damaged index's data_level0.bin)
                                       -> hnsw.rebuild of that collection
     wal.gap, hnsw.max_seq_id (records past the table's max_seq_id),
     records.unfindable (vectors in WAL rows)
                                       -> wal.commit of those collections, with readd_lost (after
                                          the rebuilds: a rebuilt index first drops labels no id owns)
+    hnsw.pickle, hnsw.header (no record's vector readable from the index)
+                                      -> wal.commit with salvage and readd_lost: the index built anew
+                                         from the WAL rows that still hold its records' vectors; the
+                                         records none holds are listed (re-embed), never guessed
     wal.orphan_topic                  -> wal.clean (left out while a lost record's only copy is a WAL row)
 Nothing is planned on a database whose SQLite checks fail or whose layout chops does not know.
 
@@ -39,17 +44,25 @@ from ops.steps.doctor import Doctor, DoctorReport, DoctorScope, Finding
 from ops.storage import PersistDir
 
 REBUILD_CHECKS = frozenset(
-    {"hnsw.level0_links", "hnsw.link_lists", "hnsw.levels", "hnsw.labels", "hnsw.total_elements_added"}
+    {
+        "hnsw.level0_links",
+        "hnsw.link_lists",
+        "hnsw.levels",
+        "hnsw.labels",
+        "hnsw.total_elements_added",
+        "hnsw.persist_cut_short",
+    }
 )
 COMMIT_CHECKS = frozenset({"wal.gap", "hnsw.max_seq_id"})
+SALVAGE_CHECKS = frozenset({"hnsw.pickle", "hnsw.header"})
 REFUSE_ALL = frozenset({"sqlite.quick_check", "sqlite.tables"})
 NOT_PLANNED = {
     "sqlite.quick_check": "chops changes nothing in a damaged chroma.sqlite3",
     "sqlite.tables": "chops changes nothing in a chroma.sqlite3 that lacks tables",
     "sqlite.layout": "chops changes nothing in a layout it does not know",
-    "hnsw.header": "no salvage rebuild of an index whose header.bin is damaged yet",
+    "hnsw.header": "no WAL row holds a vector of its records, so nothing can build the index anew",
     "hnsw.files": "no salvage rebuild of an index whose data files are damaged yet",
-    "hnsw.pickle": "no salvage rebuild of an index whose index_metadata.pickle is damaged yet",
+    "hnsw.pickle": "no WAL row holds a vector of its records, so nothing can build the index anew",
     "hnsw.folder": "the index folder is gone",
 }
 PIPELINE_NAME = "doctor"
@@ -89,24 +102,33 @@ def repair_pipeline(report: DoctorReport) -> Pipeline | None:
     for r in report.unfindable:
         by_kind[r.vector].add(f"{r.database}/{r.collection}")
     rebuild = {f.collection for f in findings if f.check in REBUILD_CHECKS and f.collection} | by_kind["index"]
-    for target in sorted(rebuild):
+    salvage = {
+        f.collection for f in findings if f.check in SALVAGE_CHECKS and f.severity == "error" and f.collection
+    } - by_kind["index"]  # an index whose vectors can be read with their ids is rebuilt from them instead
+    for target in sorted(rebuild - salvage):
         database, name = _split(target)
         entries.append({"step": "hnsw.rebuild", "select": {"include": [name], "databases": [database]}})
     commit = {f.collection for f in findings if f.check in COMMIT_CHECKS and f.collection} | by_kind["wal"]
-    per_database: dict[str, list[str]] = defaultdict(list)
-    for target in sorted(commit):
-        database, name = _split(target)
-        per_database[database].append(name)
-    for database, names in sorted(per_database.items()):
-        entries.append(
-            {"step": "wal.commit", "select": {"include": names, "databases": [database]}, "with": {"readd_lost": True}}
-        )
+    entries += _commits(commit - salvage, {"readd_lost": True})
+    entries += _commits(salvage, {"readd_lost": True, "salvage": True})
     if "wal.orphan_topic" in checks and not by_kind["wal"]:
         entries.append({"step": "wal.clean"})
     if not entries:
         return None
     description = "repairs for: " + ", ".join(sorted(checks))
     return Pipeline.model_validate({"name": PIPELINE_NAME, "description": description, "steps": entries})
+
+
+def _commits(targets: set[str], options: dict[str, bool]) -> list[dict[str, Any]]:
+    """wal.commit entries of these collections (one per database), with these options."""
+    per_database: dict[str, list[str]] = defaultdict(list)
+    for target in sorted(targets):
+        database, name = _split(target)
+        per_database[database].append(name)
+    return [
+        {"step": "wal.commit", "select": {"include": names, "databases": [database]}, "with": options}
+        for database, names in sorted(per_database.items())
+    ]
 
 
 def _split(target: str) -> tuple[str, str]:

@@ -11,19 +11,22 @@ from __future__ import annotations
 import shlex
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, computed_field
+from pydantic import BaseModel, PrivateAttr, computed_field
 
 from ops import __version__
 from ops.engine.params import Params
-from ops.engine.step import ReadOnlyStep, ReadReport, StepContext
-from ops.steps.inspection import LayoutReport
+from ops.engine.step import PLACEHOLDER_DIR, ReadOnlyStep, ReadReport, StepContext
+from ops.errors import NotFound
+from ops.steps.inspection import HIDDEN, LayoutReport
+from ops.steps.privacy import Pseudonyms
+from ops.steps.targets import Privacy
 from ops.storage import PersistDir, fts, sqlite_check, sysdb
 from ops.storage.layout import chroma_tables, migrations_beyond_known
 from ops.storage.models import CollectionRecord
 
 Severity = Literal["error", "warning", "info"]
 SEVERITIES: tuple[Severity, ...] = ("error", "warning", "info")
-VectorSource = Literal["index", "wal", "deleted-record", "gone"]
+VectorSource = Literal["index", "wal", "deleted-record", "damaged-index", "gone"]
 RE_EMBED = "re-embed these records"
 
 CHECKS = (
@@ -39,6 +42,7 @@ CHECKS = (
     "hnsw.folder",
     "hnsw.header",
     "hnsw.files",
+    "hnsw.persist_cut_short",
     "hnsw.level0_links",
     "hnsw.link_lists",
     "hnsw.levels",
@@ -79,6 +83,14 @@ class DoctorReport(ReadReport):
     collections_checked: int
     findings: list[Finding]
     unfindable: list[UnfindableRecord]
+    """In privacy mode with placeholders for names and ids (--ids-out writes `work_list`)."""
+    _work_list: list[UnfindableRecord] = PrivateAttr(default_factory=list)
+
+    @property
+    def work_list(self) -> list[UnfindableRecord]:
+        """The records to re-embed with their real ids and names, also in privacy mode: --ids-out
+        writes them to the operator's own file (what -p hides is what is printed, for sharing)."""
+        return self._work_list or self.unfindable
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -106,9 +118,49 @@ def label(c: CollectionRecord) -> str:
     return f"{c.database}/{c.name}"
 
 
-class DoctorScope(Params):
+class DoctorScope(Privacy):
     collection: str | None = None
     database: str | None = None
+
+
+class Shown:
+    """How findings name things: as they are, or (privacy mode) the persist dir as PERSIST_DIR,
+    tenants, databases and collections by their placeholders, and no record ids."""
+
+    def __init__(self, pd: PersistDir, privacy: bool) -> None:
+        self.names = Pseudonyms(pd) if privacy else None
+        self.where = PLACEHOLDER_DIR if privacy else str(pd.path)
+
+    def record(self, c: CollectionRecord) -> CollectionRecord:
+        """The collection as findings name it (its label, its -c/-d flags)."""
+        if self.names is None:
+            return c
+        update = {"name": self.names.collection_name(c.id), "database": self.names.collection_database(c)}
+        return c.model_copy(update={**update, "tenant": self.names.tenant(c.tenant)})
+
+    def sample(self, ids: list[str]) -> str:
+        """A few of the ids a finding is about, for its evidence ("" in privacy mode: ids are user data)."""
+        return "" if self.names is not None else f" (e.g. {ids[:SAMPLE]})"
+
+    def finding(self, f: Finding) -> Finding:
+        """A message read from the files (an exception's) may name a path inside the persist dir."""
+        if self.names is None:
+            return f
+        return f.model_copy(update={"evidence": self.names.text(f.evidence), "fix": self.names.text(f.fix)})
+
+    def lost(self, r: UnfindableRecord, c: CollectionRecord) -> UnfindableRecord:
+        if self.names is None:
+            return r
+        return r.model_copy(
+            update={
+                "database": self.names.collection_database(c),
+                "collection": self.names.collection_name(c.id),
+                "id": HIDDEN,
+            }
+        )
+
+
+SAMPLE = 5
 
 
 class Doctor(ReadOnlyStep[DoctorReport]):
@@ -118,34 +170,46 @@ class Doctor(ReadOnlyStep[DoctorReport]):
 
     def __init__(self, params: DoctorScope | None = None) -> None:
         p = params or DoctorScope()
-        self.collection, self.database = p.collection, p.database
+        self.collection, self.database, self.privacy = p.collection, p.database, p.privacy_mode
+
+    def precheck(self, ctx: StepContext) -> None:
+        if self.collection is None or not self.privacy:
+            return
+        try:
+            ctx.persist_dir.collection(self.collection, self.database or "default_database")
+        except NotFound as exc:  # its message lists the names that are there
+            raise NotFound("no such collection in that database", "run without -p to see the names there") from exc
 
     def report(self, ctx: StepContext) -> DoctorReport:
         from ops.steps.doctor_index import check_collection
 
         pd = ctx.persist_dir
-        where = str(pd.path)
-        findings = sqlite_findings(pd, where)
+        shown = Shown(pd, self.privacy)
+        findings = sqlite_findings(pd, shown.where)
         unfindable: list[UnfindableRecord] = []
+        public: list[UnfindableRecord] = []
         chosen: list[CollectionRecord] = []
         if not any(f.check == "sqlite.tables" for f in findings):
             chosen = self._chosen(pd)
             wal_stats = pd.wal_stats()
             for c in chosen:
-                found, lost = check_collection(pd, c, wal_stats.get(c.id), where)
+                found, lost = check_collection(pd, c, wal_stats.get(c.id), shown)
                 findings += found
                 unfindable += lost
+                public += [shown.lost(r, c) for r in lost]
             if self.collection is None and self.database is None:
-                findings += leftovers(pd, where, set(wal_stats) - {c.id for c in pd.collections()})
-        return DoctorReport(
+                findings += leftovers(pd, shown.where, set(wal_stats) - {c.id for c in pd.collections()})
+        report = DoctorReport(
             tool_version=__version__,
-            persist_dir=where,
+            persist_dir=shown.where,
             layout=LayoutReport.of(pd.layout),
             checks=list(CHECKS),
             collections_checked=len(chosen),
-            findings=findings,
-            unfindable=unfindable,
+            findings=[shown.finding(f) for f in findings],
+            unfindable=public,
         )
+        report._work_list = unfindable
+        return report
 
     def _chosen(self, pd: PersistDir) -> list[CollectionRecord]:
         if self.collection is not None:

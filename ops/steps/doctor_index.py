@@ -12,8 +12,10 @@ import numpy as np
 from ops.errors import CorruptHnswFile, UnsafePickle
 from ops.steps.doctor import (
     RE_EMBED,
+    SAMPLE,
     Finding,
     Severity,
+    Shown,
     UnfindableRecord,
     VectorSource,
     collection_flags,
@@ -22,17 +24,20 @@ from ops.steps.doctor import (
 )
 from ops.storage import PersistDir, fs, sysdb, wal
 from ops.storage.hnsw_files import LENGTH_FILE, LEVEL0_FILE, LINK_LISTS_FILE, HnswHeader
+from ops.storage.hnsw_records import cut_short, intact_prefix
 from ops.storage.hnsw_scan import Level0Scan, scan_level0, scan_link_lists
 from ops.storage.models import CollectionRecord
 from ops.storage.pickle_meta import HnswPickleMeta
 from ops.storage.wal import WalTopicStats
 
-SAMPLE = 5
 ADDS = frozenset({"ADD", "UPSERT"})
 LOAD_FAILS = frozenset(
     {"hnsw.folder", "hnsw.header", "hnsw.files", "hnsw.pickle", "hnsw.link_lists", "hnsw.level0_links", "hnsw.levels"}
 )
 """Checks whose errors mean Chroma cannot load (or safely search) the index: none of its records is found."""
+SALVAGE = frozenset({"hnsw.pickle", "hnsw.header"})
+"""Checks whose errors mean the index cannot say which vector is which id: doctor --plan builds it anew
+from the WAL (wal.commit with salvage)."""
 
 
 @dataclass
@@ -44,6 +49,9 @@ class IndexState:
     """Chroma can load it (no error finding on the index files)."""
     meta: HnswPickleMeta | None = None
     scan: Level0Scan | None = None
+    unattributable: bool = False
+    """data_level0.bin holds vectors, but the pickle or header that says which element is which id
+    is damaged or missing: a record's vector may be there, and nothing exact can say which."""
 
     _live: set[int] | None = field(default=None, repr=False)
 
@@ -62,18 +70,30 @@ class IndexState:
 
 
 class _Checker:
-    def __init__(self, pd: PersistDir, c: CollectionRecord, where: str) -> None:
-        self.pd, self.c, self.where = pd, c, where
+    def __init__(self, pd: PersistDir, c: CollectionRecord, shown: Shown) -> None:
+        self.pd, self.c, self.where = pd, c, shown.where
+        self.view = shown.record(c)
+        """The collection as findings name it."""
         self.state = IndexState()
-        self.rebuild = command("hnsw", "rebuild", where, *collection_flags(c))
+        self.rebuild = command("hnsw", "rebuild", self.where, *collection_flags(self.view))
+        self.salvage = (
+            command("doctor", self.where, *collection_flags(self.view), "--plan", "--out", "repair.json")
+            + " (builds the index anew from the WAL rows that still hold its records' vectors; review, then "
+            + command("apply", "repair.json")
+            + ")"
+        )
 
     def add(self, check: str, severity: Severity, evidence: str, fix: str | None = None) -> None:
-        fix = self.rebuild if fix is None else fix
+        if fix is None:
+            fix = self.salvage if check in SALVAGE else self.rebuild
         self.state.findings.append(
-            Finding(check=check, severity=severity, collection=label(self.c), evidence=evidence, fix=fix)
+            Finding(check=check, severity=severity, collection=label(self.view), evidence=evidence, fix=fix)
         )
         if severity == "error" and check in LOAD_FAILS:
             self.state.loadable = False
+        if severity == "error" and check in SALVAGE:
+            level0 = self.pd.segment_folder(self.c.vector_segment.id) / LEVEL0_FILE if self.c.vector_segment else None
+            self.state.unattributable |= level0 is not None and level0.is_file() and level0.stat().st_size > 0
 
     def index(self) -> IndexState:
         segment = self.c.vector_segment
@@ -98,6 +118,13 @@ class _Checker:
             self.state.scan = scan_level0(folder, header)
             self._level0(self.state.scan)
             self._link_lists(folder, header)
+        elif self.state.meta is not None and (
+            prefix := intact_prefix(folder, header, set(self.state.meta.label_to_id))
+        ):
+            evidence = cut_short(header, prefix) + ": Chroma reads zeros for the rest"
+            self.add("hnsw.persist_cut_short", "error", evidence)
+            self.state.loadable = True  # chromadb loads it and finds the complete elements (tests/test_doctor_kill.py)
+            self.state.scan = scan_level0(folder, prefix)
         self._labels(header, segment.max_seq_id)
         return self.state
 
@@ -253,15 +280,19 @@ class _Checker:
 
 
 def check_collection(
-    pd: PersistDir, c: CollectionRecord, stats: WalTopicStats | None, where: str
+    pd: PersistDir, c: CollectionRecord, stats: WalTopicStats | None, shown: Shown
 ) -> tuple[list[Finding], list[UnfindableRecord]]:
-    """Every finding of one collection, and the records query cannot find with where their vector is."""
+    """Every finding of one collection, and the records query cannot find with where their vector is
+    (with their real ids and names: the findings name them as `shown` says)."""
+    view = shown.record(c)
     if c.vector_segment is None or c.metadata_segment is None:
         missing = "vector" if c.vector_segment is None else "metadata"
         evidence = f"the collection has no {missing} segment: Chroma cannot load it"
         fix = "no chops command repairs it: restore it from a snapshot (chops collection restore)"
-        return [Finding(check="sysdb.segments", severity="error", collection=label(c), evidence=evidence, fix=fix)], []
-    checker = _Checker(pd, c, where)
+        return [
+            Finding(check="sysdb.segments", severity="error", collection=label(view), evidence=evidence, fix=fix)
+        ], []
+    checker = _Checker(pd, c, shown)
     state = checker.index()
     findings = state.findings
     gap = pd.wal_gap(c, stats)
@@ -272,16 +303,16 @@ def check_collection(
             f"{gap:,} WAL rows not in the HNSW files ({past}; sync_threshold {c.hnsw_config.sync_threshold}): "
             "Chroma replays them into memory at every load"
         )
-        fix = command("wal", "commit", where)
-        findings.append(Finding(check="wal.gap", severity="info", collection=label(c), evidence=evidence, fix=fix))
-    lost, extra = _agreement(pd, c, stats, state)
+        fix = command("wal", "commit", shown.where)
+        findings.append(Finding(check="wal.gap", severity="info", collection=label(view), evidence=evidence, fix=fix))
+    lost, extra = _agreement(pd, c, stats, state, shown)
     unowned = len(state.live_labels() - set(state.meta.label_to_id)) if state.meta is not None else 0
-    findings += _unfindable_findings(c, lost, checker.rebuild, where, unowned) + extra
+    findings += _unfindable_findings(view, lost, checker.rebuild, shown, unowned) + extra
     return findings, lost
 
 
 def _agreement(
-    pd: PersistDir, c: CollectionRecord, stats: WalTopicStats | None, state: IndexState
+    pd: PersistDir, c: CollectionRecord, stats: WalTopicStats | None, state: IndexState, shown: Shown
 ) -> tuple[list[UnfindableRecord], list[Finding]]:
     assert c.vector_segment is not None and c.metadata_segment is not None
     ids = sysdb.embedding_ids(pd.conn, c.metadata_segment.id)
@@ -301,7 +332,9 @@ def _agreement(
             return "index"
         if i in vectors:
             return "wal"
-        return "deleted-record" if i in mapped and mapped[i] in deleted else "gone"
+        if i in mapped and mapped[i] in deleted:
+            return "deleted-record"
+        return "damaged-index" if state.unattributable else "gone"
 
     lost = [UnfindableRecord(database=c.database, collection=c.name, id=i, vector=source(i)) for i in lost_ids]
     extra = sorted(i for i in held - ids if "DELETE" not in pending.get(i, set()))
@@ -309,28 +342,36 @@ def _agreement(
     if extra:
         evidence = (
             f"{len(extra):,} ids the index holds have no record in the metadata segment: query can return "
-            f"ids that get does not know (e.g. {extra[:SAMPLE]})"
+            f"ids that get does not know{shown.sample(extra)}"
         )
         fix = "delete these ids through Chroma (collection.delete(ids=...)); chops hnsw rebuild keeps them"
         findings.append(
-            Finding(check="records.index_only", severity="warning", collection=label(c), evidence=evidence, fix=fix)
+            Finding(
+                check="records.index_only",
+                severity="warning",
+                collection=label(shown.record(c)),
+                evidence=evidence,
+                fix=fix,
+            )
         )
     return lost, findings
 
 
 _WHERE = {
     "index": "their vectors are intact in data_level0.bin of the damaged index",
-    "wal": "their vectors are still in WAL rows (chops wal export saves them); no chops command re-adds them yet",
+    "wal": "their vectors are still in WAL rows (doctor --plan puts them back: wal commit with readd_lost)",
     "deleted-record": "their vectors are still in data_level0.bin, on elements marked deleted",
+    "damaged-index": "no WAL row holds their vectors; data_level0.bin may, but the damaged index_metadata.pickle "
+    "or header.bin was what said which element is which id, so nothing can match them exactly",
     "gone": "no index entry and no WAL row holds their vectors",
 }
 
 
 def _unfindable_findings(
-    c: CollectionRecord, lost: list[UnfindableRecord], rebuild: str, where: str, unowned: int
+    view: CollectionRecord, lost: list[UnfindableRecord], rebuild: str, shown: Shown, unowned: int
 ) -> list[Finding]:
     out = []
-    for kind in ("index", "wal", "deleted-record", "gone"):
+    for kind in ("index", "wal", "deleted-record", "damaged-index", "gone"):
         group = [r.id for r in lost if r.vector == kind]
         if not group:
             continue
@@ -338,16 +379,13 @@ def _unfindable_findings(
         if kind == "gone" and unowned:
             said += f" (the index holds {unowned:,} vectors no id owns, which nothing can match to these ids)"
         evidence = (
-            f"{len(group):,} records get returns can never be found by query; {said} "
-            f"(e.g. {group[:SAMPLE]}; --ids-out FILE lists them all)"
+            f"{len(group):,} records get returns can never be found by query; {said}"
+            f"{shown.sample(group)} (--ids-out FILE lists them all)"
         )
-        fix = (
-            rebuild
-            if kind == "index"
-            else f"{RE_EMBED} ({command('doctor', where, *collection_flags(c), '--ids-out', 'FILE')} lists them)"
-        )
+        lister = command("doctor", shown.where, *collection_flags(view), "--ids-out", "FILE")
+        fix = rebuild if kind == "index" else f"{RE_EMBED} ({lister} lists them)"
         severity: Severity = "error"
         out.append(
-            Finding(check="records.unfindable", severity=severity, collection=label(c), evidence=evidence, fix=fix)
+            Finding(check="records.unfindable", severity=severity, collection=label(view), evidence=evidence, fix=fix)
         )
     return out

@@ -36,7 +36,7 @@ from ops.steps import recall_check
 from ops.steps.hnsw_config import HnswRuntimeParams, check_settings, planned_settings
 from ops.steps.recall_check import RecallComparison
 from ops.steps.targets import CollectionTarget
-from ops.storage import config_write, hnsw_files, hnsw_index
+from ops.storage import config_write, hnsw_files, hnsw_index, hnsw_records
 from ops.storage.config_write import ConfigValue
 from ops.storage.index_swap import empty_staging_folder, staging_folder, swap_in
 from ops.storage.models import CollectionRecord
@@ -102,8 +102,11 @@ class HnswRebuild(Step):
         header, meta = pd.hnsw_header(segment.id), pd.hnsw_pickle(segment.id)
         if header is None or meta is None:
             return None  # never flushed: nothing on disk to rebuild
+        prefix = hnsw_records.intact_prefix(pd.segment_folder(segment.id), header, set(meta.label_to_id))
+        damage = hnsw_records.cut_short(header, prefix) if prefix else None
+        header = prefix or header
         records = pd.hnsw_records(segment.id, header, links=False)
-        damage = hnsw_files.link_lists_damage(pd.segment_folder(segment.id), header)
+        damage = damage or hnsw_files.link_lists_damage(pd.segment_folder(segment.id), header)
         live = records.live_labels
         known = np.fromiter(meta.label_to_id, dtype=np.uint64, count=len(meta.label_to_id))
         keep = int(np.isin(live, known).sum())
@@ -166,6 +169,7 @@ class HnswRebuild(Step):
         old_dir = pd.segment_folder(action.details.segment_id)
         header, meta = pd.hnsw_header(action.details.segment_id), pd.hnsw_pickle(action.details.segment_id)
         assert header is not None and meta is not None
+        header = hnsw_records.intact_prefix(old_dir, header, set(meta.label_to_id)) or header
         old_space, shape = record.hnsw_config.space, action.after
         known = np.fromiter(meta.label_to_id, dtype=np.uint64, count=len(meta.label_to_id))
         positions = hnsw_index.live_positions(old_dir, header, known)

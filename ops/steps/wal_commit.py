@@ -4,6 +4,11 @@ HNSW files, as Chroma would, then record the new max_seq_id. Does not need chrom
 The index is changed in a copy of its folder (or built fresh when the segment never flushed)
 and exchanged with the old folder atomically; max_seq_id is written in the same transaction
 that the runner commits.
+
+`salvage` (doctor --plan, for an index whose index_metadata.pickle or header.bin is damaged): the
+damaged files are not read; a fresh index is built from the newest WAL row holding each record's
+vector (with `readd_lost`) and the rows past max_seq_id. Records no WAL row holds a vector of stay
+out of it (their vectors cannot be attributed to ids without the damaged files): doctor lists them.
 """
 
 from __future__ import annotations
@@ -34,6 +39,11 @@ class WalCommitParams(SkipCollections):
         description="also put back records the index lost (get finds them, query never does) from their "
         "newest WAL row that still holds the vector",
     )
+    salvage: bool = Field(
+        False,
+        description="build each index anew from the WAL without reading its files (their pickle or header is "
+        "damaged); with readd_lost, every record whose vector a WAL row still holds is put back",
+    )
 
 
 class WalCommit(Step):
@@ -45,6 +55,7 @@ class WalCommit(Step):
         self.skip = set(params.skip_collection_names)
         self.threads = params.threads or os.cpu_count() or 1
         self.readd_lost = params.readd_lost
+        self.salvage = params.salvage
 
     def plan(self, ctx: StepContext) -> StepPlan:
         pd = ctx.persist_dir
@@ -56,12 +67,12 @@ class WalCommit(Step):
                 continue
             gap = pd.wal_gap(record, stats[record.id])
             topic = stats[record.id].topic
-            if gap == 0 and not self.readd_lost:
+            if gap == 0 and not self.readd_lost and not self.salvage:
                 continue
-            meta = pd.hnsw_pickle(segment.id)
+            meta = None if self.salvage else pd.hnsw_pickle(segment.id)
             book = wal_apply.label_book(meta, pd.layout.pickle_form)
             readd = self._readd_rows(ctx, record, topic, book, with_vectors=False)
-            if gap == 0 and not readd:
+            if gap == 0 and not readd:  # (salvage: no WAL row to build from, the damaged index stays as it is)
                 continue
             before = CommitState(
                 max_seq_id=segment.max_seq_id,
@@ -134,14 +145,13 @@ class WalCommit(Step):
         folder = pd.segment_folder(segment.id)
         staged = staging_folder(folder)
         ctx.will_create(staged)
-        old = pd.hnsw_pickle(segment.id)
+        old = None if self.salvage else pd.hnsw_pickle(segment.id)
         book = wal_apply.label_book(old, pd.layout.pickle_form)
         readd = self._readd_rows(ctx, record, action.details.topic, book, with_vectors=True)
         if len(readd) != action.details.readded:
             raise OpsError(f"the records {action.target} lost changed while committing it")
-        index = wal_apply.SegmentIndex(
-            folder, pd.hnsw_header(segment.id), old is not None, record.hnsw_config, record.dimension
-        )
+        header = None if self.salvage else pd.hnsw_header(segment.id)
+        index = wal_apply.SegmentIndex(folder, header, old is not None, record.hnsw_config, record.dimension)
         ctx.progress.start(f"committing {record.name}", max(action.details.adds + action.details.updates, 1))
         wal_apply.commit_to_folder(
             pd.conn, action.details.topic, segment.max_seq_id, index, staged, book, self.threads,
@@ -157,6 +167,7 @@ class WalCommit(Step):
             f"{record.name}: applied {book.added:,} adds, {book.updated:,} updates, {book.deleted:,} deletes "
             f"({book.skipped:,} skipped as Chroma would); max_seq_id {segment.max_seq_id} -> {book.max_seq_id}"
             + (f"; {len(readd):,} lost records re-added from their WAL rows" if readd else "")
+            + ("; salvage: built anew, the damaged index files were not read" if self.salvage else "")
         )
 
     def verify(self, ctx: StepContext, plan: StepPlan) -> None:

@@ -206,6 +206,11 @@ def _bad_link_lists(path: Path, problem: str) -> CorruptHnswFile:
     )
 
 
+def file_size(path: Path) -> int:
+    """The size of one of the index files; a missing file is a CorruptHnswFile."""
+    return _size(path)
+
+
 def _size(path: Path) -> int:
     try:
         return path.stat().st_size

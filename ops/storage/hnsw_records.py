@@ -11,7 +11,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict
 
 from ops.errors import CorruptHnswFile
-from ops.storage.hnsw_files import LEVEL0_FILE, HnswHeader, check_level0_file
+from ops.storage.hnsw_files import LENGTH_FILE, LEVEL0_FILE, HnswHeader, check_level0_file, file_size
 
 _DELETED_FLAG = 0x01
 _FLAGS_BYTE = 2
@@ -90,3 +90,27 @@ def read_level0(folder: Path, header: HnswHeader) -> Level0Records:
         labels.append(record_labels(records, header))
         deleted.append(record_deleted(records))
     return Level0Records(labels=np.concatenate(labels), deleted=np.concatenate(deleted))
+
+
+def intact_prefix(folder: Path, header: HnswHeader, pickled: set[int]) -> HnswHeader | None:
+    """A persist cut short (Chroma killed after writing header.bin, before data_level0.bin and
+    length.bin grew): the header counts more elements than the files hold. When the complete records
+    hold exactly the live labels index_metadata.pickle maps (each once), they are the index the pickle
+    describes: the header for them. Else (or nothing is cut short) None."""
+    width = header.size_data_per_element
+    complete = min(file_size(folder / LEVEL0_FILE) // width, file_size(folder / LENGTH_FILE) // 4)
+    if not 0 < complete < header.cur_element_count:
+        return None
+    prefix = header.model_copy(update={"cur_element_count": complete})
+    records = read_level0(folder, prefix)
+    live = records.labels[~records.deleted]
+    if len(np.unique(live)) != len(live) or {int(x) for x in live} != pickled:
+        return None
+    return prefix
+
+
+def cut_short(header: HnswHeader, prefix: HnswHeader) -> str:
+    return (
+        f"header.bin counts {header.cur_element_count:,} elements, data_level0.bin holds {prefix.cur_element_count:,} "
+        "complete ones, exactly the live labels of index_metadata.pickle (a persist cut short)"
+    )

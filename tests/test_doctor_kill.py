@@ -1,0 +1,198 @@
+"""Doctor on the damage users get: a real chromadb writer SIGKILLed while it persists its index.
+
+tests/kill_writer.py adds batches of sync_threshold records to a collection of BASE_BATCHES batches,
+so every `add` persists the index (files written in place, index_metadata.pickle truncated and
+rewritten). The test reads the time one `add` takes, then kills the writer at a fraction of the next
+one. Whatever that leaves, for each killed dir:
+  - doctor exits 0 or 2 (or 1 naming a hot SQLite journal, which chromadb rolls back when it opens
+    the dir once, as the message says; then 0 or 2); if 0, chromadb loads it and finds every
+    acknowledged record by `get` and by `query` (its own vector, first hit); if chromadb fails or
+    misses one, doctor must have an error;
+  - `doctor --plan` + `maintain --apply` leave only what the plan listed as unrepaired, every
+    record query cannot find is in `--ids-out`, and chromadb then answers: `get` returns every
+    acknowledged record, `query` finds all but the listed ones.
+One kill runs in the default suite; `-m slow` runs KILLS fractions (CHOPS_KILL_REPORT=FILE writes
+what each kill left). Which state a kill leaves is chance; the checks hold for every state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import REPO, run_chops
+from tests.kill_writer import NAME, batch
+
+BASE_BATCHES = 30
+KILLS = [i / 12 for i in range(12)]
+DEFAULT_KILL = 0.5
+PROBE_TIMEOUT = 120
+
+
+@pytest.fixture(scope="module")
+def writer_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """BASE_BATCHES batches written and acknowledged by the writer, which then exits normally."""
+    path = tmp_path_factory.mktemp("kill-base") / "persist"
+    subprocess.run(
+        [sys.executable, "-m", "tests.kill_writer", str(path), "0", str(BASE_BATCHES - 1)],
+        check=True,
+        cwd=REPO,
+        capture_output=True,
+    )
+    return path
+
+
+def kill_writer(base: Path, target: Path, fraction: float) -> int:
+    """A copy of the base, written to by the writer, SIGKILLed `fraction` of an `add` after the
+    second acknowledged batch. The last batch the writer acknowledged."""
+    shutil.copytree(base, target)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.kill_writer", str(target), str(BASE_BATCHES)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=REPO,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    proc.stdout.readline()
+    started = time.monotonic()
+    proc.stdout.readline()
+    cycle = time.monotonic() - started
+    time.sleep(fraction * cycle)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    acked = [int(line) for line in [str(BASE_BATCHES), str(BASE_BATCHES + 1), *proc.stdout.read().split()]]
+    return max(acked)
+
+
+def doctor(path: Path, ids_out: Path) -> tuple[int, dict[str, Any]]:
+    r = run_chops("doctor", path, "--json", "--ids-out", ids_out)
+    assert r.code in (0, 2), r.stderr
+    return r.code, r.json()
+
+
+def probe(path: Path, scratch: Path, last: int, on_copy: bool = True) -> dict[str, Any] | None:
+    """chromadb's answers (on a copy): count, acknowledged ids get misses and query does not find
+    first (None: chromadb failed)."""
+    copy = scratch / f"probe-{len(list(scratch.glob('probe-*')))}" if on_copy else path
+    if on_copy:
+        shutil.copytree(path, copy)
+    spec = scratch / "spec.json"
+    records: dict[str, list[float]] = {}
+    for k in range(last + 1):
+        ids, vectors = batch(k)
+        records.update(zip(ids, vectors, strict=True))
+    spec.write_text(json.dumps(records))
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "tests.chroma_probe", "findable", str(copy), "default_database", NAME, str(spec)],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=PROBE_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired:  # a crash loop or a hang counts as failing
+        return None
+    return json.loads(proc.stdout) if proc.returncode == 0 else None
+
+
+def checks(report: dict[str, Any]) -> set[tuple[str, str]]:
+    return {(f["check"], f["severity"]) for f in report["findings"]}
+
+
+def examine(path: Path, last: int, scratch: Path) -> str:
+    """Every check of the module docstring on one killed dir; what it found and did, in one line."""
+    first = run_chops("doctor", path, "--json")
+    journal = ""
+    if first.code == 1:  # killed inside a SQLite transaction: refused, read-only, with the way out
+        assert "has a hot journal" in first.stderr and "start Chroma" in first.stderr, first.stderr
+        assert probe(path, scratch, last, on_copy=False) is not None  # as it says: chromadb opens it once
+        journal = "hot journal (doctor exit 1 naming it; chromadb opened it once); then "
+    code, before = doctor(path, scratch / "before.jsonl")
+    answer = probe(path, scratch, last)
+    if code == 0:
+        assert answer is not None, "doctor says healthy but chromadb fails"
+        assert answer["missing_get"] == [] and answer["not_found_by_query"] == [], answer
+    elif answer is None or answer["not_found_by_query"]:
+        assert any(f["severity"] == "error" for f in before["findings"]), before["findings"]
+    if answer is not None:
+        assert answer["missing_get"] == []  # sqlite has every acknowledged write
+    seen = "chromadb failed" if answer is None else f"chromadb missed {len(answer['not_found_by_query'])}"
+    if code == 0:
+        return f"{journal}healthy ({sorted(checks(before))}); {seen}"
+    plan_file = scratch / "plan.json"
+    planned = run_chops("doctor", path, "--plan", "--out", plan_file)
+    assert planned.code == 2, planned.stderr
+    plan = json.loads(plan_file.read_text())
+    steps = [s["step"] for s in plan["steps"] if s.get("actions")]
+    if steps:
+        applied = run_chops("maintain", path, "--apply", plan_file, "--no-backup")
+        assert applied.code == 0, applied.stderr
+    ids_out = scratch / "after.jsonl"
+    _, after = doctor(path, ids_out)
+    listed = {(u["check"], u["collection"]) for u in plan.get("unrepaired", [])}
+    assert {(f["check"], f["collection"]) for f in after["findings"] if f["severity"] != "info"} <= listed
+    lost = {json.loads(line)["id"] for line in ids_out.read_text().splitlines()}
+    final = probe(path, scratch, last)
+    assert final is not None, "chromadb fails after the repair"
+    assert final["missing_get"] == []
+    assert set(final["not_found_by_query"]) <= lost, sorted(set(final["not_found_by_query"]) - lost)[:5]
+    left = f"left {sorted(checks(after))}, {len(lost)} to re-embed"
+    return f"{journal}{sorted(checks(before))}; {seen}; plan {steps}; {left}"
+
+
+def test_writer_killed_while_persisting(writer_base: Path, tmp_path: Path) -> None:
+    last = kill_writer(writer_base, tmp_path / "persist", DEFAULT_KILL)
+    print(examine(tmp_path / "persist", last, tmp_path))
+
+
+@pytest.mark.slow
+def test_writer_killed_at_many_points(writer_base: Path, tmp_path: Path) -> None:
+    lines = []
+    for i, fraction in enumerate(KILLS):
+        scratch = tmp_path / f"kill-{i}"
+        scratch.mkdir()
+        last = kill_writer(writer_base, scratch / "persist", fraction)
+        lines.append(
+            f"kill at {fraction:.2f} of an add (last acknowledged batch {last}): "
+            + examine(scratch / "persist", last, scratch)
+        )
+    if report := os.environ.get("CHOPS_KILL_REPORT"):
+        Path(report).write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def test_persist_cut_short_after_the_header(writer_base: Path, tmp_path: Path) -> None:
+    """The state the kills above leave when they land after header.bin is written and before
+    data_level0.bin grows, made deterministic from the writer's own files: the base dir with the
+    header.bin its next persist writes. doctor names it, the plan rebuilds from the complete elements
+    and nothing is lost: chromadb finds every record afterwards."""
+    later = tmp_path / "later"
+    shutil.copytree(writer_base, later)
+    subprocess.run(
+        [sys.executable, "-m", "tests.kill_writer", str(later), str(BASE_BATCHES), str(BASE_BATCHES)],
+        check=True,
+        cwd=REPO,
+        capture_output=True,
+    )
+    path = tmp_path / "persist"
+    shutil.copytree(writer_base, path)
+    [folder] = [p for p in path.iterdir() if (p / "header.bin").is_file()]
+    shutil.copyfile(later / folder.name / "header.bin", folder / "header.bin")
+    code, before = doctor(path, tmp_path / "before.jsonl")
+    assert code == 2 and checks(before) == {("hnsw.files", "error"), ("hnsw.persist_cut_short", "error")}
+    cut = next(f for f in before["findings"] if f["check"] == "hnsw.persist_cut_short")
+    assert f"data_level0.bin holds {BASE_BATCHES * 200:,} complete ones" in cut["evidence"]
+    assert before["unfindable"] == []
+    line = examine(path, BASE_BATCHES - 1, tmp_path)
+    assert "plan ['hnsw.rebuild']; left [], 0 to re-embed" in line, line
