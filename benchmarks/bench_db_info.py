@@ -10,6 +10,7 @@ Variants, all on the same dir (`db info` of ours changes nothing; chromadb-ops t
   ours-json          python3 -m ops db info DIR --json (issue #14: at most 0.2 s)
   ours-details       python3 -m ops db info DIR --details (every collection in full)
   ours-doctor        python3 -m ops doctor DIR (issue #16: reads at least as fast as db info in full)
+  ours-hnsw-v        python3 -m ops hnsw info DIR -c bench -v (the other reader that walks every link)
   floor-python       python3 -c pass: the interpreter alone
   floor-imports      python3 -c 'import numpy, pydantic, sqlite3': the libraries db info cannot do without
 Safety: chromadb 1.5.9 would migrate a 1.0.16 dir in place. Ours runs first on a copy; after every run
@@ -53,6 +54,7 @@ variants = [
     ours_variant("ours-json", "--json"),
     ours_variant("ours-details", "--details"),
     ours_variant("ours-doctor", command=("doctor",)),
+    ours_variant("ours-hnsw-v", "-c", "bench", "-v", command=("hnsw", "info")),
     Variant("floor-python", "`python3 -c pass`", lambda w: [sys.executable, "-c", "pass"], copy=False),
     Variant(
         "floor-imports",
