@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sqlite3
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +19,7 @@ from tests.conftest import (
     run_chops,
     tree_state,
 )
-from tests.test_doctor import doctor, found
+from tests.test_doctor import doctor, found, segment_folder, sql
 
 
 def plan_repair(path: Path, out: Path, *args: str) -> dict[str, Any]:
@@ -43,16 +41,6 @@ def planned(plan: dict[str, Any]) -> list[tuple[str, str]]:
 def apply_with_maintain(path: Path, plan_file: Path) -> None:
     r = run_chops("maintain", path, "--apply", plan_file, "--no-backup")
     assert r.code == 0, r.stderr
-
-
-def sql(path: Path, statement: str) -> None:
-    with closing(sqlite3.connect(path / "chroma.sqlite3")) as conn, conn:
-        conn.execute(statement)
-
-
-def segment_folder(path: Path, name: str) -> Path:
-    report = run_chops("hnsw", "info", path, "-c", name, "--json").json()
-    return Path(report["collection"]["hnsw"]["path"])
 
 
 def test_healthy_dir_plans_nothing_and_stays_untouched(healthy_dir: BuiltDir) -> None:
