@@ -69,6 +69,7 @@ class Variant:
     prepare: Callable[[Path], None] | None = None  # more set-up of the work dir (not timed)
     check: Check | None = None  # after every run (not timed): facts, "ok": False when it failed
     ours: bool = False  # a `python -m ops` command: profiled by --profile
+    exit_code: int = 0  # what a good run exits with (e.g. 2: a plan with changes)
 
 
 def parser(doc: str, repeat: int) -> argparse.ArgumentParser:
@@ -230,7 +231,7 @@ class Harness:
             r = run_child(v.argv(work), v.env, v.cwd, a.timeout)
             r.update(tag=tag, attempt=attempt, waited_s=round(waited, 1), busy_before=busy, load=load)
             r.update(v.check(work, r) if v.check else {})
-            r["ok"] = r.get("ok", True) and r["exit"] == 0
+            r["ok"] = r.get("ok", True) and r["exit"] == v.exit_code
             shutil.rmtree(work, ignore_errors=True)
             disturbed = r["other_cpu_s"] > max(a.max_other_cpu * r["wall_s"], 0.2)
             if not disturbed or attempt == a.retries:

@@ -50,3 +50,7 @@ class BadInput(OpsError):
 
 class Refused(OpsError):
     """A step measured that its change would leave things worse and kept none of it."""
+
+
+class Unpredictable(BadInput):
+    """A step whose changes cannot be predicted was planned before other steps (storage.prediction)."""

@@ -327,6 +327,71 @@ def soak(out: Path) -> dict[str, Any]:
     return {"collections": [asdict(_finish(t_big, big)), asdict(_finish(t_gap, gap))], "orphan_dirs": []}
 
 
+def many(out: Path) -> dict[str, Any]:
+    """100 small collections (50 x 8, l2), as one collection per user or document set leaves them:
+    a third with every fifth record deleted, every seventh with 3 writes still in the WAL gap."""
+    import chromadb
+
+    client = chromadb.PersistentClient(path=str(out))
+    conf = {"hnsw": {"space": "l2", "sync_threshold": 10, "batch_size": 10}}
+    ids = [f"id-{j:03d}" for j in range(50)]
+    truths = []
+    for i in range(100):
+        t = CollectionTruth(f"user-{i:03d}", "default_database")
+        collection = client.create_collection(t.name, configuration=conf)  # type: ignore[arg-type]
+        rs = np.random.RandomState(i)
+        collection.add(ids=ids, embeddings=vectors(rs, 50, 8), documents=[f"note {j} of user {i}" for j in range(50)])
+        if i % 3 == 0:
+            collection.delete(ids=ids[::5])
+        if i % 7 == 0:
+            collection.add(ids=["late-0", "late-1", "late-2"], embeddings=vectors(rs, 3, 8))
+        truths.append(_finish(t, collection))
+    return {"collections": [asdict(x) for x in truths], "orphan_dirs": []}
+
+
+def random_writes(out: Path, seed: int) -> dict[str, Any]:
+    """Collections written by a random mix of adds, updates, upserts and deletes (some with a small
+    sync threshold, some never flushed), and one deleted collection: for the prediction tests."""
+    import chromadb
+
+    rs = np.random.RandomState(seed)
+    client = chromadb.PersistentClient(path=str(out))
+    truths = []
+    for n in range(int(rs.randint(2, 5))):
+        space = str(rs.choice(["l2", "ip", "cosine"]))
+        small = bool(rs.rand() < 0.7)
+        dim = int(rs.choice([4, 8, 16]))
+        t = CollectionTruth(f"col{n}", "default_database", space=space)
+        collection = client.create_collection(t.name, configuration=configured(space, small=small))  # type: ignore[arg-type]
+        known: list[str] = []
+        for _ in range(int(rs.randint(2, 9))):
+            op = str(rs.choice(["add", "add", "update", "upsert", "delete"]))
+            size = int(rs.randint(1, 120))
+            if op == "add":
+                ids = [f"r{n}-{len(known) + i}" for i in range(size)]
+                collection.add(ids=ids, embeddings=vectors(rs, size, dim), documents=[f"doc {i}" for i in ids])
+                known += ids
+            elif known and op in ("update", "delete"):
+                ids = sorted({known[int(i)] for i in rs.randint(0, len(known), size)})
+                if op == "update":
+                    collection.update(ids=ids, embeddings=vectors(rs, len(ids), dim))
+                else:
+                    collection.delete(ids=ids)
+                    known = [i for i in known if i not in set(ids)]
+            elif op == "upsert":
+                ids = [f"r{n}-{int(i)}" for i in rs.randint(0, len(known) + 30, size)]
+                ids = sorted(set(ids))
+                collection.upsert(ids=ids, embeddings=vectors(rs, len(ids), dim))
+                known += [i for i in ids if i not in set(known)]
+        t.flushed = small
+        truths.append(_finish(t, collection))
+    if rs.rand() < 0.7:
+        gone = client.create_collection("gone", configuration=configured("l2"))  # type: ignore[arg-type]
+        gone.add(ids=[f"g{i}" for i in range(60)], embeddings=vectors(rs, 60, 4))
+        client.delete_collection("gone")
+    return {"collections": [asdict(x) for x in truths], "orphan_dirs": []}
+
+
 SCENARIOS = {
     "standard": standard,
     "walbloat": walbloat,
@@ -336,13 +401,17 @@ SCENARIOS = {
     "clustered": clustered,
     "secrets": secrets,
     "soak": soak,
+    "many": many,
 }
 
 
 def main(argv: list[str]) -> int:
     scenario, out = argv[0], Path(argv[1])
     out.mkdir(parents=True, exist_ok=False)
-    truth = SCENARIOS[scenario](out)
+    if scenario.startswith("random-"):
+        truth = random_writes(out, int(scenario.removeprefix("random-")))
+    else:
+        truth = SCENARIOS[scenario](out)
     import chromadb
 
     truth["chromadb_version"] = chromadb.__version__

@@ -13,7 +13,17 @@ from pathlib import Path
 import pytest
 
 from ops.pipeline.schemas import SCHEMA_DIR, schemas
-from tests.conftest import REPO, BuiltDir, assert_same_answers, chroma, chroma_snapshot, run_chops, tree_state
+from tests.conftest import (
+    REPO,
+    BuiltDir,
+    assert_same_answers,
+    build,
+    chroma,
+    chroma_snapshot,
+    run_chops,
+    tree_state,
+)
+from tests.test_safety import content_state
 
 
 def test_committed_schemas_are_in_sync() -> None:
@@ -149,38 +159,45 @@ def test_edited_plan_is_refused(standard_dir: BuiltDir, tmp_path: Path) -> None:
     assert tree_state(path) == before
 
 
-def test_a_rebuild_refused_while_planning_is_skipped_and_the_rest_still_plans_and_applies(
+def test_a_rebuild_measured_worse_while_applying_keeps_the_old_index_and_the_rest_applies(
     standard_dir: BuiltDir, tmp_path: Path
 ) -> None:
-    """Planning simulates the rebuild; one whose index would be refused (here M 2, construction ef 2:
-    truly worse) is reported as skipped with what was measured, and applying the plan leaves it alone."""
+    """Planning predicts and applies nothing, so recall is only measured while applying. With
+    on_worse keep-old (as maintain's pipeline has it), a rebuilt index that is truly worse (here M 2,
+    construction ef 2) is not kept, the old index and its settings stay, the output says so with
+    what was measured, and the rest of the plan applies. Without it the whole run is refused."""
     path = standard_dir.path
     pipeline = tmp_path / "worse.yaml"
-    pipeline.write_text(
+    body = (
         "version: 1\nname: worse\nsteps:\n  - step: db.snapshot\n  - step: wal.commit\n"
-        "  - step: hnsw.rebuild\n    when: {fragmentation_gt: 0.1}\n    with: {m: 2, construction_ef: 2}\n"
+        "  - step: hnsw.rebuild\n    when: {fragmentation_gt: 0.1}\n    with: {m: 2, construction_ef: 2ON_WORSE}\n"
         "  - step: wal.clean\n"
     )
+    pipeline.write_text(body.replace("ON_WORSE", ""))
     plan_file = tmp_path / "plan.json"
+    assert run_chops("maintain", path, "--pipeline", pipeline, "--plan", "--out", plan_file).code == 2
+    before = content_state(path)
+    refused = run_chops("maintain", path, "--apply", plan_file)
+    assert refused.code == 1 and "was not kept" in refused.stderr and "--construction-ef" in refused.stderr
+    assert content_state(path) == before  # rolled back
+    pipeline.write_text(body.replace("ON_WORSE", ", on_worse: keep-old"))
     r = run_chops("maintain", path, "--pipeline", pipeline, "--plan", "--out", plan_file)
     assert r.code == 2, r.stderr
-    assert "skipped hnsw.rebuild of default_database/frag" in r.stderr
     steps = json.loads(plan_file.read_text())["steps"]
     assert [(s["step"], len(s["actions"])) for s in steps] == [
         ("db.snapshot", 1),
         ("wal.commit", 2),
-        ("hnsw.rebuild", 0),
+        ("hnsw.rebuild", 3),  # the rebuild and two settings
         ("wal.clean", 3),
     ]
-    reason = steps[2]["skipped"]
-    assert "worse than the old index" in reason and "paired difference" in reason and "--construction-ef" in reason
-    assert "skipped" in run_chops("plan", "show", plan_file).stdout
-    applied = run_chops("maintain", path, "--apply", plan_file, "--json")
+    assert steps[2]["actions"][0]["details"]["on_worse"] == "keep-old"
+    applied = run_chops("maintain", path, "--apply", plan_file)
     assert applied.code == 0, applied.stderr
+    assert "frag: kept the old index" in applied.stdout and "paired difference" in applied.stdout
     info = {c["name"]: c for c in run_chops("db", "info", path, "--json").json()["collections"]}
     assert info["frag"]["wal_gap"] == 0 and info["pending"]["wal_gap"] == 0  # the commit was applied
     h = run_chops("hnsw", "info", path, "-c", "frag", "--json").json()["collection"]["hnsw"]
-    assert (h["deleted"], h["M"], h["index_M"]) == (80, 12, 12)  # the refused rebuild was not
+    assert (h["deleted"], h["M"], h["index_M"]) == (80, 12, 12)  # the worse rebuild was not kept
 
 
 def test_one_go_and_shipped_pipelines(standard_dir: BuiltDir) -> None:
@@ -225,17 +242,29 @@ def test_selectors_and_invoke_configuration(standard_dir: BuiltDir, tmp_path: Pa
     ]
 
 
-def test_planning_killed_mid_way_leaves_no_scratch_copy_behind(standard_dir: BuiltDir) -> None:
-    """Planning applies steps to a scratch copy beside the persist dir; a kill -9 leaves it. The next
-    plan removes the copies of processes that are gone, and only those."""
+def test_maintain_plans_by_reading_only(standard_dir: BuiltDir) -> None:
+    """maintain --plan predicts: nothing is applied (a failpoint on apply's verify is never reached)
+    and nothing is written in or beside the persist dir, though every step plans changes."""
     path = standard_dir.path
+    beside, before = sorted(path.parent.iterdir()), tree_state(path)
     r = run_chops("maintain", path, "--plan", env={"CHOPS_FAILPOINT": "before_verify=kill"})
+    assert r.code == 2, r.stderr
+    assert all(s["actions"] for s in r.json()["steps"])
+    assert sorted(path.parent.iterdir()) == beside and tree_state(path) == before
+
+
+def test_doctor_planning_killed_mid_way_leaves_no_scratch_copy_behind(standard_dir: BuiltDir) -> None:
+    """doctor --plan applies its repairs to a scratch copy beside the persist dir (it runs doctor
+    again on what they leave); a kill -9 leaves the copy. The next plan removes the copies of
+    processes that are gone, and only those."""
+    path = standard_dir.path
+    r = run_chops("doctor", path, "--plan", env={"CHOPS_FAILPOINT": "before_verify=kill"})
     assert r.code == -9, r.stderr
     left = sorted(path.parent.glob(".chops-plan-*"))
     assert len(left) == 1, left  # the killed run's copy, with its pid in the name
     alive = path.parent / f".chops-plan-{os.getpid()}-not-stale"
     alive.mkdir()
-    assert run_chops("maintain", path, "--plan").code == 2
+    assert run_chops("doctor", path, "--plan").code == 2
     assert sorted(path.parent.glob(".chops-plan-*")) == [alive]
     assert not (path / ".chops-journal.json").exists()  # planning never touched the real dir
 
@@ -351,3 +380,26 @@ def test_a_single_commands_plan_is_applied_exactly_by_chops_apply(standard_dir: 
     assert run_chops("hnsw", "config", path, "-c", "frag", "--search-ef", "55", "--plan").code == 0  # done
     again = run_chops("apply", plan)
     assert again.code == 1 and "changed since the plan was made" in again.stderr, again.stderr
+
+
+def test_a_hundred_collections_plan_apply_and_plan_again_empty(tmp_path: Path) -> None:
+    """Issue 15's shape at a size the suite affords: 100 collections built by chromadb, a third
+    fragmented, some with writes in the WAL gap. The plan aggregates per step and collection count,
+    applies, the next plan is empty, and chromadb answers as before."""
+    built = build("many", tmp_path / "persist")
+    path = built.path
+    answers = chroma_snapshot(path, tmp_path)
+    plan_file = tmp_path / "plan.json"
+    planned = run_chops("maintain", path, "--plan", "--out", plan_file)
+    assert planned.code == 2, planned.stderr
+    steps = json.loads(plan_file.read_text())["steps"]
+    rebuilt = [s["selection"]["collection"] for s in steps if s["step"] == "hnsw.rebuild" and s["actions"]]
+    assert rebuilt == [f"user-{i:03d}" for i in range(100) if i % 3 == 0]
+    commits = next(s for s in steps if s["step"] == "wal.commit")["actions"]
+    assert sorted(a["target"] for a in commits) == [f"default_database/user-{i:03d}" for i in range(100) if i % 7 == 0]
+    assert "hnsw.rebuild x34" in planned.stderr
+    applied = run_chops("maintain", path, "--apply", plan_file)
+    assert applied.code == 0, applied.stderr
+    again = run_chops("maintain", path, "--plan")
+    assert again.code == 0, again.stdout
+    assert_same_answers(answers, chroma_snapshot(path, tmp_path), rebuilt=True)

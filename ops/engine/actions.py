@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel
 from ops.storage.config_write import ConfigValue
 
 Duration = Literal["seconds", "minutes", "hours"]
+OnWorse = Literal["refuse", "keep-old"]
 HnswParam = Literal[
     "space", "M", "ef_construction", "ef_search", "num_threads", "resize_factor", "batch_size", "sync_threshold"
 ]
@@ -105,8 +106,10 @@ class DeleteWalRows(ActionBase):
 
 
 class FileBefore(Part):
-    bytes: int
-    free_pages: int
+    """Estimates: a step before wal.clean in a pipeline writes the file too, and any write moves them."""
+
+    bytes_estimate: int
+    free_pages_estimate: int
 
 
 class FileAfter(Part):
@@ -218,6 +221,9 @@ class RebuildDetails(Part):
     orphan_labels_dropped: int
     repairs: str | None = Field(default=None, exclude_if=lambda v: v is None)
     """What is damaged in the old index (its graph is then not loaded); left out when nothing is."""
+    on_worse: OnWorse = Field(default="refuse", exclude_if=lambda v: v == "refuse")
+    """What applying does when the rebuilt index measures worse than the old one (recall is only known
+    by building it): refuse (the run fails and rolls back), or keep the old index and go on."""
     data_level0_bytes_before: int
     data_level0_bytes_estimate: int
     duration: Duration

@@ -20,9 +20,10 @@ from ops.engine.journal import refuse_if_unfinished
 from ops.engine.live import LiveProcess
 from ops.engine.params import SKIP_FIELD, Params
 from ops.engine.progress import NoProgress, ProgressSink
-from ops.errors import OpsError
+from ops.errors import OpsError, Unpredictable
 from ops.storage import PersistDir
 from ops.storage.persist_dir import validate_persist_dir
+from ops.storage.prediction import Prediction
 
 if TYPE_CHECKING:  # a read-only command builds no plan and writes no journal: it imports neither
     from ops.engine.journal import Journal
@@ -42,6 +43,13 @@ class StepContext:
     @property
     def root(self) -> Path:
         return self.persist_dir.path
+
+    @property
+    def prediction(self) -> Prediction:
+        """What the steps planned so far will change (see Step.predict)."""
+        if self.persist_dir.prediction is None:
+            self.persist_dir.prediction = Prediction()
+        return self.persist_dir.prediction
 
     def will_create(self, path: Path) -> None:
         """Call before creating a file or folder in the persist dir: rollback will remove it."""
@@ -96,6 +104,17 @@ class Step(ABC):
     @abstractmethod
     def plan(self, ctx: StepContext) -> StepPlan:
         """What exactly will change; an empty StepPlan when nothing needs to."""
+
+    def predict(self, ctx: StepContext, plan: StepPlan) -> None:
+        """Record in `ctx.persist_dir.prediction` what applying `plan` will change, so that the steps
+        after it in a pipeline plan on the state it leaves without anything being applied
+        (storage.prediction). A step that changes nothing in the persist dir predicts nothing; one
+        that cannot say what it changes refuses to have steps planned after it."""
+        if not plan.is_empty:
+            raise Unpredictable(
+                f"{self.name} changes the persist dir in a way no later step can be planned on",
+                f"put {self.name} last in the pipeline, or run it on its own",
+            )
 
     def touches(self, plan: StepPlan) -> Touches:
         return Touches(sqlite=True)

@@ -1,11 +1,13 @@
 """Planning a pipeline into one plan document, and applying a saved plan exactly as reviewed.
 
-Planning: each step is planned on the state the steps before it leave. When an earlier step
-plans changes, the later steps are planned on a scratch copy of the persist dir (taken with the
-snapshot code: sqlite through the backup API) on which the earlier steps were really applied,
-so every action in the plan, with its before/after, is exact. Snapshot steps plan an action
-only if some other step changes something. The plan carries the fingerprint of the state it
-was computed on and a digest of itself.
+Planning reads the persist dir once and applies nothing: each step plans on the state the steps
+before it leave, which they predict (Step.predict, storage.prediction): a later step reads the
+predicted max_seq_ids, indexes, WAL rows and settings where an earlier one changes them and the
+disk everywhere else, so every action in the plan, with its before/after, is exact except the
+fields named `*_estimate`. Snapshot steps plan an action only if some other step changes
+something. The plan carries the fingerprint of the state it was computed on and a digest of
+itself. (`doctor --plan` is the exception: it must run doctor again on the state the repairs
+leave, so it plans on a scratch copy on which the steps are really applied, as `_Simulated` says.)
 
 Applying: the plan's digest must match (an edited plan is refused), the fingerprint of the
 persist dir must match (a changed database is refused, naming what changed), then the runner
@@ -38,11 +40,11 @@ from ops.engine.runner import (
     open_for_change,
     refuse_unknown_layout,
 )
-from ops.engine.step import Step, StepContext, run_read_only
-from ops.errors import BadInput, OpsError, Refused
+from ops.engine.step import Step, StepContext
+from ops.errors import BadInput, OpsError, Refused, Unpredictable
 from ops.pipeline.loader import load_pipeline, resolve_pipeline
 from ops.pipeline.models import Pipeline
-from ops.steps.db_info import DbInfo
+from ops.steps.inspection import collection_report
 from ops.steps.registry import STEP_TYPES, build_step
 from ops.storage import PersistDir
 
@@ -80,9 +82,13 @@ def plan_pipeline_model(
         refuse_unknown_layout(pd)
         fingerprint = compute(pd)
         layout = pd.layout.name
-    with _simulation(root) as state:
-        planned = _plan_steps(pipeline, state, tolerant)
-        unrepaired = leftover(state.current) if leftover is not None else []
+        if leftover is None:
+            planned = plan_and_predict(pd, pipeline, tolerant)
+            unrepaired: list[Unrepaired] = []
+    if leftover is not None:
+        with _simulation(root) as simulated:
+            planned = _plan_steps(pipeline, simulated, tolerant)
+            unrepaired = leftover(simulated.current)
     changes = any(not sp.is_empty for sp in planned if sp.step != SNAPSHOT)
     snapshot_home = (backup_root or default_backup_root(root)) / "snapshots"
     steps = [
@@ -100,29 +106,79 @@ def plan_pipeline_model(
     return plan.model_copy(update={"live_processes": scan(root).processes}).sealed()
 
 
-class _State:
-    """The persist dir the next step is planned on: the real one until a step changes something."""
+def plan_and_predict(pd: PersistDir, pipeline: Pipeline, tolerant: bool = False) -> list[StepPlan]:
+    """Plan every step of the pipeline on `pd`, each on what the steps before it predict; afterwards
+    `pd` reads as the planned steps will leave the persist dir (its `prediction`)."""
+    return _plan_steps(pipeline, _Predicted(pd), tolerant)
+
+
+class _Predicted:
+    """Planning by prediction: every step plans on the one open view of the persist dir, which
+    answers from what the steps before it predicted (storage.prediction)."""
+
+    def __init__(self, pd: PersistDir) -> None:
+        self.pd = pd
+        self.unpredictable: str | None = None
+
+    @contextmanager
+    def view(self) -> Iterator[PersistDir]:
+        if self.unpredictable is not None:
+            raise Unpredictable(
+                f"{self.unpredictable} changes the persist dir in a way no later step can be planned on",
+                f"put {self.unpredictable} last in the pipeline, or run it on its own",
+            )
+        yield self.pd
+
+    def advance(self, step: Step, step_plan: StepPlan) -> StepPlan:
+        try:
+            step.predict(StepContext(persist_dir=self.pd), step_plan)
+        except Unpredictable:
+            self.unpredictable = step.name  # refused only if a step follows
+        return step_plan
+
+
+class _Simulated:
+    """Planning on a scratch copy (doctor --plan): the persist dir itself until a step changes
+    something, then a copy on which each planned step is really applied."""
 
     def __init__(self, root: Path, scratch: Path) -> None:
         self.root, self.current, self._scratch = root, root, scratch
 
-    def advance(self, step: Step, step_plan: StepPlan) -> None:
+    @contextmanager
+    def view(self) -> Iterator[PersistDir]:
+        with PersistDir.open(self.current) as pd:
+            yield pd
+
+    def advance(self, step: Step, step_plan: StepPlan) -> StepPlan:
+        """A step that refuses its own change there (e.g. a rebuilt index measurably worse than the
+        old one) is planned as skipped, with its reason, and the state stays as it was: the rest
+        still plans, and applying the plan leaves that collection alone."""
         if step_plan.is_empty:
-            return
-        if self.current == self.root:
-            self.current = copy_persist_dir(self.root, self._scratch / "persist")
-        plan = Plan(persist_dir=str(self.current), layout="", steps=[step_plan])
-        apply_plan([step], plan, self.current, RunOptions(backup=False, look_for_chroma=False))
+            return step_plan
+        try:
+            if self.current == self.root:
+                self.current = copy_persist_dir(self.root, self._scratch / "persist")
+            plan = Plan(persist_dir=str(self.current), layout="", steps=[step_plan])
+            apply_plan([step], plan, self.current, RunOptions(backup=False, look_for_chroma=False))
+        except OpsError as exc:
+            refusal = _refusal(exc)
+            if refusal is None:
+                raise
+            return step_plan.model_copy(update={"actions": [], "skipped": refusal.one_line()})
+        return step_plan
+
+
+_State = _Predicted | _Simulated
 
 
 SCRATCH_PREFIX = ".chops-plan-"
 
 
 @contextmanager
-def _simulation(root: Path) -> Iterator[_State]:
+def _simulation(root: Path) -> Iterator[_Simulated]:
     remove_stale_scratch(root.parent)
     with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", dir=root.parent) as scratch:
-        yield _State(root, Path(scratch))
+        yield _Simulated(root, Path(scratch))
 
 
 def remove_stale_scratch(parent: Path) -> None:
@@ -150,12 +206,16 @@ def _plan_steps(pipeline: Pipeline, state: _State, tolerant: bool = False) -> li
         if entry.step == SNAPSHOT:
             planned.append(StepPlan(step=SNAPSHOT, target="persist dir", params=entry.with_.model_dump()))
             continue
-        for step, params, selection in _expand(entry, state.current):
+        with state.view() as pd:
+            expanded = _expand(entry, pd)
+        for step, params, selection in expanded:
             try:
-                with PersistDir.open(state.current) as pd:
+                with state.view() as pd:
                     ctx = StepContext(persist_dir=pd)
                     step.precheck(ctx)
                     step_plan = step.plan(ctx).model_copy(update={"params": params, "selection": selection})
+            except Unpredictable:
+                raise
             except OpsError as exc:
                 if not tolerant:
                     raise
@@ -170,23 +230,8 @@ def _plan_steps(pipeline: Pipeline, state: _State, tolerant: bool = False) -> li
                     )
                 )
                 continue
-            planned.append(_advance(state, step, step_plan))
+            planned.append(state.advance(step, step_plan))
     return planned
-
-
-def _advance(state: _State, step: Step, step_plan: StepPlan) -> StepPlan:
-    """Apply the step to the simulated state. A step that refuses its own change there (e.g. a
-    rebuilt index measurably worse than the old one) is planned as skipped, with its reason, and
-    the simulated state stays as it was: the rest of the pipeline still plans, and applying the
-    plan leaves that collection alone."""
-    try:
-        state.advance(step, step_plan)
-    except OpsError as exc:
-        refusal = _refusal(exc)
-        if refusal is None:
-            raise
-        return step_plan.model_copy(update={"actions": [], "skipped": refusal.one_line()})
-    return step_plan
 
 
 def _refusal(exc: BaseException) -> Refused | None:
@@ -200,27 +245,22 @@ def _refusal(exc: BaseException) -> Refused | None:
     return seen
 
 
-def _expand(entry: Any, state: Path) -> list[Expanded]:
+def _expand(entry: Any, pd: PersistDir) -> list[Expanded]:
     kind = STEP_TYPES[entry.step]
     params = entry.with_.model_dump(exclude_none=True)
     if kind.scope == "dir":
         return [(build_step(entry.step, params, {}), params, {})]
-    chosen: list[Any]
-    if entry.when is None:  # the names are enough: no need to measure (nor to read damaged indexes)
-        with PersistDir.open(state) as pd:
-            every: list[Any] = pd.collections()
-    else:
-        every = run_read_only(DbInfo(), str(state)).collections
-    chosen = [
-        c for c in every if entry.select.matches(c.name, c.database) and (entry.when is None or entry.when.holds(c))
-    ]
+    every = [c for c in pd.collections() if entry.select.matches(c.name, c.database)]
+    if entry.when is not None:  # measured as the steps before leave them (the names alone need no reading)
+        counts, stats = pd.record_counts(), pd.wal_stats()
+        every = [c for c in every if entry.when.holds(collection_report(pd, c, counts, stats))]
     if kind.scope == "collections":
-        names = {f"{c.database}/{c.name}" for c in chosen}
-        skip = sorted(f"{c.database}/{c.name}" for c in every if f"{c.database}/{c.name}" not in names)
+        names = {f"{c.database}/{c.name}" for c in every}
+        skip = sorted(f"{c.database}/{c.name}" for c in pd.collections() if f"{c.database}/{c.name}" not in names)
         selection: dict[str, Any] = {"skip": skip}
         return [(build_step(entry.step, params, selection), params, selection)]
     out = []
-    for c in chosen:
+    for c in every:
         selection = {"collection": c.name, "database": c.database}  # one step per collection
         out.append((build_step(entry.step, params, selection), params, selection))
     return out

@@ -72,6 +72,9 @@ class CollectionSnapshot(Step):
     def touches(self, plan: StepPlan) -> Touches:
         return Touches(sqlite=False)
 
+    def predict(self, ctx: StepContext, plan: StepPlan) -> None:
+        """It writes outside the persist dir: nothing there changes."""
+
     def apply(self, ctx: StepContext, plan: StepPlan) -> None:
         pd = ctx.persist_dir
         record = pd.collection(self.collection, self.database)

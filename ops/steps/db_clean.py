@@ -37,6 +37,9 @@ class DbClean(Step):
         ]
         return StepPlan(step=self.name, target="HNSW folders", actions=actions)
 
+    def predict(self, ctx: StepContext, plan: StepPlan) -> None:
+        ctx.prediction.removed_folders.update(a.target for a in plan.actions)
+
     def touches(self, plan: StepPlan) -> Touches:
         return Touches(sqlite=False, folders=[a.target for a in plan.actions])
 

@@ -101,6 +101,9 @@ class DbSnapshot(Step):
     def touches(self, plan: StepPlan) -> Touches:
         return Touches(sqlite=False)
 
+    def predict(self, ctx: StepContext, plan: StepPlan) -> None:
+        """It writes outside the persist dir: nothing there changes."""
+
     def apply(self, ctx: StepContext, plan: StepPlan) -> None:
         for action in plan.actions:
             ctx.will_create_snapshot(Path(action.target))

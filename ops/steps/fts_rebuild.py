@@ -43,7 +43,7 @@ class FtsRebuild(Step):
         self.force = params.force
 
     def plan(self, ctx: StepContext) -> StepPlan:
-        state = fts.read_state(ctx.persist_dir.conn)
+        state = ctx.persist_dir.fts_state()
         tokenizer = self.tokenizer or state.tokenizer or fts.DEFAULT_TOKENIZER
         needed = self.force or not state.healthy or tokenizer != state.tokenizer
         actions: list[Action] = []
@@ -57,6 +57,20 @@ class FtsRebuild(Step):
                 )
             )
         return StepPlan(step=self.name, target="embedding_fulltext_search", actions=actions)
+
+    def predict(self, ctx: StepContext, plan: StepPlan) -> None:
+        """The table as fts.rebuild creates it, one row per document."""
+        for action in _rebuilds(plan):
+            documents = action.after.rows
+            ctx.prediction.fts = fts.FtsState(
+                exists=True,
+                shadow_tables=sorted(fts.FTS_TABLE + suffix for suffix in fts.SHADOW_SUFFIXES),
+                tokenizer=action.after.tokenizer,
+                rows=documents,
+                documents=documents,
+                mismatched=0,
+            )
+            ctx.prediction.sqlite_written = True
 
     def apply(self, ctx: StepContext, plan: StepPlan) -> None:
         for action in _rebuilds(plan):

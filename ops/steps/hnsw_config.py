@@ -81,6 +81,12 @@ class HnswConfigStep(Step):
         ]
         return StepPlan(step=self.name, target=f"{record.database}/{record.name}", actions=actions)
 
+    def predict(self, ctx: StepContext, plan: StepPlan) -> None:
+        if changes := planned_settings(plan):
+            record = ctx.persist_dir.collection(self.collection, self.database)
+            ctx.prediction.hnsw_configs.setdefault(record.id, {}).update(changes)
+            ctx.prediction.sqlite_written = True
+
     def apply(self, ctx: StepContext, plan: StepPlan) -> None:
         changes = planned_settings(plan)
         if not changes:

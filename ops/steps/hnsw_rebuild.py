@@ -24,6 +24,7 @@ from ops.engine.actions import (
     HnswChange,
     HnswSetting,
     IndexShape,
+    OnWorse,
     RebuildDetails,
     RebuildIndex,
     SetHnswConfig,
@@ -38,10 +39,12 @@ from ops.steps.recall_check import RecallComparison
 from ops.steps.targets import CollectionTarget
 from ops.storage import config_write, hnsw_files, hnsw_index, hnsw_records
 from ops.storage.config_write import ConfigValue
+from ops.storage.fs import remove_tree
 from ops.storage.index_swap import empty_staging_folder, staging_folder, swap_in
 from ops.storage.models import CollectionRecord
 from ops.storage.persist_dir import PersistDir
 from ops.storage.pickle_meta import HnswPickleMeta
+from ops.storage.prediction import PredictedIndex
 
 RECALL_SAMPLE = 1000
 """Stored vectors asked of the old and the new index (recall_check: the bound's margin at 1,000
@@ -55,6 +58,11 @@ class HnswRebuildParams(HnswRuntimeParams, CollectionTarget):
     m: Annotated[int | None, flag("-m", "--m")] = Field(None, ge=2, description="max neighbours per node (M)")
     construction_ef: int | None = Field(None, ge=1, description="ef used while building")
     threads: int | None = Field(None, ge=1, description="build threads (default: all cores, or --num-threads)")
+    on_worse: OnWorse = Field(
+        "refuse",
+        description="when the rebuilt index measures worse than the old one: refuse (exit 1, nothing changes) "
+        "or keep-old (keep the old index and its settings, and go on: what maintain's pipeline does)",
+    )
 
     def config_changes(self) -> dict[str, ConfigValue]:
         built = {"space": self.space, "M": self.m, "ef_construction": self.construction_ef}
@@ -70,6 +78,7 @@ class HnswRebuild(Step):
         self.database = params.database
         self.threads = params.threads or params.num_threads or os.cpu_count() or 1
         self.changes: dict[str, ConfigValue] = params.config_changes()
+        self.on_worse: OnWorse = params.on_worse
 
     # --- precheck and plan ----------------------------------------------------------------
     def precheck(self, ctx: StepContext) -> None:
@@ -102,14 +111,15 @@ class HnswRebuild(Step):
         header, meta = pd.hnsw_header(segment.id), pd.hnsw_pickle(segment.id)
         if header is None or meta is None:
             return None  # never flushed: nothing on disk to rebuild
-        prefix = hnsw_records.intact_prefix(pd.segment_folder(segment.id), header, set(meta.label_to_id))
-        damage = hnsw_records.cut_short(header, prefix) if prefix else None
-        header = prefix or header
+        damage = None
+        if pd.predicted_index(segment.id) is None:  # an index a planned step writes is whole
+            prefix = hnsw_records.intact_prefix(pd.segment_folder(segment.id), header, set(meta.label_to_id))
+            damage = hnsw_records.cut_short(header, prefix) if prefix else None
+            header = prefix or header
+            damage = damage or hnsw_files.link_lists_damage(pd.segment_folder(segment.id), header)
         records = pd.hnsw_records(segment.id, header, links=False)
-        damage = damage or hnsw_files.link_lists_damage(pd.segment_folder(segment.id), header)
         live = records.live_labels
-        known = np.fromiter(meta.label_to_id, dtype=np.uint64, count=len(meta.label_to_id))
-        keep = int(np.isin(live, known).sum())
+        keep = len(_kept_labels(live, meta))
         cfg = record.hnsw_config
         space = str(self.changes.get("space", cfg.space))
         m = int(self.changes.get("M", header.M))
@@ -142,11 +152,38 @@ class HnswRebuild(Step):
                 segment_id=segment.id,
                 orphan_labels_dropped=len(live) - keep,
                 repairs=damage,
+                on_worse=self.on_worse,
                 data_level0_bytes_before=header.cur_element_count * header.size_data_per_element,
                 data_level0_bytes_estimate=keep * size,
                 duration=_duration(keep),
             ),
         )
+
+    def predict(self, ctx: StepContext, plan: StepPlan) -> None:
+        """The rebuilt index holds the kept live labels, none deleted, in a header of the new shape;
+        the settings are written. (Recall is measured while applying: a rebuild measurably worse than
+        the old index is refused then, see _keep_or_refuse.)"""
+        pd = ctx.persist_dir
+        for action in _rebuilds(plan):
+            segment_id = action.details.segment_id
+            header, meta = pd.hnsw_header(segment_id), pd.hnsw_pickle(segment_id)
+            assert header is not None and meta is not None
+            if pd.predicted_index(segment_id) is None:
+                folder = pd.segment_folder(segment_id)
+                header = hnsw_records.intact_prefix(folder, header, set(meta.label_to_id)) or header
+            kept = _kept_labels(pd.hnsw_records(segment_id, header, links=False).live_labels, meta)
+            shape = action.after
+            ctx.prediction.indexes[segment_id] = PredictedIndex(
+                header=hnsw_files.written_header(
+                    header.dimension, shape.max_elements, len(kept), shape.M, shape.ef_construction
+                ),
+                meta=_kept_meta(meta, kept),
+                records=hnsw_records.Level0Records(labels=kept, deleted=np.zeros(len(kept), dtype=np.bool_)),
+            )
+        if changes := planned_settings(plan):
+            record = pd.collection(self.collection, self.database)
+            ctx.prediction.hnsw_configs.setdefault(record.id, {}).update(changes)
+            ctx.prediction.sqlite_written = True
 
     def touches(self, plan: StepPlan) -> Touches:
         folders = [a.details.segment_id for a in _rebuilds(plan)]
@@ -159,12 +196,13 @@ class HnswRebuild(Step):
     def apply(self, ctx: StepContext, plan: StepPlan) -> None:
         pd = ctx.persist_dir
         record = pd.collection(self.collection, self.database)
-        for action in _rebuilds(plan):
-            self._rebuild(ctx, record, action)
-        if changes := planned_settings(plan):
+        kept = all([self._rebuild(ctx, record, action) for action in _rebuilds(plan)])
+        if kept and (changes := planned_settings(plan)):
             config_write.write_hnsw_config(pd.conn, pd.layout, record, changes)
 
-    def _rebuild(self, ctx: StepContext, record: CollectionRecord, action: RebuildIndex) -> None:
+    def _rebuild(self, ctx: StepContext, record: CollectionRecord, action: RebuildIndex) -> bool:
+        """Build, measure and swap in the new index; False: it measured worse and the old one stays
+        (on_worse keep-old)."""
         pd = ctx.persist_dir
         old_dir = pd.segment_folder(action.details.segment_id)
         header, meta = pd.hnsw_header(action.details.segment_id), pd.hnsw_pickle(action.details.segment_id)
@@ -198,9 +236,12 @@ class HnswRebuild(Step):
         spaces = {shape.space, old_space}
         truth = hnsw_index.exact_neighbours(old_dir, header, old_space, known, queries, spaces, probe.k)
         comparison = _compare(new_found, truth.get(shape.space), old_found, truth.get(old_space))
-        _keep_or_refuse(ctx, record, action, comparison, probe)
+        if not _keep_or_refuse(ctx, record, action, comparison, probe):
+            remove_tree(staged)
+            return False
         checkpoint = lambda stage: failpoints.hit(f"hnsw_rebuild.{stage}")  # noqa: E731
         swap_in(old_dir, staged, pickle=_kept_meta(meta, kept), checkpoint=checkpoint)
+        return True
 
     @staticmethod
     def _advance(ctx: StepContext) -> hnsw_index.Progress:
@@ -217,6 +258,8 @@ class HnswRebuild(Step):
     def verify(self, ctx: StepContext, plan: StepPlan) -> None:
         pd = ctx.persist_dir
         record = pd.collection(self.collection, self.database)
+        if any(_kept_old(pd, action) for action in _rebuilds(plan)):
+            return  # measured worse and kept as planned (on_worse keep-old): nothing changed
         check_settings(record.hnsw_config.model_dump(), planned_settings(plan))
         for action in _rebuilds(plan):
             _verify_index(pd, action)
@@ -228,11 +271,18 @@ def _rebuilds(plan: StepPlan) -> list[RebuildIndex]:
 
 def _keep_or_refuse(
     ctx: StepContext, record: CollectionRecord, action: RebuildIndex, comparison: RecallComparison | None, probe: _Probe
-) -> None:
-    """The rebuilt index replaces the old one only if it is not measurably worse (recall_check)."""
+) -> bool:
+    """The rebuilt index replaces the old one only if it is not measurably worse (recall_check).
+    False: it is worse and the plan says to keep the old index (on_worse keep-old)."""
     kept, dropped = action.after.allocated, action.before.allocated - action.after.allocated
     measured = "no recall measured" if comparison is None else comparison.describe(RECALL_K, probe.ef)
     refusal = None if comparison is None else comparison.refusal
+    if refusal is not None and action.details.on_worse == "keep-old":
+        ctx.notes.append(
+            f"{record.name}: kept the old index, the rebuilt one was not kept: {refusal}; {measured} "
+            f"(rebuild it with a larger --construction-ef, e.g. {2 * action.after.ef_construction}, or --m)"
+        )
+        return False
     if refusal is not None:
         raise Refused(
             f"the rebuilt index of {action.target} was not kept: {refusal}; {measured}",
@@ -240,6 +290,19 @@ def _keep_or_refuse(
             "or keep the old index",
         )
     ctx.notes.append(f"{record.name}: rebuilt {kept:,} live vectors (dropped {dropped:,} records); {measured}")
+    return True
+
+
+def _kept_old(pd: PersistDir, action: RebuildIndex) -> bool:
+    """Whether the old index is still in place, unchanged, as on_worse keep-old leaves it."""
+    if action.details.on_worse != "keep-old":
+        return False
+    header = pd.hnsw_header(action.details.segment_id)
+    before = action.before
+    if header is None or (header.M, header.ef_construction) != (before.M, before.ef_construction):
+        return False
+    records = pd.hnsw_records(action.details.segment_id, header, links=False)
+    return (records.allocated, records.deleted_count) == (before.allocated, before.deleted)
 
 
 def _verify_index(pd: PersistDir, action: RebuildIndex) -> None:
@@ -278,6 +341,12 @@ def _compare(new_found: Any, new_truth: Any, old_found: Any, old_truth: Any) -> 
         return None
     old = None if old_found is None or old_truth is None else hnsw_index.recall_per_query(old_found, old_truth)
     return recall_check.compare(hnsw_index.recall_per_query(new_found, new_truth), old)
+
+
+def _kept_labels(live: Any, meta: HnswPickleMeta) -> Any:
+    """The live labels a rebuild keeps: those index_metadata.pickle knows."""
+    known = np.fromiter(meta.label_to_id, dtype=np.uint64, count=len(meta.label_to_id))
+    return live[np.isin(live, known)]
 
 
 def _kept_meta(meta: HnswPickleMeta, kept: Any) -> HnswPickleMeta:

@@ -49,7 +49,9 @@ class WalClean(Step):
         self.temp_dir = Path(params.temp_dir) if params.temp_dir else None
 
     def plan(self, ctx: StepContext) -> StepPlan:
-        found = wal_purge.cleanable(ctx.persist_dir.conn, ctx.persist_dir.collections(), self.skip)
+        pd = ctx.persist_dir
+        floors = pd.prediction.wal_floors if pd.prediction else None
+        found = wal_purge.cleanable(pd.conn, pd.collections(), self.skip, pd.segments(), floors)
         actions: list[Action] = [
             DeleteWalRows(
                 target=t.collection or t.topic,
@@ -65,12 +67,20 @@ class WalClean(Step):
             actions.append(
                 Vacuum(
                     target="chroma.sqlite3",
-                    before=FileBefore(bytes=space.file_bytes, free_pages=space.free_pages),
+                    before=FileBefore(bytes_estimate=space.file_bytes, free_pages_estimate=space.free_pages),
                     after=FileAfter(bytes_estimate=estimate, free_pages=0),
                     details=VacuumDetails(bytes_reclaimed_estimate=space.file_bytes - estimate, duration="seconds"),
                 )
             )
         return StepPlan(step=self.name, target="embeddings_queue", actions=actions)
+
+    def predict(self, ctx: StepContext, plan: StepPlan) -> None:
+        """The deleted rows (the file's size after VACUUM is an estimate in the plan)."""
+        floors = ctx.prediction.wal_floors
+        for action in _deletes(plan):
+            floor = wal_purge.floor_after_delete(ctx.persist_dir.conn, action.details.watermark)
+            floors[action.details.topic] = max(floor, floors.get(action.details.topic, 0))
+        ctx.prediction.sqlite_written = ctx.prediction.sqlite_written or not plan.is_empty
 
     def extra_space(self, ctx: StepContext, plan: StepPlan) -> int:
         # VACUUM rewrites the database through a rollback journal as large as the file.

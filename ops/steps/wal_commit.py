@@ -23,12 +23,14 @@ from ops.engine.actions import Action, CommitDetails, CommitState, CommitWal
 from ops.engine.params import Params
 from ops.engine.plan import StepPlan
 from ops.engine.step import Step, StepContext, Touches
-from ops.errors import OpsError
+from ops.errors import OpsError, Unpredictable
 from ops.steps.targets import SkipCollections
 from ops.storage import wal, wal_apply
 from ops.storage.fs import tree_size
+from ops.storage.hnsw_records import Level0Records
 from ops.storage.index_swap import staging_folder, swap_in
 from ops.storage.models import CollectionRecord
+from ops.storage.prediction import PredictedIndex
 from ops.storage.sysdb import embedding_ids
 
 
@@ -107,6 +109,37 @@ class WalCommit(Step):
             )
         return StepPlan(step=self.name, target="vector segments", actions=actions)
 
+    def predict(self, ctx: StepContext, plan: StepPlan) -> None:
+        """Each committed index as commit_to_folder will write it (the same rows, read without
+        vectors, on hnswlib's slot allocation) and the new max_seq_id."""
+        pd = ctx.persist_dir
+        by_target = {f"{c.database}/{c.name}": c for c in pd.collections()}
+        for action in _commits(plan):
+            record = by_target[action.target]
+            segment = record.vector_segment
+            assert segment is not None
+            meta = None if self.salvage else pd.hnsw_pickle(segment.id)
+            header = None if self.salvage else pd.hnsw_header(segment.id)
+            book = wal_apply.label_book(meta, pd.layout.pickle_form)
+            readd = self._readd_rows(ctx, record, action.details.topic, book, with_vectors=False)
+            old = None
+            if header is not None and meta is not None:
+                records = pd.hnsw_records(segment.id, header, links=False)
+                old = (records.labels, records.deleted)
+            index = wal_apply.SegmentIndex(
+                pd.segment_folder(segment.id), header, meta is not None, record.hnsw_config, record.dimension
+            )
+            committed = wal_apply.predict_commit(
+                pd.conn, action.details.topic, segment.max_seq_id, index, book, action.details.adds, readd, old
+            )
+            ctx.prediction.indexes[segment.id] = PredictedIndex(
+                header=committed.header,
+                meta=wal_apply.committed_pickle(book, meta, pd.layout.pickle_form, record.dimension),
+                records=Level0Records(labels=committed.labels, deleted=committed.deleted),
+            )
+            ctx.prediction.max_seq_ids[segment.id] = book.max_seq_id
+            ctx.prediction.sqlite_written = True
+
     def _readd_rows(
         self, ctx: StepContext, record: CollectionRecord, topic: str, book: wal_apply.LabelBook, with_vectors: bool
     ) -> list[wal_apply.PendingRow]:
@@ -118,6 +151,13 @@ class WalCommit(Step):
         book.max_seq_id = max(book.max_seq_id, segment.max_seq_id or 0)
         if not self.readd_lost or record.metadata_segment is None or segment.max_seq_id is None:
             return []
+        prediction = ctx.persist_dir.prediction
+        if prediction is not None and topic in prediction.wal_floors:
+            raise Unpredictable(
+                f"wal.commit --readd-lost of {record.database}/{record.name} reads WAL rows "
+                "that a wal.clean before it deletes",
+                "put wal.clean after wal.commit in the pipeline",
+            )
         conn = ctx.persist_dir.conn
         pending = wal.pending_operations(conn, topic, segment.max_seq_id)
         lost = {

@@ -34,7 +34,7 @@ class WalConfig(Step):
             )
 
     def plan(self, ctx: StepContext) -> StepPlan:
-        current = wal_purge_config(ctx.persist_dir.conn)
+        current = ctx.persist_dir.wal_purge_config()
         before = current.automatically_purge if current else None
         effective = True if before is None else before  # Chroma's default when unset
         actions: list[Action] = []
@@ -47,6 +47,11 @@ class WalConfig(Step):
                 )
             )
         return StepPlan(step=self.name, target="embeddings_queue_config", actions=actions)
+
+    def predict(self, ctx: StepContext, plan: StepPlan) -> None:
+        for action in _settings(plan):
+            ctx.prediction.automatically_purge = action.after.automatically_purge
+            ctx.prediction.sqlite_written = True
 
     def apply(self, ctx: StepContext, plan: StepPlan) -> None:
         for action in _settings(plan):

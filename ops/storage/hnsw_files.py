@@ -13,6 +13,7 @@ module checks the files without numpy.
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,30 @@ class HnswHeader(BaseModel):
     @property
     def dimension(self) -> int:
         return (self.label_offset - self.offset_data) // 4
+
+
+def written_header(dimension: int, max_elements: int, count: int, m: int, ef_construction: int) -> HnswHeader:
+    """The header hnswlib writes for an index of these parameters holding `count` elements (the
+    record layout follows from M and the dimension). Its levels and entry point are random and not
+    known before it is built: they are 0 here (storage.prediction)."""
+    links_level0 = 2 * m * 4 + 4
+    label_offset = links_level0 + 4 * dimension
+    return HnswHeader(
+        persist_version=1,
+        offset_level0=0,
+        max_elements=max_elements,
+        cur_element_count=count,
+        size_data_per_element=label_offset + 8,
+        label_offset=label_offset,
+        offset_data=links_level0,
+        max_level=0,
+        enterpoint=0,
+        max_m=m,
+        max_m0=2 * m,
+        M=m,
+        mult=1 / math.log(m),
+        ef_construction=ef_construction,
+    )
 
 
 def parse_header(data: bytes, where: Path) -> HnswHeader:

@@ -22,7 +22,9 @@ from ops.storage.sqlite_ro import SQLITE_FILE_NAME, connect_readonly
 from ops.storage.wal import WalPurgeConfig, WalTopicStats
 
 if TYPE_CHECKING:
+    from ops.storage.fts import FtsState
     from ops.storage.hnsw_records import Level0Records
+    from ops.storage.prediction import PredictedIndex, Prediction
 
 DEFAULT_DATABASE = "default_database"
 DEFAULT_TENANT = "default_tenant"
@@ -49,6 +51,10 @@ class PersistDir:
         self.conn = conn
         self.layout = layout
         self._collections: list[CollectionRecord] | None = None
+        self._by_name: dict[tuple[str, str], CollectionRecord] | None = None
+        self.prediction: Prediction | None = None
+        """While a pipeline is planned: what the steps planned so far will change (storage.prediction);
+        every read below answers from it where it holds something."""
 
     @classmethod
     def open(cls, path: str | Path, check_tables: bool = True) -> PersistDir:
@@ -96,12 +102,14 @@ class PersistDir:
     def collections(self) -> list[CollectionRecord]:
         if self._collections is None:
             self._collections = sysdb.read_collections(self.conn, self.layout)
-        return self._collections
+        if self.prediction is None:
+            return self._collections
+        return [_predicted_record(c, self.prediction) for c in self._collections]
 
     def collection(self, name: str, database: str = DEFAULT_DATABASE) -> CollectionRecord:
-        for record in self.collections():
-            if record.name == name and record.database == database:
-                return record
+        record = self._find(name, database)
+        if record is not None:
+            return record if self.prediction is None else _predicted_record(record, self.prediction)
         known = sorted({c.name for c in self.collections() if c.database == database})
         listed = ", ".join(known[:10]) or "none"
         raise NotFound(
@@ -109,15 +117,27 @@ class PersistDir:
             f"collections there: {listed} (use -d to pick another database)",
         )
 
+    def _find(self, name: str, database: str) -> CollectionRecord | None:
+        if self._collections is None:  # one of perhaps thousands: read only its rows
+            found = sysdb.read_collections(self.conn, self.layout, (name, database))
+            return found[0] if found else None
+        if self._by_name is None:
+            self._by_name = {(c.name, c.database): c for c in self._collections}
+        return self._by_name.get((name, database))
+
     def segments(self) -> list[SegmentRecord]:
-        return sysdb.read_segments(self.conn)
+        segments = sysdb.read_segments(self.conn)
+        if self.prediction is None:
+            return segments
+        return [_predicted_segment(s, self.prediction) for s in segments]
 
     def record_counts(self) -> dict[str, int]:
         return sysdb.record_counts(self.conn)
 
     # --- WAL ---------------------------------------------------------------------------------
     def wal_stats(self) -> dict[str, WalTopicStats]:
-        return wal.wal_topic_stats(self.conn)
+        floors = self.prediction.wal_floors if self.prediction else {}
+        return wal.wal_topic_stats(self.conn, floors)
 
     def wal_gap(self, collection: CollectionRecord, stats: WalTopicStats | None) -> int:
         """WAL rows of the collection past its vector segment's max_seq_id."""
@@ -135,13 +155,30 @@ class PersistDir:
         return wal.wal_totals(self.conn)
 
     def wal_purge_config(self) -> WalPurgeConfig | None:
+        if self.prediction is not None and self.prediction.automatically_purge is not None:
+            purge = self.prediction.automatically_purge
+            return WalPurgeConfig(automatically_purge=purge, raw={"automatically_purge": purge})
         return wal.wal_purge_config(self.conn)
+
+    def fts_state(self) -> FtsState:
+        if self.prediction is not None and self.prediction.fts is not None:
+            return self.prediction.fts
+        from ops.storage import fts
+
+        return fts.read_state(self.conn)
 
     # --- files -------------------------------------------------------------------------------
     def segment_folder(self, segment_id: str) -> Path:
         return self.path / segment_id
 
+    def predicted_index(self, segment_id: str) -> PredictedIndex | None:
+        """The index a planned step will write for this segment (hnswlib writes it whole: it has no
+        damage to look for), or None."""
+        return self.prediction.indexes.get(segment_id) if self.prediction is not None else None
+
     def hnsw_header(self, segment_id: str) -> HnswHeader | None:
+        if predicted := self.predicted_index(segment_id):
+            return predicted.header
         folder = self.segment_folder(segment_id)
         if not (folder / hnsw_files.HEADER_FILE).is_file():
             return None
@@ -150,6 +187,8 @@ class PersistDir:
     def hnsw_records(self, segment_id: str, header: HnswHeader, links: bool = True) -> Level0Records:
         """The records of data_level0.bin, after checking the side files (link_lists.bin only when
         `links`: a rebuild needs the vectors, not the old graph)."""
+        if predicted := self.predicted_index(segment_id):
+            return predicted.records
         folder = self.segment_folder(segment_id)
         if links:
             hnsw_files.check_side_files(folder, header)
@@ -160,13 +199,39 @@ class PersistDir:
         return hnsw_records.read_level0(folder, header)
 
     def hnsw_pickle(self, segment_id: str) -> HnswPickleMeta | None:
+        if predicted := self.predicted_index(segment_id):
+            return predicted.meta
         path = self.segment_folder(segment_id) / hnsw_files.PICKLE_FILE
         return read_pickle(path) if path.is_file() else None
 
     def orphan_dirs(self) -> list[Path]:
         """Folders holding HNSW files that no VECTOR segment owns."""
         owned = {s.id for s in self.segments() if s.scope == VECTOR_SCOPE}
+        if self.prediction is not None:
+            owned |= self.prediction.removed_folders
         return [p for p in fs.subfolders(self.path) if p.name not in owned and hnsw_files.has_hnsw_files(p)]
+
+
+def _predicted_segment(segment: SegmentRecord, prediction: Prediction) -> SegmentRecord:
+    seq_id = prediction.max_seq_ids.get(segment.id)
+    return segment if seq_id is None else segment.model_copy(update={"max_seq_id": seq_id})
+
+
+def _predicted_record(record: CollectionRecord, prediction: Prediction) -> CollectionRecord:
+    changes = prediction.hnsw_configs.get(record.id)
+    vector, metadata = record.vector_segment, record.metadata_segment
+    segment_ids = [s.id for s in (vector, metadata) if s is not None]
+    if not changes and not any(i in prediction.max_seq_ids for i in segment_ids):
+        return record
+    update: dict[str, object] = {
+        "vector_segment": vector and _predicted_segment(vector, prediction),
+        "metadata_segment": metadata and _predicted_segment(metadata, prediction),
+    }
+    if changes:
+        config = record.hnsw_config
+        sources = {**config.sources, **{k: "predicted" for k in changes}}
+        update["hnsw_config"] = config.model_copy(update={**changes, "sources": sources})
+    return record.model_copy(update=update)
 
 
 def _check_tables(conn: sqlite3.Connection) -> None:

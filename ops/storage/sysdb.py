@@ -93,12 +93,17 @@ def read_max_seq_ids(conn: sqlite3.Connection) -> dict[str, int | None]:
     return {str(s): decode_seq_id(v) for s, v in rows}
 
 
-def _metadata_rows(conn: sqlite3.Connection, table: str, owner: str) -> dict[str, dict[str, MetadataValue]]:
+def _metadata_rows(
+    conn: sqlite3.Connection, table: str, owner: str, only: list[str] | None = None
+) -> dict[str, dict[str, MetadataValue]]:
+    """Metadata by owner id (`only`: of these owners)."""
     columns = column_names(conn, table)
     bool_col = "bool_value" if "bool_value" in columns else "NULL"
     sql = f"SELECT {owner}, key, str_value, int_value, float_value, {bool_col} FROM {table}"
+    if only is not None:
+        sql += f" WHERE {owner} IN ({','.join('?' * len(only))})"
     out: dict[str, dict[str, MetadataValue]] = {}
-    for owner_id, key, s, i, f, b in conn.execute(sql):
+    for owner_id, key, s, i, f, b in conn.execute(sql, only or ()):
         value: MetadataValue
         if b is not None:
             value = bool(b)
@@ -114,10 +119,16 @@ def _metadata_rows(conn: sqlite3.Connection, table: str, owner: str) -> dict[str
     return out
 
 
-def read_segments(conn: sqlite3.Connection) -> list[SegmentRecord]:
+def read_segments(conn: sqlite3.Connection, collection_ids: list[str] | None = None) -> list[SegmentRecord]:
+    """Every segment (`collection_ids`: of these collections)."""
     seq_ids = read_max_seq_ids(conn)
-    metadata = _metadata_rows(conn, "segment_metadata", "segment_id")
-    rows = conn.execute("SELECT id, type, scope, collection FROM segments ORDER BY collection, scope").fetchall()
+    where, args = "", tuple(collection_ids or ())
+    if collection_ids is not None:
+        where = f" WHERE collection IN ({','.join('?' * len(collection_ids))})"
+    sql = f"SELECT id, type, scope, collection FROM segments{where} ORDER BY collection, scope"
+    rows = conn.execute(sql, args).fetchall()
+    only = [str(r[0]) for r in rows] if collection_ids is not None else None
+    metadata = _metadata_rows(conn, "segment_metadata", "segment_id", only)
     return [
         SegmentRecord(
             id=str(i),
@@ -205,20 +216,27 @@ def build_hnsw_config(
     return HnswConfig.model_validate({**values, "sources": sources})
 
 
-def read_collections(conn: sqlite3.Connection, layout: Layout) -> list[CollectionRecord]:
+def read_collections(
+    conn: sqlite3.Connection, layout: Layout, named: tuple[str, str] | None = None
+) -> list[CollectionRecord]:
+    """Every collection, or (`named`: (name, database)) those of that name: a step on one collection
+    of thousands reads only its rows."""
     columns = column_names(conn, "collections")
     config_col = "c.config_json_str" if "config_json_str" in columns else "NULL"
     schema_col = "c.schema_str" if "schema_str" in columns else "NULL"
+    where = "" if named is None else " WHERE c.name = ? AND d.name = ?"
     sql = (
         f"SELECT c.id, c.name, c.dimension, d.name, d.tenant_id, {config_col}, {schema_col} "
-        "FROM collections c LEFT JOIN databases d ON c.database_id = d.id ORDER BY d.tenant_id, d.name, c.name"
+        f"FROM collections c LEFT JOIN databases d ON c.database_id = d.id{where} ORDER BY d.tenant_id, d.name, c.name"
     )
-    collection_meta = _metadata_rows(conn, "collection_metadata", "collection_id")
+    found = conn.execute(sql, named or ()).fetchall()
+    ids = None if named is None else [str(row[0]) for row in found]
+    collection_meta = _metadata_rows(conn, "collection_metadata", "collection_id", ids)
     segments_by_collection: dict[str, list[SegmentRecord]] = {}
-    for segment in read_segments(conn):
+    for segment in read_segments(conn, ids):
         segments_by_collection.setdefault(segment.collection_id, []).append(segment)
     out = []
-    for cid, name, dim, db_name, tenant, config_text, schema_text in conn.execute(sql).fetchall():
+    for cid, name, dim, db_name, tenant, config_text, schema_text in found:
         segments = segments_by_collection.get(str(cid), [])
         vector = next((s for s in segments if s.scope == VECTOR_SCOPE), None)
         meta_seg = next((s for s in segments if s.scope == METADATA_SCOPE), None)

@@ -4,6 +4,7 @@ purge setting (`write_wal_purge`), inside the caller's transaction."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -30,11 +31,20 @@ class WalTopicStats(BaseModel):
     operations: dict[str, int]
 
 
-def wal_topic_stats(conn: sqlite3.Connection) -> dict[str, WalTopicStats]:
-    """Per collection id: count, seq_id range and operation mix of its WAL rows."""
+def wal_topic_stats(conn: sqlite3.Connection, floors: Mapping[str, int] | None = None) -> dict[str, WalTopicStats]:
+    """Per collection id: count, seq_id range and operation mix of its WAL rows. `floors`: by topic,
+    rows below this seq_id are not counted (they are planned to be deleted: storage.prediction)."""
     rows = conn.execute(
         "SELECT topic, operation, count(*), min(seq_id), max(seq_id) FROM embeddings_queue GROUP BY topic, operation"
     ).fetchall()
+    if floors:
+        rows = [r for r in rows if r[0] not in floors]
+        for topic, floor in floors.items():
+            rows += conn.execute(
+                "SELECT topic, operation, count(*), min(seq_id), max(seq_id) FROM embeddings_queue "
+                "WHERE topic = ? AND seq_id >= ? GROUP BY operation",
+                (topic, floor),
+            ).fetchall()
     merged: dict[str, dict[str, Any]] = {}
     for topic, operation, count, lo, hi in rows:
         entry = merged.setdefault(

@@ -20,7 +20,7 @@ import itertools
 import math
 import shutil
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ import numpy.typing as npt
 
 from ops.storage import hnsw_index
 from ops.storage.fs import remove_tree
-from ops.storage.hnsw_files import PICKLE_FILE, HnswHeader
+from ops.storage.hnsw_files import PICKLE_FILE, HnswHeader, written_header
 from ops.storage.layout import PickleForm
 from ops.storage.models import HnswConfig
 from ops.storage.pickle_meta import HnswPickleMeta
@@ -258,26 +258,127 @@ def commit_to_folder(
     (read back: hnsw_index.persist). `advance(n)` reports rows that wrote a vector. `readd`: rows
     (newest_vector_rows) applied first, re-adding records the index lost."""
     remove_tree(staged)
-    index = _open_copy(segment, staged)
+    writer = IndexWriter(index=_open_copy(segment, staged), threads=threads, resize_factor=segment.config.resize_factor)
     try:
-        writer = IndexWriter(index=index, threads=threads, resize_factor=segment.config.resize_factor)
         writer.present.update(book.label_to_id)
-        for row in itertools.chain(readd or [], pending_rows(conn, topic, after_seq_id)):
-            effect = effect_of(book, row)
-            if effect is None:
-                continue
-            if index is None:
-                dim = len(effect.vector) if effect.vector is not None else 0
-                index = writer.index = _fresh_index(segment, staged, dim, planned_adds)
-            writer.apply(effect)
-            advance(0 if effect.delete else 1)
-        writer.flush()
-        if index is None:  # only skipped rows: an empty index keeps the folder consistent
-            index = _fresh_index(segment, staged, segment.dimension or 1, 0)
-        hnsw_index.persist(index, staged)
+        rows = itertools.chain(readd or [], pending_rows(conn, topic, after_seq_id))
+        _write_rows(writer, rows, book, lambda dim: _fresh_index(segment, staged, dim, planned_adds), advance)
+        if writer.index is None:  # only skipped rows: an empty index keeps the folder consistent
+            writer.index = _fresh_index(segment, staged, segment.dimension or 1, 0)
+        hnsw_index.persist(writer.index, staged)
     finally:
-        if index is not None:
-            index.close_file_handles()
+        if writer.index is not None:
+            writer.index.close_file_handles()
+
+
+def _write_rows(
+    writer: IndexWriter,
+    rows: Iterable[PendingRow],
+    book: LabelBook,
+    fresh: Callable[[int], Any],
+    advance: Callable[[int], None],
+) -> None:
+    """Apply rows to the book and their effects to the writer's index (`fresh(dim)` makes one when
+    there is none yet)."""
+    for row in rows:
+        effect = effect_of(book, row)
+        if effect is None:
+            continue
+        if writer.index is None:
+            writer.index = fresh(len(effect.vector) if effect.vector is not None else 0)
+        writer.apply(effect)
+        advance(0 if effect.delete else 1)
+    writer.flush()
+
+
+@dataclass
+class _Allocation:
+    """hnswlib's element slots without vectors: a label added again takes its old slot back (and is
+    no longer deleted), a new label takes the next slot. What `commit_to_folder` will leave in the
+    files, computed without writing them (storage.prediction)."""
+
+    labels: list[int]
+    deleted: list[bool]
+    max_elements: int
+    slots: dict[int, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.slots = {label: i for i, label in enumerate(self.labels)}
+
+    @property
+    def element_count(self) -> int:
+        return len(self.labels)
+
+    def add_items(self, vectors: Any, labels: Any, num_threads: int) -> None:
+        for label in labels.tolist():
+            slot = self.slots.get(label)
+            if slot is None:
+                self.slots[label] = len(self.labels)
+                self.labels.append(label)
+                self.deleted.append(False)
+            else:
+                self.deleted[slot] = False
+
+    def mark_deleted(self, label: int) -> None:
+        self.deleted[self.slots[label]] = True
+
+    def resize_index(self, size: int) -> None:
+        self.max_elements = size
+
+
+@dataclass(frozen=True)
+class CommittedIndex:
+    """What committing writes: the index's header and its records' labels and deleted flags."""
+
+    header: HnswHeader
+    labels: npt.NDArray[np.uint64]
+    deleted: npt.NDArray[np.bool_]
+
+
+def predict_commit(
+    conn: sqlite3.Connection,
+    topic: str,
+    after_seq_id: int | None,
+    segment: SegmentIndex,
+    book: LabelBook,
+    planned_adds: int,
+    readd: list[PendingRow],
+    old: tuple[npt.NDArray[np.uint64], npt.NDArray[np.bool_]] | None,
+) -> CommittedIndex:
+    """The index `commit_to_folder` will write, from the same rows (read without vectors) and the
+    old index's labels and deleted flags (`old`; None when it is built fresh). Changes `book` as
+    committing does."""
+    cfg = segment.config
+    start = None
+    if segment.header is not None and segment.flushed and old is not None:
+        start = _Allocation(old[0].tolist(), old[1].tolist(), segment.header.max_elements)
+    writer = IndexWriter(index=start, threads=1, resize_factor=cfg.resize_factor)
+    writer.present.update(book.label_to_id)
+    rows = itertools.chain(readd, pending_rows(conn, topic, after_seq_id, with_vectors=False))
+    _write_rows(writer, rows, book, lambda dim: _Allocation([], [], _fresh_capacity(cfg, planned_adds)), lambda n: None)
+    allocation = writer.index or _Allocation([], [], _fresh_capacity(cfg, 0))
+    if start is not None and segment.header is not None:
+        header = segment.header.model_copy(
+            update={"cur_element_count": allocation.element_count, "max_elements": allocation.max_elements}
+        )
+    else:
+        dimension = segment.dimension or wal_dimension(conn, topic) or 1
+        count, capacity = allocation.element_count, allocation.max_elements
+        header = written_header(dimension, capacity, count, cfg.M, cfg.ef_construction)
+    return CommittedIndex(
+        header=header,
+        labels=np.asarray(allocation.labels, dtype=np.uint64),
+        deleted=np.asarray(allocation.deleted, dtype=np.bool_),
+    )
+
+
+def wal_dimension(conn: sqlite3.Connection, topic: str) -> int | None:
+    """The dimension of the topic's vectors, from one WAL row that holds one."""
+    row = conn.execute(
+        "SELECT vector, encoding FROM embeddings_queue WHERE topic = ? AND vector IS NOT NULL LIMIT 1", (topic,)
+    ).fetchone()
+    vector = None if row is None else _vector(row[0], row[1], True)
+    return None if vector is None else len(vector)
 
 
 def _open_copy(segment: SegmentIndex, staged: Path) -> Any:
@@ -294,8 +395,12 @@ def _fresh_index(segment: SegmentIndex, folder: Path, dim: int, adds: int) -> An
     """A new index with room for the planned adds and the layout's headroom (resize_factor), as
     Chroma sizes an index it grows; hnswlib writes every allocated record, so no more than that."""
     cfg = segment.config
-    capacity = max(math.ceil(adds * max(cfg.resize_factor, 1.0)), FRESH_MIN_CAPACITY)
+    capacity = _fresh_capacity(cfg, adds)
     return hnsw_index.new_index(cfg.space, segment.dimension or dim, capacity, cfg.M, cfg.ef_construction, folder)
+
+
+def _fresh_capacity(cfg: HnswConfig, adds: int) -> int:
+    return max(math.ceil(adds * max(cfg.resize_factor, 1.0)), FRESH_MIN_CAPACITY)
 
 
 def committed_pickle(

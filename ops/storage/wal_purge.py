@@ -11,14 +11,14 @@ treat the next writes as already applied (shared/chroma-storage.md, "The seq_id 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel
 
-from ops.storage.models import CollectionRecord
+from ops.storage.models import CollectionRecord, SegmentRecord
 from ops.storage.sysdb import read_segments
 
 MIN_FREE_BYTES_TO_VACUUM = 1 << 20
@@ -48,14 +48,22 @@ def collection_watermark(collection: CollectionRecord, segment_seq_ids: list[int
     return min(s for s in segment_seq_ids if s is not None)
 
 
-def purge_targets(conn: sqlite3.Connection, collections: list[CollectionRecord]) -> list[PurgeTarget]:
+def purge_targets(
+    conn: sqlite3.Connection,
+    collections: list[CollectionRecord],
+    segments: list[SegmentRecord] | None = None,
+    floors: Mapping[str, int] | None = None,
+) -> list[PurgeTarget]:
     """Every WAL topic with its deletable rows, in topic order.
 
     One scan of the table gives each topic's count, seq_id range and bytes; a topic whose watermark
     falls inside its range (some rows applied, some not) is counted exactly with a second query.
+    `segments` (default: as the table holds them) and `floors` (by topic, rows below it are already
+    planned to go) are what a planned pipeline predicts (storage.prediction).
     """
+    floors = floors or {}
     seq_ids: dict[str, list[int | None]] = {}
-    for segment in read_segments(conn):
+    for segment in read_segments(conn) if segments is None else segments:
         seq_ids.setdefault(segment.collection_id, []).append(segment.max_seq_id)
     by_id = {c.id: c for c in collections}
     newest = conn.execute("SELECT max(seq_id) FROM embeddings_queue").fetchone()[0]
@@ -69,7 +77,11 @@ def purge_targets(conn: sqlite3.Connection, collections: list[CollectionRecord])
         cid = str(topic).rsplit("/", 1)[-1]
         collection = by_id.get(cid)
         watermark = collection_watermark(collection, seq_ids.get(cid, [])) if collection else None
-        if watermark is None or watermark >= high:  # every row may go but the topic's last one, maybe
+        if str(topic) in floors:
+            rows, deletable, deletable_bytes = _count(conn, str(topic), watermark, floors[str(topic)])
+            if not rows:
+                continue
+        elif watermark is None or watermark >= high:  # every row may go but the topic's last one, maybe
             keep_last = high == newest or high == watermark  # the table's newest row; rows from the watermark on
             deletable = int(rows) - keep_last
             deletable_bytes = int(size) - (_row_size(conn, high) if keep_last else 0)
@@ -100,13 +112,26 @@ def _condition(watermark: int | None) -> tuple[str, tuple[int, ...]]:
     return f"topic = ? AND seq_id < ? AND {_NEWEST_GUARD}", (watermark,)
 
 
-def _count(conn: sqlite3.Connection, topic: str, watermark: int | None) -> tuple[int, int, int]:
-    rows = int(conn.execute("SELECT count(*) FROM embeddings_queue WHERE topic = ?", (topic,)).fetchone()[0])
+def _count(conn: sqlite3.Connection, topic: str, watermark: int | None, floor: int = 0) -> tuple[int, int, int]:
+    """The topic's rows from `floor` on, and those of them that may go (count, bytes)."""
+    rows = int(
+        conn.execute(
+            "SELECT count(*) FROM embeddings_queue WHERE topic = ? AND seq_id >= ?", (topic, floor)
+        ).fetchone()[0]
+    )
     where, args = _condition(watermark)
     deletable, size = conn.execute(
-        f"SELECT count(*), coalesce(sum({_SIZE}), 0) FROM embeddings_queue WHERE {where}", (topic, *args)
+        f"SELECT count(*), coalesce(sum({_SIZE}), 0) FROM embeddings_queue WHERE {where} AND seq_id >= ?",
+        (topic, *args, floor),
     ).fetchone()
     return rows, int(deletable), int(size)
+
+
+def floor_after_delete(conn: sqlite3.Connection, watermark: int | None) -> int:
+    """The seq_id below which a topic has no rows once `delete_rows(watermark)` ran: the table's
+    newest row always stays."""
+    newest = int(conn.execute("SELECT coalesce(max(seq_id), 0) FROM embeddings_queue").fetchone()[0])
+    return newest if watermark is None else min(watermark, newest)
 
 
 def delete_rows(conn: sqlite3.Connection, topic: str, watermark: int | None) -> int:
@@ -173,11 +198,19 @@ class Cleanable:
         return not self.vacuums
 
 
-def cleanable(conn: sqlite3.Connection, collections: list[CollectionRecord], skip: set[str]) -> Cleanable:
-    """The WAL rows that may go and the file's space, leaving out the collections named in `skip`."""
+def cleanable(
+    conn: sqlite3.Connection,
+    collections: list[CollectionRecord],
+    skip: set[str],
+    segments: list[SegmentRecord] | None = None,
+    floors: Mapping[str, int] | None = None,
+) -> Cleanable:
+    """The WAL rows that may go and the file's space, leaving out the collections named in `skip`
+    (`segments`, `floors`: as purge_targets)."""
     skipped_ids = {c.id for c in collections if c.named_in(skip)}
     kept = [c for c in collections if not c.named_in(skip)]
-    targets = [t for t in purge_targets(conn, kept) if t.deletable and t.topic.rsplit("/", 1)[-1] not in skipped_ids]
+    found = purge_targets(conn, kept, segments, floors)
+    targets = [t for t in found if t.deletable and t.topic.rsplit("/", 1)[-1] not in skipped_ids]
     return Cleanable(targets=targets, space=file_space(conn))
 
 
