@@ -88,9 +88,12 @@ def read_tenants(conn: sqlite3.Connection) -> list[str]:
     return [str(r[0]) for r in conn.execute("SELECT id FROM tenants ORDER BY id").fetchall()]
 
 
-def read_max_seq_ids(conn: sqlite3.Connection) -> dict[str, int | None]:
-    rows = conn.execute("SELECT segment_id, seq_id FROM max_seq_id").fetchall()
-    return {str(s): decode_seq_id(v) for s, v in rows}
+def read_max_seq_ids(conn: sqlite3.Connection, only: list[str] | None = None) -> dict[str, int | None]:
+    """max_seq_id by segment id (`only`: of these segments)."""
+    sql, args = "SELECT segment_id, seq_id FROM max_seq_id", tuple(only or ())
+    if only is not None:
+        sql += f" WHERE segment_id IN ({','.join('?' * len(only))})"
+    return {str(s): decode_seq_id(v) for s, v in conn.execute(sql, args).fetchall()}
 
 
 def _metadata_rows(
@@ -121,13 +124,13 @@ def _metadata_rows(
 
 def read_segments(conn: sqlite3.Connection, collection_ids: list[str] | None = None) -> list[SegmentRecord]:
     """Every segment (`collection_ids`: of these collections)."""
-    seq_ids = read_max_seq_ids(conn)
     where, args = "", tuple(collection_ids or ())
     if collection_ids is not None:
         where = f" WHERE collection IN ({','.join('?' * len(collection_ids))})"
     sql = f"SELECT id, type, scope, collection FROM segments{where} ORDER BY collection, scope"
     rows = conn.execute(sql, args).fetchall()
     only = [str(r[0]) for r in rows] if collection_ids is not None else None
+    seq_ids = read_max_seq_ids(conn, only)
     metadata = _metadata_rows(conn, "segment_metadata", "segment_id", only)
     return [
         SegmentRecord(
