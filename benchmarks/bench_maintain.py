@@ -1,6 +1,6 @@
 """`maintain --plan` against `maintain --apply` (issue 15): plans cost a read, at any number of collections.
 
-    python3 benchmarks/bench_maintain.py [--repeat 3] [--sizes 10,100,1000,5000] [--no-50k] [--quick]
+    python3 benchmarks/bench_maintain.py [--repeat 3] [--sizes 10,100,1000,5000] [--no-50k] [--kinds plan] [--quick]
 
 The dirs: datasets.py `collections` (chromadb 1.5.9; N collections of 200 x 32, a third with every fifth
 record deleted) at each size, and `dbinfo` (chromadb 1.0.16; 50,000 x 384, 20% deleted). Variants:
@@ -26,6 +26,7 @@ from harness import Variant
 ap = harness.parser(__doc__, repeat=3)
 ap.add_argument("--sizes", default="10,100,1000,5000", help="collection counts, comma-separated")
 ap.add_argument("--no-50k", action="store_true", help="leave out the 50,000 x 384 dir")
+ap.add_argument("--kinds", default="plan,apply,replan", help="which variants, comma-separated (default all)")
 args = harness.finish_args(ap.parse_args())
 sizes = [30] if args.quick else [int(n) for n in args.sizes.split(",")]
 dirs = {f"{n}": datasets.ensure("collections", collections=n)[0] for n in sizes}
@@ -43,13 +44,12 @@ def planned_copy(source: Path, applied: bool) -> harness.Callable[[Path], None]:
 
     def prepare(work: Path) -> None:
         shutil.copytree(source, work / "persist")
-        plan = subprocess.run(
-            chops("maintain", work / "persist", "--plan", "--out", work / "plan.json"), env=ours, cwd=args.ours_src
-        )
+        quiet = {"env": ours, "cwd": args.ours_src, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+        plan = subprocess.run(chops("maintain", work / "persist", "--plan", "--out", work / "plan.json"), **quiet)
         if plan.returncode != 2:
             raise SystemExit(f"planning {source} exits {plan.returncode}, not 2 (changes)")
         if applied:
-            subprocess.run(chops("maintain", work / "persist", "--apply", work / "plan.json"), env=ours, check=True)
+            subprocess.run(chops("maintain", work / "persist", "--apply", work / "plan.json"), check=True, **quiet)
 
     return prepare
 
@@ -95,7 +95,8 @@ def of_apply(s: dict, rows: dict) -> str:
     return "" if value is None else f"{value:.3f}"
 
 
-variants = [v for size, source in dirs.items() for v in variants_of(size, source)]
+kinds = args.kinds.split(",")
+variants = [v for size, source in dirs.items() for v in variants_of(size, source) if v.name.split("-")[0] in kinds]
 with harness.Harness("maintain", args) as h:
     h.rounds(variants)
     h.profile(variants)

@@ -1,5 +1,6 @@
 """`doctor --plan`: doctor's findings turned into a pipeline of existing steps, planned like
-`maintain`'s (simulated on a scratch copy, fingerprinted, sealed) and applied by the same `--apply`.
+`maintain`'s but on a scratch copy where they are really applied (doctor runs again on what they leave),
+fingerprinted, sealed, and applied by the same `--apply`.
 
 Which step repairs which finding:
     fts.missing, fts.content          -> fts.rebuild

@@ -119,6 +119,7 @@ class _Predicted:
     def __init__(self, pd: PersistDir) -> None:
         self.pd = pd
         self.unpredictable: str | None = None
+        pd.remember_files()
 
     @contextmanager
     def view(self) -> Iterator[PersistDir]:

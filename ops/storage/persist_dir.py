@@ -8,9 +8,10 @@ no changed mtime.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from ops.errors import CorruptDatabase, NotAPersistDir, NotFound
 from ops.storage import fs, hnsw_files, sysdb, wal
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from ops.storage.hnsw_records import Level0Records
     from ops.storage.prediction import PredictedIndex, Prediction
 
+T = TypeVar("T")
 DEFAULT_DATABASE = "default_database"
 DEFAULT_TENANT = "default_tenant"
 
@@ -55,6 +57,13 @@ class PersistDir:
         self.prediction: Prediction | None = None
         """While a pipeline is planned: what the steps planned so far will change (storage.prediction);
         every read below answers from it where it holds something."""
+        self.remembered: dict[tuple[object, ...], object] | None = None
+        """While a pipeline is planned: index files already read (`remember_files`)."""
+
+    def remember_files(self) -> None:
+        """Read each index's header, pickle and records once: a planner asks for them again and
+        again (db info's figures for `when`, a step's plan, its prediction) and changes nothing."""
+        self.remembered = {}
 
     @classmethod
     def open(cls, path: str | Path, check_tables: bool = True) -> PersistDir:
@@ -179,16 +188,30 @@ class PersistDir:
     def hnsw_header(self, segment_id: str) -> HnswHeader | None:
         if predicted := self.predicted_index(segment_id):
             return predicted.header
+        return self._remembered(("header", segment_id, False), lambda: self._read_header(segment_id))
+
+    def _read_header(self, segment_id: str) -> HnswHeader | None:
         folder = self.segment_folder(segment_id)
         if not (folder / hnsw_files.HEADER_FILE).is_file():
             return None
         return hnsw_files.read_header(folder)
+
+    def _remembered(self, key: tuple[object, ...], read: Callable[[], T]) -> T:
+        if self.remembered is None:
+            return read()
+        if key not in self.remembered:
+            self.remembered[key] = read()
+        return self.remembered[key]  # type: ignore[return-value]
 
     def hnsw_records(self, segment_id: str, header: HnswHeader, links: bool = True) -> Level0Records:
         """The records of data_level0.bin, after checking the side files (link_lists.bin only when
         `links`: a rebuild needs the vectors, not the old graph)."""
         if predicted := self.predicted_index(segment_id):
             return predicted.records
+        key = ("records", segment_id, links, header)  # a damaged index is read by a shorter header too
+        return self._remembered(key, lambda: self._read_records(segment_id, header, links))
+
+    def _read_records(self, segment_id: str, header: HnswHeader, links: bool) -> Level0Records:
         folder = self.segment_folder(segment_id)
         if links:
             hnsw_files.check_side_files(folder, header)
@@ -202,7 +225,7 @@ class PersistDir:
         if predicted := self.predicted_index(segment_id):
             return predicted.meta
         path = self.segment_folder(segment_id) / hnsw_files.PICKLE_FILE
-        return read_pickle(path) if path.is_file() else None
+        return self._remembered(("pickle", segment_id, False), lambda: read_pickle(path) if path.is_file() else None)
 
     def orphan_dirs(self) -> list[Path]:
         """Folders holding HNSW files that no VECTOR segment owns."""
