@@ -37,6 +37,7 @@ from ops.storage.fs import (
     remove_tree,
     sha256_file,
     sqlite_content_sha256,
+    tree_size,
 )
 from ops.storage.sqlite_ro import SQLITE_FILE_NAME, readonly_uri
 
@@ -92,11 +93,7 @@ def default_backup_root(persist_dir: Path) -> Path:
 
 def estimate_backup_bytes(persist_dir: Path, include_sqlite: bool, folders: list[str]) -> int:
     total = (persist_dir / SQLITE_FILE_NAME).stat().st_size if include_sqlite else 0
-    for name in folders:
-        folder = persist_dir / name
-        if folder.is_dir():
-            total += sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-    return total
+    return total + sum(tree_size(persist_dir / name) for name in folders if (persist_dir / name).is_dir())
 
 
 def new_backup_id(run_id: str) -> str:

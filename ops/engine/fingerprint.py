@@ -10,6 +10,7 @@ header.bin and index_metadata.pickle.
 from __future__ import annotations
 
 import hashlib
+import os
 from typing import Any
 
 import orjson
@@ -53,10 +54,8 @@ def compute(pd: PersistDir) -> StateFingerprint:
     for folder in subfolders(pd.path):
         if folder.name.startswith("."):
             continue
-        files = {
-            p.name: [p.stat().st_size, sha256_file(p) if p.name in HASHED_FILES else None]
-            for p in sorted(folder.iterdir())
-            if p.is_file()
-        }
+        with os.scandir(folder) as entries:  # one stat per file (DirEntry knows its type)
+            found = sorted((e.name, e.stat().st_size) for e in entries if e.is_file())
+        files = {name: [size, sha256_file(folder / name) if name in HASHED_FILES else None] for name, size in found}
         c[f"hnsw folder {owners.get(folder.name, folder.name)}"] = _h(files)
     return StateFingerprint(digest=_h(c), components=c)

@@ -44,7 +44,7 @@ from ops.engine.step import Step, StepContext
 from ops.errors import BadInput, OpsError, Refused, Unpredictable
 from ops.pipeline.loader import load_pipeline, resolve_pipeline
 from ops.pipeline.models import Pipeline
-from ops.steps.inspection import collection_report
+from ops.steps.inspection import measured
 from ops.steps.registry import STEP_TYPES, build_step
 from ops.storage import PersistDir
 
@@ -254,7 +254,7 @@ def _expand(entry: Any, pd: PersistDir) -> list[Expanded]:
     every = [c for c in pd.collections() if entry.select.matches(c.name, c.database)]
     if entry.when is not None:  # measured as the steps before leave them (the names alone need no reading)
         counts, stats = pd.record_counts(), pd.wal_stats()
-        every = [c for c in every if entry.when.holds(collection_report(pd, c, counts, stats))]
+        every = [c for c in every if entry.when.holds(measured(pd, c, counts, stats))]
     if kind.scope == "collections":
         names = {f"{c.database}/{c.name}" for c in every}
         skip = sorted(f"{c.database}/{c.name}" for c in pd.collections() if f"{c.database}/{c.name}" not in names)

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from ops.steps.inspection import CollectionReport
+from ops.steps.inspection import Measured
 from ops.steps.registry import STEP_TYPES
 
 
@@ -48,13 +48,12 @@ class Condition(BaseModel):
     deleted_gt: int | None = Field(None, ge=0, description="deleted HNSW records above")
     records_gt: int | None = Field(None, ge=0, description="records above")
 
-    def holds(self, c: CollectionReport) -> bool:
-        h = c.hnsw
+    def holds(self, c: Measured) -> bool:
         checks = [
-            (self.fragmentation_gt, h.fragmentation if h else 0.0),
+            (self.fragmentation_gt, c.fragmentation),
             (self.wal_entries_gt, c.wal_entries),
             (self.wal_gap_gt, c.wal_gap),
-            (self.deleted_gt, h.deleted if h else 0),
+            (self.deleted_gt, c.deleted),
             (self.records_gt, c.records),
         ]
         return all(limit is None or value > limit for limit, value in checks)

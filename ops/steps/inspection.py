@@ -180,6 +180,34 @@ def label_differences(live: npt.NDArray[np.uint64], labels: Iterable[int]) -> tu
     return int(orphan_mask.sum()), orphans, int((~np.isin(known, live)).sum())
 
 
+class Measured(BaseModel):
+    """What a pipeline's `when` conditions compare, as db info measures it (without the link lists,
+    the folder sizes and the label comparison a full report reads)."""
+
+    records: int
+    wal_entries: int
+    wal_gap: int
+    deleted: int
+    fragmentation: float
+
+
+def measured(
+    pd: PersistDir, collection: CollectionRecord, counts: dict[str, int], wal_stats: dict[str, WalTopicStats]
+) -> Measured:
+    stats = wal_stats.get(collection.id)
+    meta_seg, segment = collection.metadata_segment, collection.vector_segment
+    header = pd.hnsw_header(segment.id) if segment is not None else None
+    records = pd.hnsw_records(segment.id, header, links=False) if segment is not None and header else None
+    allocated, deleted = (records.allocated, records.deleted_count) if records is not None else (0, 0)
+    return Measured(
+        records=counts.get(meta_seg.id, 0) if meta_seg else 0,
+        wal_entries=stats.entries if stats else 0,
+        wal_gap=pd.wal_gap(collection, stats),
+        deleted=deleted,
+        fragmentation=deleted / allocated if allocated else 0.0,
+    )
+
+
 def collection_report(
     pd: PersistDir,
     collection: CollectionRecord,
