@@ -403,3 +403,28 @@ def test_a_hundred_collections_plan_apply_and_plan_again_empty(tmp_path: Path) -
     again = run_chops("maintain", path, "--plan")
     assert again.code == 0, again.stdout
     assert_same_answers(answers, chroma_snapshot(path, tmp_path), rebuilt=True)
+
+
+def test_the_pipeline_snapshot_is_hard_links_to_the_run_backup(standard_dir: BuiltDir, tmp_path: Path) -> None:
+    """maintain's db.snapshot and the run's backup (which then holds the whole dir) are one copy on
+    disk: the snapshot's files are hard links to the backup's. Both verify; a rollback restores the
+    dir from the backup and removes the snapshot, and the backup still verifies."""
+    from ops.engine.backup import read_manifest, verify_backup
+
+    path = standard_dir.path
+    before = content_state(path)
+    plan_file = tmp_path / "plan.json"
+    assert run_chops("maintain", path, "--plan", "--out", plan_file).code == 2
+    snapshot = Path(json.loads(plan_file.read_text())["steps"][0]["actions"][0]["target"])
+    applied = run_chops("maintain", path, "--apply", plan_file)
+    assert applied.code == 0, applied.stderr
+    assert "hard links to the run's backup, no second copy" in applied.stdout
+    backup = Path(applied.stdout.rsplit("(", 1)[1].split(")")[0])
+    files = [e.path for e in read_manifest(snapshot).files]
+    assert len(files) > 10 and "chroma.sqlite3" in files
+    assert all((snapshot / f).stat().st_ino == (backup / f).stat().st_ino for f in files)
+    verify_backup(snapshot, read_manifest(snapshot))
+    verify_backup(backup, read_manifest(backup))
+    assert run_chops("rollback", path, "-y").code == 0
+    assert content_state(path) == before and not snapshot.exists()
+    verify_backup(backup, read_manifest(backup))

@@ -14,6 +14,7 @@ exactly what was saved.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -37,6 +38,7 @@ from ops.storage.fs import (
     remove_tree,
     sha256_file,
     sqlite_content_sha256,
+    subfolders,
     tree_size,
 )
 from ops.storage.sqlite_ro import SQLITE_FILE_NAME, readonly_uri
@@ -94,6 +96,39 @@ def default_backup_root(persist_dir: Path) -> Path:
 def estimate_backup_bytes(persist_dir: Path, include_sqlite: bool, folders: list[str]) -> int:
     total = (persist_dir / SQLITE_FILE_NAME).stat().st_size if include_sqlite else 0
     return total + sum(tree_size(persist_dir / name) for name in folders if (persist_dir / name).is_dir())
+
+
+def all_folders(root: Path) -> list[str]:
+    """Every top-level folder of the persist dir a full backup or snapshot saves."""
+    return [p.name for p in subfolders(root) if not p.name.startswith(".")]
+
+
+def link_backup(source: Path, target: Path, reason: str) -> BackupManifest | None:
+    """A copy of a verified backup at `target` made of hard links to its files (backup files are
+    never changed after they are written, and restoring copies them), with a manifest of its own.
+    None when the file system cannot link them (another device): then nothing is left at target."""
+    manifest = read_manifest(source)
+    try:
+        target.mkdir(parents=True, exist_ok=False)
+        made = {target}
+        for entry in manifest.files:
+            link = target / entry.path
+            if link.parent not in made:
+                link.parent.mkdir(parents=True, exist_ok=True)
+                made.add(link.parent)
+            os.link(source / entry.path, link)
+        for folder in sorted(made, key=lambda p: len(p.parts), reverse=True):
+            fsync_dir(folder)
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+            raise
+        shutil.rmtree(target, ignore_errors=True)
+        return None
+    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    copy = manifest.model_copy(update={"backup_id": target.name, "created_at": created, "reason": reason})
+    atomic_write(target / MANIFEST, orjson.dumps(copy.model_dump(mode="json"), option=orjson.OPT_INDENT_2))
+    fsync_dir(target.parent)
+    return copy
 
 
 def new_backup_id(run_id: str) -> str:

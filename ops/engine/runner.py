@@ -24,6 +24,7 @@ from pydantic import BaseModel
 from ops.engine import failpoints
 from ops.engine.backup import (
     MANIFEST,
+    all_folders,
     checked_manifest,
     default_backup_root,
     estimate_backup_bytes,
@@ -150,6 +151,8 @@ def apply_plan(
     touched = _union([step.touches(sp) for step, sp in pairs])
     backup_root = options.backup_root or default_backup_root(root)
     use_backup = options.backup and bool(touched.sqlite or touched.folders)
+    if use_backup and touched.copies_everything:  # a snapshot step links its copy to this backup
+        touched = Touches(sqlite=True, folders=all_folders(root), copies_everything=True)
     check_writable(root, backup_root if use_backup else None)
     with PersistDir.open(root) as pd:
         if options.chroma_verify:
@@ -178,11 +181,13 @@ def apply_plan(
             manifest = take_backup(root, target, journal.command, touched.sqlite, touched.folders)
             result.backup_id, result.backup_dir = manifest.backup_id, str(target)
         failpoints.hit("after_backup")
+        full = Path(journal.backup_dir) if journal.backup_dir and touched.copies_everything else None
         for index, (step, step_plan) in enumerate(pairs):
             if index:
                 _relock(writer)
                 _check_still_planned(step, step_plan, root, writer)
-            _apply_one(step, step_plan, root, writer, journal, progress or NoProgress(), notes)
+            starting = full if index == 0 else None  # the backup holds the state the first step starts from
+            _apply_one(step, step_plan, root, writer, journal, progress or NoProgress(), notes, starting)
         if options.chroma_verify:
             notes.append(_chroma_note(verify_with_chroma(root)))
     except BaseException as exc:
@@ -230,8 +235,15 @@ def _apply_one(
     journal: Journal,
     progress: ProgressSink,
     notes: list[str],
+    starting_backup: Path | None = None,
 ) -> None:
-    ctx = StepContext(persist_dir=PersistDir.over(root, writer), journal=journal, progress=progress, notes=notes)
+    ctx = StepContext(
+        persist_dir=PersistDir.over(root, writer),
+        journal=journal,
+        progress=progress,
+        notes=notes,
+        starting_backup=starting_backup,
+    )
     journal.enter(root, "apply")
     step.apply(ctx, step_plan)
     failpoints.hit("before_commit")
@@ -259,7 +271,8 @@ def _relock(writer: sqlite3.Connection) -> None:
 
 def _union(touches: list[Touches]) -> Touches:
     folders = sorted({f for t in touches for f in t.folders})
-    return Touches(sqlite=any(t.sqlite for t in touches), folders=folders)
+    everything = any(t.copies_everything for t in touches)
+    return Touches(sqlite=any(t.sqlite for t in touches), folders=folders, copies_everything=everything)
 
 
 def _release(writer: sqlite3.Connection) -> None:

@@ -39,6 +39,9 @@ class StepContext:
     notes: list[str] = field(default_factory=list)
     """Lines for the user, collected while the step runs (e.g. bytes before/after)."""
     progress: ProgressSink = field(default_factory=NoProgress)
+    starting_backup: Path | None = None
+    """The run's backup when it holds the whole persist dir in the state this step starts from (the
+    run's first step; see Touches.copies_everything)."""
 
     @property
     def root(self) -> Path:
@@ -67,6 +70,9 @@ class Touches(BaseModel):
 
     sqlite: bool
     folders: list[str] = []
+    copies_everything: bool = False
+    """The step copies the whole persist dir (a snapshot): when the run takes a backup anyway, that
+    backup holds everything, and the step links its copy to the backup's files (no second copy)."""
 
 
 class NoParams(Params):

@@ -13,12 +13,11 @@ from typing import Annotated, ClassVar
 from pydantic import Field
 
 from ops.engine.actions import Folders, RestorePersistDir, SnapshotDetails
-from ops.engine.backup import live_matches_backup, read_manifest, restore_backup, verify_backup
+from ops.engine.backup import all_folders, live_matches_backup, read_manifest, restore_backup, verify_backup
 from ops.engine.params import Params, flag
 from ops.engine.plan import StepPlan
 from ops.engine.step import Step, StepContext, Touches
 from ops.errors import BadInput, OpsError
-from ops.steps.db_snapshot import snapshot_folders
 from ops.storage.fs import remove_tree
 
 
@@ -41,7 +40,7 @@ class DbRestore(Step):
 
     def plan(self, ctx: StepContext) -> StepPlan:
         manifest = read_manifest(self.snapshot)
-        current = snapshot_folders(ctx.root)
+        current = all_folders(ctx.root)
         action = RestorePersistDir(
             target=str(self.snapshot),
             before=Folders(folders=current),
@@ -57,7 +56,7 @@ class DbRestore(Step):
 
     def apply(self, ctx: StepContext, plan: StepPlan) -> None:
         keep = set(read_manifest(self.snapshot).folders)
-        for name in snapshot_folders(ctx.root):
+        for name in all_folders(ctx.root):
             if name not in keep:
                 remove_tree(ctx.root / name)
 
@@ -68,7 +67,7 @@ class DbRestore(Step):
 
     def verify(self, ctx: StepContext, plan: StepPlan) -> None:
         different = live_matches_backup(self.snapshot, ctx.root)
-        extra = set(snapshot_folders(ctx.root)) - set(read_manifest(self.snapshot).folders)
+        extra = set(all_folders(ctx.root)) - set(read_manifest(self.snapshot).folders)
         if different or extra:
             raise OpsError(
                 f"the persist dir differs from the snapshot after restore: {sorted(different) + sorted(extra)}"

@@ -19,7 +19,9 @@ from pydantic import Field
 from ops.engine.actions import Action, Exists, SizeEstimate, SnapshotAfter, TakeSnapshot
 from ops.engine.backup import (
     BackupError,
+    all_folders,
     estimate_backup_bytes,
+    link_backup,
     live_matches_backup,
     read_manifest,
     take_backup,
@@ -29,11 +31,6 @@ from ops.engine.params import Params, flag
 from ops.engine.plan import StepPlan
 from ops.engine.step import Step, StepContext, Touches
 from ops.errors import BadInput, OpsError
-from ops.storage.fs import subfolders
-
-
-def snapshot_folders(root: Path) -> list[str]:
-    return [p.name for p in subfolders(root) if not p.name.startswith(".")]
 
 
 class DbSnapshotParams(Params):
@@ -82,7 +79,7 @@ class DbSnapshot(Step):
                 return StepPlan(step=self.name, target=f"persist dir (already saved in {self.out})")
             raise BadInput(f"{self.out} already exists{self._why_not_reused()}", "pick a new folder for the snapshot")
         if self.needed:
-            folders = snapshot_folders(ctx.root)
+            folders = all_folders(ctx.root)
             actions.append(
                 TakeSnapshot(
                     target=str(self.out),
@@ -99,16 +96,23 @@ class DbSnapshot(Step):
         return " and is not a verified snapshot of the current state" if self.reuse else ""
 
     def touches(self, plan: StepPlan) -> Touches:
-        return Touches(sqlite=False)
+        return Touches(sqlite=False, copies_everything=bool(plan.actions))
 
     def predict(self, ctx: StepContext, plan: StepPlan) -> None:
         """It writes outside the persist dir: nothing there changes."""
 
     def apply(self, ctx: StepContext, plan: StepPlan) -> None:
         for action in plan.actions:
-            ctx.will_create_snapshot(Path(action.target))
-            manifest = take_backup(ctx.root, Path(action.target), self.name, True, snapshot_folders(ctx.root))
-            ctx.notes.append(f"snapshot {action.target}: {len(manifest.files)} files, {manifest.total_bytes:,} bytes")
+            target = Path(action.target)
+            ctx.will_create_snapshot(target)
+            manifest = link_backup(ctx.starting_backup, target, self.name) if ctx.starting_backup else None
+            how = "hard links to the run's backup, no second copy"
+            if manifest is None:
+                manifest = take_backup(ctx.root, target, self.name, True, all_folders(ctx.root))
+                how = "copied"
+            ctx.notes.append(
+                f"snapshot {action.target}: {len(manifest.files)} files, {manifest.total_bytes:,} bytes ({how})"
+            )
 
     def verify(self, ctx: StepContext, plan: StepPlan) -> None:
         for action in plan.actions:
@@ -127,6 +131,6 @@ def holds_state_of(snapshot: Path, root: Path) -> bool:
         verify_backup(snapshot, manifest)
     except BackupError:
         return False
-    if not manifest.includes_sqlite or sorted(manifest.folders) != sorted(snapshot_folders(root)):
+    if not manifest.includes_sqlite or sorted(manifest.folders) != sorted(all_folders(root)):
         return False
     return not live_matches_backup(snapshot, root)
