@@ -118,23 +118,20 @@ class _Predicted:
 
     def __init__(self, pd: PersistDir) -> None:
         self.pd = pd
-        self.unpredictable: str | None = None
+        self.unpredictable: Unpredictable | None = None
         pd.remember_files()
 
     @contextmanager
     def view(self) -> Iterator[PersistDir]:
         if self.unpredictable is not None:
-            raise Unpredictable(
-                f"{self.unpredictable} changes the persist dir in a way no later step can be planned on",
-                f"put {self.unpredictable} last in the pipeline, or run it on its own",
-            )
+            raise self.unpredictable
         yield self.pd
 
     def advance(self, step: Step, step_plan: StepPlan) -> StepPlan:
         try:
             step.predict(StepContext(persist_dir=self.pd), step_plan)
-        except Unpredictable:
-            self.unpredictable = step.name  # refused only if a step follows
+        except Unpredictable as exc:
+            self.unpredictable = exc  # refused only if a step follows
         return step_plan
 
 

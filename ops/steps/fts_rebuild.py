@@ -70,7 +70,6 @@ class FtsRebuild(Step):
                 documents=documents,
                 mismatched=0,
             )
-            ctx.prediction.sqlite_written = True
 
     def apply(self, ctx: StepContext, plan: StepPlan) -> None:
         for action in _rebuilds(plan):

@@ -85,7 +85,6 @@ class HnswConfigStep(Step):
         if changes := planned_settings(plan):
             record = ctx.persist_dir.collection(self.collection, self.database)
             ctx.prediction.hnsw_configs.setdefault(record.id, {}).update(changes)
-            ctx.prediction.sqlite_written = True
 
     def apply(self, ctx: StepContext, plan: StepPlan) -> None:
         changes = planned_settings(plan)

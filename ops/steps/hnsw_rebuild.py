@@ -168,7 +168,7 @@ class HnswRebuild(Step):
             segment_id = action.details.segment_id
             header, meta = pd.hnsw_header(segment_id), pd.hnsw_pickle(segment_id)
             assert header is not None and meta is not None
-            if pd.predicted_index(segment_id) is None:
+            if action.details.repairs is not None and pd.predicted_index(segment_id) is None:  # plan read it whole
                 folder = pd.segment_folder(segment_id)
                 header = hnsw_records.intact_prefix(folder, header, set(meta.label_to_id)) or header
             kept = _kept_labels(pd.hnsw_records(segment_id, header, links=False).live_labels, meta)
@@ -183,7 +183,6 @@ class HnswRebuild(Step):
         if changes := planned_settings(plan):
             record = pd.collection(self.collection, self.database)
             ctx.prediction.hnsw_configs.setdefault(record.id, {}).update(changes)
-            ctx.prediction.sqlite_written = True
 
     def touches(self, plan: StepPlan) -> Touches:
         folders = [a.details.segment_id for a in _rebuilds(plan)]

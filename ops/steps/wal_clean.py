@@ -80,7 +80,6 @@ class WalClean(Step):
         for action in _deletes(plan):
             floor = wal_purge.floor_after_delete(ctx.persist_dir.conn, action.details.watermark)
             floors[action.details.topic] = max(floor, floors.get(action.details.topic, 0))
-        ctx.prediction.sqlite_written = ctx.prediction.sqlite_written or not plan.is_empty
 
     def extra_space(self, ctx: StepContext, plan: StepPlan) -> int:
         # VACUUM rewrites the database through a rollback journal as large as the file.

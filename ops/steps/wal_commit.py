@@ -30,6 +30,7 @@ from ops.storage.fs import tree_size
 from ops.storage.hnsw_records import Level0Records
 from ops.storage.index_swap import staging_folder, swap_in
 from ops.storage.models import CollectionRecord
+from ops.storage.pickle_meta import HnswPickleMeta
 from ops.storage.prediction import PredictedIndex
 from ops.storage.sysdb import embedding_ids
 
@@ -118,17 +119,11 @@ class WalCommit(Step):
             record = by_target[action.target]
             segment = record.vector_segment
             assert segment is not None
-            meta = None if self.salvage else pd.hnsw_pickle(segment.id)
-            header = None if self.salvage else pd.hnsw_header(segment.id)
-            book = wal_apply.label_book(meta, pd.layout.pickle_form)
-            readd = self._readd_rows(ctx, record, action.details.topic, book, with_vectors=False)
+            meta, index, book, readd = self._starting_point(ctx, record, action.details.topic, with_vectors=False)
             old = None
-            if header is not None and meta is not None:
-                records = pd.hnsw_records(segment.id, header, links=False)
+            if index.header is not None and meta is not None:
+                records = pd.hnsw_records(segment.id, index.header, links=False)
                 old = (records.labels, records.deleted)
-            index = wal_apply.SegmentIndex(
-                pd.segment_folder(segment.id), header, meta is not None, record.hnsw_config, record.dimension
-            )
             committed = wal_apply.predict_commit(
                 pd.conn, action.details.topic, segment.max_seq_id, index, book, action.details.adds, readd, old
             )
@@ -138,7 +133,22 @@ class WalCommit(Step):
                 records=Level0Records(labels=committed.labels, deleted=committed.deleted),
             )
             ctx.prediction.max_seq_ids[segment.id] = book.max_seq_id
-            ctx.prediction.sqlite_written = True
+
+    def _starting_point(
+        self, ctx: StepContext, record: CollectionRecord, topic: str, with_vectors: bool
+    ) -> tuple[HnswPickleMeta | None, wal_apply.SegmentIndex, wal_apply.LabelBook, list[wal_apply.PendingRow]]:
+        """What committing a collection starts from (applying it and predicting it alike): the old
+        pickle and index (neither read with salvage), the label book and the lost rows to re-add."""
+        pd = ctx.persist_dir
+        segment = record.vector_segment
+        assert segment is not None
+        meta = None if self.salvage else pd.hnsw_pickle(segment.id)
+        header = None if self.salvage else pd.hnsw_header(segment.id)
+        book = wal_apply.label_book(meta, pd.layout.pickle_form)
+        readd = self._readd_rows(ctx, record, topic, book, with_vectors)
+        folder = pd.segment_folder(segment.id)
+        index = wal_apply.SegmentIndex(folder, header, meta is not None, record.hnsw_config, record.dimension)
+        return meta, index, book, readd
 
     def _readd_rows(
         self, ctx: StepContext, record: CollectionRecord, topic: str, book: wal_apply.LabelBook, with_vectors: bool
@@ -185,13 +195,9 @@ class WalCommit(Step):
         folder = pd.segment_folder(segment.id)
         staged = staging_folder(folder)
         ctx.will_create(staged)
-        old = None if self.salvage else pd.hnsw_pickle(segment.id)
-        book = wal_apply.label_book(old, pd.layout.pickle_form)
-        readd = self._readd_rows(ctx, record, action.details.topic, book, with_vectors=True)
+        old, index, book, readd = self._starting_point(ctx, record, action.details.topic, with_vectors=True)
         if len(readd) != action.details.readded:
             raise OpsError(f"the records {action.target} lost changed while committing it")
-        header = None if self.salvage else pd.hnsw_header(segment.id)
-        index = wal_apply.SegmentIndex(folder, header, old is not None, record.hnsw_config, record.dimension)
         ctx.progress.start(f"committing {record.name}", max(action.details.adds + action.details.updates, 1))
         wal_apply.commit_to_folder(
             pd.conn, action.details.topic, segment.max_seq_id, index, staged, book, self.threads,

@@ -51,7 +51,6 @@ class WalConfig(Step):
     def predict(self, ctx: StepContext, plan: StepPlan) -> None:
         for action in _settings(plan):
             ctx.prediction.automatically_purge = action.after.automatically_purge
-            ctx.prediction.sqlite_written = True
 
     def apply(self, ctx: StepContext, plan: StepPlan) -> None:
         for action in _settings(plan):

@@ -51,5 +51,3 @@ class Prediction:
     """The purge setting written (wal.config); None: not written."""
     fts: FtsState | None = None
     """The FTS table as fts.rebuild leaves it; None: not rebuilt."""
-    sqlite_written: bool = False
-    """Some step writes chroma.sqlite3: its size and free pages are no longer known exactly."""
