@@ -25,14 +25,13 @@ from ops.cli.commands import (
 )
 from ops.cli.flags import ApplyFlags, BackupFlags, BackupRoot, JsonFlag, LiveFlags, PersistDirArg, RunFlags
 from ops.engine.params import Flag, flag
-from ops.engine.plan import Plan
-from ops.engine.runner import RollbackResult
-from ops.engine.runner import rollback as run_rollback
 from ops.errors import BadInput, OpsError
 from ops.steps.targets import Privacy
 from ops.storage.fs import atomic_write
 
 if TYPE_CHECKING:
+    from ops.engine.plan import Plan
+    from ops.engine.runner import RollbackResult
     from ops.steps.doctor import DoctorReport, DoctorScope
 
 
@@ -264,6 +263,8 @@ def rollback(p: RollbackParams) -> int:
         raise BadInput("rollback needs confirmation and stdin is not a terminal", "re-run with --yes")
     if not p.yes and input(f"Restore {p.persist_dir} from its backup? [y/N] ").strip().lower() not in ("y", "yes"):
         raise OpsError("aborted by the user", "nothing changed")
+    from ops.engine.runner import rollback as run_rollback
+
     result = run_rollback(p.persist_dir, p.backup_root_path(), p.backup_id, p.live_options())
     out.emit(result, _print_rollback)
     return EXIT_OK

@@ -4,10 +4,9 @@ where its vector still is."""
 
 from __future__ import annotations
 
+from collections.abc import Set
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
 
 from ops.errors import CorruptHnswFile, UnsafePickle
 from ops.steps.doctor import (
@@ -24,7 +23,7 @@ from ops.steps.doctor import (
 )
 from ops.storage import PersistDir, fs, sysdb, wal
 from ops.storage.hnsw_files import LENGTH_FILE, LEVEL0_FILE, LINK_LISTS_FILE, HnswHeader
-from ops.storage.hnsw_records import cut_short, intact_prefix
+from ops.storage.hnsw_records import cut_short, distinct, intact_prefix
 from ops.storage.hnsw_scan import Level0Scan, scan_level0, scan_link_lists
 from ops.storage.models import CollectionRecord
 from ops.storage.pickle_meta import HnswPickleMeta
@@ -137,8 +136,8 @@ class _Checker:
         meta = self.state.meta
         if meta is None:
             return
-        inverse = {lab: ident for ident, lab in meta.id_to_label.items()}
-        if inverse != meta.label_to_id:
+        forward, backward = meta.id_to_label, meta.label_to_id  # each other's inverse, compared in C:
+        if len(forward) != len(backward) or list(map(backward.get, forward.values())) != list(forward):
             evidence = (
                 f"index_metadata.pickle's id_to_label ({len(meta.id_to_label):,}) and label_to_id "
                 f"({len(meta.label_to_id):,}) are not each other's inverse"
@@ -242,7 +241,7 @@ class _Checker:
         meta, scan = self.state.meta, self.state.scan
         if scan is not None:
             live = scan.labels[~scan.deleted]
-            dupes = len(live) - len(np.unique(live))
+            dupes = len(live) - len(distinct(live))
             if dupes:
                 self.add("hnsw.labels", "error", f"{dupes:,} live labels appear on more than one element")
         if meta is None:
@@ -257,8 +256,7 @@ class _Checker:
             )
             self.add("hnsw.total_elements_added", "error", evidence)
         if scan is not None:
-            known = set(meta.label_to_id)
-            unowned = sorted(x for x in self.state.live_labels() if x not in known)
+            unowned = sorted(self.state.live_labels() - meta.label_to_id.keys())
             if unowned:
                 evidence = (
                     f"{len(unowned):,} live labels of the index belong to no id in index_metadata.pickle "
@@ -306,7 +304,7 @@ def check_collection(
         fix = command("wal", "commit", shown.where)
         findings.append(Finding(check="wal.gap", severity="info", collection=label(view), evidence=evidence, fix=fix))
     lost, extra = _agreement(pd, c, stats, state, shown)
-    unowned = len(state.live_labels() - set(state.meta.label_to_id)) if state.meta is not None else 0
+    unowned = len(state.live_labels() - state.meta.label_to_id.keys()) if state.meta is not None else 0
     findings += _unfindable_findings(view, lost, checker.rebuild, shown, unowned) + extra
     return findings, lost
 
@@ -322,7 +320,9 @@ def _agreement(
     meta = state.meta
     mapped = meta.id_to_label if meta is not None else {}
     live = state.live_labels()
-    held = {i for i, lab in mapped.items() if lab in live} if state.loadable else set()
+    held: Set[str] = set()
+    if state.loadable:  # Chroma's pickle maps live labels only; the comprehension is for what is not
+        held = mapped.keys() if live.issuperset(mapped.values()) else {i for i, lab in mapped.items() if lab in live}
     lost_ids = sorted(i for i in ids - held if not (pending.get(i, set()) & ADDS))
     vectors = wal.ids_with_vectors(pd.conn, stats.topic) if stats and lost_ids else set()
     deleted = state.deleted_labels()

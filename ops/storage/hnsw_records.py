@@ -84,6 +84,12 @@ def record_deleted(records: RecordMatrix) -> npt.NDArray[np.bool_]:
     return (records[:, _FLAGS_BYTE] & _DELETED_FLAG).astype(bool)
 
 
+def distinct(values: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
+    """The sorted distinct values (np.unique without its import of numpy.ma, ~15 ms per command)."""
+    ordered = np.sort(values)
+    return ordered[np.concatenate(([True], ordered[1:] != ordered[:-1]))] if len(ordered) else ordered
+
+
 def read_level0(folder: Path, header: HnswHeader) -> Level0Records:
     labels, deleted = [np.zeros(0, dtype=np.uint64)], [np.zeros(0, dtype=bool)]
     for _, records in level0_chunks(folder, header):
@@ -104,7 +110,7 @@ def intact_prefix(folder: Path, header: HnswHeader, pickled: set[int]) -> HnswHe
     prefix = header.model_copy(update={"cur_element_count": complete})
     records = read_level0(folder, prefix)
     live = records.labels[~records.deleted]
-    if len(np.unique(live)) != len(live) or {int(x) for x in live} != pickled:
+    if len(distinct(live)) != len(live) or {int(x) for x in live} != pickled:
         return None
     return prefix
 

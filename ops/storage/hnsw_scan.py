@@ -15,7 +15,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict
 
 from ops.storage.hnsw_files import LINK_LISTS_FILE, HnswHeader, walk_link_lists
-from ops.storage.hnsw_records import level0_chunks, record_deleted, record_labels
+from ops.storage.hnsw_records import distinct, level0_chunks, record_deleted, record_labels
 
 SAMPLE = 5
 _KNOWN_FLAGS = 0x01
@@ -117,7 +117,7 @@ def scan_link_lists(folder: Path, header: HnswHeader) -> LinkListsScan:
         levels=levels,
         bad_link_counts=int((counts > header.max_m).sum()),
         bad_targets=int(((links >= total) & used).any(axis=1).sum()),
-        bad_sample=[int(x) for x in np.unique(owners[wrong])[:SAMPLE]],
+        bad_sample=[int(x) for x in distinct(owners[wrong])[:SAMPLE]],
     )
 
 
