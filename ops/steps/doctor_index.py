@@ -52,6 +52,8 @@ class IndexState:
     """data_level0.bin holds vectors, but the pickle or header that says which element is which id
     is damaged or missing: a record's vector may be there, and nothing exact can say which."""
 
+    pickle_unreadable: bool = False
+    """index_metadata.pickle is there and cannot be read (reported once, as hnsw.pickle)."""
     _live: set[int] | None = field(default=None, repr=False)
 
     def live_labels(self) -> set[int]:
@@ -75,11 +77,8 @@ class _Checker:
         """The collection as findings name it."""
         self.state = IndexState()
         self.rebuild = command("hnsw", "rebuild", self.where, *collection_flags(self.view))
-        self.salvage = (
-            command("doctor", self.where, *collection_flags(self.view), "--plan", "--out", "repair.json")
-            + " (builds the index anew from the WAL rows that still hold its records' vectors; review, then "
-            + command("apply", "repair.json")
-            + ")"
+        self.salvage = _repair_plan(
+            self.view, shown, "builds the index anew from the WAL rows that still hold its records' vectors"
         )
 
     def add(self, check: str, severity: Severity, evidence: str, fix: str | None = None) -> None:
@@ -132,6 +131,7 @@ class _Checker:
             self.state.meta = self.pd.hnsw_pickle(segment_id)
         except (CorruptHnswFile, UnsafePickle) as exc:
             self.add("hnsw.pickle", "error", exc.message)
+            self.state.pickle_unreadable = True
             return
         meta = self.state.meta
         if meta is None:
@@ -155,7 +155,7 @@ class _Checker:
         meta = self.state.meta
         if meta is not None and meta.dimensionality is not None and meta.dimensionality != h.dimension:
             problems.append(f"dimension {h.dimension}, index_metadata.pickle says {meta.dimensionality}")
-        if self.state.meta is None and h.cur_element_count:
+        if self.state.meta is None and not self.state.pickle_unreadable and h.cur_element_count:
             problems.append(f"{h.cur_element_count:,} elements but no index_metadata.pickle maps their labels")
         for problem in problems:
             self.add("hnsw.header", "error", f"header.bin: {problem}")
@@ -367,6 +367,12 @@ _WHERE = {
 }
 
 
+def _repair_plan(view: CollectionRecord, shown: Shown, does: str) -> str:
+    """The fix that doctor --plan makes: the command line, what it does, how to apply it."""
+    plan = command("doctor", shown.where, *collection_flags(view), "--plan", "--out", "repair.json")
+    return f"{plan} ({does}; review, then {command('apply', 'repair.json')})"
+
+
 def _unfindable_findings(
     view: CollectionRecord, lost: list[UnfindableRecord], rebuild: str, shown: Shown, unowned: int
 ) -> list[Finding]:
@@ -383,7 +389,9 @@ def _unfindable_findings(
             f"{shown.sample(group)} (--ids-out FILE lists them all)"
         )
         lister = command("doctor", shown.where, *collection_flags(view), "--ids-out", "FILE")
-        fix = rebuild if kind == "index" else f"{RE_EMBED} ({lister} lists them)"
+        fix = {"index": rebuild, "wal": _repair_plan(view, shown, "re-adds them from their WAL rows")}.get(
+            kind, f"{RE_EMBED} ({lister} lists them)"
+        )
         severity: Severity = "error"
         out.append(
             Finding(check="records.unfindable", severity=severity, collection=label(view), evidence=evidence, fix=fix)
