@@ -17,6 +17,7 @@ from ops.engine.step import run_read_only
 from ops.pipeline.maintain import read_plan_file
 from ops.report import tables
 from ops.report.console import make_console
+from ops.report.run_result import NOTES_SHOWN, shown_notes
 from ops.steps.backup_list import backup_list
 from ops.steps.db_info import DbInfo, DbInfoParams
 from tests.conftest import REPO, BuiltDir, run_chops
@@ -125,3 +126,14 @@ def test_plan_summary_and_plan_show_count_repeated_steps(plan_file: Path) -> Non
     assert text.count("Plan: hnsw.rebuild (") == 334
     shown = "default_database/idle0, default_database/idle1, default_database/idle2 and 2 more"
     assert f"Plan: hnsw.rebuild x5: nothing to do ({shown})" in text
+
+
+def test_a_run_over_many_collections_prints_its_notes_counted() -> None:
+    """maintain --apply over 1,000 collections notes each rebuild: a terminal shows the first ones and
+    counts the rest; a handful is shown whole."""
+    few = [f"c{i}: rebuilt" for i in range(NOTES_SHOWN)]
+    assert shown_notes(few) == few
+    many = [f"c{i}: rebuilt" for i in range(334)]
+    shown = shown_notes(many)
+    assert shown[:-1] == many[:NOTES_SHOWN]
+    assert shown[-1] == f"... and {334 - NOTES_SHOWN:,} more notes (--json lists all 334)"

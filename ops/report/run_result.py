@@ -16,8 +16,20 @@ if TYPE_CHECKING:
     from ops.engine.runner import RunResult
 
 
+NOTES_SHOWN = 20
+"""Notes printed in full; past this (a run over a thousand collections notes each one) the rest are counted."""
+
+
+def shown_notes(notes: list[str], limit: int = NOTES_SHOWN) -> list[str]:
+    """The notes a terminal shows: all of them up to `limit`, else the first `limit` and a count of the rest."""
+    if len(notes) <= limit:
+        return notes
+    rest = len(notes) - limit
+    return [*notes[:limit], f"... and {rest:,} more notes (--json lists all {len(notes):,})"]
+
+
 def print_run_result(console: Console, result: RunResult) -> None:
-    for note in result.notes:
+    for note in shown_notes(result.notes):
         console.print(note, markup=False, highlight=False, soft_wrap=True)
     if result.backup_id:
         where = f"{escape(result.backup_id)} ({escape(str(result.backup_dir))})"
