@@ -36,8 +36,9 @@ def zero_header(folder: Path) -> None:
 
 
 DAMAGE: dict[str, tuple[Callable[[Path], None], set[str]]] = {
-    # an unreadable pickle is also "elements but no pickle maps their labels" in header.bin's check
-    "truncated pickle": (truncate_pickle, {"hnsw.pickle"}),  # reported once, not again as header.bin's
+    # an unreadable pickle is reported once, as hnsw.pickle; a missing one is header.bin's
+    # "elements but no pickle maps their labels"
+    "truncated pickle": (truncate_pickle, {"hnsw.pickle"}),
     "missing pickle": (delete_pickle, {"hnsw.header"}),
     "zeroed header": (zero_header, {"hnsw.header"}),
 }
