@@ -3,9 +3,11 @@ vectors) and `hnsw rebuild` against chromadb-ops 0.1.5, on 2 cores.
 
     python3 benchmarks/bench_hnsw.py [--repeat 3] [--only rebuild|commit] [--no-as-shipped] [--profile] [--quick]
 
-Part A, `hnsw rebuild -c bench`, on the 50k x 384 cosine dir with 20% deleted (chromadb 1.0.16, datasets.py
+Part A, `hnsw rebuild -c bench` (and `hnsw compact`, issue #17), on the 50k x 384 cosine dir with 20% deleted
+(chromadb 1.0.16, datasets.py
 dbinfo), M 16, ef_construction 100. Variants, each on a fresh copy:
   ours               python3 -m ops hnsw rebuild COPY -c bench --yes --no-backup
+  ours-compact       python3 -m ops hnsw compact COPY -c bench --yes --no-backup
   ours-backup        the same with the automatic backup (--backup-root TMP)
   theirs             <venv>/bin/chops hnsw rebuild COPY --collection bench --yes (telemetry off)
   theirs-as-shipped  the same in the default environment (--no-as-shipped skips it)
@@ -19,7 +21,8 @@ total_elements_added reaches the highest live label (else Chroma's next add take
 and overwrites that vector): "valid". After the warm-up, recall@10 at ef 100 on 200 stored vectors of
 every new index (and the old one) against exact neighbours; chromadb 1.5.9 opens the committed copy
 (count, get, each of 20 vectors its own nearest). Targets (issue #4): rebuild <= 1.15x floor add_items,
-<= 0.75x theirs, peak RSS <= 1.5x the new folder; wal commit <= 1.3x floor add_items.
+<= 0.75x theirs, peak RSS <= 1.5x the new folder; wal commit <= 1.3x floor add_items; (issue #17)
+compact <= 0.2x our rebuild and <= 0.15x theirs, recall within 0.01 of the rebuild's.
 """
 
 from __future__ import annotations
@@ -170,6 +173,14 @@ def main() -> None:
                     ours=True,
                 ),
                 Variant(
+                    "ours-compact",
+                    "chroma-ops `hnsw compact --yes --no-backup` (graph repaired, not rebuilt)",
+                    lambda w: [*ops_py, "hnsw", "compact", str(w / "persist"), "-c", "bench", "--yes", "--no-backup"],
+                    env=ours,
+                    cwd=args.ours_src,
+                    check=check("ours-compact"),
+                ),
+                Variant(
                     "ours-backup",
                     "chroma-ops `hnsw rebuild --yes` (automatic backup)",
                     lambda w: (
@@ -218,6 +229,9 @@ def main() -> None:
                 "rebuild / theirs": med["ours"] / med["theirs"],
                 "peak RSS / new folder": rss["ours"],
                 "with backup / floor add_items": med["ours-backup"] / floor,
+                "compact / rebuild (ours)": med["ours-compact"] / med["ours"],
+                "compact / theirs": med["ours-compact"] / med["theirs"],
+                "compact peak RSS / new folder": rss["ours-compact"],
             }
             harness.report(
                 h,

@@ -38,6 +38,7 @@ COMMANDS = {
     "fts.rebuild": (["fts", "rebuild", "--force"], "fts_rebuild.verify"),
     "wal.config": (["wal", "config", "--purge", "off"], "before_verify"),
     "hnsw.config": (["hnsw", "config", "-c", "frag", "--search-ef", "99"], "before_verify"),
+    "hnsw.compact": (["hnsw", "compact", "-c", "frag"], "before_verify"),
 }
 
 
@@ -124,6 +125,8 @@ KILLS = {
     "hnsw.rebuild mid-build": (["hnsw", "rebuild", "-c", "frag", "--m", "8"], "hnsw_rebuild.batch"),
     "hnsw.rebuild before the folder swap": (["hnsw", "rebuild", "-c", "frag", "--m", "8"], "hnsw_rebuild.before_swap"),
     "hnsw.rebuild after the folder swap": (["hnsw", "rebuild", "-c", "frag", "--m", "8"], "hnsw_rebuild.after_swap"),
+    "hnsw.compact with the new files written": (["hnsw", "compact", "-c", "frag"], "hnsw_compact.written"),
+    "hnsw.compact after the folder swap": (["hnsw", "compact", "-c", "frag"], "hnsw_rebuild.after_swap"),
 }
 
 

@@ -221,6 +221,8 @@ class RebuildDetails(Part):
     orphan_labels_dropped: int
     repairs: str | None = Field(default=None, exclude_if=lambda v: v is None)
     """What is damaged in the old index (its graph is then not loaded); left out when nothing is."""
+    why: str | None = Field(default=None, exclude_if=lambda v: v is None)
+    """Why hnsw.compact rebuilds this index instead (left out otherwise)."""
     on_worse: OnWorse = Field(default="refuse", exclude_if=lambda v: v == "refuse")
     """What applying does when the rebuilt index measures worse than the old one (recall is only known
     by building it): refuse (the run fails and rolls back), or keep the old index and go on."""
@@ -236,6 +238,15 @@ class RebuildIndex(ActionBase):
     before: IndexShape
     after: IndexShape
     details: RebuildDetails
+
+
+class CompactIndex(RebuildIndex):
+    """hnsw.compact: squeeze the deleted elements out of the collection's index and bridge the links
+    that pointed at them (ops.storage.hnsw_compact); the shape after is exact, recall is measured while
+    applying as a rebuild's is. Where the graph is damaged or holds nothing live, hnsw.compact plans a
+    RebuildIndex instead and says why in its details."""
+
+    kind: Literal["compact_index"] = "compact_index"  # type: ignore[assignment]
 
 
 # --- wal.commit -------------------------------------------------------------------------------
@@ -375,6 +386,7 @@ Action = Annotated[
     | RebuildFts
     | SetHnswConfig
     | RebuildIndex
+    | CompactIndex
     | CommitWal
     | TakeSnapshot
     | RestorePersistDir

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
@@ -20,6 +21,7 @@ from pydantic import Field
 from ops.engine import failpoints
 from ops.engine.actions import (
     Action,
+    CompactIndex,
     ConfigWhere,
     HnswChange,
     HnswSetting,
@@ -37,7 +39,7 @@ from ops.steps import recall_check
 from ops.steps.hnsw_config import HnswRuntimeParams, check_settings, planned_settings
 from ops.steps.recall_check import RecallComparison
 from ops.steps.targets import CollectionTarget
-from ops.storage import config_write, hnsw_files, hnsw_index, hnsw_records
+from ops.storage import config_write, hnsw_compact, hnsw_files, hnsw_index, hnsw_records
 from ops.storage.config_write import ConfigValue
 from ops.storage.fs import remove_tree
 from ops.storage.index_swap import empty_staging_folder, staging_folder, swap_in
@@ -53,16 +55,19 @@ RECALL_K = 10
 RECALL_EF_FLOOR = 100
 
 
-class HnswRebuildParams(HnswRuntimeParams, CollectionTarget):
+class OnWorseOption(Params):
+    on_worse: OnWorse = Field(
+        "refuse",
+        description="when the new index measures worse than the old one: refuse (exit 1, nothing changes) "
+        "or keep-old (keep the old index and its settings, and go on: what maintain's pipeline does)",
+    )
+
+
+class HnswRebuildParams(HnswRuntimeParams, OnWorseOption, CollectionTarget):
     space: Literal["l2", "ip", "cosine"] | None = Field(None, description="distance function")
     m: Annotated[int | None, flag("-m", "--m")] = Field(None, ge=2, description="max neighbours per node (M)")
     construction_ef: int | None = Field(None, ge=1, description="ef used while building")
     threads: int | None = Field(None, ge=1, description="build threads (default: all cores, or --num-threads)")
-    on_worse: OnWorse = Field(
-        "refuse",
-        description="when the rebuilt index measures worse than the old one: refuse (exit 1, nothing changes) "
-        "or keep-old (keep the old index and its settings, and go on: what maintain's pipeline does)",
-    )
 
     def config_changes(self) -> dict[str, ConfigValue]:
         built = {"space": self.space, "M": self.m, "ef_construction": self.construction_ef}
@@ -220,13 +225,8 @@ class HnswRebuild(Step):
         old_found = hnsw_index.ask_index(old_dir, header, queries, old_space, probe.k, probe.ef) if intact else None
         ctx.will_create(staging_folder(old_dir))
         staged = empty_staging_folder(old_dir)
-        build = hnsw_index.IndexShape(shape.space, shape.M, shape.ef_construction, shape.max_elements)
-        ctx.progress.start(f"rebuilding {record.name}", len(positions))
-        index, kept = hnsw_index.build_index(
-            old_dir, header, positions, old_space, staged, build, self.threads, self._advance(ctx)
-        )
+        index, kept = self._build(ctx, record, action, header, known, positions, staged)
         try:
-            ctx.progress.finish()
             new_found = hnsw_index.knn_labels(index, queries, probe.k, probe.ef) if probe.k else None
         finally:
             index.close_file_handles()
@@ -241,6 +241,37 @@ class HnswRebuild(Step):
         checkpoint = lambda stage: failpoints.hit(f"hnsw_rebuild.{stage}")  # noqa: E731
         swap_in(old_dir, staged, pickle=_kept_meta(meta, kept), checkpoint=checkpoint)
         return True
+
+    def _build(
+        self,
+        ctx: StepContext,
+        record: CollectionRecord,
+        action: RebuildIndex,
+        header: hnsw_files.HnswHeader,
+        known: Any,
+        positions: Any,
+        staged: Path,
+    ) -> tuple[Any, Any]:
+        """The new index in `staged`, open, and the labels it holds: built with hnswlib from the live
+        vectors at `positions`, or compacted from the old files (a CompactIndex)."""
+        old_dir, shape, space = (
+            ctx.persist_dir.segment_folder(action.details.segment_id),
+            action.after,
+            record.hnsw_config.space,
+        )
+        if isinstance(action, CompactIndex):
+            ctx.progress.start(f"compacting {record.name}", 1)
+            done = hnsw_compact.compact(old_dir, staged, header, known, shape.max_elements, space)
+            failpoints.hit("hnsw_compact.written")
+            ctx.progress.finish()
+            return hnsw_index.load_index(staged, space, header.dimension, shape.max_elements), done.labels
+        build = hnsw_index.IndexShape(shape.space, shape.M, shape.ef_construction, shape.max_elements)
+        ctx.progress.start(f"rebuilding {record.name}", len(positions))
+        index, kept = hnsw_index.build_index(
+            old_dir, header, positions, space, staged, build, self.threads, self._advance(ctx)
+        )
+        ctx.progress.finish()
+        return index, kept
 
     @staticmethod
     def _advance(ctx: StepContext) -> hnsw_index.Progress:
@@ -288,7 +319,8 @@ def _keep_or_refuse(
             f"rebuild it with a larger --construction-ef (e.g. {2 * action.after.ef_construction}) or --m, "
             "or keep the old index",
         )
-    ctx.notes.append(f"{record.name}: rebuilt {kept:,} live vectors (dropped {dropped:,} records); {measured}")
+    done = "compacted" if isinstance(action, CompactIndex) else "rebuilt"
+    ctx.notes.append(f"{record.name}: {done} {kept:,} live vectors (dropped {dropped:,} records); {measured}")
     return True
 
 

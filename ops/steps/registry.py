@@ -134,6 +134,12 @@ COMMANDS = (
         scope="collection",
     ),
     Command(
+        ("hnsw", "compact"),
+        "drop the deleted elements from the index and repair the links around them (faster than a rebuild)",
+        "ops.steps.hnsw_compact:HnswCompact",
+        scope="collection",
+    ),
+    Command(
         ("hnsw", "config"),
         "set runtime HNSW parameters (search ef, threads, batching)",
         "ops.steps.hnsw_config:HnswConfigStep",

@@ -79,6 +79,11 @@ def written_header(dimension: int, max_elements: int, count: int, m: int, ef_con
     )
 
 
+def header_bytes(header: HnswHeader) -> bytes:
+    """header.bin as hnswlib writes it."""
+    return _HEADER.pack(*(getattr(header, name) for name in HnswHeader.model_fields))
+
+
 def parse_header(data: bytes, where: Path) -> HnswHeader:
     if len(data) != _HEADER.size:
         raise CorruptHnswFile(

@@ -1,0 +1,141 @@
+"""`chops hnsw compact` on real persist dirs of every layout, checked through chromadb."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import BuiltDir, assert_same_answers, chroma, chroma_snapshot, run_chops, tree_state
+from tests.test_hnsw_rebuild import hnsw, recalls
+
+
+def plan(path: Path, *args: str) -> list[dict[str, object]]:
+    r = run_chops("hnsw", "compact", path, *args, "--plan")
+    assert r.code in (0, 2), r.stderr
+    return r.json()["steps"][0]["actions"]  # type: ignore[no-any-return]
+
+
+def _copy(path: Path, target: Path) -> Path:
+    shutil.copytree(path, target)
+    return target
+
+
+def exact_top(records: dict[str, dict[str, object]], queries: list[list[float]], k: int) -> list[list[str]]:
+    """Brute force cosine top-k over every record chromadb returns."""
+    ids = sorted(records)
+    x = np.array([records[i]["embedding"] for i in ids], dtype=np.float64)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    q = np.array(queries, dtype=np.float64)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    return [[ids[j] for j in np.argsort(-row, kind="stable")[:k]] for row in q @ x.T]
+
+
+def test_compact_drops_deleted_keeps_answers_and_new_writes_work(standard_dir: BuiltDir, tmp_path: Path) -> None:
+    path = standard_dir.path
+    answers = chroma_snapshot(path, tmp_path)
+    actions = plan(path, "-c", "frag")
+    assert [a["kind"] for a in actions] == ["compact_index"]
+    before, after = actions[0]["before"], actions[0]["after"]
+    assert (before["allocated"], before["deleted"], after["allocated"], after["deleted"]) == (400, 80, 320, 0)  # type: ignore[index]
+    assert (after["M"], after["ef_construction"], after["space"]) == (12, 64, "cosine")  # type: ignore[index]
+    r = run_chops("hnsw", "compact", path, "-c", "frag", "--yes", "--json")
+    assert r.code == 0, r.stderr
+    assert any("compacted 320 live vectors" in n for n in r.json()["notes"]), r.json()["notes"]
+    new, old = recalls(r.json()["notes"])
+    assert new >= old - 0.02 and new >= 0.95, (new, old)
+    h = hnsw(path, "frag", "-v")
+    assert (h["allocated"], h["deleted"], h["fragmentation"], h["orphan_labels"]) == (320, 0, 0.0, 0)
+    assert (h["index_M"], h["M"]) == (12, 12)
+    assert h["total_elements_added"] >= 400  # labels handed out later never collide with kept ones
+    assert plan(path, "-c", "frag") == []  # a compacted index has nothing left to compact
+    assert run_chops("doctor", path, "-c", "frag").code in (0, 2)
+    assert_same_answers(answers, chroma_snapshot(path, tmp_path), rebuilt=True)
+
+    # count, get and query through chromadb against a brute-force model of every record
+    records = answers["default_database/frag"]["records"]
+    probe = sorted(records)[::16]
+    queries = [records[i]["embedding"] for i in probe]
+    got = chroma("query", _copy(path, tmp_path / "q"), "default_database", "frag", json.dumps(queries), "5")
+    assert got["count"] == len(records)
+    truth = exact_top(records, queries, 5)
+    agree = sum(len(set(a) & set(b)) for a, b in zip(got["ids"], truth, strict=True))
+    assert agree >= 0.95 * 5 * len(probe), (agree, got["ids"], truth)
+    assert all(ids[0] == want for ids, want in zip(got["ids"], probe, strict=True))
+
+    # adds, updates and deletes through chromadb after a compaction, found after reopening
+    added = chroma("add", path, "default_database", "frag", "5")
+    reopened = chroma("snapshot", path)["default_database/frag"]
+    assert reopened["count"] == len(records) + 5
+    assert set(records) | set(added["ids"]) == set(reopened["records"])
+    vector = reopened["records"]["probe-added-3"]["embedding"]
+    found = chroma("query", path, "default_database", "frag", json.dumps([vector]), "1")
+    assert found["ids"] == [["probe-added-3"]]
+
+
+def test_compact_on_older_layouts_then_newer_chroma_still_answers(golden_dir: BuiltDir, tmp_path: Path) -> None:
+    path = golden_dir.path
+    form = hnsw(path, "frag")["pickle_form"]
+    assert [a["kind"] for a in plan(path, "-c", "frag")] == ["compact_index"]
+    r = run_chops("hnsw", "compact", path, "-c", "frag", "--yes")
+    assert r.code == 0, r.stderr
+    h = hnsw(path, "frag", "-v")
+    assert (h["allocated"], h["deleted"], h["pickle_form"]) == (240, 0, form)
+    assert plan(path, "-c", "frag") == []
+    truth = next(q for q in golden_dir.truth["queries"] if q["collection"] == "frag")
+    got = chroma(
+        "query",
+        _copy(path, tmp_path / "q"),
+        "default_database",
+        "frag",
+        json.dumps(truth["query_embeddings"]),
+        str(truth["n_results"]),
+    )
+    assert got["count"] == 240
+    assert got["ids"] == truth["ids"]
+    np.testing.assert_allclose(got["distances"], truth["distances"], rtol=1e-4, atol=1e-5)
+
+
+def test_damaged_link_lists_are_rebuilt_and_the_plan_says_why(standard_dir: BuiltDir) -> None:
+    path = standard_dir.path
+    segment = next(p for p in path.iterdir() if (p / "link_lists.bin").is_file() and hnsw_of(path, p) == "frag")
+    links = segment / "link_lists.bin"
+    links.write_bytes(links.read_bytes()[: links.stat().st_size // 2])
+    actions = plan(path, "-c", "frag")
+    assert [a["kind"] for a in actions] == ["rebuild_index"]
+    assert "cannot be compacted" in actions[0]["details"]["why"]  # type: ignore[index]
+    r = run_chops("hnsw", "compact", path, "-c", "frag", "--yes")
+    assert r.code == 0, r.stderr
+    assert plan(path, "-c", "frag") == []
+
+
+def test_an_unreadable_header_is_refused_in_one_line(standard_dir: BuiltDir) -> None:
+    path = standard_dir.path
+    segment = next(p for p in path.iterdir() if (p / "header.bin").is_file() and hnsw_of(path, p) == "frag")
+    (segment / "header.bin").write_bytes(b"\x00" * 10)
+    before = tree_state(path)
+    r = run_chops("hnsw", "compact", path, "-c", "frag", "--yes")
+    assert r.code == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "header.bin" in r.stderr
+    assert tree_state(path) == before
+
+
+@pytest.mark.parametrize("args", [["-c", "nope"], ["-c", "frag", "--m", "8"]])
+def test_bad_compact_options(standard_dir: BuiltDir, args: list[str]) -> None:
+    r = run_chops("hnsw", "compact", standard_dir.path, *args, "--yes")
+    assert r.code == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def hnsw_of(path: Path, folder: Path) -> str:
+    """The name of the collection whose vector segment is `folder`."""
+    import sqlite3
+    from contextlib import closing
+
+    with closing(sqlite3.connect(path / "chroma.sqlite3")) as conn:
+        row = conn.execute(
+            "SELECT c.name FROM segments s JOIN collections c ON c.id = s.collection WHERE s.id = ?", (folder.name,)
+        ).fetchone()
+    return str(row[0]) if row else ""
