@@ -152,7 +152,7 @@ def test_the_table_has_one_row_per_collection(standard_dir: BuiltDir, capsys: py
         records, gap = rows[key][2:4]
         assert (records, gap) == (f"{c['count']:,}", f"{c['pending_writes']:,}"), key
     assert rows["frag", "default_database"][4] == "20.00%"  # 80 of 400 records deleted
-    assert rows["frag", "default_database"][6] == "hnsw rebuild, wal commit"
+    assert rows["frag", "default_database"][6] == "hnsw compact, wal commit"
     assert rows["upd", "default_database"][6] == "-"
     total = sum(c["count"] for c in truth.values())
     assert f"Total: {len(truth)} collections, {total:,} records, WAL gap 12, " in out  # 7 (frag) + 5 (pending)
@@ -168,7 +168,7 @@ def test_details_and_c_show_collections_in_full(standard_dir: BuiltDir, capsys: 
     assert code == 0 and len(_summary_rows(out)) == len(names)
     shown = {n for n in names if f"'{n}' Collection Data" in out}
     assert shown == {"frag", "upd"}
-    assert f"chops hnsw rebuild {standard_dir.path} -c frag -d default_database" in out  # its advice in full
+    assert f"chops hnsw compact {standard_dir.path} -c frag -d default_database" in out  # its advice in full
     code, _, err = _db_info(capsys, standard_dir.path, "-c", "nope")
     assert code == 1 and "no collection 'nope'" in err and "frag" in err
 
@@ -190,12 +190,12 @@ def test_advice_of_many_collections_is_one_row_per_kind() -> None:
             severity=severity, collection=f"c{i}", message=f"m{i}", command=command, topic=topic, collection_id=f"id{i}"
         )
 
-    items = [advice(i, "hnsw rebuild", "action") for i in range(3)] + [advice(5, "wal commit", "info")]
+    items = [advice(i, "hnsw compact", "action") for i in range(3)] + [advice(5, "wal commit", "info")]
     items.append(Recommendation(severity="info", collection=None, message="dir", command="chops wal clean DIR"))
     rows = recommendations.grouped(items, detailed={"id1"}, where="DIR")
     assert [(r.collection, r.command) for r in rows] == [
         ("2 collections", "chops maintain DIR --plan"),  # c0 and c2, where c0 stood
-        ("c1", "chops hnsw rebuild DIR -c c1"),  # shown in full: its own row
+        ("c1", "chops hnsw compact DIR -c c1"),  # shown in full: its own row
         ("c5", "chops wal commit DIR -c c5"),  # alone of its kind: its own row
         (None, "chops wal clean DIR"),
     ]

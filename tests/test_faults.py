@@ -395,7 +395,7 @@ def test_disk_full_while_the_rebuilt_index_is_written_rolls_back_on_the_full_dis
     "point",
     [
         "wal_commit.after_swap",  # inside wal.commit, the pipeline's second step (after db.snapshot)
-        "hnsw_rebuild.before_swap",  # inside hnsw.rebuild, after wal.commit has committed
+        "hnsw_rebuild.before_swap",  # inside hnsw.compact (rebuild's swap), after wal.commit has committed
     ],
 )
 def test_kill_9_inside_a_pipeline_step_then_refuse_then_rollback(
@@ -409,12 +409,12 @@ def test_kill_9_inside_a_pipeline_step_then_refuse_then_rollback(
     plan_file = tmp_path / "plan.json"
     assert run_chops("maintain", path, "--plan", "--out", plan_file).code == 2
     steps = [s["step"] for s in json.loads(plan_file.read_text())["steps"]]
-    assert steps[:4] == ["db.snapshot", "db.clean", "wal.commit", "hnsw.rebuild"], steps
+    assert steps[:4] == ["db.snapshot", "db.clean", "wal.commit", "hnsw.compact"], steps
 
     r = run_chops("maintain", path, "--apply", plan_file, env={"CHOPS_FAILPOINT": f"{point}=kill"})
     assert r.code == -9, r.stderr
     journal = json.loads((path / JOURNAL).read_text())
-    assert "wal.commit" in journal["command"] and "hnsw.rebuild" in journal["command"]
+    assert "wal.commit" in journal["command"] and "hnsw.compact" in journal["command"]
     for refused in (["db", "info", path], ["maintain", path, "--plan"], ["maintain", path, "--apply", plan_file]):
         line = assert_one_line_error(run_chops(*refused))
         assert f"chops rollback {path}" in line, line

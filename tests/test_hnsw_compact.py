@@ -139,3 +139,22 @@ def hnsw_of(path: Path, folder: Path) -> str:
             "SELECT c.name FROM segments s JOIN collections c ON c.id = s.collection WHERE s.id = ?", (folder.name,)
         ).fetchone()
     return str(row[0]) if row else ""
+
+
+def test_verify_finds_a_link_out_of_range_in_a_compacted_index(standard_dir: BuiltDir) -> None:
+    """The verify of a compaction checks every link (the files are ours, not hnswlib's): one level-0
+    link pointing past the last element is found."""
+    from ops.steps.hnsw_rebuild import _link_problems
+    from ops.storage.hnsw_files import LEVEL0_FILE, read_header
+
+    path = standard_dir.path
+    assert run_chops("hnsw", "compact", path, "-c", "frag", "--yes", "--no-backup").code == 0
+    segment = next(p for p in path.iterdir() if (p / "header.bin").is_file() and hnsw_of(path, p) == "frag")
+    header = read_header(segment)
+    assert _link_problems(segment, header) == []
+    data = bytearray((segment / LEVEL0_FILE).read_bytes())
+    at = 7 * header.size_data_per_element
+    assert int.from_bytes(data[at : at + 2], "little") > 0  # element 7 has level-0 links
+    data[at + 4 : at + 8] = (header.cur_element_count + 5).to_bytes(4, "little")
+    (segment / LEVEL0_FILE).write_bytes(bytes(data))
+    assert _link_problems(segment, header) == ["1 neighbour lists are out of range"]

@@ -106,26 +106,26 @@ def _backups(path: Path) -> tuple[str, list[object]]:
 
 
 def test_plan_summary_and_plan_show_count_repeated_steps(plan_file: Path) -> None:
-    """334 rebuilt collections are `hnsw.rebuild x334` in the summary line and the Changes line; their
+    """334 compacted collections are `hnsw.compact x334` in the summary line and the Changes line; their
     actions stay listed one by one, and steps with nothing to do are one line per kind."""
     plan = read_plan_file(plan_file)
-    rebuild = next(s for s in plan.steps if s.step == "hnsw.rebuild" and s.actions)
+    rebuild = next(s for s in plan.steps if s.step == "hnsw.compact" and s.actions)
     many = [rebuild.model_copy(update={"target": f"default_database/c{i:03d}"}) for i in range(333)]
     idle = [rebuild.model_copy(update={"target": f"default_database/idle{i}", "actions": []}) for i in range(5)]
     big = plan.model_copy(update={"steps": [*plan.steps, *many, *idle]})
     line = _summary(big)
-    assert line.count("hnsw.rebuild") == 1 and "hnsw.rebuild x334" in line, line
+    assert line.count("hnsw.compact") == 1 and "hnsw.compact x334" in line, line
     assert "(334 actions)" not in line  # one action each: the count of steps says it
-    once = [s for s in plan.steps if s.actions and s.step != "hnsw.rebuild"]
+    once = [s for s in plan.steps if s.actions and s.step != "hnsw.compact"]
     assert once and all(f"{s.step} {len(s.actions)}" in line for s in once), line
     buffer = io.StringIO()
     tables.print_plan_document(make_console(buffer, terminal=False), big)
     text = buffer.getvalue()
     changes = next(x for x in text.splitlines() if x.strip().startswith("Changes:"))
-    assert "hnsw.rebuild x334" in changes, changes
-    assert text.count("Plan: hnsw.rebuild (") == 334
+    assert "hnsw.compact x334" in changes, changes
+    assert text.count("Plan: hnsw.compact (") == 334
     shown = "default_database/idle0, default_database/idle1, default_database/idle2 and 2 more"
-    assert f"Plan: hnsw.rebuild x5: nothing to do ({shown})" in text
+    assert f"Plan: hnsw.compact x5: nothing to do ({shown})" in text
 
 
 def test_a_run_over_many_collections_prints_its_notes_counted() -> None:

@@ -104,9 +104,9 @@ def test_plan_is_deterministic_and_exit_codes_follow_terraform(standard_dir: Bui
         "digest",
     } <= set(plan)
     steps = [(s["step"], len(s["actions"])) for s in plan["steps"]]
-    # snapshot; the orphan folder; commit of frag (7) and pending (5); rebuild of frag (20% deleted); clean of
+    # snapshot; the orphan folder; commit of frag (7) and pending (5); compaction of frag (20% deleted); clean of
     # 2 topics + VACUUM
-    assert steps == [("db.snapshot", 1), ("db.clean", 1), ("wal.commit", 2), ("hnsw.rebuild", 1), ("wal.clean", 3)]
+    assert steps == [("db.snapshot", 1), ("db.clean", 1), ("wal.commit", 2), ("hnsw.compact", 1), ("wal.clean", 3)]
     assert plan["steps"][3]["selection"] == {"collection": "frag", "database": "default_database"}
     shown = run_chops("plan", "show", tmp_path / "nope.json")
     assert shown.code == 1
@@ -120,7 +120,7 @@ def test_gitops_cycle_plan_file_apply_verify_replan(standard_dir: BuiltDir, tmp_
     assert r.code == 2 and r.stdout == ""
     assert "plan written to" in r.stderr
     shown = run_chops("plan", "show", plan_file)  # reviewed in a pull request
-    assert shown.code == 0 and "hnsw.rebuild" in shown.stdout and "default_database/frag" in shown.stdout
+    assert shown.code == 0 and "hnsw.compact" in shown.stdout and "default_database/frag" in shown.stdout
     applied = run_chops("maintain", path, "--apply", plan_file, "--json")  # applied on merge
     assert applied.code == 0, applied.stderr
     result = applied.json()
@@ -308,7 +308,7 @@ def test_a_verified_snapshot_of_this_state_is_reused(standard_dir: BuiltDir, tmp
     assert planned.code == 2, planned.stderr
     steps = planned.json()["steps"]
     assert steps[0]["actions"] == [] and steps[0]["target"] == f"persist dir (already saved in {snapshot})"
-    assert [s["step"] for s in steps if s["actions"]] == ["db.clean", "wal.commit", "hnsw.rebuild", "wal.clean"]
+    assert [s["step"] for s in steps if s["actions"]] == ["db.clean", "wal.commit", "hnsw.compact", "wal.clean"]
     plan_file = tmp_path / "again.json"
     plan_file.write_text(planned.stdout)
     assert run_chops("maintain", path, "--apply", plan_file).code == 0
@@ -334,11 +334,11 @@ def test_info_advice_agrees_with_maintain(standard_dir: BuiltDir) -> None:
         ("pending", f"chops wal commit {path}"),
     }
     db = {r["command"] for r in run_chops("db", "info", path, "--json").json()["recommendations"]}
-    assert {f"chops db clean {path}", f"chops hnsw rebuild {path} -c frag -d default_database"} <= db
+    assert {f"chops db clean {path}", f"chops hnsw compact {path} -c frag -d default_database"} <= db
     hidden = run_chops("db", "info", path, "-p", "--json").json()["recommendations"]
     assert all(str(path) not in r["command"] and "PERSIST_DIR" in r["command"] for r in hidden if r["command"])
     planned = {s["step"] for s in run_chops("maintain", path, "--plan").json()["steps"] if s["actions"]}
-    assert {"db.clean", "wal.commit", "hnsw.rebuild"} <= planned
+    assert {"db.clean", "wal.commit", "hnsw.compact"} <= planned
     assert run_chops("maintain", path, "--yes").code == 0
     for command in (["db", "info"], ["wal", "info"]):
         assert run_chops(*command, path, "--json").json()["recommendations"] == [], command
@@ -393,11 +393,11 @@ def test_a_hundred_collections_plan_apply_and_plan_again_empty(tmp_path: Path) -
     planned = run_chops("maintain", path, "--plan", "--out", plan_file)
     assert planned.code == 2, planned.stderr
     steps = json.loads(plan_file.read_text())["steps"]
-    rebuilt = [s["selection"]["collection"] for s in steps if s["step"] == "hnsw.rebuild" and s["actions"]]
+    rebuilt = [s["selection"]["collection"] for s in steps if s["step"] == "hnsw.compact" and s["actions"]]
     assert rebuilt == [f"user-{i:03d}" for i in range(100) if i % 3 == 0]
     commits = next(s for s in steps if s["step"] == "wal.commit")["actions"]
     assert sorted(a["target"] for a in commits) == [f"default_database/user-{i:03d}" for i in range(100) if i % 7 == 0]
-    assert "hnsw.rebuild x34" in planned.stderr
+    assert "hnsw.compact x34" in planned.stderr
     applied = run_chops("maintain", path, "--apply", plan_file)
     assert applied.code == 0, applied.stderr
     again = run_chops("maintain", path, "--plan")

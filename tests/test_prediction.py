@@ -26,6 +26,7 @@ STEPS: list[dict[str, Any]] = [
     {"step": "db.clean"},
     {"step": "wal.commit"},
     {"step": "hnsw.rebuild", "when": {"fragmentation_gt": 0.1}},
+    {"step": "hnsw.compact", "when": {"fragmentation_gt": 0.1}},
     {"step": "hnsw.rebuild", "select": {"include": ["frag", "upd", "col1"]}, "with": {"m": 16}},
     {"step": "wal.clean"},
     {"step": "hnsw.config", "select": {"include": ["upd", "col0"]}, "with": {"search_ef": 77}},

@@ -19,6 +19,7 @@ STEPS = {
     "wal commit": ["wal", "commit"],
     "hnsw rebuild": ["hnsw", "rebuild", "-c", "hyp"],
     "hnsw rebuild m8": ["hnsw", "rebuild", "-c", "hyp", "--m", "8"],
+    "hnsw compact": ["hnsw", "compact", "-c", "hyp"],
     "wal clean": ["wal", "clean"],
     "fts rebuild": ["fts", "rebuild", "--force"],
     "db clean": ["db", "clean"],

@@ -39,7 +39,7 @@ from ops.steps import recall_check
 from ops.steps.hnsw_config import HnswRuntimeParams, check_settings, planned_settings
 from ops.steps.recall_check import RecallComparison
 from ops.steps.targets import CollectionTarget
-from ops.storage import config_write, hnsw_compact, hnsw_files, hnsw_index, hnsw_records
+from ops.storage import config_write, hnsw_compact, hnsw_files, hnsw_index, hnsw_records, hnsw_scan
 from ops.storage.config_write import ConfigValue
 from ops.storage.fs import remove_tree
 from ops.storage.index_swap import empty_staging_folder, staging_folder, swap_in
@@ -352,8 +352,16 @@ def _verify_index(pd: PersistDir, action: RebuildIndex) -> None:
         problems.append("total_elements_added is below the highest label")
     if (header.M, header.ef_construction) != (action.after.M, action.after.ef_construction):
         problems.append(f"built with M={header.M} ef_construction={header.ef_construction}")
+    if isinstance(action, CompactIndex):  # written by us, not by hnswlib: every link is checked
+        problems += _link_problems(pd.segment_folder(segment_id), header)
     if problems:
         raise OpsError(f"rebuilt index of {action.target} failed verification: {'; '.join(problems)}")
+
+
+def _link_problems(folder: Path, header: hnsw_files.HnswHeader) -> list[str]:
+    level0, upper = hnsw_scan.scan_level0(folder, header), hnsw_scan.scan_link_lists(folder, header)
+    bad = level0.bad_link_count_total + level0.bad_target_total + upper.bad_link_counts + upper.bad_targets
+    return [f"{bad} neighbour lists are out of range"] if bad or upper.problem else []
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ class Thresholds(BaseModel):
     """When the info steps recommend maintenance."""
 
     fragmentation: float = 0.1
-    """Recommend `hnsw rebuild` above this fraction of deleted records (as the maintain pipeline)."""
+    """Recommend `hnsw compact` above this fraction of deleted records (as the maintain pipeline)."""
     wal_gap: int = 0
     """Recommend `wal commit` when more WAL rows than this wait to reach the index (the shipped
     `maintain` pipeline commits every gap, so any gap is worth saying)."""
@@ -47,9 +47,9 @@ def for_collection(c: CollectionReport, t: Thresholds, where: str = PLACEHOLDER_
                 severity="action",
                 collection=c.name,
                 message=f"HNSW fragmentation {hnsw.fragmentation:.1%} ({hnsw.deleted:,} of {hnsw.allocated:,} "
-                f"records deleted) is above {t.fragmentation:.0%}: rebuild the index",
-                command=f"chops hnsw rebuild {where} -c {shlex.quote(c.name)} -d {shlex.quote(c.database)}",
-                topic="hnsw rebuild",
+                f"records deleted) is above {t.fragmentation:.0%}: compact the index",
+                command=f"chops hnsw compact {where} -c {shlex.quote(c.name)} -d {shlex.quote(c.database)}",
+                topic="hnsw compact",
                 collection_id=c.id,
             )
         )
@@ -127,9 +127,9 @@ def for_orphan_dirs(count: int, where: str = PLACEHOLDER_DIR) -> list[Recommenda
     ]
 
 
-MAINTAIN_TOPICS = frozenset({"hnsw rebuild", "wal commit"})
+MAINTAIN_TOPICS = frozenset({"hnsw compact", "wal commit"})
 """Per-collection advice the shipped `maintain` pipeline carries out for every collection at once
-(it commits every WAL gap and rebuilds above the same 10% fragmentation)."""
+(it commits every WAL gap and compacts above the same 10% fragmentation)."""
 
 
 def grouped(items: list[Recommendation], detailed: set[str], where: str) -> list[Recommendation]:

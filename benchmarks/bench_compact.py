@@ -1,0 +1,162 @@
+"""`hnsw compact` against `hnsw rebuild` and chromadb-ops 0.1.5's rebuild (issue #17), on 2 cores.
+
+    python3 benchmarks/bench_compact.py [--repeat 3] [--deleted 5|2] [--rounds 3] [--quick]
+
+Dataset (datasets.py dbinfo, chromadb 1.0.16 so chromadb-ops 0.1.5 opens it; cached as
+compact-50k-384-every<K>): 50,000 x 384 cosine vectors, a Gaussian mixture of 500 unit centres with noise
+of expected norm 0.35 (HNSW at M 16 / ef_construction 100 reaches recall@10 ~0.99 on it), normalised,
+5,000 per add, then every K-th id deleted (--deleted 5: 20%, 2: 50%). Variants, each on a fresh copy:
+  compact   python3 -m ops hnsw compact COPY -c bench --yes --no-backup
+  rebuild   python3 -m ops hnsw rebuild COPY -c bench --yes --no-backup
+  theirs    <venv>/bin/chops hnsw rebuild COPY --collection bench --yes (chromadb-ops 0.1.5, telemetry off)
+Each run is checked through ops.storage (bench_hnsw.validity: live = pickle labels, nothing deleted) and,
+after the warm-up, its recall@10 at ef 100 on 200 stored vectors against exact neighbours, beside the
+old index's. Then --rounds rounds of "delete 20% of the live labels (hnswlib mark_deleted on a copy of
+the index folder), compact" against a bare add_items of the same live vectors (the rebuild floor), with
+recall@10 at ef 100 of 500 perturbed stored vectors against brute force after every round: the curve.
+Targets: compact <= 0.2x rebuild and <= 0.15x theirs; recall within 0.01 of the rebuild's and not
+below the fragmented index's; no drift over the rounds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import sys
+
+import bench_hnsw
+import datasets
+import harness
+from _venvs import clean_env, ensure_venv
+from harness import Variant, child_json
+
+ROUNDS = """import json, shutil, sys, time
+from pathlib import Path
+import numpy as np, hnswlib
+from ops.storage import hnsw_compact, hnsw_files, hnsw_records
+source, work, rounds, threads = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+rng = np.random.default_rng(17)
+def load(folder):
+    h = hnsw_files.read_header(folder)
+    index = hnswlib.Index(space="cosine", dim=h.dimension)
+    index.load_index(str(folder), is_persistent_index=True, max_elements=h.max_elements)
+    return h, index
+def vectors(folder, h):
+    raw = np.fromfile(folder / "data_level0.bin", np.uint8, count=h.cur_element_count * h.size_data_per_element)
+    raw = raw.reshape(h.cur_element_count, -1)
+    labels = raw[:, h.label_offset:h.label_offset + 8].copy().view("<u8").ravel()
+    return labels, raw[:, h.offset_data:h.label_offset].copy().view("<f4"), (raw[:, 2] & 1).astype(bool)
+def recall(index, q, truth):
+    index.set_ef(100)
+    found, _ = index.knn_query(q, k=10)
+    return sum(len(set(f.tolist()) & set(t.tolist())) for f, t in zip(found, truth)) / truth.size
+cur = work / "round0"
+shutil.copytree(source, cur)
+out = []
+for r in range(1, rounds + 1):
+    h, index = load(cur)
+    labels, vecs, deleted = vectors(cur, h)
+    live = labels[~deleted]
+    for label in rng.choice(live, len(live) // 5, replace=False):
+        index.mark_deleted(int(label))
+    index.persist_dirty()
+    labels, vecs, deleted = vectors(cur, h)
+    keep = ~deleted
+    q = vecs[keep][rng.choice(int(keep.sum()), 500, replace=False)]
+    q = q + rng.standard_normal(q.shape).astype(np.float32) * np.float32(0.35 / np.sqrt(q.shape[1]))
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    sims = q @ vecs[keep].T
+    truth = labels[keep][np.argpartition(-sims, 9, axis=1)[:, :10]]
+    frag = recall(index, q, truth)
+    index.close_file_handles()
+    dst = work / f"round{r}"
+    dst.mkdir()
+    t = time.perf_counter()
+    hnsw_compact.compact(cur, dst, h, labels[keep], int(keep.sum()) + 1000, "cosine")
+    compact_s = time.perf_counter() - t
+    shutil.copy(cur / "index_metadata.pickle", dst / "index_metadata.pickle")
+    _, compacted = load(dst)
+    comp = recall(compacted, q, truth)
+    compacted.close_file_handles()
+    fresh = hnswlib.Index(space="cosine", dim=h.dimension)
+    fresh.init_index(max_elements=int(keep.sum()), M=h.M, ef_construction=h.ef_construction)
+    t = time.perf_counter()
+    order = rng.permutation(int(keep.sum()))  # shuffled, as hnsw rebuild inserts
+    fresh.add_items(vecs[keep][order], labels[keep][order], num_threads=threads)
+    rebuild_s = time.perf_counter() - t
+    out.append({"round": r, "live": int(keep.sum()), "compact_s": compact_s, "add_items_s": rebuild_s,
+                "recall_fragmented": frag, "recall_compacted": comp, "recall_rebuilt": recall(fresh, q, truth)})
+    shutil.rmtree(cur)
+    cur = dst
+print(json.dumps(out))"""
+
+
+def main() -> None:
+    ap = harness.parser(__doc__, repeat=3)
+    ap.add_argument("--deleted", type=int, default=5, help="every K-th id deleted (5: 20%%, 2: 50%%)")
+    ap.add_argument("--rounds", type=int, default=3, help="delete-20%%-then-compact rounds for the recall curve")
+    args = harness.finish_args(ap.parse_args())
+    os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: bench_hnsw.CPUS])
+    shape = {"n": 50_000, "dim": 384, "clusters": 500} if not args.quick else {"clusters": 50}
+    name = None if args.quick else f"compact-50k-384-every{args.deleted}"
+    persist, facts = datasets.ensure(
+        "dbinfo", name=name, quick=args.quick, noise=0.35, delete_every=args.deleted, chromadb="1.0.16", **shape
+    )
+    ours = harness.ours_env(args.ours_src)
+    ops_py = [sys.executable, "-m", "ops"]
+    chops = str(ensure_venv("chromadb-ops-0.1.5", log=harness.log).bin("chops"))
+    with harness.Harness(f"hnsw_compact_every{args.deleted}", args, persist) as h:
+        data = h.root / "floor-data"
+        data.mkdir()
+        bench_hnsw.export("live", persist, data)
+        quality: dict = {}
+
+        def ours_variant(command: str) -> Variant:
+            argv = lambda w: [*ops_py, "hnsw", command, str(w / "persist"), "-c", "bench", "--yes", "--no-backup"]  # noqa: E731
+            check = bench_hnsw.validity(command, facts["live"], data, facts["space"], quality)
+            label = f"chroma-ops `hnsw {command} --yes --no-backup`"
+            return Variant(command, label, argv, env=ours, cwd=args.ours_src, check=check, ours=command == "compact")
+
+        variants = [
+            ours_variant("compact"),
+            ours_variant("rebuild"),
+            Variant(
+                "theirs",
+                "chromadb-ops 0.1.5 `chops hnsw rebuild` (telemetry off)",
+                lambda w: [chops, "hnsw", "rebuild", str(w / "persist"), "--collection", "bench", "--yes"],
+                env=clean_env(ANONYMIZED_TELEMETRY="False"),
+            ),
+        ]
+        h.rounds(variants)
+        old = h.root / "old-index"
+        recall = [sys.executable, str(harness.HERE / "datasets.py"), "--child", "recall", facts["space"]]
+        shutil.copytree(persist / facts["vector_segment"], old)
+        quality["old index"] = child_json([*recall, str(old), str(data)], ours)
+        curve = child_json(
+            [sys.executable, "-c", ROUNDS, str(persist / facts["vector_segment"]), str(h.root), str(args.rounds), "2"],
+            ours,
+        )
+        med = {n: statistics.median(r["wall_s"] for r in runs) for n, runs in h.runs.items()}
+        ratios = {
+            "compact / rebuild": med["compact"] / med["rebuild"],
+            "compact / theirs": med["compact"] / med["theirs"],
+        }
+        harness.report(
+            h,
+            f"`hnsw compact` of {facts['elements']:,} x 384 ({facts['deleted']:,} deleted, 500 clusters), 2 cores",
+            variants,
+            (),
+            ratios=ratios,
+            quality=quality,
+            rounds=curve,
+            dataset={k: v for k, v in facts.items() if k != "files"},
+        )
+        print("\n" + "\n".join(f"- {k}: {v:.3f}" for k, v in ratios.items()))
+        print("- recall@10:", json.dumps(quality))
+        print("- rounds:", json.dumps(curve))
+
+
+if __name__ == "__main__":
+    main()
