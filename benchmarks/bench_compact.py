@@ -3,8 +3,9 @@
     python3 benchmarks/bench_compact.py [--repeat 3] [--deleted 5|2] [--rounds 3] [--quick]
 
 Dataset (datasets.py dbinfo, chromadb 1.0.16 so chromadb-ops 0.1.5 opens it; cached as
-compact-50k-384-every<K>): 50,000 x 384 cosine vectors, a Gaussian mixture of 500 unit centres with noise
-of expected norm 0.35 (HNSW at M 16 / ef_construction 100 reaches recall@10 ~0.99 on it), normalised,
+compact-50k-384-c<C>-n<NOISE>-every<K>): 50,000 x 384 cosine vectors, a Gaussian mixture of --clusters
+(1,000) unit centres with noise of expected norm --noise (2.0: at 0.35, issue #19's shape, every index finds
+recall@10 1.000 at this size, which measures nothing), normalised,
 5,000 per add, then every K-th id deleted (--deleted 5: 20%, 2: 50%). Variants, each on a fresh copy:
   compact   python3 -m ops hnsw compact COPY -c bench --yes --no-backup
   rebuild   python3 -m ops hnsw rebuild COPY -c bench --yes --no-backup
@@ -97,12 +98,14 @@ def main() -> None:
     ap = harness.parser(__doc__, repeat=3)
     ap.add_argument("--deleted", type=int, default=5, help="every K-th id deleted (5: 20%%, 2: 50%%)")
     ap.add_argument("--rounds", type=int, default=3, help="delete-20%%-then-compact rounds for the recall curve")
+    ap.add_argument("--clusters", type=int, default=1000, help="mixture centres")
+    ap.add_argument("--noise", type=float, default=2.0, help="expected norm of the noise around a centre")
     args = harness.finish_args(ap.parse_args())
     os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: bench_hnsw.CPUS])
-    shape = {"n": 50_000, "dim": 384, "clusters": 500} if not args.quick else {"clusters": 50}
-    name = None if args.quick else f"compact-50k-384-every{args.deleted}"
+    shape = {"n": 50_000, "dim": 384, "clusters": args.clusters} if not args.quick else {"clusters": 50}
+    name = None if args.quick else f"compact-50k-384-c{args.clusters}-n{args.noise:g}-every{args.deleted}"
     persist, facts = datasets.ensure(
-        "dbinfo", name=name, quick=args.quick, noise=0.35, delete_every=args.deleted, chromadb="1.0.16", **shape
+        "dbinfo", name=name, quick=args.quick, noise=args.noise, delete_every=args.deleted, chromadb="1.0.16", **shape
     )
     ours = harness.ours_env(args.ours_src)
     ops_py = [sys.executable, "-m", "ops"]
@@ -145,7 +148,8 @@ def main() -> None:
         }
         harness.report(
             h,
-            f"`hnsw compact` of {facts['elements']:,} x 384 ({facts['deleted']:,} deleted, 500 clusters), 2 cores",
+            f"`hnsw compact` of {facts['elements']:,} x 384 ({facts['deleted']:,} deleted, {args.clusters} clusters, "
+            f"noise {args.noise:g}), 2 cores",
             variants,
             (),
             ratios=ratios,

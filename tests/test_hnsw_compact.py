@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests.conftest import BuiltDir, assert_same_answers, chroma, chroma_snapshot, run_chops, tree_state
-from tests.test_hnsw_rebuild import hnsw, recalls
+from tests.test_hnsw_rebuild import assert_golden_frag_answers, copy_of, hnsw, recalls
 
 
 def plan(path: Path, *args: str) -> list[dict[str, object]]:
     r = run_chops("hnsw", "compact", path, *args, "--plan")
     assert r.code in (0, 2), r.stderr
     return r.json()["steps"][0]["actions"]  # type: ignore[no-any-return]
-
-
-def _copy(path: Path, target: Path) -> Path:
-    shutil.copytree(path, target)
-    return target
 
 
 def exact_top(records: dict[str, dict[str, object]], queries: list[list[float]], k: int) -> list[list[str]]:
@@ -59,7 +53,7 @@ def test_compact_drops_deleted_keeps_answers_and_new_writes_work(standard_dir: B
     records = answers["default_database/frag"]["records"]
     probe = sorted(records)[::16]
     queries = [records[i]["embedding"] for i in probe]
-    got = chroma("query", _copy(path, tmp_path / "q"), "default_database", "frag", json.dumps(queries), "5")
+    got = chroma("query", copy_of(path, tmp_path / "q"), "default_database", "frag", json.dumps(queries), "5")
     assert got["count"] == len(records)
     truth = exact_top(records, queries, 5)
     agree = sum(len(set(a) & set(b)) for a, b in zip(got["ids"], truth, strict=True))
@@ -85,18 +79,7 @@ def test_compact_on_older_layouts_then_newer_chroma_still_answers(golden_dir: Bu
     h = hnsw(path, "frag", "-v")
     assert (h["allocated"], h["deleted"], h["pickle_form"]) == (240, 0, form)
     assert plan(path, "-c", "frag") == []
-    truth = next(q for q in golden_dir.truth["queries"] if q["collection"] == "frag")
-    got = chroma(
-        "query",
-        _copy(path, tmp_path / "q"),
-        "default_database",
-        "frag",
-        json.dumps(truth["query_embeddings"]),
-        str(truth["n_results"]),
-    )
-    assert got["count"] == 240
-    assert got["ids"] == truth["ids"]
-    np.testing.assert_allclose(got["distances"], truth["distances"], rtol=1e-4, atol=1e-5)
+    assert_golden_frag_answers(golden_dir, tmp_path)
 
 
 def test_damaged_link_lists_are_rebuilt_and_the_plan_says_why(standard_dir: BuiltDir) -> None:

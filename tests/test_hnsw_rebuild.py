@@ -73,14 +73,14 @@ def test_rebuild_with_new_space_and_m(standard_dir: BuiltDir, tmp_path: Path) ->
     assert r.code == 0, r.stderr
     h = hnsw(path, "upd", "-v")
     assert (h["space"], h["M"], h["index_M"], h["allocated"], h["deleted"]) == ("l2", 8, 8, 230, 0)
-    seen = chroma("config", _copy(path, tmp_path / "c"), "default_database", "upd")["configuration"]["hnsw"]
+    seen = chroma("config", copy_of(path, tmp_path / "c"), "default_database", "upd")["configuration"]["hnsw"]
     assert (seen["space"], seen["max_neighbors"]) == ("l2", 8)
     after = chroma_snapshot(path, tmp_path)["default_database/upd"]
     assert after["count"] == answers["count"]
     for rid in ("upd-0", "upd-100", "upd-229"):  # original (not normalised) vectors survive the space change
         np.testing.assert_allclose(after["records"][rid]["embedding"], answers["records"][rid]["embedding"], rtol=1e-5)
         vec = after["records"][rid]["embedding"]
-        top = chroma("query", _copy(path, tmp_path / f"q{rid}"), "default_database", "upd", json.dumps([vec]), "1")
+        top = chroma("query", copy_of(path, tmp_path / f"q{rid}"), "default_database", "upd", json.dumps([vec]), "1")
         assert top["ids"] == [[rid]] and abs(top["distances"][0][0]) < 1e-4  # l2 distance to itself
 
 
@@ -96,11 +96,16 @@ def test_rebuild_on_older_layouts_then_newer_chroma_still_answers(golden_dir: Bu
     h = hnsw(path, "frag", "-v")
     assert (h["allocated"], h["deleted"], h["index_M"], h["M"], h["pickle_form"]) == (240, 0, 16, 16, form)
     assert plan(path, "-c", "frag", "--m", "16") == []
-    # the rebuilt dir opens in chromadb (on a copy: chromadb 1.5.9 migrates what it opens)
+    assert_golden_frag_answers(golden_dir, tmp_path)
+
+
+def assert_golden_frag_answers(golden_dir: BuiltDir, tmp_path: Path) -> None:
+    """The golden dir's `frag` opens in chromadb 1.5.9 (on a copy: it migrates what it opens), holds
+    its 240 live records and answers the recorded queries as the older chromadb did."""
     truth = next(q for q in golden_dir.truth["queries"] if q["collection"] == "frag")
     got = chroma(
         "query",
-        _copy(path, tmp_path / "q"),
+        copy_of(golden_dir.path, tmp_path / "q"),
         "default_database",
         "frag",
         json.dumps(truth["query_embeddings"]),
@@ -118,7 +123,7 @@ def test_bad_rebuild_options(standard_dir: BuiltDir) -> None:
         assert r.code == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
-def _copy(path: Path, target: Path) -> Path:
+def copy_of(path: Path, target: Path) -> Path:
     shutil.copytree(path, target)
     return target
 
@@ -139,13 +144,13 @@ def test_rebuild_of_a_collection_added_topic_by_topic_is_kept_and_not_worse(
     assert new >= old and new >= 0.95, (new, old)
     h = hnsw(path, "topics", "-v")
     assert (h["allocated"], h["deleted"], h["M"], h["index_M"]) == (24_000, 0, 8, 8)
-    seen = chroma("config", _copy(path, tmp_path / "c"), "default_database", "topics")["configuration"]["hnsw"]
+    seen = chroma("config", copy_of(path, tmp_path / "c"), "default_database", "topics")["configuration"]["hnsw"]
     assert (seen["max_neighbors"], seen["ef_construction"]) == (8, 32)  # the user's settings stay
-    stored = chroma("snapshot", _copy(path, tmp_path / "s"))["default_database/topics"]
+    stored = chroma("snapshot", copy_of(path, tmp_path / "s"))["default_database/topics"]
     assert stored["count"] == 24_000
     probe = sorted(stored["records"])[::480]
     vectors = [stored["records"][i]["embedding"] for i in probe]
-    got = chroma("query", _copy(path, tmp_path / "q"), "default_database", "topics", json.dumps(vectors), "50")
+    got = chroma("query", copy_of(path, tmp_path / "q"), "default_database", "topics", json.dumps(vectors), "50")
     # 50 stored vectors find themselves, at distance 0, among their 50 nearest through the new graph
     # (Chroma searches with ef = max(search ef, k)). This graph is deliberately weak (M 8, construction
     # ef 32) and the topics hold near twins: runs found 46-50 of 50 (a bound of 48 failed CI), so the

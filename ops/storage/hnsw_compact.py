@@ -17,6 +17,7 @@ per (link, candidate) pair, grouped per dropped element as small matrix products
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +47,8 @@ TRIED = 8
 """Out-neighbours of the dropped element tried per lost link, closest to the owner first."""
 GATHER_ROWS = 4096
 """Vectors gathered per matrix product: small enough for the allocator to reuse the buffers."""
+WRITE_ROWS = 8192
+"""Rows of the new data_level0.bin built and written at a time (and of lists compared at a time)."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,7 @@ class Graph:
     """data_level0.bin as (elements, size_data_per_element) bytes."""
     vectors: Vectors
     """As stored: cosine vectors normalised (hnswlib compares them by inner product)."""
+    labels: Labels
     dropped: Mask
     levels: Ids
     upper: list[Level]
@@ -110,7 +114,7 @@ def read_graph(folder: Path, header: HnswHeader, keep: Labels) -> Graph:
         owners = np.flatnonzero(levels >= level)
         at = starts[owners] + (level - 1) * block
         upper.append(Level(owners, _padded(words[at], words[at[:, None] + 1 + np.arange(header.max_m)])))
-    return Graph(header, level0, vectors, dropped, levels, upper)
+    return Graph(header, level0, vectors, labels, dropped, levels, upper)
 
 
 def level0_links(graph: Graph) -> Links:
@@ -149,7 +153,13 @@ def reconnect(graph: Graph, level: Level, space: str) -> tuple[Links, int]:
 def _place(result: Links, rows: Ids, new: Ids) -> npt.NDArray[np.bool_]:
     """Put each new link into a free slot of its row unless the row already holds it (or the same
     link came twice); which of (rows, new) were placed."""
-    ok = ~(result[rows] == new[:, None]).any(axis=1)
+    ok = np.concatenate(
+        [
+            ~(result[rows[at : at + WRITE_ROWS]] == new[at : at + WRITE_ROWS, None]).any(axis=1)
+            for at in range(0, len(rows), WRITE_ROWS)
+        ]
+        + [np.zeros(0, dtype=np.bool_)]
+    )
     key = rows * (int(result.max(initial=0)) + int(new.max(initial=0)) + 2) + new
     first = np.zeros(len(rows), dtype=np.bool_)
     first[np.unique(np.where(ok, key, -1), return_index=True)[1]] = True
@@ -173,19 +183,15 @@ def _closest_outs(graph: Graph, level: Level, row_of: Ids, owner: Ids, gone: Ids
     (-1 padded). Grouped by dropped element: its out-vectors are gathered once for all its in-links."""
     order = np.argsort(gone, kind="stable")
     gones, first, indegree = np.unique(gone[order], return_index=True, return_counts=True)
-    pair_at = np.full((len(gones), int(indegree.max())), -1, dtype=np.int64)
-    pair_at[np.repeat(np.arange(len(gones)), indegree), np.arange(len(gone)) - np.repeat(first, indegree)] = order
     outs = level.links[np.maximum(row_of[gones], 0)]
     outs = np.where((outs >= 0) & ~graph.dropped[np.where(outs >= 0, outs, 0)], outs, -1)
     width, tried = outs.shape[1], min(TRIED, outs.shape[1])
     best = np.full((len(gone), TRIED), -1, dtype=np.int64)
     by_degree = np.argsort(indegree, kind="stable")
-    at = 0
-    while at < len(gones):
-        step = max(1, GATHER_ROWS // max(int(indegree[by_degree[min(at + 64, len(gones)) - 1]]), width))
-        chosen = by_degree[at : at + step]
-        at += step
-        pairs = pair_at[chosen, : int(indegree[chosen].max())]
+    for chosen in _chunks(indegree[by_degree], width, by_degree):
+        deg = int(indegree[chosen].max())
+        slot = first[chosen][:, None] + np.arange(deg)
+        pairs = np.where(np.arange(deg) < indegree[chosen][:, None], order[np.minimum(slot, len(order) - 1)], -1)
         o, p = outs[chosen], owner[np.maximum(pairs, 0)]
         d = _distances(graph.vectors, p, o, space)
         d[(o[:, None, :] < 0) | (o[:, None, :] == p[:, :, None])] = np.inf
@@ -194,6 +200,17 @@ def _closest_outs(graph: Graph, level: Level, row_of: Ids, owner: Ids, gone: Ids
         real = pairs >= 0
         best[pairs[real], :tried] = picks[real]
     return best
+
+
+def _chunks(degrees: Ids, width: int, items: Ids) -> Iterator[Ids]:
+    """`items` (sorted by their ascending `degrees`) cut so that each chunk gathers at most
+    GATHER_ROWS vectors per side (chunk length x its largest degree), one item at least."""
+    at = 0
+    while at < len(items):
+        cost = np.arange(1, len(items) - at + 1) * np.maximum(degrees[at:], width)
+        step = max(1, int(np.searchsorted(cost, GATHER_ROWS, side="right")))
+        yield items[at : at + step]
+        at += step
 
 
 def _distances(vectors: Vectors, a: Ids, b: Ids, space: str) -> npt.NDArray[np.float32]:
@@ -210,12 +227,16 @@ def _write(target: Path, source: Path, graph: Graph, links0: Links, upper: list[
     h, live = graph.header, ~graph.dropped
     new_id = np.where(live, np.cumsum(live) - 1, -1)
     count = int(live.sum())
-    rows = graph.level0[live]
-    counts, packed = _remapped(links0[live], new_id)
-    rows[:, 0:2] = counts.astype("<u2").view(np.uint8).reshape(-1, 2)
-    rows[:, 2:4] = 0
-    rows[:, 4 : h.offset_data] = packed.astype("<u4").view(np.uint8).reshape(count, -1)
-    rows.tofile(target / LEVEL0_FILE)
+    kept = np.flatnonzero(live)
+    with (target / LEVEL0_FILE).open("wb") as out:
+        for at in range(0, count, WRITE_ROWS):
+            chunk = kept[at : at + WRITE_ROWS]
+            rows = graph.level0[chunk]
+            counts, packed = _remapped(links0[chunk], new_id)
+            rows[:, 0:2] = counts.astype("<u2").view(np.uint8).reshape(-1, 2)
+            rows[:, 2:4] = 0
+            rows[:, 4 : h.offset_data] = packed.astype("<u4").view(np.uint8).reshape(len(chunk), -1)
+            rows.tofile(out)
     norms = np.fromfile(source / LENGTH_FILE, dtype="<f4", count=h.cur_element_count)
     norms[live].tofile(target / LENGTH_FILE)
     _link_lists(graph, upper, new_id).tofile(target / LINK_LISTS_FILE)
@@ -233,7 +254,7 @@ def _write(target: Path, source: Path, graph: Graph, links0: Links, upper: list[
         }
     )
     (target / HEADER_FILE).write_bytes(header_bytes(header))
-    return rows[:, h.label_offset : h.label_offset + 8].copy().view("<u8").reshape(count)
+    return graph.labels[live]
 
 
 def _remapped(links: Links, new_id: Ids) -> tuple[Ids, Ids]:
