@@ -68,6 +68,16 @@ def add(path: str, database: str, name: str, n: int) -> dict[str, Any]:
     return {"ids": ids, "count": collection.count()}
 
 
+def change(path: str, database: str, name: str, update_id: str, delete_id: str) -> dict[str, Any]:
+    """Give `update_id` a new random embedding and delete `delete_id`; the new embedding back."""
+    collection = _client(path, database).get_collection(name)
+    dim = len(collection.get(limit=1, include=["embeddings"])["embeddings"][0])
+    vector = np.random.RandomState(11).rand(dim).tolist()
+    collection.update(ids=[update_id], embeddings=[vector])
+    collection.delete(ids=[delete_id])
+    return {"embedding": vector, "count": collection.count()}
+
+
 def contains(path: str, database: str, name: str, text: str) -> dict[str, Any]:
     collection = _client(path, database).get_collection(name)
     try:
@@ -109,6 +119,8 @@ def main(argv: list[str]) -> int:
         result = query(path, rest[0], rest[1], rest[2], int(rest[3]))
     elif command == "findable":
         result = findable(path, rest[0], rest[1], rest[2])
+    elif command == "change":
+        result = change(path, rest[0], rest[1], rest[2], rest[3])
     elif command == "contains":
         result = contains(path, rest[0], rest[1], rest[2])
     else:

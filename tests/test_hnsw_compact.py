@@ -68,6 +68,13 @@ def test_compact_drops_deleted_keeps_answers_and_new_writes_work(standard_dir: B
     vector = reopened["records"]["probe-added-3"]["embedding"]
     found = chroma("query", path, "default_database", "frag", json.dumps([vector]), "1")
     assert found["ids"] == [["probe-added-3"]]
+    kept, gone = probe[1], probe[2]
+    changed = chroma("change", path, "default_database", "frag", kept, gone)
+    reopened = chroma("snapshot", path)["default_database/frag"]
+    assert reopened["count"] == changed["count"] == len(records) + 4 and gone not in reopened["records"]
+    np.testing.assert_allclose(reopened["records"][kept]["embedding"], changed["embedding"], rtol=1e-5)
+    found = chroma("query", path, "default_database", "frag", json.dumps([changed["embedding"]]), "1")
+    assert found["ids"] == [[kept]]
 
 
 def test_compact_on_older_layouts_then_newer_chroma_still_answers(golden_dir: BuiltDir, tmp_path: Path) -> None:
