@@ -109,8 +109,8 @@ def test_placeholders_are_stable_and_relate_rows(secret_dir: BuiltDir) -> None:
     assert ids[mine["id"]] == (mine["name"], "tenant-1", "database-2")
     assert db["tenants"] == ["default_tenant", "tenant-1"]
     assert db["databases"] == ["default_tenant/default_database", "default_tenant/database-1", "tenant-1/database-2"]
-    rebuild = f"chops hnsw rebuild PERSIST_DIR -c {mine['name']} -d database-2"
-    assert rebuild in {r["command"] for r in db["recommendations"]} | {r["command"] for r in hnsw["recommendations"]}
+    compact = f"chops hnsw compact PERSIST_DIR -c {mine['name']} -d database-2"
+    assert compact in {r["command"] for r in db["recommendations"]} | {r["command"] for r in hnsw["recommendations"]}
     assert all(c["metadata"] == {} for c in db["collections"])
     assert db["persist_dir"] == "PERSIST_DIR" and db["sqlite_path"] == "PERSIST_DIR/chroma.sqlite3"
     assert [p["command"] for p in db["live_processes"]] == ["-"] and db["live_processes"][0]["files"] == []

@@ -73,7 +73,7 @@ def test_wheel_in_a_fresh_venv_walks_the_readme(tmp_path: Path) -> None:
 
     demo = build("demo", tmp_path / "demo" / "persist").path  # the outer chromadb builds it (invoke demo)
     answers = chroma_snapshot(demo, tmp_path)
-    assert f"chops hnsw rebuild {demo} -c frag" in user.run("chops", "db", "info", demo)
+    assert f"chops hnsw compact {demo} -c frag" in user.run("chops", "db", "info", demo)
 
     user.run("chops", "maintain", demo, "--plan", "--out", "plans/chroma.json", code=2)
     reviewed = (home / "plans" / "chroma.json").read_bytes()
