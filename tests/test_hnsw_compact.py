@@ -148,3 +148,26 @@ def test_verify_finds_a_link_out_of_range_in_a_compacted_index(standard_dir: Bui
     data[at + 4 : at + 8] = (header.cur_element_count + 5).to_bytes(4, "little")
     (segment / LEVEL0_FILE).write_bytes(bytes(data))
     assert _link_problems(segment, header) == ["1 neighbour lists are out of range"]
+
+
+def test_compact_an_ip_collection_after_chroma_deletes_and_wal_commit(standard_dir: BuiltDir, tmp_path: Path) -> None:
+    """Inner-product space, the whole way a user gets there: chromadb updates and deletes, `wal commit`
+    puts them into the index (the delete marks an element deleted), `hnsw compact` drops it; chromadb
+    answers from the compacted index after reopening."""
+    path = standard_dir.path
+    changed = chroma("change", path, "default_database", "upd", "upd-1", "upd-2")
+    assert run_chops("wal", "commit", path, "--yes", "--no-backup").code == 0
+    actions = plan(path, "-c", "upd")
+    assert [a["kind"] for a in actions] == ["compact_index"]
+    assert actions[0]["before"]["deleted"] >= 1 and actions[0]["after"]["space"] == "ip"  # type: ignore[index]
+    r = run_chops("hnsw", "compact", path, "-c", "upd", "--yes", "--no-backup")
+    assert r.code == 0, r.stderr
+    assert hnsw(path, "upd", "-v")["deleted"] == 0
+    after = chroma("snapshot", copy_of(path, tmp_path / "s"))["default_database/upd"]
+    assert after["count"] == changed["count"] == 229 and "upd-2" not in after["records"]
+    found = chroma(
+        "query", copy_of(path, tmp_path / "q"), "default_database", "upd", json.dumps([changed["embedding"]]), "3"
+    )
+    stored = {i: np.asarray(after["records"][i]["embedding"]) for i in after["records"]}
+    best = sorted(stored, key=lambda i: -float(stored[i] @ np.asarray(changed["embedding"])))[:3]
+    assert found["ids"] == [best]  # inner product: the exact top 3 of every stored vector
