@@ -33,6 +33,7 @@ from ops.storage.hnsw_files import (
     header_bytes,
     walk_link_lists,
 )
+from ops.storage.hnsw_records import record_deleted, record_labels, record_links
 
 Ids = npt.NDArray[np.int64]
 Links = npt.NDArray[np.int64]
@@ -100,8 +101,8 @@ def read_graph(folder: Path, header: HnswHeader, keep: Labels) -> Graph:
     n, width = header.cur_element_count, header.size_data_per_element
     level0 = np.fromfile(folder / LEVEL0_FILE, dtype=np.uint8, count=n * width).reshape(n, width)
     vectors = level0[:, header.offset_data : header.label_offset].view("<f4")
-    labels = level0[:, header.label_offset : header.label_offset + 8].view("<u8").reshape(n)
-    dropped = (level0[:, 2] & 1).astype(np.bool_) | ~np.isin(labels, keep)
+    labels = record_labels(level0, header)
+    dropped = record_deleted(level0) | ~np.isin(labels, keep)
     data = (folder / LINK_LISTS_FILE).read_bytes()
     words = np.frombuffer(data, dtype="<u4", count=len(data) // 4)
     block = 1 + header.max_m
@@ -118,9 +119,7 @@ def read_graph(folder: Path, header: HnswHeader, keep: Labels) -> Graph:
 
 
 def level0_links(graph: Graph) -> Links:
-    h = graph.header
-    counts = np.ascontiguousarray(graph.level0[:, 0:2]).view("<u2").reshape(-1)
-    return _padded(counts, np.ascontiguousarray(graph.level0[:, 4 : h.offset_data]).view("<u4"))
+    return _padded(*record_links(graph.level0, graph.header))
 
 
 def _padded(counts: npt.NDArray[np.integer], links: npt.NDArray[np.integer]) -> Links:

@@ -84,6 +84,13 @@ def record_deleted(records: RecordMatrix) -> npt.NDArray[np.bool_]:
     return (records[:, _FLAGS_BYTE] & _DELETED_FLAG).astype(bool)
 
 
+def record_links(records: RecordMatrix, header: HnswHeader) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint32]]:
+    """Each record's level-0 link count and its maxM0 link slots (those past the count hold no link)."""
+    counts = np.ascontiguousarray(records[:, 0:2]).view("<u2").reshape(-1).astype(np.int64)
+    links = np.ascontiguousarray(records[:, 4 : header.offset_data]).view("<u4").reshape(-1, header.max_m0)
+    return counts, links
+
+
 def distinct(values: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
     """The sorted distinct values (np.unique without its import of numpy.ma, ~15 ms per command)."""
     ordered = np.sort(values)

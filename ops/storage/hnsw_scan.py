@@ -15,7 +15,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict
 
 from ops.storage.hnsw_files import LINK_LISTS_FILE, HnswHeader, walk_link_lists
-from ops.storage.hnsw_records import distinct, level0_chunks, record_deleted, record_labels
+from ops.storage.hnsw_records import distinct, level0_chunks, record_deleted, record_labels, record_links
 
 SAMPLE = 5
 _KNOWN_FLAGS = 0x01
@@ -47,8 +47,7 @@ def scan_level0(folder: Path, header: HnswHeader) -> Level0Scan:
         labels.append(record_labels(records, header))
         deleted.append(record_deleted(records))
         unknown += int(((records[:, 2] & ~np.uint8(_KNOWN_FLAGS)) != 0).sum())
-        counts = np.ascontiguousarray(records[:, 0:2]).view("<u2").reshape(-1).astype(np.int64)
-        links = np.ascontiguousarray(records[:, 4 : 4 + 4 * m0]).view("<u4").reshape(-1, m0)
+        counts, links = record_links(records, header)
         over = np.flatnonzero(counts > m0)
         n_counts += len(over)
         counts_bad += [first + int(i) for i in over[: SAMPLE - len(counts_bad)]]
