@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import BuiltDir, assert_same_answers, chroma, chroma_snapshot, run_chops, tree_state
+from tests.test_doctor import segment_folder
 from tests.test_hnsw_rebuild import assert_golden_frag_answers, copy_of, hnsw, recalls
 
 
@@ -91,7 +92,7 @@ def test_compact_on_older_layouts_then_newer_chroma_still_answers(golden_dir: Bu
 
 def test_damaged_link_lists_are_rebuilt_and_the_plan_says_why(standard_dir: BuiltDir) -> None:
     path = standard_dir.path
-    segment = next(p for p in path.iterdir() if (p / "link_lists.bin").is_file() and hnsw_of(path, p) == "frag")
+    segment = segment_folder(path, "frag")
     links = segment / "link_lists.bin"
     links.write_bytes(links.read_bytes()[: links.stat().st_size // 2])
     actions = plan(path, "-c", "frag")
@@ -104,7 +105,7 @@ def test_damaged_link_lists_are_rebuilt_and_the_plan_says_why(standard_dir: Buil
 
 def test_an_unreadable_header_is_refused_in_one_line(standard_dir: BuiltDir) -> None:
     path = standard_dir.path
-    segment = next(p for p in path.iterdir() if (p / "header.bin").is_file() and hnsw_of(path, p) == "frag")
+    segment = segment_folder(path, "frag")
     (segment / "header.bin").write_bytes(b"\x00" * 10)
     before = tree_state(path)
     r = run_chops("hnsw", "compact", path, "-c", "frag", "--yes")
@@ -119,18 +120,6 @@ def test_bad_compact_options(standard_dir: BuiltDir, args: list[str]) -> None:
     assert r.code == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
-def hnsw_of(path: Path, folder: Path) -> str:
-    """The name of the collection whose vector segment is `folder`."""
-    import sqlite3
-    from contextlib import closing
-
-    with closing(sqlite3.connect(path / "chroma.sqlite3")) as conn:
-        row = conn.execute(
-            "SELECT c.name FROM segments s JOIN collections c ON c.id = s.collection WHERE s.id = ?", (folder.name,)
-        ).fetchone()
-    return str(row[0]) if row else ""
-
-
 def test_verify_finds_a_link_out_of_range_in_a_compacted_index(standard_dir: BuiltDir) -> None:
     """The verify of a compaction checks every link (the files are ours, not hnswlib's): one level-0
     link pointing past the last element is found."""
@@ -139,7 +128,7 @@ def test_verify_finds_a_link_out_of_range_in_a_compacted_index(standard_dir: Bui
 
     path = standard_dir.path
     assert run_chops("hnsw", "compact", path, "-c", "frag", "--yes", "--no-backup").code == 0
-    segment = next(p for p in path.iterdir() if (p / "header.bin").is_file() and hnsw_of(path, p) == "frag")
+    segment = segment_folder(path, "frag")
     header = read_header(segment)
     assert _link_problems(segment, header) == []
     data = bytearray((segment / LEVEL0_FILE).read_bytes())
