@@ -44,11 +44,9 @@ def load(folder):
     index = hnswlib.Index(space="cosine", dim=h.dimension)
     index.load_index(str(folder), is_persistent_index=True, max_elements=h.max_elements)
     return h, index
-def vectors(folder, h):
-    raw = np.fromfile(folder / "data_level0.bin", np.uint8, count=h.cur_element_count * h.size_data_per_element)
-    raw = raw.reshape(h.cur_element_count, -1)
-    labels = raw[:, h.label_offset:h.label_offset + 8].copy().view("<u8").ravel()
-    return labels, raw[:, h.offset_data:h.label_offset].copy().view("<f4"), (raw[:, 2] & 1).astype(bool)
+def vectors(folder, h):  # read through ops.storage: no second reader of data_level0.bin here
+    graph = hnsw_compact.read_graph(folder, h, hnsw_records.read_level0(folder, h).labels)
+    return graph.labels, np.ascontiguousarray(graph.vectors), graph.dropped
 def recall(index, q, truth):
     index.set_ef(100)
     found, _ = index.knn_query(q, k=10)
@@ -108,7 +106,6 @@ def main() -> None:
         "dbinfo", name=name, quick=args.quick, noise=args.noise, delete_every=args.deleted, chromadb="1.0.16", **shape
     )
     ours = harness.ours_env(args.ours_src)
-    ops_py = [sys.executable, "-m", "ops"]
     chops = str(ensure_venv("chromadb-ops-0.1.5", log=harness.log).bin("chops"))
     with harness.Harness(f"hnsw_compact_every{args.deleted}", args, persist) as h:
         data = h.root / "floor-data"
@@ -117,10 +114,9 @@ def main() -> None:
         quality: dict = {}
 
         def ours_variant(command: str) -> Variant:
-            argv = lambda w: [*ops_py, "hnsw", command, str(w / "persist"), "-c", "bench", "--yes", "--no-backup"]  # noqa: E731
             check = bench_hnsw.validity(command, facts["live"], data, facts["space"], quality)
             label = f"chroma-ops `hnsw {command} --yes --no-backup`"
-            return Variant(command, label, argv, env=ours, cwd=args.ours_src, check=check, ours=command == "compact")
+            return bench_hnsw.ops_hnsw_variant(command, label, command, args.ours_src, check, ours=command == "compact")
 
         variants = [
             ours_variant("compact"),

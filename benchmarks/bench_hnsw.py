@@ -64,6 +64,17 @@ with PersistDir.open(sys.argv[1]) as pd:
                       "max_live_label": int(rec.live_labels.max()), "folder_bytes": folder, "wal_gap": gap}))"""
 
 
+def ops_hnsw_variant(
+    name: str, label: str, command: str, src: Path, check: harness.Check, ours: bool = False
+) -> Variant:
+    """`python3 -m ops hnsw COMMAND COPY -c bench --yes --no-backup` with the ops of `src`."""
+
+    def argv(w: Path) -> list[str]:
+        return [sys.executable, "-m", "ops", "hnsw", command, str(w / "persist"), "-c", "bench", "--yes", "--no-backup"]
+
+    return Variant(name, label, argv, env=harness.ours_env(src), cwd=src, check=check, ours=ours)
+
+
 def floor_variant(name: str, label: str, data: Path, exported: dict, expect: int, shuffled: bool = False) -> Variant:
     argv = [
         sys.executable,
@@ -172,13 +183,12 @@ def main() -> None:
                     check=check("ours"),
                     ours=True,
                 ),
-                Variant(
+                ops_hnsw_variant(
                     "ours-compact",
                     "chroma-ops `hnsw compact --yes --no-backup` (graph repaired, not rebuilt)",
-                    lambda w: [*ops_py, "hnsw", "compact", str(w / "persist"), "-c", "bench", "--yes", "--no-backup"],
-                    env=ours,
-                    cwd=args.ours_src,
-                    check=check("ours-compact"),
+                    "compact",
+                    args.ours_src,
+                    check("ours-compact"),
                 ),
                 Variant(
                     "ours-backup",

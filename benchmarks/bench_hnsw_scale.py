@@ -67,14 +67,8 @@ with harness.Harness(f"hnsw_scale_{args.n // 1000}k", args, persist) as h:
     data.mkdir()
     exported = bench_hnsw.export("live", persist, data)
     variants = [
-        Variant(
-            "ours",
-            "chroma-ops `hnsw rebuild --yes --no-backup`",
-            lambda w: [*ops_py, "hnsw", "rebuild", str(w / "persist"), "-c", "bench", "--yes", "--no-backup"],
-            env=ours,
-            cwd=args.ours_src,
-            check=rebuilt,
-            ours=True,
+        bench_hnsw.ops_hnsw_variant(
+            "ours", "chroma-ops `hnsw rebuild --yes --no-backup`", "rebuild", args.ours_src, rebuilt, ours=True
         ),
         bench_hnsw.floor_variant(
             "floor", f"floor: bare add_items of {facts['live']:,} vectors", data, exported, facts["live"]
