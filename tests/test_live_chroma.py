@@ -63,6 +63,8 @@ def refused_commands(d: Path, base: Path) -> list[list[str | Path]]:
         ["hnsw", "config", d, "-c", "frag", "--search-ef", "50", "-y"],
         ["hnsw", "rebuild", d, "-c", "frag", "-y"],
         ["hnsw", "rebuild", d, "-c", "frag", "-y", "--allow-live"],
+        ["hnsw", "compact", d, "-c", "frag", "-y"],
+        ["hnsw", "compact", d, "-c", "frag", "-y", "--allow-live"],
         ["collection", "snapshot", d, "-c", "frag", "-o", base / "frag2.snap", "-y"],
         ["collection", "restore", d, "-i", base / "frag.snap", "--as", "frag2", "-y"],
         ["collection", "restore", d, "-i", base / "frag.snap", "--replace", "-y", "--allow-live"],
