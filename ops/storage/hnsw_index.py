@@ -173,36 +173,39 @@ class ExactTopK:
         x = _prepared(vectors, self.space)
         dot = self.queries @ x.T
         d = self.query_sq - 2 * dot + (x**2).sum(1)[None, :] if self.space == "l2" else np.subtract(1.0, dot, out=dot)
-        if self.best_d.shape[1] < self.k:
-            self._merge_all(labels, d)
-        else:
-            self._merge_closer(labels, d)
-
-    def _merge_closer(self, labels: Labels, d: Vectors) -> None:
-        """Merge only the candidates closer than a query's current k-th best: after the first
-        batches they are few, so no full partition of each batch is needed."""
-        rows, cols = np.nonzero(d < self.best_d.max(axis=1)[:, None])
-        if not len(rows):
+        d[:, ~np.isfinite(x).all(axis=1)] = np.inf  # a vector holding NaN is never near: rows keep k
+        have = self.best_d.shape[1]
+        if have + d.shape[1] <= self.k:
+            self.best_d = np.concatenate([self.best_d, d.astype(np.float32)], axis=1)
+            self.best_l = np.concatenate([self.best_l, np.broadcast_to(labels, d.shape)], axis=1)
             return
-        n, k = self.best_d.shape
-        all_rows = np.concatenate([np.repeat(np.arange(n), k), rows])
+        bound = self.best_d.max(axis=1) if have == self.k else _kth_smallest(d, self.k - have)
+        self._merge_within(labels, d, bound)
+
+    def _merge_within(self, labels: Labels, d: Vectors, bound: Vectors) -> None:
+        """Merge the candidates at most `bound` from their query (the current k-th best, or on the
+        first batch the batch's own (k - held)-th: every row then has at least k): after the first
+        batches they are few, so no batch is sorted or partitioned whole."""
+        rows, cols = np.nonzero(d <= bound[:, None])
+        n, held = self.best_d.shape
+        all_rows = np.concatenate([np.repeat(np.arange(n), held), rows])
         all_d = np.concatenate([self.best_d.ravel(), d[rows, cols].astype(np.float32)])
         all_l = np.concatenate([self.best_l.ravel(), labels[cols]])
         order = np.lexsort((all_d, all_rows))
-        first = np.searchsorted(all_rows[order], np.arange(n))  # every row has at least its k best
-        take = order[(first[:, None] + np.arange(k)[None, :]).ravel()]
-        self.best_d, self.best_l = all_d[take].reshape(n, k), all_l[take].reshape(n, k)
-
-    def _merge_all(self, labels: Labels, d: Vectors) -> None:
-        all_d = np.concatenate([self.best_d, d.astype(np.float32)], axis=1)
-        all_l = np.concatenate([self.best_l, np.broadcast_to(labels, d.shape)], axis=1)
-        if all_d.shape[1] > self.k:
-            keep = np.argpartition(all_d, self.k - 1, axis=1)[:, : self.k]
-            all_d, all_l = np.take_along_axis(all_d, keep, axis=1), np.take_along_axis(all_l, keep, axis=1)
-        self.best_d, self.best_l = all_d, all_l
+        first = np.searchsorted(all_rows[order], np.arange(n))
+        take = order[(first[:, None] + np.arange(self.k)[None, :]).ravel()]
+        self.best_d, self.best_l = all_d[take].reshape(n, self.k), all_l[take].reshape(n, self.k)
 
     def labels(self) -> Labels:
         return self.best_l
+
+
+def _kth_smallest(d: Vectors, k: int, rows: int = 128) -> Vectors:
+    """Each row's k-th smallest value, partitioned `rows` rows at a time (the buffers stay small)."""
+    out = np.empty(len(d), dtype=d.dtype)
+    for at in range(0, len(d), rows):
+        out[at : at + rows] = np.partition(d[at : at + rows], k - 1, axis=1)[:, k - 1]
+    return out
 
 
 def _prepared(vectors: Vectors, space: str) -> Vectors:
