@@ -13,8 +13,10 @@ recall@10 1.000 at this size, which measures nothing), normalised,
 Each run is checked through ops.storage (bench_hnsw.validity: live = pickle labels, nothing deleted) and,
 after the warm-up, its recall@10 at ef 100 on 200 stored vectors against exact neighbours, beside the
 old index's. Then --rounds rounds of "delete 20% of the live labels (hnswlib mark_deleted on a copy of
-the index folder), compact" against a bare add_items of the same live vectors (the rebuild floor), with
-recall@10 at ef 100 of 500 perturbed stored vectors against brute force after every round: the curve.
+the index folder), compact" against bare add_items of the same live vectors (the rebuild floor; --seeds
+graphs, each with its own seed: a fresh graph's recall varies too), with recall@10 at ef 100 of --queries
+(2,000) perturbed stored vectors against brute force after every round, and the paired difference
+compacted - rebuilt with its 95% half-width (what the curve can tell apart): the curve.
 Targets: compact <= 0.2x rebuild and <= 0.15x theirs; recall within 0.01 of the rebuild's and not
 below the fragmented index's; no drift over the rounds.
 """
@@ -38,6 +40,7 @@ from pathlib import Path
 import numpy as np, hnswlib
 from ops.storage import hnsw_compact, hnsw_files, hnsw_records
 source, work, rounds, threads = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+QUERIES, SEEDS = int(sys.argv[5]), int(sys.argv[6])
 rng = np.random.default_rng(17)
 def load(folder):
     h = hnsw_files.read_header(folder)
@@ -47,10 +50,13 @@ def load(folder):
 def vectors(folder, h):  # read through ops.storage: no second reader of data_level0.bin here
     graph = hnsw_compact.read_graph(folder, h, hnsw_records.read_level0(folder, h).labels)
     return graph.labels, np.ascontiguousarray(graph.vectors), graph.dropped
-def recall(index, q, truth):
+def recall(index, q, truth):  # per query
     index.set_ef(100)
     found, _ = index.knn_query(q, k=10)
-    return sum(len(set(f.tolist()) & set(t.tolist())) for f, t in zip(found, truth)) / truth.size
+    return np.array([len(set(f.tolist()) & set(t.tolist())) / 10 for f, t in zip(found, truth)])
+def gap(a, b):  # mean paired difference and its 95% half-width
+    d = a - b
+    return [round(float(d.mean()), 4), round(float(1.96 * d.std(ddof=1) / np.sqrt(len(d))), 4)]
 cur = work / "round0"
 shutil.copytree(source, cur)
 out = []
@@ -63,7 +69,7 @@ for r in range(1, rounds + 1):
     index.persist_dirty()
     labels, vecs, deleted = vectors(cur, h)
     keep = ~deleted
-    q = vecs[keep][rng.choice(int(keep.sum()), 500, replace=False)]
+    q = vecs[keep][rng.choice(int(keep.sum()), min(QUERIES, int(keep.sum())), replace=False)]
     q = q + rng.standard_normal(q.shape).astype(np.float32) * np.float32(0.35 / np.sqrt(q.shape[1]))
     q /= np.linalg.norm(q, axis=1, keepdims=True)
     sims = q @ vecs[keep].T
@@ -79,14 +85,20 @@ for r in range(1, rounds + 1):
     _, compacted = load(dst)
     comp = recall(compacted, q, truth)
     compacted.close_file_handles()
-    fresh = hnswlib.Index(space="cosine", dim=h.dimension)
-    fresh.init_index(max_elements=int(keep.sum()), M=h.M, ef_construction=h.ef_construction)
-    t = time.perf_counter()
-    order = rng.permutation(int(keep.sum()))  # shuffled, as hnsw rebuild inserts
-    fresh.add_items(vecs[keep][order], labels[keep][order], num_threads=threads)
-    rebuild_s = time.perf_counter() - t
-    out.append({"round": r, "live": int(keep.sum()), "compact_s": compact_s, "add_items_s": rebuild_s,
-                "recall_fragmented": frag, "recall_compacted": comp, "recall_rebuilt": recall(fresh, q, truth)})
+    rebuilt, times = [], []
+    for seed in range(SEEDS):  # a fresh graph's recall varies with its random levels and insertion order
+        fresh = hnswlib.Index(space="cosine", dim=h.dimension)
+        fresh.init_index(max_elements=int(keep.sum()), M=h.M, ef_construction=h.ef_construction, random_seed=100 + seed)
+        order = rng.permutation(int(keep.sum()))  # shuffled, as hnsw rebuild inserts
+        t = time.perf_counter()
+        fresh.add_items(vecs[keep][order], labels[keep][order], num_threads=threads)
+        times.append(time.perf_counter() - t)
+        rebuilt.append(recall(fresh, q, truth))
+    rebuilt_mean = np.mean(rebuilt, axis=0)
+    out.append({"round": r, "live": int(keep.sum()), "compact_s": compact_s, "add_items_s": float(np.median(times)),
+                "recall_fragmented": frag.mean(), "recall_compacted": comp.mean(),
+                "recall_rebuilt": [float(x.mean()) for x in rebuilt],
+                "compacted_minus_rebuilt": gap(comp, rebuilt_mean), "compacted_minus_fragmented": gap(comp, frag)})
     shutil.rmtree(cur)
     cur = dst
 print(json.dumps(out))"""
@@ -96,6 +108,8 @@ def main() -> None:
     ap = harness.parser(__doc__, repeat=3)
     ap.add_argument("--deleted", type=int, default=5, help="every K-th id deleted (5: 20%%, 2: 50%%)")
     ap.add_argument("--rounds", type=int, default=3, help="delete-20%%-then-compact rounds for the recall curve")
+    ap.add_argument("--queries", type=int, default=2000, help="queries per round of the recall curve")
+    ap.add_argument("--seeds", type=int, default=2, help="fresh rebuilds per round (each with its own seed)")
     ap.add_argument("--clusters", type=int, default=1000, help="mixture centres")
     ap.add_argument("--noise", type=float, default=2.0, help="expected norm of the noise around a centre")
     args = harness.finish_args(ap.parse_args())
@@ -133,9 +147,9 @@ def main() -> None:
         recall = [sys.executable, str(harness.HERE / "datasets.py"), "--child", "recall", facts["space"]]
         shutil.copytree(persist / facts["vector_segment"], old)
         quality["old index"] = child_json([*recall, str(old), str(data)], ours)
+        settings = [str(args.rounds), "2", str(args.queries), str(args.seeds)]
         curve = child_json(
-            [sys.executable, "-c", ROUNDS, str(persist / facts["vector_segment"]), str(h.root), str(args.rounds), "2"],
-            ours,
+            [sys.executable, "-c", ROUNDS, str(persist / facts["vector_segment"]), str(h.root), *settings], ours
         )
         med = {n: statistics.median(r["wall_s"] for r in runs) for n, runs in h.runs.items()}
         ratios = {
