@@ -307,21 +307,27 @@ def _keep_or_refuse(
     kept, dropped = action.after.allocated, action.before.allocated - action.after.allocated
     measured = "no recall measured" if comparison is None else comparison.describe(RECALL_K, probe.ef)
     refusal = None if comparison is None else comparison.refusal
+    made = _made(action)
+    if isinstance(action, CompactIndex):
+        way_out = "build a new graph instead: chops hnsw rebuild"
+    else:
+        way_out = f"rebuild it with a larger --construction-ef (e.g. {2 * action.after.ef_construction}) or --m"
     if refusal is not None and action.details.on_worse == "keep-old":
         ctx.notes.append(
-            f"{record.name}: kept the old index, the rebuilt one was not kept: {refusal}; {measured} "
-            f"(rebuild it with a larger --construction-ef, e.g. {2 * action.after.ef_construction}, or --m)"
+            f"{record.name}: kept the old index, the {made} one was not kept: {refusal}; {measured} ({way_out})"
         )
         return False
     if refusal is not None:
         raise Refused(
-            f"the rebuilt index of {action.target} was not kept: {refusal}; {measured}",
-            f"rebuild it with a larger --construction-ef (e.g. {2 * action.after.ef_construction}) or --m, "
-            "or keep the old index",
+            f"the {made} index of {action.target} was not kept: {refusal}; {measured}",
+            f"{way_out}, or keep the old index",
         )
-    done = "compacted" if isinstance(action, CompactIndex) else "rebuilt"
-    ctx.notes.append(f"{record.name}: {done} {kept:,} live vectors (dropped {dropped:,} records); {measured}")
+    ctx.notes.append(f"{record.name}: {made} {kept:,} live vectors (dropped {dropped:,} records); {measured}")
     return True
+
+
+def _made(action: RebuildIndex) -> str:
+    return "compacted" if isinstance(action, CompactIndex) else "rebuilt"
 
 
 def _kept_old(pd: PersistDir, action: RebuildIndex) -> bool:
@@ -340,7 +346,7 @@ def _verify_index(pd: PersistDir, action: RebuildIndex) -> None:
     segment_id = action.details.segment_id
     header, meta = pd.hnsw_header(segment_id), pd.hnsw_pickle(segment_id)
     if header is None or meta is None:
-        raise OpsError(f"the rebuilt index of {action.target} is missing its files")
+        raise OpsError(f"the {_made(action)} index of {action.target} is missing its files")
     records = pd.hnsw_records(segment_id, header)
     labels = {int(x) for x in records.labels}
     problems = []
@@ -355,7 +361,7 @@ def _verify_index(pd: PersistDir, action: RebuildIndex) -> None:
     if isinstance(action, CompactIndex):  # written by us, not by hnswlib: every link is checked
         problems += _link_problems(pd.segment_folder(segment_id), header)
     if problems:
-        raise OpsError(f"rebuilt index of {action.target} failed verification: {'; '.join(problems)}")
+        raise OpsError(f"{_made(action)} index of {action.target} failed verification: {'; '.join(problems)}")
 
 
 def _link_problems(folder: Path, header: hnsw_files.HnswHeader) -> list[str]:
