@@ -15,12 +15,15 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from ops.engine.backup import live_matches_backup, read_manifest, verify_backup
 from tests.conftest import REPO, BuiltDir, ChopsResult, chroma, chroma_snapshot, run_chops
 from tests.test_safety import content_state
+
+T = TypeVar("T")
 
 
 def chops_limited(*args: str | Path, max_file_bytes: int) -> subprocess.CompletedProcess[str]:
@@ -240,6 +243,14 @@ def run_into_full_disk(
 ) -> tuple[ChopsResult, Path]:
     """chops paused at failpoint `point`; the disk is filled there, then the run goes on (with the
     failpoints in `also` set too). -> (result, filler)"""
+    return run_paused(args, point, signals, lambda: fill(disk), also)
+
+
+def run_paused(
+    args: list[str | Path], point: str, signals: Path, meanwhile: Callable[[], T], also: str = ""
+) -> tuple[ChopsResult, T]:
+    """chops paused at failpoint `point` while `meanwhile` runs, then the run goes on (with the
+    failpoints in `also` set too). -> (result, what `meanwhile` returned)"""
     signals.mkdir(exist_ok=True)
     failpoints = ",".join(filter(None, [f"{point}=pause:{signals}", also]))
     env = {**os.environ, "COLUMNS": "200", "CHOPS_FAILPOINT": failpoints}
@@ -257,14 +268,14 @@ def run_into_full_disk(
             assert proc.poll() is None, f"ended before {point}: {proc.communicate()}"
             assert time.monotonic() < deadline, f"{point} not reached"
             time.sleep(0.02)
-        filler = fill(disk)
+        done = meanwhile()
         (signals / f"{point}.go").touch()
         out, err = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    return ChopsResult(proc.returncode, out, err), filler
+    return ChopsResult(proc.returncode, out, err), done
 
 
 def assert_one_line_error(r: ChopsResult) -> str:

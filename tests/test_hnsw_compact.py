@@ -10,6 +10,7 @@ import pytest
 
 from tests.conftest import BuiltDir, assert_same_answers, chroma, chroma_snapshot, run_chops, tree_state
 from tests.test_doctor import segment_folder
+from tests.test_faults import assert_one_line_error, run_paused
 from tests.test_hnsw_rebuild import assert_golden_frag_answers, copy_of, hnsw, recalls
 
 
@@ -160,3 +161,29 @@ def test_compact_an_ip_collection_after_chroma_deletes_and_wal_commit(standard_d
     stored = {i: np.asarray(after["records"][i]["embedding"]) for i in after["records"]}
     best = sorted(stored, key=lambda i: -float(stored[i] @ np.asarray(changed["embedding"])))[:3]
     assert found["ids"] == [best]  # inner product: the exact top 3 of every stored vector
+
+
+def test_a_link_the_compaction_wrote_out_of_range_is_refused_before_hnswlib_loads_it(
+    standard_dir: BuiltDir, tmp_path: Path
+) -> None:
+    """hnswlib trusts every link it loads (one out of range can crash the process), and the compacted
+    files are ours: their links are checked before anything loads them. A link broken in the staged
+    files, between the write and the load, is refused in one line and the dir is left as it was."""
+    from ops.storage.hnsw_files import LEVEL0_FILE, read_header
+    from ops.storage.index_swap import staging_folder
+
+    path = standard_dir.path
+    before = tree_state(path)
+    staged = staging_folder(segment_folder(path, "frag"))
+
+    def break_a_link() -> None:
+        header = read_header(staged)
+        data = bytearray((staged / LEVEL0_FILE).read_bytes())
+        at = 7 * header.size_data_per_element + 4  # element 7's first level-0 link
+        data[at : at + 4] = (header.cur_element_count + 5).to_bytes(4, "little")
+        (staged / LEVEL0_FILE).write_bytes(bytes(data))
+
+    args: list[str | Path] = ["hnsw", "compact", path, "-c", "frag", "--yes", "--no-backup"]
+    r, _ = run_paused(args, "hnsw_compact.written", tmp_path / "signals", break_a_link)
+    assert "out of range" in assert_one_line_error(r)
+    assert tree_state(path) == before and not staged.exists()

@@ -264,6 +264,9 @@ class HnswRebuild(Step):
             done = hnsw_compact.compact(old_dir, staged, header, known, shape.max_elements, space)
             failpoints.hit("hnsw_compact.written")
             ctx.progress.finish()
+            # Files written by us, not by hnswlib, which trusts every link it loads: check them first.
+            if problems := _link_problems(staged, hnsw_files.read_header(staged)):
+                raise OpsError(f"compacted index of {action.target} failed verification: {'; '.join(problems)}")
             return hnsw_index.load_index(staged, space, header.dimension, shape.max_elements), done.labels
         build = hnsw_index.IndexShape(shape.space, shape.M, shape.ef_construction, shape.max_elements)
         ctx.progress.start(f"rebuilding {record.name}", len(positions))
@@ -358,8 +361,6 @@ def _verify_index(pd: PersistDir, action: RebuildIndex) -> None:
         problems.append("total_elements_added is below the highest label")
     if (header.M, header.ef_construction) != (action.after.M, action.after.ef_construction):
         problems.append(f"built with M={header.M} ef_construction={header.ef_construction}")
-    if isinstance(action, CompactIndex):  # written by us, not by hnswlib: every link is checked
-        problems += _link_problems(pd.segment_folder(segment_id), header)
     if problems:
         raise OpsError(f"{_made(action)} index of {action.target} failed verification: {'; '.join(problems)}")
 
