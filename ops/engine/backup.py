@@ -33,12 +33,14 @@ from ops.errors import BadInput, OpsError
 from ops.storage.fs import (
     CHUNK,
     atomic_write,
+    copy_file,
     copy_file_durably,
     fsync_dir,
     remove_tree,
     sha256_file,
     sqlite_content_sha256,
     subfolders,
+    sync_filesystem,
     tree_size,
 )
 from ops.storage.sqlite_ro import SQLITE_FILE_NAME, readonly_uri
@@ -148,6 +150,8 @@ def take_backup(
         entries.append(_backup_sqlite(persist_dir / SQLITE_FILE_NAME, target / SQLITE_FILE_NAME))
     for name in folders:
         entries += _backup_folder(persist_dir / name, target / SEGMENTS / name, target)
+    if folders:
+        sync_filesystem(target)  # every folder copy on disk before the manifest says the backup exists
     manifest = BackupManifest(
         backup_id=backup_id,
         created_at=created.isoformat(timespec="seconds"),
@@ -190,7 +194,7 @@ def _backup_folder(source: Path, target: Path, backup_dir: Path) -> list[FileEnt
         if path.is_dir():
             out.mkdir(parents=True, exist_ok=True)
         elif path.is_file():
-            copy_file_durably(path, out)
+            copy_file(path, out)
             rel = str(out.relative_to(backup_dir))
             entries.append(FileEntry(path=rel, size=out.stat().st_size, sha256=sha256_file(out)))
     return entries
