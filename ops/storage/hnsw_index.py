@@ -166,6 +166,7 @@ class ExactTopK:
         self.space, self.k = space, k
         self.queries = _prepared(queries, space)
         self.query_sq = (self.queries**2).sum(1)[:, None]
+        self.broken_queries = ~np.isfinite(self.queries).all(axis=1)
         self.best_d = np.zeros((len(queries), 0), dtype=np.float32)
         self.best_l = np.zeros((len(queries), 0), dtype=np.uint64)
 
@@ -173,7 +174,9 @@ class ExactTopK:
         x = _prepared(vectors, self.space)
         dot = self.queries @ x.T
         d = self.query_sq - 2 * dot + (x**2).sum(1)[None, :] if self.space == "l2" else np.subtract(1.0, dot, out=dot)
-        d[:, ~np.isfinite(x).all(axis=1)] = np.inf  # a vector holding NaN is never near: rows keep k
+        # A vector holding NaN or inf is nobody's neighbour and finds none: every row keeps k candidates.
+        d[:, ~np.isfinite(x).all(axis=1)] = np.inf
+        d[self.broken_queries] = np.inf
         have = self.best_d.shape[1]
         if have + d.shape[1] <= self.k:
             self.best_d = np.concatenate([self.best_d, d.astype(np.float32)], axis=1)
