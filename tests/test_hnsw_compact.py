@@ -115,6 +115,31 @@ def test_an_unreadable_header_is_refused_in_one_line(standard_dir: BuiltDir) -> 
     assert tree_state(path) == before
 
 
+def test_links_out_of_range_in_the_old_index_are_rebuilt_not_compacted(standard_dir: BuiltDir, tmp_path: Path) -> None:
+    """Level-0 links to elements the index does not hold (a damaged data_level0.bin): the plan says
+    the graph is damaged and rebuilds from the vectors without loading the old graph into hnswlib
+    (which would follow those links out of its arrays); chromadb answers as before afterwards."""
+    from ops.storage.hnsw_files import LEVEL0_FILE, read_header
+
+    path = standard_dir.path
+    answers = chroma_snapshot(path, tmp_path)
+    segment = segment_folder(path, "frag")
+    header = read_header(segment)
+    data = bytearray((segment / LEVEL0_FILE).read_bytes())
+    for element in (7, 20, 33):
+        at = element * header.size_data_per_element + 4  # its first level-0 link
+        data[at : at + 4] = (header.cur_element_count + 500).to_bytes(4, "little")
+    (segment / LEVEL0_FILE).write_bytes(bytes(data))
+    actions = plan(path, "-c", "frag")
+    assert [a["kind"] for a in actions] == ["rebuild_index"]
+    details = actions[0]["details"]
+    assert "3 neighbour lists are out of range" in details["repairs"] and "cannot be compacted" in details["why"]  # type: ignore[index]
+    r = run_chops("hnsw", "compact", path, "-c", "frag", "--yes", "--no-backup")
+    assert r.code == 0 and "no old index to compare" in r.stdout, r.stdout + r.stderr
+    assert plan(path, "-c", "frag") == []
+    assert_same_answers(answers, chroma_snapshot(path, tmp_path), rebuilt=True)
+
+
 @pytest.mark.parametrize("args", [["-c", "nope"], ["-c", "frag", "--m", "8"]])
 def test_bad_compact_options(standard_dir: BuiltDir, args: list[str]) -> None:
     r = run_chops("hnsw", "compact", standard_dir.path, *args, "--yes")

@@ -122,6 +122,7 @@ class HnswRebuild(Step):
             damage = hnsw_records.cut_short(header, prefix) if prefix else None
             header = prefix or header
             damage = damage or hnsw_files.link_lists_damage(pd.segment_folder(segment.id), header)
+            damage = damage or _links_out_of_range(pd.segment_folder(segment.id), header)
         records = pd.hnsw_records(segment.id, header, links=False)
         live = records.live_labels
         keep = len(_kept_labels(live, meta))
@@ -363,6 +364,13 @@ def _verify_index(pd: PersistDir, action: RebuildIndex) -> None:
         problems.append(f"built with M={header.M} ef_construction={header.ef_construction}")
     if problems:
         raise OpsError(f"{_made(action)} index of {action.target} failed verification: {'; '.join(problems)}")
+
+
+def _links_out_of_range(folder: Path, header: hnsw_files.HnswHeader) -> str | None:
+    """A graph with a link to an element it does not hold is damaged: hnswlib would follow the link
+    out of its arrays (and crash), and a compaction has nothing sound to bridge."""
+    problems = _link_problems(folder, header)
+    return f"{'; '.join(problems)}: the graph links to elements it does not hold" if problems else None
 
 
 def _link_problems(folder: Path, header: hnsw_files.HnswHeader) -> list[str]:
