@@ -139,7 +139,7 @@ def sync_filesystem(path: Path) -> None:
     """Flush everything written to the filesystem holding `path` (files and folders) in one call:
     syncfs(2) where the C library has it, else sync(2). Many small files copied and synced once cost
     about half of an fsync per file (1,000 segment folders: 0.9 s against 1.8 s)."""
-    syncfs = getattr(_libc(), "syncfs", None)
+    syncfs = getattr(libc(), "syncfs", None)
     if syncfs is None:
         os.sync()
         return
@@ -152,7 +152,8 @@ def sync_filesystem(path: Path) -> None:
         os.close(fd)
 
 
-def _libc() -> ctypes.CDLL:
+def libc() -> ctypes.CDLL:
+    """The C library, for the Linux calls Python does not wrap (syncfs, renameat2); errno kept."""
     return ctypes.CDLL(None, use_errno=True)
 
 

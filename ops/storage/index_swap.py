@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from ops.errors import CorruptHnswFile, OpsError
-from ops.storage.fs import atomic_write, fsync_dir, fsync_tree, remove_tree, sha256_file
+from ops.storage.fs import atomic_write, fsync_dir, fsync_tree, libc, remove_tree, sha256_file
 from ops.storage.hnsw_files import HEADER_FILE, PICKLE_FILE, check_length_file, check_level0_file, read_header
 from ops.storage.pickle_meta import HnswPickleMeta, dump_pickle, read_pickle
 
@@ -106,8 +106,7 @@ def exchange_paths(a: Path, b: Path) -> None:
     """Swap two paths atomically (Linux renameat2 RENAME_EXCHANGE): at every instant each name
     holds either the old or the new folder. Falls back to two renames where unsupported."""
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        renameat2 = libc.renameat2
+        renameat2 = libc().renameat2
     except (OSError, AttributeError):
         renameat2 = None
     if renameat2 is not None:
