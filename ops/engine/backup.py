@@ -34,7 +34,6 @@ from ops.storage.fs import (
     CHUNK,
     atomic_write,
     copy_file,
-    copy_file_durably,
     fsync_dir,
     remove_tree,
     sha256_file,
@@ -389,7 +388,7 @@ def sqlite_full(exc: sqlite3.Error) -> bool:
 def _replace_file(backup: Path, live: Path) -> None:
     tmp = live.with_name(live.name + RESTORE_SUFFIX)
     try:
-        copy_file_durably(backup, tmp)
+        copy_file(backup, tmp, durable=True)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -121,10 +121,6 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def copy_file_durably(src: Path, dst: Path) -> None:
-    copy_file(src, dst, durable=True)
-
-
 def copy_file(src: Path, dst: Path, durable: bool = False) -> None:
     """Copy content and times; fsynced when `durable` (else the caller syncs, see sync_filesystem)."""
     with src.open("rb") as fin, dst.open("wb") as fout:
