@@ -146,9 +146,10 @@ def test_bad_compact_options(standard_dir: BuiltDir, args: list[str]) -> None:
     assert r.code == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
-def test_verify_finds_a_link_out_of_range_in_a_compacted_index(standard_dir: BuiltDir) -> None:
-    """The verify of a compaction checks every link (the files are ours, not hnswlib's): one level-0
-    link pointing past the last element is found."""
+def test_the_link_check_finds_a_link_out_of_range_in_a_compacted_index(standard_dir: BuiltDir) -> None:
+    """The link check a compaction runs on the files it wrote, before hnswlib loads them (the files
+    are ours, not hnswlib's), and a plan runs on an old index: one level-0 link pointing past the
+    last element is found."""
     from ops.steps.hnsw_rebuild import _link_problems
     from ops.storage.hnsw_files import LEVEL0_FILE, read_header
 
