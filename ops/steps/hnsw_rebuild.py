@@ -267,7 +267,7 @@ class HnswRebuild(Step):
             ctx.progress.finish()
             # Files written by us, not by hnswlib, which trusts every link it loads: check them first.
             if problems := _link_problems(staged, hnsw_files.read_header(staged)):
-                raise OpsError(f"compacted index of {action.target} failed verification: {'; '.join(problems)}")
+                raise _failed_verification(action, problems)
             return hnsw_index.load_index(staged, space, header.dimension, shape.max_elements), done.labels
         build = hnsw_index.IndexShape(shape.space, shape.M, shape.ef_construction, shape.max_elements)
         ctx.progress.start(f"rebuilding {record.name}", len(positions))
@@ -363,7 +363,11 @@ def _verify_index(pd: PersistDir, action: RebuildIndex) -> None:
     if (header.M, header.ef_construction) != (action.after.M, action.after.ef_construction):
         problems.append(f"built with M={header.M} ef_construction={header.ef_construction}")
     if problems:
-        raise OpsError(f"{_made(action)} index of {action.target} failed verification: {'; '.join(problems)}")
+        raise _failed_verification(action, problems)
+
+
+def _failed_verification(action: RebuildIndex, problems: list[str]) -> OpsError:
+    return OpsError(f"{_made(action)} index of {action.target} failed verification: {'; '.join(problems)}")
 
 
 def _links_out_of_range(folder: Path, header: hnsw_files.HnswHeader) -> str | None:
