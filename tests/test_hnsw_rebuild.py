@@ -193,6 +193,43 @@ def test_recall_check_is_not_refused_by_noise_and_refuses_a_worse_index() -> Non
     assert all(reason and "worse than the old index" in reason for reason in worse)
 
 
+def test_recall_check_in_two_looks_ends_early_only_for_an_index_kept_beyond_doubt() -> None:
+    """A compaction's recalls (the old graph repaired: a few queries differ) end at the first look,
+    asked once, where recall is well above the floor; near the floor they need all the queries. A
+    truly worse index (~0.09) is never let through by the first look and is refused on all of them."""
+    from ops.steps.recall_check import FIRST_LOOK, compare_in_looks
+
+    def recalls_like(rng: np.random.Generator, miss: float, hit: float = 0.9) -> npt.NDArray[np.float64]:
+        r = rng.choice([1.0, 0.9, 0.8], size=1000, p=[hit, (1 - hit) * 0.7, (1 - hit) * 0.3])
+        return np.where(rng.random(1000) < miss, 0.0, r)
+
+    def looks(new: npt.NDArray[np.float64], old: npt.NDArray[np.float64]) -> tuple[int | None, list[int]]:
+        asked: list[int] = []
+
+        def recalls(start: int, stop: int) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+            asked.append(stop - start)
+            return new[start:stop], old[start:stop]
+
+        comparison = compare_in_looks(recalls, len(new))
+        return (None if comparison.refusal else comparison.queries), asked
+
+    def repaired(rng: np.random.Generator, old: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        return np.where(rng.random(1000) < 0.02, rng.choice([0.9, 1.0], size=1000), old)
+
+    both_looks = 0
+    for seed in range(100):
+        rng = np.random.default_rng(seed)
+        good, near_floor = recalls_like(rng, 0.002, hit=0.95), recalls_like(rng, 0.05)  # ~0.99 and ~0.94
+        assert looks(repaired(rng, good), good) == (FIRST_LOOK, [FIRST_LOOK]), seed
+        kept, asked = looks(repaired(rng, near_floor), near_floor)
+        assert kept in (FIRST_LOOK, 1000), seed
+        both_looks += len(asked) == 2
+        assert looks(recalls_like(rng, 0.05), near_floor)[0] in (FIRST_LOOK, 1000), seed  # a fresh graph: kept
+        assert looks(recalls_like(rng, 0.14), near_floor) == (None, [FIRST_LOOK, 1000 - FIRST_LOOK]), seed
+    assert both_looks >= 80, both_looks
+    assert looks(np.ones(200), np.ones(200)) == (200, [200])  # fewer queries than a look: one look
+
+
 def test_recall_check_floor_and_small_samples() -> None:
     from ops.steps.recall_check import compare
 

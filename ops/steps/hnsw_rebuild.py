@@ -37,7 +37,7 @@ from ops.engine.step import Step, StepContext, Touches
 from ops.errors import NotFound, OpsError, Refused
 from ops.steps import recall_check
 from ops.steps.hnsw_config import HnswRuntimeParams, check_settings, planned_settings
-from ops.steps.recall_check import RecallComparison
+from ops.steps.recall_check import RecallComparison, Recalls
 from ops.steps.targets import CollectionTarget
 from ops.storage import config_write, hnsw_compact, hnsw_files, hnsw_index, hnsw_records, hnsw_scan
 from ops.storage.config_write import ConfigValue
@@ -218,24 +218,16 @@ class HnswRebuild(Step):
         positions = hnsw_index.live_positions(old_dir, header, known)
         # Inserted in a random (seeded) order: Chroma's label order follows the order of the adds.
         positions = positions[np.random.RandomState(0).permutation(len(positions))]
-        probe = _Probe(self._recall_ef(record), min(RECALL_K, len(positions)))
-        queries = hnsw_index.vectors_at(old_dir, header, np.sort(positions[:RECALL_SAMPLE]), old_space)
-        # The old index is asked and freed before the new one is built: peak memory is one index.
-        # A damaged old graph is not loaded at all (hnswlib trusts link_lists.bin): it has no recall to keep.
+        # The old index is asked before the new one is built and freed: peak memory is one index.
         intact = action.details.repairs is None
-        old_found = hnsw_index.ask_index(old_dir, header, queries, old_space, probe.k, probe.ef) if intact else None
+        probe = _Probe.ask_old(old_dir, header, positions, known, old_space, self._recall_ef(record), intact)
         ctx.will_create(staging_folder(old_dir))
         staged = empty_staging_folder(old_dir)
         index, kept = self._build(ctx, record, action, header, known, positions, staged)
         try:
-            new_found = hnsw_index.knn_labels(index, queries, probe.k, probe.ef) if probe.k else None
+            comparison = probe.compare(index, shape.space)
         finally:
             index.close_file_handles()
-        # Exact neighbours in a pass of their own, not between the build's batches: numpy's BLAS
-        # threads spin on after each product and would take the cores hnswlib builds on.
-        spaces = {shape.space, old_space}
-        truth = hnsw_index.exact_neighbours(old_dir, header, old_space, known, queries, spaces, probe.k)
-        comparison = _compare(new_found, truth.get(shape.space), old_found, truth.get(old_space))
         if not _keep_or_refuse(ctx, record, action, comparison, probe):
             remove_tree(staged)
             return False
@@ -385,20 +377,52 @@ def _link_problems(folder: Path, header: hnsw_files.HnswHeader) -> list[str]:
 
 @dataclass(frozen=True)
 class _Probe:
-    """How both indexes are asked for the recall comparison: ef and k."""
+    """The recall comparison's queries (stored vectors) and the old index's answers to them."""
 
+    folder: Path
+    header: hnsw_files.HnswHeader
+    known: Any
+    space: str
+    queries: Any
+    old_found: Any
     ef: int
     k: int
 
+    @classmethod
+    def ask_old(
+        cls,
+        folder: Path,
+        header: hnsw_files.HnswHeader,
+        positions: Any,
+        known: Any,
+        space: str,
+        ef: int,
+        intact: bool,
+    ) -> _Probe:
+        """RECALL_SAMPLE of the (shuffled) live positions, asked of the old index, which is loaded and
+        freed. A damaged old graph is not loaded at all (hnswlib trusts link_lists.bin): it has no recall to keep."""
+        k = min(RECALL_K, len(positions))
+        queries = hnsw_index.vectors_at(folder, header, np.sort(positions[:RECALL_SAMPLE]), space)
+        old_found = hnsw_index.ask_index(folder, header, queries, space, k, ef) if intact else None
+        return cls(folder, header, known, space, queries, old_found, ef, k)
 
-def _compare(new_found: Any, new_truth: Any, old_found: Any, old_truth: Any) -> RecallComparison | None:
-    """The paired recall comparison (recall_check); None when the index holds nothing to ask.
-    Data on which no HNSW with these parameters reaches the floor (e.g. uniform random 384-d
-    vectors: ~0.45 at M=16, ef=100) is held to the old index's recall instead of being refused."""
-    if new_found is None or new_truth is None:
-        return None
-    old = None if old_found is None or old_truth is None else hnsw_index.recall_per_query(old_found, old_truth)
-    return recall_check.compare(hnsw_index.recall_per_query(new_found, new_truth), old)
+    def compare(self, index: Any, space: str) -> RecallComparison | None:
+        """The paired comparison (recall_check, in looks); None when the index holds nothing to ask.
+        Data on which no HNSW with these parameters reaches the floor (e.g. uniform random 384-d
+        vectors: ~0.45 at M=16, ef=100) is held to the old index's recall instead of being refused.
+        Exact neighbours come after each look's knn queries: numpy's BLAS threads spin on after each
+        product and would take the cores hnswlib searches on."""
+        spaces = {space, self.space}
+
+        def recalls(start: int, stop: int) -> tuple[Recalls, Recalls | None]:
+            asked = self.queries[start:stop]
+            found = hnsw_index.knn_labels(index, asked, self.k, self.ef)
+            truth = hnsw_index.exact_neighbours(self.folder, self.header, self.space, self.known, asked, spaces, self.k)
+            old = self.old_found
+            old_recalls = None if old is None else hnsw_index.recall_per_query(old[start:stop], truth[self.space])
+            return hnsw_index.recall_per_query(found, truth[space]), old_recalls
+
+        return recall_check.compare_in_looks(recalls, len(self.queries)) if self.k else None
 
 
 def _kept_labels(live: Any, meta: HnswPickleMeta) -> Any:

@@ -8,11 +8,21 @@ absolute floor, or there is no old index to compare with) the upper bound of the
 recall lies below the floor. Noise alone then refuses a good index with a probability of at most
 1 - CONFIDENCE; an index truly worse by TOLERANCE plus about twice the bound's margin is refused
 with at least that probability.
+
+The queries are asked in two looks (`compare_in_looks`): the first FIRST_LOOK, then all of them. The
+first look ends the check only when it shows the new index kept beyond doubt (the lower bound of
+the difference above -TOLERANCE and, where the floor applies, the lower bound of the new recall
+above it); it never refuses. A refusal is decided on all the queries by the rule above, so noise
+refuses a good index no more often than with one look, and an index truly worse as above passes the
+first look with a probability of at most 1 - CONFIDENCE. A compaction, whose graph is the old one
+repaired, answers almost exactly as the old index (paired differences near zero) and usually ends
+at the first look; a fresh graph differs query by query and usually needs all of them.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +36,8 @@ FLOOR = 0.95
 CONFIDENCE = 0.999
 _Z = 3.090232306167813  # one-sided 99.9% normal quantile
 MIN_QUERIES = 11
+FIRST_LOOK = 250
+"""Queries of the first look (the paired bound's margin there is about twice that at 1,000)."""
 """With fewer queries (an index of fewer vectors) nothing is refused: there is no sound bound."""
 
 
@@ -34,9 +46,12 @@ class RecallComparison:
     queries: int
     new: float
     new_upper: float
+    new_lower: float
     old: float | None = None
+    old_upper: float | None = None
     difference: float | None = None
     difference_upper: float | None = None
+    difference_lower: float | None = None
 
     @property
     def refusal(self) -> str | None:
@@ -47,6 +62,13 @@ class RecallComparison:
             reached = "" if self.old is None else " that the old index reached"
             return f"it is below the floor of {FLOOR}{reached}"
         return None
+
+    @property
+    def kept_beyond_doubt(self) -> bool:
+        """Whether more queries could refuse the new index only by the chance 1 - CONFIDENCE."""
+        if self.difference_lower is not None and self.difference_lower <= -TOLERANCE:
+            return False
+        return self.new_lower >= FLOOR or (self.old_upper is not None and self.old_upper < FLOOR)
 
     def describe(self, k: int, ef: int) -> str:
         """The measured figures, e.g. for the notes and a refusal."""
@@ -63,33 +85,54 @@ class RecallComparison:
 def compare(new: Recalls, old: Recalls | None) -> RecallComparison:
     """Per-query recalls of the rebuilt index and (same queries, same order) of the old one."""
     new = np.asarray(new, dtype=np.float64)
-    mean, upper = _mean_upper(new)
+    mean, lower, upper = _bounds(new)
     if old is None:
-        return RecallComparison(queries=len(new), new=mean, new_upper=upper)
+        return RecallComparison(queries=len(new), new=mean, new_upper=upper, new_lower=lower)
     old = np.asarray(old, dtype=np.float64)
     if old.shape != new.shape:
         raise ValueError(f"{len(old)} old recalls for {len(new)} queries")
-    difference, difference_upper = _mean_upper(new - old)
+    difference, difference_lower, difference_upper = _bounds(new - old)
     return RecallComparison(
         queries=len(new),
         new=mean,
         new_upper=upper,
+        new_lower=lower,
         old=float(old.mean()),
+        old_upper=_bounds(old)[2],
         difference=difference,
         difference_upper=difference_upper,
+        difference_lower=difference_lower,
     )
 
 
-def _mean_upper(values: Recalls) -> tuple[float, float]:
-    """The mean and its one-sided upper confidence bound (Student t; too few values: no bound)."""
+Looked = Callable[[int, int], tuple[Recalls, Recalls | None]]
+"""Per-query recalls of the new and (None: no old index) the old index for queries start:stop."""
+
+
+def compare_in_looks(recalls: Looked, queries: int) -> RecallComparison:
+    """The comparison on the first FIRST_LOOK queries when it keeps the new index beyond doubt,
+    else on all `queries` (module docstring)."""
+    first = min(FIRST_LOOK, queries)
+    new, old = recalls(0, first)
+    comparison = compare(new, old)
+    if first == queries or comparison.kept_beyond_doubt:
+        return comparison
+    more_new, more_old = recalls(first, queries)
+    both_old = None if old is None or more_old is None else np.concatenate([old, more_old])
+    return compare(np.concatenate([new, more_new]), both_old)
+
+
+def _bounds(values: Recalls) -> tuple[float, float, float]:
+    """The mean and its one-sided lower and upper confidence bounds (Student t; too few values:
+    no bounds)."""
     n = len(values)
     if n == 0:
-        return 1.0, 1.0
+        return 1.0, 1.0, 1.0
     mean = float(values.mean())
     if n < MIN_QUERIES:
-        return mean, math.inf
+        return mean, -math.inf, math.inf
     margin = _t_quantile(n - 1) * float(values.std(ddof=1)) / math.sqrt(n)
-    return mean, mean + margin
+    return mean, mean - margin, mean + margin
 
 
 def _t_quantile(df: int) -> float:
