@@ -21,6 +21,9 @@ from ops.storage.fs import atomic_write
 JOURNAL_FILE = ".chops-journal.json"
 
 Phase = Literal["backup", "apply", "verify", "rollback"]
+"""Where the run is (for the message of the next command). "apply" covers every step's apply and
+verify: a journal write costs two fsyncs, and a thousand steps would pay two more each for a name.
+"verify" is what runs before 2026-12-05 wrote between a step's apply and its verify."""
 
 
 class UnfinishedRun(OpsError):
@@ -56,14 +59,17 @@ class Journal(BaseModel):
         atomic_write(journal_path(persist_dir), orjson.dumps(self.model_dump(mode="json")))
 
     def enter(self, persist_dir: Path, phase: Phase) -> None:
-        self.phase = phase
-        self.save(persist_dir)
+        if phase != self.phase:
+            self.phase = phase
+            self.save(persist_dir)
 
-    def will_create(self, persist_dir: Path, path: Path) -> None:
-        """Record a path before creating it, so a crash cannot leave it unknown."""
-        relative = str(path.relative_to(persist_dir))
-        if relative not in self.created_paths:
-            self.created_paths.append(relative)
+    def will_create(self, persist_dir: Path, *paths: Path) -> None:
+        """Record paths before creating them (in one write), so a crash cannot leave them unknown.
+        A path recorded and never created is harmless: rollback removes what exists."""
+        known = set(self.created_paths)
+        new = [r for r in dict.fromkeys(str(p.relative_to(persist_dir)) for p in paths) if r not in known]
+        if new:
+            self.created_paths.extend(new)
             self.save(persist_dir)
 
     def will_create_snapshot(self, persist_dir: Path, folder: Path) -> None:

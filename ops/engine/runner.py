@@ -51,6 +51,7 @@ from ops.engine.step import Step, StepContext, Touches
 from ops.errors import BadInput, OpsError
 from ops.storage import PersistDir
 from ops.storage.fs import remove_tree
+from ops.storage.index_swap import staging_folder
 from ops.storage.persist_dir import validate_persist_dir
 
 BACKUP_SPACE_FACTOR = 1.1
@@ -182,6 +183,8 @@ def apply_plan(
             result.backup_id, result.backup_dir = manifest.backup_id, str(target)
         failpoints.hit("after_backup")
         full = Path(journal.backup_dir) if journal.backup_dir and touched.copies_everything else None
+        # Where a step rewrites a segment folder it builds beside it first: recorded for all in one write.
+        journal.will_create(root, *(staging_folder(root / folder) for folder in touched.folders))
         for index, (step, step_plan) in enumerate(pairs):
             if index:
                 _relock(writer)
@@ -249,7 +252,6 @@ def _apply_one(
     failpoints.hit("before_commit")
     writer.execute("COMMIT")
     step.after_commit(ctx, step_plan)
-    journal.enter(root, "verify")
     failpoints.hit("before_verify")
     with PersistDir.open(root) as fresh:
         step.verify(StepContext(persist_dir=fresh, notes=notes), step_plan)
