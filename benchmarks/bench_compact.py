@@ -28,6 +28,7 @@ import os
 import shutil
 import statistics
 import sys
+from pathlib import Path
 
 import bench_hnsw
 import datasets
@@ -112,6 +113,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=2, help="fresh rebuilds per round (each with its own seed)")
     ap.add_argument("--clusters", type=int, default=1000, help="mixture centres")
     ap.add_argument("--noise", type=float, default=2.0, help="expected norm of the noise around a centre")
+    ap.add_argument("--compare-src", type=Path, help="also time `hnsw compact` of this tree (e.g. an earlier commit)")
     args = harness.finish_args(ap.parse_args())
     os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: bench_hnsw.CPUS])
     shape = {"n": 50_000, "dim": 384, "clusters": args.clusters} if not args.quick else {"clusters": 50}
@@ -127,10 +129,11 @@ def main() -> None:
         bench_hnsw.export("live", persist, data)
         quality: dict = {}
 
-        def ours_variant(command: str) -> Variant:
-            check = bench_hnsw.validity(command, facts["live"], data, facts["space"], quality)
-            label = f"chroma-ops `hnsw {command} --yes --no-backup`"
-            return bench_hnsw.ops_hnsw_variant(command, label, command, args.ours_src, check, ours=command == "compact")
+        def ours_variant(command: str, src: Path = args.ours_src, name: str = "") -> Variant:
+            check = bench_hnsw.validity(name or command, facts["live"], data, facts["space"], quality)
+            label = f"chroma-ops `hnsw {command} --yes --no-backup`" + (f" ({src})" if name else "")
+            ours = command == "compact" and not name
+            return bench_hnsw.ops_hnsw_variant(name or command, label, command, src, check, ours=ours)
 
         variants = [
             ours_variant("compact"),
@@ -142,6 +145,8 @@ def main() -> None:
                 env=clean_env(ANONYMIZED_TELEMETRY="False"),
             ),
         ]
+        if args.compare_src:
+            variants.append(ours_variant("compact", args.compare_src, "compact-compared"))
         h.rounds(variants)
         old = h.root / "old-index"
         recall = [sys.executable, str(harness.HERE / "datasets.py"), "--child", "recall", facts["space"]]
@@ -155,6 +160,7 @@ def main() -> None:
         ratios = {
             "compact / rebuild": med["compact"] / med["rebuild"],
             "compact / theirs": med["compact"] / med["theirs"],
+            **({"compact / compact-compared": med["compact"] / med["compact-compared"]} if args.compare_src else {}),
         }
         harness.report(
             h,
