@@ -193,6 +193,30 @@ def test_recall_check_is_not_refused_by_noise_and_refuses_a_worse_index() -> Non
     assert all(reason and "worse than the old index" in reason for reason in worse)
 
 
+def test_the_old_index_asked_in_looks_answers_as_asked_at_once(clustered_dir: BuiltDir) -> None:
+    """A compaction asks the old index the first look's queries before it writes, and the rest
+    (loading the old index again) only when the first look does not settle the check: the answers
+    line up with the queries as if all had been asked at once."""
+    from ops.steps.hnsw_rebuild import RECALL_SAMPLE, _Probe
+    from ops.steps.recall_check import FIRST_LOOK
+    from ops.storage import hnsw_index
+    from ops.storage.persist_dir import PersistDir
+
+    with PersistDir.open(clustered_dir.path) as pd:
+        segment = pd.collection("topics").vector_segment
+        assert segment is not None
+        folder, header, meta = pd.segment_folder(segment.id), pd.hnsw_header(segment.id), pd.hnsw_pickle(segment.id)
+    assert header is not None and meta is not None
+    known = np.fromiter(meta.label_to_id, dtype=np.uint64)
+    positions = np.random.default_rng(3).permutation(hnsw_index.live_positions(folder, header, known))
+    at_once = _Probe.ask_old(folder, header, positions, known, "cosine", 100, True, RECALL_SAMPLE)
+    in_looks = _Probe.ask_old(folder, header, positions, known, "cosine", 100, True, FIRST_LOOK)
+    assert len(at_once.old_found) == RECALL_SAMPLE and len(in_looks.old_found) == FIRST_LOOK
+    assert np.array_equal(in_looks._old_answers(0, FIRST_LOOK), at_once.old_found[:FIRST_LOOK])
+    assert np.array_equal(in_looks._old_answers(FIRST_LOOK, RECALL_SAMPLE), at_once.old_found[FIRST_LOOK:])
+    assert len(in_looks.old_found) == RECALL_SAMPLE  # asked once: a third look asks nothing more
+
+
 def test_recall_check_in_two_looks_ends_early_only_for_an_index_kept_beyond_doubt() -> None:
     """A compaction's recalls (the old graph repaired: a few queries differ) end at the first look,
     asked once, where recall is well above the floor; near the floor they need all the queries. A

@@ -218,9 +218,10 @@ class HnswRebuild(Step):
         positions = hnsw_index.live_positions(old_dir, header, known)
         # Inserted in a random (seeded) order: Chroma's label order follows the order of the adds.
         positions = positions[np.random.RandomState(0).permutation(len(positions))]
-        # The old index is asked before the new one is built and freed: peak memory is one index.
-        intact = action.details.repairs is None
-        probe = _Probe.ask_old(old_dir, header, positions, known, old_space, self._recall_ef(record), intact)
+        # The old index is asked before the new one is built and freed: peak memory is one index. A
+        # compaction (its recall check usually ends at the first look) asks the rest only if needed.
+        intact, asked = action.details.repairs is None, _first_asked(action)
+        probe = _Probe.ask_old(old_dir, header, positions, known, old_space, self._recall_ef(record), intact, asked)
         ctx.will_create(staging_folder(old_dir))
         staged = empty_staging_folder(old_dir)
         index, kept = self._build(ctx, record, action, header, known, positions, staged)
@@ -322,6 +323,10 @@ def _keep_or_refuse(
     return True
 
 
+def _first_asked(action: RebuildIndex) -> int:
+    return recall_check.FIRST_LOOK if isinstance(action, CompactIndex) else RECALL_SAMPLE
+
+
 def _made(action: RebuildIndex) -> str:
     return "compacted" if isinstance(action, CompactIndex) else "rebuilt"
 
@@ -375,7 +380,7 @@ def _link_problems(folder: Path, header: hnsw_files.HnswHeader) -> list[str]:
     return [f"{bad} neighbour lists are out of range"] if bad or upper.problem else []
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Probe:
     """The recall comparison's queries (stored vectors) and the old index's answers to them."""
 
@@ -385,6 +390,7 @@ class _Probe:
     space: str
     queries: Any
     old_found: Any
+    """The old index's answers to the first len(old_found) queries; None: a damaged graph, not asked."""
     ef: int
     k: int
 
@@ -398,13 +404,23 @@ class _Probe:
         space: str,
         ef: int,
         intact: bool,
+        asked: int,
     ) -> _Probe:
-        """RECALL_SAMPLE of the (shuffled) live positions, asked of the old index, which is loaded and
-        freed. A damaged old graph is not loaded at all (hnswlib trusts link_lists.bin): it has no recall to keep."""
+        """RECALL_SAMPLE of the (shuffled) live positions, the first `asked` of them asked of the old
+        index, which is loaded and freed. A damaged old graph is not loaded at all (hnswlib trusts
+        link_lists.bin): it has no recall to keep."""
         k = min(RECALL_K, len(positions))
         queries = hnsw_index.vectors_at(folder, header, np.sort(positions[:RECALL_SAMPLE]), space)
-        old_found = hnsw_index.ask_index(folder, header, queries, space, k, ef) if intact else None
+        old_found = hnsw_index.ask_index(folder, header, queries[:asked], space, k, ef) if intact else None
         return cls(folder, header, known, space, queries, old_found, ef, k)
+
+    def _old_answers(self, start: int, stop: int) -> Any:
+        """The old index's answers to queries start:stop, asking it the ones not asked yet."""
+        if self.old_found is not None and len(self.old_found) < stop:
+            rest = self.queries[len(self.old_found) : stop]
+            more = hnsw_index.ask_index(self.folder, self.header, rest, self.space, self.k, self.ef)
+            self.old_found = np.concatenate([self.old_found, more])
+        return None if self.old_found is None else self.old_found[start:stop]
 
     def compare(self, index: Any, space: str) -> RecallComparison | None:
         """The paired comparison (recall_check, in looks); None when the index holds nothing to ask.
@@ -418,8 +434,8 @@ class _Probe:
             asked = self.queries[start:stop]
             found = hnsw_index.knn_labels(index, asked, self.k, self.ef)
             truth = hnsw_index.exact_neighbours(self.folder, self.header, self.space, self.known, asked, spaces, self.k)
-            old = self.old_found
-            old_recalls = None if old is None else hnsw_index.recall_per_query(old[start:stop], truth[self.space])
+            old = self._old_answers(start, stop)
+            old_recalls = None if old is None else hnsw_index.recall_per_query(old, truth[self.space])
             return hnsw_index.recall_per_query(found, truth[space]), old_recalls
 
         return recall_check.compare_in_looks(recalls, len(self.queries)) if self.k else None
