@@ -36,9 +36,9 @@ FLOOR = 0.95
 CONFIDENCE = 0.999
 _Z = 3.090232306167813  # one-sided 99.9% normal quantile
 MIN_QUERIES = 11
+"""With fewer queries (an index of fewer vectors) nothing is refused: there is no sound bound."""
 FIRST_LOOK = 250
 """Queries of the first look (the paired bound's margin there is about twice that at 1,000)."""
-"""With fewer queries (an index of fewer vectors) nothing is refused: there is no sound bound."""
 
 
 @dataclass(frozen=True)
