@@ -173,16 +173,21 @@ def test_a_truly_worse_rebuild_is_refused_with_what_was_measured(clustered_dir: 
     assert tree_state(path) == before  # refused before the swap: not a byte changed
 
 
+def recalls_like(
+    rng: np.random.Generator, miss: float, shares: tuple[float, float, float] = (0.9, 0.07, 0.03), n: int = 1000
+) -> npt.NDArray[np.float64]:
+    """Per-query recalls shaped like real ones: most 1.0, some 0.9 or 0.8 (`shares`), a share
+    `miss` missed entirely."""
+    r = rng.choice([1.0, 0.9, 0.8], size=n, p=list(shares))
+    return np.where(rng.random(n) < miss, 0.0, r)
+
+
 def test_recall_check_is_not_refused_by_noise_and_refuses_a_worse_index() -> None:
     """The decision rule on synthetic per-query recalls shaped like real ones (most queries 1.0,
     a few missed entirely), 300 seeded draws each: two equally good indexes are never refused, one
     whose true recall is ~0.09 lower always is. The rule it replaces (the first 200 queries' mean
     below the old one's less 0.01, or below 0.95) refuses some of the equal pairs."""
     from ops.steps.recall_check import compare
-
-    def recalls_like(rng: np.random.Generator, miss: float, n: int = 1000) -> npt.NDArray[np.float64]:
-        r = rng.choice([1.0, 0.9, 0.8], size=n, p=[0.9, 0.07, 0.03])
-        return np.where(rng.random(n) < miss, 0.0, r)
 
     rngs = [np.random.default_rng(seed) for seed in range(300)]
     equal = [(recalls_like(rng, 0.01), recalls_like(rng, 0.01)) for rng in rngs]
@@ -223,10 +228,6 @@ def test_recall_check_in_two_looks_ends_early_only_for_an_index_kept_beyond_doub
     truly worse index (~0.09) is never let through by the first look and is refused on all of them."""
     from ops.steps.recall_check import FIRST_LOOK, compare_in_looks
 
-    def recalls_like(rng: np.random.Generator, miss: float, hit: float = 0.9) -> npt.NDArray[np.float64]:
-        r = rng.choice([1.0, 0.9, 0.8], size=1000, p=[hit, (1 - hit) * 0.7, (1 - hit) * 0.3])
-        return np.where(rng.random(1000) < miss, 0.0, r)
-
     def looks(new: npt.NDArray[np.float64], old: npt.NDArray[np.float64]) -> tuple[int | None, list[int]]:
         asked: list[int] = []
 
@@ -243,7 +244,8 @@ def test_recall_check_in_two_looks_ends_early_only_for_an_index_kept_beyond_doub
     both_looks = 0
     for seed in range(100):
         rng = np.random.default_rng(seed)
-        good, near_floor = recalls_like(rng, 0.002, hit=0.95), recalls_like(rng, 0.05)  # ~0.99 and ~0.94
+        good = recalls_like(rng, 0.002, shares=(0.95, 0.035, 0.015))  # mean ~0.99
+        near_floor = recalls_like(rng, 0.05)  # mean ~0.94
         assert looks(repaired(rng, good), good) == (FIRST_LOOK, [FIRST_LOOK]), seed
         kept, asked = looks(repaired(rng, near_floor), near_floor)
         assert kept in (FIRST_LOOK, 1000), seed
