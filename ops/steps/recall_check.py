@@ -92,13 +92,14 @@ def compare(new: Recalls, old: Recalls | None) -> RecallComparison:
     if old.shape != new.shape:
         raise ValueError(f"{len(old)} old recalls for {len(new)} queries")
     difference, difference_lower, difference_upper = _bounds(new - old)
+    old_mean, _, old_upper = _bounds(old)
     return RecallComparison(
         queries=len(new),
         new=mean,
         new_upper=upper,
         new_lower=lower,
-        old=float(old.mean()),
-        old_upper=_bounds(old)[2],
+        old=old_mean,
+        old_upper=old_upper,
         difference=difference,
         difference_upper=difference_upper,
         difference_lower=difference_lower,
