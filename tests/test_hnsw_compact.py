@@ -213,3 +213,42 @@ def test_a_link_the_compaction_wrote_out_of_range_is_refused_before_hnswlib_load
     r, _ = run_paused(args, "hnsw_compact.written", tmp_path / "signals", break_a_link)
     assert "out of range" in assert_one_line_error(r)
     assert tree_state(path) == before and not staged.exists()
+
+
+def _place_by_loops(result: np.ndarray, rows: np.ndarray, tried: np.ndarray) -> None:
+    """hnsw_compact._place's rules, one candidate at a time."""
+    from ops.storage.hnsw_compact import PER_LINK
+
+    original = {int(r): set(result[r].tolist()) for r in rows}
+    named: set[tuple[int, int]] = set()
+    given = [0] * len(rows)
+    turns = sorted((int(rows[i]), k, i) for i in range(len(rows)) for k in range(tried.shape[1]))
+    for row, k, i in turns:
+        c = int(tried[i, k])
+        if c < 0 or c in original[row] or (row, c) in named:
+            continue
+        named.add((row, c))
+        if given[i] == PER_LINK:
+            continue
+        given[i] += 1
+        free = np.flatnonzero(result[row] < 0)
+        if len(free):
+            result[row, free[0]] = c
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_placing_new_links_follows_its_rules(seed: int) -> None:
+    """The vectorised placement of new links (rounds, no duplicates, at most PER_LINK per lost link,
+    free slots only) gives every row what the rules give one candidate at a time."""
+    from ops.storage.hnsw_compact import _place
+
+    rng = np.random.default_rng(seed)
+    lists = rng.integers(0, 30, size=(12, 6))
+    lists[rng.random(lists.shape) < 0.4] = -1
+    rows = np.sort(rng.integers(0, 12, size=25))
+    tried = rng.integers(-1, 30, size=(25, 5))
+    expected, got = lists.copy(), lists.copy()
+    _place_by_loops(expected, rows, tried)
+    _place(got, rows, tried)
+    assert (got == expected).all()
+    assert (got >= 0).sum() > (lists >= 0).sum()  # the case placed something

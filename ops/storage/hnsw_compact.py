@@ -50,6 +50,8 @@ GATHER_ROWS = 4096
 """Vectors gathered per matrix product: small enough for the allocator to reuse the buffers."""
 WRITE_ROWS = 8192
 """Rows of the new data_level0.bin built and written at a time (and of lists compared at a time)."""
+PLACE_LINKS = 32768
+"""Lost links given their new links at a time (their rows whole): bounds the placement's memory."""
 
 
 @dataclass(frozen=True)
@@ -141,40 +143,48 @@ def reconnect(graph: Graph, level: Level, space: str) -> tuple[Links, int]:
     row_of = np.full(len(dropped), -1, dtype=np.int64)
     row_of[level.owners] = np.arange(len(level.owners))
     tried = _closest_outs(graph, level, row_of, level.owners[rows], links[rows, slots], space)
-    given = np.zeros(len(rows), dtype=np.int64)
-    for k in range(tried.shape[1]):
-        pick = np.flatnonzero((given < PER_LINK) & (tried[:, k] >= 0))
-        placed = _place(result, rows[pick], tried[pick, k])
-        given[pick[placed]] += 1
+    cuts = np.searchsorted(rows, rows[np.arange(PLACE_LINKS, len(rows), PLACE_LINKS)])  # rows stay whole
+    for chunk in np.split(np.arange(len(rows)), cuts):
+        _place(result, rows[chunk], tried[chunk])
     return result, len(np.unique(rows))
 
 
-def _place(result: Links, rows: Ids, new: Ids) -> npt.NDArray[np.bool_]:
-    """Put each new link into a free slot of its row unless the row already holds it (or the same
-    link came twice); which of (rows, new) were placed."""
-    ok = np.concatenate(
-        [
-            ~(result[rows[at : at + WRITE_ROWS]] == new[at : at + WRITE_ROWS, None]).any(axis=1)
-            for at in range(0, len(rows), WRITE_ROWS)
-        ]
-        + [np.zeros(0, dtype=np.bool_)]
-    )
-    key = rows * (int(result.max(initial=0)) + int(new.max(initial=0)) + 2) + new
-    first = np.zeros(len(rows), dtype=np.bool_)
-    first[np.unique(np.where(ok, key, -1), return_index=True)[1]] = True
-    ok &= first
-    picked = np.flatnonzero(ok)
-    order = picked[np.argsort(rows[picked], kind="stable")]
-    owners, start, count = np.unique(rows[order], return_index=True, return_counts=True)
-    rank = np.arange(len(order)) - np.repeat(start, count)
+def _place(result: Links, rows: Ids, tried: Links) -> None:
+    """Give each lost link (its row, its candidates `tried` in preference order) new links in the
+    free slots of its row, in rounds: every link's first candidate, then every link's second, ...
+    A row's free slots go in that order (within a round, to its links in order); a candidate the
+    row already holds, or that an earlier turn of the row named, is skipped; a link gets at
+    most PER_LINK new links. (Orders are sorted as single integers `key * turns + turn`: numpy
+    sorts plain integers several times faster than it argsorts.)"""
+    lost, width = tried.shape
+    turns = lost * width
+    owners, owner = np.unique(rows, return_inverse=True)  # a chunk's rows, numbered from 0
+    useful = (tried >= 0) & ~(result[rows][:, None, :] == tried[:, :, None]).any(axis=2)
+    link, round_ = np.nonzero(useful)
+    if not len(link):
+        return
+    pair = owner[link] * (int(tried.max(initial=0)) + 1) + tried[link, round_]
+    by_pair = np.sort(pair * turns + round_ * lost + link)  # each (row, candidate) pair's first turn leads
+    lead = by_pair[np.concatenate([[True], by_pair[1:] // turns != by_pair[:-1] // turns])] % turns
+    useful[:] = False
+    useful[lead % lost, lead // lost] = True
+    useful &= np.cumsum(useful, axis=1) <= PER_LINK
+    link, round_ = np.nonzero(useful)
+    served = np.sort(owner[link] * turns + round_ * lost + link) % turns  # by row, then round, then link
+    link, round_ = served % lost, served // lost
+    rank = _rank(owner[link])
     free = result[owners] < 0
-    free_slot = np.argsort(~free, axis=1, kind="stable")
-    group = np.repeat(np.arange(len(owners)), count)
-    fits = rank < free.sum(axis=1)[group]
-    result[rows[order[fits]], free_slot[group[fits], rank[fits]]] = new[order[fits]]
-    placed = np.zeros(len(rows), dtype=np.bool_)
-    placed[order[fits]] = True
-    return placed
+    fits = rank < free.sum(axis=1)[owner[link]]
+    slot = np.argsort(~free, axis=1, kind="stable")[owner[link[fits]], rank[fits]]  # the rank-th free slot
+    result[rows[link[fits]], slot] = tried[link[fits], round_[fits]]
+
+
+def _rank(groups: Ids) -> Ids:
+    """Each item's position within its run of equal `groups` values (the input grouped)."""
+    if not len(groups):
+        return groups
+    starts = np.flatnonzero(np.concatenate([[True], groups[1:] != groups[:-1]]))
+    return np.arange(len(groups)) - np.repeat(starts, np.diff(np.append(starts, len(groups))))
 
 
 def _closest_outs(graph: Graph, level: Level, row_of: Ids, owner: Ids, gone: Ids, space: str) -> Links:
@@ -183,21 +193,22 @@ def _closest_outs(graph: Graph, level: Level, row_of: Ids, owner: Ids, gone: Ids
     order = np.argsort(gone, kind="stable")
     gones, first, indegree = np.unique(gone[order], return_index=True, return_counts=True)
     outs = level.links[np.maximum(row_of[gones], 0)]
-    outs = np.where((outs >= 0) & ~graph.dropped[np.where(outs >= 0, outs, 0)], outs, -1)
-    width, tried = outs.shape[1], min(TRIED, outs.shape[1])
+    live = (outs >= 0) & ~graph.dropped[np.where(outs >= 0, outs, 0)]
+    outs = np.take_along_axis(np.where(live, outs, -1), np.argsort(~live, axis=1, kind="stable"), 1)  # live first
+    width, tried, lives = outs.shape[1], min(TRIED, outs.shape[1]), live.sum(axis=1)
     best = np.full((len(gone), TRIED), -1, dtype=np.int64)
-    by_degree = np.argsort(indegree, kind="stable")
+    by_degree = np.lexsort((lives, indegree))  # a chunk's lists about as long as each other
     for chosen in _chunks(indegree[by_degree], width, by_degree):
         deg = int(indegree[chosen].max())
         slot = first[chosen][:, None] + np.arange(deg)
         pairs = np.where(np.arange(deg) < indegree[chosen][:, None], order[np.minimum(slot, len(order) - 1)], -1)
-        o, p = outs[chosen], owner[np.maximum(pairs, 0)]
+        o, p = outs[chosen, : max(1, int(lives[chosen].max()))], owner[np.maximum(pairs, 0)]
         d = _distances(graph.vectors, p, o, space)
         d[(o[:, None, :] < 0) | (o[:, None, :] == p[:, :, None])] = np.inf
-        near = np.argsort(d, axis=2, kind="stable")[:, :, :tried]
+        near = np.argsort(d, axis=2)[:, :, :tried]  # ties in either order
         picks = np.where(np.isfinite(np.take_along_axis(d, near, 2)), np.take_along_axis(o[:, None, :], near, 2), -1)
         real = pairs >= 0
-        best[pairs[real], :tried] = picks[real]
+        best[pairs[real], : picks.shape[2]] = picks[real]
     return best
 
 
