@@ -8,6 +8,7 @@ holds nothing live, has no graph worth keeping: it is rebuilt, and the plan says
 
 from __future__ import annotations
 
+import os
 from typing import ClassVar
 
 from ops.engine.actions import CompactIndex, RebuildIndex
@@ -28,7 +29,7 @@ class HnswCompact(HnswRebuild):
 
     def __init__(self, params: HnswCompactParams) -> None:
         self.collection, self.database = params.collection, params.database
-        self.threads, self.changes, self.on_worse = 1, {}, params.on_worse
+        self.threads, self.changes, self.on_worse = os.cpu_count() or 1, {}, params.on_worse
 
     def _rebuild_action(self, pd: PersistDir, record: CollectionRecord) -> RebuildIndex | None:
         rebuild = super()._rebuild_action(pd, record)

@@ -255,7 +255,7 @@ class HnswRebuild(Step):
         )
         if isinstance(action, CompactIndex):
             ctx.progress.start(f"compacting {record.name}", 1)
-            done = hnsw_compact.compact(old_dir, staged, header, known, shape.max_elements, space)
+            done = hnsw_compact.compact(old_dir, staged, header, known, shape.max_elements, space, self.threads)
             failpoints.hit("hnsw_compact.written")
             ctx.progress.finish()
             # Files written by us, not by hnswlib, which trusts every link it loads: check them first.

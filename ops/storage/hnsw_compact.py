@@ -17,7 +17,8 @@ per (link, candidate) pair, grouped per dropped element as small matrix products
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,8 @@ Links = npt.NDArray[np.int64]
 Vectors = npt.NDArray[np.float32]
 Labels = npt.NDArray[np.uint64]
 Mask = npt.NDArray[np.bool_]
+Each = Callable[[Callable[[Ids], None], Iterable[Ids]], None]
+"""Calls a function on each chunk (of disjoint rows), on one thread or several."""
 
 PER_LINK = 4
 """New links a lost link may give its owner (room permitting)."""
@@ -84,19 +87,34 @@ class Compacted:
     """Lists that lost a link, over all levels."""
 
 
-def compact(source: Path, target: Path, header: HnswHeader, keep: Labels, capacity: int, space: str) -> Compacted:
+def compact(
+    source: Path, target: Path, header: HnswHeader, keep: Labels, capacity: int, space: str, threads: int = 1
+) -> Compacted:
     """Write into the empty folder `target` the index of `source` holding only its live elements
-    whose labels are in `keep`, with room for `capacity` elements in its header."""
+    whose labels are in `keep`, with room for `capacity` elements in its header. The lists are
+    repaired in chunks on `threads` threads (numpy leaves the GIL in its products and sorts)."""
     graph = read_graph(source, header, keep)
     lists0 = Level(np.arange(header.cur_element_count, dtype=np.int64), level0_links(graph))
-    fixed0, repaired = reconnect(graph, lists0, space)
-    upper = []
-    for level in graph.upper:
-        fixed, count = reconnect(graph, level, space)
-        upper.append(Level(level.owners, fixed))
-        repaired += count
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+
+        def each(work: Callable[[Ids], None], chunks: Iterable[Ids]) -> None:
+            for _ in pool.map(work, chunks):
+                pass
+
+        fixed0, repaired = reconnect(graph, lists0, space, each)
+        upper = []
+        for level in graph.upper:
+            fixed, count = reconnect(graph, level, space, each)
+            upper.append(Level(level.owners, fixed))
+            repaired += count
     labels = _write(target, source, graph, fixed0, upper, capacity)
     return Compacted(labels=labels, repaired=repaired)
+
+
+def in_turn(work: Callable[[Ids], None], chunks: Iterable[Ids]) -> None:
+    """`Each` on the calling thread."""
+    for chunk in chunks:
+        work(chunk)
 
 
 def read_graph(folder: Path, header: HnswHeader, keep: Labels) -> Graph:
@@ -130,7 +148,7 @@ def _padded(counts: npt.NDArray[np.integer], links: npt.NDArray[np.integer]) -> 
     return out
 
 
-def reconnect(graph: Graph, level: Level, space: str) -> tuple[Links, int]:
+def reconnect(graph: Graph, level: Level, space: str, each: Each = in_turn) -> tuple[Links, int]:
     """The level's lists with every link to a dropped element bridged (module docstring), and how
     many lists lost a link. Lists of dropped owners are left as they are (they are not written)."""
     links, dropped = level.links, graph.dropped
@@ -142,10 +160,9 @@ def reconnect(graph: Graph, level: Level, space: str) -> tuple[Links, int]:
         return result, 0
     row_of = np.full(len(dropped), -1, dtype=np.int64)
     row_of[level.owners] = np.arange(len(level.owners))
-    tried = _closest_outs(graph, level, row_of, level.owners[rows], links[rows, slots], space)
+    tried = _closest_outs(graph, level, row_of, level.owners[rows], links[rows, slots], space, each)
     cuts = np.searchsorted(rows, rows[np.arange(PLACE_LINKS, len(rows), PLACE_LINKS)])  # rows stay whole
-    for chunk in np.split(np.arange(len(rows)), cuts):
-        _place(result, rows[chunk], tried[chunk])
+    each(lambda chunk: _place(result, rows[chunk], tried[chunk]), np.split(np.arange(len(rows)), cuts))
     return result, len(np.unique(rows))
 
 
@@ -187,7 +204,9 @@ def _rank(groups: Ids) -> Ids:
     return np.arange(len(groups)) - np.repeat(starts, np.diff(np.append(starts, len(groups))))
 
 
-def _closest_outs(graph: Graph, level: Level, row_of: Ids, owner: Ids, gone: Ids, space: str) -> Links:
+def _closest_outs(
+    graph: Graph, level: Level, row_of: Ids, owner: Ids, gone: Ids, space: str, each: Each = in_turn
+) -> Links:
     """For each lost link owner -> gone, the TRIED live out-neighbours of `gone` closest to `owner`
     (-1 padded). Grouped by dropped element: its out-vectors are gathered once for all its in-links."""
     order = np.argsort(gone, kind="stable")
@@ -197,8 +216,8 @@ def _closest_outs(graph: Graph, level: Level, row_of: Ids, owner: Ids, gone: Ids
     outs = np.take_along_axis(np.where(live, outs, -1), np.argsort(~live, axis=1, kind="stable"), 1)  # live first
     width, tried, lives = outs.shape[1], min(TRIED, outs.shape[1]), live.sum(axis=1)
     best = np.full((len(gone), TRIED), -1, dtype=np.int64)
-    by_degree = np.lexsort((lives, indegree))  # a chunk's lists about as long as each other
-    for chosen in _chunks(indegree[by_degree], width, by_degree):
+
+    def closest(chosen: Ids) -> None:
         deg = int(indegree[chosen].max())
         slot = first[chosen][:, None] + np.arange(deg)
         pairs = np.where(np.arange(deg) < indegree[chosen][:, None], order[np.minimum(slot, len(order) - 1)], -1)
@@ -209,6 +228,9 @@ def _closest_outs(graph: Graph, level: Level, row_of: Ids, owner: Ids, gone: Ids
         picks = np.where(np.isfinite(np.take_along_axis(d, near, 2)), np.take_along_axis(o[:, None, :], near, 2), -1)
         real = pairs >= 0
         best[pairs[real], : picks.shape[2]] = picks[real]
+
+    by_degree = np.lexsort((lives, indegree))  # a chunk's lists about as long as each other
+    each(closest, _chunks(indegree[by_degree], width, by_degree))
     return best
 
 
