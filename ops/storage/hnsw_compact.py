@@ -119,7 +119,8 @@ def in_turn(work: Callable[[Ids], None], chunks: Iterable[Ids]) -> None:
 
 def read_graph(folder: Path, header: HnswHeader, keep: Labels) -> Graph:
     n, width = header.cur_element_count, header.size_data_per_element
-    level0 = np.fromfile(folder / LEVEL0_FILE, dtype=np.uint8, count=n * width).reshape(n, width)
+    with (folder / LEVEL0_FILE).open("rb") as f:  # bytes, not np.fromfile: see _read_only
+        level0 = _read_only(f.read(n * width)).reshape(n, width)
     vectors = level0[:, header.offset_data : header.label_offset].view("<f4")
     labels = record_labels(level0, header)
     dropped = record_deleted(level0) | ~np.isin(labels, keep)
@@ -136,6 +137,13 @@ def read_graph(folder: Path, header: HnswHeader, keep: Labels) -> Graph:
         at = starts[owners] + (level - 1) * block
         upper.append(Level(owners, _padded(words[at], words[at[:, None] + 1 + np.arange(header.max_m)])))
     return Graph(header, level0, vectors, labels, dropped, levels, upper)
+
+
+def _read_only(data: bytes) -> npt.NDArray[np.uint8]:
+    """The file's bytes as a (read-only) array. numpy asks the kernel for huge pages for a large
+    array it allocates (np.fromfile); on a host where they must first be compacted, that
+    allocation of data_level0.bin took 0.15-0.19 s of a 0.04 s read (measured at 84 MB)."""
+    return np.frombuffer(data, dtype=np.uint8)
 
 
 def level0_links(graph: Graph) -> Links:
