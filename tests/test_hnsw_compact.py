@@ -252,3 +252,27 @@ def test_placing_new_links_follows_its_rules(seed: int) -> None:
     _place(got, rows, tried)
     assert (got == expected).all()
     assert (got >= 0).sum() > (lists >= 0).sum()  # the case placed something
+
+
+def test_threads_write_the_same_files_as_one_thread(
+    standard_dir: BuiltDir, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lists are repaired in chunks on several threads: small chunks (many of them, run
+    interleaved) give byte for byte the files one thread writes."""
+    from ops.storage import hnsw_compact
+    from ops.storage.hnsw_files import read_header
+    from ops.storage.pickle_meta import read_pickle
+
+    monkeypatch.setattr(hnsw_compact, "GATHER_ROWS", 64)
+    monkeypatch.setattr(hnsw_compact, "PLACE_LINKS", 16)
+    source = segment_folder(standard_dir.path, "frag")
+    header = read_header(source)
+    keep = np.array(sorted(read_pickle(source / "index_metadata.pickle").label_to_id), dtype=np.uint64)
+    written = {}
+    for threads in (1, 4):
+        target = tmp_path / str(threads)
+        target.mkdir()
+        done = hnsw_compact.compact(source, target, header, keep, header.max_elements, "cosine", threads)
+        assert done.repaired > 16  # more lists than one chunk
+        written[threads] = {f.name: f.read_bytes() for f in sorted(target.iterdir())}
+    assert written[1] == written[4] and len(written[1]) == 4
