@@ -268,10 +268,11 @@ def _write(target: Path, source: Path, graph: Graph, links0: Links, upper: list[
     new_id = np.where(live, np.cumsum(live) - 1, -1)
     count = int(live.sum())
     kept = np.flatnonzero(live)
+    buffer = np.empty((min(count, WRITE_ROWS), h.size_data_per_element), dtype=np.uint8)  # faulted in once
     with (target / LEVEL0_FILE).open("wb") as out:
         for at in range(0, count, WRITE_ROWS):
             chunk = kept[at : at + WRITE_ROWS]
-            rows = graph.level0[chunk]
+            rows = np.take(graph.level0, chunk, axis=0, out=buffer[: len(chunk)])
             counts, packed = _remapped(links0[chunk], new_id)
             rows[:, 0:2] = counts.astype("<u2").view(np.uint8).reshape(-1, 2)
             rows[:, 2:4] = 0
