@@ -12,11 +12,12 @@ recall@10 1.000 at this size, which measures nothing), normalised,
   theirs    <venv>/bin/chops hnsw rebuild COPY --collection bench --yes (chromadb-ops 0.1.5, telemetry off)
 Each run is checked through ops.storage (bench_hnsw.validity: live = pickle labels, nothing deleted) and,
 after the warm-up, its recall@10 at ef 100 on 200 stored vectors against exact neighbours, beside the
-old index's. Then --rounds rounds of "delete 20% of the live labels (hnswlib mark_deleted on a copy of
-the index folder), compact" against bare add_items of the same live vectors (the rebuild floor; --seeds
-graphs, each with its own seed: a fresh graph's recall varies too), with recall@10 at ef 100 of --queries
-(2,000) perturbed stored vectors against brute force after every round, and the paired difference
-compacted - rebuilt with its 95% half-width (what the curve can tell apart): the curve.
+old index's. Then round 0 (compact the dataset's own deletions) and --rounds rounds of "delete 20% of
+the live labels (hnswlib mark_deleted on a copy of the index folder), compact" against bare add_items
+of the same live vectors (the rebuild floor; --seeds graphs, each with its own seed: a fresh graph's
+recall varies too), with recall@10 at ef 100 of --queries (2,000) perturbed stored vectors against
+brute force after every round, and the paired difference compacted - rebuilt with its 95% half-width
+(what the curve can tell apart): the curve.
 Targets: compact <= 0.2x rebuild and <= 0.15x theirs; recall within 0.01 of the rebuild's and not
 below the fragmented index's; no drift over the rounds.
 """
@@ -48,9 +49,9 @@ def load(folder):
     index = hnswlib.Index(space="cosine", dim=h.dimension)
     index.load_index(str(folder), is_persistent_index=True, max_elements=h.max_elements)
     return h, index
-def vectors(folder, h):  # read through ops.storage: no second reader of data_level0.bin here
+def vectors(folder, h):  # the live labels and vectors, read through ops.storage (no second reader here)
     graph = hnsw_compact.read_graph(folder, h, hnsw_records.read_level0(folder, h).labels)
-    return graph.labels, np.ascontiguousarray(graph.vectors), graph.dropped
+    return graph.labels[~graph.dropped], graph.vectors
 def recall(index, q, truth):  # per query
     index.set_ef(100)
     found, _ = index.knn_query(q, k=10)
@@ -58,29 +59,29 @@ def recall(index, q, truth):  # per query
 def gap(a, b):  # mean paired difference and its 95% half-width
     d = a - b
     return [round(float(d.mean()), 4), round(float(1.96 * d.std(ddof=1) / np.sqrt(len(d))), 4)]
-cur = work / "round0"
+cur = work / "start"
 shutil.copytree(source, cur)
 out = []
-for r in range(1, rounds + 1):
+for r in range(rounds + 1):  # round 0: the dataset's own deletions (its own random stream; it starts nothing)
+    g = rng if r else np.random.default_rng(1000)
     h, index = load(cur)
-    labels, vecs, deleted = vectors(cur, h)
-    live = labels[~deleted]
-    for label in rng.choice(live, len(live) // 5, replace=False):
+    live, _ = vectors(cur, h)
+    for label in rng.choice(live, len(live) // 5, replace=False) if r else ():
         index.mark_deleted(int(label))
     index.persist_dirty()
-    labels, vecs, deleted = vectors(cur, h)
-    keep = ~deleted
-    q = vecs[keep][rng.choice(int(keep.sum()), min(QUERIES, int(keep.sum())), replace=False)]
-    q = q + rng.standard_normal(q.shape).astype(np.float32) * np.float32(0.35 / np.sqrt(q.shape[1]))
+    labels, vecs = vectors(cur, h)
+    n = len(labels)
+    q = vecs[g.choice(n, min(QUERIES, n), replace=False)]
+    q = q + g.standard_normal(q.shape).astype(np.float32) * np.float32(0.35 / np.sqrt(q.shape[1]))
     q /= np.linalg.norm(q, axis=1, keepdims=True)
-    sims = q @ vecs[keep].T
-    truth = labels[keep][np.argpartition(-sims, 9, axis=1)[:, :10]]
+    sims = q @ vecs.T
+    truth = labels[np.argpartition(-sims, 9, axis=1)[:, :10]]
     frag = recall(index, q, truth)
     index.close_file_handles()
     dst = work / f"round{r}"
     dst.mkdir()
     t = time.perf_counter()
-    hnsw_compact.compact(cur, dst, h, labels[keep], int(keep.sum()) + 1000, "cosine")
+    hnsw_compact.compact(cur, dst, h, labels, n + 1000, "cosine", threads)
     compact_s = time.perf_counter() - t
     shutil.copy(cur / "index_metadata.pickle", dst / "index_metadata.pickle")
     _, compacted = load(dst)
@@ -89,26 +90,27 @@ for r in range(1, rounds + 1):
     rebuilt, times = [], []
     for seed in range(SEEDS):  # a fresh graph's recall varies with its random levels and insertion order
         fresh = hnswlib.Index(space="cosine", dim=h.dimension)
-        fresh.init_index(max_elements=int(keep.sum()), M=h.M, ef_construction=h.ef_construction, random_seed=100 + seed)
-        order = rng.permutation(int(keep.sum()))  # shuffled, as hnsw rebuild inserts
+        fresh.init_index(max_elements=n, M=h.M, ef_construction=h.ef_construction, random_seed=100 + seed)
+        order = g.permutation(n)  # shuffled, as hnsw rebuild inserts
         t = time.perf_counter()
-        fresh.add_items(vecs[keep][order], labels[keep][order], num_threads=threads)
+        fresh.add_items(vecs[order], labels[order], num_threads=threads)
         times.append(time.perf_counter() - t)
         rebuilt.append(recall(fresh, q, truth))
     rebuilt_mean = np.mean(rebuilt, axis=0)
-    out.append({"round": r, "live": int(keep.sum()), "compact_s": compact_s, "add_items_s": float(np.median(times)),
+    out.append({"round": r, "live": n, "compact_s": compact_s, "add_items_s": float(np.median(times)),
                 "recall_fragmented": frag.mean(), "recall_compacted": comp.mean(),
                 "recall_rebuilt": [float(x.mean()) for x in rebuilt],
                 "compacted_minus_rebuilt": gap(comp, rebuilt_mean), "compacted_minus_fragmented": gap(comp, frag)})
-    shutil.rmtree(cur)
-    cur = dst
+    if r:
+        shutil.rmtree(cur)
+        cur = dst
 print(json.dumps(out))"""
 
 
 def main() -> None:
     ap = harness.parser(__doc__, repeat=3)
     ap.add_argument("--deleted", type=int, default=5, help="every K-th id deleted (5: 20%%, 2: 50%%)")
-    ap.add_argument("--rounds", type=int, default=3, help="delete-20%%-then-compact rounds for the recall curve")
+    ap.add_argument("--rounds", type=int, default=3, help="delete-20%%-then-compact rounds after round 0")
     ap.add_argument("--queries", type=int, default=2000, help="queries per round of the recall curve")
     ap.add_argument("--seeds", type=int, default=2, help="fresh rebuilds per round (each with its own seed)")
     ap.add_argument("--clusters", type=int, default=1000, help="mixture centres")

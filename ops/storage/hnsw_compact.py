@@ -34,7 +34,7 @@ from ops.storage.hnsw_files import (
     header_bytes,
     walk_link_lists,
 )
-from ops.storage.hnsw_records import record_deleted, record_labels, record_links
+from ops.storage.hnsw_records import level0_chunks, read_level0, record_links
 
 Ids = npt.NDArray[np.int64]
 Links = npt.NDArray[np.int64]
@@ -51,8 +51,6 @@ TRIED = 8
 """Out-neighbours of the dropped element tried per lost link, closest to the owner first."""
 GATHER_ROWS = 4096
 """Vectors gathered per matrix product: small enough for the allocator to reuse the buffers."""
-WRITE_ROWS = 8192
-"""Rows of the new data_level0.bin built and written at a time (and of lists compared at a time)."""
 PLACE_LINKS = 32768
 """Lost links given their new links at a time (their rows whole): bounds the placement's memory."""
 
@@ -68,10 +66,13 @@ class Level:
 @dataclass(frozen=True)
 class Graph:
     header: HnswHeader
-    level0: npt.NDArray[np.uint8]
-    """data_level0.bin as (elements, size_data_per_element) bytes."""
+    links0: Links
+    """Level 0's lists, of every element."""
     vectors: Vectors
-    """As stored: cosine vectors normalised (hnswlib compares them by inner product)."""
+    """The kept elements' vectors only, in id order (`dense` numbers them), as stored: cosine
+    vectors normalised (hnswlib compares them by inner product)."""
+    dense: Ids
+    """Each element's row in `vectors`, -1 for a dropped one."""
     labels: Labels
     dropped: Mask
     levels: Ids
@@ -94,7 +95,7 @@ def compact(
     whose labels are in `keep`, with room for `capacity` elements in its header. The lists are
     repaired in chunks on `threads` threads (numpy leaves the GIL in its products and sorts)."""
     graph = read_graph(source, header, keep)
-    lists0 = Level(np.arange(header.cur_element_count, dtype=np.int64), level0_links(graph))
+    lists0 = Level(np.arange(header.cur_element_count, dtype=np.int64), graph.links0)
     with ThreadPoolExecutor(max_workers=threads) as pool:
 
         def each(work: Callable[[Ids], None], chunks: Iterable[Ids]) -> None:
@@ -118,12 +119,22 @@ def in_turn(work: Callable[[Ids], None], chunks: Iterable[Ids]) -> None:
 
 
 def read_graph(folder: Path, header: HnswHeader, keep: Labels) -> Graph:
-    n, width = header.cur_element_count, header.size_data_per_element
-    with (folder / LEVEL0_FILE).open("rb") as f:  # bytes, not np.fromfile: see _read_only
-        level0 = _read_only(f.read(n * width)).reshape(n, width)
-    vectors = level0[:, header.offset_data : header.label_offset].view("<f4")
-    labels = record_labels(level0, header)
-    dropped = record_deleted(level0) | ~np.isin(labels, keep)
+    """The graph, read in two passes over data_level0.bin in blocks (labels and deleted flags, then
+    links and the kept vectors): memory holds the kept vectors, not the whole file."""
+    n = header.cur_element_count
+    records = read_level0(folder, header)
+    labels = records.labels
+    dropped = records.deleted | ~np.isin(labels, keep)
+    dense = np.where(dropped, -1, np.cumsum(~dropped) - 1)
+    vectors = np.empty((n - int(dropped.sum()), header.dimension), dtype=np.float32)
+    links0 = np.empty((n, header.max_m0), dtype=np.int64)
+    filled = 0
+    for first, rows in level0_chunks(folder, header):
+        part = slice(first, first + len(rows))
+        links0[part] = _padded(*record_links(rows, header))
+        kept = rows[~dropped[part], header.offset_data : header.label_offset]
+        vectors[filled : filled + len(kept)] = kept.view("<f4")
+        filled += len(kept)
     data = (folder / LINK_LISTS_FILE).read_bytes()
     words = np.frombuffer(data, dtype="<u4", count=len(data) // 4)
     block = 1 + header.max_m
@@ -136,18 +147,7 @@ def read_graph(folder: Path, header: HnswHeader, keep: Labels) -> Graph:
         owners = np.flatnonzero(levels >= level)
         at = starts[owners] + (level - 1) * block
         upper.append(Level(owners, _padded(words[at], words[at[:, None] + 1 + np.arange(header.max_m)])))
-    return Graph(header, level0, vectors, labels, dropped, levels, upper)
-
-
-def _read_only(data: bytes) -> npt.NDArray[np.uint8]:
-    """The file's bytes as a (read-only) array. numpy asks the kernel for huge pages for a large
-    array it allocates (np.fromfile); on a host where they must first be compacted, that
-    allocation of data_level0.bin took 0.15-0.19 s of a 0.04 s read (measured at 84 MB)."""
-    return np.frombuffer(data, dtype=np.uint8)
-
-
-def level0_links(graph: Graph) -> Links:
-    return _padded(*record_links(graph.level0, graph.header))
+    return Graph(header, links0, vectors, dense, labels, dropped, levels, upper)
 
 
 def _padded(counts: npt.NDArray[np.integer], links: npt.NDArray[np.integer]) -> Links:
@@ -230,7 +230,7 @@ def _closest_outs(
         slot = first[chosen][:, None] + np.arange(deg)
         pairs = np.where(np.arange(deg) < indegree[chosen][:, None], order[np.minimum(slot, len(order) - 1)], -1)
         o, p = outs[chosen, : max(1, int(lives[chosen].max()))], owner[np.maximum(pairs, 0)]
-        d = _distances(graph.vectors, p, o, space)
+        d = _distances(graph.vectors, graph.dense[p], graph.dense[np.maximum(o, 0)], space)
         d[(o[:, None, :] < 0) | (o[:, None, :] == p[:, :, None])] = np.inf
         near = np.argsort(d, axis=2)[:, :, :tried]  # ties in either order
         picks = np.where(np.isfinite(np.take_along_axis(d, near, 2)), np.take_along_axis(o[:, None, :], near, 2), -1)
@@ -268,11 +268,10 @@ def _write(target: Path, source: Path, graph: Graph, links0: Links, upper: list[
     new_id = np.where(live, np.cumsum(live) - 1, -1)
     count = int(live.sum())
     kept = np.flatnonzero(live)
-    buffer = np.empty((min(count, WRITE_ROWS), h.size_data_per_element), dtype=np.uint8)  # faulted in once
     with (target / LEVEL0_FILE).open("wb") as out:
-        for at in range(0, count, WRITE_ROWS):
-            chunk = kept[at : at + WRITE_ROWS]
-            rows = np.take(graph.level0, chunk, axis=0, out=buffer[: len(chunk)])
+        for first, block in level0_chunks(source, h):  # the kept rows streamed, their links replaced
+            chunk = kept[(kept >= first) & (kept < first + len(block))]
+            rows = block[chunk - first]
             counts, packed = _remapped(links0[chunk], new_id)
             rows[:, 0:2] = counts.astype("<u2").view(np.uint8).reshape(-1, 2)
             rows[:, 2:4] = 0
