@@ -121,13 +121,17 @@ def in_turn(work: Callable[[Ids], None], chunks: Iterable[Ids]) -> None:
 def read_graph(folder: Path, header: HnswHeader, keep: Labels) -> Graph:
     """The graph, read in two passes over data_level0.bin in blocks (labels and deleted flags, then
     links and the kept vectors): memory holds the kept vectors, not the whole file."""
-    n = header.cur_element_count
     records = read_level0(folder, header)
-    labels = records.labels
-    dropped = records.deleted | ~np.isin(labels, keep)
+    dropped = records.deleted | ~np.isin(records.labels, keep)
+    links0, vectors = _links_and_kept_vectors(folder, header, dropped)
     dense = np.where(dropped, -1, np.cumsum(~dropped) - 1)
-    vectors = np.empty((n - int(dropped.sum()), header.dimension), dtype=np.float32)
-    links0 = np.empty((n, header.max_m0), dtype=np.int64)
+    levels, upper = _upper_levels(folder, header)
+    return Graph(header, links0, vectors, dense, records.labels, dropped, levels, upper)
+
+
+def _links_and_kept_vectors(folder: Path, header: HnswHeader, dropped: Mask) -> tuple[Links, Vectors]:
+    links0 = np.empty((header.cur_element_count, header.max_m0), dtype=np.int64)
+    vectors = np.empty((int((~dropped).sum()), header.dimension), dtype=np.float32)
     filled = 0
     for first, rows in level0_chunks(folder, header):
         part = slice(first, first + len(rows))
@@ -135,9 +139,14 @@ def read_graph(folder: Path, header: HnswHeader, keep: Labels) -> Graph:
         kept = rows[~dropped[part], header.offset_data : header.label_offset]
         vectors[filled : filled + len(kept)] = kept.view("<f4")
         filled += len(kept)
+    return links0, vectors
+
+
+def _upper_levels(folder: Path, header: HnswHeader) -> tuple[Ids, list[Level]]:
+    """Each element's level, and the lists of levels 1.. from link_lists.bin."""
+    n, block = header.cur_element_count, 1 + header.max_m
     data = (folder / LINK_LISTS_FILE).read_bytes()
     words = np.frombuffer(data, dtype="<u4", count=len(data) // 4)
-    block = 1 + header.max_m
     levels = np.zeros(n, dtype=np.int64)
     starts = np.zeros(n, dtype=np.int64)
     for element, pos, size in walk_link_lists(data, n, header.max_m).upper:
@@ -147,7 +156,7 @@ def read_graph(folder: Path, header: HnswHeader, keep: Labels) -> Graph:
         owners = np.flatnonzero(levels >= level)
         at = starts[owners] + (level - 1) * block
         upper.append(Level(owners, _padded(words[at], words[at[:, None] + 1 + np.arange(header.max_m)])))
-    return Graph(header, links0, vectors, dense, labels, dropped, levels, upper)
+    return levels, upper
 
 
 def _padded(counts: npt.NDArray[np.integer], links: npt.NDArray[np.integer]) -> Links:
