@@ -64,6 +64,7 @@ def test_readme_synopses_name_registered_commands() -> None:
 CASES: list[tuple[str, str, dict[str, Any]]] = [
     ("db info D -s a,b -s c -p --json", "db.info", {"skip_collection_names": ["a", "b", "c"], "privacy_mode": True}),
     ("db info D --skip-collection-names a b", "db.info", {"skip_collection_names": ["a", "b"]}),
+    ("db info D -v", "db.info", {"details": True}),
     ("hnsw info D -c docs -d other -v", "hnsw.info", {"collection": "docs", "database": "other", "verbose": True}),
     (
         "hnsw rebuild D -c docs --m 12 --construction-ef 80 --search-ef 40 --space ip --threads 2",

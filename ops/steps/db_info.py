@@ -58,7 +58,9 @@ class DbInfoParams(SkipCollections, Privacy):
         description="also show these collections in full, below the one-row-each summary (repeat, or separate "
         "with commas; --json always has every collection in full)",
     )
-    details: bool = Field(False, description="show every collection in full, not only its summary row")
+    details: Annotated[bool, flag("-v", "--details")] = Field(
+        False, description="show every collection in full, not only its summary row"
+    )
 
     @field_validator("collection")
     @classmethod
