@@ -188,29 +188,35 @@ def _place(result: Links, rows: Ids, tried: Links) -> None:
     free slots of its row, in rounds: every link's first candidate, then every link's second, ...
     A row's free slots go in that order (within a round, to its links in order); a candidate the
     row already holds, or that an earlier turn of the row named, is skipped; a link gets at
-    most PER_LINK new links. (Orders are sorted as single integers `key * turns + turn`: numpy
-    sorts plain integers several times faster than it argsorts.)"""
-    lost, width = tried.shape
-    turns = lost * width
+    most PER_LINK new links."""
     owners, owner = np.unique(rows, return_inverse=True)  # a chunk's rows, numbered from 0
     useful = (tried >= 0) & ~(result[rows][:, None, :] == tried[:, :, None]).any(axis=2)
-    link, round_ = np.nonzero(useful)
-    if not len(link):
-        return
-    pair = owner[link] * (int(tried.max(initial=0)) + 1) + tried[link, round_]
-    by_pair = np.sort(pair * turns + round_ * lost + link)  # each (row, candidate) pair's first turn leads
-    lead = by_pair[np.concatenate([[True], by_pair[1:] // turns != by_pair[:-1] // turns])] % turns
-    useful[:] = False
-    useful[lead % lost, lead // lost] = True
-    useful &= np.cumsum(useful, axis=1) <= PER_LINK
-    link, round_ = np.nonzero(useful)
-    served = np.sort(owner[link] * turns + round_ * lost + link) % turns  # by row, then round, then link
-    link, round_ = served % lost, served // lost
+    link, round_ = _served(useful, owner, tried)
     rank = _rank(owner[link])
     free = result[owners] < 0
     fits = rank < free.sum(axis=1)[owner[link]]
     slot = np.argsort(~free, axis=1, kind="stable")[owner[link[fits]], rank[fits]]  # the rank-th free slot
     result[rows[link[fits]], slot] = tried[link[fits], round_[fits]]
+
+
+def _served(useful: Mask, owner: Ids, tried: Links) -> tuple[Ids, Ids]:
+    """The (link, round) turns that may place their candidate, by row, then round, then link: the
+    first turn of each (row, candidate) pair, at most PER_LINK per link. Orders are sorted as single
+    integers `key * turns + turn` (numpy sorts plain integers several times faster than it argsorts)."""
+    lost, width = tried.shape
+    turns = lost * width
+    link, round_ = np.nonzero(useful)
+    if not len(link):
+        return link, round_
+    pair = owner[link] * (int(tried.max(initial=0)) + 1) + tried[link, round_]
+    by_pair = np.sort(pair * turns + round_ * lost + link)
+    lead = by_pair[np.concatenate([[True], by_pair[1:] // turns != by_pair[:-1] // turns])] % turns
+    first = np.zeros_like(useful)
+    first[lead % lost, lead // lost] = True
+    first &= np.cumsum(first, axis=1) <= PER_LINK
+    link, round_ = np.nonzero(first)
+    served = np.sort(owner[link] * turns + round_ * lost + link) % turns
+    return served % lost, served // lost
 
 
 def _rank(groups: Ids) -> Ids:
