@@ -14,6 +14,10 @@ from pathlib import Path
 import pytest
 
 from ops.engine.backup import live_matches_backup
+from ops.engine.plan import StepPlan
+from ops.engine.runner import Confirm, RunOptions, run_step
+from ops.engine.step import StepContext
+from ops.steps.hnsw_config import HnswConfigParams, HnswConfigStep
 from tests.conftest import BuiltDir, chroma_snapshot, run_chops, tree_state
 
 
@@ -272,3 +276,34 @@ def test_kill_while_the_journal_is_first_written(standard_dir: BuiltDir) -> None
     assert code == 1 and f"chops rollback {path}" in stderr, stderr
     assert run_chops("rollback", path, "--yes").code == 0
     assert content_state(path) == before  # the stray file is gone too
+
+
+class _LockProbe(HnswConfigStep):
+    """hnsw.config that records, each time it plans, whether another writer could take the lock."""
+
+    def __init__(self, params: HnswConfigParams, seen: list[bool]) -> None:
+        super().__init__(params)
+        self.seen = seen
+
+    def plan(self, ctx: StepContext) -> StepPlan:
+        with closing(sqlite3.connect(ctx.persist_dir.sqlite_path, timeout=0, isolation_level=None)) as other:
+            try:
+                other.execute("BEGIN IMMEDIATE")
+                other.execute("ROLLBACK")
+                self.seen.append(False)
+            except sqlite3.OperationalError:
+                self.seen.append(True)
+        return super().plan(ctx)
+
+
+@pytest.mark.parametrize("asked", [False, True])
+def test_unattended_runs_plan_once_under_the_write_lock(standard_dir: BuiltDir, asked: bool) -> None:
+    """--yes (nobody asked): the plan is made once, already under the lock the apply holds, so no
+    write can land between plan and apply. Asked: planned to show, then again under the lock."""
+    seen: list[bool] = []
+    step = _LockProbe(HnswConfigParams(collection="frag", search_ef=77), seen)
+    confirm: Confirm | None = (lambda plan: None) if asked else None
+    result = run_step(step, standard_dir.path, RunOptions(backup=False), confirm)
+    assert result.applied
+    assert seen == ([False, True] if asked else [True])
+    assert run_chops("hnsw", "info", standard_dir.path, "-c", "frag", "--json").stdout.count('"ef_search": 77') == 1

@@ -94,10 +94,12 @@ def guarded(run: Callable[[], int], debug: bool = False) -> int:
 EXIT_CHANGES_PLANNED = 2
 
 
-def confirmer(yes: bool, out: Output) -> Callable[[Plan], None]:
+def confirmer(yes: bool, out: Output) -> Callable[[Plan], None] | None:
+    """Who is asked before a plan is applied: the terminal, or (--yes) nobody."""
+    if yes:
+        return None
+
     def confirm(plan: Plan) -> None:
-        if yes:
-            return
         if not sys.stdin.isatty():
             raise BadInput("this change needs confirmation and stdin is not a terminal", "re-run with --yes")
         from ops.report import tables

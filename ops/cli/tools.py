@@ -209,7 +209,8 @@ def maintain(p: MaintainParams) -> int:
         return EXIT_OK if plan.is_empty else EXIT_CHANGES_PLANNED
     if plan.is_empty:
         return nothing_to_do(plan, out)
-    confirmer(p.yes, out)(plan)
+    if (confirm := confirmer(p.yes, out)) is not None:
+        confirm(plan)
     return report_result(apply_plan_file(p.persist_dir, plan, options, progress), out)
 
 

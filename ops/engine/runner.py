@@ -4,6 +4,9 @@
     -> re-plan under the lock (refuse if the database moved) -> journal -> backup
     -> apply -> commit -> after_commit -> verify -> close journal -> prune old backups
 
+Unattended (--yes) with nothing holding the dir open, the step is planned once, already under the
+write lock: write lock -> precheck -> plan -> space check -> journal -> ...
+
 Any failure after the journal opened restores the backup (rollback) before the error is
 reported. A kill at any point leaves the journal behind; `rollback_journal` finishes it. When the
 rollback itself cannot finish (e.g. the disk is still full), the journal and the backup stay and
@@ -105,28 +108,53 @@ def refuse_unknown_layout(pd: PersistDir) -> None:
         )
 
 
-def plan_step(step: Step, persist_dir: str | Path) -> tuple[Plan, Path, LiveScan]:
-    root = open_for_change(persist_dir)
-    with PersistDir.open(root) as pd:
-        refuse_unknown_layout(pd)
-        ctx = StepContext(persist_dir=pd)
-        step.precheck(ctx)
-        plan_of_step = step.plan(ctx)
-    found = scan(root)
-    plan = Plan(persist_dir=str(root), layout=pd.layout.name, steps=[plan_of_step], live_processes=found.processes)
-    return plan, root, found
+def _plan_one(step: Step, root: Path, pd: PersistDir, found: LiveScan) -> Plan:
+    refuse_unknown_layout(pd)
+    ctx = StepContext(persist_dir=pd)
+    step.precheck(ctx)
+    plan_of_step = step.plan(ctx)
+    return Plan(persist_dir=str(root), layout=pd.layout.name, steps=[plan_of_step], live_processes=found.processes)
 
 
 def run_step(
-    step: Step, persist_dir: str | Path, options: RunOptions, confirm: Confirm, progress: ProgressSink | None = None
+    step: Step,
+    persist_dir: str | Path,
+    options: RunOptions,
+    confirm: Confirm | None,
+    progress: ProgressSink | None = None,
 ) -> RunResult:
-    plan, root, found = plan_step(step, persist_dir)
+    """Plan one step and (unless plan_only) apply it. `confirm` is asked between the two; None:
+    nobody is asked (--yes), and where nothing holds the dir open the step is planned once, under
+    the write lock the apply then keeps, instead of once to show and again under the lock."""
+    root = open_for_change(persist_dir)
+    found = scan(root)
+    alone = not (found.processes or found.unchecked or options.chroma_url)
+    if confirm is None and not options.plan_only and alone:
+        return _plan_and_apply_locked(step, root, options, found, progress)
+    with PersistDir.open(root) as pd:
+        plan = _plan_one(step, root, pd, found)
     if options.plan_only or plan.is_empty:
         return RunResult(plan=plan, applied=False, notes=found.warnings())
     notes = check_url([step], options) + refuse_live(root, [step], options, found)  # before asking
-    confirm(plan)
+    if confirm is not None:
+        confirm(plan)
     result = apply_plan([step], plan, root, options, progress, found=found)
     return result.model_copy(update={"notes": notes + result.notes})
+
+
+def _plan_and_apply_locked(
+    step: Step, root: Path, options: RunOptions, found: LiveScan, progress: ProgressSink | None
+) -> RunResult:
+    writer = acquire_write_lock(root / "chroma.sqlite3", options.lock_timeout_s)
+    try:
+        plan = _plan_one(step, root, PersistDir.over(root, writer), found)
+        if plan.is_empty:
+            _release(writer)
+            return RunResult(plan=plan, applied=False, notes=found.warnings())
+        return apply_plan([step], plan, root, options, progress, found=found, locked=writer)
+    except BaseException:
+        _release(writer)  # apply_plan released it already where it got that far: harmless
+        raise
 
 
 def apply_plan(
@@ -137,13 +165,15 @@ def apply_plan(
     progress: ProgressSink | None = None,
     precondition: Callable[[PersistDir], None] | None = None,
     found: LiveScan | None = None,
+    locked: sqlite3.Connection | None = None,
 ) -> RunResult:
     """Apply planned steps in order under one lock, one journal and one backup; all or nothing.
 
     Each step is planned again under the lock (after the steps before it) and must plan exactly
     the reviewed actions, else the run stops and rolls back. `precondition` runs under the lock
     before anything changes (the pipeline's fingerprint check). A running Chroma is looked for
-    before (unless the caller just did: `found`) and again under the lock.
+    before (unless the caller just did: `found`) and again under the lock. `locked`: the write
+    lock the plan was made under and held since; its first step is not planned again.
     """
     pairs = [(step, sp) for step, sp in zip(steps, plan.steps, strict=True) if not sp.is_empty]
     applying = [step for step, _ in pairs]
@@ -161,13 +191,14 @@ def apply_plan(
         extra = max((step.extra_space(StepContext(persist_dir=pd), sp) for step, sp in pairs), default=0)
     backup_bytes = estimate_backup_bytes(root, touched.sqlite, touched.folders) if use_backup else 0
     check_space(root, backup_root, backup_bytes, extra)
-    writer = acquire_write_lock(root / "chroma.sqlite3", options.lock_timeout_s)
+    writer = locked or acquire_write_lock(root / "chroma.sqlite3", options.lock_timeout_s)
     try:
         if options.look_for_chroma:
             refuse_live(root, applying, options, scan(root))  # a Chroma that started meanwhile
         if precondition is not None:
             precondition(PersistDir.over(root, writer))
-        _check_still_planned(*pairs[0], root, writer)
+        if locked is None:
+            _check_still_planned(*pairs[0], root, writer)
     except BaseException:
         _release(writer)
         raise
