@@ -45,7 +45,7 @@ _KNOWN: dict[MigrationKey, tuple[str, str, tuple[ConfigSource, ...], PickleForm,
 }
 
 
-_BASE_TABLES = (
+READ_TABLES = (
     "migrations",
     "tenants",
     "databases",
@@ -54,12 +54,11 @@ _BASE_TABLES = (
     "segments",
     "segment_metadata",
     "embeddings",
-    "embedding_metadata",
     "embeddings_queue",
-    "embeddings_queue_config",
     "max_seq_id",
-    "maintenance_log",
 )
+"""The tables chroma-ops reads: a database without one of them is not opened (`PersistDir`)."""
+_BASE_TABLES = (*READ_TABLES, "embedding_metadata", "embeddings_queue_config", "maintenance_log")
 _LAYOUT_TABLES: dict[str, tuple[str, ...]] = {
     "0.5-0.6": (),
     "1.0": ("acquire_write",),

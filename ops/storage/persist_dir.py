@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, TypeVar
 from ops.errors import CorruptDatabase, NotAPersistDir, NotFound
 from ops.storage import fs, hnsw_files, sysdb, wal
 from ops.storage.hnsw_files import HnswHeader
-from ops.storage.layout import Layout, detect_layout
+from ops.storage.layout import READ_TABLES, Layout, detect_layout
 from ops.storage.models import VECTOR_SCOPE, CollectionRecord, DatabaseRecord, SegmentRecord
 from ops.storage.pickle_meta import HnswPickleMeta, read_pickle
 from ops.storage.sqlite_ro import SQLITE_FILE_NAME, connect_readonly
@@ -258,7 +258,7 @@ def _predicted_record(record: CollectionRecord, prediction: Prediction) -> Colle
 
 
 def _check_tables(conn: sqlite3.Connection) -> None:
-    missing = [t for t in sysdb.REQUIRED_TABLES if t not in sysdb.table_names(conn)]
+    missing = [t for t in READ_TABLES if t not in sysdb.table_names(conn)]
     if missing:
         raise CorruptDatabase(
             f"chroma.sqlite3 lacks the table(s) {', '.join(missing)}",

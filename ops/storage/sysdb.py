@@ -19,19 +19,6 @@ from ops.storage.models import (
     SegmentRecord,
 )
 
-REQUIRED_TABLES = (
-    "migrations",
-    "tenants",
-    "databases",
-    "collections",
-    "collection_metadata",
-    "segments",
-    "segment_metadata",
-    "embeddings",
-    "embeddings_queue",
-    "max_seq_id",
-)
-
 # hnsw:* metadata keys (0.5/0.6 layout) -> HnswConfig fields
 _METADATA_KEYS = {
     "hnsw:space": "space",
