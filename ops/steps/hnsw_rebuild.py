@@ -226,7 +226,7 @@ class HnswRebuild(Step):
         staged = empty_staging_folder(old_dir)
         index, kept = self._build(ctx, record, action, header, known, positions, staged)
         try:
-            comparison = probe.compare(index, shape.space)
+            comparison = probe.compare(index, shape.space, _first_look(action))
         finally:
             index.close_file_handles()
         if not _keep_or_refuse(ctx, record, action, comparison, probe):
@@ -323,8 +323,12 @@ def _keep_or_refuse(
     return True
 
 
+def _first_look(action: RebuildIndex) -> int:
+    return recall_check.FIRST_LOOK_REPAIRED if isinstance(action, CompactIndex) else recall_check.FIRST_LOOK
+
+
 def _first_asked(action: RebuildIndex) -> int:
-    return recall_check.FIRST_LOOK if isinstance(action, CompactIndex) else RECALL_SAMPLE
+    return _first_look(action) if isinstance(action, CompactIndex) else RECALL_SAMPLE
 
 
 def _made(action: RebuildIndex) -> str:
@@ -422,10 +426,11 @@ class _Probe:
             self.old_found = np.concatenate([self.old_found, more])
         return None if self.old_found is None else self.old_found[start:stop]
 
-    def compare(self, index: Any, space: str) -> RecallComparison | None:
-        """The paired comparison (recall_check, in looks); None when the index holds nothing to ask.
-        Data on which no HNSW with these parameters reaches the floor (e.g. uniform random 384-d
-        vectors: ~0.45 at M=16, ef=100) is held to the old index's recall instead of being refused.
+    def compare(self, index: Any, space: str, first_look: int) -> RecallComparison | None:
+        """The paired comparison (recall_check: a look at `first_look` queries, then all); None when
+        the index holds nothing to ask. Data on which no HNSW with these parameters reaches the floor
+        (e.g. uniform random 384-d vectors: ~0.45 at M=16, ef=100) is held to the old index's recall
+        instead of being refused.
         Exact neighbours come after each look's knn queries: numpy's BLAS threads spin on after each
         product and would take the cores hnswlib searches on."""
         spaces = {space, self.space}
@@ -438,7 +443,7 @@ class _Probe:
             old_recalls = None if old is None else hnsw_index.recall_per_query(old, truth[self.space])
             return hnsw_index.recall_per_query(found, truth[space]), old_recalls
 
-        return recall_check.compare_in_looks(recalls, len(self.queries)) if self.k else None
+        return recall_check.compare_in_looks(recalls, len(self.queries), first_look) if self.k else None
 
 
 def _kept_labels(live: Any, meta: HnswPickleMeta) -> Any:
