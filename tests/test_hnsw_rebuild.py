@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -318,3 +319,25 @@ def test_rebuild_repairs_a_damaged_link_lists_file(standard_dir: BuiltDir, tmp_p
     h = hnsw(path, "frag", "-v")
     assert (h["allocated"], h["deleted"], h["orphan_labels"]) == (320, 0, 0)
     assert_same_answers(answers, chroma_snapshot(path, tmp_path), rebuilt=True)
+
+
+def test_prefetched_keeps_order_and_errors() -> None:
+    """The build reads the next batch on a thread: the items come in order, each once, and an error
+    while making one reaches the caller at that item."""
+    from ops.storage.hnsw_index import prefetched
+
+    made: list[int] = []
+
+    def items() -> Iterator[int]:
+        for i in range(5):
+            made.append(i)
+            if i == 3:
+                raise ValueError("item 3 is bad")
+            yield i
+
+    got = []
+    with pytest.raises(ValueError, match="item 3 is bad"):
+        for item in prefetched(items()):
+            got.append(item)
+    assert got == [0, 1, 2] and made == [0, 1, 2, 3]
+    assert list(prefetched(iter(range(50)))) == list(range(50))

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -74,6 +75,19 @@ def vectors_in_order(
         records[order] = read_records(folder, header, part[order])
         rows = np.ones(len(part), dtype=bool)
         yield record_labels(records, header), _vectors(records, rows, header, None if norms is None else norms[part])
+
+
+T = TypeVar("T")
+
+
+def prefetched(items: Iterator[T]) -> Iterator[T]:
+    """The same items (none of them None), the next one made on a thread while the caller works on
+    this one (hnswlib leaves the GIL while it adds a batch: the next batch is read meanwhile)."""
+    with ThreadPoolExecutor(1) as pool:
+        ahead = pool.submit(next, items, None)
+        while (item := ahead.result()) is not None:
+            ahead = pool.submit(next, items, None)
+            yield item
 
 
 def in_batches(pieces: Iterator[tuple[Labels, Vectors]], size: int) -> Iterator[tuple[Labels, Vectors]]:
@@ -311,7 +325,8 @@ def build_index(
     index = new_index(shape.space, header.dimension, shape.capacity, shape.m, shape.ef_construction, target)
     try:
         kept: list[Labels] = [np.zeros(0, dtype=np.uint64)]
-        for labels, vectors in vectors_in_order(source, header, positions, source_space, BUILD_BATCH):
+        batches = vectors_in_order(source, header, positions, source_space, BUILD_BATCH)
+        for labels, vectors in prefetched(batches):  # the next batch is read while this one is added
             index.add_items(vectors, labels, num_threads=threads)
             kept.append(labels)
             advance(len(labels))
