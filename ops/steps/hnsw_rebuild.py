@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -218,17 +218,17 @@ class HnswRebuild(Step):
         positions = hnsw_index.live_positions(old_dir, header, known)
         # Inserted in a random (seeded) order: Chroma's label order follows the order of the adds.
         positions = positions[np.random.RandomState(0).permutation(len(positions))]
-        # The old index is asked before the new one is built and freed: peak memory is one index. A
-        # compaction (its recall check usually ends at the first look) asks the rest only if needed.
-        intact, asked = action.details.repairs is None, _first_asked(action)
-        probe = _Probe.ask_old(old_dir, header, positions, known, old_space, self._recall_ef(record), intact, asked)
+        intact = action.details.repairs is None
+        probe = _Probe.sample(old_dir, header, positions, known, old_space, self._recall_ef(record), intact)
         ctx.will_create(staging_folder(old_dir))
         staged = empty_staging_folder(old_dir)
         index, kept = self._build(ctx, record, action, header, known, positions, staged)
         try:
-            comparison = probe.compare(index, shape.space, _first_look(action))
+            probe.ask_new(index, staged, shape.space, _first_asked(action))
         finally:
             index.close_file_handles()
+        del index  # freed before the old index is loaded, if it is: one index in memory at a time
+        comparison = probe.compare(_first_look(action))
         if not _keep_or_refuse(ctx, record, action, comparison, probe):
             remove_tree(staged)
             return False
@@ -328,6 +328,8 @@ def _first_look(action: RebuildIndex) -> int:
 
 
 def _first_asked(action: RebuildIndex) -> int:
+    """Queries the new index is asked while it is loaded after the build: a compaction's first look
+    (it usually ends there), a rebuild's all (a fresh graph usually needs both looks)."""
     return _first_look(action) if isinstance(action, CompactIndex) else RECALL_SAMPLE
 
 
@@ -385,65 +387,85 @@ def _link_problems(folder: Path, header: hnsw_files.HnswHeader) -> list[str]:
 
 
 @dataclass
+class _Answers:
+    """One index's answers to the probe's queries, asked as they are needed: the index is loaded
+    from its folder, asked the queries not asked yet and freed."""
+
+    folder: Path
+    header: hnsw_files.HnswHeader
+    space: str
+    found: Any
+    """The answers to the first len(found) queries."""
+
+    def upto(self, queries: Any, stop: int, k: int, ef: int) -> Any:
+        if len(self.found) < stop:
+            more = hnsw_index.ask_index(self.folder, self.header, queries[len(self.found) : stop], self.space, k, ef)
+            self.found = np.concatenate([self.found, more])
+        return self.found[:stop]
+
+
+@dataclass
 class _Probe:
-    """The recall comparison's queries (stored vectors) and the old index's answers to them."""
+    """The recall comparison's queries (stored vectors sampled from the old index), the exact
+    neighbours of those measured so far, and each index's answers."""
 
     folder: Path
     header: hnsw_files.HnswHeader
     known: Any
     space: str
     queries: Any
-    old_found: Any
-    """The old index's answers to the first len(old_found) queries; None: a damaged graph, not asked."""
     ef: int
     k: int
+    old: _Answers | None
+    """None: a damaged graph, never loaded (hnswlib trusts link_lists.bin): it has no recall to keep."""
+    new: _Answers | None = None
+    truths: dict[int, dict[str, Any]] = field(default_factory=dict)
+    """The exact neighbours of each look's queries (by its first query), in each space asked."""
 
     @classmethod
-    def ask_old(
-        cls,
-        folder: Path,
-        header: hnsw_files.HnswHeader,
-        positions: Any,
-        known: Any,
-        space: str,
-        ef: int,
-        intact: bool,
-        asked: int,
+    def sample(
+        cls, folder: Path, header: hnsw_files.HnswHeader, positions: Any, known: Any, space: str, ef: int, intact: bool
     ) -> _Probe:
-        """RECALL_SAMPLE of the (shuffled) live positions, the first `asked` of them asked of the old
-        index, which is loaded and freed. A damaged old graph is not loaded at all (hnswlib trusts
-        link_lists.bin): it has no recall to keep."""
+        """RECALL_SAMPLE of the (shuffled) live positions; nothing asked yet."""
         k = min(RECALL_K, len(positions))
         queries = hnsw_index.vectors_at(folder, header, np.sort(positions[:RECALL_SAMPLE]), space)
-        old_found = hnsw_index.ask_index(folder, header, queries[:asked], space, k, ef) if intact else None
-        return cls(folder, header, known, space, queries, old_found, ef, k)
+        old = _Answers(folder, header, space, np.zeros((0, k), dtype=np.uint64)) if intact else None
+        return cls(folder, header, known, space, queries, ef, k, old)
 
-    def _old_answers(self, start: int, stop: int) -> Any:
-        """The old index's answers to queries start:stop, asking it the ones not asked yet."""
-        if self.old_found is not None and len(self.old_found) < stop:
-            rest = self.queries[len(self.old_found) : stop]
-            more = hnsw_index.ask_index(self.folder, self.header, rest, self.space, self.k, self.ef)
-            self.old_found = np.concatenate([self.old_found, more])
-        return None if self.old_found is None else self.old_found[start:stop]
+    def ask_new(self, index: Any, folder: Path, space: str, asked: int) -> None:
+        """The new index's answers to the first `asked` queries while the caller has it loaded; a look
+        that needs more loads it from `folder` again."""
+        found = hnsw_index.knn_labels(index, self.queries[:asked], self.k, self.ef) if self.k else None
+        empty = np.zeros((0, self.k), dtype=np.uint64)
+        self.new = _Answers(folder, hnsw_files.read_header(folder), space, empty if found is None else found)
 
-    def compare(self, index: Any, space: str, first_look: int) -> RecallComparison | None:
-        """The paired comparison (recall_check: a look at `first_look` queries, then all); None when
-        the index holds nothing to ask. Data on which no HNSW with these parameters reaches the floor
-        (e.g. uniform random 384-d vectors: ~0.45 at M=16, ef=100) is held to the old index's recall
-        instead of being refused.
-        Exact neighbours come after each look's knn queries: numpy's BLAS threads spin on after each
-        product and would take the cores hnswlib searches on."""
-        spaces = {space, self.space}
+    def compare(self, first_look: int) -> RecallComparison | None:
+        """The comparison (recall_check: the new index alone, then paired looks of `first_look`
+        queries and of all); None when the index holds nothing to ask. Data on which no HNSW with
+        these parameters reaches the floor (e.g. uniform random 384-d vectors: ~0.45 at M=16, ef=100)
+        is held to the old index's recall instead of being refused. A look's exact neighbours come
+        after the new index's knn queries: numpy's BLAS threads spin on after each product and would
+        take the cores hnswlib searches on."""
+        new = self.new
+        assert new is not None
+        if not self.k:
+            return None
+        spaces = {new.space, self.space}
 
-        def recalls(start: int, stop: int) -> tuple[Recalls, Recalls | None]:
+        def new_recalls(start: int, stop: int) -> Recalls:
+            found = new.upto(self.queries, stop, self.k, self.ef)[start:]
             asked = self.queries[start:stop]
-            found = hnsw_index.knn_labels(index, asked, self.k, self.ef)
             truth = hnsw_index.exact_neighbours(self.folder, self.header, self.space, self.known, asked, spaces, self.k)
-            old = self._old_answers(start, stop)
-            old_recalls = None if old is None else hnsw_index.recall_per_query(old, truth[self.space])
-            return hnsw_index.recall_per_query(found, truth[space]), old_recalls
+            self.truths[start] = truth
+            return hnsw_index.recall_per_query(found, truth[new.space])
 
-        return recall_check.compare_in_looks(recalls, len(self.queries), first_look) if self.k else None
+        def old_recalls(start: int, stop: int) -> Recalls:
+            assert self.old is not None
+            found = self.old.upto(self.queries, stop, self.k, self.ef)[start:]
+            return hnsw_index.recall_per_query(found, self.truths[start][self.space])
+
+        old = None if self.old is None else old_recalls
+        return recall_check.compare_in_looks(new_recalls, old, len(self.queries), first_look)
 
 
 def _kept_labels(live: Any, meta: HnswPickleMeta) -> Any:

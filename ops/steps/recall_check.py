@@ -18,13 +18,20 @@ index truly worse as above passes the first look with a probability of at most 1
 compaction, whose graph is the old one repaired, answers almost exactly as the old index (paired
 differences near zero) and usually ends at the first look; a fresh graph differs query by query and
 usually needs all of them.
+
+The old index is asked only when it could matter. On the first look the new index is measured
+alone first: when the lower bound of its recall is at least 1 - TOLERANCE (and the floor), no index,
+the old one included, can be better than it by more than TOLERANCE except by the chance
+1 - CONFIDENCE, so it is kept without loading the old index (`beyond_any_old`). An index truly worse
+than the old one by more than TOLERANCE passes this shortcut, or the paired first look, each with a
+probability of at most 1 - CONFIDENCE.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -58,6 +65,14 @@ class RecallComparison:
     difference: float | None = None
     difference_upper: float | None = None
     difference_lower: float | None = None
+    old_not_needed: bool = False
+    """Kept on the new index's recall alone (`beyond_any_old`): the old index was not asked."""
+
+    @property
+    def beyond_any_old(self) -> bool:
+        """Whether no index can be better than the new one by more than TOLERANCE (its recall's lower
+        bound is within TOLERANCE of 1, and above the floor): the old one need not be asked."""
+        return self.new_lower >= max(1.0 - TOLERANCE, FLOOR)
 
     @property
     def refusal(self) -> str | None:
@@ -80,6 +95,11 @@ class RecallComparison:
         """The measured figures, e.g. for the notes and a refusal."""
         level = f"{CONFIDENCE:.1%}".replace(".0%", "%")
         text = f"recall@{k} at ef {ef} on {self.queries:,} stored vectors: new {self.new:.4f}"
+        if self.old_not_needed:
+            return (
+                f"{text} (lower {level} bound {self.new_lower:.4f}: no index is better by more than "
+                f"{TOLERANCE}; the old one was not asked)"
+            )
         if self.old is None or self.difference is None or self.difference_upper is None:
             return f"{text} (upper {level} bound {self.new_upper:.4f}; no old index to compare)"
         return (
@@ -112,20 +132,28 @@ def compare(new: Recalls, old: Recalls | None) -> RecallComparison:
     )
 
 
-Looked = Callable[[int, int], tuple[Recalls, Recalls | None]]
-"""Per-query recalls of the new and (None: no old index) the old index for queries start:stop."""
+Looked = Callable[[int, int], Recalls]
+"""Per-query recalls of an index for queries start:stop (the old index's after the new one's)."""
 
 
-def compare_in_looks(recalls: Looked, queries: int, first_look: int = FIRST_LOOK) -> RecallComparison:
-    """The comparison on the first `first_look` queries when it keeps the new index beyond doubt,
-    else on all `queries` (module docstring)."""
+def compare_in_looks(
+    new_recalls: Looked, old_recalls: Looked | None, queries: int, first_look: int = FIRST_LOOK
+) -> RecallComparison:
+    """The new index alone on the first `first_look` queries when no index can beat it by more than
+    TOLERANCE; else the paired comparison on them when it keeps the new index beyond doubt; else
+    the paired comparison on all `queries` (module docstring). `old_recalls` None: there is no old
+    index to ask (a damaged graph)."""
     first = min(first_look, queries)
-    new, old = recalls(0, first)
+    new = new_recalls(0, first)
+    alone = compare(new, None)
+    if old_recalls is not None and alone.beyond_any_old:
+        return replace(alone, old_not_needed=True)
+    old = None if old_recalls is None else old_recalls(0, first)
     comparison = compare(new, old)
     if first == queries or comparison.kept_beyond_doubt:
         return comparison
-    more_new, more_old = recalls(first, queries)
-    both_old = None if old is None or more_old is None else np.concatenate([old, more_old])
+    more_new = new_recalls(first, queries)
+    both_old = None if old_recalls is None or old is None else np.concatenate([old, old_recalls(first, queries)])
     return compare(np.concatenate([new, more_new]), both_old)
 
 
