@@ -12,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from ops.storage.hnsw_files import read_header
 from tests.conftest import BuiltDir, assert_same_answers, chroma, chroma_snapshot, run_chops, tree_state
 
 
@@ -53,6 +54,12 @@ def test_rebuild_defragments_and_chroma_answers_the_same(standard_dir: BuiltDir,
     h = hnsw(path, "frag", "-v")
     assert (h["allocated"], h["deleted"], h["fragmentation"], h["orphan_labels"]) == (320, 0, 0.0, 0)
     assert h["total_elements_added"] >= 400  # labels handed out later never collide with kept ones
+    # The files end at the elements held (as chromadb 1.5 writes them), not at the capacity: no
+    # preallocated records written for nothing.
+    folder = Path(str(h["path"]))
+    assert h["max_elements"] > 320
+    assert (folder / "data_level0.bin").stat().st_size == 320 * read_header(folder).size_data_per_element
+    assert (folder / "length.bin").stat().st_size == 320 * 4
     assert plan(path, "-c", "frag") == []  # idempotent
     assert_same_answers(answers, chroma_snapshot(path, tmp_path), rebuilt=True)
     # new writes after a rebuild are counted and found by get and query, also after reopening

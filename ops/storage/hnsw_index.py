@@ -134,16 +134,22 @@ def _norms(folder: Path, first: int, count: int, space: str) -> Vectors | None:
 
 
 def new_index(space: str, dim: int, capacity: int, m: int, ef_construction: int, folder: Path) -> Any:
+    """An empty persistent index with room for `capacity` elements, its files in `folder`. It is
+    created for one element and then resized: a persistent init_index writes all of its allocated
+    records (at 300,000 x 384, 480 MB of nothing, 0.6-1.7 s), while persist_dirty writes the records
+    added, so the files end at the elements held, as chromadb 1.5 writes them (its loader reads an
+    index whose files are shorter than max_elements, as it does the ones Chroma resized)."""
     import hnswlib
 
     index = hnswlib.Index(space=space, dim=dim)
     index.init_index(
-        max_elements=capacity,
+        max_elements=1,
         M=m,
         ef_construction=ef_construction,
         is_persistent_index=True,
         persistence_location=str(folder),
     )
+    index.resize_index(capacity)
     return index
 
 

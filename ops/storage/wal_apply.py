@@ -393,7 +393,7 @@ def _open_copy(segment: SegmentIndex, staged: Path) -> Any:
 
 def _fresh_index(segment: SegmentIndex, folder: Path, dim: int, adds: int) -> Any:
     """A new index with room for the planned adds and the layout's headroom (resize_factor), as
-    Chroma sizes an index it grows; hnswlib writes every allocated record, so no more than that."""
+    Chroma sizes an index it grows."""
     cfg = segment.config
     capacity = _fresh_capacity(cfg, adds)
     return hnsw_index.new_index(cfg.space, segment.dimension or dim, capacity, cfg.M, cfg.ef_construction, folder)
