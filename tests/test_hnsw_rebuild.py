@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from ops.storage.hnsw_files import read_header
+from ops.storage.hnsw_files import LENGTH_FILE, LEVEL0_FILE, read_header
 from tests.conftest import BuiltDir, assert_same_answers, chroma, chroma_snapshot, run_chops, tree_state
 
 
@@ -58,8 +58,8 @@ def test_rebuild_defragments_and_chroma_answers_the_same(standard_dir: BuiltDir,
     # preallocated records written for nothing.
     folder = Path(str(h["path"]))
     assert h["max_elements"] > 320
-    assert (folder / "data_level0.bin").stat().st_size == 320 * read_header(folder).size_data_per_element
-    assert (folder / "length.bin").stat().st_size == 320 * 4
+    assert (folder / LEVEL0_FILE).stat().st_size == 320 * read_header(folder).size_data_per_element
+    assert (folder / LENGTH_FILE).stat().st_size == 320 * 4
     assert plan(path, "-c", "frag") == []  # idempotent
     assert_same_answers(answers, chroma_snapshot(path, tmp_path), rebuilt=True)
     # new writes after a rebuild are counted and found by get and query, also after reopening
