@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-from ops.engine.plan import Plan, StepPlan
+if TYPE_CHECKING:
+    from ops.engine.plan import Plan, StepPlan
 
 
 def by_kind(steps: Iterable[StepPlan]) -> dict[str, list[StepPlan]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from rich import box
 from rich.console import Console
@@ -10,18 +11,20 @@ from rich.markup import escape
 from rich.rule import Rule
 from rich.table import Table
 
-from ops.engine.plan import Plan, StepPlan
 from ops.report.console import PLAIN_WIDTH, is_plain
 from ops.report.format import count, fraction, plain_value, size
 from ops.report.plan_summary import actions_by_kind, by_kind
-from ops.steps import recommendations
-from ops.steps.backup_list import BackupRow
-from ops.steps.db_info import DbInfoReport
-from ops.steps.doctor import DoctorReport
-from ops.steps.hnsw_info import HnswInfoReport, IndexCrossCheck
-from ops.steps.inspection import CollectionReport, HnswSegmentReport, MetadataSegmentReport
-from ops.steps.recommendations import Recommendation
-from ops.steps.wal_info import WalInfoReport
+
+if TYPE_CHECKING:  # each printer imports only what its report needs: `doctor` prints without the plan models
+    from ops.engine.plan import Plan, StepPlan
+    from ops.steps.backup_list import BackupRow
+    from ops.steps.db_info import DbInfoReport
+    from ops.steps.doctor import DoctorReport
+    from ops.steps.hnsw_info import HnswInfoReport, IndexCrossCheck
+    from ops.steps.inspection import CollectionReport, HnswSegmentReport, MetadataSegmentReport
+    from ops.steps.recommendations import Recommendation
+    from ops.steps.wal_info import WalInfoReport
+
 
 _SEVERITY_STYLE = {"action": "bold yellow", "warning": "bold red", "info": "cyan"}
 _FINDING_STYLE = {"error": "bold red", "warning": "bold yellow", "info": "cyan"}
@@ -189,6 +192,8 @@ def print_db_info(console: Console, r: DbInfoReport) -> None:
         for c in r.collections:
             if c.id in detailed:
                 print_collection(console, c)
+    from ops.steps import recommendations
+
     where = recommendations.shown_dir(r.persist_dir)
     print_advice(console, r.warnings, recommendations.grouped(r.recommendations, detailed, where))
 

@@ -13,6 +13,7 @@ module checks the files without numpy.
 
 from __future__ import annotations
 
+import bisect
 import math
 import struct
 from dataclasses import dataclass
@@ -191,19 +192,20 @@ def walk_link_lists(data: bytes, count: int, max_m: int) -> LinkWalk:
 
     words = np.frombuffer(data, dtype="<u4", count=len(data) // 4)
     nonzero = np.flatnonzero(words)
+    at, value = nonzero.tolist(), words[nonzero].tolist()  # plain ints: the loop makes no numpy call
     block = 4 + 4 * max_m
     upper: list[tuple[int, int, int]] = []
     pos = element = 0  # pos: the word holding element's byte count
     while element < count:
-        k = int(np.searchsorted(nonzero, pos))
-        following = int(nonzero[k]) if k < len(nonzero) else len(words)
-        empty = max(following - pos, 0)
+        k = bisect.bisect_left(at, pos)
+        following = at[k] if k < len(at) else len(words)
+        empty = following - pos
         if element + empty >= count:
             return LinkWalk(upper=upper, end=4 * (pos + count - element))
-        element, pos = element + empty, pos + empty
-        if pos + 1 > len(words):
+        element, pos = element + empty, following
+        if k == len(at):
             return LinkWalk(upper=upper, end=4 * pos, short_at=element)
-        size = int(words[pos])
+        size = value[k]
         if size % block or size > MAX_LEVELS * block:
             return LinkWalk(upper=upper, end=4 * pos, bad=(element, size))
         upper.append((element, pos, size))
