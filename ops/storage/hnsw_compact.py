@@ -190,7 +190,10 @@ def _place(result: Links, rows: Ids, tried: Links) -> None:
     row already holds, or that an earlier turn of the row named, is skipped; a link gets at
     most PER_LINK new links."""
     owners, owner = np.unique(rows, return_inverse=True)  # a chunk's rows, numbered from 0
-    useful = (tried >= 0) & ~(result[rows][:, None, :] == tried[:, :, None]).any(axis=2)
+    held, named = result[rows], np.zeros(tried.shape, dtype=bool)
+    for slot in range(held.shape[1]):  # slot by slot: 2-3x faster than one (links, tried, slots) comparison
+        named |= held[:, slot, None] == tried
+    useful = (tried >= 0) & ~named
     link, round_ = _served(useful, owner, tried)
     rank = _rank(owner[link])
     free = result[owners] < 0
@@ -232,8 +235,7 @@ def _closest_outs(
 ) -> Links:
     """For each lost link owner -> gone, the TRIED live out-neighbours of `gone` closest to `owner`
     (-1 padded). Grouped by dropped element: its out-vectors are gathered once for all its in-links."""
-    order = np.argsort(gone, kind="stable")
-    gones, first, indegree = np.unique(gone[order], return_index=True, return_counts=True)
+    order, gones, first, indegree = _grouped(gone)
     outs = level.links[np.maximum(row_of[gones], 0)]
     live = (outs >= 0) & ~graph.dropped[np.where(outs >= 0, outs, 0)]
     outs = np.take_along_axis(np.where(live, outs, -1), np.argsort(~live, axis=1, kind="stable"), 1)  # live first
@@ -255,6 +257,18 @@ def _closest_outs(
     by_degree = np.lexsort((lives, indegree))  # a chunk's lists about as long as each other
     each(closest, _chunks(indegree[by_degree], width, by_degree))
     return best
+
+
+def _grouped(values: Ids) -> tuple[Ids, Ids, Ids, Ids]:
+    """The positions of `values` grouped by value (in position order within a group), each distinct
+    value, where its group starts and its size: a stable argsort and np.unique, as one sort of plain
+    integers `value * n + position` (several times faster than argsort, which sorts twice as much)."""
+    n = len(values)
+    keys = np.sort(values * n + np.arange(n))
+    sorted_values = keys // n
+    order = keys - sorted_values * n
+    starts = np.flatnonzero(np.concatenate([[True], sorted_values[1:] != sorted_values[:-1]])) if n else keys
+    return order, sorted_values[starts], starts, np.diff(np.append(starts, n))
 
 
 def _chunks(degrees: Ids, width: int, items: Ids) -> Iterator[Ids]:
