@@ -10,14 +10,13 @@ header.bin and index_metadata.pickle.
 from __future__ import annotations
 
 import hashlib
-import os
 from typing import Any
 
 import orjson
 
 from ops.engine.plan import StateFingerprint
 from ops.storage import PersistDir
-from ops.storage.fs import sha256_file, subfolders
+from ops.storage.fs import sha256_file
 
 HASHED_FILES = ("header.bin", "index_metadata.pickle")
 
@@ -51,11 +50,10 @@ def compute(pd: PersistDir) -> StateFingerprint:
     for cid, stats in sorted(pd.wal_stats().items()):
         c[f"wal {names.get(cid, stats.topic)}"] = _h(stats.model_dump(mode="json"))
     owners = {x.vector_segment.id: names[x.id] for x in pd.collections() if x.vector_segment}
-    for folder in subfolders(pd.path):
-        if folder.name.startswith("."):
+    for name, folder in pd.folders().items():
+        if name.startswith("."):
             continue
-        with os.scandir(folder) as entries:  # one stat per file (DirEntry knows its type)
-            found = sorted((e.name, e.stat().st_size) for e in entries if e.is_file())
-        files = {name: [size, sha256_file(folder / name) if name in HASHED_FILES else None] for name, size in found}
-        c[f"hnsw folder {owners.get(folder.name, folder.name)}"] = _h(files)
+        hashed = {f: sha256_file(pd.path / name / f) for f in HASHED_FILES if f in folder.files}
+        files = {f: [size, hashed.get(f)] for f, size in sorted(folder.files.items())}
+        c[f"hnsw folder {owners.get(name, name)}"] = _h(files)
     return StateFingerprint(digest=_h(c), components=c)

@@ -78,23 +78,22 @@ def plan_pipeline_model(
     tolerant: a step that cannot even be planned (e.g. an index whose pickle is unreadable) is
     recorded as skipped with its reason instead of failing the whole plan."""
     root = open_for_change(persist_dir)
+    home = (backup_root or default_backup_root(root)) / "snapshots"
     with PersistDir.open(root) as pd:
         refuse_unknown_layout(pd)
+        pd.remember_files()  # the fingerprint's reads serve the planner's
         fingerprint = compute(pd)
         layout = pd.layout.name
         if leftover is None:
             planned = plan_and_predict(pd, pipeline, tolerant)
+            steps = _with_snapshot(planned, pd, home / fingerprint.digest)
             unrepaired: list[Unrepaired] = []
     if leftover is not None:
         with _simulation(root) as simulated:
             planned = _plan_steps(pipeline, simulated, tolerant)
             unrepaired = leftover(simulated.current)
-    changes = any(not sp.is_empty for sp in planned if sp.step != SNAPSHOT)
-    snapshot_home = (backup_root or default_backup_root(root)) / "snapshots"
-    steps = [
-        _plan_snapshot(sp, root, snapshot_home / fingerprint.digest, changes) if sp.step == SNAPSHOT else sp
-        for sp in planned
-    ]
+        with PersistDir.open(root) as pd:
+            steps = _with_snapshot(planned, pd, home / fingerprint.digest)
     plan = Plan(
         persist_dir=str(root),
         layout=layout,
@@ -264,14 +263,20 @@ def _expand(entry: Any, pd: PersistDir) -> list[Expanded]:
     return out
 
 
-def _plan_snapshot(placeholder: StepPlan, root: Path, default_out: Path, needed: bool) -> StepPlan:
+def _with_snapshot(planned: list[StepPlan], pd: PersistDir, default_out: Path) -> list[StepPlan]:
+    """The planned steps with the pipeline's db.snapshot planned: needed when a later step changes
+    something, into its own folder or `default_out` (named by the state's fingerprint)."""
+    changes = any(not sp.is_empty for sp in planned if sp.step != SNAPSHOT)
+    return [_plan_snapshot(sp, pd, default_out, changes) if sp.step == SNAPSHOT else sp for sp in planned]
+
+
+def _plan_snapshot(placeholder: StepPlan, pd: PersistDir, default_out: Path, needed: bool) -> StepPlan:
     out = str(placeholder.params.get("out") or default_out)
     selection: dict[str, Any] = {"out": out, "needed": needed}
     step = build_step(SNAPSHOT, {}, selection)
-    with PersistDir.open(root) as pd:
-        ctx = StepContext(persist_dir=pd)
-        step.precheck(ctx)
-        return step.plan(ctx).model_copy(update={"params": placeholder.params, "selection": selection})
+    ctx = StepContext(persist_dir=pd)
+    step.precheck(ctx)
+    return step.plan(ctx).model_copy(update={"params": placeholder.params, "selection": selection})
 
 
 def seal_command_plan(plan: Plan, params: dict[str, Any]) -> Plan:

@@ -20,7 +20,6 @@ from ops.engine.actions import Action, Exists, SizeEstimate, SnapshotAfter, Take
 from ops.engine.backup import (
     BackupError,
     all_folders,
-    estimate_backup_bytes,
     link_backup,
     live_matches_backup,
     read_manifest,
@@ -79,15 +78,14 @@ class DbSnapshot(Step):
                 return StepPlan(step=self.name, target=f"persist dir (already saved in {self.out})")
             raise BadInput(f"{self.out} already exists{self._why_not_reused()}", "pick a new folder for the snapshot")
         if self.needed:
-            folders = all_folders(ctx.root)
+            listed = {name: f for name, f in ctx.persist_dir.folders().items() if not name.startswith(".")}
+            size = ctx.persist_dir.sqlite_path.stat().st_size + sum(f.size for f in listed.values())
             actions.append(
                 TakeSnapshot(
                     target=str(self.out),
                     before=Exists(exists=False),
-                    after=SnapshotAfter(exists=True, folders=len(folders)),
-                    details=SizeEstimate(
-                        bytes_estimate=estimate_backup_bytes(ctx.root, True, folders), duration="seconds"
-                    ),
+                    after=SnapshotAfter(exists=True, folders=len(listed)),
+                    details=SizeEstimate(bytes_estimate=size, duration="seconds"),
                 )
             )
         return StepPlan(step=self.name, target="persist dir", actions=actions)

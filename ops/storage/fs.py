@@ -10,6 +10,7 @@ import secrets
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -34,6 +35,43 @@ def tree_size(path: Path) -> int:
             elif entry.is_file(follow_symlinks=False):
                 total += entry.stat(follow_symlinks=False).st_size
     return total
+
+
+@dataclass(frozen=True)
+class FolderFiles:
+    """What one folder holds: its regular files' sizes by name, and the bytes in its own subfolders."""
+
+    files: dict[str, int]
+    nested_bytes: int = 0
+
+    @property
+    def size(self) -> int:
+        """tree_size of the folder."""
+        return sum(self.files.values()) + self.nested_bytes
+
+
+def list_folders(path: Path) -> dict[str, FolderFiles]:
+    """Every folder directly in path (by name, sorted; symlinks left out) with its files, in one walk:
+    one readdir per folder and one stat per file (5,000 collections: 5,000 folders)."""
+    try:
+        folders = sorted((e.name, e.path) for e in os.scandir(path) if e.is_dir(follow_symlinks=False))
+    except OSError:
+        return {}
+    return {name: _folder_files(Path(at)) for name, at in folders}
+
+
+def _folder_files(folder: Path) -> FolderFiles:
+    files, nested = {}, 0
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return FolderFiles(files={})
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            nested += tree_size(Path(entry.path))
+        elif entry.is_file(follow_symlinks=False):
+            files[entry.name] = entry.stat(follow_symlinks=False).st_size
+    return FolderFiles(files=files, nested_bytes=nested)
 
 
 def folder_sizes(path: Path) -> dict[str, int]:
@@ -61,7 +99,8 @@ def files_size(path: Path) -> int:
 
 
 def subfolders(path: Path) -> list[Path]:
-    return sorted(p for p in path.iterdir() if p.is_dir() and not p.is_symlink())
+    """The folders directly in path, sorted (symlinks left out; readdir knows each entry's type)."""
+    return sorted(Path(e.path) for e in os.scandir(path) if e.is_dir(follow_symlinks=False))
 
 
 def fsync_dir(path: Path) -> None:

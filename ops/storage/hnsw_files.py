@@ -16,6 +16,7 @@ from __future__ import annotations
 import bisect
 import math
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -252,5 +253,6 @@ def _size(path: Path) -> int:
         ) from exc
 
 
-def has_hnsw_files(folder: Path) -> bool:
-    return any((folder / name).is_file() for name in (*HNSW_FILES, PICKLE_FILE))
+def has_hnsw_files(file_names: Iterable[str]) -> bool:
+    """Whether a folder holding these files holds (part of) an HNSW index."""
+    return not {*HNSW_FILES, PICKLE_FILE}.isdisjoint(file_names)

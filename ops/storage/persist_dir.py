@@ -58,12 +58,14 @@ class PersistDir:
         """While a pipeline is planned: what the steps planned so far will change (storage.prediction);
         every read below answers from it where it holds something."""
         self.remembered: dict[tuple[object, ...], object] | None = None
-        """While a pipeline is planned: index files already read (`remember_files`)."""
+        """While a pipeline is planned: index files, folders and system rows already read (`remember_files`)."""
 
     def remember_files(self) -> None:
-        """Read each index's header, pickle and records once: a planner asks for them again and
-        again (db info's figures for `when`, a step's plan, its prediction) and changes nothing."""
-        self.remembered = {}
+        """Read each index's header, pickle and records, and the folders, once: a planner asks for them
+        again and again (the fingerprint, db info's figures for `when`, a step's plan, its prediction)
+        and changes nothing."""
+        if self.remembered is None:
+            self.remembered = {}
 
     @classmethod
     def open(cls, path: str | Path, check_tables: bool = True) -> PersistDir:
@@ -135,13 +137,13 @@ class PersistDir:
         return self._by_name.get((name, database))
 
     def segments(self) -> list[SegmentRecord]:
-        segments = sysdb.read_segments(self.conn)
+        segments = self._remembered(("segments",), lambda: sysdb.read_segments(self.conn))
         if self.prediction is None:
             return segments
         return [_predicted_segment(s, self.prediction) for s in segments]
 
     def record_counts(self) -> dict[str, int]:
-        return sysdb.record_counts(self.conn)
+        return self._remembered(("record counts",), lambda: sysdb.record_counts(self.conn))
 
     # --- WAL ---------------------------------------------------------------------------------
     def wal_stats(self) -> dict[str, WalTopicStats]:
@@ -229,10 +231,15 @@ class PersistDir:
 
     def orphan_dirs(self) -> list[Path]:
         """Folders holding HNSW files that no VECTOR segment owns."""
-        owned = {s.id for s in self.segments() if s.scope == VECTOR_SCOPE}
+        owned = sysdb.segment_ids(self.conn, VECTOR_SCOPE)
         if self.prediction is not None:
             owned |= self.prediction.removed_folders
-        return [p for p in fs.subfolders(self.path) if p.name not in owned and hnsw_files.has_hnsw_files(p)]
+        found = self.folders().items()
+        return [self.path / name for name, f in found if name not in owned and hnsw_files.has_hnsw_files(f.files)]
+
+    def folders(self) -> dict[str, fs.FolderFiles]:
+        """The persist dir's folders and their files' sizes (read once while a pipeline is planned)."""
+        return self._remembered(("folders",), lambda: fs.list_folders(self.path))
 
 
 def _predicted_segment(segment: SegmentRecord, prediction: Prediction) -> SegmentRecord:

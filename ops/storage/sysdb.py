@@ -109,6 +109,11 @@ def _metadata_rows(
     return out
 
 
+def segment_ids(conn: sqlite3.Connection, scope: str) -> set[str]:
+    """The ids of every segment of one scope (nothing else read: 5,000 collections are 15,000 segments)."""
+    return {str(r[0]) for r in conn.execute("SELECT id FROM segments WHERE scope = ?", (scope,))}
+
+
 def read_segments(conn: sqlite3.Connection, collection_ids: list[str] | None = None) -> list[SegmentRecord]:
     """Every segment (`collection_ids`: of these collections)."""
     where, args = "", tuple(collection_ids or ())
