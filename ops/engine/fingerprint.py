@@ -16,7 +16,6 @@ import orjson
 
 from ops.engine.plan import StateFingerprint
 from ops.storage import PersistDir
-from ops.storage.fs import sha256_file
 
 HASHED_FILES = ("header.bin", "index_metadata.pickle")
 
@@ -28,6 +27,10 @@ def changed_components(a: StateFingerprint, b: StateFingerprint) -> list[str]:
 
 def _h(value: Any) -> str:
     return hashlib.sha256(orjson.dumps(value, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _rows(pd: PersistDir, sql: str) -> list[list[Any]]:
@@ -53,7 +56,9 @@ def compute(pd: PersistDir) -> StateFingerprint:
     for name, folder in pd.folders().items():
         if name.startswith("."):
             continue
-        hashed = {f: sha256_file(pd.path / name / f) for f in HASHED_FILES if f in folder.files}
+        hashed = {
+            f: hashlib.sha256(pd.index_file(pd.path / name / f)).hexdigest() for f in HASHED_FILES if f in folder.files
+        }
         files = {f: [size, hashed.get(f)] for f, size in sorted(folder.files.items())}
         c[f"hnsw folder {owners.get(name, name)}"] = _h(files)
     return StateFingerprint(digest=_h(c), components=c)

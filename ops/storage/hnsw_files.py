@@ -119,11 +119,14 @@ def _header_problem(h: HnswHeader) -> str | None:
 
 def read_header(folder: Path) -> HnswHeader:
     path = folder / HEADER_FILE
+    return parse_header(read_index_file(path), path)
+
+
+def read_index_file(path: Path) -> bytes:
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except OSError as exc:
         raise CorruptHnswFile(f"cannot read {path}: {exc.strerror}", "check the segment folder") from exc
-    return parse_header(data, path)
 
 
 def check_level0_file(folder: Path, header: HnswHeader) -> None:

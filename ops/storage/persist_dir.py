@@ -18,7 +18,7 @@ from ops.storage import fs, hnsw_files, sysdb, wal
 from ops.storage.hnsw_files import HnswHeader
 from ops.storage.layout import READ_TABLES, Layout, detect_layout
 from ops.storage.models import VECTOR_SCOPE, CollectionRecord, DatabaseRecord, SegmentRecord
-from ops.storage.pickle_meta import HnswPickleMeta, read_pickle
+from ops.storage.pickle_meta import HnswPickleMeta, parse_pickle
 from ops.storage.sqlite_ro import SQLITE_FILE_NAME, connect_readonly
 from ops.storage.wal import WalPurgeConfig, WalTopicStats
 
@@ -193,10 +193,13 @@ class PersistDir:
         return self._remembered(("header", segment_id, False), lambda: self._read_header(segment_id))
 
     def _read_header(self, segment_id: str) -> HnswHeader | None:
-        folder = self.segment_folder(segment_id)
-        if not (folder / hnsw_files.HEADER_FILE).is_file():
-            return None
-        return hnsw_files.read_header(folder)
+        path = self.segment_folder(segment_id) / hnsw_files.HEADER_FILE
+        return hnsw_files.parse_header(self.index_file(path), path) if path.is_file() else None
+
+    def index_file(self, path: Path) -> bytes:
+        """A small file of an index folder (header.bin, index_metadata.pickle): read once while a
+        pipeline is planned, so the fingerprint hashes the very bytes the steps plan from."""
+        return self._remembered(("file", path), lambda: hnsw_files.read_index_file(path))
 
     def _remembered(self, key: tuple[object, ...], read: Callable[[], T]) -> T:
         if self.remembered is None:
@@ -227,7 +230,9 @@ class PersistDir:
         if predicted := self.predicted_index(segment_id):
             return predicted.meta
         path = self.segment_folder(segment_id) / hnsw_files.PICKLE_FILE
-        return self._remembered(("pickle", segment_id, False), lambda: read_pickle(path) if path.is_file() else None)
+        return self._remembered(
+            ("pickle", segment_id), lambda: parse_pickle(self.index_file(path), path) if path.is_file() else None
+        )
 
     def orphan_dirs(self) -> list[Path]:
         """Folders holding HNSW files that no VECTOR segment owns."""
