@@ -121,8 +121,7 @@ class HnswRebuild(Step):
             prefix = hnsw_records.intact_prefix(pd.segment_folder(segment.id), header, set(meta.label_to_id))
             damage = hnsw_records.cut_short(header, prefix) if prefix else None
             header = prefix or header
-            damage = damage or hnsw_files.link_lists_damage(pd.segment_folder(segment.id), header)
-            damage = damage or _links_out_of_range(pd.segment_folder(segment.id), header)
+            damage = damage or _graph_damage(pd.segment_folder(segment.id), header)
         records = pd.hnsw_records(segment.id, header, links=False)
         live = records.live_labels
         keep = len(_kept_labels(live, meta))
@@ -373,15 +372,23 @@ def _failed_verification(action: RebuildIndex, problems: list[str]) -> OpsError:
     return OpsError(f"{_made(action)} index of {action.target} failed verification: {'; '.join(problems)}")
 
 
-def _links_out_of_range(folder: Path, header: hnsw_files.HnswHeader) -> str | None:
-    """A graph with a link to an element it does not hold is damaged: hnswlib would follow the link
-    out of its arrays (and crash), and a compaction has nothing sound to bridge."""
-    problems = _link_problems(folder, header)
+def _graph_damage(folder: Path, header: hnsw_files.HnswHeader) -> str | None:
+    """link_lists.bin cut short or not whole levels, or a link to an element the graph does not hold:
+    hnswlib would follow it out of its arrays (and crash), and a compaction has nothing sound to
+    bridge. link_lists.bin is walked once (again only to word the damage of a damaged one)."""
+    if not (folder / hnsw_files.LINK_LISTS_FILE).is_file():
+        return hnsw_files.link_lists_damage(folder, header)
+    upper = hnsw_scan.scan_link_lists(folder, header)
+    if upper.problem is not None:
+        return hnsw_files.link_lists_damage(folder, header) or upper.problem
+    problems = _link_problems(folder, header, upper)
     return f"{'; '.join(problems)}: the graph links to elements it does not hold" if problems else None
 
 
-def _link_problems(folder: Path, header: hnsw_files.HnswHeader) -> list[str]:
-    level0, upper = hnsw_scan.scan_level0(folder, header), hnsw_scan.scan_link_lists(folder, header)
+def _link_problems(
+    folder: Path, header: hnsw_files.HnswHeader, upper: hnsw_scan.LinkListsScan | None = None
+) -> list[str]:
+    level0, upper = hnsw_scan.scan_level0(folder, header), upper or hnsw_scan.scan_link_lists(folder, header)
     bad = level0.bad_link_count_total + level0.bad_target_total + upper.bad_link_counts + upper.bad_targets
     return [f"{bad} neighbour lists are out of range"] if bad or upper.problem else []
 
