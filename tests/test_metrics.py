@@ -197,6 +197,15 @@ def test_backups_and_maintain_runs_show_up(standard_dir: BuiltDir) -> None:
     assert set(by_collection(samples, "chroma_ops_collection_wal_gap").values()) == {0}
     assert set(by_collection(samples, "chroma_ops_collection_hnsw_fragmentation_ratio").values()) == {0}
 
+    r = run_chops("rollback", path, "--yes")  # restores the maintain run's backup: its changes are undone
+    assert r.code == 0, r.stderr
+    clean, undone = run_chops("backup", "list", path, "--json").json()["backups"]
+    assert undone["completed_at"] is None and undone["rolled_back_at"] and undone["pipeline"] == "maintain"
+    assert clean["completed_at"] and clean["rolled_back_at"] is None  # taken before the restored state
+    assert "(rolled back)" in run_chops("backup", "list", path).stdout
+    _, samples = metrics(path)
+    assert one(samples, "chroma_ops_maintain_last_success_timestamp_seconds") == 0
+
 
 def test_an_incomplete_backup_does_not_count(standard_dir: BuiltDir) -> None:
     path = standard_dir.path

@@ -37,6 +37,7 @@ from ops.engine.backup import (
     read_manifest,
     record_completion,
     record_created_snapshots,
+    record_rollbacks,
     remove_created_snapshots,
     remove_snapshot_folder,
     restore_backup,
@@ -429,6 +430,7 @@ def rollback(
             f"{_before_retry(failure, root)} chops rollback {root} --backup {backup_dir.name}",
         ) from failure
     removed = remove_created_snapshots(backup_dir, backup_dir.parent)
+    record_rollbacks(backup_dir)
     return RollbackResult(
         persist_dir=str(root), restored_backup=backup_dir.name, unfinished_run=None, removed_snapshots=removed
     )

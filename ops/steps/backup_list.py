@@ -23,7 +23,10 @@ class BackupRow(BaseModel):
     """Complete, and every file its manifest lists is there at its recorded size (a cheap check: the
     sha256 of each file is verified by a restore, not here)."""
     completed_at: str | None
-    """When the run that took it finished; None: it failed, was rolled back or killed, or is still running."""
+    """When the run that took it finished; None: it failed, was rolled back or killed, or is still
+    running, or `chops rollback` restored this backup or an earlier one since (`rolled_back_at`)."""
+    rolled_back_at: str | None
+    """When `chops rollback` undid the run that took it (restoring this backup or an earlier one)."""
     pipeline: str | None
     """The pipeline of a completed `maintain` run (None for a single command's run)."""
 
@@ -53,7 +56,8 @@ def _row(path: Path, manifest: BackupManifest | None) -> BackupRow:
         folders=manifest.folders if manifest else [],
         bytes=manifest.total_bytes if manifest else 0,
         intact=manifest is not None and _files_present(path, manifest),
-        completed_at=completion.completed_at if completion else None,
+        completed_at=completion.completed_at if completion and not completion.rolled_back_at else None,
+        rolled_back_at=completion.rolled_back_at if completion else None,
         pipeline=completion.pipeline if completion else None,
     )
 
