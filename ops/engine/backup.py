@@ -215,26 +215,26 @@ class RunCompletion(BaseModel):
 def record_completion(backup_dir: Path, run_id: str, command: str, pipeline: str | None) -> None:
     completed = datetime.now(timezone.utc).isoformat(timespec="seconds")
     record = RunCompletion(run_id=run_id, command=command, pipeline=pipeline, completed_at=completed)
-    atomic_write(backup_dir / COMPLETED, orjson.dumps(record.model_dump(mode="json"), option=orjson.OPT_INDENT_2))
+    _write_completion(backup_dir, record)
 
 
-def record_rollbacks(backup_dir: Path) -> list[str]:
+def record_rollbacks(backup_dir: Path) -> None:
     """`backup_dir` was restored: the runs it and every later backup of its root were taken for are
     undone, so none of them is a completed run any more (backup list, the last-success metric).
-    Returns the ids marked. Best effort: the restore has happened either way."""
+    Best effort: the restore has happened either way."""
     at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    marked = []
     for folder, _ in list_backups(backup_dir.parent):
         completion = read_completion(folder) if folder.name >= backup_dir.name else None
         if completion is None or completion.rolled_back_at is not None:
             continue
-        record = completion.model_copy(update={"rolled_back_at": at})
         try:
-            atomic_write(folder / COMPLETED, orjson.dumps(record.model_dump(mode="json"), option=orjson.OPT_INDENT_2))
+            _write_completion(folder, completion.model_copy(update={"rolled_back_at": at}))
         except OSError:
             continue
-        marked.append(folder.name)
-    return marked
+
+
+def _write_completion(backup_dir: Path, record: RunCompletion) -> None:
+    atomic_write(backup_dir / COMPLETED, orjson.dumps(record.model_dump(mode="json"), option=orjson.OPT_INDENT_2))
 
 
 def read_completion(backup_dir: Path) -> RunCompletion | None:
