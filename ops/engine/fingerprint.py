@@ -56,9 +56,7 @@ def compute(pd: PersistDir) -> StateFingerprint:
     for name, folder in pd.folders().items():
         if name.startswith("."):
             continue
-        hashed = {
-            f: hashlib.sha256(pd.index_file(pd.path / name / f)).hexdigest() for f in HASHED_FILES if f in folder.files
-        }
+        hashed = {f: _digest(pd.index_file(pd.segment_folder(name) / f)) for f in HASHED_FILES if f in folder.files}
         files = {f: [size, hashed.get(f)] for f, size in sorted(folder.files.items())}
         c[f"hnsw folder {owners.get(name, name)}"] = _h(files)
     return StateFingerprint(digest=_h(c), components=c)

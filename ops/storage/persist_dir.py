@@ -54,6 +54,7 @@ class PersistDir:
         self.layout = layout
         self._collections: list[CollectionRecord] | None = None
         self._by_name: dict[tuple[str, str], CollectionRecord] | None = None
+        self._segment_owners: dict[str, str] | None = None
         self.prediction: Prediction | None = None
         """While a pipeline is planned: what the steps planned so far will change (storage.prediction);
         every read below answers from it where it holds something."""
@@ -115,7 +116,17 @@ class PersistDir:
             self._collections = sysdb.read_collections(self.conn, self.layout)
         if self.prediction is None:
             return self._collections
-        return [_predicted_record(c, self.prediction) for c in self._collections]
+        touched = self._predicted_collection_ids(self.prediction)
+        return [_predicted_record(c, self.prediction) if c.id in touched else c for c in self._collections]
+
+    def _predicted_collection_ids(self, prediction: Prediction) -> set[str]:
+        """The collections the prediction changes (their configs, or a segment's max_seq_id)."""
+        assert self._collections is not None
+        if self._segment_owners is None:
+            segments = ((s, c) for c in self._collections for s in (c.vector_segment, c.metadata_segment))
+            self._segment_owners = {s.id: c.id for s, c in segments if s is not None}
+        owners = self._segment_owners
+        return set(prediction.hnsw_configs) | {owners[s] for s in prediction.max_seq_ids if s in owners}
 
     def collection(self, name: str, database: str = DEFAULT_DATABASE) -> CollectionRecord:
         record = self._find(name, database)
@@ -180,7 +191,7 @@ class PersistDir:
 
     # --- files -------------------------------------------------------------------------------
     def segment_folder(self, segment_id: str) -> Path:
-        return self.path / segment_id
+        return self._remembered(("folder", segment_id), lambda: self.path / segment_id)
 
     def predicted_index(self, segment_id: str) -> PredictedIndex | None:
         """The index a planned step will write for this segment (hnswlib writes it whole: it has no
