@@ -113,7 +113,7 @@ class PersistDir:
 
     def collections(self) -> list[CollectionRecord]:
         if self._collections is None:
-            self._collections = sysdb.read_collections(self.conn, self.layout)
+            self._collections = sysdb.read_collections(self.conn, self.layout, segments=self._segments())
         if self.prediction is None:
             return self._collections
         touched = self._predicted_collection_ids(self.prediction)
@@ -148,10 +148,13 @@ class PersistDir:
         return self._by_name.get((name, database))
 
     def segments(self) -> list[SegmentRecord]:
-        segments = self._remembered(("segments",), lambda: sysdb.read_segments(self.conn))
+        segments = self._segments()
         if self.prediction is None:
             return segments
         return [_predicted_segment(s, self.prediction) for s in segments]
+
+    def _segments(self) -> list[SegmentRecord]:
+        return self._remembered(("segments",), lambda: sysdb.read_segments(self.conn))
 
     def record_counts(self) -> dict[str, int]:
         return self._remembered(("record counts",), lambda: sysdb.record_counts(self.conn))
@@ -159,7 +162,8 @@ class PersistDir:
     # --- WAL ---------------------------------------------------------------------------------
     def wal_stats(self) -> dict[str, WalTopicStats]:
         floors = self.prediction.wal_floors if self.prediction else {}
-        return wal.wal_topic_stats(self.conn, floors)
+        key = ("wal stats", *sorted(floors.items()))
+        return self._remembered(key, lambda: wal.wal_topic_stats(self.conn, floors))
 
     def wal_gap(self, collection: CollectionRecord, stats: WalTopicStats | None) -> int:
         """WAL rows of the collection past its vector segment's max_seq_id."""
