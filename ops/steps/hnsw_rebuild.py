@@ -477,6 +477,8 @@ class _Probe:
 
 def _kept_labels(live: Any, meta: HnswPickleMeta) -> Any:
     """The live labels a rebuild keeps: those index_metadata.pickle knows."""
+    if meta.label_to_id.keys() >= set(live.tolist()):
+        return live  # as usual, all of them
     known = np.fromiter(meta.label_to_id, dtype=np.uint64, count=len(meta.label_to_id))
     return live[np.isin(live, known)]
 
