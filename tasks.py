@@ -75,8 +75,9 @@ def test(c: Context, fast: bool = False, k: str | None = None, workers: str | No
     # Each test builds its persist dirs in its own tmp_path and each server on its own port: the tests
     # run side by side (1.6x faster on 2 cores). Every process builds the session's fixture dirs once.
     processes = f" -n {workers}" if workers is not None else " -n auto --maxprocesses 4"
-    # pytest exits 5 when it collected no test: that fails this task like any other error.
-    c.run(f"{sys.executable} -m pytest{processes}{selection}", pty=False, **echo)
+    # pytest exits 5 when it collected no test: that fails this task like any other error. The ten
+    # slowest tests are listed at the end, so a CI log shows what eats the suite's ~15-minute budget.
+    c.run(f"{sys.executable} -m pytest{processes} --durations=10{selection}", pty=False, **echo)
 
 
 @task
