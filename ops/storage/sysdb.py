@@ -218,7 +218,7 @@ def read_collections(
     segments: list[SegmentRecord] | None = None,
 ) -> list[CollectionRecord]:
     """Every collection, or (`named`: (name, database)) those of that name: a step on one collection
-    of thousands reads only its rows. `segments`: every segment, read already (read_segments)."""
+    of thousands reads only its rows. `segments`: every segment (or at least theirs), read already."""
     columns = column_names(conn, "collections")
     config_col = "c.config_json_str" if "config_json_str" in columns else "NULL"
     schema_col = "c.schema_str" if "schema_str" in columns else "NULL"
@@ -231,7 +231,7 @@ def read_collections(
     ids = None if named is None else [str(row[0]) for row in found]
     collection_meta = _metadata_rows(conn, "collection_metadata", "collection_id", ids)
     segments_by_collection: dict[str, list[SegmentRecord]] = {}
-    for segment in read_segments(conn, ids) if segments is None or ids is not None else segments:
+    for segment in read_segments(conn, ids) if segments is None else segments:
         segments_by_collection.setdefault(segment.collection_id, []).append(segment)
     out = []
     for cid, name, dim, db_name, tenant, config_text, schema_text in found:
