@@ -342,6 +342,12 @@ def test_exact_top_k_streamed_in_chunks_equals_a_full_sort() -> None:
                 top.add(labels[start : start + chunk], vectors[start : start + chunk])
             found = [set(row.tolist()) for row in top.labels()]
             assert found[:-1] == expected[:-1] and len(top.labels()[-1]) == 10, (space, chunk)
+    # Cosine vectors as Chroma's fork stores them (normalised) are taken as they are: the same answer.
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    top = ExactTopK(queries, "cosine", 10)
+    top.add(labels, unit.astype(np.float32), normalised=True)
+    found = [set(row.tolist()) for row in top.labels()]
+    assert found[:-1] == expected[:-1]
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage"])
