@@ -78,6 +78,12 @@ def change(path: str, database: str, name: str, update_id: str, delete_id: str) 
     return {"embedding": vector, "count": collection.count()}
 
 
+def delete(path: str, database: str, name: str, ids_json: str) -> dict[str, Any]:
+    collection = _client(path, database).get_collection(name)
+    collection.delete(ids=json.loads(ids_json))
+    return {"count": collection.count()}
+
+
 def contains(path: str, database: str, name: str, text: str) -> dict[str, Any]:
     collection = _client(path, database).get_collection(name)
     try:
@@ -121,6 +127,8 @@ def main(argv: list[str]) -> int:
         result = findable(path, rest[0], rest[1], rest[2])
     elif command == "change":
         result = change(path, rest[0], rest[1], rest[2], rest[3])
+    elif command == "delete":
+        result = delete(path, rest[0], rest[1], rest[2])
     elif command == "contains":
         result = contains(path, rest[0], rest[1], rest[2])
     else:

@@ -201,6 +201,38 @@ def test_stale_pickle_after_a_flush(healthy_dir: BuiltDir, tmp_path: Path) -> No
     assert answer["missing_get"] == [] and sorted(answer["not_found_by_query"]) == sorted(added)
 
 
+def test_sqlite_restored_alone_from_an_older_copy(healthy_dir: BuiltDir, tmp_path: Path) -> None:
+    """chroma.sqlite3 put back from a copy older than the index folders (a restore of the database
+    file alone): the index holds 100 ids no record has, and chromadb's query returns ids its get does
+    not know. Doctor warns with the ids; the fix it names (deleting them through Chroma) makes query
+    stop returning them and doctor clean."""
+    path = healthy_dir.path
+    older = (path / "chroma.sqlite3").read_bytes()
+    added = chroma("add", path, "default_database", "docs", "100")["ids"]  # past sync_threshold: in the index
+    (path / "chroma.sqlite3").write_bytes(older)
+    code, report = doctor(path)
+    assert (code, found(report)) == (2, {("records.index_only", "warning", "default_database/docs")})
+    (finding,) = report["findings"]
+    assert finding["evidence"].startswith("100 ids the index holds have no record"), finding
+    assert "collection.delete(ids=...)" in finding["fix"], finding
+
+    spec = tmp_path / "spec.json"
+    vectors = np.random.RandomState(7).rand(100, 16).tolist()  # what tests.chroma_probe's add wrote
+    spec.write_text(json.dumps(dict(zip(added, vectors, strict=True))))
+    probe = tmp_path / "probe-before"
+    shutil.copytree(path, probe)
+    before = chroma("findable", probe, "default_database", "docs", str(spec))
+    assert sorted(before["missing_get"]) == sorted(added) and before["not_found_by_query"] == []
+
+    count = chroma("delete", path, "default_database", "docs", json.dumps(added))["count"]
+    code, after = doctor(path)
+    assert (code, after["findings"]) == (0, [])
+    probe = tmp_path / "probe-after"
+    shutil.copytree(path, probe)
+    answer = chroma("findable", probe, "default_database", "docs", str(spec))
+    assert sorted(answer["not_found_by_query"]) == sorted(added) and answer["count"] == count
+
+
 def test_golden_layouts_report_only_their_gap_and_orphan(golden_dir: BuiltDir) -> None:
     """No false alarm on the older layouts (0.5/0.6 object pickles, preallocated sparse files)."""
     code, report = doctor(golden_dir.path)
