@@ -78,6 +78,14 @@ def change(path: str, database: str, name: str, update_id: str, delete_id: str) 
     return {"embedding": vector, "count": collection.count()}
 
 
+def upsert(path: str, database: str, name: str, ids_json: str, dim: int) -> dict[str, Any]:
+    """Upsert the ids with new (seeded) embeddings of `dim`: how a user re-embeds records."""
+    collection = _client(path, database).get_collection(name)
+    ids = json.loads(ids_json)
+    collection.upsert(ids=ids, embeddings=np.random.RandomState(3).rand(len(ids), dim).tolist())
+    return {"count": collection.count()}
+
+
 def delete(path: str, database: str, name: str, ids_json: str) -> dict[str, Any]:
     collection = _client(path, database).get_collection(name)
     collection.delete(ids=json.loads(ids_json))
@@ -127,6 +135,8 @@ def main(argv: list[str]) -> int:
         result = findable(path, rest[0], rest[1], rest[2])
     elif command == "change":
         result = change(path, rest[0], rest[1], rest[2], rest[3])
+    elif command == "upsert":
+        result = upsert(path, rest[0], rest[1], rest[2], int(rest[3]))
     elif command == "delete":
         result = delete(path, rest[0], rest[1], rest[2])
     elif command == "contains":

@@ -201,6 +201,46 @@ def test_writes_below_sync_threshold_then_a_purge(standard_dir: BuiltDir, tmp_pa
     assert r.code == 2 and json.loads(r.stdout)["steps"] == []
 
 
+def test_deleted_segment_folder(healthy_dir: BuiltDir, tmp_path: Path) -> None:
+    """A flushed collection's HNSW folder deleted (taken for an orphan, or left out of a copy):
+    chromadb's get fails. Doctor names the missing folder; the plan re-adds the one record whose WAL
+    row is left (a new index folder) and lists the 199 whose vectors are gone, never hidden. Once
+    those are re-embedded (upserted through Chroma), doctor is clean and chromadb answers."""
+    path = healthy_dir.path
+    shutil.rmtree(segment_folder(path, "docs"))
+    ids_out = tmp_path / "lost.jsonl"
+    code, report = doctor(path, "--ids-out", ids_out)
+    assert (code, found(report)) == (
+        2,
+        {("hnsw.folder", "error", "default_database/docs"), ("records.unfindable", "error", "default_database/docs")},
+    )
+    lost = [json.loads(line) for line in ids_out.read_text().splitlines()]
+    assert len(lost) == 200 and {r["vector"] for r in lost} == {"wal", "gone"}
+    in_wal = sorted(r["id"] for r in lost if r["vector"] == "wal")
+    gone = sorted(r["id"] for r in lost if r["vector"] == "gone")
+    assert len(in_wal) == 1 and len(gone) == 199
+
+    plan_file = tmp_path / "p.json"
+    plan = plan_repair(path, plan_file)
+    assert planned(plan) == [("wal.commit", "vector segments")]
+    [left] = plan["unrepaired"]
+    assert left["check"] == "records.unfindable" and left["evidence"].startswith("199 records"), left
+    apply_with_maintain(path, plan_file)
+    code, after = doctor(path, "--ids-out", ids_out)
+    assert (code, found(after)) == (2, {("records.unfindable", "error", "default_database/docs")})
+    assert sorted(json.loads(line)["id"] for line in ids_out.read_text().splitlines()) == gone
+
+    chroma("upsert", path, "default_database", "docs", json.dumps(gone), "16")  # re-embedded
+    code, healed = doctor(path)
+    assert (code, healed["findings"]) == (0, [])
+    answers = chroma_snapshot(path, tmp_path)["default_database/docs"]  # get with embeddings, and query
+    assert answers["count"] == len(answers["records"]) == 200
+    upserted = np.random.RandomState(3).rand(len(gone), 16).astype(np.float32)  # what the probe's upsert wrote
+    stored = np.asarray([answers["records"][i]["embedding"] for i in gone], dtype=np.float32)
+    np.testing.assert_allclose(stored, upserted, rtol=1e-5, atol=1e-6)
+    assert all(answers["records"][i]["document"] for i in gone)  # the records kept their documents
+
+
 def test_unknown_layout_plans_nothing_and_lists_it(healthy_dir: BuiltDir) -> None:
     path = healthy_dir.path
     sql(path, "INSERT INTO migrations VALUES ('metadb', 7, '00007-future.sqlite.sql', '-- newer', '0')")
