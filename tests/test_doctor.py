@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from tests.conftest import REPO, BuiltDir, chroma, run_chops, tree_state
+from tests.conftest import REPO, BuiltDir, assert_same_answers, chroma, chroma_snapshot, run_chops, tree_state
 
 
 def doctor(path: Path, *args: str | Path) -> tuple[int, dict[str, Any]]:
@@ -231,6 +231,38 @@ def test_sqlite_restored_alone_from_an_older_copy(healthy_dir: BuiltDir, tmp_pat
     shutil.copytree(path, probe)
     answer = chroma("findable", probe, "default_database", "docs", str(spec))
     assert sorted(answer["not_found_by_query"]) == sorted(added) and answer["count"] == count
+
+
+def test_corrupted_sqlite_page_then_the_restore_it_names(healthy_dir: BuiltDir, tmp_path: Path) -> None:
+    """A damaged page of chroma.sqlite3 (a torn write, a bad block: here an index b-tree's page
+    header overwritten): PRAGMA quick_check's words, no traceback, no repair planned. The restore the
+    fix names, from a snapshot taken before, makes doctor clean and chromadb answer as before."""
+    path = healthy_dir.path
+    answers = chroma_snapshot(path, tmp_path)
+    snap = tmp_path / "snap"
+    assert run_chops("db", "snapshot", path, "-o", snap, "--yes").code == 0
+    with closing(sqlite3.connect(path / "chroma.sqlite3")) as conn:
+        (root,) = conn.execute(
+            "SELECT rootpage FROM sqlite_master WHERE name = 'embedding_metadata_float_value'"
+        ).fetchone()
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    with (path / "chroma.sqlite3").open("r+b") as f:
+        f.seek(page_size * (root - 1))
+        f.write(bytes(16))
+    code, report = doctor(path)
+    assert (code, found(report)) == (2, {("sqlite.quick_check", "error", None)})
+    (finding,) = report["findings"]
+    assert finding["evidence"].startswith("PRAGMA quick_check:") and f"Page {root}" in finding["evidence"], finding
+    fix = finding["fix"]
+    assert "chops db restore" in fix and "SNAPSHOT_DIR" in fix, fix
+    r = run_chops("doctor", path, "--plan")
+    assert r.code == 2 and json.loads(r.stdout)["steps"] == [] and "not repaired: error sqlite.quick_check" in r.stderr
+
+    restore = shlex.split(fix.split("e.g. ", 1)[1].replace("SNAPSHOT_DIR", str(snap)))
+    assert run_chops(*restore[1:], "--yes").code == 0
+    code, after = doctor(path)
+    assert (code, after["findings"]) == (0, [])
+    assert_same_answers(answers, chroma_snapshot(path, tmp_path))
 
 
 def test_golden_layouts_report_only_their_gap_and_orphan(golden_dir: BuiltDir) -> None:
