@@ -140,6 +140,31 @@ def test_truncated_link_lists(healthy_dir: BuiltDir) -> None:
     assert doctor(path)[0] == 0
 
 
+def test_level0_link_out_of_range_then_rebuilt(healthy_dir: BuiltDir, tmp_path: Path) -> None:
+    """A flipped word in data_level0.bin (bit rot, a torn write) makes one level-0 link point past the
+    elements: hnswlib trusts every link it loads and would read outside its arrays. Doctor names it
+    before Chroma trips on it; the rebuild it names, from the intact vectors, answers as before."""
+    path = healthy_dir.path
+    answers = chroma_snapshot(path, tmp_path)
+    folder = segment_folder(path, "docs")
+    with (folder / "data_level0.bin").open("r+b") as f:
+        f.seek(4)  # element 0: its 4-byte link header, then its first level-0 link
+        f.write((0xFFFFFF00).to_bytes(4, "little"))
+    code, report = doctor(path)
+    assert code == 2
+    assert found(report) == {
+        ("hnsw.level0_links", "error", "default_database/docs"),
+        ("records.unfindable", "error", "default_database/docs"),
+    }
+    bad = next(f for f in report["findings"] if f["check"] == "hnsw.level0_links")
+    assert bad["evidence"] == "1 elements link to elements that do not exist (e.g. [0])", bad
+    assert bad["fix"] == f"chops hnsw rebuild {path} -c docs -d default_database"
+    run_fixes({"findings": [bad]})
+    code, after = doctor(path)
+    assert (code, after["findings"]) == (0, [])
+    assert_same_answers(answers, chroma_snapshot(path, tmp_path), rebuilt=True)
+
+
 def test_migrations_row_from_the_future(healthy_dir: BuiltDir) -> None:
     path = healthy_dir.path
     sql(path, "INSERT INTO migrations VALUES ('metadb', 7, '00007-future.sqlite.sql', '-- newer', '0')")
