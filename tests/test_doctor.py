@@ -101,6 +101,27 @@ def test_dropped_fts_table(healthy_dir: BuiltDir) -> None:
     assert chroma("contains", path, "default_database", "docs", "cats")["ids"]  # where_document works again
 
 
+def test_document_edited_by_hand_leaves_the_fts_index_stale(healthy_dir: BuiltDir, tmp_path: Path) -> None:
+    """A document changed in chroma.sqlite3 with SQL (a hand fix, a migration script) and not in the
+    full-text index: where_document finds the old words and not the new ones. Doctor counts it; the
+    fts rebuild it names makes where_document match the documents again."""
+    path = healthy_dir.path
+    sql(path, "UPDATE embedding_metadata SET string_value = 'zebra crossing' WHERE key = 'chroma:document' AND id = 1")
+    code, report = doctor(path)
+    assert (code, found(report)) == (2, {("fts.content", "error", None)})
+    assert report["findings"][0]["evidence"].endswith("1 of them missing or different"), report
+    assert report["findings"][0]["fix"] == f"chops fts rebuild {path}"
+    stale = tmp_path / "probe-stale"
+    shutil.copytree(path, stale)
+    assert chroma("contains", stale, "default_database", "docs", "zebra")["ids"] == []
+    assert "docs-0000" in chroma("contains", stale, "default_database", "docs", "dogs")["ids"]
+    run_fixes(report)
+    code, after = doctor(path)
+    assert (code, after["findings"]) == (0, [])
+    assert chroma("contains", path, "default_database", "docs", "zebra")["ids"] == ["docs-0000"]
+    assert "docs-0000" not in chroma("contains", path, "default_database", "docs", "dogs")["ids"]
+
+
 def test_corrupted_fts_index(healthy_dir: BuiltDir) -> None:
     """A torn write zeroes a block of the FTS5 index; its content table is intact, so only FTS5's own
     integrity-check sees it (and `fts rebuild` needs --force, since the rows still count right)."""
