@@ -186,6 +186,32 @@ def test_level0_link_out_of_range_then_rebuilt(healthy_dir: BuiltDir, tmp_path: 
     assert_same_answers(answers, chroma_snapshot(path, tmp_path), rebuilt=True)
 
 
+def test_link_lists_grown_past_its_levels_then_rebuilt(healthy_dir: BuiltDir, tmp_path: Path) -> None:
+    """link_lists.bin longer than its elements' levels need (users report it grown to absurd sizes;
+    hnswlib ignores the tail): a warning naming both sizes. The rebuild it names plans a rebuild for
+    it (it planned nothing before: the index has no deleted element), writes the file to size and
+    answers as before."""
+    path = healthy_dir.path
+    answers = chroma_snapshot(path, tmp_path)
+    links = segment_folder(path, "docs") / "link_lists.bin"
+    size = links.stat().st_size
+    with links.open("ab") as f:
+        f.write(bytes(1_000_000))
+    code, report = doctor(path)
+    assert (code, found(report)) == (2, {("hnsw.link_lists", "warning", "default_database/docs")})
+    assert report["findings"][0]["evidence"] == (
+        f"link_lists.bin has {size + 1_000_000:,} bytes, its elements' levels need {size:,}"
+    )
+    plan = run_chops("hnsw", "rebuild", path, "-c", "docs", "--plan").json()
+    [action] = plan["steps"][0]["actions"]
+    assert action["details"]["link_lists_excess_bytes"] == 1_000_000 and "repairs" not in action["details"]
+    run_fixes(report)
+    code, after = doctor(path)
+    assert (code, after["findings"]) == (0, [])
+    assert (segment_folder(path, "docs") / "link_lists.bin").stat().st_size < size + 1_000_000
+    assert_same_answers(answers, chroma_snapshot(path, tmp_path), rebuilt=True)
+
+
 def test_migrations_row_from_the_future(healthy_dir: BuiltDir) -> None:
     path = healthy_dir.path
     sql(path, "INSERT INTO migrations VALUES ('metadb', 7, '00007-future.sqlite.sql', '-- newer', '0')")

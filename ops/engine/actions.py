@@ -223,6 +223,9 @@ class RebuildDetails(Part):
     """What is damaged in the old index (its graph is then not loaded); left out when nothing is."""
     why: str | None = Field(default=None, exclude_if=lambda v: v is None)
     """Why hnsw.compact rebuilds this index instead (left out otherwise)."""
+    link_lists_excess_bytes: int = Field(default=0, ge=0, exclude_if=lambda v: v == 0)
+    """Bytes of link_lists.bin beyond what its elements' levels need (hnswlib ignores them; the new
+    files are written to size); left out when there are none."""
     on_worse: OnWorse = Field(default="refuse", exclude_if=lambda v: v == "refuse")
     """What applying does when the rebuilt index measures worse than the old one (recall is only known
     by building it): refuse (the run fails and rolls back), or keep the old index and go on."""

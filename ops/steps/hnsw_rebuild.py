@@ -116,12 +116,13 @@ class HnswRebuild(Step):
         header, meta = pd.hnsw_header(segment.id), pd.hnsw_pickle(segment.id)
         if header is None or meta is None:
             return None  # never flushed: nothing on disk to rebuild
-        damage = None
+        damage, excess = None, 0
         if pd.predicted_index(segment.id) is None:  # an index a planned step writes is whole
             prefix = hnsw_records.intact_prefix(pd.segment_folder(segment.id), header, set(meta.label_to_id))
             damage = hnsw_records.cut_short(header, prefix) if prefix else None
             header = prefix or header
-            damage = damage or _graph_damage(pd.segment_folder(segment.id), header)
+            if damage is None:
+                damage, excess = _graph_state(pd.segment_folder(segment.id), header)
         records = pd.hnsw_records(segment.id, header, links=False)
         live = records.live_labels
         keep = len(_kept_labels(live, meta))
@@ -130,7 +131,7 @@ class HnswRebuild(Step):
         m = int(self.changes.get("M", header.M))
         ef_c = int(self.changes.get("ef_construction", header.ef_construction))
         same_graph = (space, m, ef_c) == (cfg.space, header.M, header.ef_construction)
-        if same_graph and records.deleted_count == 0 and keep == len(live) and damage is None:
+        if same_graph and records.deleted_count == 0 and keep == len(live) and damage is None and not excess:
             return None
         size = header.size_data_per_element - 4 * (header.max_m0 - 2 * m)
         return RebuildIndex(
@@ -157,6 +158,7 @@ class HnswRebuild(Step):
                 segment_id=segment.id,
                 orphan_labels_dropped=len(live) - keep,
                 repairs=damage,
+                link_lists_excess_bytes=excess,
                 on_worse=self.on_worse,
                 data_level0_bytes_before=header.cur_element_count * header.size_data_per_element,
                 data_level0_bytes_estimate=keep * size,
@@ -372,17 +374,22 @@ def _failed_verification(action: RebuildIndex, problems: list[str]) -> OpsError:
     return OpsError(f"{_made(action)} index of {action.target} failed verification: {'; '.join(problems)}")
 
 
-def _graph_damage(folder: Path, header: hnsw_files.HnswHeader) -> str | None:
-    """link_lists.bin cut short or not whole levels, or a link to an element the graph does not hold:
-    hnswlib would follow it out of its arrays (and crash), and a compaction has nothing sound to
-    bridge. link_lists.bin is walked once (again only to word the damage of a damaged one)."""
+def _graph_state(folder: Path, header: hnsw_files.HnswHeader) -> tuple[str | None, int]:
+    """(damage, excess): damage is link_lists.bin cut short or not whole levels, or a link to an
+    element the graph does not hold (hnswlib would follow it out of its arrays and crash, and a
+    compaction has nothing sound to bridge); excess is the bytes link_lists.bin holds beyond what its
+    elements' levels need (hnswlib ignores them; a rebuild or compaction writes the file to size).
+    link_lists.bin is walked once (again only to word the damage of a damaged one)."""
     if not (folder / hnsw_files.LINK_LISTS_FILE).is_file():
-        return hnsw_files.link_lists_damage(folder, header)
+        return hnsw_files.link_lists_damage(folder, header), 0
     upper = hnsw_scan.scan_link_lists(folder, header)
     if upper.problem is not None:
-        return hnsw_files.link_lists_damage(folder, header) or upper.problem
+        return hnsw_files.link_lists_damage(folder, header) or upper.problem, 0
     problems = _link_problems(folder, header, upper)
-    return f"{'; '.join(problems)}: the graph links to elements it does not hold" if problems else None
+    if problems:
+        return f"{'; '.join(problems)}: the graph links to elements it does not hold", 0
+    needed = upper.size if upper.needed is None else upper.needed
+    return None, max(upper.size - needed, 0)
 
 
 def _link_problems(
