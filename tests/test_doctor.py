@@ -7,8 +7,10 @@ import json
 import shlex
 import shutil
 import sqlite3
+import struct
 import subprocess
 import sys
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -209,6 +211,51 @@ def test_link_lists_grown_past_its_levels_then_rebuilt(healthy_dir: BuiltDir, tm
     code, after = doctor(path)
     assert (code, after["findings"]) == (0, [])
     assert (segment_folder(path, "docs") / "link_lists.bin").stat().st_size < size + 1_000_000
+    assert_same_answers(answers, chroma_snapshot(path, tmp_path), rebuilt=True)
+
+
+def header_field(folder: Path, offset: int, fmt: str, change: Callable[[int], int]) -> int:
+    """Rewrite one field of header.bin in place (a flipped word); its old value back."""
+    data = bytearray((folder / "header.bin").read_bytes())
+    (old,) = struct.unpack_from(fmt, data, offset)
+    struct.pack_into(fmt, data, offset, change(old))
+    (folder / "header.bin").write_bytes(bytes(data))
+    return int(old)
+
+
+MAX_LEVEL_AT, ENTRY_POINT_AT = 4 + 6 * 8, 4 + 6 * 8 + 4  # after int32 version and six size_t fields
+
+
+def test_header_max_level_above_the_graph_then_rebuilt(healthy_dir: BuiltDir, tmp_path: Path) -> None:
+    """header.bin says one level more than link_lists.bin holds (a flipped word, or header.bin from
+    another flush): hnswlib would start every search on lists that do not exist. Doctor names it;
+    the rebuild it names (which planned nothing for it before) repairs it and answers as before."""
+    path = healthy_dir.path
+    answers = chroma_snapshot(path, tmp_path)
+    level = header_field(segment_folder(path, "docs"), MAX_LEVEL_AT, "<i", lambda v: v + 1)
+    code, report = doctor(path)
+    assert code == 2 and ("hnsw.levels", "error", "default_database/docs") in found(report)
+    levels = next(f for f in report["findings"] if f["check"] == "hnsw.levels")
+    assert levels["evidence"].startswith(f"header.bin's max level is {level + 1}, link_lists.bin's highest is {level}")
+    run_fixes({"findings": [levels]})
+    code, after = doctor(path)
+    assert (code, after["findings"]) == (0, [])
+    assert_same_answers(answers, chroma_snapshot(path, tmp_path), rebuilt=True)
+
+
+def test_header_entry_point_outside_the_elements_is_a_finding(healthy_dir: BuiltDir, tmp_path: Path) -> None:
+    """An entry point past the elements: one finding, not a traceback (doctor crashed on it), and
+    `hnsw rebuild` repairs the index from data_level0.bin."""
+    path = healthy_dir.path
+    answers = chroma_snapshot(path, tmp_path)
+    header_field(segment_folder(path, "docs"), ENTRY_POINT_AT, "<I", lambda v: 10**6)
+    code, report = doctor(path)
+    assert code == 2 and ("hnsw.header", "error", "default_database/docs") in found(report)
+    assert "hnsw.levels" not in {f["check"] for f in report["findings"]}  # the header check's to name
+    assert "entry point 1000000 is not one of the 200 elements" in json.dumps(report["findings"])
+    assert run_chops("hnsw", "rebuild", path, "-c", "docs", "--yes", "--no-backup").code == 0
+    code, after = doctor(path)
+    assert (code, after["findings"]) == (0, [])
     assert_same_answers(answers, chroma_snapshot(path, tmp_path), rebuilt=True)
 
 

@@ -24,7 +24,7 @@ from ops.steps.doctor import (
 from ops.storage import PersistDir, fs, sysdb, wal
 from ops.storage.hnsw_files import LENGTH_FILE, LEVEL0_FILE, LINK_LISTS_FILE, HnswHeader
 from ops.storage.hnsw_records import cut_short, distinct, intact_prefix
-from ops.storage.hnsw_scan import Level0Scan, scan_level0, scan_link_lists
+from ops.storage.hnsw_scan import Level0Scan, levels_problem, scan_level0, scan_link_lists
 from ops.storage.models import CollectionRecord
 from ops.storage.pickle_meta import HnswPickleMeta
 from ops.storage.wal import WalTopicStats
@@ -228,14 +228,9 @@ class _Checker:
                 f"linking to elements that do not exist (elements {links.bad_sample})"
             )
             self.add("hnsw.link_lists", "error", evidence)
-        if h.cur_element_count:
-            top = int(links.levels.max())
-            if top != h.max_level or int(links.levels[h.enterpoint]) != h.max_level:
-                evidence = (
-                    f"header.bin's max level is {h.max_level}, {LINK_LISTS_FILE}'s highest is {top}, "
-                    f"its entry point's is {int(links.levels[h.enterpoint])}"
-                )
-                self.add("hnsw.levels", "error", evidence)
+        # An entry point outside the elements is the header check's finding (hnsw.header).
+        if h.enterpoint < h.cur_element_count and (problem := levels_problem(h, links)):
+            self.add("hnsw.levels", "error", problem)
 
     def _labels(self, h: HnswHeader, table_seq: int | None) -> None:
         meta, scan = self.state.meta, self.state.scan

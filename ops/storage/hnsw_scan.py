@@ -120,4 +120,21 @@ def scan_link_lists(folder: Path, header: HnswHeader) -> LinkListsScan:
     )
 
 
+def levels_problem(header: HnswHeader, links: LinkListsScan) -> str | None:
+    """What is wrong with header.bin's max level and entry point against the levels link_lists.bin
+    gives (hnswlib starts every search there: a level the graph does not have reads past its lists),
+    or None when they agree (or the file was not read whole)."""
+    if not header.cur_element_count or links.problem is not None:
+        return None
+    if header.enterpoint >= len(links.levels):
+        return f"header.bin's entry point {header.enterpoint:,} is not one of the {len(links.levels):,} elements"
+    top, entry = int(links.levels.max()), int(links.levels[header.enterpoint])
+    if top == header.max_level == entry:
+        return None
+    return (
+        f"header.bin's max level is {header.max_level}, {LINK_LISTS_FILE}'s highest is {top}, "
+        f"its entry point's is {entry}"
+    )
+
+
 _NO_LINKS: dict[str, object] = {"bad_link_counts": 0, "bad_targets": 0, "bad_sample": []}
