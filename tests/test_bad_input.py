@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 import pickle
 import sqlite3
+import struct
 from contextlib import closing
 from pathlib import Path
 
 import pytest
 
+from ops.cli import chops
+from ops.storage.hnsw_files import read_header
 from tests.conftest import BuiltDir, run_chops, tree_state
 
 
@@ -204,3 +207,49 @@ def test_usage_errors_point_to_the_commands_help(args: list[str], expected: str)
     assert r.code == 1
     assert r.stderr.count("\n") == 1 and r.stderr.startswith("chops: error: ")
     assert r.stderr.rstrip().endswith(expected), r.stderr
+
+
+def damaged_words(folder: Path) -> list[tuple[str, int]]:
+    """(file, byte offset) of the words a bit flip or torn write may hit: every field of header.bin;
+    the link count, first links, vector and label of the first and of a middle record; the first
+    upper-level entries of link_lists.bin; the first norm in length.bin."""
+    header = read_header(folder)
+    middle = header.size_data_per_element * (header.cur_element_count // 2)
+    record = (0, 4, 8, header.offset_data, header.label_offset, header.label_offset + 4)
+    links = (folder / "link_lists.bin").read_bytes()
+    upper = [at for at in range(0, len(links), 4) if links[at : at + 4] != bytes(4)][:8]
+    return [
+        *(("header.bin", at) for at in range(0, 100, 4)),
+        *(("data_level0.bin", base + at) for base in (0, middle) for at in record),
+        *(("link_lists.bin", at) for at in upper),
+        ("length.bin", 0),
+    ]
+
+
+def test_one_damaged_word_in_an_index_file_is_never_a_traceback(
+    standard_dir: BuiltDir, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each word above set to 0 and to 0xFFFFFFFF, one at a time: every reading command (and a rebuild's
+    plan) answers, names the damage (exit 2), or says in one line what is wrong (exit 1). Never an
+    exception (doctor raised IndexError on an entry point past the elements)."""
+    path, folder = standard_dir.path, segment_folder(standard_dir, "frag")
+    commands = [
+        ["db", "info", str(path), "--json"],
+        ["doctor", str(path), "--json"],
+        ["hnsw", "info", str(path), "-c", "frag", "-v"],
+        ["hnsw", "rebuild", str(path), "-c", "frag", "--plan"],
+    ]
+    for name, at in damaged_words(folder):
+        original = (folder / name).read_bytes()
+        for value in (0, 0xFFFFFFFF):
+            damaged = bytearray(original)
+            damaged[at : at + 4] = struct.pack("<I", value)
+            (folder / name).write_bytes(bytes(damaged))
+            try:
+                for argv in commands:
+                    code = chops.main(argv)
+                    err = capsys.readouterr().err.strip()
+                    assert code in (0, 1, 2), (name, at, value, argv, code, err)
+                    assert code != 1 or (len(err.splitlines()) == 1 and err.startswith("chops: error: ")), err
+            finally:
+                (folder / name).write_bytes(original)

@@ -145,9 +145,7 @@ class _Checker:
             self.add("hnsw.pickle", "error", evidence)
 
     def _header(self, h: HnswHeader) -> None:
-        problems = []
-        if h.max_m != h.M or h.max_m0 != 2 * h.M:
-            problems.append(f"maxM {h.max_m} and maxM0 {h.max_m0} do not follow M {h.M}")
+        problems = []  # (maxM, maxM0 and M are checked as header.bin is read: ops.storage.hnsw_files)
         if h.cur_element_count and h.enterpoint >= h.cur_element_count:
             problems.append(f"entry point {h.enterpoint} is not one of the {h.cur_element_count:,} elements")
         if self.c.dimension is not None and h.dimension != self.c.dimension:

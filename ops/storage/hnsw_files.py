@@ -106,6 +106,10 @@ def parse_header(data: bytes, where: Path) -> HnswHeader:
 def _header_problem(h: HnswHeader) -> str | None:
     if h.persist_version != 1:
         return f"persist_version {h.persist_version}"
+    if h.offset_level0 != 0:
+        return f"offsetLevel0 {h.offset_level0} (hnswlib writes 0)"
+    if h.max_m != h.M or h.max_m0 != 2 * h.M:
+        return f"maxM {h.max_m} and maxM0 {h.max_m0} do not follow M {h.M}"
     if h.cur_element_count > h.max_elements:
         return f"cur_element_count {h.cur_element_count} > max_elements {h.max_elements}"
     if h.offset_data != 4 + 4 * h.max_m0:
