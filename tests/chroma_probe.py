@@ -58,13 +58,21 @@ def snapshot(path: str) -> dict[str, Any]:
     return out
 
 
+def added_vectors(n: int, dim: int) -> Any:
+    """The embeddings `add` writes (seeded: a test knows them without asking)."""
+    return np.random.RandomState(7).rand(n, dim)
+
+
+def upserted_vectors(n: int, dim: int) -> Any:
+    """The embeddings `upsert` writes."""
+    return np.random.RandomState(3).rand(n, dim)
+
+
 def add(path: str, database: str, name: str, n: int) -> dict[str, Any]:
     collection = _client(path, database).get_collection(name)
     dim = len(collection.get(limit=1, include=["embeddings"])["embeddings"][0])
     ids = [f"probe-added-{i}" for i in range(n)]
-    collection.add(
-        ids=ids, embeddings=np.random.RandomState(7).rand(n, dim).tolist(), documents=[f"added {i}" for i in ids]
-    )
+    collection.add(ids=ids, embeddings=added_vectors(n, dim).tolist(), documents=[f"added {i}" for i in ids])
     return {"ids": ids, "count": collection.count()}
 
 
@@ -82,7 +90,7 @@ def upsert(path: str, database: str, name: str, ids_json: str, dim: int) -> dict
     """Upsert the ids with new (seeded) embeddings of `dim`: how a user re-embeds records."""
     collection = _client(path, database).get_collection(name)
     ids = json.loads(ids_json)
-    collection.upsert(ids=ids, embeddings=np.random.RandomState(3).rand(len(ids), dim).tolist())
+    collection.upsert(ids=ids, embeddings=upserted_vectors(len(ids), dim).tolist())
     return {"count": collection.count()}
 
 

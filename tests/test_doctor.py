@@ -15,8 +15,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from tests.chroma_probe import added_vectors
 from tests.conftest import REPO, BuiltDir, assert_same_answers, chroma, chroma_snapshot, run_chops, tree_state
 
 
@@ -41,6 +40,20 @@ def run_fixes(report: dict[str, Any]) -> None:
 def sql(path: Path, statement: str) -> None:
     with closing(sqlite3.connect(path / "chroma.sqlite3")) as conn, conn:
         conn.execute(statement)
+
+
+def added_spec(tmp_path: Path, added: list[str]) -> Path:
+    """A file of {id: vector} for the records tests.chroma_probe's add wrote to docs (dimension 16)."""
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(dict(zip(added, added_vectors(len(added), 16).tolist(), strict=True))))
+    return spec
+
+
+def findable_on_copy(path: Path, copy: Path, spec: Path) -> Any:
+    """chromadb's count, get and self-query of the records in `spec`, asked on a copy of the dir
+    (chromadb writes to what it opens)."""
+    shutil.copytree(path, copy)
+    return chroma("findable", copy, "default_database", "docs", str(spec))
 
 
 def segment_folder(path: Path, name: str) -> Path:
@@ -298,9 +311,7 @@ def test_stale_pickle_after_a_flush(healthy_dir: BuiltDir, tmp_path: Path) -> No
 
     probe = tmp_path / "probe-before"
     shutil.copytree(path, probe)
-    spec = tmp_path / "spec.json"
-    vectors = np.random.RandomState(7).rand(100, 16).tolist()  # what tests.chroma_probe's add wrote
-    spec.write_text(json.dumps(dict(zip(added, vectors, strict=True))))
+    spec = added_spec(tmp_path, added)
     broken = subprocess.run(
         [sys.executable, "-m", "tests.chroma_probe", "findable", str(probe), "default_database", "docs", str(spec)],
         capture_output=True,
@@ -314,9 +325,7 @@ def test_stale_pickle_after_a_flush(healthy_dir: BuiltDir, tmp_path: Path) -> No
     run_fixes({"findings": fixes})
     code, after = doctor(path, "-c", "docs")
     assert (code, found(after)) == (2, {("records.unfindable", "error", "default_database/docs")})
-    probe = tmp_path / "probe-after"
-    shutil.copytree(path, probe)
-    answer = chroma("findable", probe, "default_database", "docs", str(spec))
+    answer = findable_on_copy(path, tmp_path / "probe-after", spec)
     assert answer["missing_get"] == [] and sorted(answer["not_found_by_query"]) == sorted(added)
 
 
@@ -335,20 +344,14 @@ def test_sqlite_restored_alone_from_an_older_copy(healthy_dir: BuiltDir, tmp_pat
     assert finding["evidence"].startswith("100 ids the index holds have no record"), finding
     assert "collection.delete(ids=...)" in finding["fix"], finding
 
-    spec = tmp_path / "spec.json"
-    vectors = np.random.RandomState(7).rand(100, 16).tolist()  # what tests.chroma_probe's add wrote
-    spec.write_text(json.dumps(dict(zip(added, vectors, strict=True))))
-    probe = tmp_path / "probe-before"
-    shutil.copytree(path, probe)
-    before = chroma("findable", probe, "default_database", "docs", str(spec))
+    spec = added_spec(tmp_path, added)
+    before = findable_on_copy(path, tmp_path / "probe-before", spec)
     assert sorted(before["missing_get"]) == sorted(added) and before["not_found_by_query"] == []
 
     count = chroma("delete", path, "default_database", "docs", json.dumps(added))["count"]
     code, after = doctor(path)
     assert (code, after["findings"]) == (0, [])
-    probe = tmp_path / "probe-after"
-    shutil.copytree(path, probe)
-    answer = chroma("findable", probe, "default_database", "docs", str(spec))
+    answer = findable_on_copy(path, tmp_path / "probe-after", spec)
     assert sorted(answer["not_found_by_query"]) == sorted(added) and answer["count"] == count
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from tests.chroma_probe import upserted_vectors
 from tests.conftest import (
     BuiltDir,
     assert_same_answers,
@@ -19,7 +20,7 @@ from tests.conftest import (
     run_chops,
     tree_state,
 )
-from tests.test_doctor import doctor, found, segment_folder, sql
+from tests.test_doctor import added_spec, doctor, findable_on_copy, found, segment_folder, sql
 
 
 def plan_repair(path: Path, out: Path, *args: str) -> dict[str, Any]:
@@ -154,12 +155,7 @@ def test_stale_pickle_after_a_flush(healthy_dir: BuiltDir, tmp_path: Path) -> No
     assert found(after) == ({("records.unfindable", "error", "default_database/docs")} if gone else set())
     assert sorted(r["id"] for r in after["unfindable"]) == gone
 
-    spec = tmp_path / "spec.json"
-    vectors = np.random.RandomState(7).rand(100, 16).tolist()  # what tests.chroma_probe's add wrote
-    spec.write_text(json.dumps(dict(zip(added, vectors, strict=True))))
-    probe = tmp_path / "probe-after"
-    shutil.copytree(path, probe)
-    answer = chroma("findable", probe, "default_database", "docs", str(spec))
+    answer = findable_on_copy(path, tmp_path / "probe-after", added_spec(tmp_path, added))
     assert answer["missing_get"] == [] and sorted(answer["not_found_by_query"]) == gone
 
 
@@ -235,7 +231,7 @@ def test_deleted_segment_folder(healthy_dir: BuiltDir, tmp_path: Path) -> None:
     assert (code, healed["findings"]) == (0, [])
     answers = chroma_snapshot(path, tmp_path)["default_database/docs"]  # get with embeddings, and query
     assert answers["count"] == len(answers["records"]) == 200
-    upserted = np.random.RandomState(3).rand(len(gone), 16).astype(np.float32)  # what the probe's upsert wrote
+    upserted = upserted_vectors(len(gone), 16).astype(np.float32)
     stored = np.asarray([answers["records"][i]["embedding"] for i in gone], dtype=np.float32)
     np.testing.assert_allclose(stored, upserted, rtol=1e-5, atol=1e-6)
     assert all(answers["records"][i]["document"] for i in gone)  # the records kept their documents

@@ -217,7 +217,7 @@ class _Checker:
                 "hnsw.link_lists", "error", f"{LINK_LISTS_FILE} ({links.size:,} bytes) is damaged: {links.problem}"
             )
             return
-        if links.needed is not None and links.size > links.needed:
+        if links.excess:
             evidence = f"{LINK_LISTS_FILE} has {links.size:,} bytes, its elements' levels need {links.needed:,}"
             self.add("hnsw.link_lists", "warning", evidence)
         if links.bad_link_counts or links.bad_targets:

@@ -378,9 +378,9 @@ def _graph_state(folder: Path, header: hnsw_files.HnswHeader) -> tuple[str | Non
     """(damage, excess): damage is link_lists.bin cut short or not whole levels, a link to an
     element the graph does not hold, or a header whose max level or entry point the levels do not
     bear out (hnswlib would read out of its arrays and crash, and a compaction has nothing sound to
-    bridge); excess is the bytes link_lists.bin holds beyond what its
-    elements' levels need (hnswlib ignores them; a rebuild or compaction writes the file to size).
-    link_lists.bin is walked once (again only to word the damage of a damaged one)."""
+    bridge); excess is the bytes link_lists.bin holds beyond what its elements' levels need
+    (hnswlib ignores them; a rebuild or compaction writes the file to size). link_lists.bin is walked
+    once (again only to word the damage of a damaged one)."""
     if not (folder / hnsw_files.LINK_LISTS_FILE).is_file():
         return hnsw_files.link_lists_damage(folder, header), 0
     upper = hnsw_scan.scan_link_lists(folder, header)
@@ -391,8 +391,7 @@ def _graph_state(folder: Path, header: hnsw_files.HnswHeader) -> tuple[str | Non
         return f"{'; '.join(problems)}: the graph links to elements it does not hold", 0
     if levels := hnsw_scan.levels_problem(header, upper):
         return levels, 0
-    needed = upper.size if upper.needed is None else upper.needed
-    return None, max(upper.size - needed, 0)
+    return None, upper.excess
 
 
 def _link_problems(

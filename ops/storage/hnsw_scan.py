@@ -80,6 +80,12 @@ class LinkListsScan(BaseModel):
     bad_targets: int
     bad_sample: list[int]
 
+    @property
+    def excess(self) -> int:
+        """Bytes past what the elements' levels need (hnswlib ignores them); 0 when the file was not
+        read whole."""
+        return self.size - self.needed if self.problem is None and self.needed is not None else 0
+
 
 def scan_link_lists(folder: Path, header: HnswHeader) -> LinkListsScan:
     data = (folder / LINK_LISTS_FILE).read_bytes()
