@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import sqlite3
 import struct
 from contextlib import closing
@@ -253,3 +254,65 @@ def test_one_damaged_word_in_an_index_file_is_never_a_traceback(
                     assert code != 1 or (len(err.splitlines()) == 1 and err.startswith("chops: error: ")), err
             finally:
                 (folder / name).write_bytes(original)
+
+
+def _link_past_the_elements(folder: Path) -> None:
+    """Record 3's first level-0 link set to an element the index does not hold (bit rot)."""
+    header = read_header(folder)
+    level0 = folder / "data_level0.bin"
+    data = bytearray(level0.read_bytes())
+    at = 3 * header.size_data_per_element + 4  # after the record's link count
+    data[at : at + 4] = struct.pack("<I", header.cur_element_count + 1000)
+    level0.write_bytes(bytes(data))
+
+
+def _cut_in_half(folder: Path) -> None:
+    level0 = folder / "data_level0.bin"
+    level0.write_bytes(level0.read_bytes()[: level0.stat().st_size // 2])
+
+
+def _garbage_in_link_lists(folder: Path) -> None:
+    """64 bytes of 0x7f in the middle of link_lists.bin: an entry's byte count becomes ~2 GB (the
+    commit's hnswlib then wrote a 660 GB sparse link_lists.bin until the disk was full)."""
+    link_lists = folder / "link_lists.bin"
+    data = bytearray(link_lists.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 64] = b"\x7f" * 64
+    link_lists.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", [_link_past_the_elements, _cut_in_half, _garbage_in_link_lists])
+def test_wal_commit_refuses_a_damaged_index_instead_of_loading_it(standard_dir: BuiltDir, damage: object) -> None:
+    """A commit loads the index into hnswlib, which trusts every link and size: on these two damages
+    `wal commit --yes` and `maintain --yes` crashed with a segmentation fault halfway through the
+    apply. Now both are refused while planning, in one line naming doctor, and nothing changes."""
+    assert callable(damage)
+    damage(segment_folder(standard_dir, "frag"))  # frag has 7 WAL rows to commit
+    before = tree_state(standard_dir.path)
+    for argv in (("wal", "commit", standard_dir.path, "--yes"), ("maintain", standard_dir.path, "--yes")):
+        r = run_chops(*argv)
+        assert_one_line_error(r.code, r.stderr, "index of default_database/frag is damaged", "chops doctor")
+        assert tree_state(standard_dir.path) == before
+
+
+@pytest.mark.parametrize("gone", ["folder", "header.bin", "index_metadata.pickle"])
+def test_changes_refuse_a_flushed_index_that_is_gone(standard_dir: BuiltDir, gone: str) -> None:
+    """frag was flushed (max_seq_id 480): without its folder, header.bin or pickle, `hnsw rebuild` and
+    `hnsw compact` said "nothing to do" (or rewrote the config alone, with -m), and `wal commit` built an
+    index of its 7 pending rows that failed verification. Each now refuses in one line naming doctor."""
+    folder = segment_folder(standard_dir, "frag")
+    if gone == "folder":
+        shutil.rmtree(folder)
+    else:
+        (folder / gone).unlink()
+    before = tree_state(standard_dir.path)
+    for argv in (
+        ["hnsw", "rebuild", "-c", "frag"],
+        ["hnsw", "rebuild", "-c", "frag", "-m", "24"],
+        ["hnsw", "compact", "-c", "frag"],
+        ["wal", "commit"],
+    ):
+        r = run_chops(*argv[:2], standard_dir.path, *argv[2:], "--yes")
+        assert_one_line_error(
+            r.code, r.stderr, "index of default_database/frag, flushed up to seq_id", "is missing", "chops doctor"
+        )
+    assert tree_state(standard_dir.path) == before

@@ -244,3 +244,49 @@ def test_unknown_layout_plans_nothing_and_lists_it(healthy_dir: BuiltDir) -> Non
     assert r.code == 2, r.stderr
     plan = json.loads(r.stdout)
     assert plan["steps"] == [] and [u["check"] for u in plan["unrepaired"]] == ["sqlite.layout"]
+
+
+def test_index_with_a_truncated_data_file_is_listed_and_the_others_are_committed(
+    standard_dir: BuiltDir, tmp_path: Path
+) -> None:
+    """frag's data_level0.bin cut in half (hnsw.files): no step can read its vectors, and a commit would
+    load it into hnswlib, so the plan leaves it to a restore (listed, with the way out), and still
+    commits pending's WAL gap; chromadb finds pending's records afterwards."""
+    path = standard_dir.path
+    pending = chroma_snapshot(path, tmp_path)["default_database/pending"]["records"]
+    level0 = segment_folder(path, "frag") / "data_level0.bin"
+    level0.write_bytes(level0.read_bytes()[: level0.stat().st_size // 2])
+    plan_file = tmp_path / "p.json"
+    plan = plan_repair(path, plan_file)
+    commits = [a["target"] for s in plan["steps"] for a in s["actions"] if a["kind"] == "commit_wal"]
+    assert commits == ["default_database/pending"]
+    files = [u for u in plan["unrepaired"] if u["check"] == "hnsw.files"]
+    assert [u["collection"] for u in files] == ["default_database/frag"]
+    assert "collection restore" in files[0]["fix"] and "hnsw rebuild" not in files[0]["fix"]
+    apply_with_maintain(path, plan_file)
+    left = {(f["check"], f["collection"]) for f in doctor(path)[1]["findings"]}
+    assert ("wal.gap", "default_database/pending") not in left and ("hnsw.files", "default_database/frag") in left
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({i: r["embedding"] for i, r in pending.items()}))
+    shutil.copytree(path, tmp_path / "copy")  # chromadb writes to what it opens
+    answers = chroma("findable", tmp_path / "copy", "default_database", "pending", str(spec))
+    assert answers == {"count": 5, "missing_get": [], "not_found_by_query": []}
+
+
+def test_index_without_header_bin_is_salvaged_and_the_others_are_committed(
+    standard_dir: BuiltDir, tmp_path: Path
+) -> None:
+    """frag's header.bin deleted, its pickle there: doctor called it hnsw.folder, planned a plain
+    commit of both gaps, and the plan failed (the commit cannot load an index without its header).
+    It is hnsw.header now, salvaged like a damaged header.bin (built anew from the WAL rows, the rest
+    listed), and pending's gap is committed in the same plan."""
+    path = standard_dir.path
+    (segment_folder(path, "frag") / "header.bin").unlink()
+    assert ("hnsw.header", "error", "default_database/frag") in found(doctor(path)[1])
+    plan_file = tmp_path / "p.json"
+    plan = plan_repair(path, plan_file)
+    commits = sorted(a["target"] for s in plan["steps"] for a in s["actions"] if a["kind"] == "commit_wal")
+    assert commits == ["default_database/frag", "default_database/pending"]
+    apply_with_maintain(path, plan_file)
+    left = {(f["check"], f["collection"]) for f in doctor(path)[1]["findings"]}
+    assert left == {("records.unfindable", "default_database/frag")}  # listed in the plan: re-embed

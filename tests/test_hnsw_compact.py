@@ -150,20 +150,20 @@ def test_the_link_check_finds_a_link_out_of_range_in_a_compacted_index(standard_
     """The link check a compaction runs on the files it wrote, before hnswlib loads them (the files
     are ours, not hnswlib's), and a plan runs on an old index: one level-0 link pointing past the
     last element is found."""
-    from ops.steps.hnsw_rebuild import _link_problems
     from ops.storage.hnsw_files import LEVEL0_FILE, read_header
+    from ops.storage.hnsw_scan import link_problems
 
     path = standard_dir.path
     assert run_chops("hnsw", "compact", path, "-c", "frag", "--yes", "--no-backup").code == 0
     segment = segment_folder(path, "frag")
     header = read_header(segment)
-    assert _link_problems(segment, header) == []
+    assert link_problems(segment, header) == []
     data = bytearray((segment / LEVEL0_FILE).read_bytes())
     at = 7 * header.size_data_per_element
     assert int.from_bytes(data[at : at + 2], "little") > 0  # element 7 has level-0 links
     data[at + 4 : at + 8] = (header.cur_element_count + 5).to_bytes(4, "little")
     (segment / LEVEL0_FILE).write_bytes(bytes(data))
-    assert _link_problems(segment, header) == ["1 neighbour lists are out of range"]
+    assert link_problems(segment, header) == ["1 neighbour lists are out of range"]
 
 
 def test_compact_an_ip_collection_after_chroma_deletes_and_wal_commit(standard_dir: BuiltDir, tmp_path: Path) -> None:

@@ -428,3 +428,24 @@ def test_the_pipeline_snapshot_is_hard_links_to_the_run_backup(standard_dir: Bui
     assert run_chops("rollback", path, "-y").code == 0
     assert content_state(path) == before and not snapshot.exists()
     verify_backup(backup, read_manifest(backup))
+
+
+def test_maintain_applies_its_plan_on_an_index_whose_link_lists_has_a_tail(
+    standard_dir: BuiltDir, tmp_path: Path
+) -> None:
+    """frag's link_lists.bin with 100 bytes past its entries (hnswlib ignores them) and 7 WAL rows to
+    commit: the commit's hnswlib wrote over the file without shortening it, so the compaction planned
+    after it (on the prediction: no tail) planned differently under the lock, and every apply of a
+    fresh plan was refused as "changed since the plan was made". The commit now writes the file to
+    size, as predicted."""
+    path = standard_dir.path
+    answers = chroma_snapshot(path, tmp_path)
+    info = run_chops("hnsw", "info", path, "-c", "frag", "--json").json()["collection"]["hnsw"]
+    with (Path(info["path"]) / "link_lists.bin").open("ab") as tail:
+        tail.write(b"\x07" * 100)
+    plan_file = tmp_path / "plan.json"
+    assert run_chops("maintain", path, "--plan", "--out", plan_file).code == 2
+    applied = run_chops("maintain", path, "--apply", plan_file)
+    assert applied.code == 0, applied.stderr
+    assert run_chops("doctor", path).code == 0
+    assert_same_answers(answers, chroma_snapshot(path, tmp_path), rebuilt=True)

@@ -267,6 +267,20 @@ def test_hot_sqlite_journal_from_another_writer_is_explained(standard_dir: Built
     assert r.code == 1 and "hot journal" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
+def test_hot_sqlite_journal_is_refused_by_changes_as_by_reads(standard_dir: BuiltDir) -> None:
+    """--plan refused a hot journal while --yes went ahead: the write lock's connection let SQLite roll
+    the interrupted writer's transaction back unasked. Every change now refuses it in the same line,
+    and nothing changes (the journal stays for Chroma, or chops rollback, to recover)."""
+    path = standard_dir.path
+    _leave_hot_journal(path)
+    before = tree_state(path)
+    for change in (["hnsw", "compact", "-c", "frag"], ["wal", "commit"], ["wal", "clean"], ["db", "clean"]):
+        for mode in ("--plan", "--yes"):
+            r = run_chops(*change[:2], path, *change[2:], mode)
+            assert r.code == 1 and "hot journal" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert tree_state(path) == before
+
+
 def test_kill_while_the_journal_is_first_written(standard_dir: BuiltDir) -> None:
     """Found by the soak: a kill between writing the journal's temporary file and renaming it."""
     path = standard_dir.path

@@ -57,6 +57,7 @@ from ops.storage import PersistDir
 from ops.storage.fs import remove_tree
 from ops.storage.index_swap import staging_folder
 from ops.storage.persist_dir import validate_persist_dir
+from ops.storage.sqlite_ro import SQLITE_FILE_NAME, refuse_hot_journal
 
 BACKUP_SPACE_FACTOR = 1.1
 
@@ -94,10 +95,13 @@ class RollbackFailed(OpsError):
 Confirm = Callable[[Plan], None]
 
 
-def open_for_change(persist_dir: str | Path) -> Path:
-    """The resolved persist dir, refusing an unfinished run or a layout we may not change."""
+def open_for_change(persist_dir: str | Path, replaces_database: bool = False) -> Path:
+    """The resolved persist dir, refusing an unfinished run or a hot SQLite journal (unless the
+    change replaces chroma.sqlite3 whole)."""
     root = validate_persist_dir(Path(persist_dir)).resolve()
     refuse_if_unfinished(root)
+    if not replaces_database:
+        refuse_hot_journal(root / SQLITE_FILE_NAME)
     return root
 
 
@@ -127,7 +131,7 @@ def run_step(
     """Plan one step and (unless plan_only) apply it. `confirm` is asked between the two; None:
     nobody is asked (--yes), and where nothing holds the dir open the step is planned once, under
     the write lock the apply then keeps, instead of once to show and again under the lock."""
-    root = open_for_change(persist_dir)
+    root = open_for_change(persist_dir, step.replaces_database)
     found = scan(root)
     alone = not (found.processes or found.unchecked or options.chroma_url)
     if confirm is None and not options.plan_only and alone:

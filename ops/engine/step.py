@@ -87,6 +87,9 @@ class Step(ABC):
     params_model: ClassVar[type[Params]] = NoParams
     backs_up: ClassVar[bool] = True
     """False for a step that changes nothing in the persist dir (a snapshot): no backup options."""
+    replaces_database: ClassVar[bool] = False
+    """True for a step that puts another chroma.sqlite3 in place (db restore): it runs also beside a
+    hot journal, which every other change refuses as every read does."""
 
     def __init__(self, params: Params | None = None) -> None:
         """Steps with options keep what they need of them; one without has nothing to keep."""

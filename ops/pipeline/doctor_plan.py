@@ -13,7 +13,8 @@ Which step repairs which finding:
     wal.gap, hnsw.max_seq_id (records past the table's max_seq_id),
     records.unfindable (vectors in WAL rows)
                                       -> wal.commit of those collections, with readd_lost (after
-                                         the rebuilds: a rebuilt index first drops labels no id owns)
+                                         the rebuilds: a rebuilt index first drops labels no id owns),
+                                         except where hnsw.files says the index cannot be loaded
     hnsw.pickle, hnsw.header (no record's vector readable from the index)
                                       -> wal.commit with salvage and readd_lost: the index built anew
                                          from the WAL rows that still hold its records' vectors; the
@@ -110,7 +111,8 @@ def repair_pipeline(report: DoctorReport) -> Pipeline | None:
         database, name = _split(target)
         entries.append({"step": "hnsw.rebuild", "select": {"include": [name], "databases": [database]}})
     commit = {f.collection for f in findings if f.check in COMMIT_CHECKS and f.collection} | by_kind["wal"]
-    entries += _commits(commit - salvage, {"readd_lost": True})
+    unloadable = {f.collection for f in findings if f.check == "hnsw.files" and f.severity == "error"}
+    entries += _commits(commit - salvage - unloadable, {"readd_lost": True})  # a commit loads the index
     entries += _commits(salvage, {"readd_lost": True, "salvage": True})
     if "wal.orphan_topic" in checks and not by_kind["wal"]:
         entries.append({"step": "wal.clean"})

@@ -28,6 +28,7 @@ class DbRestoreParams(Params):
 class DbRestore(Step):
     name: ClassVar[str] = "db.restore"
     params_model: ClassVar[type[Params]] = DbRestoreParams
+    replaces_database: ClassVar[bool] = True
 
     def __init__(self, params: DbRestoreParams) -> None:
         self.snapshot = Path(params.input).expanduser().resolve()

@@ -34,6 +34,11 @@ LOAD_FAILS = frozenset(
     {"hnsw.folder", "hnsw.header", "hnsw.files", "hnsw.pickle", "hnsw.link_lists", "hnsw.level0_links", "hnsw.levels"}
 )
 """Checks whose errors mean Chroma cannot load (or safely search) the index: none of its records is found."""
+RESTORE_INDEX = (
+    "no chops command repairs it (a rebuild reads the vectors from these files): restore the collection "
+    "from a snapshot (chops collection restore) or the persist dir from a backup, or re-embed its records"
+)
+"""The fix of index data files that are cut short, sparse or missing (hnsw.files)."""
 SALVAGE = frozenset({"hnsw.pickle", "hnsw.header"})
 """Checks whose errors mean the index cannot say which vector is which id: doctor --plan builds it anew
 from the WAL (wal.commit with salvage)."""
@@ -108,7 +113,9 @@ class _Checker:
             return self.state
         self._pickle(segment.id)
         if header is None:
-            if self.state.meta is not None or segment.max_seq_id is not None:
+            if self.state.meta is not None:  # the labels are there, not how to read the records: salvage
+                self.add("hnsw.header", "error", f"folder {segment.id} has no header.bin")
+            elif segment.max_seq_id is not None:
                 self.add("hnsw.folder", "error", f"folder {segment.id} has no header.bin", RE_EMBED)
             return self.state
         self._header(header)
@@ -167,7 +174,7 @@ class _Checker:
         ):
             path = folder / name
             if not path.is_file():
-                self.add("hnsw.files", "error", f"{name} is missing")
+                self.add("hnsw.files", "error", f"{name} is missing", RESTORE_INDEX)
                 ok = ok and name != LEVEL0_FILE
                 continue
             size, stored = path.stat().st_size, fs.allocated_bytes(path)
@@ -176,7 +183,7 @@ class _Checker:
                     f"{name} is truncated: {size:,} bytes ({stored:,} stored), "
                     f"the header's {h.cur_element_count:,} elements need {need:,}"
                 )
-                self.add("hnsw.files", "error", evidence)
+                self.add("hnsw.files", "error", evidence, RESTORE_INDEX)
                 ok = ok and name != LEVEL0_FILE
                 continue
             gaps = fs.holes(path, need)
@@ -187,7 +194,7 @@ class _Checker:
                     f"written and read back as zeros (first hole at byte {gaps[0][0]:,}; "
                     f"size {size:,}, stored {stored:,})"
                 )
-                self.add("hnsw.files", "error", evidence)
+                self.add("hnsw.files", "error", evidence, RESTORE_INDEX)
         return ok
 
     def _level0(self, scan: Level0Scan) -> None:

@@ -37,6 +37,7 @@ from ops.engine.step import Step, StepContext, Touches
 from ops.errors import NotFound, OpsError, Refused
 from ops.steps import recall_check
 from ops.steps.hnsw_config import HnswRuntimeParams, check_settings, planned_settings
+from ops.steps.index_guard import missing_index
 from ops.steps.recall_check import RecallComparison, Recalls
 from ops.steps.targets import CollectionTarget
 from ops.storage import config_write, hnsw_compact, hnsw_files, hnsw_index, hnsw_records, hnsw_scan
@@ -115,6 +116,8 @@ class HnswRebuild(Step):
         assert segment is not None
         header, meta = pd.hnsw_header(segment.id), pd.hnsw_pickle(segment.id)
         if header is None or meta is None:
+            if segment.max_seq_id is not None:  # flushed: its index should be there
+                raise missing_index(pd, record, "no vectors to rebuild it from")
             return None  # never flushed: nothing on disk to rebuild
         damage, excess = None, 0
         if pd.predicted_index(segment.id) is None:  # an index a planned step writes is whole
@@ -122,7 +125,7 @@ class HnswRebuild(Step):
             damage = hnsw_records.cut_short(header, prefix) if prefix else None
             header = prefix or header
             if damage is None:
-                damage, excess = _graph_state(pd.segment_folder(segment.id), header)
+                damage, excess = hnsw_scan.graph_state(pd.segment_folder(segment.id), header)
         records = pd.hnsw_records(segment.id, header, links=False)
         live = records.live_labels
         keep = len(_kept_labels(live, meta))
@@ -260,7 +263,7 @@ class HnswRebuild(Step):
             failpoints.hit("hnsw_compact.written")
             ctx.progress.finish()
             # Files written by us, not by hnswlib, which trusts every link it loads: check them first.
-            if problems := _link_problems(staged, hnsw_files.read_header(staged)):
+            if problems := hnsw_scan.link_problems(staged, hnsw_files.read_header(staged)):
                 raise _failed_verification(action, problems)
             return hnsw_index.load_index(staged, space, header.dimension, shape.max_elements), done.labels
         build = hnsw_index.IndexShape(shape.space, shape.M, shape.ef_construction, shape.max_elements)
@@ -372,34 +375,6 @@ def _verify_index(pd: PersistDir, action: RebuildIndex) -> None:
 
 def _failed_verification(action: RebuildIndex, problems: list[str]) -> OpsError:
     return OpsError(f"{_made(action)} index of {action.target} failed verification: {'; '.join(problems)}")
-
-
-def _graph_state(folder: Path, header: hnsw_files.HnswHeader) -> tuple[str | None, int]:
-    """(damage, excess): damage is link_lists.bin cut short or not whole levels, a link to an
-    element the graph does not hold, or a header whose max level or entry point the levels do not
-    bear out (hnswlib would read out of its arrays and crash, and a compaction has nothing sound to
-    bridge); excess is the bytes link_lists.bin holds beyond what its elements' levels need
-    (hnswlib ignores them; a rebuild or compaction writes the file to size). link_lists.bin is walked
-    once (again only to word the damage of a damaged one)."""
-    if not (folder / hnsw_files.LINK_LISTS_FILE).is_file():
-        return hnsw_files.link_lists_damage(folder, header), 0
-    upper = hnsw_scan.scan_link_lists(folder, header)
-    if upper.problem is not None:
-        return hnsw_files.link_lists_damage(folder, header) or upper.problem, 0
-    problems = _link_problems(folder, header, upper)
-    if problems:
-        return f"{'; '.join(problems)}: the graph links to elements it does not hold", 0
-    if levels := hnsw_scan.levels_problem(header, upper):
-        return levels, 0
-    return None, upper.excess
-
-
-def _link_problems(
-    folder: Path, header: hnsw_files.HnswHeader, upper: hnsw_scan.LinkListsScan | None = None
-) -> list[str]:
-    level0, upper = hnsw_scan.scan_level0(folder, header), upper or hnsw_scan.scan_link_lists(folder, header)
-    bad = level0.bad_link_count_total + level0.bad_target_total + upper.bad_link_counts + upper.bad_targets
-    return [f"{bad} neighbour lists are out of range"] if bad or upper.problem else []
 
 
 @dataclass

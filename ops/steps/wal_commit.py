@@ -24,12 +24,14 @@ from ops.engine.params import Params
 from ops.engine.plan import StepPlan
 from ops.engine.step import Step, StepContext, Touches
 from ops.errors import OpsError, Unpredictable
+from ops.steps.index_guard import missing_index, refuse_damaged_index
 from ops.steps.targets import SkipCollections
 from ops.storage import wal, wal_apply
 from ops.storage.fs import tree_size
 from ops.storage.hnsw_records import Level0Records
 from ops.storage.index_swap import staging_folder, swap_in
 from ops.storage.models import CollectionRecord
+from ops.storage.persist_dir import PersistDir
 from ops.storage.pickle_meta import HnswPickleMeta
 from ops.storage.prediction import PredictedIndex
 from ops.storage.sysdb import embedding_ids
@@ -77,6 +79,8 @@ class WalCommit(Step):
             readd = self._readd_rows(ctx, record, topic, book, with_vectors=False)
             if gap == 0 and not readd:  # (salvage: no WAL row to build from, the damaged index stays as it is)
                 continue
+            if not self.salvage:
+                self._refuse_unusable_index(pd, record, meta is not None)
             before = CommitState(
                 max_seq_id=segment.max_seq_id,
                 wal_gap=pd.wal_gap(record, stats[record.id]),
@@ -109,6 +113,17 @@ class WalCommit(Step):
                 )
             )
         return StepPlan(step=self.name, target="vector segments", actions=actions)
+
+    def _refuse_unusable_index(self, pd: PersistDir, record: CollectionRecord, pickled: bool) -> None:
+        """A commit loads the index it adds to: a damaged one is refused, and so is a flushed one that is
+        gone (a commit would make an index of the pending rows alone; with readd_lost, what doctor --plan
+        asks for a missing folder, every record a WAL row holds is put back)."""
+        segment = record.vector_segment
+        assert segment is not None
+        if pickled and pd.hnsw_header(segment.id) is not None:
+            refuse_damaged_index(pd, record, "committing the WAL")
+        elif segment.max_seq_id is not None and (pickled or not self.readd_lost):
+            raise missing_index(pd, record, "committing the WAL would make an index of its pending rows alone")
 
     def predict(self, ctx: StepContext, plan: StepPlan) -> None:
         """Each committed index as commit_to_folder will write it (the same rows, read without

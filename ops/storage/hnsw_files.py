@@ -98,7 +98,8 @@ def parse_header(data: bytes, where: Path) -> HnswHeader:
     if problem:
         raise CorruptHnswFile(
             f"{where} is not a valid HNSW header ({problem})",
-            "rebuild the index (chops hnsw rebuild) or restore the folder from a backup",
+            "restore the segment folder from a backup (a rebuild reads its vectors from this file); "
+            "chops doctor on the persist dir names what else can be saved",
         )
     return header
 
@@ -142,7 +143,8 @@ def check_level0_file(folder: Path, header: HnswHeader) -> None:
         raise CorruptHnswFile(
             f"{path} is truncated: {size} bytes, the header needs {need} "
             f"({header.cur_element_count} records of {header.size_data_per_element})",
-            "rebuild the index (chops hnsw rebuild) or restore the folder from a backup",
+            "restore the segment folder from a backup (a rebuild reads its vectors from this file); "
+            "chops doctor on the persist dir names what else can be saved",
         )
 
 
@@ -221,9 +223,9 @@ def walk_link_lists(data: bytes, count: int, max_m: int) -> LinkWalk:
     return LinkWalk(upper=upper, end=4 * pos)
 
 
-def check_link_lists(folder: Path, header: HnswHeader) -> None:
+def check_link_lists(folder: Path, header: HnswHeader) -> int:
     """link_lists.bin has a whole entry for every element (walk_link_lists). A write that ran out of
-    space (hnswlib does not report it) leaves it short."""
+    space (hnswlib does not report it) leaves it short. Returns the bytes the entries take."""
     path = folder / LINK_LISTS_FILE
     _size(path)
     data = path.read_bytes()
@@ -237,6 +239,7 @@ def check_link_lists(folder: Path, header: HnswHeader) -> None:
         raise _bad_link_lists(path, f"element {element} has {size} bytes of links, not whole levels of {block}")
     if walk.end > len(data):
         raise _bad_link_lists(path, f"needs {walk.end} bytes, has {len(data)}")
+    return walk.end
 
 
 def _bad_link_lists(path: Path, problem: str) -> CorruptHnswFile:
@@ -256,7 +259,8 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except FileNotFoundError as exc:
         raise CorruptHnswFile(
-            f"{path} is missing", "rebuild the index (chops hnsw rebuild) or restore the folder from a backup"
+            f"{path} is missing",
+            "restore the segment folder from a backup; chops doctor on the persist dir names what else can be saved",
         ) from exc
 
 

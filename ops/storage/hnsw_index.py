@@ -10,6 +10,7 @@ same norm again.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +22,15 @@ import numpy as np
 import numpy.typing as npt
 
 from ops.errors import CorruptHnswFile, OpsError
-from ops.storage.hnsw_files import LENGTH_FILE, HnswHeader, check_level0_file, check_side_files, read_header
+from ops.storage.hnsw_files import (
+    LENGTH_FILE,
+    LINK_LISTS_FILE,
+    HnswHeader,
+    check_length_file,
+    check_level0_file,
+    check_link_lists,
+    read_header,
+)
 from ops.storage.hnsw_records import RecordMatrix, level0_chunks, read_records, record_deleted, record_labels
 
 Vectors = npt.NDArray[np.float32]
@@ -158,12 +167,17 @@ def new_index(space: str, dim: int, capacity: int, m: int, ef_construction: int,
 
 def persist(index: Any, folder: Path) -> None:
     """Write the index's files and read them back: hnswlib ignores failed writes (on a full disk it
-    leaves link_lists.bin short and reports nothing)."""
+    leaves link_lists.bin short and reports nothing). hnswlib writes link_lists.bin over what the
+    file held and never shortens it: a tail past the entries, copied with an index that had one, is
+    cut off, so the files are what the plan predicted."""
     index.persist_dirty()
     try:
         header = read_header(folder)
         check_level0_file(folder, header)
-        check_side_files(folder, header)
+        check_length_file(folder, header)
+        entries = check_link_lists(folder, header)
+        if (folder / LINK_LISTS_FILE).stat().st_size > entries:
+            os.truncate(folder / LINK_LISTS_FILE, entries)
         if header.cur_element_count != index.get_current_count():
             raise CorruptHnswFile(f"the header counts {header.cur_element_count} elements, the index holds more")
     except CorruptHnswFile as exc:

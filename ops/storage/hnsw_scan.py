@@ -14,7 +14,15 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict
 
-from ops.storage.hnsw_files import LINK_LISTS_FILE, HnswHeader, walk_link_lists
+from ops.errors import CorruptHnswFile
+from ops.storage.hnsw_files import (
+    LINK_LISTS_FILE,
+    HnswHeader,
+    check_length_file,
+    check_level0_file,
+    link_lists_damage,
+    walk_link_lists,
+)
 from ops.storage.hnsw_records import distinct, level0_chunks, record_deleted, record_labels, record_links
 
 SAMPLE = 5
@@ -141,6 +149,46 @@ def levels_problem(header: HnswHeader, links: LinkListsScan) -> str | None:
         f"header.bin's max level is {header.max_level}, {LINK_LISTS_FILE}'s highest is {top}, "
         f"its entry point's is {entry}"
     )
+
+
+def graph_state(folder: Path, header: HnswHeader) -> tuple[str | None, int]:
+    """(damage, excess) of the graph of an index whose data_level0.bin is whole: damage is
+    link_lists.bin cut short or not whole levels, a link to an element the graph does not hold, or
+    a header whose max level or entry point the levels do not bear out (hnswlib would read out of
+    its arrays and crash, and a compaction has nothing sound to bridge); excess is the bytes
+    link_lists.bin holds beyond what its elements' levels need (hnswlib ignores them; a rebuild or
+    compaction writes the file to size). link_lists.bin is walked once (again only to word the
+    damage of a damaged one)."""
+    if not (folder / LINK_LISTS_FILE).is_file():
+        return link_lists_damage(folder, header), 0
+    upper = scan_link_lists(folder, header)
+    if upper.problem is not None:
+        return link_lists_damage(folder, header) or upper.problem, 0
+    problems = link_problems(folder, header, upper)
+    if problems:
+        return f"{'; '.join(problems)}: the graph links to elements it does not hold", 0
+    if levels := levels_problem(header, upper):
+        return levels, 0
+    return None, upper.excess
+
+
+def link_problems(folder: Path, header: HnswHeader, upper: LinkListsScan | None = None) -> list[str]:
+    """Neighbour lists (level 0 and above) longer than their maximum or linking past the elements."""
+    level0, upper = scan_level0(folder, header), upper or scan_link_lists(folder, header)
+    bad = level0.bad_link_count_total + level0.bad_target_total + upper.bad_link_counts + upper.bad_targets
+    return [f"{bad} neighbour lists are out of range"] if bad or upper.problem else []
+
+
+def load_problem(folder: Path, header: HnswHeader) -> str | None:
+    """Why hnswlib must not load this index (it trusts every size and link it reads, and reads out
+    of its arrays, or crashes the process, on a damaged one), or None: data files shorter than the
+    header's elements, or a damaged graph (graph_state). Named from the segment folder on."""
+    try:
+        check_level0_file(folder, header)
+        check_length_file(folder, header)
+    except CorruptHnswFile as exc:
+        return exc.message.replace(str(folder.parent) + "/", "")
+    return graph_state(folder, header)[0]
 
 
 _NO_LINKS: dict[str, object] = {"bad_link_counts": 0, "bad_targets": 0, "bad_sample": []}

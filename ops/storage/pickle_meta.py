@@ -54,6 +54,12 @@ class HnswPickleMeta(BaseModel):
     id_to_seq_id: dict[str, int] = {}
 
 
+PICKLE_HINT = (
+    "restore the folder from a backup, or see chops doctor on the persist dir: its --plan builds the index "
+    "anew from the WAL rows that still hold its vectors"
+)
+
+
 def parse_pickle(data: bytes, where: Path) -> HnswPickleMeta:
     try:
         # BufferedReader: the C unpickler reads ahead from a stream that has peek(); without it,
@@ -64,7 +70,7 @@ def parse_pickle(data: bytes, where: Path) -> HnswPickleMeta:
     except Exception as exc:  # any unpickling failure of untrusted bytes is "corrupt"
         raise CorruptHnswFile(
             f"{where} is not a readable index metadata pickle ({type(exc).__name__})",
-            "rebuild the index (chops hnsw rebuild) or restore the folder from a backup",
+            PICKLE_HINT,
         ) from None
     form: Literal["object", "dict"]
     if isinstance(obj, _PersistentDataStandIn):
@@ -74,7 +80,7 @@ def parse_pickle(data: bytes, where: Path) -> HnswPickleMeta:
     if not isinstance(state, dict):
         raise CorruptHnswFile(
             f"{where} does not hold index metadata (found {type(state).__name__})",
-            "rebuild the index (chops hnsw rebuild) or restore the folder from a backup",
+            PICKLE_HINT,
         )
     try:
         return _validated(state, form)
@@ -83,7 +89,7 @@ def parse_pickle(data: bytes, where: Path) -> HnswPickleMeta:
         field = ".".join(str(p) for p in first["loc"][:1])
         raise CorruptHnswFile(
             f"{where} has unexpected index metadata ({field}: {first['msg']})",
-            "rebuild the index (chops hnsw rebuild) or restore the folder from a backup",
+            PICKLE_HINT,
         ) from None
 
 

@@ -54,3 +54,12 @@ def _check_header(path: Path) -> None:
         raise CorruptDatabase(f"cannot open {path}: {exc.strerror}", "check the path and permissions") from exc
     if head != SQLITE_HEADER:
         raise CorruptDatabase(f"{path} is not an SQLite database (bad header)", "restore chroma.sqlite3 from a backup")
+
+
+def refuse_hot_journal(path: Path) -> None:
+    """A change opens chroma.sqlite3 read-write, and SQLite would silently roll back a journal left
+    by an interrupted writer: refused first, in the words a read-only open refuses it with. A journal
+    a live writer is still using is not hot: the read goes through and the change waits for its lock."""
+    journal = path.with_name(path.name + "-journal")
+    if journal.is_file() and journal.stat().st_size > 0:
+        connect_readonly(path).close()

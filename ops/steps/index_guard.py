@@ -1,0 +1,53 @@
+"""Refusals of an index a step cannot work on, each naming doctor, which tells what can be saved.
+
+hnswlib trusts every size and link it loads, and reads out of its arrays (or crashes the process)
+on a damaged index, so a step that loads an index checks it while planning; and a step must not
+take an index that is gone for one that was never flushed.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from ops.errors import CorruptHnswFile
+from ops.storage import hnsw_scan
+from ops.storage.hnsw_files import HEADER_FILE, PICKLE_FILE
+from ops.storage.models import CollectionRecord
+from ops.storage.persist_dir import PersistDir
+
+
+def doctor_hint(pd: PersistDir, record: CollectionRecord) -> str:
+    return (
+        f"chops doctor {shlex.quote(str(pd.path))} -c {shlex.quote(record.name)} -d "
+        f"{shlex.quote(record.database)} names the repair (a rebuild, a salvage from the WAL or a restore)"
+    )
+
+
+def missing_index(pd: PersistDir, record: CollectionRecord, consequence: str) -> CorruptHnswFile:
+    """The index of a collection that was flushed is gone (folder, header.bin or pickle missing)."""
+    segment = record.vector_segment
+    assert segment is not None
+    folder = pd.segment_folder(segment.id)
+    gone = next((f"{folder.name}/{f}" for f in (HEADER_FILE, PICKLE_FILE) if not (folder / f).is_file()), folder.name)
+    return CorruptHnswFile(
+        f"the HNSW index of {record.database}/{record.name}, flushed up to seq_id {segment.max_seq_id}, is "
+        f"missing ({gone if folder.is_dir() else folder.name} is gone): {consequence}",
+        doctor_hint(pd, record),
+    )
+
+
+def refuse_damaged_index(pd: PersistDir, record: CollectionRecord, loads: str) -> None:
+    """Refuse, while planning, a step that `loads` the index into hnswlib when it is damaged; an index
+    a step planned before it writes is whole."""
+    segment = record.vector_segment
+    assert segment is not None
+    header = pd.hnsw_header(segment.id)
+    if header is None or pd.predicted_index(segment.id) is not None:
+        return
+    problem = hnsw_scan.load_problem(pd.segment_folder(segment.id), header)
+    if problem is not None:
+        raise CorruptHnswFile(
+            f"the HNSW index of {record.database}/{record.name} is damaged: {problem}; {loads} would load it "
+            "into hnswlib",
+            f"repair it first: {doctor_hint(pd, record)}",
+        )
