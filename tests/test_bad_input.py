@@ -316,3 +316,85 @@ def test_changes_refuse_a_flushed_index_that_is_gone(standard_dir: BuiltDir, gon
             r.code, r.stderr, "index of default_database/frag, flushed up to seq_id", "is missing", "chops doctor"
         )
     assert tree_state(standard_dir.path) == before
+
+
+def test_outputs_are_never_written_inside_the_persist_dir(standard_dir: BuiltDir, tmp_path: Path) -> None:
+    """Each of these overwrote chroma.sqlite3 when given it as its output (found by fuzzing the CLI)."""
+    d = standard_dir.path
+    own = d / "chroma.sqlite3"
+    before = tree_state(d)
+    for argv in (
+        ["metrics", d, "--textfile", own],
+        ["doctor", d, "--ids-out", own],
+        ["wal", "export", d, "-o", own],
+        ["maintain", d, "--plan", "-o", own],
+        ["doctor", d, "--plan", "-o", d / "plan.json"],
+        ["collection", "snapshot", d, "-c", "frag", "--yes", "--force", "-o", own],
+    ):
+        r = run_chops(*argv)
+        assert_one_line_error(r.code, r.stderr, "is inside the persist dir")
+    assert tree_state(d) == before
+    for argv, words in (
+        (["wal", "export", d, "-o", "/dev/null"], "is not a regular file"),  # an atomic replace swaps the node
+        (["doctor", d, "--ids-out", tmp_path], "is a folder"),
+        (["maintain", d, "--plan", "-o", tmp_path / "no" / "plan.json"], "is not a folder"),
+    ):
+        r = run_chops(*argv)
+        assert_one_line_error(r.code, r.stderr, words)
+    assert Path("/dev/null").is_char_device()
+
+
+def test_apply_goes_with_nothing_that_plans(standard_dir: BuiltDir, tmp_path: Path) -> None:
+    """`maintain --apply PLAN --dry-run` applied the plan; `--apply ''` ran an unreviewed maintain."""
+    d, plan = standard_dir.path, tmp_path / "plan.json"
+    assert run_chops("maintain", d, "--plan", "-o", plan).code == 2
+    before = tree_state(d)
+    for extra in (["--apply", plan, "--dry-run"], ["--apply", plan, "--plan"], ["--apply", plan, "-o", tmp_path / "x"]):
+        r = run_chops("maintain", d, *extra)
+        assert_one_line_error(r.code, r.stderr, "--apply")
+    r = run_chops("maintain", d, "--apply", "", "--yes")
+    assert_one_line_error(r.code, r.stderr, "--apply needs the reviewed plan file")
+    assert tree_state(d) == before
+
+
+def test_numbers_past_64_bits_infinities_and_bad_urls_are_one_line(standard_dir: BuiltDir) -> None:
+    d = standard_dir.path
+    before = tree_state(d)
+    for argv, words in (
+        (["hnsw", "config", d, "-c", "frag", "--search-ef", str(2**64), "--plan"], "must fit in 64 bits"),
+        (["hnsw", "rebuild", d, "-c", "frag", "-m", str(10**20), "--plan"], "must fit in 64 bits"),
+        (["db", "clean", d, "--yes", "--lock-timeout", "inf"], "must be a finite number"),
+        (["hnsw", "config", d, "-c", "frag", "--resize-factor", "inf", "--yes", "--no-backup"], "finite number"),
+        (["db", "clean", d, "--yes", "--chroma-url", "http://[::1"], "--chroma-url is not a URL"),
+        (["db", "clean", d, "--yes", "--chroma-url", "http://x:99999"], "--chroma-url is not a URL"),
+        (["db", "clean", d, "--yes", "--chroma-url", "localhost:8000"], "must be http(s)://host[:port]"),
+        (["doctor", d, "-d", "nosuchdb"], "no database 'nosuchdb'"),  # was "Healthy ... 0 collection(s)"
+    ):
+        r = run_chops(*argv)
+        assert_one_line_error(r.code, r.stderr, words)
+    assert tree_state(d) == before
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_changes_on_a_database_that_cannot_be_opened_are_one_line(standard_dir: BuiltDir, damage: str) -> None:
+    """With --yes the write lock opened chroma.sqlite3 first, and its error was a 46-line traceback."""
+    db = standard_dir.path / "chroma.sqlite3"
+    if damage == "garbage":
+        db.write_bytes(bytes(range(256)) * 400)
+    else:
+        os.truncate(db, 100_000)
+    before = tree_state(standard_dir.path)
+    for argv in (["db", "clean"], ["wal", "commit"], ["hnsw", "compact", "-c", "frag"]):
+        r = run_chops(*argv[:2], standard_dir.path, *argv[2:], "--yes")
+        assert_one_line_error(r.code, r.stderr, "chroma.sqlite3")
+    assert tree_state(standard_dir.path) == before
+
+
+def test_a_persist_dir_path_that_is_not_utf8_is_one_line(standard_dir: BuiltDir, tmp_path: Path) -> None:
+    odd = Path(os.fsdecode(bytes(tmp_path) + b"/bad\xffname"))
+    shutil.copytree(standard_dir.path, odd)
+    for argv in (["db", "info", odd], ["metrics", odd], ["db", "clean", odd, "--yes"]):
+        r = run_chops(*argv)
+        assert_one_line_error(r.code, r.stderr, "is not UTF-8 text")
+    r = run_chops("doctor", standard_dir.path, "-c", os.fsdecode(b"\xff"))
+    assert_one_line_error(r.code, r.stderr, "not UTF-8")

@@ -84,6 +84,16 @@ def guarded(run: Callable[[], int], debug: bool = False) -> int:
             traceback.print_exc()
         print(f"chops: error: {exc.one_line()}", file=sys.stderr)
         return EXIT_ERROR
+    except UnicodeEncodeError as exc:  # a name given with bytes that are not UTF-8 (paths take any bytes)
+        if debug:
+            traceback.print_exc()
+        text = exc.object[exc.start : exc.end] if isinstance(exc.object, str) else exc.object
+        print(
+            f"chops: error: an argument holds bytes that are not UTF-8 ({text!r}); Chroma's names are UTF-8: "
+            "pass the name as chops db info shows it",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print("chops: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

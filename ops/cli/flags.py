@@ -3,11 +3,12 @@ run options every command that changes the persist dir shares."""
 
 from __future__ import annotations
 
+import urllib.parse
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ops.engine.lock import DEFAULT_LOCK_TIMEOUT_S
 from ops.engine.params import Flag, Params, flag
@@ -43,6 +44,23 @@ class LiveFlags(Params):
         description="a Chroma server to ask before changing anything; refused while it answers "
         "(for a server /proc cannot see; default: $CHOPS_CHROMA_URL)",
     )
+
+    @field_validator("chroma_url")
+    @classmethod
+    def _a_server_address(cls, url: str | None) -> str | None:
+        """http(s)://host[:port][/path], checked before anything is asked (a bad one raised inside urllib)."""
+        if url is None:
+            return None
+        try:
+            parts = urllib.parse.urlsplit(url)
+            port = parts.port
+        except ValueError as exc:
+            raise ValueError(f"is not a URL ({exc})") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in url):
+            raise ValueError("must be http(s)://host[:port] of the Chroma server")
+        if port == 0:
+            raise ValueError("has port 0")
+        return url
 
     def live_options(self) -> LiveOptions:
         from ops.engine.live_policy import LiveOptions

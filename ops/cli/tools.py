@@ -27,7 +27,7 @@ from ops.cli.flags import ApplyFlags, BackupFlags, BackupRoot, JsonFlag, LiveFla
 from ops.engine.params import Flag, flag
 from ops.errors import BadInput, OpsError
 from ops.steps.targets import Privacy
-from ops.storage.fs import atomic_write
+from ops.storage.fs import checked_output, write_output
 
 if TYPE_CHECKING:
     from ops.engine.plan import Plan
@@ -106,7 +106,7 @@ def doctor(p: DoctorParams) -> int:
         return _doctor_plan(p, scope)
     report = run_read_only(checks.Doctor(scope), p.persist_dir)
     if p.ids_out:  # the operator's own work list: real ids and names, also under -p (which hides what is printed)
-        _write_ids(Path(p.ids_out), report)
+        _write_ids(p.ids_out, p.persist_dir, report)
     Output(p.json).emit(report, _print_doctor)
     return EXIT_OK if report.healthy else EXIT_FINDINGS
 
@@ -115,9 +115,12 @@ def _doctor_plan(p: DoctorParams, scope: DoctorScope) -> int:
     from ops.pipeline.doctor_plan import plan_repair
     from ops.pipeline.maintain import plan_may_run_live
 
+    for path, what in ((p.ids_out, "--ids-out list"), (p.out, "plan")):
+        if path:
+            checked_output(Path(path), Path(p.persist_dir), what)  # before the work, not after
     report, plan = plan_repair(p.persist_dir, scope)
     if p.ids_out:
-        _write_ids(Path(p.ids_out), report)
+        _write_ids(p.ids_out, p.persist_dir, report)
     for step in plan.steps:
         if step.skipped:
             print(f"chops: skipped {step.step} of {step.target}: {step.skipped}", file=sys.stderr)
@@ -128,8 +131,9 @@ def _doctor_plan(p: DoctorParams, scope: DoctorScope) -> int:
     return EXIT_OK if plan.is_empty and not plan.unrepaired else EXIT_CHANGES_PLANNED
 
 
-def _write_ids(path: Path, report: DoctorReport) -> None:
-    atomic_write(path, b"".join(r.model_dump_json().encode() + b"\n" for r in report.work_list))
+def _write_ids(path: str, persist_dir: str, report: DoctorReport) -> None:
+    ids = b"".join(r.model_dump_json().encode() + b"\n" for r in report.work_list)
+    write_output(Path(path), Path(persist_dir), "--ids-out list", ids)
 
 
 def _print_doctor(console: Console, report: DoctorReport) -> None:
@@ -156,10 +160,7 @@ def metrics(p: MetricsParams) -> int:
         sys.stdout.buffer.write(text)
         sys.stdout.flush()
         return EXIT_OK
-    try:
-        atomic_write(Path(p.textfile), text)
-    except OSError as exc:
-        raise BadInput(f"cannot write {p.textfile} ({exc.strerror})", "pass a writable --textfile path") from None
+    write_output(Path(p.textfile), Path(p.persist_dir), "--textfile", text)
     return EXIT_OK
 
 
@@ -196,9 +197,12 @@ def maintain(p: MaintainParams) -> int:
     out = Output(p.json)
     options = p.run_options(p)
     progress = progress_bar(out)
-    if p.apply:
+    if p.apply is not None:
+        _refuse_apply_with(p)
         plan = read_plan_file(Path(p.apply))
         return report_result(apply_plan_file(p.persist_dir, plan, options, progress), out)
+    if p.out:
+        checked_output(Path(p.out), Path(p.persist_dir), "plan")  # before the planning, not after
     plan = plan_pipeline(p.persist_dir, p.pipeline, options.backup_root)
     for step in plan.steps:
         if step.skipped:
@@ -214,9 +218,23 @@ def maintain(p: MaintainParams) -> int:
     return report_result(apply_plan_file(p.persist_dir, plan, options, progress), out)
 
 
+def _refuse_apply_with(p: MaintainParams) -> None:
+    """--apply applies a reviewed plan file and nothing else: with --plan (or --dry-run) it applied all
+    the same, and an empty path ran an unreviewed maintain."""
+    if not p.apply:
+        raise BadInput("--apply needs the reviewed plan file", "pass --apply PLAN (written by --plan --out)")
+    if p.plan:
+        raise BadInput(
+            "--plan (--dry-run) and --apply do not go together: --plan writes a plan, --apply changes the dir",
+            "plan with --plan --out PLAN, review it, then apply it with --apply PLAN",
+        )
+    if p.out:
+        raise BadInput("--out goes with --plan, not with --apply", "leave --out out when you apply a plan file")
+
+
 def _write_plan(plan: Plan, out_path: str | None) -> None:
     if out_path:
-        atomic_write(Path(out_path), plan.to_json() + b"\n")
+        write_output(Path(out_path), Path(plan.persist_dir), "plan", plan.to_json() + b"\n")
         print(f"plan written to {out_path} ({_summary(plan)})", file=sys.stderr)
     else:
         sys.stdout.buffer.write(plan.to_json() + b"\n")

@@ -10,9 +10,11 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from ops.errors import DatabaseBusy
+from ops.errors import CorruptDatabase, DatabaseBusy
 
 DEFAULT_LOCK_TIMEOUT_S = 10.0
+MAX_BUSY_S = 24 * 3600.0
+"""SQLite's busy wait is an int of milliseconds: an endless --lock-timeout waits a day per write."""
 
 
 def _is_busy(exc: BaseException) -> bool:
@@ -34,14 +36,18 @@ def acquire_write_lock(sqlite_path: Path, timeout_s: float = DEFAULT_LOCK_TIMEOU
         for attempt in retrying:
             with attempt:
                 conn.execute("BEGIN IMMEDIATE")
-    except sqlite3.OperationalError as exc:
+    except sqlite3.DatabaseError as exc:
         conn.close()
         if _is_busy(exc):
             raise DatabaseBusy(
                 f"the database is in use by another process (still locked after {timeout_s:g} s)",
                 "stop Chroma and retry",
             ) from None
-        raise
+        raise CorruptDatabase(
+            f"{sqlite_path} cannot be opened for writing ({exc})",
+            "it is damaged: with Chroma stopped, copy the chroma.sqlite3 of a db snapshot or backup in its place "
+            "(chops db restore and rollback must open it too)",
+        ) from None
     # Writes are applied with a busy wait too, for readers finishing when we commit.
-    conn.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
+    conn.execute(f"PRAGMA busy_timeout = {int(min(timeout_s, MAX_BUSY_S) * 1000)}")
     return conn

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 
 from ops.errors import BadInput
@@ -73,7 +73,15 @@ class Params(BaseModel):
     """A command's or step's options. Unknown names are errors; values are validated on creation.
     A model's validator is built when first used (defer_build): a command builds only its own."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True, allow_inf_nan=False)
+
+    @field_validator("*")
+    @classmethod
+    def _fits_64_bits(cls, value: Any) -> Any:
+        """No option is a number past 64 bits (plans store them as JSON integers, hnswlib as size_t)."""
+        if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+            raise ValueError("must fit in 64 bits")
+        return value
 
     @classmethod
     def parse(cls: type[ParamsT], values: Mapping[str, Any]) -> ParamsT:
@@ -101,8 +109,10 @@ def _problem(model: type[BaseModel], exc: ValidationError) -> tuple[str, str | N
         return f"{name} must be {words} {ctx.get(key)}, not {value!r}", None
     if kind in ("int_parsing", "int_from_float", "int_type"):
         return f"{name} must be a whole number, not {value!r}", None
-    if kind in ("float_parsing", "float_type"):
-        return f"{name} must be a number, not {value!r}", None
+    if kind in ("float_parsing", "float_type", "finite_number"):
+        return f"{name} must be a finite number, not {value!r}", None
+    if kind == "value_error":
+        return f"{name} {ctx.get('error')}, not {value!r}", None
     if kind == "literal_error":
         return f"{name} must be {ctx.get('expected')}, not {value!r}", None
     return f"{name}: {error['msg']}", None

@@ -23,7 +23,7 @@ from ops.errors import BadInput, OpsError
 from ops.steps.targets import CollectionTarget
 from ops.storage import collection_file
 from ops.storage.collection_file import FORMAT_VERSION, SnapshotFile
-from ops.storage.fs import tree_size
+from ops.storage.fs import checked_output, tree_size
 from ops.storage.models import CollectionRecord
 from ops.storage.persist_dir import PersistDir
 
@@ -49,6 +49,7 @@ class CollectionSnapshot(Step):
 
     def precheck(self, ctx: StepContext) -> None:
         ctx.persist_dir.collection(self.collection, self.database)
+        checked_output(self.out, ctx.persist_dir.path, "snapshot")
         if self.out.exists() and not self.force:
             raise BadInput(f"{self.out} already exists", "pass --force to overwrite it, or pick another file")
         if not self.out.parent.is_dir():

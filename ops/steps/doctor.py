@@ -173,6 +173,11 @@ class Doctor(ReadOnlyStep[DoctorReport]):
         self.collection, self.database, self.privacy = p.collection, p.database, p.privacy_mode
 
     def precheck(self, ctx: StepContext) -> None:
+        if self.database is not None and self.collection is None:  # a mistyped -d checked nothing
+            names = sorted({d.name for d in ctx.persist_dir.databases()})
+            if self.database not in names:
+                shown = "run without -p to see the names there" if self.privacy else f"databases: {', '.join(names)}"
+                raise NotFound(f"no database {'(given)' if self.privacy else repr(self.database)}", shown)
         if self.collection is None or not self.privacy:
             return
         try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from contextlib import closing, contextmanager
+from contextlib import closing
 from pathlib import Path
 from typing import BinaryIO, ClassVar
 
@@ -19,8 +19,7 @@ from pydantic import BaseModel
 
 from ops import __version__
 from ops.engine.step import ReadOnlyStep, ReadReport, StepContext, run_read_only
-from ops.errors import BadInput
-from ops.storage.fs import atomic_file
+from ops.storage.fs import output_file
 from ops.storage.persist_dir import validate_persist_dir
 from ops.storage.wal_rows import WalEntry, iter_wal_entries, write_jsonl
 
@@ -98,23 +97,5 @@ def export_wal(persist_dir: str, out_path: str | None) -> WalExportReport:
     if out_path is None or out_path == STDOUT:
         return run_read_only(WalExport(sys.stdout.buffer), persist_dir)
     validate_persist_dir(Path(persist_dir))  # fail on a bad dir before creating anything
-    with atomic_output(Path(out_path)) as fh:
+    with output_file(Path(out_path), Path(persist_dir), "export") as fh:
         return run_read_only(WalExport(fh), persist_dir)
-
-
-@contextmanager
-def atomic_output(target: Path) -> Iterator[BinaryIO]:
-    """A binary file that replaces target only once the block succeeds (fsynced, then renamed)."""
-    _check_target(target)
-    try:
-        with atomic_file(target) as fh:
-            yield fh
-    except OSError as exc:
-        raise BadInput(f"cannot write {target}: {exc.strerror}", "give -o a path you can write, with room") from exc
-
-
-def _check_target(target: Path) -> None:
-    if target.is_dir():
-        raise BadInput(f"{target} is a directory", "give -o a file name")
-    if not target.parent.is_dir():
-        raise BadInput(f"{target.parent} does not exist", "create the folder first or give -o another path")

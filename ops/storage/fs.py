@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from ops.errors import BadInput
+
 CHUNK = 1 << 20
 
 
@@ -149,6 +151,39 @@ def atomic_file(path: Path) -> Iterator[BinaryIO]:
 
 def atomic_write(path: Path, data: bytes) -> None:
     with atomic_file(path) as fh:
+        fh.write(data)
+
+
+def checked_output(path: Path, persist_dir: Path, what: str) -> Path:
+    """The file a command may write where the user named it (-o, --out, --textfile, --ids-out): the
+    file a symlink names, so the link stays. Refused in one line inside the persist dir (it would
+    overwrite Chroma's own files), where it is a folder or not a regular file (a device, a pipe: an
+    atomic replace would put a file in its place), and in a folder that does not exist."""
+    target, root = path.expanduser().resolve(), persist_dir.expanduser().resolve()
+    if target.is_relative_to(root):
+        raise BadInput(f"{path} is inside the persist dir {root}", f"write the {what} outside the persist dir")
+    if target.is_dir():
+        raise BadInput(f"{path} is a folder", f"name a file for the {what}")
+    if target.exists() and not target.is_file():
+        raise BadInput(f"{path} is not a regular file", f"name a regular file for the {what} (it is replaced whole)")
+    if not target.parent.is_dir():
+        raise BadInput(f"{target.parent} is not a folder", f"create it first, or name another file for the {what}")
+    return target
+
+
+@contextmanager
+def output_file(path: Path, persist_dir: Path, what: str) -> Iterator[BinaryIO]:
+    """checked_output, written atomically (atomic_file); a write that fails is one line."""
+    target = checked_output(path, persist_dir, what)
+    try:
+        with atomic_file(target) as fh:
+            yield fh
+    except OSError as exc:
+        raise BadInput(f"cannot write {path}: {exc.strerror}", f"name a {what} file you can write, with room") from exc
+
+
+def write_output(path: Path, persist_dir: Path, what: str, data: bytes) -> None:
+    with output_file(path, persist_dir, what) as fh:
         fh.write(data)
 
 

@@ -7,6 +7,7 @@ no changed mtime.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +34,13 @@ DEFAULT_TENANT = "default_tenant"
 
 
 def validate_persist_dir(path: Path) -> Path:
+    try:
+        str(path.resolve()).encode()
+    except UnicodeEncodeError:
+        raise NotAPersistDir(
+            f"the path {os.fsencode(path)!r} is not UTF-8 text: plans, journals and reports store it as UTF-8",
+            "rename the folder to a UTF-8 name (nothing in it records its path) and pass that",
+        ) from None
     if not path.exists():
         raise NotAPersistDir(f"{path} does not exist", "pass the folder that holds chroma.sqlite3")
     if not path.is_dir():

@@ -7,6 +7,7 @@ they see a single consistent state even if Chroma writes meanwhile.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import urllib.parse
 from pathlib import Path
@@ -18,7 +19,7 @@ SQLITE_HEADER = b"SQLite format 3\x00"
 
 
 def readonly_uri(path: Path) -> str:
-    return "file:" + urllib.parse.quote(str(path.resolve())) + "?mode=ro"
+    return "file:" + urllib.parse.quote(os.fsencode(path.resolve())) + "?mode=ro"  # bytes: any file name
 
 
 def connect_readonly(path: Path, busy_timeout_s: float = 5.0) -> sqlite3.Connection:
