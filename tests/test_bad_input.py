@@ -336,8 +336,8 @@ def test_outputs_are_never_written_inside_the_persist_dir(standard_dir: BuiltDir
     assert tree_state(d) == before
     for argv, words in (
         (["wal", "export", d, "-o", "/dev/null"], "is not a regular file"),  # an atomic replace swaps the node
-        (["doctor", d, "--ids-out", tmp_path], "is a folder"),
-        (["maintain", d, "--plan", "-o", tmp_path / "no" / "plan.json"], "is not a folder"),
+        (["doctor", d, "--ids-out", tmp_path], "is a directory"),
+        (["maintain", d, "--plan", "-o", tmp_path / "no" / "plan.json"], "does not exist"),
     ):
         r = run_chops(*argv)
         assert_one_line_error(r.code, r.stderr, words)
@@ -398,3 +398,21 @@ def test_a_persist_dir_path_that_is_not_utf8_is_one_line(standard_dir: BuiltDir,
         assert_one_line_error(r.code, r.stderr, "is not UTF-8 text")
     r = run_chops("doctor", standard_dir.path, "-c", os.fsdecode(b"\xff"))
     assert_one_line_error(r.code, r.stderr, "not UTF-8")
+
+
+def test_endless_or_deep_pipeline_and_plan_files_are_one_line(standard_dir: BuiltDir, tmp_path: Path) -> None:
+    """/dev/zero was read until memory ran out; 10,000 nested lists were a RecursionError; a pipeline's
+    db.snapshot into a file was a NotADirectoryError."""
+    d = standard_dir.path
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("steps:\n  " + "[" * 10_000 + "]" * 10_000 + "\n")
+    into_file = tmp_path / "snap.yaml"
+    into_file.write_text(f"name: x\nsteps:\n  - step: db.snapshot\n    with: {{out: {deep}}}\n  - step: db.clean\n")
+    for argv, words in (
+        (["maintain", d, "--plan", "--pipeline", deep], "nested too deeply"),
+        (["maintain", d, "--plan", "--pipeline", "/dev/zero"], "is larger than"),
+        (["plan", "show", "/dev/zero"], "is larger than"),
+        (["maintain", d, "--plan", "--pipeline", into_file], "is a file"),
+    ):
+        r = run_chops(*argv)
+        assert_one_line_error(r.code, r.stderr, words)

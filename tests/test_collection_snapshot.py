@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -140,6 +141,35 @@ def test_snapshot_of_another_format_is_one_line(standard_dir: BuiltDir, tmp_path
     snapshot(standard_dir.path, "frag", snap)
     with closing(sqlite3.connect(snap)) as conn, conn:
         conn.execute("ALTER TABLE chunks RENAME COLUMN codec TO encoding")  # a file whose columns differ
-    r = run_chops("collection", "restore", standard_dir.path, "-i", snap, "--as", "x", "--yes")
+    r = run_chops("collection", "restore", standard_dir.path, "-i", snap, "--as", "xyz", "--yes")
     assert r.code == 1 and "not a readable chops collection snapshot" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+def test_db_snapshot_whose_manifest_lists_no_folders_is_refused(standard_dir: BuiltDir, tmp_path: Path) -> None:
+    """A manifest edited to list no files and no folders (its sha256s cover what it lists only): the
+    restore deleted every HNSW folder and kept the current chroma.sqlite3. The snapshot's own
+    database names its flushed indexes, and a manifest without their folders is refused."""
+    path = standard_dir.path
+    snap = tmp_path / "db-snapshot"
+    assert run_chops("db", "snapshot", path, "-o", snap, "--yes").code == 0
+    manifest = json.loads((snap / "manifest.json").read_text())
+    manifest["folders"] = []
+    manifest["files"] = [f for f in manifest["files"] if "/" not in f["path"]]
+    (snap / "manifest.json").write_text(json.dumps(manifest))
+    before = tree_state(path)
+    r = run_chops("db", "restore", path, "-i", snap, "--yes")
+    assert r.code == 1 and "have no folder in its manifest" in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
+    assert tree_state(path) == before
+
+
+def test_restore_as_a_name_chroma_refuses_is_one_line(standard_dir: BuiltDir, tmp_path: Path) -> None:
+    """Restored under 'a b', 'ab', '../x' or a name with a newline, the collection existed in the
+    files and chromadb's own create_collection refuses such names (a newline broke db info's table)."""
+    snap = tmp_path / "frag.snapshot"
+    snapshot(standard_dir.path, "frag", snap)
+    before = tree_state(standard_dir.path)
+    for name in ("a b", "ab", "../x", "x\ny", "a..b", "-ab", "10.0.0.1", "x" * 513):
+        r = run_chops("collection", "restore", standard_dir.path, "-i", snap, f"--as={name}", "--yes")
+        assert r.code == 1 and "Chroma's rule" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert tree_state(standard_dir.path) == before

@@ -229,6 +229,8 @@ def test_missing_dir_is_one_line_and_exit_1(tmp_path: Path, args: tuple[str, ...
 
 def test_unwritable_textfile_is_one_line(standard_dir: BuiltDir, tmp_path: Path) -> None:
     r = run_chops("metrics", standard_dir.path, "--textfile", tmp_path / "no-such-folder" / "chroma.prom")
+    assert r.code == 1 and len(r.stderr.strip().splitlines()) == 1 and "does not exist" in r.stderr, r.stderr
+    r = run_chops("metrics", standard_dir.path, "--textfile", "/proc/version")  # there, and not writable
     assert r.code == 1 and len(r.stderr.strip().splitlines()) == 1 and "cannot write" in r.stderr, r.stderr
 
 

@@ -321,3 +321,26 @@ def test_unattended_runs_plan_once_under_the_write_lock(standard_dir: BuiltDir, 
     assert result.applied
     assert seen == ([False, True] if asked else [True])
     assert run_chops("hnsw", "info", standard_dir.path, "-c", "frag", "--json").stdout.count('"ef_search": 77') == 1
+
+
+@pytest.mark.parametrize("journal", ["empty", "folder"])
+def test_an_unreadable_journal_names_the_backup_to_restore(standard_dir: BuiltDir, journal: str) -> None:
+    """An empty journal (a crash right after it was renamed in, on a filesystem that had not written
+    its data) or a folder in its place: every command, rollback included, sent the operator to
+    rollback, which refused the same way. Rollback now restores the backup the operator names, and
+    removes the leftovers and the journal."""
+    path = standard_dir.path
+    before = content_state(path)
+    assert run_chops("db", "clean", path, "--yes").code == 0  # the run whose backup is restored below
+    if journal == "empty":
+        (path / ".chops-journal.json").write_bytes(b"")
+    else:
+        (path / ".chops-journal.json").mkdir()
+    (path / "x.chops-new").mkdir()  # as a run's staging folder
+    for argv in (["db", "info", path], ["wal", "commit", path, "--yes"], ["rollback", path, "--yes"]):
+        r = run_chops(*argv)
+        assert r.code == 1 and "--backup ID" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    backups = run_chops("backup", "list", path, "--json").json()["backups"]
+    assert run_chops("rollback", path, "--yes", "--backup", backups[0]["backup_id"]).code == 0
+    assert content_state(path) == before
+    assert not (path / ".chops-journal.json").exists() and not (path / "x.chops-new").exists()

@@ -30,6 +30,12 @@ class UnfinishedRun(OpsError):
     """A previous run on this persist dir did not finish."""
 
 
+class UnreadableJournal(UnfinishedRun):
+    """The journal of an interrupted run is there and cannot be read (a crash right after it was
+    renamed into place can leave it empty on some filesystems): only a backup the operator names
+    can be restored."""
+
+
 class Journal(BaseModel):
     run_id: str
     command: str
@@ -95,10 +101,11 @@ def read_journal(persist_dir: Path) -> Journal | None:
         return None
     try:
         return Journal.model_validate(orjson.loads(path.read_bytes()))
-    except (orjson.JSONDecodeError, ValidationError) as exc:
-        raise UnfinishedRun(
-            f"{path} is unreadable ({type(exc).__name__})",
-            f"a run was interrupted; run: chops rollback {persist_dir}",
+    except (OSError, orjson.JSONDecodeError, ValidationError) as exc:
+        raise UnreadableJournal(
+            f"{path} is unreadable ({type(exc).__name__}): a run was interrupted, and what it changed cannot be told",
+            f"see chops backup list {persist_dir}, then restore the backup taken before that run: "
+            f"chops rollback {persist_dir} --backup ID (it removes the unreadable journal)",
         ) from None
 
 

@@ -27,6 +27,8 @@ from pydantic import BaseModel
 from ops.engine import failpoints
 from ops.engine.backup import (
     MANIFEST,
+    OLD_SUFFIX,
+    RESTORE_SUFFIX,
     all_folders,
     checked_manifest,
     default_backup_root,
@@ -45,7 +47,14 @@ from ops.engine.backup import (
     take_backup,
 )
 from ops.engine.chroma_check import ChromaVerification, require_matching_chromadb, verify_with_chroma
-from ops.engine.journal import Journal, close_journal, read_journal, refuse_if_unfinished
+from ops.engine.journal import (
+    Journal,
+    UnreadableJournal,
+    close_journal,
+    journal_path,
+    read_journal,
+    refuse_if_unfinished,
+)
 from ops.engine.live import LiveScan, scan
 from ops.engine.live_policy import LiveOptions, check_url, precheck_live, refuse_live
 from ops.engine.lock import DEFAULT_LOCK_TIMEOUT_S, acquire_write_lock
@@ -55,7 +64,7 @@ from ops.engine.step import Step, StepContext, Touches
 from ops.errors import BadInput, OpsError
 from ops.storage import PersistDir
 from ops.storage.fs import remove_tree
-from ops.storage.index_swap import staging_folder
+from ops.storage.index_swap import NEW_SUFFIX, SWAP_SUFFIX, staging_folder
 from ops.storage.persist_dir import validate_persist_dir
 from ops.storage.sqlite_ro import SQLITE_FILE_NAME, refuse_hot_journal
 
@@ -341,6 +350,16 @@ def _roll_back_after(exc: Exception, root: Path, journal: Journal) -> OpsError:
     )
 
 
+def _remove_run_leftovers(root: Path) -> None:
+    """After a backup is restored: what an interrupted run may have left whose journal could not say
+    (its staging folders, by their suffixes, and the journal itself)."""
+    for path in root.iterdir():
+        if path.name.endswith((NEW_SUFFIX, OLD_SUFFIX, RESTORE_SUFFIX, SWAP_SUFFIX)):
+            remove_tree(path)
+    remove_tree(journal_path(root))  # (a folder in its place, too)
+    close_journal(root)
+
+
 def remove_created(root: Path, journal: Journal) -> None:
     for relative in journal.created_paths:
         path = root / relative
@@ -414,7 +433,12 @@ def rollback(
     Never beside a running Chroma: it rewrites the files and rows Chroma holds."""
     root = validate_persist_dir(Path(persist_dir)).resolve()
     precheck_live(root, [], live or LiveOptions())
-    journal = read_journal(root)
+    try:
+        journal = read_journal(root)
+    except UnreadableJournal:
+        if backup_id is None:
+            raise
+        journal = None  # the backup the operator named is restored, then the leftovers go (below)
     if journal is not None:
         try:
             restored = rollback_journal(root, journal)
@@ -435,6 +459,7 @@ def rollback(
         ) from failure
     removed = remove_created_snapshots(backup_dir, backup_dir.parent)
     record_rollbacks(backup_dir)
+    _remove_run_leftovers(root)
     return RollbackResult(
         persist_dir=str(root), restored_backup=backup_dir.name, unfinished_run=None, removed_snapshots=removed
     )

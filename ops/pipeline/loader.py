@@ -34,21 +34,41 @@ def resolve_pipeline(name_or_path: str) -> Path:
 def load_pipeline(path: Path) -> tuple[Pipeline, bytes]:
     """The validated pipeline and the exact bytes it was read from (hashed into plans)."""
     try:
-        data = path.read_bytes()
+        with path.open("rb") as fh:
+            data = fh.read(MAX_BYTES + 1)  # bounded: /dev/zero is a path too
     except OSError as exc:
         raise BadInput(f"cannot read pipeline {path}: {exc.strerror}", "check the path") from None
     if len(data) > MAX_BYTES:
         raise BadInput(f"{path} is larger than {MAX_BYTES:,} bytes", "a pipeline file is a short list of steps")
     text = data.decode("utf-8", errors="replace")
-    node = _compose(path, text)
+    if _flow_depth(text) > MAX_DEPTH:  # PyYAML's parser takes seconds per thousand levels, then recurses out
+        raise BadInput(f"{path}: nested too deeply", "a pipeline file is a short list of steps")
     try:
+        node = _compose(path, text)
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise BadInput(f"{path}: not valid YAML ({exc})") from None
+    except RecursionError:
+        raise BadInput(f"{path}: nested too deeply", "a pipeline file is a short list of steps") from None
     try:
         return Pipeline.model_validate(raw), data
     except ValidationError as exc:
         raise BadInput(_describe(path, node, exc)) from None
+
+
+MAX_DEPTH = 64
+
+
+def _flow_depth(text: str) -> int:
+    """How deep [ ] and { } nest (brackets in quoted strings counted too: a pipeline has none that deep)."""
+    depth = deepest = 0
+    for ch in text:
+        if ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+    return deepest
 
 
 def _compose(path: Path, text: str) -> yaml.Node | None:

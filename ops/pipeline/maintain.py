@@ -288,11 +288,18 @@ def seal_command_plan(plan: Plan, params: dict[str, Any]) -> Plan:
     return plan.model_copy(update={"steps": steps, "fingerprint": fingerprint}).sealed()
 
 
+MAX_PLAN_BYTES = 1 << 28
+"""256 MiB: a plan of 5,000 collections is a few MB."""
+
+
 def read_plan_file(path: Path) -> Plan:
     try:
-        data = path.read_bytes()
+        with path.open("rb") as fh:
+            data = fh.read(MAX_PLAN_BYTES + 1)  # bounded: /dev/zero is a path too
     except OSError as exc:
         raise BadInput(f"cannot read plan {path}: {exc.strerror}", "check the path") from None
+    if len(data) > MAX_PLAN_BYTES:
+        raise BadInput(f"{path} is larger than {MAX_PLAN_BYTES:,} bytes: not a plan chops wrote", "check the path")
     plan = Plan.from_json(data, source=str(path))
     if plan.digest is None or plan.digest != plan.content_digest():
         raise BadInput(

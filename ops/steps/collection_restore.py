@@ -10,10 +10,11 @@ fixed SELECTs and written with parameters; file names come from a fixed list.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, ClassVar
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ops.engine import failpoints
 from ops.engine.actions import (
@@ -39,6 +40,9 @@ from ops.storage.models import CollectionRecord
 from ops.storage.persist_dir import PersistDir
 from ops.storage.pickle_meta import parse_pickle
 
+CHROMA_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9._-]{1,510}[a-zA-Z0-9]")
+IPV4 = re.compile(r"\d{1,3}(\.\d{1,3}){3}")
+
 
 class CollectionRestoreParams(Params):
     input: Annotated[str, flag("-i", metavar="FILE")] = Field(description="snapshot file")
@@ -49,6 +53,20 @@ class CollectionRestoreParams(Params):
         None, description="target database (default: the snapshot's; created if missing)"
     )
     replace: bool = Field(False, description="replace a collection of that name (backed up first)")
+
+    @field_validator("new_name")
+    @classmethod
+    def _a_name_chroma_accepts(cls, name: str | None) -> str | None:
+        """Chroma's rule for collection names (its create_collection refuses the rest, and a name with a
+        newline or a slash breaks every listing of it)."""
+        if name is None:
+            return None
+        if not CHROMA_NAME.fullmatch(name) or ".." in name or IPV4.fullmatch(name):
+            raise ValueError(
+                "must be 3-512 characters of a-z, A-Z, 0-9, '.', '_' or '-', start and end with a letter or "
+                "digit, hold no '..' and not be an IPv4 address (Chroma's rule)"
+            )
+        return name
 
 
 class CollectionRestore(Step):

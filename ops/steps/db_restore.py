@@ -7,6 +7,7 @@ backs up the current state first, so a restore can itself be rolled back.
 
 from __future__ import annotations
 
+from contextlib import closing
 from pathlib import Path
 from typing import Annotated, ClassVar
 
@@ -18,7 +19,10 @@ from ops.engine.params import Params, flag
 from ops.engine.plan import StepPlan
 from ops.engine.step import Step, StepContext, Touches
 from ops.errors import BadInput, OpsError
+from ops.storage import sysdb
 from ops.storage.fs import remove_tree
+from ops.storage.models import VECTOR_SCOPE
+from ops.storage.sqlite_ro import SQLITE_FILE_NAME, connect_readonly
 
 
 class DbRestoreParams(Params):
@@ -38,6 +42,12 @@ class DbRestore(Step):
         if not manifest.includes_sqlite:
             raise BadInput(f"{self.snapshot} is a partial backup, not a database snapshot", "pass a db snapshot")
         verify_backup(self.snapshot, manifest)
+        if missing := _indexes_without_folders(self.snapshot, manifest.folders):
+            raise BadInput(
+                f"{self.snapshot} holds a chroma.sqlite3 whose {len(missing)} flushed index(es) have no folder in "
+                f"its manifest (e.g. {missing[0]}): restoring it would delete them",
+                "the snapshot is damaged or edited: restore another one (chops backup list PERSIST_DIR)",
+            )
 
     def plan(self, ctx: StepContext) -> StepPlan:
         manifest = read_manifest(self.snapshot)
@@ -78,3 +88,10 @@ class DbRestore(Step):
 def snapshot_folders_from(plan: StepPlan) -> list[str]:
     """The folders the persist dir had when the restore was planned (all of them are backed up)."""
     return [f for a in plan.actions if isinstance(a, RestorePersistDir) for f in a.before.folders]
+
+
+def _indexes_without_folders(snapshot: Path, folders: list[str]) -> list[str]:
+    """Vector segments the snapshot's database says were flushed, whose folder the manifest lacks."""
+    with closing(connect_readonly(snapshot / SQLITE_FILE_NAME)) as conn:
+        flushed = {s.id for s in sysdb.read_segments(conn) if s.scope == VECTOR_SCOPE and s.max_seq_id is not None}
+    return sorted(flushed - set(folders))

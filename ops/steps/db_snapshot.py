@@ -70,6 +70,11 @@ class DbSnapshot(Step):
     def precheck(self, ctx: StepContext) -> None:
         if self.out == ctx.root or ctx.root in self.out.parents:
             raise BadInput(f"the snapshot {self.out} would be inside the persist dir", "pick a folder outside it")
+        if self.out.exists() and not self.out.is_dir():
+            raise BadInput(f"the snapshot folder {self.out} is a file", "pick a new folder for the snapshot")
+        existing = next(a for a in self.out.parents if a.exists())  # the folders below it are created
+        if not existing.is_dir():
+            raise BadInput(f"{existing} is a file", "pick a snapshot folder that is not inside a file")
 
     def plan(self, ctx: StepContext) -> StepPlan:
         actions: list[Action] = []

@@ -163,11 +163,13 @@ def checked_output(path: Path, persist_dir: Path, what: str) -> Path:
     if target.is_relative_to(root):
         raise BadInput(f"{path} is inside the persist dir {root}", f"write the {what} outside the persist dir")
     if target.is_dir():
-        raise BadInput(f"{path} is a folder", f"name a file for the {what}")
+        raise BadInput(f"{path} is a directory", f"name a file for the {what}")
     if target.exists() and not target.is_file():
         raise BadInput(f"{path} is not a regular file", f"name a regular file for the {what} (it is replaced whole)")
+    if not target.parent.exists():
+        raise BadInput(f"{target.parent} does not exist", f"create it first, or name another file for the {what}")
     if not target.parent.is_dir():
-        raise BadInput(f"{target.parent} is not a folder", f"create it first, or name another file for the {what}")
+        raise BadInput(f"{target.parent} is not a directory", f"name another file for the {what}")
     return target
 
 

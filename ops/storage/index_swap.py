@@ -22,6 +22,8 @@ from ops.storage.hnsw_files import HEADER_FILE, PICKLE_FILE, check_length_file, 
 from ops.storage.pickle_meta import HnswPickleMeta, dump_pickle, read_pickle
 
 NEW_SUFFIX = ".chops-new"
+SWAP_SUFFIX = ".chops-swap"
+"""Where exchange_paths parks a folder for an instant where renameat2 is missing."""
 
 Checkpoint = Callable[[str], None]
 """Called with "before_swap" and "after_swap" (the callers' failure points)."""
@@ -116,7 +118,7 @@ def exchange_paths(a: Path, b: Path) -> None:
         err = ctypes.get_errno()
         if err not in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
             raise OSError(err, os.strerror(err), str(a))
-    parked = a.with_name(a.name + ".chops-swap")
+    parked = a.with_name(a.name + SWAP_SUFFIX)
     os.replace(a, parked)
     os.replace(b, a)
     os.replace(parked, b)
