@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import zlib
 from contextlib import closing
 from pathlib import Path
 
@@ -93,6 +94,14 @@ def test_tampered_snapshots_are_refused(standard_dir: BuiltDir, tmp_path: Path) 
         assert r.code == 1, (name, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert not (tmp_path.parent / "escape.bin").exists()
+    assert tree_state(path) == before
+    bomb = tmp_path / "bomb.snapshot"  # a small chunk that inflates to 256 MiB: refused after the first 4 MiB
+    bomb.write_bytes(snap.read_bytes())
+    with closing(sqlite3.connect(bomb)) as conn, conn:
+        inflated = zlib.compress(bytes(256 << 20), 9)
+        conn.execute("UPDATE chunks SET codec = 'zlib', data = ? WHERE name = 'header.bin'", (inflated,))
+    r = run_chops("collection", "restore", path, "-i", bomb, "--as", "x-bomb", "--yes")
+    assert r.code == 1 and "inflates past" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert tree_state(path) == before
     garbage = tmp_path / "garbage.snapshot"
     garbage.write_bytes(b"not a snapshot at all")

@@ -123,6 +123,17 @@ def test_backup_root_on_a_full_disk_is_refused_at_precheck(walbloat_dir: BuiltDi
     assert list(tiny_tmpfs.iterdir()) == []
 
 
+def test_db_snapshot_onto_a_full_disk_says_nothing_changed(standard_dir: BuiltDir, tiny_tmpfs: Path) -> None:
+    """A snapshot only reads the persist dir: its failure said "no backup was taken (--no-backup)"
+    to someone who never passed --no-backup, as if the dir were half-changed."""
+    path = standard_dir.path
+    before = content_state(path)
+    r = run_chops("db", "snapshot", path, "-o", tiny_tmpfs / "snap", "--yes")
+    assert r.code == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "--no-backup" not in r.stderr and "nothing changed in the persist dir" in r.stderr, r.stderr
+    assert content_state(path) == before
+
+
 def test_not_enough_space_is_refused_at_precheck(standard_dir: BuiltDir, tmp_path: Path) -> None:
     mount_point = tmp_path / "small"
     mount_point.mkdir()

@@ -11,6 +11,7 @@ import argparse
 import difflib
 import re
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
@@ -123,6 +124,9 @@ def _add_options(p: argparse.ArgumentParser, opts: list[Option]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # Damaged vectors (inf, NaN) make numpy warn on stderr from deep inside a check that then reports
+    # them in its own words: a user reads one line, not numpy's.
+    warnings.filterwarnings("ignore", category=RuntimeWarning, module="numpy")
     parser = build_parser(argv)
     args, extra = parser.parse_known_args(argv)
     if extra:

@@ -97,6 +97,8 @@ def doctor(p: DoctorParams) -> int:
     from ops.steps import doctor as checks
 
     scope = checks.DoctorScope(collection=p.collection, database=p.database, privacy_mode=p.privacy_mode)
+    if p.out and not p.plan:
+        raise BadInput("--out writes the repair plan: it goes with --plan", "add --plan, or leave --out out")
     if p.plan:
         if p.privacy_mode:
             raise BadInput(

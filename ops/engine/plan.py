@@ -128,7 +128,7 @@ class Plan(BaseModel):
             raise BadInput(f"{source} is not valid JSON ({exc})", "pass a plan written by chops --plan") from None
         if isinstance(raw, dict) and raw.get("format_version") not in (None, PLAN_FORMAT_VERSION):
             raise BadInput(
-                f"{source} has plan format {raw.get('format_version')}, this chops reads {PLAN_FORMAT_VERSION}",
+                f"{source} has plan format {raw.get('format_version')!r}, this chops reads {PLAN_FORMAT_VERSION!r}",
                 "re-plan with this version of chops",
             )
         try:

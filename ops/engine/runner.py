@@ -242,7 +242,7 @@ def apply_plan(
         _release(writer)
         if not isinstance(exc, Exception):  # KeyboardInterrupt: leave the journal for rollback
             raise
-        raise _roll_back_after(exc, root, journal) from exc
+        raise _roll_back_after(exc, root, journal, changes=bool(touched.sqlite or touched.folders)) from exc
     _release(writer)
     if use_backup:
         record_created_snapshots(Path(journal.backup_dir or ""), journal.created_snapshots)
@@ -331,12 +331,15 @@ def _release(writer: sqlite3.Connection) -> None:
     writer.close()
 
 
-def _roll_back_after(exc: Exception, root: Path, journal: Journal) -> OpsError:
+def _roll_back_after(exc: Exception, root: Path, journal: Journal, changes: bool) -> OpsError:
+    """changes: the steps change files or rows of the persist dir (a snapshot only reads it)."""
     what = _describe(exc)
     try:
         if journal.backup_dir is None:
             remove_created(root, journal)
             close_journal(root)
+            if not changes:  # what it wrote was its own output, removed above
+                return RolledBack(f"{journal.command} failed ({what})", "nothing changed in the persist dir")
             return OpsError(f"{journal.command} failed ({what}); no backup was taken (--no-backup)")
         restored = rollback_journal(root, journal)
     except (OSError, sqlite3.Error, OpsError) as failure:

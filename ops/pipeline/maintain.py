@@ -314,7 +314,7 @@ def check_fingerprint(plan: Plan, pd: PersistDir) -> None:
         raise BadInput("the plan has no state fingerprint", "use a plan written by chops --plan")
     current = compute(pd)
     if current.digest != plan.fingerprint.digest:
-        changed = ", ".join(changed_components(plan.fingerprint, current))
+        changed = ", ".join(changed_components(plan.fingerprint, current)) or "the plan's own digest of it differs"
         raise StalePlan(f"the persist dir changed since the plan was made ({changed})", "plan again and review it")
 
 

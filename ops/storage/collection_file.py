@@ -171,10 +171,14 @@ def _decode(path: Path, name: str, codec: object, data: bytes) -> bytes:
         return bytes(data)
     if codec != "zlib":
         raise BadInput(f"{path}: {name} has a chunk in an unknown encoding {codec!r}")
+    inflate = zlib.decompressobj()
     try:
-        return zlib.decompress(data)
+        block = inflate.decompress(data, CHUNK)  # at most one chunk: a "zip bomb" stops here
     except zlib.error:
         raise BadInput(f"{path}: {name} is damaged (bad compressed chunk)", "take a new snapshot") from None
+    if inflate.unconsumed_tail or not inflate.eof:
+        raise BadInput(f"{path}: {name} has a chunk that inflates past {CHUNK:,} bytes", "the snapshot is damaged")
+    return block
 
 
 class SnapshotFile:

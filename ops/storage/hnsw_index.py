@@ -134,7 +134,8 @@ def _vectors(records: RecordMatrix, rows: npt.NDArray[np.bool_], header: HnswHea
     raw = np.ascontiguousarray(records[rows, header.offset_data : header.label_offset])
     vectors = raw.view("<f4").reshape(len(raw), header.dimension).astype(np.float32, copy=False)
     if norms is not None:
-        vectors *= norms[rows][:, None]
+        with np.errstate(over="ignore", invalid="ignore"):  # a damaged norm gives inf, which the recall check weighs
+            vectors *= norms[rows][:, None]
     return vectors
 
 
