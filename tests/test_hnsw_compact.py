@@ -276,3 +276,18 @@ def test_threads_write_the_same_files_as_one_thread(
         assert done.repaired > 16  # more lists than one chunk
         written[threads] = {f.name: f.read_bytes() for f in sorted(target.iterdir())}
     assert written[1] == written[4] and len(written[1]) == 4
+
+
+@pytest.mark.parametrize("command", ["compact", "rebuild"])
+def test_files_beside_the_index_survive_the_exchange(standard_dir: BuiltDir, command: str) -> None:
+    """A note and a folder someone kept in a segment folder were deleted by the exchange of the old
+    folder for the new one (silently, and for good with --no-backup). They are carried over."""
+    folder = segment_folder(standard_dir.path, "frag")
+    (folder / "notes.txt").write_text("kept by the operator")
+    (folder / "extra").mkdir()
+    (folder / "extra" / "a.bin").write_bytes(b"\x01\x02")
+    r = run_chops("hnsw", command, standard_dir.path, "-c", "frag", "--yes", "--no-backup")
+    assert r.code == 0, r.stderr
+    assert (folder / "notes.txt").read_text() == "kept by the operator"
+    assert (folder / "extra" / "a.bin").read_bytes() == b"\x01\x02"
+    assert hnsw(standard_dir.path, "frag")["deleted"] == 0

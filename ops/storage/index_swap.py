@@ -13,12 +13,20 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from ops.errors import CorruptHnswFile, OpsError
 from ops.storage.fs import atomic_write, fsync_dir, fsync_tree, libc, remove_tree, sha256_file
-from ops.storage.hnsw_files import HEADER_FILE, PICKLE_FILE, check_length_file, check_level0_file, read_header
+from ops.storage.hnsw_files import (
+    HEADER_FILE,
+    HNSW_FILES,
+    PICKLE_FILE,
+    check_length_file,
+    check_level0_file,
+    read_header,
+)
 from ops.storage.pickle_meta import HnswPickleMeta, dump_pickle, read_pickle
 
 NEW_SUFFIX = ".chops-new"
@@ -64,6 +72,7 @@ def swap_in(
     written = {} if pickle is None else {PICKLE_FILE: dump_pickle(pickle)}
     for name, data in written.items():
         atomic_write(staged / name, data)
+    _carry_over(target, staged)
     _read_back(staged, sha256 or {}, written)
     fsync_tree(staged)
     checkpoint("before_swap")
@@ -75,6 +84,20 @@ def swap_in(
     else:
         os.replace(staged, target)
         fsync_dir(target.parent)
+
+
+def _carry_over(target: Path, staged: Path) -> None:
+    """Whatever else the old folder holds (not an index file: someone's note, a tool's marker) goes
+    into the new one, so the exchange removes nothing but the old index files."""
+    if not target.is_dir():
+        return
+    for entry in target.iterdir():
+        if entry.name in (*HNSW_FILES, PICKLE_FILE) or (staged / entry.name).exists():
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.copytree(entry, staged / entry.name, symlinks=True)
+        else:
+            shutil.copy2(entry, staged / entry.name, follow_symlinks=False)
 
 
 def _read_back(folder: Path, sha256: Mapping[str, str], written: Mapping[str, bytes]) -> None:
