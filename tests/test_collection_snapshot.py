@@ -84,6 +84,7 @@ def test_tampered_snapshots_are_refused(standard_dir: BuiltDir, tmp_path: Path) 
         "traversal": "UPDATE files SET name = '../../escape.bin' WHERE name = 'header.bin'",
         "count": "UPDATE header SET value = '{\"records\": 1, \"wal_entries\": 0}' WHERE key = 'counts'",
         "format": "UPDATE header SET value = '99' WHERE key = 'format_version'",
+        "topic": "UPDATE header SET value = '5' WHERE key = 'topic'",  # was an AttributeError mid-apply
     }
     for name, statement in cases.items():
         bad = tmp_path / f"{name}.snapshot"
@@ -92,7 +93,7 @@ def test_tampered_snapshots_are_refused(standard_dir: BuiltDir, tmp_path: Path) 
             conn.execute(statement)
         r = run_chops("collection", "restore", path, "-i", bad, "--as", f"x-{name}", "--yes")
         assert r.code == 1, (name, r.stderr)
-        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and "has no attribute" not in r.stderr, r.stderr
     assert not (tmp_path.parent / "escape.bin").exists()
     assert tree_state(path) == before
     bomb = tmp_path / "bomb.snapshot"  # a small chunk that inflates to 256 MiB: refused after the first 4 MiB

@@ -97,7 +97,7 @@ def _problem(model: type[BaseModel], exc: ValidationError) -> tuple[str, str | N
     error = exc.errors()[0]
     loc = str(error["loc"][0]) if error["loc"] else ""
     if loc not in model.model_fields:
-        return f"{loc or 'options'}: {error['msg']}", None
+        return f"{loc or 'options'}: {error['msg']}", f"the options it knows: {', '.join(model.model_fields)}"
     name, value, ctx = flag_name(model, loc), error.get("input"), error.get("ctx") or {}
     kind = error["type"]
     if kind == "missing":

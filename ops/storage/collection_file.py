@@ -203,6 +203,9 @@ class SnapshotFile:
             raise BadInput(
                 f"{path} has snapshot format {self.header.get('format_version')}, this chops reads {FORMAT_VERSION}"
             )
+        if not isinstance(self.header.get("topic", ""), str | None):
+            self.conn.close()
+            raise BadInput(f"{path} has a damaged header (its topic is not a text)", "the snapshot is damaged")
 
     def close(self) -> None:
         self.conn.close()
