@@ -77,7 +77,7 @@ def test_dropped_fts_table_applied_with_chops_apply(healthy_dir: BuiltDir, tmp_p
     plan_file = tmp_path / "p.json"
     plan = plan_repair(path, plan_file)
     assert planned(plan) == [("fts.rebuild", "embedding_fulltext_search")]
-    r = run_chops("apply", plan_file, "--no-backup")
+    r = run_chops("apply", plan_file, "--no-backup", "--yes")  # --yes as scripts pass it everywhere (asks nothing)
     assert r.code == 0, r.stderr
     assert doctor(path)[1]["findings"] == []
     assert chroma("contains", path, "default_database", "docs", "cats")["ids"]  # where_document works again

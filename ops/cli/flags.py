@@ -116,16 +116,21 @@ class ApplyFlags(LiveFlags, JsonFlag):
         )
 
 
-class RunFlags(ApplyFlags):
+class YesFlag(Params):
+    yes: Annotated[bool, flag("-y")] = Field(
+        False,
+        description="apply without asking (required when stdin is not a terminal; `chops apply PLAN` never "
+        "asks, the review was the confirmation)",
+    )
+
+
+class RunFlags(ApplyFlags, YesFlag):
     """A command run from its options: planned only, or confirmed and applied."""
 
     plan: Annotated[bool, flag("--plan", "--dry-run")] = Field(
         False,
         description="print the sealed JSON plan (chops apply PLAN applies it) and change nothing; "
         "exit 2 if it plans changes",
-    )
-    yes: Annotated[bool, flag("-y")] = Field(
-        False, description="apply without asking (required when stdin is not a terminal)"
     )
 
     def run_options(self, backup: BackupFlags | None = None) -> RunOptions:

@@ -23,7 +23,16 @@ from ops.cli.commands import (
     warn,
     warn_live,
 )
-from ops.cli.flags import ApplyFlags, BackupFlags, BackupRoot, JsonFlag, LiveFlags, PersistDirArg, RunFlags
+from ops.cli.flags import (
+    ApplyFlags,
+    BackupFlags,
+    BackupRoot,
+    JsonFlag,
+    LiveFlags,
+    PersistDirArg,
+    RunFlags,
+    YesFlag,
+)
 from ops.engine.params import Flag, flag
 from ops.errors import BadInput, OpsError
 from ops.steps.targets import Privacy
@@ -252,7 +261,7 @@ def _summary(plan: Plan) -> str:
     return text + (f"; {len(plan.unrepaired)} finding(s) it cannot repair" if plan.unrepaired else "")
 
 
-class ApplyParams(ApplyFlags, BackupFlags):
+class ApplyParams(ApplyFlags, BackupFlags, YesFlag):
     plan_path: Annotated[str, Flag(positional=True, metavar="PLAN")] = Field(
         description="a plan file written by --plan (of any command, or of maintain)"
     )
