@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import shutil
@@ -428,3 +429,79 @@ def test_damaged_norms_give_no_numpy_warnings(standard_dir: BuiltDir) -> None:
     length.write_bytes(bytes(data))
     r = run_chops("hnsw", "rebuild", standard_dir.path, "-c", "frag", "--yes", "--no-backup")
     assert "Warning" not in r.stderr and len(r.stderr.strip().splitlines()) <= 1, r.stderr
+
+
+def sqlite(built: BuiltDir, statement: str) -> None:
+    with closing(sqlite3.connect(built.path / "chroma.sqlite3")) as conn, conn:
+        conn.execute(statement)
+
+
+def test_a_collection_without_its_vector_segment_row_keeps_its_folder_and_wal(
+    standard_dir: BuiltDir, tmp_path: Path
+) -> None:
+    """frag's vector segment row deleted: db info and doctor called its live folder a deleted
+    collection's and advised db clean, which removed it, and wal clean deleted its 8 WAL rows (then
+    'applied' by the metadata segment alone), the only copy of its pending vectors. Neither happens
+    now, and a snapshot of it (which could not be restored to anything Chroma loads) is refused."""
+    d = standard_dir.path
+    sqlite(
+        standard_dir,
+        "DELETE FROM segments WHERE scope = 'VECTOR' AND collection = (SELECT id FROM collections WHERE name = 'frag')",
+    )
+    before = tree_state(d)
+    r = run_chops("db", "clean", d, "--yes")
+    assert_one_line_error(r.code, r.stderr, "has no vector segment row", "db clean would delete it")
+    r = run_chops("collection", "snapshot", d, "-c", "frag", "-o", tmp_path / "frag.snap", "--yes")
+    assert_one_line_error(r.code, r.stderr, "has no vector segment row")
+    assert tree_state(d) == before
+    cleaned = run_chops("wal", "clean", d, "--plan").json()
+    assert not any("frag" in str(a) for s in cleaned["steps"] for a in s["actions"]), cleaned
+    r = run_chops("doctor", d, "--plan", "--out", tmp_path / "p.json")
+    plan = json.loads((tmp_path / "p.json").read_text())
+    assert "db.clean" not in [s["step"] for s in plan["steps"]], plan["steps"]
+    advice = run_chops("db", "info", d, "--json").json()["recommendations"]
+    assert not any("db clean" in (a.get("command") or "") for a in advice), advice
+
+
+def test_damaged_sysdb_rows_are_one_line(standard_dir: BuiltDir, tmp_path: Path) -> None:
+    """A dimension of 'abc' was a traceback in every command; doctor --plan on a dropped table and
+    fts rebuild without embedding_metadata were tracebacks."""
+    d = standard_dir.path
+    sqlite(standard_dir, "UPDATE collections SET dimension = 'abc' WHERE name = 'frag'")
+    assert run_chops("db", "info", d).code == 0
+    sqlite(standard_dir, "DROP TABLE embedding_metadata")
+    r = run_chops("fts", "rebuild", d, "--yes")
+    assert_one_line_error(r.code, r.stderr, "no such table: embedding_metadata", "chops doctor")
+    sqlite(standard_dir, "DROP TABLE max_seq_id")
+    r = run_chops("doctor", d, "--plan", "--out", tmp_path / "p.json")
+    assert r.code == 2 and "Traceback" not in r.stderr and "sqlite.tables" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("damage", ["vector = x'00'", "encoding = 'weird'"])
+def test_a_damaged_wal_row_is_refused_while_planning(standard_dir: BuiltDir, damage: str) -> None:
+    """frag's newest WAL row with a 1-byte vector (or an encoding Chroma never writes): wal commit
+    planned it, then failed mid-apply with numpy's 'buffer size must be a multiple of element size'
+    (or applied the bytes as FLOAT32). Now the plan refuses, naming the row."""
+    frag = "SELECT id FROM collections WHERE name = 'frag'"
+    newest = f"SELECT max(seq_id) FROM embeddings_queue WHERE topic LIKE '%' || ({frag})"
+    sqlite(standard_dir, f"UPDATE embeddings_queue SET {damage} WHERE seq_id = ({newest})")
+    before = tree_state(standard_dir.path)
+    for mode in ("--plan", "--yes"):
+        r = run_chops("wal", "commit", standard_dir.path, mode)
+        assert_one_line_error(r.code, r.stderr, "WAL row seq_id")
+    assert tree_state(standard_dir.path) == before
+
+
+def test_a_config_space_hnswlib_does_not_know_is_refused_while_planning(standard_dir: BuiltDir) -> None:
+    """frag's schema says space 'nonsense': wal commit and hnsw compact planned, then failed deep in
+    hnswlib ('RuntimeError: Space name must be one of l2, ip, or cosine.') and rolled back."""
+    config = '$.keys."#embedding".float_list.vector_index.config.space'
+    sqlite(
+        standard_dir,
+        f"UPDATE collections SET schema_str = json_set(schema_str, '{config}', 'nonsense') WHERE name = 'frag'",
+    )
+    before = tree_state(standard_dir.path)
+    for argv in (["wal", "commit"], ["hnsw", "compact", "-c", "frag"], ["hnsw", "rebuild", "-c", "frag"]):
+        r = run_chops(*argv[:2], standard_dir.path, *argv[2:], "--plan")
+        assert_one_line_error(r.code, r.stderr, "configured with the space 'nonsense'")
+    assert tree_state(standard_dir.path) == before

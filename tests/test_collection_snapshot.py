@@ -85,6 +85,7 @@ def test_tampered_snapshots_are_refused(standard_dir: BuiltDir, tmp_path: Path) 
         "count": "UPDATE header SET value = '{\"records\": 1, \"wal_entries\": 0}' WHERE key = 'counts'",
         "format": "UPDATE header SET value = '99' WHERE key = 'format_version'",
         "topic": "UPDATE header SET value = '5' WHERE key = 'topic'",  # was an AttributeError mid-apply
+        "segments": "DELETE FROM rows_segments WHERE scope = 'VECTOR'",  # was restored; chromadb could not load it
     }
     for name, statement in cases.items():
         bad = tmp_path / f"{name}.snapshot"

@@ -8,6 +8,7 @@ expected failure (OpsError) into one line on stderr and exit 1.
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 import traceback
 from collections.abc import Callable, Mapping
@@ -83,6 +84,15 @@ def guarded(run: Callable[[], int], debug: bool = False) -> int:
         if debug:
             traceback.print_exc()
         print(f"chops: error: {exc.one_line()}", file=sys.stderr)
+        return EXIT_ERROR
+    except sqlite3.Error as exc:  # a read the checks did not foresee on a damaged chroma.sqlite3
+        if debug:
+            traceback.print_exc()
+        print(
+            f"chops: error: chroma.sqlite3 cannot be read as Chroma writes it ({exc}); "
+            "chops doctor PERSIST_DIR names what is damaged",
+            file=sys.stderr,
+        )
         return EXIT_ERROR
     except UnicodeEncodeError as exc:  # a name given with bytes that are not UTF-8 (paths take any bytes)
         if debug:

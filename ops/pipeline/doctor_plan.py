@@ -30,6 +30,7 @@ leave (the planner's scratch copy) and every finding it still makes goes into th
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -98,7 +99,7 @@ def repair_pipeline(report: DoctorReport) -> Pipeline | None:
     entries: list[dict[str, Any]] = []
     if checks & {"fts.missing", "fts.content", "fts.integrity"}:
         entries.append({"step": "fts.rebuild", "with": {"force": "fts.integrity" in checks}})
-    if "db.orphan_folder" in checks:
+    if "db.orphan_folder" in checks and "sysdb.segments" not in checks:  # else it may be a live index
         entries.append({"step": "db.clean"})
     by_kind: dict[str, set[str]] = defaultdict(set)
     for r in report.unfindable:
@@ -156,7 +157,7 @@ def _plan_without_steps(root: Path, report: DoctorReport) -> Plan:
     try:
         with PersistDir.open(root, check_tables=False) as pd:
             fingerprint = compute(pd)
-    except OpsError:
+    except (OpsError, sqlite3.Error):
         fingerprint = None  # e.g. a table the fingerprint reads is gone: nothing to apply anyway
     checks = {f.check for f in report.findings}
     unrepaired = [_unrepaired(f, str(root), str(root), checks) for f in report.findings]

@@ -32,6 +32,7 @@ from ops.engine.live import scan
 from ops.engine.plan import PipelineRef, Plan, StepPlan, Unrepaired
 from ops.engine.progress import ProgressSink
 from ops.engine.runner import (
+    NO_BACKUP,
     RollbackFailed,
     RunOptions,
     RunResult,
@@ -160,7 +161,11 @@ class _Simulated:
         except OpsError as exc:
             refusal = _refusal(exc)
             if refusal is None:
-                raise
+                raise OpsError(
+                    f"{step_plan.step} failed on the planner's scratch copy of the persist dir "
+                    f"({exc.message.removesuffix('; ' + NO_BACKUP)})",
+                    "the persist dir was not changed; chops doctor lists the findings",
+                ) from exc
             return step_plan.model_copy(update={"actions": [], "skipped": refusal.one_line()})
         return step_plan
 

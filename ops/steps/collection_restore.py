@@ -36,7 +36,7 @@ from ops.storage.collection_file import SnapshotFile
 from ops.storage.fs import remove_tree
 from ops.storage.hnsw_files import PICKLE_FILE
 from ops.storage.index_swap import empty_staging_folder, staging_folder, swap_in
-from ops.storage.models import CollectionRecord
+from ops.storage.models import METADATA_SCOPE, VECTOR_SCOPE, CollectionRecord
 from ops.storage.persist_dir import PersistDir
 from ops.storage.pickle_meta import parse_pickle
 
@@ -110,6 +110,14 @@ class CollectionRestore(Step):
             _, rows = snap.rows("collections")
             if len(rows) != 1:
                 raise BadInput(f"{self.path} holds {len(rows)} collection rows, expected 1")
+            columns, segments = snap.rows("segments")
+            scopes = sorted(str(dict(zip(columns, s, strict=True)).get("scope")) for s in segments)
+            if scopes != sorted((METADATA_SCOPE, VECTOR_SCOPE)):
+                raise BadInput(
+                    f"{self.path} holds the segments {scopes}, not one vector and one metadata segment: Chroma "
+                    "could not load the restored collection",
+                    "the snapshot is damaged, or was taken of a damaged collection: restore another one",
+                )
             if snap.count("embeddings") != (snap.header.get("counts") or {}).get("records"):
                 raise BadInput(f"{self.path}: record count does not match its header", "the snapshot is damaged")
         finally:

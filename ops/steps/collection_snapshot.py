@@ -19,7 +19,7 @@ from ops.engine.actions import CollectionCounts, CollectionFileDetails, Exists, 
 from ops.engine.params import Params, flag
 from ops.engine.plan import StepPlan
 from ops.engine.step import Step, StepContext, Touches
-from ops.errors import BadInput, OpsError
+from ops.errors import BadInput, CorruptDatabase, OpsError
 from ops.steps.targets import CollectionTarget
 from ops.storage import collection_file
 from ops.storage.collection_file import FORMAT_VERSION, SnapshotFile
@@ -48,7 +48,14 @@ class CollectionSnapshot(Step):
         self.force = params.force
 
     def precheck(self, ctx: StepContext) -> None:
-        ctx.persist_dir.collection(self.collection, self.database)
+        record = ctx.persist_dir.collection(self.collection, self.database)
+        if record.vector_segment is None or record.metadata_segment is None:
+            missing = "vector" if record.vector_segment is None else "metadata"
+            raise CorruptDatabase(
+                f"collection {record.database}/{record.name} has no {missing} segment row: Chroma cannot load it, "
+                "and its snapshot could not be restored",
+                "chops doctor names it; restore it from an earlier snapshot instead",
+            )
         checked_output(self.out, ctx.persist_dir.path, "snapshot")
         if self.out.exists() and not self.force:
             raise BadInput(f"{self.out} already exists", "pass --force to overwrite it, or pick another file")

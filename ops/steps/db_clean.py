@@ -11,7 +11,7 @@ from ops.engine import failpoints
 from ops.engine.actions import Action, Exists, OrphanFolder, Reclaimed, RemoveOrphanFolder
 from ops.engine.plan import StepPlan
 from ops.engine.step import Step, StepContext, Touches
-from ops.errors import OpsError
+from ops.errors import CorruptDatabase, OpsError
 from ops.storage.fs import remove_tree, tree_size
 
 
@@ -24,6 +24,13 @@ class DbClean(Step):
         return True
 
     def plan(self, ctx: StepContext) -> StepPlan:
+        orphans = ctx.persist_dir.orphan_dirs()
+        if orphans and (headless := ctx.persist_dir.headless_collections()):
+            raise CorruptDatabase(
+                f"collection {headless[0].database}/{headless[0].name} has no vector segment row: a folder that "
+                f"looks orphan ({len(orphans)} here) may be its index, and db clean would delete it",
+                "restore chroma.sqlite3 (or that collection) from a snapshot first; chops doctor names it",
+            )
         actions: list[Action] = [
             RemoveOrphanFolder(
                 target=folder.name,
@@ -33,7 +40,7 @@ class DbClean(Step):
                 after=Exists(exists=False),
                 details=Reclaimed(bytes_reclaimed=tree_size(folder), duration="seconds"),
             )
-            for folder in ctx.persist_dir.orphan_dirs()
+            for folder in orphans
         ]
         return StepPlan(step=self.name, target="HNSW folders", actions=actions)
 

@@ -97,7 +97,7 @@ class DbInfo(ReadOnlyStep[DbInfoReport]):
         where = recommendations.shown_dir(None if self.privacy else str(pd.path))
         advice = [r for c in reports for r in recommendations.for_collection(c, self.thresholds, where)]
         purge = pd.wal_purge_config()
-        advice += recommendations.for_orphan_dirs(len(orphans), where)
+        advice += recommendations.for_orphan_dirs(0 if pd.headless_collections() else len(orphans), where)
         advice += recommendations.for_wal_clean(wal_purge.cleanable(pd.conn, all_collections, set()), where)
         advice += recommendations.for_purge_setting(purge.automatically_purge if purge else None, where)
         report = DbInfoReport(

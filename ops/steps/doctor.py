@@ -297,17 +297,14 @@ def _fts_findings(pd: PersistDir, where: str) -> list[Finding]:
 def leftovers(pd: PersistDir, where: str, orphan_topics: set[str]) -> list[Finding]:
     """Folders and WAL rows of collections that no longer exist."""
     out = []
+    headless = pd.headless_collections()
     for folder in pd.orphan_dirs():
         evidence = f"folder {folder.name} holds HNSW files but no vector segment owns it (a deleted collection's)"
-        out.append(
-            Finding(
-                check="db.orphan_folder",
-                severity="info",
-                collection=None,
-                evidence=evidence,
-                fix=command("db", "clean", where),
-            )
-        )
+        fix = command("db", "clean", where)
+        if headless:  # (sysdb.segments names them)
+            evidence = f"folder {folder.name} holds HNSW files but no vector segment owns it"
+            fix = "do not remove it: it may be the index of a collection whose vector segment row is gone"
+        out.append(Finding(check="db.orphan_folder", severity="info", collection=None, evidence=evidence, fix=fix))
     stats = pd.wal_stats()
     for cid in sorted(orphan_topics):
         evidence = f"{stats[cid].entries:,} WAL rows belong to collection {cid}, which no longer exists"

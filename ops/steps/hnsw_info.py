@@ -21,9 +21,7 @@ from ops.steps.privacy import Pseudonyms
 from ops.steps.recommendations import Recommendation, Thresholds
 from ops.steps.targets import CollectionTarget, Privacy
 from ops.storage import PersistDir
-from ops.storage.hnsw_files import HnswHeader
-
-HNSWLIB_SPACES = ("l2", "ip", "cosine")
+from ops.storage.hnsw_files import SPACES, HnswHeader
 
 
 class IndexCrossCheck(BaseModel):
@@ -120,7 +118,7 @@ def cross_check(pd: PersistDir, hnsw: HnswSegmentReport) -> IndexCrossCheck | No
 def load_index(folder: Path, header: HnswHeader, space: str) -> Any:
     import hnswlib  # loaded only for -v: the default report never needs it
 
-    index = hnswlib.Index(space=space if space in HNSWLIB_SPACES else "l2", dim=header.dimension)
+    index = hnswlib.Index(space=space if space in SPACES else "l2", dim=header.dimension)
     try:
         index.load_index(str(folder), is_persistent_index=True, max_elements=header.max_elements)
     except RuntimeError as exc:

@@ -37,7 +37,7 @@ from ops.engine.step import Step, StepContext, Touches
 from ops.errors import NotFound, OpsError, Refused
 from ops.steps import recall_check
 from ops.steps.hnsw_config import HnswRuntimeParams, check_settings, planned_settings
-from ops.steps.index_guard import missing_index
+from ops.steps.index_guard import missing_index, refuse_unknown_space
 from ops.steps.recall_check import RecallComparison, Recalls
 from ops.steps.targets import CollectionTarget
 from ops.storage import config_write, hnsw_compact, hnsw_files, hnsw_index, hnsw_records, hnsw_scan
@@ -131,6 +131,7 @@ class HnswRebuild(Step):
         keep = len(_kept_labels(live, meta))
         cfg = record.hnsw_config
         space = str(self.changes.get("space", cfg.space))
+        refuse_unknown_space(pd, record, cfg.space, "building its index")
         m = int(self.changes.get("M", header.M))
         ef_c = int(self.changes.get("ef_construction", header.ef_construction))
         same_graph = (space, m, ef_c) == (cfg.space, header.M, header.ef_construction)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import shlex
 
-from ops.errors import CorruptHnswFile
+from ops.errors import CorruptDatabase, CorruptHnswFile
 from ops.storage import hnsw_scan
-from ops.storage.hnsw_files import HEADER_FILE, PICKLE_FILE
+from ops.storage.hnsw_files import HEADER_FILE, PICKLE_FILE, SPACES
 from ops.storage.models import CollectionRecord
 from ops.storage.persist_dir import PersistDir
 
@@ -50,4 +50,14 @@ def refuse_damaged_index(pd: PersistDir, record: CollectionRecord, loads: str) -
             f"the HNSW index of {record.database}/{record.name} is damaged: {problem}; {loads} would load it "
             "into hnswlib",
             f"repair it first: {doctor_hint(pd, record)}",
+        )
+
+
+def refuse_unknown_space(pd: PersistDir, record: CollectionRecord, space: str, builds: str) -> None:
+    """A space hnswlib does not know (a damaged config) fails deep inside a build: refused while planning."""
+    if space not in SPACES:
+        raise CorruptDatabase(
+            f"collection {record.database}/{record.name} is configured with the space {space!r}, not one of "
+            f"{', '.join(SPACES)}: {builds} would fail",
+            "its config in chroma.sqlite3 is damaged: restore chroma.sqlite3 from a snapshot (chops db restore)",
         )

@@ -16,12 +16,12 @@ from pathlib import Path
 from ops.engine.step import PLACEHOLDER_DIR
 from ops.steps.inspection import HIDDEN, CollectionReport
 from ops.storage import PersistDir
+from ops.storage.hnsw_files import SPACES
 from ops.storage.models import CollectionRecord, MetadataValue
 from ops.storage.sysdb import HNSW_METADATA_KEYS
 
 CHROMA_TENANT, CHROMA_DATABASE = "default_tenant", "default_database"
 """The names of the tenant and database Chroma creates itself: nobody chose them, they are shown."""
-HNSW_SPACES = frozenset({"l2", "ip", "cosine"})
 CHROMA_TOPIC = re.compile(r"persistent://default/default/[0-9a-f-]{36}")
 """The WAL topic Chroma writes: its own tenant and namespace, then the collection's UUID."""
 
@@ -82,9 +82,7 @@ def _numbered(kind: str, names: list[str]) -> dict[str, str]:
 
 def hnsw_settings(metadata: dict[str, MetadataValue]) -> dict[str, MetadataValue]:
     """The HNSW settings of a collection's metadata (numbers, or a space name); nothing a user wrote."""
-    return {
-        k: v for k, v in metadata.items() if k in HNSW_METADATA_KEYS and (not isinstance(v, str) or v in HNSW_SPACES)
-    }
+    return {k: v for k, v in metadata.items() if k in HNSW_METADATA_KEYS and (not isinstance(v, str) or v in SPACES)}
 
 
 def topic(name: str) -> str:

@@ -24,7 +24,7 @@ from ops.engine.params import Params
 from ops.engine.plan import StepPlan
 from ops.engine.step import Step, StepContext, Touches
 from ops.errors import OpsError, Unpredictable
-from ops.steps.index_guard import missing_index, refuse_damaged_index
+from ops.steps.index_guard import missing_index, refuse_damaged_index, refuse_unknown_space
 from ops.steps.targets import SkipCollections
 from ops.storage import wal, wal_apply
 from ops.storage.fs import tree_size
@@ -79,6 +79,7 @@ class WalCommit(Step):
             readd = self._readd_rows(ctx, record, topic, book, with_vectors=False)
             if gap == 0 and not readd:  # (salvage: no WAL row to build from, the damaged index stays as it is)
                 continue
+            refuse_unknown_space(pd, record, record.hnsw_config.space, "committing the WAL")
             if not self.salvage:
                 self._refuse_unusable_index(pd, record, meta is not None)
             before = CommitState(

@@ -30,6 +30,8 @@ LENGTH_FILE = "length.bin"
 LINK_LISTS_FILE = "link_lists.bin"
 PICKLE_FILE = "index_metadata.pickle"
 HNSW_FILES = (HEADER_FILE, LEVEL0_FILE, LENGTH_FILE, LINK_LISTS_FILE)
+SPACES = ("l2", "ip", "cosine")
+"""The distance spaces hnswlib (and Chroma) know."""
 
 _HEADER = struct.Struct("<i6QiI3QdQ")
 

@@ -257,6 +257,11 @@ class PersistDir:
             ("pickle", segment_id), lambda: parse_pickle(self.index_file(path), path) if path.is_file() else None
         )
 
+    def headless_collections(self) -> list[CollectionRecord]:
+        """Collections whose vector segment row is gone (a damaged sysdb): a folder that looks orphan
+        may be one of their indexes, so none is called a deleted collection's while they exist."""
+        return [c for c in self.collections() if c.vector_segment is None]
+
     def orphan_dirs(self) -> list[Path]:
         """Folders holding HNSW files that no VECTOR segment owns."""
         owned = sysdb.segment_ids(self.conn, VECTOR_SCOPE)

@@ -251,7 +251,7 @@ def read_collections(
                 name=str(name),
                 tenant=str(tenant) if tenant is not None else "?",
                 database=str(db_name) if db_name is not None else "?",
-                dimension=int(dim) if dim is not None else None,
+                dimension=_whole_number(dim),
                 metadata=metadata,
                 hnsw_config=config,
                 vector_segment=vector,
@@ -277,3 +277,13 @@ def embedding_ids(conn: sqlite3.Connection, segment_id: str) -> set[str]:
     if len(parts) == count:
         return set(parts)
     return {str(r[0]) for r in conn.execute("SELECT embedding_id FROM embeddings WHERE segment_id = ?", (segment_id,))}
+
+
+def _whole_number(value: object) -> int | None:
+    """A column Chroma writes as an integer, or None where a damaged row holds something else."""
+    if isinstance(value, int):
+        return value
+    try:
+        return int(str(value)) if value is not None else None
+    except ValueError:
+        return None

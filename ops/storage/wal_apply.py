@@ -34,7 +34,7 @@ from ops.storage.hnsw_files import PICKLE_FILE, HnswHeader, written_header
 from ops.storage.layout import PickleForm
 from ops.storage.models import HnswConfig
 from ops.storage.pickle_meta import HnswPickleMeta
-from ops.storage.wal_rows import VECTOR_DTYPES
+from ops.storage.wal_rows import vector_dtype
 
 ADD, UPDATE, UPSERT, DELETE = 0, 1, 2, 3
 FETCH = 2000
@@ -59,7 +59,7 @@ def pending_rows(
 
     Without vectors (for planning) a row that has one carries an empty placeholder array.
     """
-    vector_col = "vector" if with_vectors else "vector IS NOT NULL"
+    vector_col = "vector" if with_vectors else "length(vector)"  # planning checks the sizes, reads no vector
     cursor = conn.execute(
         f"SELECT seq_id, operation, id, {vector_col}, encoding FROM embeddings_queue "
         "WHERE topic = ? AND seq_id > ? ORDER BY seq_id",
@@ -67,16 +67,16 @@ def pending_rows(
     )
     while rows := cursor.fetchmany(FETCH):
         for seq_id, op, record_id, blob, encoding in rows:
-            yield PendingRow(int(seq_id), int(op), str(record_id), _vector(blob, encoding, with_vectors))
+            yield PendingRow(int(seq_id), int(op), str(record_id), _vector(int(seq_id), blob, encoding))
 
 
-def _vector(blob: Any, encoding: Any, with_vectors: bool) -> npt.NDArray[np.float32] | None:
+def _vector(seq_id: int, blob: bytes | int | None, encoding: object) -> npt.NDArray[np.float32] | None:
+    """The row's vector (blob), or for planning (its length) an empty placeholder: refused in one line
+    alike when the encoding is not Chroma's or the bytes are not whole values (wal_rows.vector_dtype)."""
     if not blob:
         return None
-    if not with_vectors:
-        return _NO_VECTOR_READ
-    dtype = VECTOR_DTYPES.get(str(encoding or "FLOAT32").upper(), np.dtype("<f4"))
-    return np.frombuffer(blob, dtype=dtype).astype(np.float32)
+    dtype = vector_dtype(seq_id, blob if isinstance(blob, int) else len(blob), str(encoding or "FLOAT32").upper())
+    return _NO_VECTOR_READ if isinstance(blob, int) else np.frombuffer(blob, dtype=dtype).astype(np.float32)
 
 
 def newest_vector_rows(
@@ -98,7 +98,7 @@ def newest_vector_rows(
         if str(record_id) in ids:
             newest[str(record_id)] = int(seq_id)
     chosen = sorted(newest.values())
-    vector_col = "vector" if with_vectors else "vector IS NOT NULL"
+    vector_col = "vector" if with_vectors else "length(vector)"
     out: list[PendingRow] = []
     for start in range(0, len(chosen), 500):
         part = chosen[start : start + 500]
@@ -108,7 +108,7 @@ def newest_vector_rows(
             "ORDER BY seq_id",
             part,
         ):
-            out.append(PendingRow(int(seq_id), ADD, str(record_id), _vector(blob, encoding, with_vectors)))
+            out.append(PendingRow(int(seq_id), ADD, str(record_id), _vector(int(seq_id), blob, encoding)))
     return out
 
 
@@ -375,9 +375,10 @@ def predict_commit(
 def wal_dimension(conn: sqlite3.Connection, topic: str) -> int | None:
     """The dimension of the topic's vectors, from one WAL row that holds one."""
     row = conn.execute(
-        "SELECT vector, encoding FROM embeddings_queue WHERE topic = ? AND vector IS NOT NULL LIMIT 1", (topic,)
+        "SELECT seq_id, vector, encoding FROM embeddings_queue WHERE topic = ? AND vector IS NOT NULL LIMIT 1",
+        (topic,),
     ).fetchone()
-    vector = None if row is None else _vector(row[0], row[1], True)
+    vector = None if row is None else _vector(int(row[0]), row[1], row[2])
     return None if vector is None else len(vector)
 
 

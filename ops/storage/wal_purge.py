@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from ops.storage.models import CollectionRecord, SegmentRecord
+from ops.storage.models import METADATA_SCOPE, VECTOR_SCOPE, CollectionRecord, SegmentRecord
 from ops.storage.sysdb import read_segments
 
 MIN_FREE_BYTES_TO_VACUUM = 1 << 20
@@ -41,11 +41,13 @@ class PurgeTarget(BaseModel):
     deletable_bytes: int
 
 
-def collection_watermark(collection: CollectionRecord, segment_seq_ids: list[int | None]) -> int:
-    """Lowest max_seq_id over the collection's segments; 0 if any never recorded one."""
-    if not segment_seq_ids or any(s is None for s in segment_seq_ids):
+def collection_watermark(segments: list[SegmentRecord]) -> int:
+    """Lowest max_seq_id over the collection's segments; 0 if any never recorded one, or if its vector
+    or metadata segment row is gone (a damaged sysdb: the rows it would have applied may be the
+    only copy of their vectors left)."""
+    if {s.scope for s in segments} != {VECTOR_SCOPE, METADATA_SCOPE} or any(s.max_seq_id is None for s in segments):
         return 0
-    return min(s for s in segment_seq_ids if s is not None)
+    return min(s.max_seq_id for s in segments if s.max_seq_id is not None)
 
 
 def purge_targets(
@@ -62,9 +64,9 @@ def purge_targets(
     planned to go) are what a planned pipeline predicts (storage.prediction).
     """
     floors = floors or {}
-    seq_ids: dict[str, list[int | None]] = {}
+    of: dict[str, list[SegmentRecord]] = {}
     for segment in read_segments(conn) if segments is None else segments:
-        seq_ids.setdefault(segment.collection_id, []).append(segment.max_seq_id)
+        of.setdefault(segment.collection_id, []).append(segment)
     by_id = {c.id: c for c in collections}
     newest = conn.execute("SELECT max(seq_id) FROM embeddings_queue").fetchone()[0]
     targets = []
@@ -76,7 +78,7 @@ def purge_targets(
     ).fetchall():
         cid = str(topic).rsplit("/", 1)[-1]
         collection = by_id.get(cid)
-        watermark = collection_watermark(collection, seq_ids.get(cid, [])) if collection else None
+        watermark = collection_watermark(of.get(cid, [])) if collection else None
         if str(topic) in floors:
             rows, deletable, deletable_bytes = _count(conn, str(topic), watermark, floors[str(topic)])
             if not rows:

@@ -111,18 +111,24 @@ def decode_vector(
     """The `vector` BLOB as a native-endian numpy array (a view on the bytes when possible)."""
     if blob is None:
         return None
+    dtype = vector_dtype(seq_id, len(blob), encoding)
+    return np.frombuffer(blob, dtype=dtype).astype(dtype.newbyteorder("="), copy=False)
+
+
+def vector_dtype(seq_id: int, size: int, encoding: str | None) -> np.dtype[Any]:
+    """The dtype of a WAL row's vector of `size` bytes, refused when Chroma could not have written it."""
     dtype = VECTOR_DTYPES.get(encoding or "")
     if dtype is None:
         raise CorruptDatabase(
             f"WAL row seq_id {seq_id} has a vector with unknown encoding {encoding!r}",
             "expected FLOAT32 or INT32; the row was not written by Chroma or is damaged",
         )
-    if len(blob) % dtype.itemsize:
+    if size % dtype.itemsize:
         raise CorruptDatabase(
-            f"WAL row seq_id {seq_id} has a {encoding} vector of {len(blob)} bytes (not a multiple of 4)",
+            f"WAL row seq_id {seq_id} has a {encoding} vector of {size} bytes (not a multiple of 4)",
             "the row is damaged: restore chroma.sqlite3 from a backup",
         )
-    return np.frombuffer(blob, dtype=dtype).astype(dtype.newbyteorder("="), copy=False)
+    return dtype
 
 
 def decode_metadata(seq_id: int, text: str | bytes | None) -> tuple[dict[str, Any] | None, Any]:
