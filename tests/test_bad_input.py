@@ -505,3 +505,13 @@ def test_a_config_space_hnswlib_does_not_know_is_refused_while_planning(standard
         r = run_chops(*argv[:2], standard_dir.path, *argv[2:], "--plan")
         assert_one_line_error(r.code, r.stderr, "configured with the space 'nonsense'")
     assert tree_state(standard_dir.path) == before
+
+
+def test_a_collection_dimension_that_differs_from_its_index_is_refused_by_wal_commit(standard_dir: BuiltDir) -> None:
+    """frag's dimension set to -1: wal commit applied its 7 rows, and chromadb then panicked on frag
+    ('capacity overflow') instead of failing gracefully."""
+    sqlite(standard_dir, "UPDATE collections SET dimension = -1 WHERE name = 'frag'")
+    before = tree_state(standard_dir.path)
+    r = run_chops("wal", "commit", standard_dir.path, "--yes")
+    assert_one_line_error(r.code, r.stderr, "has the dimension -1 and its index 16")
+    assert tree_state(standard_dir.path) == before

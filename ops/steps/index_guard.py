@@ -45,6 +45,12 @@ def refuse_damaged_index(pd: PersistDir, record: CollectionRecord, loads: str) -
     if header is None or pd.predicted_index(segment.id) is not None:
         return
     problem = hnsw_scan.load_problem(pd.segment_folder(segment.id), header)
+    if problem is None and record.dimension is not None and record.dimension != header.dimension:
+        raise CorruptDatabase(
+            f"collection {record.database}/{record.name} has the dimension {record.dimension} and its index "
+            f"{header.dimension} (header.bin): one of them is damaged, and {loads} would go on with one of them",
+            doctor_hint(pd, record),
+        )
     if problem is not None:
         raise CorruptHnswFile(
             f"the HNSW index of {record.database}/{record.name} is damaged: {problem}; {loads} would load it "
