@@ -515,3 +515,26 @@ def test_a_collection_dimension_that_differs_from_its_index_is_refused_by_wal_co
     r = run_chops("wal", "commit", standard_dir.path, "--yes")
     assert_one_line_error(r.code, r.stderr, "has the dimension -1 and its index 16")
     assert tree_state(standard_dir.path) == before
+
+
+@pytest.mark.parametrize(
+    ("statement", "check"),
+    [
+        ("UPDATE collections SET schema_str = '{' WHERE name = 'frag'", "sysdb.config"),
+        ("UPDATE collections SET config_json_str = '[]' WHERE name = 'frag'", "sysdb.config"),
+        ("UPDATE collections SET dimension = NULL WHERE name = 'frag'", "sysdb.config"),
+        (
+            "UPDATE segments SET type = 'urn:chroma:segment/vector/other' WHERE scope = 'VECTOR' "
+            "AND collection = (SELECT id FROM collections WHERE name = 'frag')",
+            "sysdb.segments",
+        ),
+    ],
+)
+def test_doctor_names_collection_rows_chromadb_cannot_load(standard_dir: BuiltDir, statement: str, check: str) -> None:
+    """On each of these chromadb fails (cannot list the database, returns no embeddings, cannot get
+    the segments) and doctor said the dir was healthy."""
+    sqlite(standard_dir, statement)
+    r = run_chops("doctor", standard_dir.path, "--json")
+    assert r.code == 2, r.stderr
+    errors = {(f["check"], f["collection"]) for f in r.json()["findings"] if f["severity"] == "error"}
+    assert errors == {(check, "default_database/frag")}, errors

@@ -39,6 +39,7 @@ CHECKS = (
     "db.orphan_folder",
     "wal.orphan_topic",
     "sysdb.segments",
+    "sysdb.config",
     "hnsw.folder",
     "hnsw.header",
     "hnsw.files",
@@ -196,9 +197,9 @@ class Doctor(ReadOnlyStep[DoctorReport]):
         chosen: list[CollectionRecord] = []
         if not any(f.check == "sqlite.tables" for f in findings):
             chosen = self._chosen(pd)
-            wal_stats = pd.wal_stats()
+            wal_stats, configs = pd.wal_stats(), sysdb.unreadable_configs(pd.conn)
             for c in chosen:
-                found, lost = check_collection(pd, c, wal_stats.get(c.id), shown)
+                found, lost = check_collection(pd, c, wal_stats.get(c.id), shown, configs)
                 findings += found
                 unfindable += lost
                 public += [shown.lost(r, c) for r in lost]

@@ -4,7 +4,7 @@ where its vector still is."""
 
 from __future__ import annotations
 
-from collections.abc import Set
+from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +22,7 @@ from ops.steps.doctor import (
     label,
 )
 from ops.storage import PersistDir, fs, sysdb, wal
-from ops.storage.hnsw_files import LENGTH_FILE, LEVEL0_FILE, LINK_LISTS_FILE, HnswHeader
+from ops.storage.hnsw_files import LENGTH_FILE, LEVEL0_FILE, LINK_LISTS_FILE, SPACES, HnswHeader
 from ops.storage.hnsw_records import cut_short, distinct, intact_prefix
 from ops.storage.hnsw_scan import Level0Scan, levels_problem, scan_level0, scan_link_lists
 from ops.storage.models import CollectionRecord
@@ -278,21 +278,18 @@ class _Checker:
 
 
 def check_collection(
-    pd: PersistDir, c: CollectionRecord, stats: WalTopicStats | None, shown: Shown
+    pd: PersistDir, c: CollectionRecord, stats: WalTopicStats | None, shown: Shown, configs: Mapping[str, str]
 ) -> tuple[list[Finding], list[UnfindableRecord]]:
     """Every finding of one collection, and the records query cannot find with where their vector is
-    (with their real ids and names: the findings name them as `shown` says)."""
+    (with their real ids and names: the findings name them as `shown` says). `configs`: what
+    sysdb.unreadable_configs found, read once for all collections."""
     view = shown.record(c)
+    rows = _sysdb_findings(pd, c, view, configs.get(c.id))
     if c.vector_segment is None or c.metadata_segment is None:
-        missing = "vector" if c.vector_segment is None else "metadata"
-        evidence = f"the collection has no {missing} segment: Chroma cannot load it"
-        fix = "no chops command repairs it: restore it from a snapshot (chops collection restore)"
-        return [
-            Finding(check="sysdb.segments", severity="error", collection=label(view), evidence=evidence, fix=fix)
-        ], []
+        return rows, []
     checker = _Checker(pd, c, shown)
     state = checker.index()
-    findings = state.findings
+    findings = rows + state.findings
     gap = pd.wal_gap(c, stats)
     if gap:
         seq = c.vector_segment.max_seq_id
@@ -307,6 +304,31 @@ def check_collection(
     unowned = len(state.live_labels() - state.meta.label_to_id.keys()) if state.meta is not None else 0
     findings += _unfindable_findings(view, lost, checker.rebuild, shown, unowned) + extra
     return findings, lost
+
+
+RESTORE_ROWS = "no chops command repairs it: restore it from a snapshot (chops collection restore or db restore)"
+
+
+def _sysdb_findings(pd: PersistDir, c: CollectionRecord, view: CollectionRecord, config: str | None) -> list[Finding]:
+    """The collection's rows in chroma.sqlite3 that chromadb cannot load: a segment missing or of a
+    type no local Chroma writes (sysdb.segments); a config or schema that does not parse, a space
+    hnswlib does not know, no dimension on a collection that has records (sysdb.config)."""
+    out: list[tuple[str, str]] = []
+    for scope, segment in (("vector", c.vector_segment), ("metadata", c.metadata_segment)):
+        if segment is None:
+            out.append(("sysdb.segments", f"the collection has no {scope} segment: Chroma cannot load it"))
+        elif segment.type != sysdb.SEGMENT_TYPES[segment.scope]:
+            out.append(("sysdb.segments", f"its {scope} segment has the type {segment.type!r}: Chroma cannot load it"))
+    if config is not None:
+        out.append(("sysdb.config", f"{config}: chromadb cannot list its database"))
+    if c.hnsw_config.space not in SPACES:
+        out.append(("sysdb.config", f"its space is {c.hnsw_config.space!r}, not one of {', '.join(SPACES)}"))
+    if c.dimension is None and c.metadata_segment and sysdb.has_records(pd.conn, c.metadata_segment.id):
+        out.append(("sysdb.config", "no dimension, and records: chromadb returns no embeddings"))
+    return [
+        Finding(check=check, severity="error", collection=label(view), evidence=evidence, fix=RESTORE_ROWS)
+        for check, evidence in out
+    ]
 
 
 def _agreement(

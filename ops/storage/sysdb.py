@@ -287,3 +287,36 @@ def _whole_number(value: object) -> int | None:
         return int(str(value)) if value is not None else None
     except ValueError:
         return None
+
+
+CONFIG_COLUMNS = ("config_json_str", "schema_str")
+SEGMENT_TYPES = {
+    "VECTOR": "urn:chroma:segment/vector/hnsw-local-persisted",
+    "METADATA": "urn:chroma:segment/metadata/sqlite",
+}
+"""The segment type of each scope in every local persist dir (chromadb 0.5-1.5)."""
+
+
+def unreadable_configs(conn: sqlite3.Connection) -> dict[str, str]:
+    """Collections (by id) whose config or schema column holds text that is not a JSON object:
+    chromadb cannot list their database ("Could not deserialize ...")."""
+    present = [c for c in CONFIG_COLUMNS if c in {str(r[1]) for r in conn.execute("PRAGMA table_info(collections)")}]
+    out: dict[str, str] = {}
+    for row in conn.execute(f"SELECT id, {', '.join(present)} FROM collections") if present else ():
+        for column, text in zip(present, row[1:], strict=True):
+            if isinstance(text, str) and text and not _is_json_object(text):
+                out.setdefault(str(row[0]), f"collections.{column} is not a JSON object ({text[:40]!r})")
+    return out
+
+
+def _is_json_object(text: str) -> bool:
+    try:
+        return isinstance(orjson.loads(text), dict)
+    except orjson.JSONDecodeError:
+        return False
+
+
+def has_records(conn: sqlite3.Connection, segment_id: str) -> bool:
+    """The metadata segment holds at least one record (one index probe, not a count)."""
+    row = conn.execute("SELECT EXISTS (SELECT 1 FROM embeddings WHERE segment_id = ?)", (segment_id,)).fetchone()
+    return bool(row[0])
