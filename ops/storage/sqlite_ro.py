@@ -61,6 +61,9 @@ def refuse_hot_journal(path: Path) -> None:
     """A change opens chroma.sqlite3 read-write, and SQLite would silently roll back a journal left
     by an interrupted writer: refused first, in the words a read-only open refuses it with. A journal
     a live writer is still using is not hot: the read goes through and the change waits for its lock."""
-    journal = path.with_name(path.name + "-journal")
-    if journal.is_file() and journal.stat().st_size > 0:
+    try:
+        size = path.with_name(path.name + "-journal").stat().st_size
+    except FileNotFoundError:  # none, or a live writer's that was just deleted as it committed
+        return
+    if size > 0:
         connect_readonly(path).close()
