@@ -16,6 +16,7 @@ import pytest
 from ops.cli import chops
 from ops.storage.hnsw_files import read_header
 from tests.conftest import BuiltDir, run_chops, tree_state
+from tests.test_doctor import sql
 
 
 def assert_one_line_error(result_code: int, stderr: str, *fragments: str) -> None:
@@ -431,11 +432,6 @@ def test_damaged_norms_give_no_numpy_warnings(standard_dir: BuiltDir) -> None:
     assert "Warning" not in r.stderr and len(r.stderr.strip().splitlines()) <= 1, r.stderr
 
 
-def sqlite(built: BuiltDir, statement: str) -> None:
-    with closing(sqlite3.connect(built.path / "chroma.sqlite3")) as conn, conn:
-        conn.execute(statement)
-
-
 def test_a_collection_without_its_vector_segment_row_keeps_its_folder_and_wal(
     standard_dir: BuiltDir, tmp_path: Path
 ) -> None:
@@ -444,8 +440,8 @@ def test_a_collection_without_its_vector_segment_row_keeps_its_folder_and_wal(
     'applied' by the metadata segment alone), the only copy of its pending vectors. Neither happens
     now, and a snapshot of it (which could not be restored to anything Chroma loads) is refused."""
     d = standard_dir.path
-    sqlite(
-        standard_dir,
+    sql(
+        standard_dir.path,
         "DELETE FROM segments WHERE scope = 'VECTOR' AND collection = (SELECT id FROM collections WHERE name = 'frag')",
     )
     before = tree_state(d)
@@ -467,12 +463,12 @@ def test_damaged_sysdb_rows_are_one_line(standard_dir: BuiltDir, tmp_path: Path)
     """A dimension of 'abc' was a traceback in every command; doctor --plan on a dropped table and
     fts rebuild without embedding_metadata were tracebacks."""
     d = standard_dir.path
-    sqlite(standard_dir, "UPDATE collections SET dimension = 'abc' WHERE name = 'frag'")
+    sql(standard_dir.path, "UPDATE collections SET dimension = 'abc' WHERE name = 'frag'")
     assert run_chops("db", "info", d).code == 0
-    sqlite(standard_dir, "DROP TABLE embedding_metadata")
+    sql(standard_dir.path, "DROP TABLE embedding_metadata")
     r = run_chops("fts", "rebuild", d, "--yes")
     assert_one_line_error(r.code, r.stderr, "no such table: embedding_metadata", "chops doctor")
-    sqlite(standard_dir, "DROP TABLE max_seq_id")
+    sql(standard_dir.path, "DROP TABLE max_seq_id")
     r = run_chops("doctor", d, "--plan", "--out", tmp_path / "p.json")
     assert r.code == 2 and "Traceback" not in r.stderr and "sqlite.tables" in r.stderr, r.stderr
 
@@ -484,7 +480,7 @@ def test_a_damaged_wal_row_is_refused_while_planning(standard_dir: BuiltDir, dam
     (or applied the bytes as FLOAT32). Now the plan refuses, naming the row."""
     frag = "SELECT id FROM collections WHERE name = 'frag'"
     newest = f"SELECT max(seq_id) FROM embeddings_queue WHERE topic LIKE '%' || ({frag})"
-    sqlite(standard_dir, f"UPDATE embeddings_queue SET {damage} WHERE seq_id = ({newest})")
+    sql(standard_dir.path, f"UPDATE embeddings_queue SET {damage} WHERE seq_id = ({newest})")
     before = tree_state(standard_dir.path)
     for mode in ("--plan", "--yes"):
         r = run_chops("wal", "commit", standard_dir.path, mode)
@@ -496,8 +492,8 @@ def test_a_config_space_hnswlib_does_not_know_is_refused_while_planning(standard
     """frag's schema says space 'nonsense': wal commit and hnsw compact planned, then failed deep in
     hnswlib ('RuntimeError: Space name must be one of l2, ip, or cosine.') and rolled back."""
     config = '$.keys."#embedding".float_list.vector_index.config.space'
-    sqlite(
-        standard_dir,
+    sql(
+        standard_dir.path,
         f"UPDATE collections SET schema_str = json_set(schema_str, '{config}', 'nonsense') WHERE name = 'frag'",
     )
     before = tree_state(standard_dir.path)
@@ -510,7 +506,7 @@ def test_a_config_space_hnswlib_does_not_know_is_refused_while_planning(standard
 def test_a_collection_dimension_that_differs_from_its_index_is_refused_by_wal_commit(standard_dir: BuiltDir) -> None:
     """frag's dimension set to -1: wal commit applied its 7 rows, and chromadb then panicked on frag
     ('capacity overflow') instead of failing gracefully."""
-    sqlite(standard_dir, "UPDATE collections SET dimension = -1 WHERE name = 'frag'")
+    sql(standard_dir.path, "UPDATE collections SET dimension = -1 WHERE name = 'frag'")
     before = tree_state(standard_dir.path)
     r = run_chops("wal", "commit", standard_dir.path, "--yes")
     assert_one_line_error(r.code, r.stderr, "has the dimension -1 and its index 16")
@@ -533,7 +529,7 @@ def test_a_collection_dimension_that_differs_from_its_index_is_refused_by_wal_co
 def test_doctor_names_collection_rows_chromadb_cannot_load(standard_dir: BuiltDir, statement: str, check: str) -> None:
     """On each of these chromadb fails (cannot list the database, returns no embeddings, cannot get
     the segments) and doctor said the dir was healthy."""
-    sqlite(standard_dir, statement)
+    sql(standard_dir.path, statement)
     r = run_chops("doctor", standard_dir.path, "--json")
     assert r.code == 2, r.stderr
     errors = {(f["check"], f["collection"]) for f in r.json()["findings"] if f["severity"] == "error"}

@@ -80,35 +80,31 @@ def guarded(run: Callable[[], int], debug: bool = False) -> int:
     """Run a command; expected failures become one line on stderr and exit code 1."""
     try:
         return run()
-    except OpsError as exc:
+    except (OpsError, sqlite3.Error, UnicodeEncodeError) as exc:
         if debug:
             traceback.print_exc()
-        print(f"chops: error: {exc.one_line()}", file=sys.stderr)
-        return EXIT_ERROR
-    except sqlite3.Error as exc:  # a read the checks did not foresee on a damaged chroma.sqlite3
-        if debug:
-            traceback.print_exc()
-        print(
-            f"chops: error: chroma.sqlite3 cannot be read as Chroma writes it ({exc}); "
-            "chops doctor PERSIST_DIR names what is damaged",
-            file=sys.stderr,
-        )
-        return EXIT_ERROR
-    except UnicodeEncodeError as exc:  # a name given with bytes that are not UTF-8 (paths take any bytes)
-        if debug:
-            traceback.print_exc()
-        text = exc.object[exc.start : exc.end] if isinstance(exc.object, str) else exc.object
-        print(
-            f"chops: error: an argument holds bytes that are not UTF-8 ({text!r}); Chroma's names are UTF-8: "
-            "pass the name as chops db info shows it",
-            file=sys.stderr,
-        )
+        print(f"chops: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("chops: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return EXIT_OK
+
+
+def _one_line(exc: OpsError | sqlite3.Error | UnicodeEncodeError) -> str:
+    if isinstance(exc, OpsError):
+        return exc.one_line()
+    if isinstance(exc, sqlite3.Error):  # a read the checks did not foresee on a damaged chroma.sqlite3
+        return (
+            f"chroma.sqlite3 cannot be read as Chroma writes it ({exc}); chops doctor PERSIST_DIR names what is damaged"
+        )
+    # a name given with bytes that are not UTF-8 (paths take any bytes)
+    text = exc.object[exc.start : exc.end] if isinstance(exc.object, str) else exc.object
+    return (
+        f"an argument holds bytes that are not UTF-8 ({text!r}); Chroma's names are UTF-8: "
+        "pass the name as chops db info shows it"
+    )
 
 
 EXIT_CHANGES_PLANNED = 2

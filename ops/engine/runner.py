@@ -69,8 +69,6 @@ from ops.storage.persist_dir import validate_persist_dir
 from ops.storage.sqlite_ro import SQLITE_FILE_NAME, refuse_hot_journal
 
 BACKUP_SPACE_FACTOR = 1.1
-NO_BACKUP = "no backup was taken (--no-backup)"
-"""How a failed run without a backup ends its message (what it changed stays)."""
 
 
 class RunOptions(LiveOptions):
@@ -342,7 +340,7 @@ def _roll_back_after(exc: Exception, root: Path, journal: Journal, changes: bool
             close_journal(root)
             if not changes:  # what it wrote was its own output, removed above
                 return RolledBack(f"{journal.command} failed ({what})", "nothing changed in the persist dir")
-            return OpsError(f"{journal.command} failed ({what}); {NO_BACKUP}")
+            return OpsError(f"{journal.command} failed ({what})", "no backup was taken (--no-backup)")
         restored = rollback_journal(root, journal)
     except (OSError, sqlite3.Error, OpsError) as failure:
         return _rollback_failed(

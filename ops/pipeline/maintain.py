@@ -32,7 +32,6 @@ from ops.engine.live import scan
 from ops.engine.plan import PipelineRef, Plan, StepPlan, Unrepaired
 from ops.engine.progress import ProgressSink
 from ops.engine.runner import (
-    NO_BACKUP,
     RollbackFailed,
     RunOptions,
     RunResult,
@@ -162,8 +161,7 @@ class _Simulated:
             refusal = _refusal(exc)
             if refusal is None:
                 raise OpsError(
-                    f"{step_plan.step} failed on the planner's scratch copy of the persist dir "
-                    f"({exc.message.removesuffix('; ' + NO_BACKUP)})",
+                    f"{step_plan.step} failed on the planner's scratch copy of the persist dir ({exc.message})",
                     "the persist dir was not changed; chops doctor lists the findings",
                 ) from exc
             return step_plan.model_copy(update={"actions": [], "skipped": refusal.one_line()})

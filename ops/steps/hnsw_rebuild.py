@@ -131,7 +131,7 @@ class HnswRebuild(Step):
         keep = len(_kept_labels(live, meta))
         cfg = record.hnsw_config
         space = str(self.changes.get("space", cfg.space))
-        refuse_unknown_space(pd, record, cfg.space, "building its index")
+        refuse_unknown_space(record, cfg.space, "building its index")
         m = int(self.changes.get("M", header.M))
         ef_c = int(self.changes.get("ef_construction", header.ef_construction))
         same_graph = (space, m, ef_c) == (cfg.space, header.M, header.ef_construction)

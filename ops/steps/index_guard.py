@@ -28,10 +28,11 @@ def missing_index(pd: PersistDir, record: CollectionRecord, consequence: str) ->
     segment = record.vector_segment
     assert segment is not None
     folder = pd.segment_folder(segment.id)
-    gone = next((f"{folder.name}/{f}" for f in (HEADER_FILE, PICKLE_FILE) if not (folder / f).is_file()), folder.name)
+    files = [f"{folder.name}/{f}" for f in (HEADER_FILE, PICKLE_FILE) if not (folder / f).is_file()]
+    gone = files[0] if folder.is_dir() and files else folder.name
     return CorruptHnswFile(
         f"the HNSW index of {record.database}/{record.name}, flushed up to seq_id {segment.max_seq_id}, is "
-        f"missing ({gone if folder.is_dir() else folder.name} is gone): {consequence}",
+        f"missing ({gone} is gone): {consequence}",
         doctor_hint(pd, record),
     )
 
@@ -59,7 +60,7 @@ def refuse_damaged_index(pd: PersistDir, record: CollectionRecord, loads: str) -
         )
 
 
-def refuse_unknown_space(pd: PersistDir, record: CollectionRecord, space: str, builds: str) -> None:
+def refuse_unknown_space(record: CollectionRecord, space: str, builds: str) -> None:
     """A space hnswlib does not know (a damaged config) fails deep inside a build: refused while planning."""
     if space not in SPACES:
         raise CorruptDatabase(

@@ -79,7 +79,7 @@ class WalCommit(Step):
             readd = self._readd_rows(ctx, record, topic, book, with_vectors=False)
             if gap == 0 and not readd:  # (salvage: no WAL row to build from, the damaged index stays as it is)
                 continue
-            refuse_unknown_space(pd, record, record.hnsw_config.space, "committing the WAL")
+            refuse_unknown_space(record, record.hnsw_config.space, "committing the WAL")
             if not self.salvage:
                 self._refuse_unusable_index(pd, record, meta is not None)
             before = CommitState(

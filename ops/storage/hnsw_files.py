@@ -172,8 +172,14 @@ def link_lists_damage(folder: Path, header: HnswHeader) -> str | None:
     try:
         check_link_lists(folder, header)
     except CorruptHnswFile as exc:
-        return exc.message.replace(str(folder), folder.name)
+        return from_folder(exc.message, folder)
     return None
+
+
+def from_folder(message: str, folder: Path) -> str:
+    """A message naming files of `folder` from the segment folder on (the same words for the persist
+    dir and any copy of it)."""
+    return message.replace(str(folder), folder.name)
 
 
 MAX_LEVELS = 64

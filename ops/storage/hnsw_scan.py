@@ -20,6 +20,7 @@ from ops.storage.hnsw_files import (
     HnswHeader,
     check_length_file,
     check_level0_file,
+    from_folder,
     link_lists_damage,
     walk_link_lists,
 )
@@ -187,7 +188,7 @@ def load_problem(folder: Path, header: HnswHeader) -> str | None:
         check_level0_file(folder, header)
         check_length_file(folder, header)
     except CorruptHnswFile as exc:
-        return exc.message.replace(str(folder.parent) + "/", "")
+        return from_folder(exc.message, folder)
     return graph_state(folder, header)[0]
 
 
