@@ -201,6 +201,41 @@ def test_level0_link_out_of_range_then_rebuilt(healthy_dir: BuiltDir, tmp_path: 
     assert_same_answers(answers, chroma_snapshot(path, tmp_path), rebuilt=True)
 
 
+def test_each_graph_check_names_its_damage_and_no_more(healthy_dir: BuiltDir, tmp_path: Path) -> None:
+    """Every other check of the graph, one damage each on its own copy: a level-0 link count past
+    maxM0, a flag bit hnswlib never sets, an upper-level link past the elements. And a link slot past
+    an element's count holds anything (hnswlib leaves old links there): that is no damage."""
+    from ops.storage.hnsw_files import read_header, walk_link_lists
+
+    folder = segment_folder(healthy_dir.path, "docs")
+    header = read_header(folder)
+    width, m0 = header.size_data_per_element, header.max_m0
+    level0 = (folder / "data_level0.bin").read_bytes()
+    counts = [struct.unpack_from("<H", level0, i * width)[0] for i in range(header.cur_element_count)]
+    partial = next(i for i, n in enumerate(counts) if n < m0)
+    words = (folder / "link_lists.bin").read_bytes()
+    upper = next(
+        pos
+        for _, pos, _ in walk_link_lists(words, header.cur_element_count, header.max_m).upper
+        if struct.unpack_from("<I", words, 4 * (pos + 1))[0] > 0
+    )
+    outside = struct.pack("<I", 0xFFFFFF00)
+    damages: dict[str, tuple[str, int, bytes, set[tuple[str, str]]]] = {
+        "count": ("data_level0.bin", 0, struct.pack("<H", m0 + 1), {("hnsw.level0_links", "error")}),
+        "flag": ("data_level0.bin", 2, bytes([0x04]), {("hnsw.level0_links", "warning")}),
+        "upper": ("link_lists.bin", 4 * (upper + 2), outside, {("hnsw.link_lists", "error")}),
+        "unused slot": ("data_level0.bin", partial * width + 4 + 4 * counts[partial], outside, set()),
+    }
+    for name, (file, at, data, expected) in damages.items():
+        copy = shutil.copytree(healthy_dir.path, tmp_path / name)
+        with (copy / folder.name / file).open("r+b") as f:
+            f.seek(at)
+            f.write(data)
+        code, report = doctor(copy)
+        named = {(check, severity) for check, severity, _ in found(report) if check != "records.unfindable"}
+        assert (code, named) == (2 if expected else 0, expected), (name, report["findings"])
+
+
 def test_link_lists_grown_past_its_levels_then_rebuilt(healthy_dir: BuiltDir, tmp_path: Path) -> None:
     """link_lists.bin longer than its elements' levels need (users report it grown to absurd sizes;
     hnswlib ignores the tail): a warning naming both sizes. The rebuild it names plans a rebuild for

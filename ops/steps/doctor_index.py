@@ -8,6 +8,8 @@ from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from ops.errors import CorruptHnswFile, UnsafePickle
 from ops.steps.doctor import (
     RE_EMBED,
@@ -23,7 +25,7 @@ from ops.steps.doctor import (
 )
 from ops.storage import PersistDir, fs, sysdb, wal
 from ops.storage.hnsw_files import LENGTH_FILE, LEVEL0_FILE, LINK_LISTS_FILE, SPACES, HnswHeader
-from ops.storage.hnsw_records import cut_short, distinct, intact_prefix
+from ops.storage.hnsw_records import cut_short, intact_prefix
 from ops.storage.hnsw_scan import Level0Scan, levels_problem, scan_level0, scan_link_lists
 from ops.storage.models import CollectionRecord
 from ops.storage.pickle_meta import HnswPickleMeta
@@ -59,6 +61,13 @@ class IndexState:
 
     pickle_unreadable: bool = False
     """index_metadata.pickle is there and cannot be read (reported once, as hnsw.pickle)."""
+    pickle_consistent: bool = False
+    """index_metadata.pickle's id_to_label and label_to_id are each other's inverse."""
+    unowned: list[int] = field(default_factory=list)
+    """Live labels of the index that index_metadata.pickle maps to no id (sorted)."""
+    labels_agree: bool = False
+    """The live labels are exactly the labels the pickle maps, and its two maps are each other's
+    inverse (the usual case: the agreement check then needs no set of labels)."""
     _live: set[int] | None = field(default=None, repr=False)
 
     def live_labels(self) -> set[int]:
@@ -150,6 +159,8 @@ class _Checker:
                 f"({len(meta.label_to_id):,}) are not each other's inverse"
             )
             self.add("hnsw.pickle", "error", evidence)
+        else:
+            self.state.pickle_consistent = True
 
     def _header(self, h: HnswHeader) -> None:
         problems = []  # (maxM, maxM0 and M are checked as header.bin is read: ops.storage.hnsw_files)
@@ -239,9 +250,9 @@ class _Checker:
 
     def _labels(self, h: HnswHeader, table_seq: int | None) -> None:
         meta, scan = self.state.meta, self.state.scan
-        if scan is not None:
-            live = scan.labels[~scan.deleted]
-            dupes = len(live) - len(distinct(live))
+        live = np.sort(scan.labels[~scan.deleted]) if scan is not None else None
+        if live is not None:
+            dupes = int((live[1:] == live[:-1]).sum())
             if dupes:
                 self.add("hnsw.labels", "error", f"{dupes:,} live labels appear on more than one element")
         if meta is None:
@@ -255,8 +266,11 @@ class _Checker:
                 f"is {highest:,}: Chroma's next add reuses a label and overwrites a live vector"
             )
             self.add("hnsw.total_elements_added", "error", evidence)
-        if scan is not None:
-            unowned = sorted(self.state.live_labels() - meta.label_to_id.keys())
+        if live is not None:
+            pickled = np.sort(np.fromiter(meta.label_to_id, np.uint64, len(meta.label_to_id)))
+            self.state.labels_agree = self.state.pickle_consistent and np.array_equal(live, pickled)
+            unowned = [] if self.state.labels_agree else sorted(self.state.live_labels() - meta.label_to_id.keys())
+            self.state.unowned = unowned
             if unowned:
                 evidence = (
                     f"{len(unowned):,} live labels of the index belong to no id in index_metadata.pickle "
@@ -301,8 +315,7 @@ def check_collection(
         fix = command("wal", "commit", shown.where)
         findings.append(Finding(check="wal.gap", severity="info", collection=label(view), evidence=evidence, fix=fix))
     lost, extra = _agreement(pd, c, stats, state, shown)
-    unowned = len(state.live_labels() - state.meta.label_to_id.keys()) if state.meta is not None else 0
-    findings += _unfindable_findings(view, lost, checker.rebuild, shown, unowned) + extra
+    findings += _unfindable_findings(view, lost, checker.rebuild, shown, len(state.unowned)) + extra
     return findings, lost
 
 
@@ -341,16 +354,19 @@ def _agreement(
     pending = wal.pending_operations(pd.conn, stats.topic, watermark) if stats and behind else {}  # no query: none
     meta = state.meta
     mapped = meta.id_to_label if meta is not None else {}
-    live = state.live_labels()
     held: Set[str] = set()
-    if state.loadable:  # Chroma's pickle maps live labels only; the comprehension is for what is not
+    if state.loadable and state.labels_agree:  # every id the pickle maps has a live label
+        held = mapped.keys()
+    elif state.loadable:  # Chroma's pickle maps live labels only; the comprehension is for what is not
+        live = state.live_labels()
         held = mapped.keys() if live.issuperset(mapped.values()) else {i for i, lab in mapped.items() if lab in live}
-    lost_ids = sorted(i for i in ids - held if not (pending.get(i, set()) & ADDS))
+    same = ids == held  # the usual case: no id to look for on either side
+    lost_ids = [] if same else sorted(i for i in ids - held if not (pending.get(i, set()) & ADDS))
     vectors = wal.ids_with_vectors(pd.conn, stats.topic) if stats and lost_ids else set()
-    deleted = state.deleted_labels()
+    deleted = state.deleted_labels() if lost_ids else set()
 
     def source(i: str) -> VectorSource:
-        if i in mapped and mapped[i] in live:
+        if i in mapped and mapped[i] in state.live_labels():
             return "index"
         if i in vectors:
             return "wal"
@@ -359,7 +375,7 @@ def _agreement(
         return "damaged-index" if state.unattributable else "gone"
 
     lost = [UnfindableRecord(database=c.database, collection=c.name, id=i, vector=source(i)) for i in lost_ids]
-    extra = sorted(i for i in held - ids if "DELETE" not in pending.get(i, set()))
+    extra = [] if same else sorted(i for i in held - ids if "DELETE" not in pending.get(i, set()))
     findings = []
     if extra:
         evidence = (

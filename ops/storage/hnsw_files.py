@@ -139,8 +139,12 @@ def read_index_file(path: Path) -> bytes:
 def check_level0_file(folder: Path, header: HnswHeader) -> None:
     """data_level0.bin holds at least the header's cur_element_count records."""
     path = folder / LEVEL0_FILE
+    check_level0_size(path, _size(path), header)
+
+
+def check_level0_size(path: Path, size: int, header: HnswHeader) -> None:
+    """check_level0_file, given the file's size (e.g. of the open file about to be read)."""
     need = header.cur_element_count * header.size_data_per_element
-    size = _size(path)
     if size < need:
         raise CorruptHnswFile(
             f"{path} is truncated: {size} bytes, the header needs {need} "
@@ -266,10 +270,14 @@ def _size(path: Path) -> int:
     try:
         return path.stat().st_size
     except FileNotFoundError as exc:
-        raise CorruptHnswFile(
-            f"{path} is missing",
-            "restore the segment folder from a backup; chops doctor on the persist dir names what else can be saved",
-        ) from exc
+        raise missing_file(path) from exc
+
+
+def missing_file(path: Path) -> CorruptHnswFile:
+    return CorruptHnswFile(
+        f"{path} is missing",
+        "restore the segment folder from a backup; chops doctor on the persist dir names what else can be saved",
+    )
 
 
 def has_hnsw_files(file_names: Iterable[str]) -> bool:

@@ -3,6 +3,8 @@ in ops.storage.hnsw_files, which checks the files without importing numpy)."""
 
 from __future__ import annotations
 
+import io
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,10 +13,10 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict
 
 from ops.errors import CorruptHnswFile
-from ops.storage.hnsw_files import LENGTH_FILE, LEVEL0_FILE, HnswHeader, check_level0_file, file_size
+from ops.storage.hnsw_files import LENGTH_FILE, LEVEL0_FILE, HnswHeader, check_level0_size, file_size, missing_file
 
 _DELETED_FLAG = 0x01
-_FLAGS_BYTE = 2
+FLAGS_BYTE = 2
 
 RecordMatrix = npt.NDArray[np.uint8]
 
@@ -46,12 +48,13 @@ the file is mapped into the process (mapped pages would count against its reside
 
 
 def level0_chunks(folder: Path, header: HnswHeader, start: int = 0) -> Iterator[tuple[int, RecordMatrix]]:
-    """(first record number, records as an (n, size_data_per_element) byte matrix) over data_level0.bin."""
-    check_level0_file(folder, header)
+    """(first record number, records as an (n, size_data_per_element) byte matrix) over data_level0.bin
+    (its size checked on the open file: one open, no separate stat)."""
     path = folder / LEVEL0_FILE
     width = header.size_data_per_element
     per_chunk = max(1, LEVEL0_CHUNK_BYTES // width)
-    with path.open("rb", buffering=0) as f:
+    with _open(path) as f:
+        check_level0_size(path, os.fstat(f.fileno()).st_size, header)
         for first in range(start, header.cur_element_count, per_chunk):
             count = min(per_chunk, header.cur_element_count - first)
             records = np.empty((count, width), dtype=np.uint8)
@@ -59,6 +62,15 @@ def level0_chunks(folder: Path, header: HnswHeader, start: int = 0) -> Iterator[
             if f.readinto(records.reshape(-1).data) != count * width:
                 raise CorruptHnswFile(f"{path} changed while it was read", "run the command again")
             yield first, records
+
+
+def _open(path: Path) -> io.FileIO:
+    try:
+        return path.open("rb", buffering=0)
+    except FileNotFoundError as exc:
+        raise missing_file(path) from exc
+    except OSError as exc:
+        raise CorruptHnswFile(f"cannot read {path}: {exc.strerror}", "check the segment folder") from exc
 
 
 def read_records(folder: Path, header: HnswHeader, positions: npt.NDArray[np.int64]) -> RecordMatrix:
@@ -81,7 +93,7 @@ def record_labels(records: RecordMatrix, header: HnswHeader) -> npt.NDArray[np.u
 
 
 def record_deleted(records: RecordMatrix) -> npt.NDArray[np.bool_]:
-    return (records[:, _FLAGS_BYTE] & _DELETED_FLAG).astype(bool)
+    return (records[:, FLAGS_BYTE] & _DELETED_FLAG).astype(bool)
 
 
 def record_links(records: RecordMatrix, header: HnswHeader) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint32]]:

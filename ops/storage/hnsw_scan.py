@@ -24,7 +24,7 @@ from ops.storage.hnsw_files import (
     link_lists_damage,
     walk_link_lists,
 )
-from ops.storage.hnsw_records import distinct, level0_chunks, record_deleted, record_labels, record_links
+from ops.storage.hnsw_records import FLAGS_BYTE, distinct, level0_chunks, record_deleted, record_labels, record_links
 
 SAMPLE = 5
 _KNOWN_FLAGS = 0x01
@@ -54,14 +54,16 @@ def scan_level0(folder: Path, header: HnswHeader) -> Level0Scan:
     m0, total = header.max_m0, header.cur_element_count
     for first, records in level0_chunks(folder, header):
         labels.append(record_labels(records, header))
+        flags = records[:, FLAGS_BYTE]
         deleted.append(record_deleted(records))
-        unknown += int(((records[:, 2] & ~np.uint8(_KNOWN_FLAGS)) != 0).sum())
+        if flags.max(initial=0) > _KNOWN_FLAGS:  # (most chunks: one reduction per check)
+            unknown += int(((flags & ~np.uint8(_KNOWN_FLAGS)) != 0).sum())
         counts, links = record_links(records, header)
-        over = np.flatnonzero(counts > m0)
-        n_counts += len(over)
-        counts_bad += [first + int(i) for i in over[: SAMPLE - len(counts_bad)]]
-        used = np.arange(m0)[None, :] < np.minimum(counts, m0)[:, None]
-        wrong = np.flatnonzero(((links >= total) & used).any(axis=1))
+        if counts.max(initial=0) > m0:
+            over = np.flatnonzero(counts > m0)
+            n_counts += len(over)
+            counts_bad += [first + int(i) for i in over[: SAMPLE - len(counts_bad)]]
+        wrong = np.flatnonzero(_linking_outside(counts, links, m0, total))
         n_targets += len(wrong)
         targets_bad += [first + int(i) for i in wrong[: SAMPLE - len(targets_bad)]]
     return Level0Scan(
@@ -120,19 +122,33 @@ def scan_link_lists(folder: Path, header: HnswHeader) -> LinkListsScan:
     words = np.frombuffer(data, "<u4", count=offset // 4)
     index = np.asarray(starts, np.int64)
     counts = words[index].astype(np.int64)
-    links = words[index[:, None] + 1 + np.arange(header.max_m)[None, :]] if len(index) else np.zeros((0, 1))
-    used = np.arange(links.shape[1])[None, :] < np.minimum(counts, header.max_m)[:, None]
-    wrong = ((links >= total) & used).any(axis=1) | (counts > header.max_m)
-    owners = np.repeat(np.arange(total), levels)
+    links = words[index[:, None] + 1 + np.arange(header.max_m)[None, :]] if len(index) else np.zeros((0, 1), np.uint32)
+    too_many = counts > header.max_m
+    outside = _linking_outside(counts, links, header.max_m, total)
+    wrong = outside | too_many
+    owners = np.repeat(np.arange(total), levels)[wrong] if wrong.any() else np.zeros(0, np.int64)
     return LinkListsScan(
         size=len(data),
         needed=offset,
         problem=None,
         levels=levels,
-        bad_link_counts=int((counts > header.max_m).sum()),
-        bad_targets=int(((links >= total) & used).any(axis=1).sum()),
-        bad_sample=[int(x) for x in distinct(owners[wrong])[:SAMPLE]],
+        bad_link_counts=int(too_many.sum()),
+        bad_targets=int(outside.sum()),
+        bad_sample=[int(x) for x in distinct(owners)[:SAMPLE]],
     )
+
+
+def _linking_outside(
+    counts: npt.NDArray[np.int64], links: npt.NDArray[np.uint32], most: int, total: int
+) -> npt.NDArray[np.bool_]:
+    """The neighbour lists (rows of `links`, each with its count) holding a link past the `total`
+    elements among their first min(count, most) slots. The slots past the count may hold anything
+    (hnswlib leaves old links there); most indexes link nowhere past their elements at all, which
+    one reduction tells."""
+    if links.max(initial=0) < total:
+        return np.zeros(len(links), bool)
+    used = np.arange(links.shape[1])[None, :] < np.minimum(counts, most)[:, None]
+    return np.asarray(((links >= total) & used).any(axis=1), bool)
 
 
 def levels_problem(header: HnswHeader, links: LinkListsScan) -> str | None:
