@@ -59,10 +59,10 @@ def list_folders(path: Path) -> dict[str, FolderFiles]:
         folders = sorted((e.name, e.path) for e in os.scandir(path) if e.is_dir(follow_symlinks=False))
     except OSError:
         return {}
-    return {name: _folder_files(Path(at)) for name, at in folders}
+    return {name: _folder_files(at) for name, at in folders}
 
 
-def _folder_files(folder: Path) -> FolderFiles:
+def _folder_files(folder: str) -> FolderFiles:
     files, nested = {}, 0
     try:
         entries = list(os.scandir(folder))
