@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import os
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -130,10 +131,19 @@ def read_header(folder: Path) -> HnswHeader:
 
 
 def read_index_file(path: Path) -> bytes:
+    """A whole small file of an index folder, with plain system calls (half the cost of an opened
+    file object: a plan of 5,000 collections reads 10,000 of them)."""
     try:
-        return path.read_bytes()
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            parts = [os.read(fd, os.fstat(fd).st_size + 1)]
+            while parts[-1]:  # to the end, also of a file that grew since the fstat
+                parts.append(os.read(fd, 1 << 20))
+        finally:
+            os.close(fd)
     except OSError as exc:
         raise CorruptHnswFile(f"cannot read {path}: {exc.strerror}", "check the segment folder") from exc
+    return b"".join(parts)
 
 
 def check_level0_file(folder: Path, header: HnswHeader) -> None:
