@@ -24,23 +24,27 @@ QUERIES = 3
 TOP_K = 5
 
 
-def _client(path: str, database: str = "default_database") -> Any:
+def _client(path: str, database: str = "default_database", tenant: str = "default_tenant") -> Any:
     import chromadb
 
-    return chromadb.PersistentClient(path=path, database=database)
+    return chromadb.PersistentClient(path=path, tenant=tenant, database=database)
 
 
-def _databases(path: str) -> list[str]:
+def _databases(path: str) -> list[tuple[str, str]]:
+    """(tenant, database) of every database."""
     import sqlite3
 
     with sqlite3.connect(f"file:{path}/chroma.sqlite3?mode=ro", uri=True) as conn:
-        return [str(r[0]) for r in conn.execute("SELECT name FROM databases ORDER BY name")]
+        rows = conn.execute("SELECT tenant_id, name FROM databases ORDER BY tenant_id, name")
+        return [(str(t), str(d)) for t, d in rows]
 
 
 def snapshot(path: str) -> dict[str, Any]:
+    """Per collection (named database/name, and tenant/database/name outside the default tenant)."""
     out: dict[str, Any] = {}
-    for database in _databases(path):
-        client = _client(path, database)
+    for tenant, database in _databases(path):
+        client = _client(path, database, tenant)
+        where = database if tenant == "default_tenant" else f"{tenant}/{database}"
         for collection in sorted(client.list_collections(), key=lambda c: c.name):
             got = collection.get(include=["documents", "metadatas", "embeddings"])
             records = {
@@ -54,7 +58,7 @@ def snapshot(path: str) -> dict[str, Any]:
                 res = collection.query(query_embeddings=rs.rand(QUERIES, dim).tolist(), n_results=TOP_K)
                 entry["query_ids"] = res["ids"]
                 entry["query_distances"] = np.asarray(res["distances"]).tolist()
-            out[f"{database}/{collection.name}"] = entry
+            out[f"{where}/{collection.name}"] = entry
     return out
 
 

@@ -205,6 +205,39 @@ def healthy(out: Path) -> dict[str, Any]:
     return {"collections": [asdict(x) for x in truths], "orphan_dirs": []}
 
 
+TENANTS = (
+    ("default_tenant", "default_database"),
+    ("default_tenant", "db2"),
+    ("aaa", "default_database"),
+    ("aaa", "db2"),
+)
+"""tenants(): the same database names in two tenants; "aaa" sorts before "default_tenant"."""
+
+
+def tenants(out: Path) -> dict[str, Any]:
+    """A collection "docs" of the same database names in two tenants, each with a fifth of its records
+    deleted (flushed) and 10 adds in the WAL gap (below sync_threshold)."""
+    import chromadb
+    from chromadb.config import Settings
+
+    rs = np.random.RandomState(5)
+    admin = chromadb.AdminClient(Settings(is_persistent=True, persist_directory=str(out)))
+    admin.create_tenant("aaa")
+    for tenant, database in TENANTS[1:]:
+        admin.create_database(database, tenant=tenant)
+    truths: list[CollectionTruth] = []
+    for tenant, database in TENANTS:
+        client = chromadb.PersistentClient(path=str(out), tenant=tenant, database=database)
+        docs = client.create_collection("docs", configuration=configured("l2"))  # type: ignore[arg-type]
+        ids = [f"{tenant}-{database}-{i}" for i in range(300)]
+        docs.add(ids=ids, embeddings=vectors(rs, 300, 8))
+        docs.delete(ids=ids[::5])
+        docs.add(ids=[f"{tenant}-{database}-late-{i}" for i in range(10)], embeddings=vectors(rs, 10, 8))
+        t = CollectionTruth("docs", database, allocated_on_disk=300, deleted_on_disk=60, pending_writes=10)
+        truths.append(_finish(t, docs))
+    return {"collections": [asdict(x) for x in truths], "orphan_dirs": []}
+
+
 def _in_child(code: str) -> None:
     import subprocess
 
@@ -402,6 +435,7 @@ SCENARIOS = {
     "secrets": secrets,
     "soak": soak,
     "many": many,
+    "tenants": tenants,
 }
 
 

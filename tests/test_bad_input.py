@@ -8,6 +8,7 @@ import pickle
 import shutil
 import sqlite3
 import struct
+import subprocess
 from contextlib import closing
 from pathlib import Path
 
@@ -109,7 +110,8 @@ def test_truncated_header(standard_dir: BuiltDir, keep: int) -> None:
     header = segment_folder(standard_dir, "frag") / "header.bin"
     header.write_bytes(header.read_bytes()[:keep])
     r = run_chops("db", "info", standard_dir.path)
-    assert_one_line_error(r.code, r.stderr, "header.bin", "rebuild")
+    # not "rebuild it": a rebuild reads the header too, and refuses with these same words
+    assert_one_line_error(r.code, r.stderr, "header.bin", "chops doctor")
 
 
 def test_garbage_header(standard_dir: BuiltDir) -> None:
@@ -519,6 +521,8 @@ def test_a_collection_dimension_that_differs_from_its_index_is_refused_by_wal_co
         ("UPDATE collections SET schema_str = '{' WHERE name = 'frag'", "sysdb.config"),
         ("UPDATE collections SET config_json_str = '[]' WHERE name = 'frag'", "sysdb.config"),
         ("UPDATE collections SET dimension = NULL WHERE name = 'frag'", "sysdb.config"),
+        ("UPDATE collections SET dimension = -1 WHERE name = 'frag'", "sysdb.config"),
+        ("UPDATE collections SET dimension = 8 WHERE name = 'frag'", "sysdb.config"),
         (
             "UPDATE segments SET type = 'urn:chroma:segment/vector/other' WHERE scope = 'VECTOR' "
             "AND collection = (SELECT id FROM collections WHERE name = 'frag')",
@@ -534,3 +538,61 @@ def test_doctor_names_collection_rows_chromadb_cannot_load(standard_dir: BuiltDi
     assert r.code == 2, r.stderr
     errors = {(f["check"], f["collection"]) for f in r.json()["findings"] if f["severity"] == "error"}
     assert errors == {(check, "default_database/frag")}, errors
+
+
+def test_doctor_plan_leaves_a_collection_with_a_wrong_dimension_and_repairs_the_rest(
+    standard_dir: BuiltDir, tmp_path: Path
+) -> None:
+    """frag's row says dimension 8, its index (header.bin, agreeing with data_level0.bin) 16: the row
+    is what is wrong. doctor blamed header.bin and its plan's WAL commit of the database refused on
+    frag, so the other collection's pending rows were not committed either, and the refusal named
+    the planner's scratch copy instead of the persist dir."""
+    sql(standard_dir.path, "UPDATE collections SET dimension = 8 WHERE name = 'frag'")
+    plan_file = tmp_path / "repair.json"
+    r = run_chops("doctor", standard_dir.path, "--plan", "--out", plan_file)
+    assert r.code == 2, r.stderr
+    text = plan_file.read_text()
+    assert ".chops-plan-" not in text and ".chops-plan-" not in r.stderr
+    plan = json.loads(text)
+    commits = [s for s in plan["steps"] if s["step"] == "wal.commit" and s["actions"]]
+    assert [a["target"] for s in commits for a in s["actions"]] == ["default_database/pending"], commits
+    assert not [s for s in plan["steps"] if s.get("skipped")]
+    assert {(u["check"], u["collection"]) for u in plan["unrepaired"] if u["severity"] == "error"} == {
+        ("sysdb.config", "default_database/frag")
+    }
+
+
+def test_a_construction_ef_below_m_is_refused_while_planning(standard_dir: BuiltDir) -> None:
+    """hnswlib builds with max(ef_construction, M): asked for M 200 at ef 100, the rebuild was built with
+    ef 200 and then failed its own check against 100, every time."""
+    before = tree_state(standard_dir.path)
+    r = run_chops("hnsw", "rebuild", standard_dir.path, "-c", "upd", "-m", "200", "--yes")
+    assert_one_line_error(r.code, r.stderr, "construction ef 100 is below M 200", "--construction-ef 200")
+    assert tree_state(standard_dir.path) == before
+
+
+def test_a_huge_resize_factor_does_not_size_the_rebuilt_index(standard_dir: BuiltDir) -> None:
+    """A resize_factor of 1e308 (accepted as a setting) overflowed the rebuild's capacity (a traceback),
+    and 1e6 made hnswlib allocate a million times the records."""
+    assert run_chops("hnsw", "config", standard_dir.path, "-c", "upd", "--resize-factor", "1e308", "--yes").code == 0
+    r = run_chops("hnsw", "rebuild", standard_dir.path, "-c", "upd", "-m", "8", "--plan", "--json")
+    assert r.code == 2, r.stderr
+    rebuild = next(a for s in r.json()["steps"] for a in s["actions"] if a["kind"] == "rebuild_index")
+    assert rebuild["after"]["max_elements"] <= 2 * rebuild["after"]["allocated"] + 100
+
+
+def test_an_immutable_file_in_a_segment_folder_is_refused_before_anything_changes(standard_dir: BuiltDir) -> None:
+    """`chattr +i` on an index file: the swap moved the new files in, could not remove the old ones, and
+    the automatic rollback failed on the same file (nothing lost, but a journal and a half-swapped
+    folder until `chops rollback`). Now the precheck names the file."""
+    target = segment_folder(standard_dir, "frag") / "data_level0.bin"
+    if subprocess.run(["chattr", "+i", str(target)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i needs root and a file system with attributes")
+    try:
+        before = tree_state(standard_dir.path)
+        for argv in (["wal", "commit"], ["maintain"]):
+            r = run_chops(*argv, standard_dir.path, "--yes")
+            assert_one_line_error(r.code, r.stderr, "permission denied: cannot write", str(target))
+        assert tree_state(standard_dir.path) == before
+    finally:  # wherever a failed run moved it
+        subprocess.run(["chattr", "-R", "-i", str(standard_dir.path)], check=True)

@@ -61,6 +61,6 @@ def test_wrong_chroma_answers_are_named(answer: dict[str, object], complaint: st
         "self_first": 2,
     }
     _compare(question, CollectionAnswer.model_validate(right))  # the right answers pass
-    with pytest.raises(OpsError, match="chromadb answers wrongly about db/c") as caught:
+    with pytest.raises(OpsError, match="chromadb answers wrongly about t/db/c") as caught:
         _compare(question, CollectionAnswer.model_validate({**right, **answer}))
     assert complaint in str(caught.value)

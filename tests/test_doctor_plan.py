@@ -110,7 +110,7 @@ def test_truncated_link_lists(healthy_master: BuiltDir, healthy_dir: BuiltDir, t
     plan = plan_repair(path, plan_file)
     assert planned(plan) == [("hnsw.rebuild", "default_database/docs")]
     rebuild = next(s for s in plan["steps"] if s["step"] == "hnsw.rebuild")
-    assert rebuild["selection"] == {"collection": "docs", "database": "default_database"}
+    assert rebuild["selection"] == {"collection": "docs", "database": "default_database", "tenant": "default_tenant"}
     assert rebuild["actions"][0]["details"]["repairs"]
     assert "unrepaired" not in plan
     apply_with_maintain(path, plan_file)

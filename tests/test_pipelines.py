@@ -107,7 +107,11 @@ def test_plan_is_deterministic_and_exit_codes_follow_terraform(standard_dir: Bui
     # snapshot; the orphan folder; commit of frag (7) and pending (5); compaction of frag (20% deleted); clean of
     # 2 topics + VACUUM
     assert steps == [("db.snapshot", 1), ("db.clean", 1), ("wal.commit", 2), ("hnsw.compact", 1), ("wal.clean", 3)]
-    assert plan["steps"][3]["selection"] == {"collection": "frag", "database": "default_database"}
+    assert plan["steps"][3]["selection"] == {
+        "collection": "frag",
+        "database": "default_database",
+        "tenant": "default_tenant",
+    }
     shown = run_chops("plan", "show", tmp_path / "nope.json")
     assert shown.code == 1
 
@@ -193,7 +197,7 @@ def test_a_rebuild_measured_worse_while_applying_keeps_the_old_index_and_the_res
     assert steps[2]["actions"][0]["details"]["on_worse"] == "keep-old"
     applied = run_chops("maintain", path, "--apply", plan_file)
     assert applied.code == 0, applied.stderr
-    assert "frag: kept the old index" in applied.stdout and "paired difference" in applied.stdout
+    assert "default_database/frag: kept the old index" in applied.stdout and "paired difference" in applied.stdout
     info = {c["name"]: c for c in run_chops("db", "info", path, "--json").json()["collections"]}
     assert info["frag"]["wal_gap"] == 0 and info["pending"]["wal_gap"] == 0  # the commit was applied
     h = run_chops("hnsw", "info", path, "-c", "frag", "--json").json()["collection"]["hnsw"]
@@ -238,7 +242,7 @@ def test_selectors_and_invoke_configuration(standard_dir: BuiltDir, tmp_path: Pa
     assert r.returncode == 2, r.stderr
     steps = json.loads(r.stdout)["steps"]
     assert [(s["step"], s["selection"]) for s in steps] == [
-        ("hnsw.config", {"collection": "other", "database": "otherdb"})
+        ("hnsw.config", {"collection": "other", "database": "otherdb", "tenant": "default_tenant"})
     ]
 
 

@@ -109,7 +109,7 @@ def test_placeholders_are_stable_and_relate_rows(secret_dir: BuiltDir) -> None:
     assert ids[mine["id"]] == (mine["name"], "tenant-1", "database-2")
     assert db["tenants"] == ["default_tenant", "tenant-1"]
     assert db["databases"] == ["default_tenant/default_database", "default_tenant/database-1", "tenant-1/database-2"]
-    compact = f"chops hnsw compact PERSIST_DIR -c {mine['name']} -d database-2"
+    compact = f"chops hnsw compact PERSIST_DIR -c {mine['name']} -d database-2 --tenant tenant-1"
     assert compact in {r["command"] for r in db["recommendations"]} | {r["command"] for r in hnsw["recommendations"]}
     assert all(c["metadata"] == {} for c in db["collections"])
     assert db["persist_dir"] == "PERSIST_DIR" and db["sqlite_path"] == "PERSIST_DIR/chroma.sqlite3"
@@ -153,9 +153,9 @@ def test_doctor_findings_on_damage_in_privacy_mode(damaged_secret_dir: Path, tmp
     report = run_chops("doctor", path, "-p", "--json", "--ids-out", ids_out).json()
     assert report["persist_dir"] == "PERSIST_DIR"
     damaged = {f["collection"] for f in report["findings"] if f["severity"] == "error"}
-    assert len(damaged) == 1 and next(iter(damaged)).startswith("database-2/collection-")
-    name = next(iter(damaged)).split("/")[1]
-    lister = f"chops doctor PERSIST_DIR -c {name} -d database-2 --ids-out FILE"
+    assert len(damaged) == 1 and next(iter(damaged)).startswith("tenant-1/database-2/collection-")
+    name = next(iter(damaged)).split("/")[2]
+    lister = f"chops doctor PERSIST_DIR -c {name} -d database-2 --tenant tenant-1 --ids-out FILE"
     assert any(lister in f["fix"] for f in report["findings"] if f["check"] == "records.unfindable")
     assert all("e.g." not in f["evidence"] for f in report["findings"])  # record ids are user data
     assert len(report["unfindable"]) == 50

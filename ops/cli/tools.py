@@ -35,7 +35,7 @@ from ops.cli.flags import (
 )
 from ops.engine.params import Flag, flag
 from ops.errors import BadInput, OpsError
-from ops.steps.targets import Privacy
+from ops.steps.targets import Privacy, TenantOption
 from ops.storage.fs import checked_output, write_output
 
 if TYPE_CHECKING:
@@ -75,7 +75,7 @@ def backup_list(p: BackupListParams) -> int:
     return EXIT_OK
 
 
-class DoctorParams(PersistDirArg, JsonFlag, Privacy):
+class DoctorParams(PersistDirArg, JsonFlag, Privacy, TenantOption):
     collection: Annotated[str | None, flag("-c", metavar="NAME")] = Field(
         None, description="check only this collection (default: all)"
     )
@@ -105,7 +105,9 @@ def doctor(p: DoctorParams) -> int:
     from ops.engine.step import run_read_only
     from ops.steps import doctor as checks
 
-    scope = checks.DoctorScope(collection=p.collection, database=p.database, privacy_mode=p.privacy_mode)
+    scope = checks.DoctorScope(
+        collection=p.collection, database=p.database, tenant=p.tenant, privacy_mode=p.privacy_mode
+    )
     if p.out and not p.plan:
         raise BadInput("--out writes the repair plan: it goes with --plan", "add --plan, or leave --out out")
     if p.plan:

@@ -26,6 +26,7 @@ from pydantic import BaseModel
 from ops.engine.backup import copy_persist_dir
 from ops.errors import OpsError
 from ops.storage import PersistDir
+from ops.storage.models import qualified
 
 SAMPLE_IDS = 10
 TOP_K = 5
@@ -139,7 +140,7 @@ def _ask_child(copy: Path, asked: list[CollectionQuestion]) -> list[CollectionAn
 
 
 def _compare(question: CollectionQuestion, answer: CollectionAnswer) -> None:
-    where = f"{question.database}/{question.name}"
+    where = qualified(question.tenant, question.database, question.name)
     problems = []
     if answer.count != question.records:
         problems.append(f"count {answer.count}, the database holds {question.records} records")

@@ -49,7 +49,7 @@ def compute(pd: PersistDir) -> StateFingerprint:
     )
     purge = pd.wal_purge_config()
     c["wal config"] = _h(purge.raw if purge else None)
-    names = {x.id: f"{x.database}/{x.name}" for x in pd.collections()}
+    names = {x.id: x.target for x in pd.collections()}
     for cid, stats in sorted(pd.wal_stats().items()):
         c[f"wal {names.get(cid, stats.topic)}"] = _h(stats.model_dump(mode="json"))
     owners = {x.vector_segment.id: names[x.id] for x in pd.collections() if x.vector_segment}

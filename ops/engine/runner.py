@@ -19,7 +19,7 @@ import errno
 import os
 import shutil
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -198,7 +198,7 @@ def apply_plan(
     use_backup = options.backup and bool(touched.sqlite or touched.folders)
     if use_backup and touched.copies_everything:  # a snapshot step links its copy to this backup
         touched = Touches(sqlite=True, folders=all_folders(root), copies_everything=True)
-    check_writable(root, backup_root if use_backup else None)
+    check_writable(root, backup_root if use_backup else None, touched.folders)
     with PersistDir.open(root) as pd:
         if options.chroma_verify:
             require_matching_chromadb(pd.layout.name)  # refuse before anything changes
@@ -468,8 +468,11 @@ def rollback(
     )
 
 
-def check_writable(root: Path, backup_root: Path | None) -> None:
-    for path in (root, root / "chroma.sqlite3"):
+def check_writable(root: Path, backup_root: Path | None, folders: Sequence[str] = ()) -> None:
+    """The persist dir, chroma.sqlite3, and the segment folders the run swaps or removes with every
+    file in them (an immutable file, `chattr +i`, cannot be moved away: the swap failed halfway and
+    so did its rollback)."""
+    for path in (root, root / "chroma.sqlite3", *_files_of(root, folders)):
         if not os.access(path, os.W_OK):
             raise BadInput(f"permission denied: cannot write {path}", "run as the user that owns the persist dir")
     if backup_root is None:
@@ -477,6 +480,15 @@ def check_writable(root: Path, backup_root: Path | None) -> None:
     existing = _existing_ancestor(backup_root)
     if not existing.is_dir() or not os.access(existing, os.W_OK):
         raise BadInput(f"permission denied: cannot write backups to {backup_root}", "pass --backup-root DIR")
+
+
+def _files_of(root: Path, folders: Sequence[str]) -> list[Path]:
+    found = []
+    for name in folders:
+        folder = root / name
+        if folder.is_dir() and not folder.is_symlink():
+            found += [folder, *(p for p in folder.iterdir() if p.is_file() and not p.is_symlink())]
+    return found
 
 
 def check_space(root: Path, backup_root: Path, backup_bytes: int, work_bytes: int) -> None:

@@ -45,6 +45,7 @@ from ops.pipeline.maintain import plan_pipeline_model
 from ops.pipeline.models import Pipeline
 from ops.steps.doctor import Doctor, DoctorReport, DoctorScope, Finding
 from ops.storage import PersistDir
+from ops.storage.models import qualified, split_qualified
 
 REBUILD_CHECKS = frozenset(
     {
@@ -59,6 +60,9 @@ REBUILD_CHECKS = frozenset(
 COMMIT_CHECKS = frozenset({"wal.gap", "hnsw.max_seq_id"})
 SALVAGE_CHECKS = frozenset({"hnsw.pickle", "hnsw.header"})
 REFUSE_ALL = frozenset({"sqlite.quick_check", "sqlite.tables"})
+BROKEN_ROWS = frozenset({"sysdb.config", "sysdb.segments"})
+"""A collection whose rows chromadb cannot load: no index step of it (a commit or a rebuild would
+refuse it, or keep rows chromadb still cannot load) until those rows are restored."""
 NOT_PLANNED = {
     "sqlite.quick_check": "chops changes nothing in a damaged chroma.sqlite3",
     "sqlite.tables": "chops changes nothing in a chroma.sqlite3 that lacks tables",
@@ -103,17 +107,20 @@ def repair_pipeline(report: DoctorReport) -> Pipeline | None:
         entries.append({"step": "db.clean"})
     by_kind: dict[str, set[str]] = defaultdict(set)
     for r in report.unfindable:
-        by_kind[r.vector].add(f"{r.database}/{r.collection}")
-    rebuild = {f.collection for f in findings if f.check in REBUILD_CHECKS and f.collection} | by_kind["index"]
-    salvage = {
-        f.collection for f in findings if f.check in SALVAGE_CHECKS and f.severity == "error" and f.collection
-    } - by_kind["index"]  # an index whose vectors can be read with their ids is rebuilt from them instead
+        by_kind[r.vector].add(qualified(r.tenant, r.database, r.collection))
+    rows = {f.collection for f in findings if f.check in BROKEN_ROWS and f.severity == "error"}
+    rebuild = ({f.collection for f in findings if f.check in REBUILD_CHECKS and f.collection} | by_kind["index"]) - rows
+    salvage = (
+        {f.collection for f in findings if f.check in SALVAGE_CHECKS and f.severity == "error" and f.collection}
+        - by_kind["index"]
+        - rows
+    )  # an index whose vectors can be read with their ids is rebuilt from them instead
     for target in sorted(rebuild - salvage):
-        database, name = _split(target)
-        entries.append({"step": "hnsw.rebuild", "select": {"include": [name], "databases": [database]}})
+        tenant, database, name = split_qualified(target)
+        entries.append({"step": "hnsw.rebuild", "select": _select([name], database, tenant)})
     commit = {f.collection for f in findings if f.check in COMMIT_CHECKS and f.collection} | by_kind["wal"]
     unloadable = {f.collection for f in findings if f.check == "hnsw.files" and f.severity == "error"}
-    entries += _commits(commit - salvage - unloadable, {"readd_lost": True})  # a commit loads the index
+    entries += _commits(commit - salvage - unloadable - rows, {"readd_lost": True})  # a commit loads the index
     entries += _commits(salvage, {"readd_lost": True, "salvage": True})
     if "wal.orphan_topic" in checks and not by_kind["wal"]:
         entries.append({"step": "wal.clean"})
@@ -125,19 +132,20 @@ def repair_pipeline(report: DoctorReport) -> Pipeline | None:
 
 def _commits(targets: set[str], options: dict[str, bool]) -> list[dict[str, Any]]:
     """wal.commit entries of these collections (one per database), with these options."""
-    per_database: dict[str, list[str]] = defaultdict(list)
+    per_database: dict[tuple[str, str], list[str]] = defaultdict(list)
     for target in sorted(targets):
-        database, name = _split(target)
-        per_database[database].append(name)
+        tenant, database, name = split_qualified(target)
+        per_database[(tenant, database)].append(name)
     return [
-        {"step": "wal.commit", "select": {"include": names, "databases": [database]}, "with": options}
-        for database, names in sorted(per_database.items())
+        {"step": "wal.commit", "select": _select(names, database, tenant), "with": options}
+        for (tenant, database), names in sorted(per_database.items())
     ]
 
 
-def _split(target: str) -> tuple[str, str]:
-    database, _, name = target.rpartition("/")
-    return database, name
+def _select(names: list[str], database: str, tenant: str) -> dict[str, list[str]]:
+    """A selection of exactly these collections of one database (names as globs match themselves:
+    Chroma's names hold no glob characters)."""
+    return {"include": names, "databases": [database], "tenants": [tenant]}
 
 
 def _unrepaired(f: Finding, seen_as: str, root: str, planned_checks: set[str]) -> Unrepaired:

@@ -126,6 +126,10 @@ class _Predicted:
             raise self.unpredictable
         yield self.pd
 
+    def words(self, text: str) -> str:
+        """A message as read (the persist dir itself was read)."""
+        return text
+
     def advance(self, step: Step, step_plan: StepPlan) -> StepPlan:
         try:
             step.predict(StepContext(persist_dir=self.pd), step_plan)
@@ -164,8 +168,12 @@ class _Simulated:
                     f"{step_plan.step} failed on the planner's scratch copy of the persist dir ({exc.message})",
                     "the persist dir was not changed; chops doctor lists the findings",
                 ) from exc
-            return step_plan.model_copy(update={"actions": [], "skipped": refusal.one_line()})
+            return step_plan.model_copy(update={"actions": [], "skipped": self.words(refusal.one_line())})
         return step_plan
+
+    def words(self, text: str) -> str:
+        """A message read on the scratch copy, naming the persist dir instead."""
+        return text.replace(str(self.current), str(self.root)) if self.current != self.root else text
 
 
 _State = _Predicted | _Simulated
@@ -226,7 +234,7 @@ def _plan_steps(pipeline: Pipeline, state: _State, tolerant: bool = False) -> li
                         target=target or "persist dir",
                         params=params,
                         selection=selection,
-                        skipped=f"cannot be planned: {exc.one_line()}",
+                        skipped=f"cannot be planned: {state.words(exc.one_line())}",
                     )
                 )
                 continue
@@ -250,18 +258,18 @@ def _expand(entry: Any, pd: PersistDir) -> list[Expanded]:
     params = entry.with_.model_dump(exclude_none=True)
     if kind.scope == "dir":
         return [(build_step(entry.step, params, {}), params, {})]
-    every = [c for c in pd.collections() if entry.select.matches(c.name, c.database)]
+    every = [c for c in pd.collections() if entry.select.matches(c.name, c.database, c.tenant)]
     if entry.when is not None:  # measured as the steps before leave them (the names alone need no reading)
         counts, stats = pd.record_counts(), pd.wal_stats()
         every = [c for c in every if entry.when.holds(measured(pd, c, counts, stats))]
     if kind.scope == "collections":
-        names = {f"{c.database}/{c.name}" for c in every}
-        skip = sorted(f"{c.database}/{c.name}" for c in pd.collections() if f"{c.database}/{c.name}" not in names)
+        names = {c.target for c in every}
+        skip = sorted(c.target for c in pd.collections() if c.target not in names)
         selection: dict[str, Any] = {"skip": skip}
         return [(build_step(entry.step, params, selection), params, selection)]
     out = []
     for c in every:
-        selection = {"collection": c.name, "database": c.database}  # one step per collection
+        selection = {"collection": c.name, "database": c.database, "tenant": c.tenant}  # one step per collection
         out.append((build_step(entry.step, params, selection), params, selection))
     return out
 

@@ -22,16 +22,19 @@ from ops.steps.registry import STEP_TYPES
 
 
 class Selector(BaseModel):
-    """Which collections a step works on: names by glob, optionally limited to databases."""
+    """Which collections a step works on: names by glob, optionally limited to databases and tenants."""
 
     model_config = ConfigDict(extra="forbid")
 
     include: list[str] = Field(default_factory=lambda: ["*"], description="collection name globs to include")
     exclude: list[str] = Field(default_factory=list, description="collection name globs to leave out")
     databases: list[str] | None = Field(None, description="only these databases (default: all)")
+    tenants: list[str] | None = Field(None, description="only these tenants (default: all)")
 
-    def matches(self, name: str, database: str) -> bool:
+    def matches(self, name: str, database: str, tenant: str) -> bool:
         if self.databases is not None and database not in self.databases:
+            return False
+        if self.tenants is not None and tenant not in self.tenants:
             return False
         included = any(fnmatch.fnmatchcase(name, g) for g in self.include)
         return included and not any(fnmatch.fnmatchcase(name, g) for g in self.exclude)

@@ -31,12 +31,21 @@ from ops.engine.params import Params, flag
 from ops.engine.plan import StepPlan
 from ops.engine.step import Step, StepContext, Touches
 from ops.errors import BadInput, OpsError
+from ops.steps.targets import TenantOption
 from ops.storage import collection_rows
 from ops.storage.collection_file import SnapshotFile
 from ops.storage.fs import remove_tree
 from ops.storage.hnsw_files import PICKLE_FILE
 from ops.storage.index_swap import empty_staging_folder, staging_folder, swap_in
-from ops.storage.models import METADATA_SCOPE, VECTOR_SCOPE, CollectionRecord
+from ops.storage.models import (
+    DEFAULT_DATABASE,
+    DEFAULT_TENANT,
+    METADATA_SCOPE,
+    VECTOR_SCOPE,
+    CollectionRecord,
+    qualified,
+    split_qualified,
+)
 from ops.storage.persist_dir import PersistDir
 from ops.storage.pickle_meta import parse_pickle
 
@@ -44,13 +53,13 @@ CHROMA_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9._-]{1,510}[a-zA-Z0-9]")
 IPV4 = re.compile(r"\d{1,3}(\.\d{1,3}){3}")
 
 
-class CollectionRestoreParams(Params):
+class CollectionRestoreParams(TenantOption):
     input: Annotated[str, flag("-i", metavar="FILE")] = Field(description="snapshot file")
     new_name: Annotated[str | None, flag("--as", "--new-name", metavar="NAME")] = Field(
         None, description="restore under this name (fresh ids)"
     )
     database: Annotated[str | None, flag("-d", metavar="DB")] = Field(
-        None, description="target database (default: the snapshot's; created if missing)"
+        None, description="target database (default: the snapshot's; created in the tenant if missing)"
     )
     replace: bool = Field(False, description="replace a collection of that name (backed up first)")
 
@@ -77,6 +86,7 @@ class CollectionRestore(Step):
         self.path = Path(params.input).expanduser().resolve()
         self.new_name = params.new_name
         self.database = params.database
+        self.tenant = params.tenant
         self.replace = params.replace
 
     def may_run_live(self) -> bool:
@@ -88,10 +98,12 @@ class CollectionRestore(Step):
     def _open(self) -> SnapshotFile:
         return SnapshotFile(self.path)
 
-    def _identity(self, snap: SnapshotFile) -> tuple[str, str]:
+    def _identity(self, snap: SnapshotFile) -> tuple[str, str, str]:
+        """(tenant, database, name) it is restored as: as given, else the snapshot's."""
         source = snap.header.get("collection") or {}
         name = self.new_name or str(source.get("name"))
-        return name, self.database or str(source.get("database") or "default_database")
+        database = self.database or str(source.get("database") or DEFAULT_DATABASE)
+        return self.tenant or str(source.get("tenant") or DEFAULT_TENANT), database, name
 
     def precheck(self, ctx: StepContext) -> None:
         snap = self._open()
@@ -126,21 +138,27 @@ class CollectionRestore(Step):
     def plan(self, ctx: StepContext) -> StepPlan:
         snap = self._open()
         try:
-            name, database = self._identity(snap)
+            tenant, database, name = self._identity(snap)
             counts = snap.header.get("counts") or {}
         finally:
             snap.close()
-        existing = _find(ctx.persist_dir, name, database)
+        if tenant not in (tenants := ctx.persist_dir.tenants()):
+            raise BadInput(
+                f"this persist dir has no tenant {tenant!r} to restore the collection into",
+                f"pass --tenant with one of: {', '.join(sorted(tenants))}",
+            )
+        target = qualified(tenant, database, name)
+        existing = _find(ctx.persist_dir, target)
         actions: list[Action] = []
         if existing is not None:
             if not self.replace:
                 raise BadInput(
-                    f"collection {name!r} already exists in {database!r}",
+                    f"collection {target} already exists",
                     "pass --as NEW_NAME, or --replace to replace it (it is backed up first)",
                 )
             actions.append(
                 DropCollection(
-                    target=f"{database}/{name}",
+                    target=target,
                     before=ExistingCollection(exists=True, id=existing.id),
                     after=Exists(exists=False),
                     details=DropDetails(vector_segment=existing.vector_segment.id if existing.vector_segment else None),
@@ -148,13 +166,13 @@ class CollectionRestore(Step):
             )
         actions.append(
             RestoreCollection(
-                target=f"{database}/{name}",
+                target=target,
                 before=Exists(exists=False),
                 after=RestoredCounts(exists=True, records=counts.get("records"), wal_entries=counts.get("wal_entries")),
                 details=RestoreDetails(snapshot=str(self.path), hnsw_bytes=counts.get("hnsw_bytes")),
             )
         )
-        return StepPlan(step=self.name, target=f"{database}/{name}", actions=actions)
+        return StepPlan(step=self.name, target=target, actions=actions)
 
     def touches(self, plan: StepPlan) -> Touches:
         drops = [a.details.vector_segment for a in plan.actions if isinstance(a, DropCollection)]
@@ -164,18 +182,17 @@ class CollectionRestore(Step):
         pd = ctx.persist_dir
         for action in plan.actions:
             if isinstance(action, DropCollection):
-                database, name = action.target.split("/", 1)
-                existing = _find(pd, name, database)
+                existing = _find(pd, action.target)
                 assert existing is not None
                 stats = pd.wal_stats().get(existing.id)
                 collection_rows.delete_collection_rows(pd.conn, existing, stats.topic if stats else None)
                 if existing.vector_segment is not None:
                     remove_tree(ctx.root / existing.vector_segment.id)
             if isinstance(action, RestoreCollection):
-                database, name = action.target.split("/", 1)
+                tenant, database, name = split_qualified(action.target)
                 snap = SnapshotFile(Path(action.details.snapshot))
                 try:
-                    segments = collection_rows.insert_collection_rows(pd.conn, snap, name, database)
+                    segments = collection_rows.insert_collection_rows(pd.conn, snap, name, database, tenant)
                     failpoints.hit("collection_restore.rows")
                     _write_folders(ctx, snap, segments)
                 finally:
@@ -187,8 +204,7 @@ class CollectionRestore(Step):
         for action in plan.actions:
             if not isinstance(action, RestoreCollection):
                 continue
-            database, name = action.target.split("/", 1)
-            record = _find(pd, name, database)
+            record = _find(pd, action.target)
             if record is None or record.metadata_segment is None:
                 raise OpsError(f"{action.target} is not there after the restore")
             records = pd.record_counts().get(record.metadata_segment.id, 0)
@@ -204,8 +220,8 @@ class CollectionRestore(Step):
                     )
 
 
-def _find(pd: PersistDir, name: str, database: str) -> CollectionRecord | None:
-    return next((c for c in pd.collections() if c.name == name and c.database == database), None)
+def _find(pd: PersistDir, target: str) -> CollectionRecord | None:
+    return next((c for c in pd.collections() if c.target == target), None)
 
 
 def _write_folders(ctx: StepContext, snap: SnapshotFile, segments: dict[str, str]) -> None:

@@ -43,12 +43,12 @@ class CollectionSnapshot(Step):
         return True
 
     def __init__(self, params: CollectionSnapshotParams) -> None:
-        self.collection, self.database = params.collection, params.database
+        self.collection, self.database, self.tenant = params.collection, params.database, params.tenant
         self.out = Path(params.out).expanduser().resolve()
         self.force = params.force
 
     def precheck(self, ctx: StepContext) -> None:
-        record = ctx.persist_dir.collection(self.collection, self.database)
+        record = ctx.persist_dir.collection(self.collection, self.database, self.tenant)
         if record.vector_segment is None or record.metadata_segment is None:
             missing = "vector" if record.vector_segment is None else "metadata"
             raise CorruptDatabase(
@@ -64,18 +64,18 @@ class CollectionSnapshot(Step):
 
     def plan(self, ctx: StepContext) -> StepPlan:
         pd = ctx.persist_dir
-        record = pd.collection(self.collection, self.database)
+        record = pd.collection(self.collection, self.database, self.tenant)
         folder = pd.segment_folder(record.vector_segment.id) if record.vector_segment else None
         action = WriteCollectionSnapshot(
             target=str(self.out),
             before=Exists(exists=self.out.exists()),
             after=_counts(pd, record),
             details=CollectionFileDetails(
-                collection=f"{record.database}/{record.name}",
+                collection=record.target,
                 hnsw_bytes=tree_size(folder) if folder and folder.is_dir() else 0,
             ),
         )
-        return StepPlan(step=self.name, target=f"{record.database}/{record.name}", actions=[action])
+        return StepPlan(step=self.name, target=record.target, actions=[action])
 
     def touches(self, plan: StepPlan) -> Touches:
         return Touches(sqlite=False)
@@ -85,7 +85,7 @@ class CollectionSnapshot(Step):
 
     def apply(self, ctx: StepContext, plan: StepPlan) -> None:
         pd = ctx.persist_dir
-        record = pd.collection(self.collection, self.database)
+        record = pd.collection(self.collection, self.database, self.tenant)
         for action in _writes(plan):
             out = Path(action.target)
             write_snapshot(pd, record, out, ctx)

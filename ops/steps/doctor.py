@@ -19,10 +19,10 @@ from ops.engine.step import PLACEHOLDER_DIR, ReadOnlyStep, ReadReport, StepConte
 from ops.errors import NotFound
 from ops.steps.inspection import HIDDEN, LayoutReport
 from ops.steps.privacy import Pseudonyms
-from ops.steps.targets import Privacy
+from ops.steps.targets import Privacy, target_flags
 from ops.storage import PersistDir, fts, sqlite_check, sysdb
 from ops.storage.layout import chroma_tables, migrations_beyond_known
-from ops.storage.models import CollectionRecord
+from ops.storage.models import DEFAULT_DATABASE, DEFAULT_TENANT, CollectionRecord
 
 Severity = Literal["error", "warning", "info"]
 SEVERITIES: tuple[Severity, ...] = ("error", "warning", "info")
@@ -70,6 +70,7 @@ class Finding(BaseModel):
 class UnfindableRecord(BaseModel):
     """A record `get` returns but `query` can never find, and where its vector still is."""
 
+    tenant: str = DEFAULT_TENANT
     database: str
     collection: str
     id: str
@@ -112,16 +113,17 @@ def command(*words: str) -> str:
 
 
 def collection_flags(c: CollectionRecord) -> tuple[str, ...]:
-    return ("-c", c.name, "-d", c.database)
+    return target_flags(c.tenant, c.database, c.name)
 
 
 def label(c: CollectionRecord) -> str:
-    return f"{c.database}/{c.name}"
+    return c.target
 
 
 class DoctorScope(Privacy):
     collection: str | None = None
     database: str | None = None
+    tenant: str | None = None
 
 
 class Shown:
@@ -154,6 +156,7 @@ class Shown:
             return r
         return r.model_copy(
             update={
+                "tenant": self.names.tenant(c.tenant),
                 "database": self.names.collection_database(c),
                 "collection": self.names.collection_name(c.id),
                 "id": HIDDEN,
@@ -172,6 +175,7 @@ class Doctor(ReadOnlyStep[DoctorReport]):
     def __init__(self, params: DoctorScope | None = None) -> None:
         p = params or DoctorScope()
         self.collection, self.database, self.privacy = p.collection, p.database, p.privacy_mode
+        self.tenant = p.tenant
 
     def precheck(self, ctx: StepContext) -> None:
         if self.database is not None and self.collection is None:  # a mistyped -d checked nothing
@@ -182,7 +186,7 @@ class Doctor(ReadOnlyStep[DoctorReport]):
         if self.collection is None or not self.privacy:
             return
         try:
-            ctx.persist_dir.collection(self.collection, self.database or "default_database")
+            ctx.persist_dir.collection(self.collection, self.database or DEFAULT_DATABASE, self.tenant)
         except NotFound as exc:  # its message lists the names that are there
             raise NotFound("no such collection in that database", "run without -p to see the names there") from exc
 
@@ -219,8 +223,8 @@ class Doctor(ReadOnlyStep[DoctorReport]):
 
     def _chosen(self, pd: PersistDir) -> list[CollectionRecord]:
         if self.collection is not None:
-            return [pd.collection(self.collection, self.database or "default_database")]
-        return [c for c in pd.collections() if self.database is None or c.database == self.database]
+            return [pd.collection(self.collection, self.database or DEFAULT_DATABASE, self.tenant)]
+        return [c for c in pd.collections() if self.database in (None, c.database) and self.tenant in (None, c.tenant)]
 
 
 def sqlite_findings(pd: PersistDir, where: str) -> list[Finding]:

@@ -55,6 +55,7 @@ class IndexState:
     """Chroma can load it (no error finding on the index files)."""
     meta: HnswPickleMeta | None = None
     scan: Level0Scan | None = None
+    header: HnswHeader | None = None
     unattributable: bool = False
     """data_level0.bin holds vectors, but the pickle or header that says which element is which id
     is damaged or missing: a record's vector may be there, and nothing exact can say which."""
@@ -127,6 +128,7 @@ class _Checker:
             elif segment.max_seq_id is not None:
                 self.add("hnsw.folder", "error", f"folder {segment.id} has no header.bin", RE_EMBED)
             return self.state
+        self.state.header = header
         self._header(header)
         if self._files(folder, header):
             self.state.scan = scan_level0(folder, header)
@@ -166,8 +168,6 @@ class _Checker:
         problems = []  # (maxM, maxM0 and M are checked as header.bin is read: ops.storage.hnsw_files)
         if h.cur_element_count and h.enterpoint >= h.cur_element_count:
             problems.append(f"entry point {h.enterpoint} is not one of the {h.cur_element_count:,} elements")
-        if self.c.dimension is not None and h.dimension != self.c.dimension:
-            problems.append(f"dimension {h.dimension}, the collection's is {self.c.dimension}")
         meta = self.state.meta
         if meta is not None and meta.dimensionality is not None and meta.dimensionality != h.dimension:
             problems.append(f"dimension {h.dimension}, index_metadata.pickle says {meta.dimensionality}")
@@ -303,7 +303,7 @@ def check_collection(
         return rows, []
     checker = _Checker(pd, c, shown)
     state = checker.index()
-    findings = rows + state.findings
+    findings = rows + _dimension_findings(c, view, state) + state.findings
     gap = pd.wal_gap(c, stats)
     if gap:
         seq = c.vector_segment.max_seq_id
@@ -322,6 +322,18 @@ def check_collection(
 RESTORE_ROWS = "no chops command repairs it: restore it from a snapshot (chops collection restore or db restore)"
 
 
+def _dimension_findings(c: CollectionRecord, view: CollectionRecord, state: IndexState) -> list[Finding]:
+    """A collection dimension its index does not have. header.bin's record layout is checked against
+    itself and against data_level0.bin's size, so the row is what changed (chromadb cannot query it)."""
+    h = state.header
+    if h is None or c.dimension is None or c.dimension < 1 or c.dimension == h.dimension:
+        return []
+    evidence = f"its dimension is {c.dimension}, its index's {h.dimension} (header.bin): chromadb cannot query it"
+    return [
+        Finding(check="sysdb.config", severity="error", collection=label(view), evidence=evidence, fix=RESTORE_ROWS)
+    ]
+
+
 def _sysdb_findings(pd: PersistDir, c: CollectionRecord, view: CollectionRecord, config: str | None) -> list[Finding]:
     """The collection's rows in chroma.sqlite3 that chromadb cannot load: a segment missing or of a
     type no local Chroma writes (sysdb.segments); a config or schema that does not parse, a space
@@ -338,6 +350,8 @@ def _sysdb_findings(pd: PersistDir, c: CollectionRecord, view: CollectionRecord,
         out.append(("sysdb.config", f"its space is {c.hnsw_config.space!r}, not one of {', '.join(SPACES)}"))
     if c.dimension is None and c.metadata_segment and sysdb.has_records(pd.conn, c.metadata_segment.id):
         out.append(("sysdb.config", "no dimension, and records: chromadb returns no embeddings"))
+    if c.dimension is not None and c.dimension < 1:  # (chromadb 1.x panics on it: 'capacity overflow')
+        out.append(("sysdb.config", f"its dimension is {c.dimension}, not a positive number: chromadb cannot load it"))
     return [
         Finding(check=check, severity="error", collection=label(view), evidence=evidence, fix=RESTORE_ROWS)
         for check, evidence in out
@@ -374,7 +388,10 @@ def _agreement(
             return "deleted-record"
         return "damaged-index" if state.unattributable else "gone"
 
-    lost = [UnfindableRecord(database=c.database, collection=c.name, id=i, vector=source(i)) for i in lost_ids]
+    lost = [
+        UnfindableRecord(tenant=c.tenant, database=c.database, collection=c.name, id=i, vector=source(i))
+        for i in lost_ids
+    ]
     extra = [] if same else sorted(i for i in held - ids if "DELETE" not in pending.get(i, set()))
     findings = []
     if extra:

@@ -28,7 +28,7 @@ class HnswCompact(HnswRebuild):
     params_model: ClassVar[type[Params]] = HnswCompactParams
 
     def __init__(self, params: HnswCompactParams) -> None:
-        self.collection, self.database = params.collection, params.database
+        self.collection, self.database, self.tenant = params.collection, params.database, params.tenant
         self.threads, self.changes, self.on_worse = os.cpu_count() or 1, {}, params.on_worse
 
     def _rebuild_action(self, pd: PersistDir, record: CollectionRecord) -> RebuildIndex | None:

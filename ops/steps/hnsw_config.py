@@ -53,6 +53,7 @@ class HnswConfigStep(Step):
     def __init__(self, params: HnswConfigParams) -> None:
         self.collection = params.collection
         self.database = params.database
+        self.tenant = params.tenant
         self.changes = params.config_changes()
         if not self.changes:
             raise BadInput(
@@ -61,17 +62,17 @@ class HnswConfigStep(Step):
             )
 
     def precheck(self, ctx: StepContext) -> None:
-        ctx.persist_dir.collection(self.collection, self.database)
+        ctx.persist_dir.collection(self.collection, self.database, self.tenant)
         config_write.check_supported(ctx.persist_dir.layout, set(self.changes))
 
     def plan(self, ctx: StepContext) -> StepPlan:
-        record = ctx.persist_dir.collection(self.collection, self.database)
+        record = ctx.persist_dir.collection(self.collection, self.database, self.tenant)
         current = record.hnsw_config.model_dump()
         explicit = {k: v for k, v in current.items() if k in record.hnsw_config.sources}
         check_batch_within_sync({**explicit, **self.changes})
         actions: list[Action] = [
             SetHnswConfig(
-                target=f"{record.database}/{record.name}",
+                target=record.target,
                 before=HnswSetting.model_validate({field: current[field]}),
                 after=HnswChange.model_validate({field: value}),
                 details=ConfigWhere(where=config_write.config_location(ctx.persist_dir.layout)),
@@ -79,11 +80,11 @@ class HnswConfigStep(Step):
             for field, value in sorted(self.changes.items())
             if current[field] != value
         ]
-        return StepPlan(step=self.name, target=f"{record.database}/{record.name}", actions=actions)
+        return StepPlan(step=self.name, target=record.target, actions=actions)
 
     def predict(self, ctx: StepContext, plan: StepPlan) -> None:
         if changes := planned_settings(plan):
-            record = ctx.persist_dir.collection(self.collection, self.database)
+            record = ctx.persist_dir.collection(self.collection, self.database, self.tenant)
             ctx.prediction.hnsw_configs.setdefault(record.id, {}).update(changes)
 
     def apply(self, ctx: StepContext, plan: StepPlan) -> None:
@@ -91,12 +92,12 @@ class HnswConfigStep(Step):
         if not changes:
             return
         pd = ctx.persist_dir
-        record = pd.collection(self.collection, self.database)
+        record = pd.collection(self.collection, self.database, self.tenant)
         config_write.write_hnsw_config(pd.conn, pd.layout, record, changes)
-        ctx.notes.append(f"{self.database}/{self.collection}: the new settings take effect when Chroma next starts")
+        ctx.notes.append(f"{record.target}: the new settings take effect when Chroma next starts")
 
     def verify(self, ctx: StepContext, plan: StepPlan) -> None:
-        record = ctx.persist_dir.collection(self.collection, self.database)
+        record = ctx.persist_dir.collection(self.collection, self.database, self.tenant)
         check_settings(record.hnsw_config.model_dump(), planned_settings(plan))
 
 

@@ -57,13 +57,14 @@ class HnswInfo(ReadOnlyStep[HnswInfoReport]):
     def __init__(self, params: HnswInfoParams, thresholds: Thresholds | None = None) -> None:
         self.collection = params.collection
         self.database = params.database
+        self.tenant = params.tenant
         self.verbose = params.verbose
         self.privacy = params.privacy_mode
         self.thresholds = thresholds or Thresholds()
 
     def precheck(self, ctx: StepContext) -> None:
         try:
-            ctx.persist_dir.collection(self.collection, self.database)  # NotFound with the known names
+            ctx.persist_dir.collection(self.collection, self.database, self.tenant)  # NotFound with the known names
         except NotFound as exc:
             if not self.privacy:
                 raise
@@ -71,7 +72,7 @@ class HnswInfo(ReadOnlyStep[HnswInfoReport]):
 
     def report(self, ctx: StepContext) -> HnswInfoReport:
         pd = ctx.persist_dir
-        record = pd.collection(self.collection, self.database)
+        record = pd.collection(self.collection, self.database, self.tenant)
         report = collection_report(pd, record, pd.record_counts(), pd.wal_stats())
         check = cross_check(pd, report.hnsw) if self.verbose and report.hnsw else None
         names = Pseudonyms(pd) if self.privacy else None

@@ -34,7 +34,7 @@ from ops.engine.actions import (
 from ops.engine.params import Params, flag
 from ops.engine.plan import StepPlan
 from ops.engine.step import Step, StepContext, Touches
-from ops.errors import NotFound, OpsError, Refused
+from ops.errors import BadInput, NotFound, OpsError, Refused
 from ops.steps import recall_check
 from ops.steps.hnsw_config import HnswRuntimeParams, check_settings, planned_settings
 from ops.steps.index_guard import missing_index, refuse_unknown_space
@@ -82,21 +82,22 @@ class HnswRebuild(Step):
     def __init__(self, params: HnswRebuildParams) -> None:
         self.collection = params.collection
         self.database = params.database
+        self.tenant = params.tenant
         self.threads = params.threads or params.num_threads or os.cpu_count() or 1
         self.changes: dict[str, ConfigValue] = params.config_changes()
         self.on_worse: OnWorse = params.on_worse
 
     # --- precheck and plan ----------------------------------------------------------------
     def precheck(self, ctx: StepContext) -> None:
-        record = ctx.persist_dir.collection(self.collection, self.database)
+        record = ctx.persist_dir.collection(self.collection, self.database, self.tenant)
         if record.vector_segment is None:
             raise NotFound(f"collection {self.collection!r} has no vector segment")
         config_write.check_supported(ctx.persist_dir.layout, set(self.changes))
 
     def plan(self, ctx: StepContext) -> StepPlan:
         pd = ctx.persist_dir
-        record = pd.collection(self.collection, self.database)
-        target = f"{record.database}/{record.name}"
+        record = pd.collection(self.collection, self.database, self.tenant)
+        target = record.target
         current = record.hnsw_config.model_dump()
         actions: list[Action] = [
             SetHnswConfig(
@@ -134,12 +135,17 @@ class HnswRebuild(Step):
         refuse_unknown_space(record, cfg.space, "building its index")
         m = int(self.changes.get("M", header.M))
         ef_c = int(self.changes.get("ef_construction", header.ef_construction))
+        if ef_c < m:  # hnswlib builds with max(ef_construction, M): the index would not be what was asked
+            raise BadInput(
+                f"construction ef {ef_c} is below M {m}: hnswlib would build {record.target} with {m}",
+                f"pass --construction-ef {m} or more",
+            )
         same_graph = (space, m, ef_c) == (cfg.space, header.M, header.ef_construction)
         if same_graph and records.deleted_count == 0 and keep == len(live) and damage is None and not excess:
             return None
         size = header.size_data_per_element - 4 * (header.max_m0 - 2 * m)
         return RebuildIndex(
-            target=f"{record.database}/{record.name}",
+            target=record.target,
             before=IndexShape(
                 allocated=records.allocated,
                 deleted=records.deleted_count,
@@ -192,7 +198,7 @@ class HnswRebuild(Step):
                 records=hnsw_records.Level0Records(labels=kept, deleted=np.zeros(len(kept), dtype=np.bool_)),
             )
         if changes := planned_settings(plan):
-            record = pd.collection(self.collection, self.database)
+            record = pd.collection(self.collection, self.database, self.tenant)
             ctx.prediction.hnsw_configs.setdefault(record.id, {}).update(changes)
 
     def touches(self, plan: StepPlan) -> Touches:
@@ -205,7 +211,7 @@ class HnswRebuild(Step):
     # --- apply ---------------------------------------------------------------------------------
     def apply(self, ctx: StepContext, plan: StepPlan) -> None:
         pd = ctx.persist_dir
-        record = pd.collection(self.collection, self.database)
+        record = pd.collection(self.collection, self.database, self.tenant)
         kept = all([self._rebuild(ctx, record, action) for action in _rebuilds(plan)])
         if kept and (changes := planned_settings(plan)):
             config_write.write_hnsw_config(pd.conn, pd.layout, record, changes)
@@ -289,7 +295,7 @@ class HnswRebuild(Step):
     # --- verify --------------------------------------------------------------------------------
     def verify(self, ctx: StepContext, plan: StepPlan) -> None:
         pd = ctx.persist_dir
-        record = pd.collection(self.collection, self.database)
+        record = pd.collection(self.collection, self.database, self.tenant)
         if any(_kept_old(pd, action) for action in _rebuilds(plan)):
             return  # measured worse and kept as planned (on_worse keep-old): nothing changed
         check_settings(record.hnsw_config.model_dump(), planned_settings(plan))
@@ -316,7 +322,7 @@ def _keep_or_refuse(
         way_out = f"rebuild it with a larger --construction-ef (e.g. {2 * action.after.ef_construction}) or --m"
     if refusal is not None and action.details.on_worse == "keep-old":
         ctx.notes.append(
-            f"{record.name}: kept the old index, the {made} one was not kept: {refusal}; {measured} ({way_out})"
+            f"{record.target}: kept the old index, the {made} one was not kept: {refusal}; {measured} ({way_out})"
         )
         return False
     if refusal is not None:
@@ -324,7 +330,7 @@ def _keep_or_refuse(
             f"the {made} index of {action.target} was not kept: {refusal}; {measured}",
             f"{way_out}, or keep the old index",
         )
-    ctx.notes.append(f"{record.name}: {made} {kept:,} live vectors (dropped {dropped:,} records); {measured}")
+    ctx.notes.append(f"{record.target}: {made} {kept:,} live vectors (dropped {dropped:,} records); {measured}")
     return True
 
 
@@ -486,8 +492,13 @@ def _kept_meta(meta: HnswPickleMeta, kept: Any) -> HnswPickleMeta:
     )
 
 
+MAX_GROWTH = 2.0
+"""The rebuilt index's room to grow, at most (Chroma grows a full index by its resize_factor itself;
+a resize_factor of 1e6 must not make hnswlib allocate a million times the records)."""
+
+
 def _capacity(n: int, resize_factor: float) -> int:
-    return max(math.ceil(n * max(resize_factor, 1.0)), n + 1, 100)
+    return max(math.ceil(n * min(max(resize_factor, 1.0), MAX_GROWTH)), n + 1, 100)
 
 
 def _duration(n: int) -> str:

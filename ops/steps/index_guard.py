@@ -10,6 +10,7 @@ from __future__ import annotations
 import shlex
 
 from ops.errors import CorruptDatabase, CorruptHnswFile
+from ops.steps.targets import target_flags
 from ops.storage import hnsw_scan
 from ops.storage.hnsw_files import HEADER_FILE, PICKLE_FILE, SPACES
 from ops.storage.models import CollectionRecord
@@ -17,10 +18,8 @@ from ops.storage.persist_dir import PersistDir
 
 
 def doctor_hint(pd: PersistDir, record: CollectionRecord) -> str:
-    return (
-        f"chops doctor {shlex.quote(str(pd.path))} -c {shlex.quote(record.name)} -d "
-        f"{shlex.quote(record.database)} names the repair (a rebuild, a salvage from the WAL or a restore)"
-    )
+    line = shlex.join(["chops", "doctor", str(pd.path), *target_flags(record.tenant, record.database, record.name)])
+    return f"{line} names the repair (a rebuild, a salvage from the WAL or a restore)"
 
 
 def missing_index(pd: PersistDir, record: CollectionRecord, consequence: str) -> CorruptHnswFile:

@@ -4,7 +4,7 @@ format, for a node_exporter textfile or any scraper (read-only).
 The persist dir is read once (one read-only view): the DbInfo and Doctor reports are built on it and
 turned into gauges; nothing here reads a figure those reports already hold. The backups come from
 `backup list` (the backup root is outside the persist dir). Every series carries a `persist_dir`
-label, so two dirs on one host can share a textfile folder; collection series carry `database` and
+label, so two dirs on one host can share a textfile folder; collection series carry `tenant`, `database` and
 `collection`. Privacy mode (`-p`) replaces each of these by the first 12 hex digits of its sha256:
 stable across runs (a series keeps its identity), but no name a user chose appears.
 """
@@ -33,10 +33,11 @@ from ops.steps.backup_list import BackupListReport, BackupRow, backup_list
 from ops.steps.db_info import DbInfo, DbInfoParams, DbInfoReport
 from ops.steps.doctor import SEVERITIES, Doctor, DoctorReport, label
 from ops.steps.inspection import CollectionReport
+from ops.storage.models import qualified, split_qualified
 
 PREFIX = "chroma_ops_"
 HASH_HEX = 12
-COLLECTION_LABELS = ("persist_dir", "database", "collection")
+COLLECTION_LABELS = ("persist_dir", "tenant", "database", "collection")
 
 
 class MetricsSource(ReadReport):
@@ -142,13 +143,13 @@ COLLECTION_GAUGES = (
 
 def collection_families(source: MetricsSource, where: str, shown: Labels) -> Iterator[Metric]:
     gauges = {name: _per_collection(name, text) for name, text in COLLECTION_GAUGES}
-    lost = Counter((r.database, r.collection) for r in source.doctor.unfindable)
+    lost = Counter((r.tenant, r.database, r.collection) for r in source.doctor.unfindable)
     for c in source.db.collections:
-        labels = [where, shown(c.database), shown(c.name)]
-        for name, value in collection_values(c, lost.pop((c.database, c.name), 0)).items():
+        labels = [where, shown(c.tenant), shown(c.database), shown(c.name)]
+        for name, value in collection_values(c, lost.pop((c.tenant, c.database, c.name), 0)).items():
             gauges[name].add_metric(labels, value)
-    for (database, name), count in sorted(lost.items()):  # collections db info could not read (damaged)
-        gauges["collection_unfindable_records"].add_metric([where, shown(database), shown(name)], count)
+    for (tenant, database, name), count in sorted(lost.items()):  # collections db info could not read (damaged)
+        gauges["collection_unfindable_records"].add_metric([where, *map(shown, (tenant, database, name))], count)
     yield from gauges.values()
 
 
@@ -180,14 +181,14 @@ def doctor_families(source: MetricsSource, where: str, shown: Labels) -> Iterato
     )
     by_check = GaugeMetricFamily(
         PREFIX + "doctor_check_findings",
-        "doctor findings by check and severity, per collection (database and collection empty: the whole dir)",
-        labels=["persist_dir", "check", "severity", "database", "collection"],
+        "doctor findings by check and severity, per collection (tenant, database and collection empty: the whole dir)",
+        labels=["persist_dir", "check", "severity", "tenant", "database", "collection"],
     )
-    names = {f"{c.database}/{c.name}": (c.database, c.name) for c in source.db.collections}
+    names = {qualified(c.tenant, c.database, c.name): (c.tenant, c.database, c.name) for c in source.db.collections}
     counted = Counter((f.check, f.severity, f.collection) for f in report.findings)
     for (check, severity, collection), count in sorted(counted.items(), key=str):
-        database, name = names.get(collection, collection.partition("/")[::2]) if collection else ("", "")
-        by_check.add_metric([where, check, severity, shown(database), shown(name)], count)
+        tenant, database, name = names.get(collection, split_qualified(collection)) if collection else ("", "", "")
+        by_check.add_metric([where, check, severity, shown(tenant), shown(database), shown(name)], count)
     yield by_check
 
 

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from ops.engine.step import PLACEHOLDER_DIR
 from ops.steps.inspection import CollectionReport
+from ops.steps.targets import target_flags
 from ops.storage.wal_purge import Cleanable
 
 
@@ -48,7 +49,7 @@ def for_collection(c: CollectionReport, t: Thresholds, where: str = PLACEHOLDER_
                 collection=c.name,
                 message=f"HNSW fragmentation {hnsw.fragmentation:.1%} ({hnsw.deleted:,} of {hnsw.allocated:,} "
                 f"records deleted) is above {t.fragmentation:.0%}: compact the index",
-                command=f"chops hnsw compact {where} -c {shlex.quote(c.name)} -d {shlex.quote(c.database)}",
+                command=f"chops hnsw compact {where} {shlex.join(target_flags(c.tenant, c.database, c.name))}",
                 topic="hnsw compact",
                 collection_id=c.id,
             )

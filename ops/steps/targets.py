@@ -7,11 +7,23 @@ from typing import Annotated
 from pydantic import Field, field_validator
 
 from ops.engine.params import Params, flag
+from ops.storage.models import DEFAULT_DATABASE, DEFAULT_TENANT
 
-DEFAULT_DATABASE = "default_database"
+
+class TenantOption(Params):
+    tenant: Annotated[str | None, flag("--tenant", metavar="TENANT")] = Field(
+        None,
+        description="the collection's tenant, where its database and name are in more than one "
+        "(default: the only tenant that has them)",
+    )
 
 
-class CollectionTarget(Params):
+def target_flags(tenant: str, database: str, name: str) -> tuple[str, ...]:
+    """The options that name this collection on a chops command line (--tenant outside the default one)."""
+    return ("-c", name, "-d", database, *(() if tenant == DEFAULT_TENANT else ("--tenant", tenant)))
+
+
+class CollectionTarget(TenantOption):
     collection: Annotated[str, flag("-c", metavar="NAME")] = Field(description="collection name")
     database: Annotated[str, flag("-d", metavar="DB")] = Field(
         DEFAULT_DATABASE, description="database (default: default_database)"

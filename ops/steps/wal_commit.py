@@ -92,7 +92,7 @@ class WalCommit(Step):
                 wal_apply.effect_of(book, row)
             actions.append(
                 CommitWal(
-                    target=f"{record.database}/{record.name}",
+                    target=record.target,
                     before=before,
                     after=CommitState(
                         max_seq_id=book.max_seq_id,
@@ -130,7 +130,7 @@ class WalCommit(Step):
         """Each committed index as commit_to_folder will write it (the same rows, read without
         vectors, on hnswlib's slot allocation) and the new max_seq_id."""
         pd = ctx.persist_dir
-        by_target = {f"{c.database}/{c.name}": c for c in pd.collections()}
+        by_target = {c.target: c for c in pd.collections()}
         for action in _commits(plan):
             record = by_target[action.target]
             segment = record.vector_segment
@@ -200,7 +200,7 @@ class WalCommit(Step):
         return sum(2 * tree_size(ctx.root / a.details.segment_id) for a in _commits(plan))
 
     def apply(self, ctx: StepContext, plan: StepPlan) -> None:
-        by_target = {f"{c.database}/{c.name}": c for c in ctx.persist_dir.collections()}
+        by_target = {c.target: c for c in ctx.persist_dir.collections()}
         for action in _commits(plan):
             self._commit(ctx, by_target[action.target], action)
 
@@ -226,7 +226,7 @@ class WalCommit(Step):
         swap_in(folder, staged, pickle=meta, checkpoint=lambda stage: failpoints.hit(f"wal_commit.{stage}"))
         wal_apply.record_max_seq_id(pd.conn, segment.id, book.max_seq_id, pd.layout.migrations.get("metadb", 0))
         ctx.notes.append(
-            f"{record.name}: applied {book.added:,} adds, {book.updated:,} updates, {book.deleted:,} deletes "
+            f"{record.target}: applied {book.added:,} adds, {book.updated:,} updates, {book.deleted:,} deletes "
             f"({book.skipped:,} skipped as Chroma would); max_seq_id {segment.max_seq_id} -> {book.max_seq_id}"
             + (f"; {len(readd):,} lost records re-added from their WAL rows" if readd else "")
             + ("; salvage: built anew, the damaged index files were not read" if self.salvage else "")
@@ -235,7 +235,7 @@ class WalCommit(Step):
     def verify(self, ctx: StepContext, plan: StepPlan) -> None:
         pd = ctx.persist_dir
         stats = pd.wal_stats()
-        by_target = {f"{c.database}/{c.name}": c for c in pd.collections()}
+        by_target = {c.target: c for c in pd.collections()}
         for action in _commits(plan):
             record = by_target[action.target]
             segment_id = action.details.segment_id

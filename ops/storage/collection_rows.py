@@ -52,10 +52,12 @@ def delete_collection_rows(conn: sqlite3.Connection, record: CollectionRecord, w
     conn.execute("DELETE FROM collections WHERE id = ?", (record.id,))
 
 
-def insert_collection_rows(conn: sqlite3.Connection, snap: SnapshotFile, name: str, database: str) -> dict[str, str]:
+def insert_collection_rows(
+    conn: sqlite3.Connection, snap: SnapshotFile, name: str, database: str, tenant: str
+) -> dict[str, str]:
     """Insert the snapshot's collection as `database`/`name` (the database is created when missing).
     Returns the new id of each of its segments, by the id the snapshot has."""
-    database_id = _database_id(conn, database, str((snap.header.get("collection") or {}).get("tenant")))
+    database_id = _database_id(conn, database, tenant)
     new_cid = str(uuid.uuid4())
     seg_cols, seg_rows = segments = snap.rows("segments")
     segment_map = {str(old): str(uuid.uuid4()) for old in _column(segments, "id")}
@@ -158,13 +160,10 @@ def _as_int(value: Any) -> int:
 
 
 def _database_id(conn: sqlite3.Connection, database: str, tenant: str) -> str:
-    row = conn.execute(
-        "SELECT id FROM databases WHERE name = ? ORDER BY tenant_id = ? DESC", (database, tenant)
-    ).fetchone()
+    """The database of that name in that tenant, created there when missing (the tenant must exist)."""
+    row = conn.execute("SELECT id FROM databases WHERE name = ? AND tenant_id = ?", (database, tenant)).fetchone()
     if row is not None:
         return str(row[0])
-    tenant_row = conn.execute("SELECT id FROM tenants WHERE id = ?", (tenant,)).fetchone()
-    tenant_id = str(tenant_row[0]) if tenant_row else "default_tenant"
     new_id = str(uuid.uuid4())
-    conn.execute("INSERT INTO databases (id, name, tenant_id) VALUES (?, ?, ?)", (new_id, database, tenant_id))
+    conn.execute("INSERT INTO databases (id, name, tenant_id) VALUES (?, ?, ?)", (new_id, database, tenant))
     return new_id

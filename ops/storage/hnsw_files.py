@@ -93,7 +93,7 @@ def parse_header(data: bytes, where: Path) -> HnswHeader:
     if len(data) != _HEADER.size:
         raise CorruptHnswFile(
             f"{where} has {len(data)} bytes, an HNSW header has {_HEADER.size}",
-            "the index is damaged: rebuild it (chops hnsw rebuild) or restore the folder from a backup",
+            "restore the segment folder from a backup; chops doctor on the persist dir names what else can be saved",
         )
     fields = dict(zip(HnswHeader.model_fields, _HEADER.unpack(data), strict=True))
     header = HnswHeader.model_validate(fields)

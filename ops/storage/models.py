@@ -8,6 +8,24 @@ MetadataValue = str | int | float | bool | None
 
 VECTOR_SCOPE = "VECTOR"
 METADATA_SCOPE = "METADATA"
+DEFAULT_TENANT = "default_tenant"
+DEFAULT_DATABASE = "default_database"
+
+
+def qualified(tenant: str, database: str, name: str) -> str:
+    """How plans, reports and lists name a collection: database/name, and tenant/database/name
+    outside the default tenant (a tenant may have a database and collection of the same names as
+    another)."""
+    return f"{database}/{name}" if tenant == DEFAULT_TENANT else f"{tenant}/{database}/{name}"
+
+
+def split_qualified(target: str) -> tuple[str, str, str]:
+    """(tenant, database, name) of a collection named as `qualified` names it."""
+    if target.count("/") == 1:
+        database, name = target.split("/")
+        return DEFAULT_TENANT, database, name
+    tenant, database, name = target.split("/", 2)
+    return tenant, database, name
 
 
 class DatabaseRecord(BaseModel):
@@ -60,6 +78,10 @@ class CollectionRecord(BaseModel):
     vector_segment: SegmentRecord | None
     metadata_segment: SegmentRecord | None
 
+    @property
+    def target(self) -> str:
+        return qualified(self.tenant, self.database, self.name)
+
     def named_in(self, names: set[str]) -> bool:
-        """Named by `name` or by `database/name` in a skip or select list."""
-        return self.name in names or f"{self.database}/{self.name}" in names
+        """Named by `name`, `database/name` or its target in a skip or select list."""
+        return self.name in names or f"{self.database}/{self.name}" in names or self.target in names

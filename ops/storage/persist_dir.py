@@ -14,11 +14,17 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
 
-from ops.errors import CorruptDatabase, NotAPersistDir, NotFound
+from ops.errors import BadInput, CorruptDatabase, NotAPersistDir, NotFound
 from ops.storage import fs, hnsw_files, sysdb, wal
 from ops.storage.hnsw_files import HnswHeader
 from ops.storage.layout import READ_TABLES, Layout, detect_layout
-from ops.storage.models import VECTOR_SCOPE, CollectionRecord, DatabaseRecord, SegmentRecord
+from ops.storage.models import (
+    DEFAULT_DATABASE,
+    VECTOR_SCOPE,
+    CollectionRecord,
+    DatabaseRecord,
+    SegmentRecord,
+)
 from ops.storage.pickle_meta import HnswPickleMeta, parse_pickle
 from ops.storage.sqlite_ro import SQLITE_FILE_NAME, connect_readonly
 from ops.storage.wal import WalPurgeConfig, WalTopicStats
@@ -29,8 +35,6 @@ if TYPE_CHECKING:
     from ops.storage.prediction import PredictedIndex, Prediction
 
 T = TypeVar("T")
-DEFAULT_DATABASE = "default_database"
-DEFAULT_TENANT = "default_tenant"
 
 
 def validate_persist_dir(path: Path) -> Path:
@@ -61,7 +65,7 @@ class PersistDir:
         self.conn = conn
         self.layout = layout
         self._collections: list[CollectionRecord] | None = None
-        self._by_name: dict[tuple[str, str], CollectionRecord] | None = None
+        self._by_name: dict[tuple[str, str], list[CollectionRecord]] | None = None
         self._segment_owners: dict[str, str] | None = None
         self.prediction: Prediction | None = None
         """While a pipeline is planned: what the steps planned so far will change (storage.prediction);
@@ -136,24 +140,41 @@ class PersistDir:
         owners = self._segment_owners
         return set(prediction.hnsw_configs) | {owners[s] for s in prediction.max_seq_ids if s in owners}
 
-    def collection(self, name: str, database: str = DEFAULT_DATABASE) -> CollectionRecord:
-        record = self._find(name, database)
-        if record is not None:
-            return record if self.prediction is None else _predicted_record(record, self.prediction)
-        known = sorted({c.name for c in self.collections() if c.database == database})
+    def collection(self, name: str, database: str = DEFAULT_DATABASE, tenant: str | None = None) -> CollectionRecord:
+        """The collection of that name in that database (of that tenant; without one, of the only
+        tenant that has it: a name in several tenants is refused rather than guessed)."""
+        found = [c for c in self._find(name, database) if tenant is None or c.tenant == tenant]
+        if len(found) > 1:
+            tenants = ", ".join(sorted(c.tenant for c in found))
+            raise BadInput(
+                f"collection {name!r} of database {database!r} is in more than one tenant ({tenants})",
+                "pass --tenant to pick one",
+            )
+        if found:
+            return found[0] if self.prediction is None else _predicted_record(found[0], self.prediction)
+        raise self._not_found(name, database, tenant)
+
+    def _not_found(self, name: str, database: str, tenant: str | None) -> NotFound:
+        databases = [d for d in self.databases() if d.name == database and tenant in (None, d.tenant)]
+        where = f"database {database!r}" + (f" of tenant {tenant!r}" if tenant is not None else "")
+        if not databases:
+            known = sorted({d.name for d in self.databases() if tenant in (None, d.tenant)})
+            return NotFound(f"no {where}", f"databases: {', '.join(known[:10]) or 'none'} (pick one with -d)")
+        known = sorted({c.name for c in self.collections() if c.database == database and tenant in (None, c.tenant)})
         listed = ", ".join(known[:10]) or "none"
-        raise NotFound(
-            f"no collection {name!r} in database {database!r}",
-            f"collections there: {listed} (use -d to pick another database)",
+        return NotFound(
+            f"no collection {name!r} in {where}", f"collections there: {listed} (use -d to pick another database)"
         )
 
-    def _find(self, name: str, database: str) -> CollectionRecord | None:
+    def _find(self, name: str, database: str) -> list[CollectionRecord]:
+        """Every collection of that name and database name, in any tenant."""
         if self._collections is None:  # one of perhaps thousands: read only its rows
-            found = sysdb.read_collections(self.conn, self.layout, (name, database))
-            return found[0] if found else None
+            return sysdb.read_collections(self.conn, self.layout, (name, database))
         if self._by_name is None:
-            self._by_name = {(c.name, c.database): c for c in self._collections}
-        return self._by_name.get((name, database))
+            self._by_name = {}
+            for c in self._collections:
+                self._by_name.setdefault((c.name, c.database), []).append(c)
+        return self._by_name.get((name, database), [])
 
     def segments(self) -> list[SegmentRecord]:
         segments = self._segments()

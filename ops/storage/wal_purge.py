@@ -94,7 +94,7 @@ def purge_targets(
         targets.append(
             PurgeTarget(
                 topic=str(topic),
-                collection=f"{collection.database}/{collection.name}" if collection else None,
+                collection=collection.target if collection else None,
                 watermark=watermark,
                 rows=int(rows),
                 deletable=deletable,
