@@ -596,3 +596,13 @@ def test_an_immutable_file_in_a_segment_folder_is_refused_before_anything_change
         assert tree_state(standard_dir.path) == before
     finally:  # wherever a failed run moved it
         subprocess.run(["chattr", "-R", "-i", str(standard_dir.path)], check=True)
+
+
+def test_a_mistyped_collection_to_leave_out_is_refused(standard_dir: BuiltDir) -> None:
+    """`-s fragg` left nothing out: wal commit went on and committed frag, which the user meant to skip."""
+    before = tree_state(standard_dir.path)
+    for argv in (["wal", "commit"], ["wal", "clean"]):
+        r = run_chops(*argv, standard_dir.path, "-s", "frag,fragg", "--yes")
+        assert_one_line_error(r.code, r.stderr, "no collection 'fragg' to leave out")
+    assert tree_state(standard_dir.path) == before
+    assert run_chops("wal", "commit", standard_dir.path, "-s", "default_database/frag", "--plan").code == 2

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Annotated
 
 from pydantic import Field, field_validator
 
 from ops.engine.params import Params, flag
-from ops.storage.models import DEFAULT_DATABASE, DEFAULT_TENANT
+from ops.errors import NotFound
+from ops.storage.models import DEFAULT_DATABASE, DEFAULT_TENANT, CollectionRecord
 
 
 class TenantOption(Params):
@@ -40,6 +42,18 @@ class SkipCollections(Params):
     def _split(cls, values: list[str]) -> list[str]:
         """`-s a -s b`, `-s a b` and `-s a,b` all name collections a and b."""
         return [name.strip() for value in values for name in value.split(",") if name.strip()]
+
+
+def refuse_unknown_skips(names: set[str], collections: Iterable[CollectionRecord]) -> None:
+    """A name given to -s that names no collection (a typo) leaves nothing out, and the change would
+    go on with what the user meant to leave out: refused first."""
+    listed = list(collections)
+    unknown = sorted(n for n in names if not any(c.named_in({n}) for c in listed))
+    if unknown:
+        raise NotFound(
+            f"no collection {', '.join(map(repr, unknown))} to leave out (-s)",
+            "name it as chops db info lists it: name, database/name or tenant/database/name",
+        )
 
 
 class Privacy(Params):

@@ -29,7 +29,7 @@ from ops.engine.params import Params
 from ops.engine.plan import StepPlan
 from ops.engine.step import Step, StepContext
 from ops.errors import OpsError
-from ops.steps.targets import SkipCollections
+from ops.steps.targets import SkipCollections, refuse_unknown_skips
 from ops.storage import wal_purge
 
 TEMP_SPACE_FACTOR = 1.1
@@ -47,6 +47,9 @@ class WalClean(Step):
         params = params or WalCleanParams()
         self.skip = set(params.skip_collection_names)
         self.temp_dir = Path(params.temp_dir) if params.temp_dir else None
+
+    def precheck(self, ctx: StepContext) -> None:
+        refuse_unknown_skips(self.skip, ctx.persist_dir.collections())
 
     def plan(self, ctx: StepContext) -> StepPlan:
         pd = ctx.persist_dir

@@ -25,7 +25,7 @@ from ops.engine.plan import StepPlan
 from ops.engine.step import Step, StepContext, Touches
 from ops.errors import OpsError, Unpredictable
 from ops.steps.index_guard import missing_index, refuse_damaged_index, refuse_unknown_space
-from ops.steps.targets import SkipCollections
+from ops.steps.targets import SkipCollections, refuse_unknown_skips
 from ops.storage import wal, wal_apply
 from ops.storage.fs import tree_size
 from ops.storage.hnsw_records import Level0Records
@@ -61,6 +61,9 @@ class WalCommit(Step):
         self.threads = params.threads or os.cpu_count() or 1
         self.readd_lost = params.readd_lost
         self.salvage = params.salvage
+
+    def precheck(self, ctx: StepContext) -> None:
+        refuse_unknown_skips(self.skip, ctx.persist_dir.collections())
 
     def plan(self, ctx: StepContext) -> StepPlan:
         pd = ctx.persist_dir
