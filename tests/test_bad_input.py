@@ -606,3 +606,28 @@ def test_a_mistyped_collection_to_leave_out_is_refused(standard_dir: BuiltDir) -
         assert_one_line_error(r.code, r.stderr, "no collection 'fragg' to leave out")
     assert tree_state(standard_dir.path) == before
     assert run_chops("wal", "commit", standard_dir.path, "-s", "default_database/frag", "--plan").code == 2
+
+
+def test_a_label_on_two_elements_is_left_out_of_the_rebuild_doctor_names(standard_dir: BuiltDir) -> None:
+    """Bit rot gave element 1 the label of element 0. doctor names hnsw.labels and prescribes a
+    rebuild, which built one element fewer than it planned and failed its own check, every time.
+    Now neither element is guessed to be the label's: both records are left out and listed to
+    re-embed (the record whose label element 1 lost as well)."""
+    from ops.storage.pickle_meta import read_pickle
+
+    folder = segment_folder(standard_dir, "frag")
+    header, meta = read_header(folder), read_pickle(folder / "index_metadata.pickle")
+    level0 = bytearray((folder / "data_level0.bin").read_bytes())
+    width, at = header.size_data_per_element, header.label_offset
+    first, second = (struct.unpack_from("<Q", level0, i * width + at)[0] for i in (0, 1))
+    assert level0[2] & 1 == 0 and level0[width + 2] & 1 == 0  # both live
+    level0[width + at : width + at + 8] = level0[at : at + 8]
+    (folder / "data_level0.bin").write_bytes(bytes(level0))
+    found = {f["check"] for f in json.loads(run_chops("doctor", standard_dir.path, "--json").stdout)["findings"]}
+    assert "hnsw.labels" in found
+    r = run_chops("hnsw", "rebuild", standard_dir.path, "-c", "frag", "--yes")
+    assert r.code == 0, r.stderr
+    ids = standard_dir.path.parent / "lost.jsonl"
+    assert run_chops("doctor", standard_dir.path, "--ids-out", ids).code == 2
+    lost = {json.loads(line)["id"] for line in ids.read_text().splitlines()}
+    assert lost == {meta.label_to_id[first], meta.label_to_id[second]}

@@ -226,7 +226,9 @@ class HnswRebuild(Step):
         header = hnsw_records.intact_prefix(old_dir, header, set(meta.label_to_id)) or header
         old_space, shape = record.hnsw_config.space, action.after
         known = np.fromiter(meta.label_to_id, dtype=np.uint64, count=len(meta.label_to_id))
-        positions = hnsw_index.live_positions(old_dir, header, known)
+        positions, labels = hnsw_index.live_positions(old_dir, header, known)
+        if len(twice := hnsw_records.repeated(labels)):  # as planned: a label on two elements is left out
+            positions, known = positions[~np.isin(labels, twice)], known[~np.isin(known, twice)]
         # Inserted in a random (seeded) order: Chroma's label order follows the order of the adds.
         positions = positions[np.random.RandomState(0).permutation(len(positions))]
         intact = action.details.repairs is None
@@ -467,7 +469,11 @@ class _Probe:
 
 
 def _kept_labels(live: Any, meta: HnswPickleMeta) -> Any:
-    """The live labels a rebuild keeps: those index_metadata.pickle knows."""
+    """The live labels a rebuild keeps: those index_metadata.pickle knows, each on one element. A label
+    on two live elements (bit rot in data_level0.bin) cannot say which vector is its record's: both
+    are left out (doctor then lists the record as one to re-embed), never one of them guessed."""
+    if len(twice := hnsw_records.repeated(live)):
+        live = live[~np.isin(live, twice)]
     if meta.label_to_id.keys() >= set(live.tolist()):
         return live  # as usual, all of them
     known = np.fromiter(meta.label_to_id, dtype=np.uint64, count=len(meta.label_to_id))

@@ -44,14 +44,16 @@ a call leave cores idle."""
 TRUTH_BATCH = 8_192
 
 
-def live_positions(folder: Path, header: HnswHeader, keep: Labels) -> npt.NDArray[np.int64]:
-    """Record numbers (internal ids) of the records not marked deleted whose label is in `keep`."""
+def live_positions(folder: Path, header: HnswHeader, keep: Labels) -> tuple[npt.NDArray[np.int64], Labels]:
+    """Record numbers (internal ids) of the records not marked deleted whose label is in `keep`, and
+    their labels."""
     keep = np.sort(keep)
-    found = [np.zeros(0, dtype=np.int64)]
+    found, labels = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.uint64)]
     for first, records in level0_chunks(folder, header):
         mask = _live_mask(records, header, keep)
         found.append(first + np.flatnonzero(mask).astype(np.int64))
-    return np.concatenate(found)
+        labels.append(record_labels(records, header)[mask])
+    return np.concatenate(found), np.concatenate(labels)
 
 
 def live_vectors(

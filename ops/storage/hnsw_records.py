@@ -109,6 +109,12 @@ def distinct(values: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
     return ordered[np.concatenate(([True], ordered[1:] != ordered[:-1]))] if len(ordered) else ordered
 
 
+def repeated(values: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
+    """The values that occur more than once (sorted, each once)."""
+    ordered = np.sort(values)
+    return distinct(ordered[1:][ordered[1:] == ordered[:-1]])
+
+
 def read_level0(folder: Path, header: HnswHeader) -> Level0Records:
     labels, deleted = [np.zeros(0, dtype=np.uint64)], [np.zeros(0, dtype=bool)]
     for _, records in level0_chunks(folder, header):
