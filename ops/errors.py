@@ -48,6 +48,10 @@ class BadInput(OpsError):
     """An option value or input file the user gave is not acceptable."""
 
 
+class AmbiguousName(BadInput):
+    """A collection name (and database) the user gave is in more than one tenant."""
+
+
 class Refused(OpsError):
     """A step measured that its change would leave things worse and kept none of it."""
 

@@ -48,6 +48,9 @@ def test_a_name_in_two_tenants_is_refused_until_the_tenant_is_named(tenants_dir:
     assert folder_of(tenants_dir.path, "--tenant", "aaa") != folder_of(tenants_dir.path, "--tenant", "default_tenant")
     missing = run_chops("hnsw", "info", tenants_dir.path, "-c", "docs", "--tenant", "nobody")
     assert missing.code == 1 and "no database 'default_database' of tenant 'nobody'" in missing.stderr
+    for argv in (["hnsw", "info"], ["doctor"]):  # -p: the refusal names no tenant
+        hidden = run_chops(*argv, tenants_dir.path, "-c", "docs", "-p")
+        assert hidden.code == 1 and "more than one tenant" in hidden.stderr and "aaa" not in hidden.stderr
 
 
 def test_compact_with_a_tenant_changes_that_collection_only(tenants_dir: BuiltDir, tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from ops.engine.step import PLACEHOLDER_DIR, ReadOnlyStep, ReadReport, StepConte
 from ops.errors import NotFound
 from ops.steps.inspection import HIDDEN, LayoutReport
 from ops.steps.privacy import Pseudonyms
-from ops.steps.targets import Privacy, target_flags
+from ops.steps.targets import Privacy, find_collection, target_flags
 from ops.storage import PersistDir, fts, sqlite_check, sysdb
 from ops.storage.layout import chroma_tables, migrations_beyond_known
 from ops.storage.models import DEFAULT_DATABASE, DEFAULT_TENANT, CollectionRecord
@@ -183,12 +183,10 @@ class Doctor(ReadOnlyStep[DoctorReport]):
             if self.database not in names:
                 shown = "run without -p to see the names there" if self.privacy else f"databases: {', '.join(names)}"
                 raise NotFound(f"no database {'(given)' if self.privacy else repr(self.database)}", shown)
-        if self.collection is None or not self.privacy:
-            return
-        try:
-            ctx.persist_dir.collection(self.collection, self.database or DEFAULT_DATABASE, self.tenant)
-        except NotFound as exc:  # its message lists the names that are there
-            raise NotFound("no such collection in that database", "run without -p to see the names there") from exc
+        if self.collection is not None:
+            find_collection(
+                ctx.persist_dir, self.collection, self.database or DEFAULT_DATABASE, self.tenant, self.privacy
+            )
 
     def report(self, ctx: StepContext) -> DoctorReport:
         from ops.steps.doctor_index import check_collection

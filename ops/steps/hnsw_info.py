@@ -14,12 +14,12 @@ from pydantic import BaseModel, Field
 from ops import __version__
 from ops.engine.params import Params, flag
 from ops.engine.step import ReadOnlyStep, ReadReport, StepContext
-from ops.errors import CorruptHnswFile, NotFound
+from ops.errors import CorruptHnswFile
 from ops.steps import recommendations
 from ops.steps.inspection import CollectionReport, HnswSegmentReport, LayoutReport, collection_report
 from ops.steps.privacy import Pseudonyms
 from ops.steps.recommendations import Recommendation, Thresholds
-from ops.steps.targets import CollectionTarget, Privacy
+from ops.steps.targets import CollectionTarget, Privacy, find_collection
 from ops.storage import PersistDir
 from ops.storage.hnsw_files import SPACES, HnswHeader
 
@@ -63,12 +63,7 @@ class HnswInfo(ReadOnlyStep[HnswInfoReport]):
         self.thresholds = thresholds or Thresholds()
 
     def precheck(self, ctx: StepContext) -> None:
-        try:
-            ctx.persist_dir.collection(self.collection, self.database, self.tenant)  # NotFound with the known names
-        except NotFound as exc:
-            if not self.privacy:
-                raise
-            raise NotFound("no such collection in that database", "run without -p to see the names there") from exc
+        find_collection(ctx.persist_dir, self.collection, self.database, self.tenant, self.privacy)
 
     def report(self, ctx: StepContext) -> HnswInfoReport:
         pd = ctx.persist_dir

@@ -8,8 +8,9 @@ from typing import Annotated
 from pydantic import Field, field_validator
 
 from ops.engine.params import Params, flag
-from ops.errors import NotFound
+from ops.errors import AmbiguousName, NotFound
 from ops.storage.models import DEFAULT_DATABASE, DEFAULT_TENANT, CollectionRecord
+from ops.storage.persist_dir import PersistDir
 
 
 class TenantOption(Params):
@@ -42,6 +43,23 @@ class SkipCollections(Params):
     def _split(cls, values: list[str]) -> list[str]:
         """`-s a -s b`, `-s a b` and `-s a,b` all name collections a and b."""
         return [name.strip() for value in values for name in value.split(",") if name.strip()]
+
+
+def find_collection(pd: PersistDir, name: str, database: str, tenant: str | None, privacy: bool) -> CollectionRecord:
+    """pd.collection, whose errors name the collections and tenants there: under -p (privacy mode)
+    in words that name none."""
+    try:
+        return pd.collection(name, database, tenant)
+    except NotFound as exc:
+        if not privacy:
+            raise
+        raise NotFound("no such collection in that database", "run without -p to see the names there") from exc
+    except AmbiguousName as exc:
+        if not privacy:
+            raise
+        raise AmbiguousName(
+            "that collection is in more than one tenant", "pass --tenant (run without -p to see the tenants)"
+        ) from exc
 
 
 def refuse_unknown_skips(names: set[str], collections: Iterable[CollectionRecord]) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
 
-from ops.errors import BadInput, CorruptDatabase, NotAPersistDir, NotFound
+from ops.errors import AmbiguousName, CorruptDatabase, NotAPersistDir, NotFound
 from ops.storage import fs, hnsw_files, sysdb, wal
 from ops.storage.hnsw_files import HnswHeader
 from ops.storage.layout import READ_TABLES, Layout, detect_layout
@@ -146,7 +146,7 @@ class PersistDir:
         found = [c for c in self._find(name, database) if tenant is None or c.tenant == tenant]
         if len(found) > 1:
             tenants = ", ".join(sorted(c.tenant for c in found))
-            raise BadInput(
+            raise AmbiguousName(
                 f"collection {name!r} of database {database!r} is in more than one tenant ({tenants})",
                 "pass --tenant to pick one",
             )
