@@ -44,7 +44,8 @@ def snapshot(path: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for tenant, database in _databases(path):
         client = _client(path, database, tenant)
-        where = database if tenant == "default_tenant" else f"{tenant}/{database}"
+        escaped = [p.replace("\\", "\\\\").replace("/", "\\/") for p in (tenant, database)]  # as chops names them
+        where = escaped[1] if tenant == "default_tenant" else "/".join(escaped)
         for collection in sorted(client.list_collections(), key=lambda c: c.name):
             got = collection.get(include=["documents", "metadatas", "embeddings"])
             records = {

@@ -631,3 +631,21 @@ def test_a_label_on_two_elements_is_left_out_of_the_rebuild_doctor_names(standar
     assert run_chops("doctor", standard_dir.path, "--ids-out", ids).code == 2
     lost = {json.loads(line)["id"] for line in ids.read_text().splitlines()}
     assert lost == {meta.label_to_id[first], meta.label_to_id[second]}
+
+
+def test_a_max_seq_id_past_the_wal_is_named_by_doctor(standard_dir: BuiltDir) -> None:
+    """frag's vector segment says it applied seq_id 100,000 where the WAL's newest is below 1,000: every
+    write chromadb makes next gets a seq_id below that and is taken as applied (lost). doctor said
+    Healthy (measured with chromadb 0.5.23 and 1.0.16: the new records had no embeddings)."""
+    sql(
+        standard_dir.path,
+        "UPDATE max_seq_id SET seq_id = 100000 WHERE segment_id = (SELECT s.id FROM segments s JOIN collections c "
+        "ON s.collection = c.id WHERE c.name = 'frag' AND s.scope = 'VECTOR')",
+    )
+    with closing(sqlite3.connect(standard_dir.path / "chroma.sqlite3")) as conn:
+        newest = conn.execute("SELECT max(seq_id) FROM embeddings_queue").fetchone()[0]
+    r = run_chops("doctor", standard_dir.path, "--json")
+    assert r.code == 2, r.stderr
+    found = [f for f in r.json()["findings"] if f["check"] == "sysdb.max_seq_id"]
+    assert [(f["severity"], f["collection"]) for f in found] == [("error", "default_database/frag")]
+    assert f"past the WAL's newest seq_id {newest:,}" in found[0]["evidence"] and f"to {newest}" in found[0]["fix"]

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,7 +49,7 @@ def test_a_name_in_two_tenants_is_refused_until_the_tenant_is_named(tenants_dir:
     assert "more than one tenant (aaa, default_tenant)" in r.stderr and "--tenant" in r.stderr
     assert folder_of(tenants_dir.path, "--tenant", "aaa") != folder_of(tenants_dir.path, "--tenant", "default_tenant")
     missing = run_chops("hnsw", "info", tenants_dir.path, "-c", "docs", "--tenant", "nobody")
-    assert missing.code == 1 and "no database 'default_database' of tenant 'nobody'" in missing.stderr
+    assert missing.code == 1 and "no tenant 'nobody'; tenants: aaa, default_tenant" in missing.stderr
     for argv in (["hnsw", "info"], ["doctor"]):  # -p: the refusal names no tenant
         hidden = run_chops(*argv, tenants_dir.path, "-c", "docs", "-p")
         assert hidden.code == 1 and "more than one tenant" in hidden.stderr and "aaa" not in hidden.stderr
@@ -127,3 +129,51 @@ def test_collection_restore_stays_in_the_snapshots_tenant(tenants_dir: BuiltDir,
     assert after["aaa/db2/docs2"]["count"] == answers["aaa/db2/docs"]["count"]
     nowhere = run_chops("collection", "restore", path, "-i", snap, "--as", "docs3", "--tenant", "zzz", "--yes")
     assert nowhere.code == 1 and "no tenant 'zzz'" in nowhere.stderr
+
+
+def test_a_selection_by_tenant_and_a_skip_by_target_reach_their_collections(tenants_dir: BuiltDir) -> None:
+    """`db2/docs` names the default tenant's collection only: as a skip entry it also matched aaa's
+    db2/docs, so a pipeline selecting tenant aaa committed nothing."""
+    path = tenants_dir.path
+    pipeline = path.parent / "aaa.yaml"
+    pipeline.write_text("version: 1\nname: aaa\nsteps:\n  - step: wal.commit\n    select: {tenants: [aaa]}\n")
+    r = run_chops("maintain", path, "--pipeline", pipeline, "--plan", "--json")
+    assert r.code == 2, r.stderr
+    assert sorted(a["target"] for s in r.json()["steps"] for a in s["actions"]) == TARGETS[:2]
+    skipped = run_chops("wal", "commit", path, "-s", "db2/docs", "--plan", "--json")
+    assert sorted(a["target"] for s in skipped.json()["steps"] for a in s["actions"]) == sorted(
+        set(TARGETS) - {"db2/docs"}
+    )
+    assert run_chops("doctor", path, "--tenant", "nosuch").stderr.startswith("chops: error: no tenant 'nosuch'")
+    wal = run_chops("wal", "info", path, "--json").json()
+    assert sorted(f"{c['tenant']}/{c['database']}" for c in wal["collections"]) == [
+        "aaa/db2",
+        "aaa/default_database",
+        "default_tenant/db2",
+        "default_tenant/default_database",
+    ]
+
+
+def test_a_slash_in_a_database_name_names_no_other_collection(tenants_dir: BuiltDir, tmp_path: Path) -> None:
+    """chromadb accepts a database named "aaa/db2": its docs was named like tenant aaa's db2/docs, the
+    plan held one name for two collections, and maintain failed on the unchanged dir."""
+    path = tenants_dir.path
+    code = (
+        "import sys, chromadb, numpy as np; from chromadb.config import Settings; p = sys.argv[1]\n"
+        "chromadb.AdminClient(Settings(is_persistent=True, persist_directory=p)).create_database('aaa/db2')\n"
+        "c = chromadb.PersistentClient(path=p, database='aaa/db2').create_collection(\n"
+        "    'docs', configuration={'hnsw': {'space': 'l2', 'sync_threshold': 50, 'batch_size': 50}})\n"
+        "r = np.random.RandomState(9); c.add(ids=[f's{i}' for i in range(300)], embeddings=r.rand(300, 8).tolist())\n"
+        "c.delete(ids=[f's{i}' for i in range(0, 300, 5)])\n"
+        "c.add(ids=[f'l{i}' for i in range(10)], embeddings=r.rand(10, 8).tolist())\n"
+    )
+    subprocess.run([sys.executable, "-c", code, str(path)], check=True)
+    answers = chroma_snapshot(path, tmp_path)
+    plan = tmp_path / "plan.json"
+    assert run_chops("maintain", path, "--plan", "--out", plan).code == 2
+    steps = json.loads(plan.read_text())["steps"]
+    commits = sorted(a["target"] for s in steps if s["step"] == "wal.commit" for a in s["actions"])
+    assert commits == sorted([*TARGETS, "aaa\\/db2/docs"])
+    applied = run_chops("maintain", path, "--apply", plan, "--yes")
+    assert applied.code == 0, applied.stderr
+    assert_same_answers(answers, chroma_snapshot(path, tmp_path), rebuilt=True)

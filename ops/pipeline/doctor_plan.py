@@ -71,6 +71,7 @@ NOT_PLANNED = {
     "hnsw.files": "no salvage rebuild of an index whose data files are damaged yet",
     "hnsw.pickle": "no WAL row holds a vector of its records, so nothing can build the index anew",
     "hnsw.folder": "the index folder is gone",
+    "sysdb.max_seq_id": "no chops step resets a max_seq_id yet",
 }
 PIPELINE_NAME = "doctor"
 

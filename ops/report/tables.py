@@ -14,6 +14,7 @@ from rich.table import Table
 from ops.report.console import PLAIN_WIDTH, is_plain
 from ops.report.format import count, fraction, plain_value, size
 from ops.report.plan_summary import actions_by_kind, by_kind
+from ops.storage.models import DEFAULT_TENANT
 
 if TYPE_CHECKING:  # each printer imports only what its report needs: `doctor` prints without the plan models
     from ops.engine.plan import Plan, StepPlan
@@ -304,7 +305,8 @@ def print_wal_info(console: Console, r: WalInfoReport) -> None:
     for c in r.collections:
         seq = "-" if c.min_seq_id is None else f"{c.min_seq_id}..{c.max_seq_id}"
         ops = ", ".join(f"{k} {v:,}" for k, v in sorted(c.operations.items())) or "-"
-        table.add_row(c.name, c.database, count(c.wal_entries), count(c.wal_gap), seq, count(c.vector_max_seq_id), ops)
+        where = c.database if c.tenant == DEFAULT_TENANT else f"{c.tenant}/{c.database}"
+        table.add_row(c.name, where, count(c.wal_entries), count(c.wal_gap), seq, count(c.vector_max_seq_id), ops)
     show(console, table)
     print_advice(console, r.warnings, r.recommendations)
 

@@ -20,7 +20,7 @@ from ops.errors import NotFound
 from ops.steps.inspection import HIDDEN, LayoutReport
 from ops.steps.privacy import Pseudonyms
 from ops.steps.targets import Privacy, find_collection, target_flags
-from ops.storage import PersistDir, fts, sqlite_check, sysdb
+from ops.storage import PersistDir, fts, sqlite_check, sysdb, wal
 from ops.storage.layout import chroma_tables, migrations_beyond_known
 from ops.storage.models import DEFAULT_DATABASE, DEFAULT_TENANT, CollectionRecord
 
@@ -51,6 +51,7 @@ CHECKS = (
     "hnsw.labels",
     "hnsw.total_elements_added",
     "hnsw.max_seq_id",
+    "sysdb.max_seq_id",
     "records.unfindable",
     "records.index_only",
     "wal.gap",
@@ -178,6 +179,9 @@ class Doctor(ReadOnlyStep[DoctorReport]):
         self.tenant = p.tenant
 
     def precheck(self, ctx: StepContext) -> None:
+        if self.tenant is not None and self.tenant not in (tenants := ctx.persist_dir.tenants()):
+            shown = "run without -p to see the names there" if self.privacy else f"tenants: {', '.join(tenants)}"
+            raise NotFound(f"no tenant {'(given)' if self.privacy else repr(self.tenant)}", shown)
         if self.database is not None and self.collection is None:  # a mistyped -d checked nothing
             names = sorted({d.name for d in ctx.persist_dir.databases()})
             if self.database not in names:
@@ -200,8 +204,9 @@ class Doctor(ReadOnlyStep[DoctorReport]):
         if not any(f.check == "sqlite.tables" for f in findings):
             chosen = self._chosen(pd)
             wal_stats, configs = pd.wal_stats(), sysdb.unreadable_configs(pd.conn)
+            newest = wal.newest_seq_id(pd.conn)
             for c in chosen:
-                found, lost = check_collection(pd, c, wal_stats.get(c.id), shown, configs)
+                found, lost = check_collection(pd, c, wal_stats.get(c.id), shown, configs, newest)
                 findings += found
                 unfindable += lost
                 public += [shown.lost(r, c) for r in lost]

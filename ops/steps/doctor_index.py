@@ -292,13 +292,18 @@ class _Checker:
 
 
 def check_collection(
-    pd: PersistDir, c: CollectionRecord, stats: WalTopicStats | None, shown: Shown, configs: Mapping[str, str]
+    pd: PersistDir,
+    c: CollectionRecord,
+    stats: WalTopicStats | None,
+    shown: Shown,
+    configs: Mapping[str, str],
+    newest: int,
 ) -> tuple[list[Finding], list[UnfindableRecord]]:
     """Every finding of one collection, and the records query cannot find with where their vector is
     (with their real ids and names: the findings name them as `shown` says). `configs`: what
-    sysdb.unreadable_configs found, read once for all collections."""
+    sysdb.unreadable_configs found, and `newest`: the WAL's newest seq_id, both read once for all."""
     view = shown.record(c)
-    rows = _sysdb_findings(pd, c, view, configs.get(c.id))
+    rows = _sysdb_findings(pd, c, view, configs.get(c.id)) + _seq_id_findings(c, view, newest)
     if c.vector_segment is None or c.metadata_segment is None:
         return rows, []
     checker = _Checker(pd, c, shown)
@@ -320,6 +325,28 @@ def check_collection(
 
 
 RESTORE_ROWS = "no chops command repairs it: restore it from a snapshot (chops collection restore or db restore)"
+
+
+def _seq_id_findings(c: CollectionRecord, view: CollectionRecord, newest: int) -> list[Finding]:
+    """A segment's max_seq_id past the WAL's newest seq_id: the next writes get seq_ids up to it, and
+    Chroma takes each of them as already applied (they never reach the index or the records)."""
+    out = []
+    for segment in (c.vector_segment, c.metadata_segment):
+        if segment is not None and segment.max_seq_id is not None and segment.max_seq_id > newest:
+            evidence = (
+                f"its {segment.scope.lower()} segment's max_seq_id is {segment.max_seq_id:,}, past the WAL's newest "
+                f"seq_id {newest:,}: Chroma takes the next {segment.max_seq_id - newest:,} writes as applied and "
+                "loses them"
+            )
+            fix = (
+                f"no chops command resets it yet: with Chroma stopped, set segment {segment.id}'s row of the "
+                f"max_seq_id table to {newest} (the WAL's rows stay as applied as Chroma takes them now), or "
+                "restore chroma.sqlite3 from a snapshot (chops db restore)"
+            )
+            out.append(
+                Finding(check="sysdb.max_seq_id", severity="error", collection=label(view), evidence=evidence, fix=fix)
+            )
+    return out
 
 
 def _dimension_findings(c: CollectionRecord, view: CollectionRecord, state: IndexState) -> list[Finding]:

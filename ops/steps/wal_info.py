@@ -22,6 +22,7 @@ from ops.storage.wal import WalTopicStats
 class WalCollectionReport(BaseModel):
     name: str
     id: str
+    tenant: str
     database: str
     topic: str | None
     wal_entries: int
@@ -94,6 +95,7 @@ class WalInfo(ReadOnlyStep[WalInfoReport]):
         return WalCollectionReport(
             name=names.collection_name(c.id) if names else c.name,
             id=c.id,
+            tenant=names.tenant(c.tenant) if names else c.tenant,
             database=names.collection_database(c) if names else c.database,
             topic=(privacy.topic(s.topic) if names else s.topic) if s else None,
             wal_entries=s.entries if s else 0,

@@ -15,16 +15,30 @@ DEFAULT_DATABASE = "default_database"
 def qualified(tenant: str, database: str, name: str) -> str:
     """How plans, reports and lists name a collection: database/name, and tenant/database/name
     outside the default tenant (a tenant may have a database and collection of the same names as
-    another)."""
-    return f"{database}/{name}" if tenant == DEFAULT_TENANT else f"{tenant}/{database}/{name}"
+    another). A "/" or "\\" inside a tenant or database name (chromadb allows them) is escaped with
+    a backslash, so that no two collections share a name and split_qualified reads it back."""
+    parts = (database, name) if tenant == DEFAULT_TENANT else (tenant, database, name)
+    return "/".join(p.replace("\\", "\\\\").replace("/", "\\/") for p in parts)
 
 
 def split_qualified(target: str) -> tuple[str, str, str]:
     """(tenant, database, name) of a collection named as `qualified` names it."""
-    if target.count("/") == 1:
-        database, name = target.split("/")
-        return DEFAULT_TENANT, database, name
-    tenant, database, name = target.split("/", 2)
+    parts: list[str] = []
+    current, escaped = "", False
+    for char in target:
+        if escaped:
+            current, escaped = current + char, False
+        elif char == "\\":
+            escaped = True
+        elif char == "/":
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    parts.append(current)
+    if len(parts) == 2:
+        return DEFAULT_TENANT, parts[0], parts[1]
+    tenant, database, name = parts[0], parts[1], "/".join(parts[2:])
     return tenant, database, name
 
 
@@ -83,5 +97,6 @@ class CollectionRecord(BaseModel):
         return qualified(self.tenant, self.database, self.name)
 
     def named_in(self, names: set[str]) -> bool:
-        """Named by `name`, `database/name` or its target in a skip or select list."""
-        return self.name in names or f"{self.database}/{self.name}" in names or self.target in names
+        """Named by its name (in any database and tenant) or by its target (database/name in the
+        default tenant; another tenant's namesake is tenant/database/name) in a skip or select list."""
+        return self.name in names or self.target in names

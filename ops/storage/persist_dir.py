@@ -155,6 +155,8 @@ class PersistDir:
         raise self._not_found(name, database, tenant)
 
     def _not_found(self, name: str, database: str, tenant: str | None) -> NotFound:
+        if tenant is not None and tenant not in (tenants := self.tenants()):
+            return NotFound(f"no tenant {tenant!r}", f"tenants: {', '.join(sorted(tenants)[:10])}")
         databases = [d for d in self.databases() if d.name == database and tenant in (None, d.tenant)]
         where = f"database {database!r}" + (f" of tenant {tenant!r}" if tenant is not None else "")
         if not databases:

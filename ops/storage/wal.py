@@ -69,6 +69,12 @@ def wal_rows_after(conn: sqlite3.Connection, topic: str, seq_id: int | None) -> 
     return int(row[0])
 
 
+def newest_seq_id(conn: sqlite3.Connection) -> int:
+    """The highest seq_id the WAL has handed out (0: none). seq_id is the table's rowid, so the next
+    write gets this + 1; Chroma's purge always keeps the newest row, so it is never forgotten."""
+    return int(conn.execute("SELECT coalesce(max(seq_id), 0) FROM embeddings_queue").fetchone()[0])
+
+
 def wal_totals(conn: sqlite3.Connection) -> tuple[int, int]:
     """(rows, payload bytes) of the whole WAL; length() of a BLOB does not read its pages."""
     row = conn.execute(
