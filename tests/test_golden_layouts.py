@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from tests.conftest import BuiltDir, run_chops, tree_state
+import tarfile
+from pathlib import Path
+
+from tests.conftest import GOLDEN, BuiltDir, run_chops, tree_state
 
 LAYOUT_OF = {"0.5.23": "0.5-0.6", "0.6.3": "0.5-0.6", "1.0.16": "1.0"}
 PICKLE_FORM_OF = {"0.5.23": "object", "0.6.3": "object", "1.0.16": "dict"}
@@ -62,3 +65,24 @@ def test_wal_info_on_older_layouts(golden_dir: BuiltDir) -> None:
     for truth in golden_dir.truth["collections"]:
         assert rows[truth["name"]]["wal_entries"] == truth["wal_rows"]
         assert rows[truth["name"]]["vector_max_seq_id"] == truth["vector_max_seq_id"]
+
+
+def test_db_restore_of_another_layout_is_refused_unless_asked(tmp_path: Path) -> None:
+    """A 1.0.16 snapshot restored into a 0.6.3 dir turned its layout into 1.0's, in silence: chromadb
+    0.6.3 then failed to open it (KeyError '_type'). Refused now, unless --change-layout asks for it."""
+    dirs = {}
+    for version in ("1.0.16", "0.6.3"):
+        with tarfile.open(GOLDEN / f"chromadb-{version}" / "persist.tar.gz") as tar:
+            tar.extractall(tmp_path / version, filter="data")
+        dirs[version] = tmp_path / version / "persist"
+    snapshot = tmp_path / "snap"
+    assert run_chops("db", "snapshot", dirs["1.0.16"], "-o", snapshot, "--yes").code == 0
+    before = tree_state(dirs["0.6.3"])
+    r = run_chops("db", "restore", dirs["0.6.3"], "-i", snapshot, "--yes")
+    assert r.code == 1 and r.stderr.count("\n") == 1 and "--change-layout" in r.stderr, r.stderr
+    assert tree_state(dirs["0.6.3"]) == before
+    assert run_chops("db", "restore", dirs["0.6.3"], "-i", snapshot, "--yes", "--change-layout").code == 0
+    assert (
+        run_chops("db", "info", dirs["0.6.3"], "--json").json()["layout"]["name"]
+        == (run_chops("db", "info", dirs["1.0.16"], "--json").json()["layout"]["name"])
+    )

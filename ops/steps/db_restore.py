@@ -21,12 +21,18 @@ from ops.engine.step import Step, StepContext, Touches
 from ops.errors import BadInput, OpsError
 from ops.storage import sysdb
 from ops.storage.fs import remove_tree
+from ops.storage.layout import detect_layout
 from ops.storage.models import VECTOR_SCOPE
 from ops.storage.sqlite_ro import SQLITE_FILE_NAME, connect_readonly
 
 
 class DbRestoreParams(Params):
     input: Annotated[str, flag("-i", metavar="DIR")] = Field(description="snapshot folder (from db snapshot)")
+    change_layout: bool = Field(
+        False,
+        description="restore a snapshot of another chromadb layout (e.g. to undo an upgrade); afterwards only "
+        "a chromadb that reads the snapshot's layout opens the dir",
+    )
 
 
 class DbRestore(Step):
@@ -36,17 +42,32 @@ class DbRestore(Step):
 
     def __init__(self, params: DbRestoreParams) -> None:
         self.snapshot = Path(params.input).expanduser().resolve()
+        self.change_layout = params.change_layout
 
     def precheck(self, ctx: StepContext) -> None:
         manifest = read_manifest(self.snapshot)
         if not manifest.includes_sqlite:
             raise BadInput(f"{self.snapshot} is a partial backup, not a database snapshot", "pass a db snapshot")
         verify_backup(self.snapshot, manifest)
+        self._refuse_other_layout(ctx)
         if missing := _indexes_without_folders(self.snapshot, manifest.folders):
             raise BadInput(
                 f"{self.snapshot} holds a chroma.sqlite3 whose {len(missing)} flushed index(es) have no folder in "
                 f"its manifest (e.g. {missing[0]}): restoring it would delete them",
                 "the snapshot is damaged or edited: restore another one (chops backup list PERSIST_DIR)",
+            )
+
+    def _refuse_other_layout(self, ctx: StepContext) -> None:
+        """A snapshot of another layout turns the dir into that layout: the chromadb that runs it now
+        may not read it (0.6.3 on a 1.0 snapshot: KeyError '_type')."""
+        with closing(connect_readonly(self.snapshot / SQLITE_FILE_NAME)) as conn:
+            theirs = detect_layout(conn)
+        ours = ctx.persist_dir.layout
+        if theirs.name != ours.name and not self.change_layout:
+            raise BadInput(
+                f"{self.snapshot} holds chromadb {theirs.chroma_versions}'s layout, this persist dir "
+                f"{ours.chroma_versions}'s: after the restore only a chromadb that reads the snapshot's opens it",
+                "restore a snapshot of this layout, or pass --change-layout (e.g. to undo an upgrade)",
             )
 
     def plan(self, ctx: StepContext) -> StepPlan:
