@@ -236,6 +236,21 @@ def test_each_graph_check_names_its_damage_and_no_more(healthy_dir: BuiltDir, tm
         assert (code, named) == (2 if expected else 0, expected), (name, report["findings"])
 
 
+def test_a_nan_in_a_live_vector_is_named(healthy_dir: BuiltDir) -> None:
+    """A NaN in a live vector (bit rot): chromadb ranked it anywhere and returned it; doctor said Healthy."""
+    from ops.storage.hnsw_files import read_header
+
+    folder = segment_folder(healthy_dir.path, "docs")
+    header = read_header(folder)
+    with (folder / "data_level0.bin").open("r+b") as f:
+        f.seek(3 * header.size_data_per_element + header.offset_data + 4)  # element 3, its second value
+        f.write(struct.pack("<I", 0x7FC00000))
+    code, report = doctor(healthy_dir.path)
+    bad = [f for f in report["findings"] if f["check"] == "hnsw.vectors"]
+    assert code == 2 and [(f["severity"], f["collection"]) for f in bad] == [("error", "default_database/docs")]
+    assert "1 live elements hold a vector with NaN or inf values (elements [3])" in bad[0]["evidence"]
+
+
 def test_link_lists_grown_past_its_levels_then_rebuilt(healthy_dir: BuiltDir, tmp_path: Path) -> None:
     """link_lists.bin longer than its elements' levels need (users report it grown to absurd sizes;
     hnswlib ignores the tail): a warning naming both sizes. The rebuild it names plans a rebuild for

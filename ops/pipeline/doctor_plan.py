@@ -72,6 +72,7 @@ NOT_PLANNED = {
     "hnsw.pickle": "no WAL row holds a vector of its records, so nothing can build the index anew",
     "hnsw.folder": "the index folder is gone",
     "sysdb.max_seq_id": "no chops step resets a max_seq_id yet",
+    "hnsw.vectors": "no chops step re-embeds a damaged vector",
 }
 PIPELINE_NAME = "doctor"
 

@@ -45,6 +45,7 @@ CHECKS = (
     "hnsw.files",
     "hnsw.persist_cut_short",
     "hnsw.level0_links",
+    "hnsw.vectors",
     "hnsw.link_lists",
     "hnsw.levels",
     "hnsw.pickle",

@@ -41,6 +41,10 @@ RESTORE_INDEX = (
     "from a snapshot (chops collection restore) or the persist dir from a backup, or re-embed its records"
 )
 """The fix of index data files that are cut short, sparse or missing (hnsw.files)."""
+DAMAGED_VECTORS = (
+    "no chops command repairs a damaged vector (a rebuild would carry it over): re-embed its records, or restore "
+    "the collection from a snapshot (chops collection restore)"
+)
 SALVAGE = frozenset({"hnsw.pickle", "hnsw.header"})
 """Checks whose errors mean the index cannot say which vector is which id: doctor --plan builds it anew
 from the WAL (wal.commit with salvage)."""
@@ -220,6 +224,12 @@ class _Checker:
                 f"{scan.bad_target_total:,} elements link to elements that do not exist (e.g. {scan.bad_targets})"
             )
             self.add("hnsw.level0_links", "error", evidence)
+        if scan.nonfinite_total:
+            evidence = (
+                f"{scan.nonfinite_total:,} live elements hold a vector with NaN or inf values (elements "
+                f"{scan.nonfinite}): queries rank them anywhere and get returns the damaged values"
+            )
+            self.add("hnsw.vectors", "error", evidence, DAMAGED_VECTORS)
         if scan.unknown_flags:
             self.add(
                 "hnsw.level0_links", "warning", f"{scan.unknown_flags:,} elements have flag bits hnswlib never sets"

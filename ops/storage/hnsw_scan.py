@@ -43,6 +43,9 @@ class Level0Scan(BaseModel):
     bad_target_total: int
     unknown_flags: int
     """Elements with flag bits hnswlib never sets."""
+    nonfinite: list[int]
+    """Live elements (first SAMPLE) whose vector holds NaN or inf; nonfinite_total counts all."""
+    nonfinite_total: int
 
 
 def scan_level0(folder: Path, header: HnswHeader) -> Level0Scan:
@@ -50,12 +53,16 @@ def scan_level0(folder: Path, header: HnswHeader) -> Level0Scan:
     labels, deleted = [np.zeros(0, np.uint64)], [np.zeros(0, bool)]
     counts_bad: list[int] = []
     targets_bad: list[int] = []
-    n_counts = n_targets = unknown = 0
+    nonfinite: list[int] = []
+    n_counts = n_targets = unknown = n_nonfinite = 0
     m0, total = header.max_m0, header.cur_element_count
     for first, records in level0_chunks(folder, header):
         labels.append(record_labels(records, header))
         flags = records[:, FLAGS_BYTE]
         deleted.append(record_deleted(records))
+        broken = np.flatnonzero(_nonfinite(records, header) & ~deleted[-1])
+        n_nonfinite += len(broken)
+        nonfinite += [first + int(i) for i in broken[: SAMPLE - len(nonfinite)]]
         if flags.max(initial=0) > _KNOWN_FLAGS:  # (most chunks: one reduction per check)
             unknown += int(((flags & ~np.uint8(_KNOWN_FLAGS)) != 0).sum())
         counts, links = record_links(records, header)
@@ -73,6 +80,8 @@ def scan_level0(folder: Path, header: HnswHeader) -> Level0Scan:
         bad_link_count_total=n_counts,
         bad_targets=targets_bad,
         bad_target_total=n_targets,
+        nonfinite=nonfinite,
+        nonfinite_total=n_nonfinite,
         unknown_flags=unknown,
     )
 
@@ -136,6 +145,18 @@ def scan_link_lists(folder: Path, header: HnswHeader) -> LinkListsScan:
         bad_targets=int(outside.sum()),
         bad_sample=[int(x) for x in distinct(owners)[:SAMPLE]],
     )
+
+
+def _nonfinite(records: npt.NDArray[np.uint8], header: HnswHeader) -> npt.NDArray[np.bool_]:
+    """The records whose vector holds a NaN or inf. A row's sum is finite unless one does (or the sum
+    overflows): one reduction over the vectors, the exact test on the few rows it flags."""
+    vectors = records[:, header.offset_data : header.label_offset].view("<f4")
+    out = np.zeros(len(records), bool)
+    with np.errstate(over="ignore", invalid="ignore"):
+        suspect = np.flatnonzero(~np.isfinite(vectors.sum(axis=1)))
+    if len(suspect):
+        out[suspect] = ~np.isfinite(vectors[suspect]).all(axis=1)
+    return out
 
 
 def _linking_outside(
