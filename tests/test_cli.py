@@ -177,6 +177,10 @@ def test_bounds_come_from_the_model_with_the_real_flag_name() -> None:
         with pytest.raises(BadInput) as caught:
             commands.parse(command, {"persist_dir": "D", "collection": "c", field: value})
         assert caught.value.message == message
+    fts = next(c for c in COMMANDS if c.name == "fts.rebuild")  # -t '' was taken as "keep the current one"
+    with pytest.raises(BadInput) as caught:
+        commands.parse(fts, {"persist_dir": "D", "tokenizer": " "})
+    assert caught.value.message.startswith("--tokenizer names no tokenizer")
 
 
 def _flags_of(words: list[str]) -> set[str]:

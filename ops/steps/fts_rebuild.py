@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ops.engine import failpoints
 from ops.engine.actions import Action, DurationOnly, FtsAfter, FtsBefore, RebuildFts
@@ -27,6 +27,14 @@ class FtsRebuildParams(Params):
         description="FTS5 tokenizer, e.g. trigram, 'unicode61 remove_diacritics 2' (default: keep the current one)",
     )
     force: bool = Field(False, description="rebuild even when the index is healthy")
+
+    @field_validator("tokenizer")
+    @classmethod
+    def _named(cls, tokenizer: str | None) -> str | None:
+        """-t '' named no tokenizer and was taken as "keep the current one"."""
+        if tokenizer is not None and not tokenizer.strip():
+            raise ValueError("names no tokenizer (leave -t out to keep the current one)")
+        return tokenizer
 
 
 class FtsRebuild(Step):
