@@ -226,7 +226,7 @@ def test_an_index_asked_in_looks_answers_as_asked_at_once(clustered_dir: BuiltDi
         folder, header, meta = pd.segment_folder(segment.id), pd.hnsw_header(segment.id), pd.hnsw_pickle(segment.id)
     assert header is not None and meta is not None
     known = np.fromiter(meta.label_to_id, dtype=np.uint64)
-    positions = np.random.default_rng(3).permutation(hnsw_index.live_positions(folder, header, known))
+    positions = np.random.default_rng(3).permutation(hnsw_index.live_positions(folder, header, known)[0])
     probe = _Probe.sample(folder, header, positions, known, "cosine", 100, True)
     assert probe.old is not None and len(probe.old.found) == 0  # nothing asked before a look needs it
     at_once = hnsw_index.ask_index(folder, header, probe.queries, "cosine", probe.k, 100)
