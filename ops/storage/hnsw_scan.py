@@ -48,8 +48,10 @@ class Level0Scan(BaseModel):
     nonfinite_total: int
 
 
-def scan_level0(folder: Path, header: HnswHeader) -> Level0Scan:
-    """Every record of data_level0.bin (raises CorruptHnswFile when the file is shorter than the header says)."""
+def scan_level0(folder: Path, header: HnswHeader, vectors: bool = True) -> Level0Scan:
+    """Every record of data_level0.bin (raises CorruptHnswFile when the file is shorter than the header
+    says); `vectors`: also look for NaN and inf in the live vectors (doctor; a plan's graph check
+    reads the links alone)."""
     labels, deleted = [np.zeros(0, np.uint64)], [np.zeros(0, bool)]
     counts_bad: list[int] = []
     targets_bad: list[int] = []
@@ -60,7 +62,7 @@ def scan_level0(folder: Path, header: HnswHeader) -> Level0Scan:
         labels.append(record_labels(records, header))
         flags = records[:, FLAGS_BYTE]
         deleted.append(record_deleted(records))
-        broken = np.flatnonzero(_nonfinite(records, header) & ~deleted[-1])
+        broken = np.flatnonzero(_nonfinite(records, header) & ~deleted[-1]) if vectors else np.zeros(0, np.int64)
         n_nonfinite += len(broken)
         nonfinite += [first + int(i) for i in broken[: SAMPLE - len(nonfinite)]]
         if flags.max(initial=0) > _KNOWN_FLAGS:  # (most chunks: one reduction per check)
@@ -212,7 +214,7 @@ def graph_state(folder: Path, header: HnswHeader) -> tuple[str | None, int]:
 
 def link_problems(folder: Path, header: HnswHeader, upper: LinkListsScan | None = None) -> list[str]:
     """Neighbour lists (level 0 and above) longer than their maximum or linking past the elements."""
-    level0, upper = scan_level0(folder, header), upper or scan_link_lists(folder, header)
+    level0, upper = scan_level0(folder, header, vectors=False), upper or scan_link_lists(folder, header)
     bad = level0.bad_link_count_total + level0.bad_target_total + upper.bad_link_counts + upper.bad_targets
     return [f"{bad} neighbour lists are out of range"] if bad or upper.problem else []
 
