@@ -609,7 +609,7 @@ def test_a_mistyped_collection_to_leave_out_is_refused(standard_dir: BuiltDir) -
 
 
 def test_a_label_on_two_elements_is_left_out_of_the_rebuild_doctor_names(standard_dir: BuiltDir) -> None:
-    """Bit rot gave element 1 the label of element 0. doctor names hnsw.labels and prescribes a
+    """Bit rot gave a live element the label of another. doctor names hnsw.labels and prescribes a
     rebuild, which built one element fewer than it planned and failed its own check, every time.
     Now neither element is guessed to be the label's: both records are left out and listed to
     re-embed (the record whose label element 1 lost as well)."""
@@ -619,9 +619,9 @@ def test_a_label_on_two_elements_is_left_out_of_the_rebuild_doctor_names(standar
     header, meta = read_header(folder), read_pickle(folder / "index_metadata.pickle")
     level0 = bytearray((folder / "data_level0.bin").read_bytes())
     width, at = header.size_data_per_element, header.label_offset
-    first, second = (struct.unpack_from("<Q", level0, i * width + at)[0] for i in (0, 1))
-    assert level0[2] & 1 == 0 and level0[width + 2] & 1 == 0  # both live
-    level0[width + at : width + at + 8] = level0[at : at + 8]
+    one, two = [i for i in range(header.cur_element_count) if level0[i * width + 2] & 1 == 0][:2]  # live
+    first, second = (struct.unpack_from("<Q", level0, i * width + at)[0] for i in (one, two))
+    level0[two * width + at : two * width + at + 8] = level0[one * width + at : one * width + at + 8]
     (folder / "data_level0.bin").write_bytes(bytes(level0))
     found = {f["check"] for f in json.loads(run_chops("doctor", standard_dir.path, "--json").stdout)["findings"]}
     assert "hnsw.labels" in found
