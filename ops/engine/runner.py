@@ -194,11 +194,12 @@ def apply_plan(
     if found is None:
         precheck_live(root, applying, options)
     touched = _union([step.touches(sp) for step, sp in pairs])
+    changed = touched.folders  # (a snapshot step only reads the others)
     backup_root = options.backup_root or default_backup_root(root)
     use_backup = options.backup and bool(touched.sqlite or touched.folders)
     if use_backup and touched.copies_everything:  # a snapshot step links its copy to this backup
         touched = Touches(sqlite=True, folders=all_folders(root), copies_everything=True)
-    check_writable(root, backup_root if use_backup else None, touched.folders)
+    check_writable(root, backup_root if use_backup else None, changed)
     with PersistDir.open(root) as pd:
         if options.chroma_verify:
             require_matching_chromadb(pd.layout.name)  # refuse before anything changes
