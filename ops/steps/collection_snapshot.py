@@ -52,7 +52,7 @@ class CollectionSnapshot(Step):
         if record.vector_segment is None or record.metadata_segment is None:
             missing = "vector" if record.vector_segment is None else "metadata"
             raise CorruptDatabase(
-                f"collection {record.database}/{record.name} has no {missing} segment row: Chroma cannot load it, "
+                f"collection {record.target} has no {missing} segment row: Chroma cannot load it, "
                 "and its snapshot could not be restored",
                 "chops doctor names it; restore it from an earlier snapshot instead",
             )
@@ -89,7 +89,7 @@ class CollectionSnapshot(Step):
         for action in _writes(plan):
             out = Path(action.target)
             write_snapshot(pd, record, out, ctx)
-            ctx.notes.append(f"snapshot of {record.database}/{record.name}: {out} ({out.stat().st_size:,} bytes)")
+            ctx.notes.append(f"snapshot of {record.target}: {out} ({out.stat().st_size:,} bytes)")
 
     def verify(self, ctx: StepContext, plan: StepPlan) -> None:
         for action in _writes(plan):

@@ -180,18 +180,21 @@ class Doctor(ReadOnlyStep[DoctorReport]):
         self.tenant = p.tenant
 
     def precheck(self, ctx: StepContext) -> None:
-        if self.tenant is not None and self.tenant not in (tenants := ctx.persist_dir.tenants()):
-            shown = "run without -p to see the names there" if self.privacy else f"tenants: {', '.join(tenants)}"
-            raise NotFound(f"no tenant {'(given)' if self.privacy else repr(self.tenant)}", shown)
-        if self.database is not None and self.collection is None:  # a mistyped -d checked nothing
-            names = sorted({d.name for d in ctx.persist_dir.databases()})
-            if self.database not in names:
-                shown = "run without -p to see the names there" if self.privacy else f"databases: {', '.join(names)}"
-                raise NotFound(f"no database {'(given)' if self.privacy else repr(self.database)}", shown)
+        """A mistyped --tenant or -d (without -c) checked nothing and said Healthy: refused, naming the
+        ones there (none under -p)."""
+        self._refuse_unknown("tenant", self.tenant, ctx.persist_dir.tenants())
+        if self.collection is None:
+            self._refuse_unknown("database", self.database, sorted({d.name for d in ctx.persist_dir.databases()}))
         if self.collection is not None:
             find_collection(
                 ctx.persist_dir, self.collection, self.database or DEFAULT_DATABASE, self.tenant, self.privacy
             )
+
+    def _refuse_unknown(self, kind: str, given: str | None, there: list[str]) -> None:
+        if given is None or given in there:
+            return
+        shown = "run without -p to see the names there" if self.privacy else f"{kind}s: {', '.join(there)}"
+        raise NotFound(f"no {kind} {'(given)' if self.privacy else repr(given)}", shown)
 
     def report(self, ctx: StepContext) -> DoctorReport:
         from ops.steps.doctor_index import check_collection

@@ -30,7 +30,7 @@ def missing_index(pd: PersistDir, record: CollectionRecord, consequence: str) ->
     files = [f"{folder.name}/{f}" for f in (HEADER_FILE, PICKLE_FILE) if not (folder / f).is_file()]
     gone = files[0] if folder.is_dir() and files else folder.name
     return CorruptHnswFile(
-        f"the HNSW index of {record.database}/{record.name}, flushed up to seq_id {segment.max_seq_id}, is "
+        f"the HNSW index of {record.target}, flushed up to seq_id {segment.max_seq_id}, is "
         f"missing ({gone} is gone): {consequence}",
         doctor_hint(pd, record),
     )
@@ -47,14 +47,13 @@ def refuse_damaged_index(pd: PersistDir, record: CollectionRecord, loads: str) -
     problem = hnsw_scan.load_problem(pd.segment_folder(segment.id), header)
     if problem is None and record.dimension is not None and record.dimension != header.dimension:
         raise CorruptDatabase(
-            f"collection {record.database}/{record.name} has the dimension {record.dimension} and its index "
+            f"collection {record.target} has the dimension {record.dimension} and its index "
             f"{header.dimension} (header.bin): one of them is damaged, and {loads} would go on with one of them",
             doctor_hint(pd, record),
         )
     if problem is not None:
         raise CorruptHnswFile(
-            f"the HNSW index of {record.database}/{record.name} is damaged: {problem}; {loads} would load it "
-            "into hnswlib",
+            f"the HNSW index of {record.target} is damaged: {problem}; {loads} would load it into hnswlib",
             f"repair it first: {doctor_hint(pd, record)}",
         )
 
@@ -63,7 +62,7 @@ def refuse_unknown_space(record: CollectionRecord, space: str, builds: str) -> N
     """A space hnswlib does not know (a damaged config) fails deep inside a build: refused while planning."""
     if space not in SPACES:
         raise CorruptDatabase(
-            f"collection {record.database}/{record.name} is configured with the space {space!r}, not one of "
+            f"collection {record.target} is configured with the space {space!r}, not one of "
             f"{', '.join(SPACES)}: {builds} would fail",
             "its config in chroma.sqlite3 is damaged: restore chroma.sqlite3 from a snapshot (chops db restore)",
         )

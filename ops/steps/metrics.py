@@ -33,7 +33,7 @@ from ops.steps.backup_list import BackupListReport, BackupRow, backup_list
 from ops.steps.db_info import DbInfo, DbInfoParams, DbInfoReport
 from ops.steps.doctor import SEVERITIES, Doctor, DoctorReport, label
 from ops.steps.inspection import CollectionReport
-from ops.storage.models import qualified, split_qualified
+from ops.storage.models import split_qualified
 
 PREFIX = "chroma_ops_"
 HASH_HEX = 12
@@ -184,10 +184,9 @@ def doctor_families(source: MetricsSource, where: str, shown: Labels) -> Iterato
         "doctor findings by check and severity, per collection (tenant, database and collection empty: the whole dir)",
         labels=["persist_dir", "check", "severity", "tenant", "database", "collection"],
     )
-    names = {qualified(c.tenant, c.database, c.name): (c.tenant, c.database, c.name) for c in source.db.collections}
     counted = Counter((f.check, f.severity, f.collection) for f in report.findings)
     for (check, severity, collection), count in sorted(counted.items(), key=str):
-        tenant, database, name = names.get(collection, split_qualified(collection)) if collection else ("", "", "")
+        tenant, database, name = split_qualified(collection) if collection else ("", "", "")
         by_check.add_metric([where, check, severity, shown(tenant), shown(database), shown(name)], count)
     yield by_check
 

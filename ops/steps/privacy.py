@@ -17,30 +17,29 @@ from ops.engine.step import PLACEHOLDER_DIR
 from ops.steps.inspection import HIDDEN, CollectionReport
 from ops.storage import PersistDir
 from ops.storage.hnsw_files import SPACES
-from ops.storage.models import CollectionRecord, MetadataValue
+from ops.storage.models import DEFAULT_DATABASE, DEFAULT_TENANT, CollectionRecord, MetadataValue
 from ops.storage.sysdb import HNSW_METADATA_KEYS
 
-CHROMA_TENANT, CHROMA_DATABASE = "default_tenant", "default_database"
-"""The names of the tenant and database Chroma creates itself: nobody chose them, they are shown."""
 CHROMA_TOPIC = re.compile(r"persistent://default/default/[0-9a-f-]{36}")
 """The WAL topic Chroma writes: its own tenant and namespace, then the collection's UUID."""
 
 
 class Pseudonyms:
-    """The placeholders of one persist dir's names."""
+    """The placeholders of one persist dir's names (Chroma's own tenant and database, which nobody
+    chose, keep theirs)."""
 
     def __init__(self, pd: PersistDir) -> None:
         self.root = str(pd.path)
-        self._tenants = _numbered("tenant", [t for t in pd.tenants() if t != CHROMA_TENANT])
-        databases = [(d.tenant, d.name) for d in pd.databases() if d.name != CHROMA_DATABASE]
+        self._tenants = _numbered("tenant", [t for t in pd.tenants() if t != DEFAULT_TENANT])
+        databases = [(d.tenant, d.name) for d in pd.databases() if d.name != DEFAULT_DATABASE]
         self._databases = {key: f"database-{i}" for i, key in enumerate(databases, 1)}
         self._collections = {c.id: f"collection-{i}" for i, c in enumerate(pd.collections(), 1)}
 
     def tenant(self, name: str) -> str:
-        return name if name == CHROMA_TENANT else self._tenants.get(name, HIDDEN)
+        return name if name == DEFAULT_TENANT else self._tenants.get(name, HIDDEN)
 
     def database(self, tenant: str, name: str) -> str:
-        return name if name == CHROMA_DATABASE else self._databases.get((tenant, name), HIDDEN)
+        return name if name == DEFAULT_DATABASE else self._databases.get((tenant, name), HIDDEN)
 
     def qualified_database(self, tenant: str, name: str) -> str:
         """`tenant/database`, as db info lists them."""

@@ -183,8 +183,7 @@ class WalCommit(Step):
         prediction = ctx.persist_dir.prediction
         if prediction is not None and topic in prediction.wal_floors:
             raise Unpredictable(
-                f"wal.commit --readd-lost of {record.database}/{record.name} reads WAL rows "
-                "that a wal.clean before it deletes",
+                f"wal.commit --readd-lost of {record.target} reads WAL rows that a wal.clean before it deletes",
                 "put wal.clean after wal.commit in the pipeline",
             )
         conn = ctx.persist_dir.conn

@@ -142,7 +142,7 @@ def read_index_file(path: Path) -> bytes:
         finally:
             os.close(fd)
     except OSError as exc:
-        raise CorruptHnswFile(f"cannot read {path}: {exc.strerror}", "check the segment folder") from exc
+        raise unreadable(path, exc) from exc
     return b"".join(parts)
 
 
@@ -281,6 +281,10 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except FileNotFoundError as exc:
         raise missing_file(path) from exc
+
+
+def unreadable(path: Path, exc: OSError) -> CorruptHnswFile:
+    return CorruptHnswFile(f"cannot read {path}: {exc.strerror}", "check the segment folder")
 
 
 def missing_file(path: Path) -> CorruptHnswFile:

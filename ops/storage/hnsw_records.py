@@ -13,7 +13,15 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict
 
 from ops.errors import CorruptHnswFile
-from ops.storage.hnsw_files import LENGTH_FILE, LEVEL0_FILE, HnswHeader, check_level0_size, file_size, missing_file
+from ops.storage.hnsw_files import (
+    LENGTH_FILE,
+    LEVEL0_FILE,
+    HnswHeader,
+    check_level0_size,
+    file_size,
+    missing_file,
+    unreadable,
+)
 
 _DELETED_FLAG = 0x01
 FLAGS_BYTE = 2
@@ -70,7 +78,7 @@ def _open(path: Path) -> io.FileIO:
     except FileNotFoundError as exc:
         raise missing_file(path) from exc
     except OSError as exc:
-        raise CorruptHnswFile(f"cannot read {path}: {exc.strerror}", "check the segment folder") from exc
+        raise unreadable(path, exc) from exc
 
 
 def read_records(folder: Path, header: HnswHeader, positions: npt.NDArray[np.int64]) -> RecordMatrix:

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ValidationError
 
 from ops.errors import CorruptHnswFile, UnsafePickle
+from ops.storage.hnsw_files import unreadable
 
 PERSISTENT_DATA_MODULE = "chromadb.segment.impl.vector.local_persistent_hnsw"
 PERSISTENT_DATA_CLASS = "PersistentData"
@@ -119,7 +120,7 @@ def read_pickle(path: Path) -> HnswPickleMeta:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise CorruptHnswFile(f"cannot read {path}: {exc.strerror}", "check the segment folder") from exc
+        raise unreadable(path, exc) from exc
     return parse_pickle(data, path)
 
 
