@@ -134,17 +134,18 @@ class _Checker:
             return self.state
         self.state.header = header
         self._header(header)
-        if self._files(folder, header):
+        level0_whole = self._files(folder, header)
+        meta = self.state.meta
+        prefix = intact_prefix(folder, header, set(meta.label_to_id)) if meta is not None else None
+        if prefix is not None:  # what the pickle describes is whole: a rebuild from it loses nothing
+            self.add("hnsw.persist_cut_short", "error", cut_short(header, prefix))
+            if not level0_whole:  # chromadb loads it, reads zeros for the rest, finds the complete elements
+                self.state.loadable = True  # (tests/test_doctor_kill.py)
+            self.state.scan = scan_level0(folder, prefix)
+        elif level0_whole:
             self.state.scan = scan_level0(folder, header)
             self._level0(self.state.scan)
             self._link_lists(folder, header)
-        elif self.state.meta is not None and (
-            prefix := intact_prefix(folder, header, set(self.state.meta.label_to_id))
-        ):
-            evidence = cut_short(header, prefix) + ": Chroma reads zeros for the rest"
-            self.add("hnsw.persist_cut_short", "error", evidence)
-            self.state.loadable = True  # chromadb loads it and finds the complete elements (tests/test_doctor_kill.py)
-            self.state.scan = scan_level0(folder, prefix)
         self._labels(header, segment.max_seq_id)
         return self.state
 

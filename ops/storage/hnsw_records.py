@@ -132,24 +132,30 @@ def read_level0(folder: Path, header: HnswHeader) -> Level0Records:
 
 
 def intact_prefix(folder: Path, header: HnswHeader, pickled: set[int]) -> HnswHeader | None:
-    """A persist cut short (Chroma killed after writing header.bin, before data_level0.bin and
-    length.bin grew): the header counts more elements than the files hold. When the complete records
-    hold exactly the live labels index_metadata.pickle maps (each once), they are the index the pickle
-    describes: the header for them. Else (or nothing is cut short) None."""
+    """A persist cut short (Chroma killed after writing header.bin, before data_level0.bin or
+    length.bin had grown to it): the header counts more elements than the files hold. When the first
+    complete records hold exactly the live labels index_metadata.pickle maps (each once), and the
+    complete records after them only labels it does not map (the adds the cut-short persist was
+    writing, still in their WAL rows), those first records are the index the pickle describes: the
+    header for them. Else (or nothing is cut short) None."""
     width = header.size_data_per_element
     complete = min(file_size(folder / LEVEL0_FILE) // width, file_size(folder / LENGTH_FILE) // 4)
-    if not 0 < complete < header.cur_element_count:
+    if not 0 < complete < header.cur_element_count or not pickled:
         return None
-    prefix = header.model_copy(update={"cur_element_count": complete})
-    records = read_level0(folder, prefix)
-    live = records.labels[~records.deleted]
+    records = read_level0(folder, header.model_copy(update={"cur_element_count": complete}))
+    mapped = np.flatnonzero(np.isin(records.labels, np.fromiter(pickled, dtype=np.uint64, count=len(pickled))))
+    if not len(mapped):
+        return None
+    end = int(mapped[-1]) + 1
+    live = records.labels[:end][~records.deleted[:end]]
     if len(distinct(live)) != len(live) or {int(x) for x in live} != pickled:
         return None
-    return prefix
+    return header.model_copy(update={"cur_element_count": end})
 
 
 def cut_short(header: HnswHeader, prefix: HnswHeader) -> str:
     return (
-        f"header.bin counts {header.cur_element_count:,} elements, data_level0.bin holds {prefix.cur_element_count:,} "
-        "complete ones, exactly the live labels of index_metadata.pickle (a persist cut short)"
+        f"header.bin counts {header.cur_element_count:,} elements, data_level0.bin and length.bin hold the first "
+        f"{prefix.cur_element_count:,} complete, exactly the live labels of index_metadata.pickle "
+        "(a persist cut short)"
     )
