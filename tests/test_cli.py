@@ -76,6 +76,7 @@ CASES: list[tuple[str, str, dict[str, Any]]] = [
     ("wal clean D -s a --temp-dir /tmp", "wal.clean", {"skip_collection_names": ["a"], "temp_dir": "/tmp"}),
     ("wal commit D --threads 3", "wal.commit", {"threads": 3}),
     ("wal config D --purge off", "wal.config", {"purge": "off"}),
+    ("wal rewind D -s a -s b", "wal.rewind", {"skip_collection_names": ["a", "b"]}),
     ("fts rebuild D -t trigram --force", "fts.rebuild", {"tokenizer": "trigram", "force": True}),
     ("collection restore D -i f --as copy", "collection.restore", {"new_name": "copy"}),
     (

@@ -126,11 +126,10 @@ def test_salvage_with_no_wal_row_lists_everything(healthy_dir: BuiltDir, tmp_pat
     r = run_chops("doctor", path, "--plan")
     assert r.code == 2, r.stderr
     plan = json.loads(r.stdout)
-    assert plan["steps"] == [] or not planned(plan)
-    left = {(u["check"], u["collection"]) for u in plan["unrepaired"]}
     # plain's rows were the WAL's newest: with them gone, its max_seq_id is past the WAL's end (the next
-    # writes would be taken as applied), which no step resets yet
-    checks = ("hnsw.pickle", "records.unfindable", "sysdb.max_seq_id")
-    assert left == {(c, "default_database/plain") for c in checks}
+    # writes would be taken as applied): the plan sets it back, and that is all it can do
+    assert [s for s, _ in planned(plan)] == ["wal.rewind"]
+    left = {(u["check"], u["collection"]) for u in plan["unrepaired"]}
+    assert left == {(c, "default_database/plain") for c in ("hnsw.pickle", "records.unfindable")}
     pickle_left = next(u for u in plan["unrepaired"] if u["check"] == "hnsw.pickle")
     assert "no WAL row holds a vector of its records" in pickle_left["fix"]

@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -106,7 +108,14 @@ def test_plan_is_deterministic_and_exit_codes_follow_terraform(standard_dir: Bui
     steps = [(s["step"], len(s["actions"])) for s in plan["steps"]]
     # snapshot; the orphan folder; commit of frag (7) and pending (5); compaction of frag (20% deleted); clean of
     # 2 topics + VACUUM
-    assert steps == [("db.snapshot", 1), ("db.clean", 1), ("wal.commit", 2), ("hnsw.compact", 1), ("wal.clean", 3)]
+    assert steps == [
+        ("db.snapshot", 1),
+        ("db.clean", 1),
+        ("wal.commit", 2),
+        ("hnsw.compact", 1),
+        ("wal.rewind", 0),
+        ("wal.clean", 3),
+    ]
     assert plan["steps"][3]["selection"] == {
         "collection": "frag",
         "database": "default_database",
@@ -248,8 +257,15 @@ def test_selectors_and_invoke_configuration(standard_dir: BuiltDir, tmp_path: Pa
 
 def test_maintain_plans_by_reading_only(standard_dir: BuiltDir) -> None:
     """maintain --plan predicts: nothing is applied (a failpoint on apply's verify is never reached)
-    and nothing is written in or beside the persist dir, though every step plans changes."""
+    and nothing is written in or beside the persist dir, though every step plans changes (`other`'s
+    metadata segment is given a max_seq_id past the WAL's newest, for wal.rewind)."""
     path = standard_dir.path
+    with closing(sqlite3.connect(path / "chroma.sqlite3")) as conn, conn:
+        conn.execute(
+            "UPDATE max_seq_id SET seq_id = (SELECT max(seq_id) + 100 FROM embeddings_queue) WHERE segment_id = "
+            "(SELECT s.id FROM segments s JOIN collections c ON s.collection = c.id "
+            "WHERE c.name = 'other' AND s.scope = 'METADATA')"
+        )
     beside, before = sorted(path.parent.iterdir()), tree_state(path)
     r = run_chops("maintain", path, "--plan", env={"CHOPS_FAILPOINT": "before_verify=kill"})
     assert r.code == 2, r.stderr

@@ -150,6 +150,28 @@ class SetAutomaticPurge(ActionBase):
     details: NoDetails = NoDetails()
 
 
+# --- wal.rewind -------------------------------------------------------------------------------
+class SeqId(Part):
+    max_seq_id: int
+
+
+class SegmentWhere(Part):
+    segment_id: str
+    scope: str
+    """VECTOR or METADATA: which of the collection's segments."""
+    wal_newest_seq_id: int
+
+
+class RewindMaxSeqId(ActionBase):
+    """wal.rewind: a segment's max_seq_id past the WAL's newest seq_id, set back to it (target: the
+    collection)."""
+
+    kind: Literal["rewind_max_seq_id"] = "rewind_max_seq_id"
+    before: SeqId
+    after: SeqId
+    details: SegmentWhere
+
+
 # --- fts.rebuild ------------------------------------------------------------------------------
 class FtsBefore(Part):
     exists: bool
@@ -386,6 +408,7 @@ Action = Annotated[
     | DeleteWalRows
     | Vacuum
     | SetAutomaticPurge
+    | RewindMaxSeqId
     | RebuildFts
     | SetHnswConfig
     | RebuildIndex

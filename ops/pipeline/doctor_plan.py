@@ -20,6 +20,8 @@ Which step repairs which finding:
                                          from the WAL rows that still hold its records' vectors; the
                                          records none holds are listed (re-embed), never guessed
     wal.orphan_topic                  -> wal.clean (left out while a lost record's only copy is a WAL row)
+    sysdb.max_seq_id                  -> wal.rewind of those collections (first: the steps after it
+                                         plan on the max_seq_id Chroma will use)
 Nothing is planned on a database whose SQLite checks fail or whose layout chops does not know.
 
 What is still wrong afterwards is not guessed: doctor runs again on the state the planned steps
@@ -71,7 +73,6 @@ NOT_PLANNED = {
     "hnsw.files": "no salvage rebuild of an index whose data files are damaged yet",
     "hnsw.pickle": "no WAL row holds a vector of its records, so nothing can build the index anew",
     "hnsw.folder": "the index folder is gone",
-    "sysdb.max_seq_id": "no chops step resets a max_seq_id yet",
     "hnsw.vectors": "no chops step re-embeds a damaged vector",
 }
 PIPELINE_NAME = "doctor"
@@ -102,7 +103,8 @@ def repair_pipeline(report: DoctorReport) -> Pipeline | None:
     checks = {f.check for f in findings}
     if checks & REFUSE_ALL or not report.layout.known:
         return None
-    entries: list[dict[str, Any]] = []
+    past_the_wal = {f.collection for f in findings if f.check == "sysdb.max_seq_id" and f.collection}
+    entries = _per_database("wal.rewind", past_the_wal)
     if checks & {"fts.missing", "fts.content", "fts.integrity"}:
         entries.append({"step": "fts.rebuild", "with": {"force": "fts.integrity" in checks}})
     if "db.orphan_folder" in checks and "sysdb.segments" not in checks:  # else it may be a live index
@@ -122,8 +124,8 @@ def repair_pipeline(report: DoctorReport) -> Pipeline | None:
         entries.append({"step": "hnsw.rebuild", "select": _select([name], database, tenant)})
     commit = {f.collection for f in findings if f.check in COMMIT_CHECKS and f.collection} | by_kind["wal"]
     unloadable = {f.collection for f in findings if f.check == "hnsw.files" and f.severity == "error"}
-    entries += _commits(commit - salvage - unloadable - rows, {"readd_lost": True})  # a commit loads the index
-    entries += _commits(salvage, {"readd_lost": True, "salvage": True})
+    entries += _per_database("wal.commit", commit - salvage - unloadable - rows, {"readd_lost": True})  # (loads)
+    entries += _per_database("wal.commit", salvage, {"readd_lost": True, "salvage": True})
     if "wal.orphan_topic" in checks and not by_kind["wal"]:
         entries.append({"step": "wal.clean"})
     if not entries:
@@ -132,14 +134,15 @@ def repair_pipeline(report: DoctorReport) -> Pipeline | None:
     return Pipeline.model_validate({"name": PIPELINE_NAME, "description": description, "steps": entries})
 
 
-def _commits(targets: set[str], options: dict[str, bool]) -> list[dict[str, Any]]:
-    """wal.commit entries of these collections (one per database), with these options."""
+def _per_database(step: str, targets: set[str], options: dict[str, bool] | None = None) -> list[dict[str, Any]]:
+    """Entries of a step told which collections to leave out (wal.commit, wal.rewind): one per
+    database, selecting these collections, with these options."""
     per_database: dict[tuple[str, str], list[str]] = defaultdict(list)
     for target in sorted(targets):
         tenant, database, name = split_qualified(target)
         per_database[(tenant, database)].append(name)
     return [
-        {"step": "wal.commit", "select": _select(names, database, tenant), "with": options}
+        {"step": step, "select": _select(names, database, tenant), **({"with": options} if options else {})}
         for (tenant, database), names in sorted(per_database.items())
     ]
 

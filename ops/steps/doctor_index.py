@@ -90,8 +90,8 @@ class IndexState:
 
 
 class _Checker:
-    def __init__(self, pd: PersistDir, c: CollectionRecord, shown: Shown) -> None:
-        self.pd, self.c, self.where = pd, c, shown.where
+    def __init__(self, pd: PersistDir, c: CollectionRecord, shown: Shown, newest: int) -> None:
+        self.pd, self.c, self.where, self.newest = pd, c, shown.where, newest
         self.view = shown.record(c)
         """The collection as findings name it."""
         self.state = IndexState()
@@ -295,7 +295,9 @@ class _Checker:
             evidence = f"index_metadata.pickle says max_seq_id {meta.max_seq_id}, the max_seq_id table {table_seq}"
             self.add("hnsw.max_seq_id", "warning", evidence)
         pickled = max(meta.id_to_seq_id.values(), default=None)
-        if pickled is not None and (table_seq is None or pickled > table_seq):
+        # rows past the table's max_seq_id that the index holds; past the WAL's newest row they are from
+        # a WAL that is gone (emptied, then `wal rewind`), and Chroma applies the next rows as it should
+        if pickled is not None and (table_seq is None or pickled > table_seq) and pickled <= self.newest:
             evidence = (
                 f"index_metadata.pickle holds records up to seq_id {pickled}, the max_seq_id table says {table_seq}"
             )
@@ -314,10 +316,10 @@ def check_collection(
     (with their real ids and names: the findings name them as `shown` says). `configs`: what
     sysdb.unreadable_configs found, and `newest`: the WAL's newest seq_id, both read once for all."""
     view = shown.record(c)
-    rows = _sysdb_findings(pd, c, view, configs.get(c.id)) + _seq_id_findings(c, view, newest)
+    rows = _sysdb_findings(pd, c, view, configs.get(c.id)) + _seq_id_findings(c, view, newest, shown.where)
     if c.vector_segment is None or c.metadata_segment is None:
         return rows, []
-    checker = _Checker(pd, c, shown)
+    checker = _Checker(pd, c, shown, newest)
     state = checker.index()
     findings = rows + _dimension_findings(c, view, state) + state.findings
     gap = pd.wal_gap(c, stats)
@@ -338,7 +340,7 @@ def check_collection(
 RESTORE_ROWS = "no chops command repairs it: restore it from a snapshot (chops collection restore or db restore)"
 
 
-def _seq_id_findings(c: CollectionRecord, view: CollectionRecord, newest: int) -> list[Finding]:
+def _seq_id_findings(c: CollectionRecord, view: CollectionRecord, newest: int, where: str) -> list[Finding]:
     """A segment's max_seq_id past the WAL's newest seq_id: the next writes get seq_ids up to it, and
     Chroma takes each of them as already applied (they never reach the index or the records)."""
     out = []
@@ -349,11 +351,7 @@ def _seq_id_findings(c: CollectionRecord, view: CollectionRecord, newest: int) -
                 f"seq_id {newest:,}: Chroma takes the next {segment.max_seq_id - newest:,} writes as applied and "
                 "loses them"
             )
-            fix = (
-                f"no chops command resets it yet: with Chroma stopped, set segment {segment.id}'s row of the "
-                f"max_seq_id table to {newest} (the WAL's rows stay as applied as Chroma takes them now), or "
-                "restore chroma.sqlite3 from a snapshot (chops db restore)"
-            )
+            fix = command("wal", "rewind", where)
             out.append(
                 Finding(check="sysdb.max_seq_id", severity="error", collection=label(view), evidence=evidence, fix=fix)
             )

@@ -165,6 +165,12 @@ COMMANDS = (
         scope="collections",
     ),
     Command(
+        ("wal", "rewind"),
+        "set a segment's max_seq_id that runs past the WAL's newest seq_id back to it (else Chroma drops new writes)",
+        "ops.steps.wal_rewind:WalRewind",
+        scope="collections",
+    ),
+    Command(
         ("wal", "export"),
         "stream the WAL as JSON Lines (one entry a line)",
         "ops.cli.tools:wal_export",

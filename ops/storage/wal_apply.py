@@ -210,8 +210,9 @@ class IndexWriter:
 
 
 def record_max_seq_id(conn: sqlite3.Connection, segment_id: str, seq_id: int, metadb_version: int) -> None:
-    """max_seq_id.seq_id: INTEGER since metadb migration 5, an 8-byte big-endian BLOB before."""
-    value: int | bytes = seq_id if metadb_version >= 5 else seq_id.to_bytes(8, "big")
+    """max_seq_id.seq_id: INTEGER since metadb migration 5, an 8-byte big-endian BLOB before (-1, which
+    0.5/0.6 read as "nothing applied", as the INTEGER they also read: no BLOB holds it)."""
+    value: int | bytes = seq_id if metadb_version >= 5 or seq_id < 0 else seq_id.to_bytes(8, "big")
     conn.execute("INSERT OR REPLACE INTO max_seq_id (segment_id, seq_id) VALUES (?, ?)", (segment_id, value))
 
 
