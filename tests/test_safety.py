@@ -18,7 +18,7 @@ from ops.engine.plan import StepPlan
 from ops.engine.runner import Confirm, RunOptions, run_step
 from ops.engine.step import StepContext
 from ops.steps.hnsw_config import HnswConfigParams, HnswConfigStep
-from tests.conftest import BuiltDir, chroma_snapshot, run_chops, tree_state
+from tests.conftest import BuiltDir, assert_same_answers, chroma_snapshot, run_chops, tree_state
 
 
 def content_state(path: Path) -> dict[str, str]:
@@ -344,3 +344,34 @@ def test_an_unreadable_journal_names_the_backup_to_restore(standard_dir: BuiltDi
     assert run_chops("rollback", path, "--yes", "--backup", backups[0]["backup_id"]).code == 0
     assert content_state(path) == before
     assert not (path / ".chops-journal.json").exists() and not (path / "x.chops-new").exists()
+
+
+@pytest.mark.parametrize("damage", ["not a database", "torn in half"])
+def test_rollback_over_a_damaged_database(standard_dir: BuiltDir, tmp_path: Path, damage: str) -> None:
+    """The night chroma.sqlite3 is damaged is when a backup is needed: `chops rollback` restores it,
+    keeping a copy of the damaged file (its pages may hold newer writes) beside the backups. Before,
+    rollback refused because it could not lock the damaged file."""
+    path = standard_dir.path
+    before = chroma_snapshot(path, tmp_path)
+    assert run_chops("wal", "config", path, "--purge", "off", "--yes").code == 0  # a run: one backup
+    db = path / "chroma.sqlite3"
+    broken = os.urandom(8192) if damage == "not a database" else db.read_bytes()[: db.stat().st_size // 2]
+    db.write_bytes(broken)
+    assert run_chops("doctor", path).code in (1, 2)
+    r = run_chops("rollback", path, "--yes")
+    assert r.code == 0, r.stderr
+    assert_same_answers(before, chroma_snapshot(path, tmp_path))
+    kept = sorted(path.parent.glob(f"{path.name}.chops-backups/damaged-*/chroma.sqlite3"))
+    assert [p.read_bytes() for p in kept] == [broken]
+    assert f"kept in {kept[0].parent}" in r.stdout
+
+
+def test_rollback_over_a_damaged_database_needs_a_backup_of_it(standard_dir: BuiltDir) -> None:
+    """A backup without chroma.sqlite3 (db clean's: it removes folders only) cannot replace it: refused
+    in one line, the damaged file left as it is."""
+    path = standard_dir.path
+    assert run_chops("db", "clean", path, "--yes").code == 0
+    (path / "chroma.sqlite3").write_bytes(b"x" * 4096)
+    r = run_chops("rollback", path, "--yes")
+    assert r.code == 1 and "cannot be opened" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert (path / "chroma.sqlite3").read_bytes() == b"x" * 4096

@@ -311,3 +311,6 @@ def _print_rollback(console: Console, result: RollbackResult) -> None:
         console.print("Nothing had changed yet; no restore was needed.")
     for folder in result.removed_snapshots:
         console.print(f"Removed the snapshot that run took of this state: {folder}", markup=False, soft_wrap=True)
+    if result.damaged_database_kept:
+        kept = result.damaged_database_kept
+        console.print(f"The damaged chroma.sqlite3 it replaced is kept in {kept}", markup=False, soft_wrap=True)

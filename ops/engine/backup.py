@@ -353,6 +353,26 @@ def restore_backup(backup_dir: Path, persist_dir: Path, checked: BackupManifest 
     return manifest
 
 
+DAMAGED_PREFIX = "damaged-"
+"""A folder of the backup root holding a chroma.sqlite3 a restore replaced because it could not be opened."""
+
+
+def keep_damaged_database(live: Path, backup_root: Path) -> Path:
+    """A durable copy of a chroma.sqlite3 that cannot be opened as a database (and of its journal
+    files), in a new folder of the backup root, before a restore replaces it: its pages may still
+    hold writes newer than the backup (`sqlite3 FILE .recover`). Copied, not moved: a run killed
+    before the restore finds the dir as it was."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    folder = backup_root / f"{DAMAGED_PREFIX}{stamp}"
+    folder.mkdir(parents=True)
+    for side in ("", "-journal", "-wal", "-shm"):
+        path = live.with_name(live.name + side)
+        if path.is_file():
+            copy_file(path, folder / path.name, durable=True)
+    fsync_dir(folder)
+    return folder
+
+
 def restore_sqlite(backup: Path, live: Path) -> None:
     """Copy the saved pages into the live database through the backup API (honours locks;
     other connections see a consistent database). Falls back to an atomic file replace when

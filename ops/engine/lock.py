@@ -45,8 +45,8 @@ def acquire_write_lock(sqlite_path: Path, timeout_s: float = DEFAULT_LOCK_TIMEOU
             ) from None
         raise CorruptDatabase(
             f"{sqlite_path} cannot be opened for writing ({exc})",
-            "it is damaged: with Chroma stopped, copy the chroma.sqlite3 of a db snapshot or backup in its place "
-            "(chops db restore and rollback must open it too)",
+            "it is damaged: with Chroma stopped, restore it with chops rollback (from a backup chops took; a copy "
+            "of the damaged file is kept) or copy the chroma.sqlite3 of a db snapshot in its place",
         ) from None
     # Writes are applied with a busy wait too, for readers finishing when we commit.
     conn.execute(f"PRAGMA busy_timeout = {int(min(timeout_s, MAX_BUSY_S) * 1000)}")

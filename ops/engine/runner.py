@@ -34,6 +34,7 @@ from ops.engine.backup import (
     default_backup_root,
     estimate_backup_bytes,
     find_backup,
+    keep_damaged_database,
     new_backup_id,
     prune_backups,
     read_manifest,
@@ -61,7 +62,7 @@ from ops.engine.lock import DEFAULT_LOCK_TIMEOUT_S, acquire_write_lock
 from ops.engine.plan import Plan, StepPlan
 from ops.engine.progress import NoProgress, ProgressSink
 from ops.engine.step import Step, StepContext, Touches
-from ops.errors import BadInput, OpsError
+from ops.errors import BadInput, CorruptDatabase, OpsError
 from ops.storage import PersistDir
 from ops.storage.fs import remove_tree
 from ops.storage.index_swap import NEW_SUFFIX, SWAP_SUFFIX, staging_folder
@@ -428,6 +429,8 @@ class RollbackResult(BaseModel):
     unfinished_run: str | None
     removed_snapshots: list[str] = []
     """Snapshot folders the rolled-back run wrote (of the state restored), removed with it."""
+    damaged_database_kept: str | None = None
+    """Where the chroma.sqlite3 that could not be opened was copied before the backup's replaced it."""
 
 
 def rollback(
@@ -451,9 +454,15 @@ def rollback(
             raise _rollback_failed(what, failure, root, journal) from failure
         return RollbackResult(persist_dir=str(root), restored_backup=restored, unfinished_run=journal.run_id)
     backup_dir = find_backup(backup_root or default_backup_root(root), backup_id)
-    writer = acquire_write_lock(root / "chroma.sqlite3")  # nobody may write while we restore
-    _release(writer)
-    read_manifest(backup_dir)
+    manifest = read_manifest(backup_dir)
+    damaged_kept = None
+    try:
+        _release(acquire_write_lock(root / SQLITE_FILE_NAME))  # nobody may write while we restore
+    except CorruptDatabase:
+        if not manifest.includes_sqlite:
+            raise
+        # No process can write a file that is no database; the backup's replaces it, a copy is kept.
+        damaged_kept = str(keep_damaged_database(root / SQLITE_FILE_NAME, backup_dir.parent))
     try:
         restore_backup(backup_dir, root)
     except (OSError, sqlite3.Error) as failure:
@@ -465,7 +474,11 @@ def rollback(
     record_rollbacks(backup_dir)
     _remove_run_leftovers(root)
     return RollbackResult(
-        persist_dir=str(root), restored_backup=backup_dir.name, unfinished_run=None, removed_snapshots=removed
+        persist_dir=str(root),
+        restored_backup=backup_dir.name,
+        unfinished_run=None,
+        removed_snapshots=removed,
+        damaged_database_kept=damaged_kept,
     )
 
 
