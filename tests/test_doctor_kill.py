@@ -180,14 +180,7 @@ def test_persist_cut_short(writer_base: Path, tmp_path: Path, written: str) -> N
     cut 21 elements into the new batch (the new elements' labels are in no pickle; the link lists
     and the pickle are the base's). doctor names it, the plan rebuilds from the elements the pickle
     describes and nothing is lost: chromadb finds every record afterwards."""
-    later = tmp_path / "later"
-    shutil.copytree(writer_base, later)
-    subprocess.run(
-        [sys.executable, "-m", "tests.kill_writer", str(later), str(BASE_BATCHES), str(BASE_BATCHES)],
-        check=True,
-        cwd=REPO,
-        capture_output=True,
-    )
+    later = next_batch_written(writer_base, tmp_path / "later")
     path = tmp_path / "persist"
     shutil.copytree(writer_base, path)
     [folder] = [p for p in path.iterdir() if (p / "header.bin").is_file()]
@@ -204,3 +197,37 @@ def test_persist_cut_short(writer_base: Path, tmp_path: Path, written: str) -> N
     assert all(u["vector"] != "gone" for u in before["unfindable"])  # (each one is in data_level0.bin)
     line = examine(path, BASE_BATCHES - 1, tmp_path)
     assert "plan ['hnsw.rebuild']; left [], 0 to re-embed" in line, line
+
+
+def next_batch_written(base: Path, target: Path) -> Path:
+    """A copy of the base with the writer's next batch added and persisted (the writer exits normally)."""
+    shutil.copytree(base, target)
+    subprocess.run(
+        [sys.executable, "-m", "tests.kill_writer", str(target), str(BASE_BATCHES), str(BASE_BATCHES)],
+        check=True,
+        cwd=REPO,
+        capture_output=True,
+    )
+    return target
+
+
+@pytest.mark.parametrize("kept", [0.75, 0.25])
+def test_pickle_cut_short(writer_base: Path, tmp_path: Path, kept: float) -> None:
+    """The state a kill leaves when it lands while Chroma rewrites index_metadata.pickle (the last file
+    of a persist; 1 in ~25 kills above): the pickle holds `kept` of its new bytes. At 0.75 the prefix
+    holds the whole id_to_label map (the first half of the file): doctor names it, the plan rebuilds
+    from it and nothing is lost. At 0.25 the map is cut too: which vector is which id is not known for
+    the records no WAL row holds, and doctor lists them to re-embed (never guessed)."""
+    path = next_batch_written(writer_base, tmp_path / "persist")
+    [pickle] = path.glob("*/index_metadata.pickle")
+    pickle.write_bytes(pickle.read_bytes()[: int(pickle.stat().st_size * kept)])
+    code, before = doctor(path, tmp_path / "before.jsonl")
+    assert code == 2
+    line = examine(path, BASE_BATCHES, tmp_path)
+    if kept == 0.75:
+        assert ("hnsw.pickle_cut_short", "error") in checks(before) and ("hnsw.pickle", "error") not in checks(before)
+        assert before["unfindable"] and {u["vector"] for u in before["unfindable"]} == {"index"}
+        assert "plan ['hnsw.rebuild']; left [], 0 to re-embed" in line, line
+    else:
+        assert ("hnsw.pickle", "error") in checks(before)
+        assert "0 to re-embed" not in line, line

@@ -7,7 +7,7 @@ Which step repairs which finding:
     fts.integrity                     -> fts.rebuild (force: the rows still count right)
     db.orphan_folder                  -> db.clean
     hnsw.level0_links, hnsw.link_lists, hnsw.levels, hnsw.labels, hnsw.total_elements_added,
-    hnsw.persist_cut_short (from the complete elements),
+    hnsw.persist_cut_short (from the complete elements), hnsw.pickle_cut_short (its whole id_to_label),
     records.unfindable (vectors in the damaged index's data_level0.bin)
                                       -> hnsw.rebuild of that collection
     wal.gap, hnsw.max_seq_id (records past the table's max_seq_id),
@@ -57,6 +57,7 @@ REBUILD_CHECKS = frozenset(
         "hnsw.labels",
         "hnsw.total_elements_added",
         "hnsw.persist_cut_short",
+        "hnsw.pickle_cut_short",
     }
 )
 COMMIT_CHECKS = frozenset({"wal.gap", "hnsw.max_seq_id"})

@@ -49,6 +49,7 @@ CHECKS = (
     "hnsw.link_lists",
     "hnsw.levels",
     "hnsw.pickle",
+    "hnsw.pickle_cut_short",
     "hnsw.labels",
     "hnsw.total_elements_added",
     "hnsw.max_seq_id",

@@ -24,7 +24,7 @@ from ops.steps.doctor import (
     label,
 )
 from ops.storage import PersistDir, fs, sysdb, wal
-from ops.storage.hnsw_files import LENGTH_FILE, LEVEL0_FILE, LINK_LISTS_FILE, SPACES, HnswHeader
+from ops.storage.hnsw_files import LENGTH_FILE, LEVEL0_FILE, LINK_LISTS_FILE, PICKLE_FILE, SPACES, HnswHeader
 from ops.storage.hnsw_records import cut_short, intact_prefix
 from ops.storage.hnsw_scan import Level0Scan, levels_problem, scan_level0, scan_link_lists
 from ops.storage.models import CollectionRecord
@@ -33,7 +33,16 @@ from ops.storage.wal import WalTopicStats
 
 ADDS = frozenset({"ADD", "UPSERT"})
 LOAD_FAILS = frozenset(
-    {"hnsw.folder", "hnsw.header", "hnsw.files", "hnsw.pickle", "hnsw.link_lists", "hnsw.level0_links", "hnsw.levels"}
+    {
+        "hnsw.folder",
+        "hnsw.header",
+        "hnsw.files",
+        "hnsw.pickle",
+        "hnsw.pickle_cut_short",
+        "hnsw.link_lists",
+        "hnsw.level0_links",
+        "hnsw.levels",
+    }
 )
 """Checks whose errors mean Chroma cannot load (or safely search) the index: none of its records is found."""
 RESTORE_INDEX = (
@@ -151,7 +160,7 @@ class _Checker:
 
     def _pickle(self, segment_id: str) -> None:
         try:
-            self.state.meta = self.pd.hnsw_pickle(segment_id)
+            self.state.meta = self.pd.hnsw_pickle(segment_id, cut_short_ok=True)
         except (CorruptHnswFile, UnsafePickle) as exc:
             self.add("hnsw.pickle", "error", exc.message)
             self.state.pickle_unreadable = True
@@ -159,6 +168,13 @@ class _Checker:
         meta = self.state.meta
         if meta is None:
             return
+        if meta.cut_short:
+            size = len(self.pd.index_file(self.pd.segment_folder(segment_id) / PICKLE_FILE))
+            evidence = (
+                f"index_metadata.pickle was cut short while Chroma rewrote it ({size:,} bytes): chromadb cannot "
+                f"load it, but its id_to_label map ({len(meta.id_to_label):,} ids) is whole, the rest follows from it"
+            )
+            self.add("hnsw.pickle_cut_short", "error", evidence)
         forward, backward = meta.id_to_label, meta.label_to_id  # each other's inverse, compared in C:
         if len(forward) != len(backward) or list(map(backward.get, forward.values())) != list(forward):
             evidence = (

@@ -115,7 +115,7 @@ class HnswRebuild(Step):
     def _rebuild_action(self, pd: PersistDir, record: CollectionRecord) -> RebuildIndex | None:
         segment = record.vector_segment
         assert segment is not None
-        header, meta = pd.hnsw_header(segment.id), pd.hnsw_pickle(segment.id)
+        header, meta = pd.hnsw_header(segment.id), pd.hnsw_pickle(segment.id, cut_short_ok=True)
         if header is None or meta is None:
             if segment.max_seq_id is not None:  # flushed: its index should be there
                 raise missing_index(pd, record, "no vectors to rebuild it from")
@@ -127,6 +127,8 @@ class HnswRebuild(Step):
             header = prefix or header
             if damage is None:
                 damage, excess = hnsw_scan.graph_state(pd.segment_folder(segment.id), header)
+        if damage is None and meta.cut_short:
+            damage = "index_metadata.pickle was cut short while Chroma rewrote it (its id_to_label map is whole)"
         records = pd.hnsw_records(segment.id, header, links=False)
         live = records.live_labels
         keep = len(_kept_labels(live, meta))
@@ -183,7 +185,7 @@ class HnswRebuild(Step):
         pd = ctx.persist_dir
         for action in _rebuilds(plan):
             segment_id = action.details.segment_id
-            header, meta = pd.hnsw_header(segment_id), pd.hnsw_pickle(segment_id)
+            header, meta = pd.hnsw_header(segment_id), pd.hnsw_pickle(segment_id, cut_short_ok=True)
             assert header is not None and meta is not None
             if action.details.repairs is not None and pd.predicted_index(segment_id) is None:  # plan read it whole
                 folder = pd.segment_folder(segment_id)
@@ -221,7 +223,8 @@ class HnswRebuild(Step):
         (on_worse keep-old)."""
         pd = ctx.persist_dir
         old_dir = pd.segment_folder(action.details.segment_id)
-        header, meta = pd.hnsw_header(action.details.segment_id), pd.hnsw_pickle(action.details.segment_id)
+        segment_id = action.details.segment_id
+        header, meta = pd.hnsw_header(segment_id), pd.hnsw_pickle(segment_id, cut_short_ok=True)
         assert header is not None and meta is not None
         header = hnsw_records.intact_prefix(old_dir, header, set(meta.label_to_id)) or header
         old_space, shape = record.hnsw_config.space, action.after
@@ -485,7 +488,7 @@ def _kept_meta(meta: HnswPickleMeta, kept: Any) -> HnswPickleMeta:
     total = max(meta.total_elements_added, max(labels, default=0))
     ids = set(meta.label_to_id.values())
     if len(labels) == len(meta.label_to_id) and meta.id_to_label.keys() == ids == meta.id_to_seq_id.keys():
-        return meta.model_copy(update={"total_elements_added": total})  # kept every label it knows
+        return meta.model_copy(update={"total_elements_added": total, "cut_short": False})  # kept every label
     label_to_id = {label: ident for label, ident in meta.label_to_id.items() if label in labels}
     ids = set(label_to_id.values())
     return meta.model_copy(
@@ -494,6 +497,7 @@ def _kept_meta(meta: HnswPickleMeta, kept: Any) -> HnswPickleMeta:
             "id_to_label": {ident: label for ident, label in meta.id_to_label.items() if ident in ids},
             "id_to_seq_id": {ident: seq for ident, seq in meta.id_to_seq_id.items() if ident in ids},
             "total_elements_added": total,
+            "cut_short": False,
         }
     )
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
 
-from ops.errors import AmbiguousName, CorruptDatabase, NotAPersistDir, NotFound
+from ops.errors import AmbiguousName, CorruptDatabase, CorruptHnswFile, NotAPersistDir, NotFound
 from ops.storage import fs, hnsw_files, sysdb, wal
 from ops.storage.hnsw_files import HnswHeader
 from ops.storage.layout import READ_TABLES, Layout, detect_layout
@@ -25,7 +25,7 @@ from ops.storage.models import (
     DatabaseRecord,
     SegmentRecord,
 )
-from ops.storage.pickle_meta import HnswPickleMeta, parse_pickle
+from ops.storage.pickle_meta import HnswPickleMeta, parse_pickle, salvage_cut_short
 from ops.storage.sqlite_ro import SQLITE_FILE_NAME, connect_readonly
 from ops.storage.wal import WalPurgeConfig, WalTopicStats
 
@@ -272,13 +272,21 @@ class PersistDir:
 
         return hnsw_records.read_level0(folder, header)
 
-    def hnsw_pickle(self, segment_id: str) -> HnswPickleMeta | None:
+    def hnsw_pickle(self, segment_id: str, cut_short_ok: bool = False) -> HnswPickleMeta | None:
+        """index_metadata.pickle (None: there is none). `cut_short_ok`: a pickle Chroma was killed while
+        rewriting, whose id_to_label is whole, is read as far as it goes (`cut_short` set) instead of
+        refused, for what repairs it (doctor, hnsw rebuild)."""
         if predicted := self.predicted_index(segment_id):
             return predicted.meta
         path = self.segment_folder(segment_id) / hnsw_files.PICKLE_FILE
-        return self._remembered(
-            ("pickle", segment_id), lambda: parse_pickle(self.index_file(path), path) if path.is_file() else None
-        )
+        if not path.is_file():
+            return None
+        try:
+            return self._remembered(("pickle", segment_id), lambda: parse_pickle(self.index_file(path), path))
+        except CorruptHnswFile:
+            if cut_short_ok and (salvaged := salvage_cut_short(self.index_file(path))) is not None:
+                return salvaged
+            raise
 
     def headless_collections(self) -> list[CollectionRecord]:
         """Collections whose vector segment row is gone (a damaged sysdb): a folder that looks orphan

@@ -53,6 +53,9 @@ class HnswPickleMeta(BaseModel):
     id_to_label: dict[str, int]
     label_to_id: dict[int, str]
     id_to_seq_id: dict[str, int] = {}
+    cut_short: bool = False
+    """Read from a pickle cut short while Chroma rewrote it (`salvage_cut_short`): id_to_label is
+    whole, label_to_id is its inverse; chromadb cannot load the file itself."""
 
 
 PICKLE_HINT = (
@@ -156,3 +159,70 @@ def dump_pickle(meta: HnswPickleMeta) -> bytes:
         + pickle.BUILD
         + pickle.STOP
     )
+
+
+_WHOLE_MAP = "id_to_label"
+_SCALARS = {"dimensionality", "total_elements_added", "max_seq_id"}
+
+
+def salvage_cut_short(data: bytes) -> HnswPickleMeta | None:
+    """The metadata a 1.x (dict form) pickle cut short while Chroma rewrote it still holds, or None.
+
+    Chroma truncates index_metadata.pickle and writes it anew; a process killed meanwhile leaves a
+    prefix: the counters, then id_to_label (in batches of 1,000 pairs), then label_to_id, its
+    inverse. When the prefix goes past the end of id_to_label (the next key has begun), the map
+    is whole and the rest follows from it exactly. The prefix is read op by op (pickletools), only
+    strings, integers, None, dicts and their items: nothing is built or called. A cut inside
+    id_to_label, or anything else, is None (the pickle is then damaged, as before)."""
+    import pickletools
+
+    stack: list[Any] = []
+    marks: list[int] = []
+    try:
+        for op, arg, _ in pickletools.genops(io.BytesIO(data)):
+            name = op.name
+            if name in ("PROTO", "FRAME", "MEMOIZE", "BINPUT", "LONG_BINPUT"):
+                continue
+            if name in ("BINUNICODE", "SHORT_BINUNICODE", "BININT", "BININT1", "BININT2", "LONG1"):
+                stack.append(arg)
+            elif name == "NONE":
+                stack.append(None)
+            elif name == "EMPTY_DICT":
+                stack.append({})
+            elif name == "MARK":
+                marks.append(len(stack))
+            elif name == "SETITEMS":
+                items = stack[marks.pop() :]
+                del stack[len(stack) - len(items) :]
+                stack[-1].update(zip(items[::2], items[1::2], strict=True))
+            else:  # STOP (the pickle is whole: not this function's case) or an op Chroma's 1.x pickle never has
+                return None
+    except (ValueError, TypeError, IndexError, AttributeError):
+        pass  # the cut: what was read so far
+    return _whole_prefix(stack, marks)
+
+
+def _whole_prefix(stack: list[Any], marks: list[int]) -> HnswPickleMeta | None:
+    """From the stack of a cut dict-form pickle: [outer dict, (MARK) key, value, key, value, ...]
+    (or the outer dict alone, filled, when only STOP was cut)."""
+    if not stack or not isinstance(stack[0], dict) or (marks and marks[0] != 1) or (not marks and len(stack) != 1):
+        return None
+    pending = stack[1 : marks[1]] if len(marks) > 1 else stack[1:]
+    keys = [*stack[0], *pending[::2]]
+    state = {**stack[0], **dict(zip(pending[::2], pending[1::2], strict=False))}
+    if _WHOLE_MAP not in keys or keys.index(_WHOLE_MAP) == len(keys) - 1:
+        return None  # id_to_label not begun, or still being written: not whole
+    if not state.keys() >= _SCALARS or not isinstance(state[_WHOLE_MAP], dict):
+        return None
+    id_to_label = state[_WHOLE_MAP]
+    if not _typed(id_to_label, str, int) or len(set(id_to_label.values())) != len(id_to_label):
+        return None
+    whole = {f: state[f] for f in _SCALARS} | {
+        _WHOLE_MAP: id_to_label,
+        "label_to_id": {label: ident for ident, label in id_to_label.items()},
+        "id_to_seq_id": {},
+    }
+    try:
+        return _validated(whole, "dict").model_copy(update={"cut_short": True})
+    except ValidationError:
+        return None
