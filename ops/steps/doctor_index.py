@@ -170,10 +170,12 @@ class _Checker:
             return
         if meta.cut_short:
             size = len(self.pd.index_file(self.pd.segment_folder(segment_id) / PICKLE_FILE))
-            evidence = (
-                f"index_metadata.pickle was cut short while Chroma rewrote it ({size:,} bytes): chromadb cannot "
-                f"load it, but its id_to_label map ({len(meta.id_to_label):,} ids) is whole, the rest follows from it"
-            )
+            held = f"its id_to_label map ({len(meta.id_to_label):,} ids) is whole, the rest follows from it"
+            if meta.cut_short == "map cut":  # the ids after the cut: their vectors are there, not which is which
+                held = f"the cut is inside its id_to_label map, whose first {len(meta.id_to_label):,} ids are known"
+                self.state.unattributable = True
+            cut = f"index_metadata.pickle was cut short while Chroma rewrote it ({size:,} bytes)"
+            evidence = f"{cut}: chromadb cannot load it; {held}"
             self.add("hnsw.pickle_cut_short", "error", evidence)
         forward, backward = meta.id_to_label, meta.label_to_id  # each other's inverse, compared in C:
         if len(forward) != len(backward) or list(map(backward.get, forward.values())) != list(forward):

@@ -128,7 +128,7 @@ class HnswRebuild(Step):
             if damage is None:
                 damage, excess = hnsw_scan.graph_state(pd.segment_folder(segment.id), header)
         if damage is None and meta.cut_short:
-            damage = "index_metadata.pickle was cut short while Chroma rewrote it (its id_to_label map is whole)"
+            damage = f"index_metadata.pickle was cut short while Chroma rewrote it (its id_to_label: {meta.cut_short})"
         records = pd.hnsw_records(segment.id, header, links=False)
         live = records.live_labels
         keep = len(_kept_labels(live, meta))
@@ -488,7 +488,7 @@ def _kept_meta(meta: HnswPickleMeta, kept: Any) -> HnswPickleMeta:
     total = max(meta.total_elements_added, max(labels, default=0))
     ids = set(meta.label_to_id.values())
     if len(labels) == len(meta.label_to_id) and meta.id_to_label.keys() == ids == meta.id_to_seq_id.keys():
-        return meta.model_copy(update={"total_elements_added": total, "cut_short": False})  # kept every label
+        return meta.model_copy(update={"total_elements_added": total, "cut_short": None})  # kept every label
     label_to_id = {label: ident for label, ident in meta.label_to_id.items() if label in labels}
     ids = set(label_to_id.values())
     return meta.model_copy(
@@ -497,7 +497,7 @@ def _kept_meta(meta: HnswPickleMeta, kept: Any) -> HnswPickleMeta:
             "id_to_label": {ident: label for ident, label in meta.id_to_label.items() if ident in ids},
             "id_to_seq_id": {ident: seq for ident, seq in meta.id_to_seq_id.items() if ident in ids},
             "total_elements_added": total,
-            "cut_short": False,
+            "cut_short": None,
         }
     )
 

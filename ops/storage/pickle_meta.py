@@ -43,6 +43,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
         raise UnsafePickle("index_metadata.pickle uses persistent ids; nothing was executed")
 
 
+CutShort = Literal["map whole", "map cut"]
+
+
 class HnswPickleMeta(BaseModel):
     """The content of index_metadata.pickle, whatever its form."""
 
@@ -53,9 +56,10 @@ class HnswPickleMeta(BaseModel):
     id_to_label: dict[str, int]
     label_to_id: dict[int, str]
     id_to_seq_id: dict[str, int] = {}
-    cut_short: bool = False
-    """Read from a pickle cut short while Chroma rewrote it (`salvage_cut_short`): id_to_label is
-    whole, label_to_id is its inverse; chromadb cannot load the file itself."""
+    cut_short: CutShort | None = None
+    """Read from a pickle cut short while Chroma rewrote it (`salvage_cut_short`): id_to_label whole,
+    or the pairs of it written before the cut; label_to_id is its inverse. chromadb cannot load the
+    file itself."""
 
 
 PICKLE_HINT = (
@@ -170,10 +174,11 @@ def salvage_cut_short(data: bytes) -> HnswPickleMeta | None:
 
     Chroma truncates index_metadata.pickle and writes it anew; a process killed meanwhile leaves a
     prefix: the counters, then id_to_label (in batches of 1,000 pairs), then label_to_id, its
-    inverse. When the prefix goes past the end of id_to_label (the next key has begun), the map
-    is whole and the rest follows from it exactly. The prefix is read op by op (pickletools), only
-    strings, integers, None, dicts and their items: nothing is built or called. A cut inside
-    id_to_label, or anything else, is None (the pickle is then damaged, as before)."""
+    inverse. When the prefix goes past the end of id_to_label (the next key has begun), the map is
+    whole ("map whole") and the rest follows from it exactly; when the cut is inside it, the pairs
+    written before the cut are exact and the others unknown ("map cut"). The prefix is read op by
+    op (pickletools), only strings, integers, None, dicts and their items: nothing is built or
+    called. Anything else (the object form of 0.5/0.6, a cut before id_to_label) is None."""
     import pickletools
 
     stack: list[Any] = []
@@ -199,30 +204,32 @@ def salvage_cut_short(data: bytes) -> HnswPickleMeta | None:
                 return None
     except (ValueError, TypeError, IndexError, AttributeError):
         pass  # the cut: what was read so far
-    return _whole_prefix(stack, marks)
+    return _prefix_meta(stack, marks)
 
 
-def _whole_prefix(stack: list[Any], marks: list[int]) -> HnswPickleMeta | None:
-    """From the stack of a cut dict-form pickle: [outer dict, (MARK) key, value, key, value, ...]
-    (or the outer dict alone, filled, when only STOP was cut)."""
+def _prefix_meta(stack: list[Any], marks: list[int]) -> HnswPickleMeta | None:
+    """From the stack of a cut dict-form pickle: [outer dict, (MARK) key, value, ..., key, value
+    (, MARK, the cut map's pending pairs)], or the outer dict alone, filled, when only STOP was cut."""
     if not stack or not isinstance(stack[0], dict) or (marks and marks[0] != 1) or (not marks and len(stack) != 1):
         return None
     pending = stack[1 : marks[1]] if len(marks) > 1 else stack[1:]
     keys = [*stack[0], *pending[::2]]
     state = {**stack[0], **dict(zip(pending[::2], pending[1::2], strict=False))}
-    if _WHOLE_MAP not in keys or keys.index(_WHOLE_MAP) == len(keys) - 1:
-        return None  # id_to_label not begun, or still being written: not whole
-    if not state.keys() >= _SCALARS or not isinstance(state[_WHOLE_MAP], dict):
+    if _WHOLE_MAP not in keys or not state.keys() >= _SCALARS or not isinstance(state[_WHOLE_MAP], dict):
         return None
-    id_to_label = state[_WHOLE_MAP]
-    if not _typed(id_to_label, str, int) or len(set(id_to_label.values())) != len(id_to_label):
+    id_to_label = dict(state[_WHOLE_MAP])
+    mode: CutShort = "map whole" if keys.index(_WHOLE_MAP) < len(keys) - 1 else "map cut"
+    if mode == "map cut" and len(marks) > 1:  # the pairs of the batch the cut is in
+        batch = stack[marks[1] :]
+        id_to_label.update(zip(batch[::2], batch[1::2], strict=False))
+    if not id_to_label or not _typed(id_to_label, str, int) or len(set(id_to_label.values())) != len(id_to_label):
         return None
-    whole = {f: state[f] for f in _SCALARS} | {
+    salvaged = {f: state[f] for f in _SCALARS} | {
         _WHOLE_MAP: id_to_label,
         "label_to_id": {label: ident for ident, label in id_to_label.items()},
         "id_to_seq_id": {},
     }
     try:
-        return _validated(whole, "dict").model_copy(update={"cut_short": True})
+        return _validated(salvaged, "dict").model_copy(update={"cut_short": mode})
     except ValidationError:
         return None
