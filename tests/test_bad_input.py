@@ -650,3 +650,20 @@ def test_a_max_seq_id_past_the_wal_is_named_by_doctor(standard_dir: BuiltDir) ->
     assert [(f["severity"], f["collection"]) for f in found] == [("error", "default_database/frag")]
     assert f"past the WAL's newest seq_id {newest:,}" in found[0]["evidence"]
     assert found[0]["fix"] == f"chops wal rewind {standard_dir.path}"
+
+
+@pytest.mark.parametrize("words", [("hnsw", "compact"), ("maintain",)])
+def test_a_symlinked_segment_folder_is_refused(standard_dir: BuiltDir, tmp_path: Path, words: tuple[str, ...]) -> None:
+    """An index folder kept on another disk through a symbolic link: the swap would have put the new
+    folder on the persist dir's disk in place of the link and left the old copy at its target
+    (measured before: the link became a folder). Refused in one line; nothing changed."""
+    folder = segment_folder(standard_dir, "frag")
+    target = tmp_path / "other-disk" / folder.name
+    target.parent.mkdir()
+    shutil.move(folder, target)
+    folder.symlink_to(target)
+    before = tree_state(standard_dir.path), tree_state(target)
+    r = run_chops(*words, standard_dir.path, *(["-c", "frag"] if words[0] == "hnsw" else []), "--yes")
+    assert r.code == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "is a symbolic link" in r.stderr and "then run again" in r.stderr
+    assert folder.is_symlink() and (tree_state(standard_dir.path), tree_state(target)) == before

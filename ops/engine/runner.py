@@ -485,7 +485,17 @@ def rollback(
 def check_writable(root: Path, backup_root: Path | None, folders: Sequence[str] = ()) -> None:
     """The persist dir, chroma.sqlite3, and the segment folders the run swaps or removes with every
     file in them (an immutable file, `chattr +i`, cannot be moved away: the swap failed halfway and
-    so did its rollback)."""
+    so did its rollback). A folder that is a symbolic link is refused: the new folder is built beside
+    the link and swapped in, which would put a real folder on the persist dir's disk in its place and
+    leave the old copy at the link's target."""
+    for name in folders:
+        if (link := root / name).is_symlink():
+            raise BadInput(
+                f"segment folder {name} is a symbolic link (to {os.readlink(link)}): this run would put a new "
+                f"folder on the disk of {root} in its place and leave the old one at the link's target",
+                "move that folder into the persist dir in place of the link (or keep the whole persist dir on "
+                "the other disk), then run again",
+            )
     for path in (root, root / "chroma.sqlite3", *_files_of(root, folders)):
         if not os.access(path, os.W_OK):
             raise BadInput(f"permission denied: cannot write {path}", "run as the user that owns the persist dir")
