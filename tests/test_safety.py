@@ -354,16 +354,41 @@ def test_rollback_over_a_damaged_database(standard_dir: BuiltDir, tmp_path: Path
     path = standard_dir.path
     before = chroma_snapshot(path, tmp_path)
     assert run_chops("wal", "config", path, "--purge", "off", "--yes").code == 0  # a run: one backup
-    db = path / "chroma.sqlite3"
-    broken = os.urandom(8192) if damage == "not a database" else db.read_bytes()[: db.stat().st_size // 2]
-    db.write_bytes(broken)
-    assert run_chops("doctor", path).code in (1, 2)
+    broken = damage_database(path, damage)
     r = run_chops("rollback", path, "--yes")
     assert r.code == 0, r.stderr
     assert_same_answers(before, chroma_snapshot(path, tmp_path))
     kept = sorted(path.parent.glob(f"{path.name}.chops-backups/damaged-*/chroma.sqlite3"))
     assert [p.read_bytes() for p in kept] == [broken]
     assert f"kept in {kept[0].parent}" in r.stdout
+
+
+def damage_database(path: Path, damage: str) -> bytes:
+    """chroma.sqlite3 as random bytes or cut in half (both refused by doctor as by every change)."""
+    db = path / "chroma.sqlite3"
+    broken = os.urandom(8192) if damage == "not a database" else db.read_bytes()[: db.stat().st_size // 2]
+    db.write_bytes(broken)
+    assert run_chops("doctor", path).code == 1
+    return broken
+
+
+@pytest.mark.parametrize("damage", ["not a database", "torn in half"])
+def test_db_restore_over_a_damaged_database(standard_dir: BuiltDir, tmp_path: Path, damage: str) -> None:
+    """db restore puts the snapshot's chroma.sqlite3 in place of one SQLite cannot open (keeping a
+    copy of it), then restores the folders as always; only with --yes, since no plan can be read
+    from the damaged file first. Before, it refused like every change."""
+    path, snap = standard_dir.path, tmp_path / "snap"
+    assert run_chops("db", "snapshot", path, "-o", snap, "--yes").code == 0
+    before = chroma_snapshot(path, tmp_path)
+    broken = damage_database(path, damage)
+    asked = run_chops("db", "restore", path, "-i", snap, "--plan")
+    assert asked.code == 1 and "--yes" in asked.stderr and len(asked.stderr.strip().splitlines()) == 1
+    assert (path / "chroma.sqlite3").read_bytes() == broken
+    r = run_chops("db", "restore", path, "-i", snap, "--yes")
+    assert r.code == 0, r.stderr
+    assert_same_answers(before, chroma_snapshot(path, tmp_path))
+    [kept] = path.parent.glob(f"{path.name}.chops-backups/damaged-*/chroma.sqlite3")
+    assert kept.read_bytes() == broken and f"kept in {kept.parent}" in r.stdout
 
 
 def test_rollback_over_a_damaged_database_needs_a_backup_of_it(standard_dir: BuiltDir) -> None:

@@ -44,6 +44,7 @@ from ops.engine.backup import (
     remove_created_snapshots,
     remove_snapshot_folder,
     restore_backup,
+    restore_sqlite,
     sqlite_full,
     take_backup,
 )
@@ -67,7 +68,7 @@ from ops.storage import PersistDir
 from ops.storage.fs import remove_tree
 from ops.storage.index_swap import NEW_SUFFIX, SWAP_SUFFIX, staging_folder
 from ops.storage.persist_dir import validate_persist_dir
-from ops.storage.sqlite_ro import SQLITE_FILE_NAME, refuse_hot_journal
+from ops.storage.sqlite_ro import SQLITE_FILE_NAME, database_opens, refuse_hot_journal
 
 BACKUP_SPACE_FACTOR = 1.1
 
@@ -142,6 +143,16 @@ def run_step(
     nobody is asked (--yes), and where nothing holds the dir open the step is planned once, under
     the write lock the apply then keeps, instead of once to show and again under the lock."""
     root = open_for_change(persist_dir, step.replaces_database)
+    if step.replaces_database and not database_opens(root / SQLITE_FILE_NAME):
+        kept = _put_in_place_of_damaged(step, root, options, confirm)
+        result = _plan_and_run(step, root, options, confirm, progress)
+        return result.model_copy(update={"notes": [kept, *result.notes]})
+    return _plan_and_run(step, root, options, confirm, progress)
+
+
+def _plan_and_run(
+    step: Step, root: Path, options: RunOptions, confirm: Confirm | None, progress: ProgressSink | None
+) -> RunResult:
     found = scan(root)
     alone = not (found.processes or found.unchecked or options.chroma_url)
     if confirm is None and not options.plan_only and alone:
@@ -155,6 +166,23 @@ def run_step(
         confirm(plan)
     result = apply_plan([step], plan, root, options, progress, found=found)
     return result.model_copy(update={"notes": notes + result.notes})
+
+
+def _put_in_place_of_damaged(step: Step, root: Path, options: RunOptions, confirm: Confirm | None) -> str:
+    """chroma.sqlite3 cannot be opened at all, so no plan can be read from it: the step's database
+    (checked) is put in its place first, a copy of the damaged file kept beside the backups; the step
+    then plans and applies on that as on any dir. Only with --yes: there is no plan to show first."""
+    db, backup_root = root / SQLITE_FILE_NAME, options.backup_root or default_backup_root(root)
+    source = step.replacement_database()
+    if source is None or confirm is not None or options.plan_only:
+        raise BadInput(
+            f"{db} cannot be opened as a database, so {step.name} cannot show a plan before it replaces it",
+            f"run it with --yes: it keeps a copy of the damaged file in {backup_root}",
+        )
+    precheck_live(root, [step], options)
+    kept = keep_damaged_database(db, backup_root)
+    restore_sqlite(source, db)
+    return f"{db} could not be opened: replaced first, the damaged file is kept in {kept}"
 
 
 def _plan_and_apply_locked(

@@ -101,6 +101,12 @@ class Step(ABC):
         target = {SKIP_FIELD: selection["skip"]} if "skip" in selection else dict(selection)
         return cls(cls.params_model.parse({**params, **target}))
 
+    def replacement_database(self) -> Path | None:
+        """For a step that puts another chroma.sqlite3 in place (replaces_database): that file, checked.
+        The runner puts it in place first when the current one cannot be opened at all (no plan can
+        be read from it), keeping a copy of the damaged file."""
+        return None
+
     def may_run_live(self) -> bool:
         """Whether this step may run beside a running Chroma (with --allow-live). Only a step that a
         test with a real Chroma server proves lossless beside it says so (tests/test_live_chroma.py);

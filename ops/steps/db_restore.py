@@ -14,7 +14,14 @@ from typing import Annotated, ClassVar
 from pydantic import Field
 
 from ops.engine.actions import Folders, RestorePersistDir, SnapshotDetails
-from ops.engine.backup import all_folders, live_matches_backup, read_manifest, restore_backup, verify_backup
+from ops.engine.backup import (
+    BackupManifest,
+    all_folders,
+    live_matches_backup,
+    read_manifest,
+    restore_backup,
+    verify_backup,
+)
 from ops.engine.params import Params, flag
 from ops.engine.plan import StepPlan
 from ops.engine.step import Step, StepContext, Touches
@@ -45,10 +52,7 @@ class DbRestore(Step):
         self.change_layout = params.change_layout
 
     def precheck(self, ctx: StepContext) -> None:
-        manifest = read_manifest(self.snapshot)
-        if not manifest.includes_sqlite:
-            raise BadInput(f"{self.snapshot} is a partial backup, not a database snapshot", "pass a db snapshot")
-        verify_backup(self.snapshot, manifest)
+        manifest = self._checked_snapshot()
         self._refuse_other_layout(ctx)
         if missing := _indexes_without_folders(self.snapshot, manifest.folders):
             raise BadInput(
@@ -56,6 +60,17 @@ class DbRestore(Step):
                 f"its manifest (e.g. {missing[0]}): restoring it would delete them",
                 "the snapshot is damaged or edited: restore another one (chops backup list PERSIST_DIR)",
             )
+
+    def _checked_snapshot(self) -> BackupManifest:
+        manifest = read_manifest(self.snapshot)
+        if not manifest.includes_sqlite:
+            raise BadInput(f"{self.snapshot} is a partial backup, not a database snapshot", "pass a db snapshot")
+        verify_backup(self.snapshot, manifest)
+        return manifest
+
+    def replacement_database(self) -> Path:
+        self._checked_snapshot()
+        return self.snapshot / SQLITE_FILE_NAME
 
     def _refuse_other_layout(self, ctx: StepContext) -> None:
         """A snapshot of another layout turns the dir into that layout: the chromadb that runs it now

@@ -47,6 +47,26 @@ def connect_readonly(path: Path, busy_timeout_s: float = 5.0) -> sqlite3.Connect
     return conn
 
 
+def database_opens(path: Path) -> bool:
+    """Whether SQLite can read the file as a database at all. False: it is not one (its header), or it
+    is damaged where SQLite reads first (a file cut short: "malformed"). Locked, busy, a hot journal
+    or no permission count as opening: what reads or changes it says what is wrong."""
+    try:
+        with path.open("rb") as fh:
+            if fh.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
+                return False
+        conn = sqlite3.connect(readonly_uri(path), uri=True, timeout=0.1, isolation_level=None)
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        finally:
+            conn.close()
+    except (OSError, sqlite3.OperationalError):
+        return True
+    except sqlite3.DatabaseError:
+        return False
+    return True
+
+
 def _check_header(path: Path) -> None:
     try:
         with path.open("rb") as fh:
