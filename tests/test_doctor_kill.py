@@ -213,8 +213,9 @@ def next_batch_written(base: Path, target: Path) -> Path:
 
 @pytest.mark.parametrize("kept", [0.75, 0.25])
 def test_pickle_cut_short(writer_base: Path, tmp_path: Path, kept: float) -> None:
-    """The state a kill leaves when it lands while Chroma rewrites index_metadata.pickle (the last file
-    of a persist; 1 in ~25 kills above): the pickle holds `kept` of its new bytes. At 0.75 the prefix
+    """index_metadata.pickle cut short while Chroma rewrote it (the last file of a persist): the write
+    itself cut, as a disk that fills meanwhile or a power loss leaves it (a SIGKILL leaves it empty:
+    chromadb 1.5.9 writes it in one go). The pickle holds `kept` of its new bytes. At 0.75 the prefix
     holds the whole id_to_label map (the first half of the file): doctor names it, the plan rebuilds
     from it and nothing is lost. At 0.25 the cut is inside the map, about half of which was written:
     the rebuild keeps the records it names, the WAL puts back those it still holds, and only the
