@@ -455,3 +455,19 @@ def test_missing_chroma_table_is_a_finding(healthy_dir: BuiltDir) -> None:
     assert (code, found(report)) == (2, {("sqlite.tables", "error", None)})
     assert "embedding_metadata_array" in report["findings"][0]["evidence"]
     assert "chops db restore" in report["findings"][0]["fix"]
+
+
+def test_link_lists_cut_inside_an_entry_names_that_element(healthy_dir: BuiltDir) -> None:
+    """A link_lists.bin that ends inside an element's entry (a disk that filled while Chroma wrote it)
+    names that element. Before, the walk stepped back by the missing words and named an earlier one."""
+    from ops.storage.hnsw_files import read_header, walk_link_lists
+
+    folder = segment_folder(healthy_dir.path, "docs")
+    header = read_header(folder)
+    path = folder / "link_lists.bin"
+    words = path.read_bytes()
+    element, pos, size = walk_link_lists(words, header.cur_element_count, header.max_m).upper[-2]
+    path.write_bytes(words[: 4 * (pos + 1) + size // 2])  # half of that entry's links
+    code, report = doctor(healthy_dir.path)
+    evidence = [f["evidence"] for f in report["findings"] if f["check"] == "hnsw.link_lists"]
+    assert code == 2 and evidence and f"ends at element {element} of {header.cur_element_count}" in evidence[0]

@@ -229,6 +229,8 @@ def walk_link_lists(data: bytes, count: int, max_m: int) -> LinkWalk:
     upper: list[tuple[int, int, int]] = []
     pos = element = 0  # pos: the word holding element's byte count
     while element < count:
+        if pos > len(words):  # the file ends inside the entry of the element before this one
+            return LinkWalk(upper=upper[:-1], end=4 * pos, short_at=element - 1)
         k = bisect.bisect_left(at, pos)
         following = at[k] if k < len(at) else len(words)
         empty = following - pos

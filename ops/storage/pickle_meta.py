@@ -172,9 +172,10 @@ _SCALARS = {"dimensionality", "total_elements_added", "max_seq_id"}
 def salvage_cut_short(data: bytes) -> HnswPickleMeta | None:
     """The metadata a 1.x (dict form) pickle cut short while Chroma rewrote it still holds, or None.
 
-    Chroma truncates index_metadata.pickle and writes it anew; a write cut short (a disk that filled,
-    a power loss before all its pages reached the disk) leaves a prefix: the counters, then id_to_label (in batches of 1,000 pairs), then label_to_id, its
-    inverse. When the prefix goes past the end of id_to_label (the next key has begun), the map is
+    Chroma truncates index_metadata.pickle and writes it anew; a write cut short leaves a prefix of
+    whole 4 KB pages (chromadb 1.5.9 on a disk that filled meanwhile, measured; a power loss before
+    all its pages reached the disk): the counters, then id_to_label (in batches of 1,000 pairs), then
+    label_to_id, its inverse. When the prefix goes past the end of id_to_label (the next key has begun), the map is
     whole ("map whole") and the rest follows from it exactly; when the cut is inside it, the pairs
     written before the cut are exact and the others unknown ("map cut"). The prefix is read op by
     op (pickletools), only strings, integers, None, dicts and their items: nothing is built or
