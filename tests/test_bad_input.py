@@ -667,3 +667,13 @@ def test_a_symlinked_segment_folder_is_refused(standard_dir: BuiltDir, tmp_path:
     assert r.code == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "is a symbolic link" in r.stderr and "then run again" in r.stderr
     assert folder.is_symlink() and (tree_state(standard_dir.path), tree_state(target)) == before
+
+
+@pytest.mark.parametrize("value", ["'abc'", "9999.5"])
+def test_a_max_seq_id_that_is_no_number_is_one_line(standard_dir: BuiltDir, value: str) -> None:
+    """A max_seq_id row holding text or a real number (a hand edit): every reader gave a traceback."""
+    sql(standard_dir.path, f"UPDATE max_seq_id SET seq_id = {value} WHERE rowid = 1")
+    for command in (["doctor"], ["db", "info"], ["wal", "rewind"]):
+        r = run_chops(*command, standard_dir.path)
+        assert r.code == 1 and len(r.stderr.strip().splitlines()) == 1, (command, r.stderr)
+        assert "the max_seq_id table holds" in r.stderr, r.stderr

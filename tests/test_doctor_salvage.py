@@ -20,10 +20,10 @@ from tests.test_doctor import doctor, found, segment_folder
 from tests.test_doctor_plan import apply_with_maintain, plan_repair, planned
 
 
-def truncate_pickle(folder: Path) -> None:
-    """As a kill leaves it: Chroma truncates the pickle at its path, then writes it."""
-    pickle = folder / "index_metadata.pickle"
-    pickle.write_bytes(pickle.read_bytes()[: pickle.stat().st_size // 2])
+def empty_pickle(folder: Path) -> None:
+    """As a SIGKILL leaves it: Chroma truncates the pickle at its path, then writes it in one go
+    (tests/test_doctor_kill.py; a pickle whose write was cut is test_pickle_cut_short's case)."""
+    (folder / "index_metadata.pickle").write_bytes(b"")
 
 
 def delete_pickle(folder: Path) -> None:
@@ -38,7 +38,7 @@ def zero_header(folder: Path) -> None:
 DAMAGE: dict[str, tuple[Callable[[Path], None], set[str]]] = {
     # an unreadable pickle is reported once, as hnsw.pickle; a missing one is header.bin's
     # "elements but no pickle maps their labels"
-    "truncated pickle": (truncate_pickle, {"hnsw.pickle"}),
+    "emptied pickle": (empty_pickle, {"hnsw.pickle"}),
     "missing pickle": (delete_pickle, {"hnsw.header"}),
     "zeroed header": (zero_header, {"hnsw.header"}),
 }
@@ -76,7 +76,7 @@ def test_salvage_after_chromadb_purged_the_wal(healthy_dir: BuiltDir, tmp_path: 
     pickle). They are listed in the plan and by --ids-out; chromadb then gets all 200 and queries find
     exactly the one put back."""
     path = healthy_dir.path
-    truncate_pickle(segment_folder(path, "docs"))
+    empty_pickle(segment_folder(path, "docs"))
     ids_out = tmp_path / "ids.jsonl"
     code, report = doctor(path, "--ids-out", ids_out)
     assert code == 2 and ("hnsw.pickle", "error", "default_database/docs") in found(report)
@@ -117,7 +117,7 @@ def test_salvage_with_no_wal_row_lists_everything(healthy_dir: BuiltDir, tmp_pat
     the damage and all 100 records are listed (re-embed or restore)."""
     path = healthy_dir.path
     folder = segment_folder(path, "plain")
-    truncate_pickle(folder)
+    empty_pickle(folder)
     with closing(sqlite3.connect(path / "chroma.sqlite3")) as conn, conn:  # as a purge that took them all
         conn.execute("DELETE FROM embeddings_queue WHERE id LIKE 'plain-%'")
     code, report = doctor(path)

@@ -400,3 +400,24 @@ def test_rollback_over_a_damaged_database_needs_a_backup_of_it(standard_dir: Bui
     r = run_chops("rollback", path, "--yes")
     assert r.code == 1 and "cannot be opened" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert (path / "chroma.sqlite3").read_bytes() == b"x" * 4096
+
+
+def test_rollback_over_a_damaged_database_keeps_owner_mode_and_stray_journal(standard_dir: BuiltDir) -> None:
+    """The replaced chroma.sqlite3 keeps its owner and mode (a Chroma running as another user must
+    still write it), and a stray -wal beside the damaged file is copied with it, never played into it
+    nor left to turn the restored file into WAL mode (found by fuzzing: root:root 0644, WAL mode)."""
+    path = standard_dir.path
+    db = path / "chroma.sqlite3"
+    assert run_chops("wal", "config", path, "--purge", "off", "--yes").code == 0
+    os.chown(db, 1000, 1000)
+    os.chmod(db, 0o660)
+    wal = path / "chroma.sqlite3-wal"
+    stray = os.urandom(4096)
+    wal.write_bytes(stray)
+    broken = damage_database(path, "not a database")
+    r = run_chops("rollback", path, "--yes")
+    assert r.code == 0, r.stderr
+    [kept] = path.parent.glob(f"{path.name}.chops-backups/damaged-*")
+    assert (kept / "chroma.sqlite3").read_bytes() == broken and (kept / "chroma.sqlite3-wal").read_bytes() == stray
+    assert not wal.exists() and db.read_bytes()[18:20] == b"\x01\x01"  # rollback journal mode, as backed up
+    assert (db.stat().st_uid, db.stat().st_gid, db.stat().st_mode & 0o777) == (1000, 1000, 0o660)

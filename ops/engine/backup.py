@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import sqlite3
+import stat
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from datetime import datetime, timezone
@@ -321,6 +322,11 @@ def find_backup(root: Path, backup_id: str | None) -> Path:
 
 
 def verify_backup(backup_dir: Path, manifest: BackupManifest) -> None:
+    if manifest.includes_sqlite and not any(entry.path == SQLITE_FILE_NAME for entry in manifest.files):
+        raise BackupError(
+            f"backup {manifest.backup_id} is damaged: its manifest lists no {SQLITE_FILE_NAME}",
+            "restore from another backup",
+        )
     for entry in manifest.files:
         path = backup_dir / entry.path
         if not path.is_file() or path.stat().st_size != entry.size or sha256_file(path) != entry.sha256:
@@ -364,12 +370,19 @@ def keep_damaged_database(live: Path, backup_root: Path) -> Path:
     before the restore finds the dir as it was."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
     folder = backup_root / f"{DAMAGED_PREFIX}{stamp}"
-    folder.mkdir(parents=True)
-    for side in ("", "-journal", "-wal", "-shm"):
-        path = live.with_name(live.name + side)
-        if path.is_file():
-            copy_file(path, folder / path.name, durable=True)
-    fsync_dir(folder)
+    try:
+        folder.mkdir(parents=True)
+        for side in ("", "-journal", "-wal", "-shm"):
+            path = live.with_name(live.name + side)
+            if path.is_file():
+                copy_file(path, folder / path.name, durable=True)
+        fsync_dir(folder)
+    except OSError as exc:
+        shutil.rmtree(folder, ignore_errors=True)  # no partial copy that looks whole
+        raise OpsError(
+            f"cannot keep a copy of the damaged {live.name} in {backup_root} ({exc.strerror or exc}); nothing changed",
+            "free some space there, or pass --backup-root DIR on a disk with room",
+        ) from exc
     return folder
 
 
@@ -427,9 +440,17 @@ def sqlite_full(exc: sqlite3.Error) -> bool:
 
 
 def _replace_file(backup: Path, live: Path) -> None:
+    """The live file replaced by the backup's atomically, keeping its owner and mode (Chroma may run as
+    another user) and, where it is a symbolic link, the link: its target is replaced."""
+    live = live.resolve()
     tmp = live.with_name(live.name + RESTORE_SUFFIX)
     try:
         copy_file(backup, tmp, durable=True)
+        if live.exists():
+            was = live.stat()
+            os.chmod(tmp, stat.S_IMODE(was.st_mode))
+            if (was.st_uid, was.st_gid) != (tmp.stat().st_uid, tmp.stat().st_gid):
+                os.chown(tmp, was.st_uid, was.st_gid)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

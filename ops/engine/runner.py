@@ -483,14 +483,19 @@ def rollback(
         return RollbackResult(persist_dir=str(root), restored_backup=restored, unfinished_run=journal.run_id)
     backup_dir = find_backup(backup_root or default_backup_root(root), backup_id)
     manifest = read_manifest(backup_dir)
-    damaged_kept = None
+    db, damaged_kept = root / SQLITE_FILE_NAME, None
     try:
-        _release(acquire_write_lock(root / SQLITE_FILE_NAME))  # nobody may write while we restore
-    except CorruptDatabase:
+        if not database_opens(db):  # read-only: a stray journal is still beside it, unplayed
+            raise CorruptDatabase(f"{db} cannot be opened as a database", "")
+        _release(acquire_write_lock(db))  # nobody may write while we restore
+    except CorruptDatabase as exc:
         if not manifest.includes_sqlite:
-            raise
+            raise CorruptDatabase(
+                f"{exc.message}, and backup {backup_dir.name} holds no {SQLITE_FILE_NAME}",
+                f"pass --backup ID of a backup that holds it (chops backup list {root})",
+            ) from exc
         # No process can write a file that is no database; the backup's replaces it, a copy is kept.
-        damaged_kept = str(keep_damaged_database(root / SQLITE_FILE_NAME, backup_dir.parent))
+        damaged_kept = str(keep_damaged_database(db, backup_dir.parent))
     try:
         restore_backup(backup_dir, root)
     except (OSError, sqlite3.Error) as failure:

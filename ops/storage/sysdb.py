@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from ops.errors import CorruptDatabase
 from ops.storage.layout import ConfigSource, Layout
 from ops.storage.models import (
     METADATA_SCOPE,
@@ -61,9 +62,14 @@ def decode_seq_id(value: object) -> int | None:
         return None
     if isinstance(value, bytes | bytearray | memoryview):
         return int.from_bytes(bytes(value), "big")
-    if isinstance(value, int | str):
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         return int(value)
-    raise TypeError(f"unexpected max_seq_id value {value!r}")
+    raise CorruptDatabase(
+        f"the max_seq_id table holds {value!r} ({type(value).__name__}), not a seq_id",
+        "restore chroma.sqlite3 from a backup (chops rollback) or a db snapshot (chops db restore)",
+    )
 
 
 def read_databases(conn: sqlite3.Connection) -> list[DatabaseRecord]:
