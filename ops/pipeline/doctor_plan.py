@@ -104,8 +104,8 @@ def repair_pipeline(report: DoctorReport) -> Pipeline | None:
     checks = {f.check for f in findings}
     if checks & REFUSE_ALL or not report.layout.known:
         return None
-    past_the_wal = {f.collection for f in findings if f.check == "sysdb.max_seq_id" and f.collection}
-    entries = _per_database("wal.rewind", past_the_wal)
+    past_the_wal = {f.collection for f in findings if f.check == "sysdb.max_seq_id" and f.severity == "error"}
+    entries = _per_database("wal.rewind", {c for c in past_the_wal if c})
     if checks & {"fts.missing", "fts.content", "fts.integrity"}:
         entries.append({"step": "fts.rebuild", "with": {"force": "fts.integrity" in checks}})
     if "db.orphan_folder" in checks and "sysdb.segments" not in checks:  # else it may be a live index

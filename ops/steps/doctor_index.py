@@ -27,6 +27,7 @@ from ops.storage import PersistDir, fs, sysdb, wal
 from ops.storage.hnsw_files import LENGTH_FILE, LEVEL0_FILE, LINK_LISTS_FILE, PICKLE_FILE, SPACES, HnswHeader
 from ops.storage.hnsw_records import cut_short, intact_prefix
 from ops.storage.hnsw_scan import Level0Scan, levels_problem, scan_level0, scan_link_lists
+from ops.storage.layout import PYTHON_LAYOUT
 from ops.storage.models import CollectionRecord
 from ops.storage.pickle_meta import HnswPickleMeta
 from ops.storage.wal import WalTopicStats
@@ -334,7 +335,9 @@ def check_collection(
     (with their real ids and names: the findings name them as `shown` says). `configs`: what
     sysdb.unreadable_configs found, and `newest`: the WAL's newest seq_id, both read once for all."""
     view = shown.record(c)
-    rows = _sysdb_findings(pd, c, view, configs.get(c.id)) + _seq_id_findings(c, view, newest, shown.where)
+    rows = _sysdb_findings(pd, c, view, configs.get(c.id)) + _seq_id_findings(
+        c, view, newest, shown.where, pd.layout.name
+    )
     if c.vector_segment is None or c.metadata_segment is None:
         return rows, []
     checker = _Checker(pd, c, shown, newest)
@@ -358,11 +361,30 @@ def check_collection(
 RESTORE_ROWS = "no chops command repairs it: restore it from a snapshot (chops collection restore or db restore)"
 
 
-def _seq_id_findings(c: CollectionRecord, view: CollectionRecord, newest: int, where: str) -> list[Finding]:
+UPGRADE_MISREADS = (
+    "chromadb 0.5/0.6 read it as 'nothing applied', but the upgrade to chromadb 1.x (its migration "
+    "metadb 00005) misreads an INTEGER -1 as 1229782938247310641 and then loses every write to the collection"
+)
+
+
+def _seq_id_findings(
+    c: CollectionRecord, view: CollectionRecord, newest: int, where: str, layout: str
+) -> list[Finding]:
     """A segment's max_seq_id past the WAL's newest seq_id: the next writes get seq_ids up to it, and
-    Chroma takes each of them as already applied (they never reach the index or the records)."""
+    Chroma takes each of them as already applied (they never reach the index or the records). On the
+    0.5/0.6 layout, an INTEGER -1 (what `wal rewind` writes there over an empty WAL; a BLOB never
+    decodes to -1) is an upgrade hazard."""
     out = []
     for segment in (c.vector_segment, c.metadata_segment):
+        if layout == PYTHON_LAYOUT and segment is not None and segment.max_seq_id == -1:
+            evidence = f"its {segment.scope.lower()} segment's max_seq_id is stored as INTEGER -1: {UPGRADE_MISREADS}"
+            fix = "before upgrading to chromadb 1.x, write to this collection once with chromadb 0.5/0.6 (it then "
+            fix += "stores a BLOB)"
+            out.append(
+                Finding(
+                    check="sysdb.max_seq_id", severity="warning", collection=label(view), evidence=evidence, fix=fix
+                )
+            )
         if segment is not None and segment.max_seq_id is not None and segment.max_seq_id > newest:
             evidence = (
                 f"its {segment.scope.lower()} segment's max_seq_id is {segment.max_seq_id:,}, past the WAL's newest "

@@ -9,7 +9,10 @@ Chroma takes them now, and the next write is applied.
 
 An empty WAL (newest 0) on the 0.5/0.6 layouts gets -1, what chromadb 0.5/0.6 store for a segment
 that applied nothing: they take a max_seq_id of 0 as unset, look for the WAL's newest row and fail
-on every call (measured with 0.5.23 and 0.6.3); 1.x takes 0 as it is.
+on every call (measured with 0.5.23 and 0.6.3); 1.x takes 0 as it is. No stored value is right
+for both 0.5/0.6 and their upgrade to 1.x there (its migration misreads an INTEGER -1, and 0 makes
+0.5/0.6 fail): doctor warns about each -1 until chromadb 0.5/0.6 writes to that collection (which
+stores a BLOB).
 """
 
 from __future__ import annotations
@@ -23,10 +26,8 @@ from ops.engine.step import Step, StepContext
 from ops.errors import OpsError
 from ops.steps.targets import SkipCollections, refuse_unknown_skips
 from ops.storage import wal, wal_apply
+from ops.storage.layout import PYTHON_LAYOUT
 from ops.storage.sysdb import read_max_seq_ids
-
-PYTHON_LAYOUT = "0.5-0.6"
-"""The layout chromadb's Python segments (0.5, 0.6) read."""
 
 
 class WalRewind(Step):

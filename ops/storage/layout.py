@@ -59,6 +59,9 @@ READ_TABLES = (
 )
 """The tables chroma-ops reads: a database without one of them is not opened (`PersistDir`)."""
 _BASE_TABLES = (*READ_TABLES, "embedding_metadata", "embeddings_queue_config", "maintenance_log")
+PYTHON_LAYOUT = "0.5-0.6"
+"""The layout chromadb's Python segments (0.5, 0.6) read."""
+
 _LAYOUT_TABLES: dict[str, tuple[str, ...]] = {
     "0.5-0.6": (),
     "1.0": ("acquire_write",),
