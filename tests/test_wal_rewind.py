@@ -97,3 +97,26 @@ def test_rewind_on_older_layouts(golden_dir: BuiltDir) -> None:
     else:
         assert stored == {(-1,)} and left == {("sysdb.max_seq_id", "warning")}, (stored, left)
         assert all("upgrade to chromadb 1.x" in f["evidence"] for f in after if f["check"] == "sysdb.max_seq_id")
+
+
+@pytest.mark.parametrize("stored", ["X'0000000000000001'", "-5"])
+def test_a_max_seq_id_chromadb_1x_cannot_read(healthy_dir: BuiltDir, tmp_path: Path, stored: str) -> None:
+    """On a 1.x layout a max_seq_id stored as a BLOB (as 0.5/0.6 wrote them) or negative, though not
+    past the WAL's newest: chromadb 1.5.9 fails every add and get of the collection, and doctor said
+    healthy (found by fuzzing). Named as sysdb.max_seq_id; wal rewind stores it as an INTEGER."""
+    path = healthy_dir.path
+    with closing(sqlite3.connect(path / "chroma.sqlite3")) as conn, conn:
+        conn.execute(
+            f"UPDATE max_seq_id SET seq_id = {stored} WHERE segment_id IN (SELECT s.id FROM segments s "
+            "JOIN collections c ON s.collection = c.id WHERE c.name = 'plain')"
+        )
+    broken = tmp_path / "broken"
+    shutil.copytree(path, broken)
+    with pytest.raises(AssertionError):  # chromadb fails on it (tests.chroma_probe exits non-zero)
+        add_then_find(broken, tmp_path)
+    report = run_chops("doctor", path, "--json")
+    found = {(f["check"], f["severity"], f["collection"]) for f in report.json()["findings"] if f["severity"] != "info"}
+    assert found == {("sysdb.max_seq_id", "error", "default_database/plain")}, found  # (and a WAL gap, for -5)
+    assert run_chops("wal", "rewind", path, "--yes").code == 0
+    assert run_chops("doctor", path).code == 0
+    assert add_then_find(path, tmp_path) == {"count": 100 + ADDED, "missing_get": [], "not_found_by_query": []}

@@ -160,6 +160,8 @@ class SegmentWhere(Part):
     scope: str
     """VECTOR or METADATA: which of the collection's segments."""
     wal_newest_seq_id: int
+    why: str
+    """Past the WAL's newest seq_id, or stored as chromadb 1.x cannot read it (a BLOB, a negative value)."""
 
 
 class RewindMaxSeqId(ActionBase):

@@ -329,18 +329,19 @@ def check_collection(
     stats: WalTopicStats | None,
     shown: Shown,
     configs: Mapping[str, str],
-    newest: int,
+    seq_ids: tuple[int, Mapping[str, str]],
 ) -> tuple[list[Finding], list[UnfindableRecord]]:
     """Every finding of one collection, and the records query cannot find with where their vector is
     (with their real ids and names: the findings name them as `shown` says). `configs`: what
-    sysdb.unreadable_configs found, and `newest`: the WAL's newest seq_id, both read once for all."""
+    sysdb.unreadable_configs found, and `seq_ids`: the WAL's newest seq_id and what
+    sysdb.unreadable_seq_ids found (1.x layouts), all read once for all."""
     view = shown.record(c)
     rows = _sysdb_findings(pd, c, view, configs.get(c.id)) + _seq_id_findings(
-        c, view, newest, shown.where, pd.layout.name
+        c, view, seq_ids, shown.where, pd.layout.name
     )
     if c.vector_segment is None or c.metadata_segment is None:
         return rows, []
-    checker = _Checker(pd, c, shown, newest)
+    checker = _Checker(pd, c, shown, seq_ids[0])
     state = checker.index()
     findings = rows + _dimension_findings(c, view, state) + state.findings
     gap = pd.wal_gap(c, stats)
@@ -368,14 +369,30 @@ UPGRADE_MISREADS = (
 
 
 def _seq_id_findings(
-    c: CollectionRecord, view: CollectionRecord, newest: int, where: str, layout: str
+    c: CollectionRecord, view: CollectionRecord, seq_ids: tuple[int, Mapping[str, str]], where: str, layout: str
 ) -> list[Finding]:
     """A segment's max_seq_id past the WAL's newest seq_id: the next writes get seq_ids up to it, and
     Chroma takes each of them as already applied (they never reach the index or the records). On the
     0.5/0.6 layout, an INTEGER -1 (what `wal rewind` writes there over an empty WAL; a BLOB never
     decodes to -1) is an upgrade hazard."""
+    newest, misstored = seq_ids
     out = []
     for segment in (c.vector_segment, c.metadata_segment):
+        if segment is not None and segment.id in misstored:
+            evidence = (
+                f"its {segment.scope.lower()} segment's max_seq_id is {misstored[segment.id]}: chromadb 1.x cannot "
+                "read it, and every add and get of the collection fails"
+            )
+            out.append(
+                Finding(
+                    check="sysdb.max_seq_id",
+                    severity="error",
+                    collection=label(view),
+                    evidence=evidence,
+                    fix=command("wal", "rewind", where),
+                )
+            )
+            continue
         if layout == PYTHON_LAYOUT and segment is not None and segment.max_seq_id == -1:
             evidence = f"its {segment.scope.lower()} segment's max_seq_id is stored as INTEGER -1: {UPGRADE_MISREADS}"
             fix = "before upgrading to chromadb 1.x, write to this collection once with chromadb 0.5/0.6 (it then "

@@ -27,7 +27,7 @@ from ops.errors import OpsError
 from ops.steps.targets import SkipCollections, refuse_unknown_skips
 from ops.storage import wal, wal_apply
 from ops.storage.layout import PYTHON_LAYOUT
-from ops.storage.sysdb import read_max_seq_ids
+from ops.storage.sysdb import read_max_seq_ids, unreadable_seq_ids
 
 
 class WalRewind(Step):
@@ -43,19 +43,30 @@ class WalRewind(Step):
     def plan(self, ctx: StepContext) -> StepPlan:
         pd = ctx.persist_dir
         newest = wal.newest_seq_id(pd.conn)
-        rewound = -1 if newest == 0 and pd.layout.name == PYTHON_LAYOUT else newest
-        actions: list[Action] = [
-            RewindMaxSeqId(
-                target=c.target,
-                before=SeqId(max_seq_id=segment.max_seq_id),
-                after=SeqId(max_seq_id=rewound),
-                details=SegmentWhere(segment_id=segment.id, scope=segment.scope, wal_newest_seq_id=newest),
-            )
-            for c in pd.collections()
-            if not c.named_in(self.skip)
-            for segment in (c.vector_segment, c.metadata_segment)
-            if segment is not None and segment.max_seq_id is not None and segment.max_seq_id > newest
-        ]
+        python = pd.layout.name == PYTHON_LAYOUT
+        rewound = -1 if newest == 0 and python else newest
+        misstored = {} if python else unreadable_seq_ids(pd.conn)
+        actions: list[Action] = []
+        for c in pd.collections():
+            for segment in (c.vector_segment, c.metadata_segment) if not c.named_in(self.skip) else ():
+                if segment is None or segment.max_seq_id is None:
+                    continue
+                if segment.id in misstored:  # what 1.x cannot read: as stored, or 0 for a negative one
+                    after, why = min(max(segment.max_seq_id, 0), newest), f"stored as {misstored[segment.id]}"
+                elif segment.max_seq_id > newest:
+                    after, why = rewound, "past the WAL's newest seq_id"
+                else:
+                    continue
+                actions.append(
+                    RewindMaxSeqId(
+                        target=c.target,
+                        before=SeqId(max_seq_id=segment.max_seq_id),
+                        after=SeqId(max_seq_id=after),
+                        details=SegmentWhere(
+                            segment_id=segment.id, scope=segment.scope, wal_newest_seq_id=newest, why=why
+                        ),
+                    )
+                )
         return StepPlan(step=self.name, target="max_seq_id", actions=actions)
 
     def predict(self, ctx: StepContext, plan: StepPlan) -> None:
@@ -75,7 +86,12 @@ class WalRewind(Step):
     def verify(self, ctx: StepContext, plan: StepPlan) -> None:
         rewinds = _rewinds(plan)
         found = read_max_seq_ids(ctx.persist_dir.conn, [a.details.segment_id for a in rewinds])
-        wrong = [a.target for a in rewinds if found.get(a.details.segment_id) != a.after.max_seq_id]
+        misstored = {} if ctx.persist_dir.layout.name == PYTHON_LAYOUT else unreadable_seq_ids(ctx.persist_dir.conn)
+        wrong = [
+            a.target
+            for a in rewinds
+            if found.get(a.details.segment_id) != a.after.max_seq_id or a.details.segment_id in misstored
+        ]
         if wrong:
             raise OpsError(f"max_seq_id did not read back as written for {', '.join(wrong)}")
 

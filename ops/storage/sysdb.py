@@ -315,6 +315,19 @@ def unreadable_configs(conn: sqlite3.Connection) -> dict[str, str]:
     return out
 
 
+def unreadable_seq_ids(conn: sqlite3.Connection) -> dict[str, str]:
+    """Segments (by id) whose max_seq_id row chromadb 1.x cannot read: not an INTEGER (a BLOB is what
+    0.5/0.6 store; 1.x migrated them), or negative (it reads an unsigned seq_id). Its every add and get
+    of the collection fails ("mismatched types", "out of range integral type conversion")."""
+    rows = conn.execute(
+        "SELECT segment_id, typeof(seq_id), seq_id FROM max_seq_id WHERE typeof(seq_id) != 'integer' OR seq_id < 0"
+    )
+    return {
+        str(segment): f"a {kind.upper()} ({value!r})" if kind != "integer" else f"negative ({value})"
+        for segment, kind, value in rows
+    }
+
+
 def _is_json_object(text: str) -> bool:
     try:
         return isinstance(orjson.loads(text), dict)
