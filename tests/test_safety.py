@@ -381,10 +381,12 @@ def test_db_restore_over_a_damaged_database(standard_dir: BuiltDir, tmp_path: Pa
     assert run_chops("db", "snapshot", path, "-o", snap, "--yes").code == 0
     before = chroma_snapshot(path, tmp_path)
     broken = damage_database(path, damage)
-    asked = run_chops("db", "restore", path, "-i", snap, "--plan")
+    asked = run_chops("db", "restore", path, "-i", snap, "--plan", "--change-layout")
     assert asked.code == 1 and "--yes" in asked.stderr and len(asked.stderr.strip().splitlines()) == 1
+    unsaid = run_chops("db", "restore", path, "-i", snap, "--yes")  # the layout cannot be compared: say it
+    assert unsaid.code == 1 and "--change-layout" in unsaid.stderr and len(unsaid.stderr.strip().splitlines()) == 1
     assert (path / "chroma.sqlite3").read_bytes() == broken
-    r = run_chops("db", "restore", path, "-i", snap, "--yes")
+    r = run_chops("db", "restore", path, "-i", snap, "--yes", "--change-layout")
     assert r.code == 0, r.stderr
     assert_same_answers(before, chroma_snapshot(path, tmp_path))
     [kept] = path.parent.glob(f"{path.name}.chops-backups/damaged-*/chroma.sqlite3")

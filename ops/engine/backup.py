@@ -324,14 +324,14 @@ def find_backup(root: Path, backup_id: str | None) -> Path:
 def verify_backup(backup_dir: Path, manifest: BackupManifest) -> None:
     if manifest.includes_sqlite and not any(entry.path == SQLITE_FILE_NAME for entry in manifest.files):
         raise BackupError(
-            f"backup {manifest.backup_id} is damaged: its manifest lists no {SQLITE_FILE_NAME}",
+            f"backup {backup_dir.name} is damaged: its manifest lists no {SQLITE_FILE_NAME}",
             "restore from another backup",
         )
     for entry in manifest.files:
         path = backup_dir / entry.path
         if not path.is_file() or path.stat().st_size != entry.size or sha256_file(path) != entry.sha256:
             raise BackupError(
-                f"backup {manifest.backup_id} is damaged: {entry.path} does not match its manifest",
+                f"backup {backup_dir.name} is damaged: {entry.path} does not match its manifest",
                 "restore from another backup",
             )
 

@@ -69,7 +69,17 @@ class DbRestore(Step):
         return manifest
 
     def replacement_database(self) -> Path:
+        """The snapshot's database, checked; the damaged one's layout cannot be read to compare with it,
+        so the operator says the snapshot's is right (--change-layout)."""
         self._checked_snapshot()
+        if not self.change_layout:
+            with closing(connect_readonly(self.snapshot / SQLITE_FILE_NAME)) as conn:
+                theirs = detect_layout(conn)
+            raise BadInput(
+                f"the damaged chroma.sqlite3 does not say which chromadb layout the dir had; {self.snapshot} "
+                f"holds that of {theirs.chroma_versions}",
+                "if the Chroma that runs this dir reads that layout, pass --change-layout to restore it",
+            )
         return self.snapshot / SQLITE_FILE_NAME
 
     def _refuse_other_layout(self, ctx: StepContext) -> None:
@@ -80,8 +90,8 @@ class DbRestore(Step):
         ours = ctx.persist_dir.layout
         if theirs.name != ours.name and not self.change_layout:
             raise BadInput(
-                f"{self.snapshot} holds chromadb {theirs.chroma_versions}'s layout, this persist dir "
-                f"{ours.chroma_versions}'s: after the restore only a chromadb that reads the snapshot's opens it",
+                f"{self.snapshot} holds the layout of {theirs.chroma_versions}, this persist dir that of "
+                f"{ours.chroma_versions}: after the restore only a chromadb that reads the snapshot's opens it",
                 "restore a snapshot of this layout, or pass --change-layout (e.g. to undo an upgrade)",
             )
 
