@@ -13,10 +13,14 @@ on every call (measured with 0.5.23 and 0.6.3); 1.x takes 0 as it is. No stored 
 for both 0.5/0.6 and their upgrade to 1.x there (its migration misreads an INTEGER -1, and 0 makes
 0.5/0.6 fail): doctor warns about each -1 until chromadb 0.5/0.6 writes to that collection (which
 stores a BLOB).
+
+On the 1.x layouts a max_seq_id stored as a BLOB or negative, which chromadb 1.x cannot read (every
+add and get of the collection fails), is stored again as an INTEGER (0 for a negative one).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 from ops.engine.actions import Action, RewindMaxSeqId, SegmentWhere, SeqId
@@ -27,6 +31,7 @@ from ops.errors import OpsError
 from ops.steps.targets import SkipCollections, refuse_unknown_skips
 from ops.storage import wal, wal_apply
 from ops.storage.layout import PYTHON_LAYOUT
+from ops.storage.models import SegmentRecord
 from ops.storage.sysdb import read_max_seq_ids, unreadable_seq_ids
 
 
@@ -44,19 +49,13 @@ class WalRewind(Step):
         pd = ctx.persist_dir
         newest = wal.newest_seq_id(pd.conn)
         python = pd.layout.name == PYTHON_LAYOUT
-        rewound = -1 if newest == 0 and python else newest
         misstored = {} if python else unreadable_seq_ids(pd.conn)
         actions: list[Action] = []
         for c in pd.collections():
             for segment in (c.vector_segment, c.metadata_segment) if not c.named_in(self.skip) else ():
-                if segment is None or segment.max_seq_id is None:
+                if segment is None or (rewind := _rewound(segment, newest, python, misstored)) is None:
                     continue
-                if segment.id in misstored:  # what 1.x cannot read: as stored, or 0 for a negative one
-                    after, why = min(max(segment.max_seq_id, 0), newest), f"stored as {misstored[segment.id]}"
-                elif segment.max_seq_id > newest:
-                    after, why = rewound, "past the WAL's newest seq_id"
-                else:
-                    continue
+                after, why = rewind
                 actions.append(
                     RewindMaxSeqId(
                         target=c.target,
@@ -94,6 +93,17 @@ class WalRewind(Step):
         ]
         if wrong:
             raise OpsError(f"max_seq_id did not read back as written for {', '.join(wrong)}")
+
+
+def _rewound(segment: SegmentRecord, newest: int, python: bool, misstored: Mapping[str, str]) -> tuple[int, str] | None:
+    """(the max_seq_id to store, why), or None: the segment's is right."""
+    if segment.max_seq_id is None:
+        return None
+    if segment.id in misstored:  # what 1.x cannot read: as it is, or 0 for a negative one
+        return min(max(segment.max_seq_id, 0), newest), f"stored as {misstored[segment.id]}"
+    if segment.max_seq_id > newest:
+        return (-1 if newest == 0 and python else newest), "past the WAL's newest seq_id"
+    return None
 
 
 def _rewinds(plan: StepPlan) -> list[RewindMaxSeqId]:
