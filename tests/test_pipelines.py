@@ -469,3 +469,30 @@ def test_maintain_applies_its_plan_on_an_index_whose_link_lists_has_a_tail(
     assert applied.code == 0, applied.stderr
     assert run_chops("doctor", path).code == 0
     assert_same_answers(answers, chroma_snapshot(path, tmp_path), rebuilt=True)
+
+
+def test_maintain_leaves_the_only_wal_copies_of_records_the_index_lost(standard_dir: BuiltDir, tmp_path: Path) -> None:
+    """frag's index lost 7 records whose vectors only WAL rows at or below its max_seq_id hold (here:
+    its max_seq_id set past the rows, the rows after 900 gone). maintain's wal.clean deleted those rows
+    as applied, and doctor then said the vectors were gone (found by fuzzing). Now it leaves them, and
+    doctor's plan still puts the records back."""
+    path = standard_dir.path
+    with closing(sqlite3.connect(path / "chroma.sqlite3")) as conn, conn:
+        conn.execute(
+            "UPDATE max_seq_id SET seq_id = 5000 WHERE segment_id IN (SELECT s.id FROM segments s "
+            "JOIN collections c ON s.collection = c.id WHERE c.name = 'frag')"
+        )
+        conn.execute("DELETE FROM embeddings_queue WHERE seq_id > 900")
+
+    def in_wal() -> set[str]:
+        report = run_chops("doctor", path, "--json").json()
+        return {r["id"] for r in report["unfindable"] if r["vector"] == "wal"}
+
+    lost = in_wal()
+    assert lost
+    assert run_chops("maintain", path, "--yes").code == 0
+    assert in_wal() == lost
+    plan_file = tmp_path / "repair.json"
+    assert run_chops("doctor", path, "--plan", "--out", plan_file).code == 2
+    assert run_chops("maintain", path, "--apply", plan_file).code == 0
+    assert in_wal() == set() and run_chops("doctor", path, "--json").json()["unfindable"] == []

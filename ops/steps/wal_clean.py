@@ -1,7 +1,8 @@
 """`wal clean`: delete the WAL rows every segment has applied, then VACUUM.
 
-Keeps the newest row of the table (the seq_id trap), leaves rows of never-flushed segments, and
-leaves the automatic-purge setting as the user set it. VACUUM's temporary files go to a folder
+Keeps the newest row of the table (the seq_id trap), leaves rows of never-flushed segments and of
+collections whose index lost records only those rows still hold the vectors of (doctor's plan puts
+them back), and leaves the automatic-purge setting as the user set it. VACUUM's temporary files go to a folder
 with room for them.
 """
 
@@ -30,7 +31,7 @@ from ops.engine.plan import StepPlan
 from ops.engine.step import Step, StepContext
 from ops.errors import OpsError
 from ops.steps.targets import SkipCollections, refuse_unknown_skips
-from ops.storage import wal_purge
+from ops.storage import PersistDir, sysdb, wal, wal_purge
 
 TEMP_SPACE_FACTOR = 1.1
 
@@ -54,7 +55,8 @@ class WalClean(Step):
     def plan(self, ctx: StepContext) -> StepPlan:
         pd = ctx.persist_dir
         floors = pd.prediction.wal_floors if pd.prediction else None
-        found = wal_purge.cleanable(pd.conn, pd.collections(), self.skip, pd.segments(), floors)
+        kept = self.skip | holding_lost_vectors(pd)
+        found = wal_purge.cleanable(pd.conn, pd.collections(), kept, pd.segments(), floors)
         actions: list[Action] = [
             DeleteWalRows(
                 target=t.collection or t.topic,
@@ -143,3 +145,30 @@ def pick_temp_dir(root: Path, db_bytes: int) -> Path:
         f"no folder has {need:,} bytes free for VACUUM's temporary copy",
         "free some space, or pass --temp-dir on a larger disk",
     )
+
+
+def holding_lost_vectors(pd: PersistDir) -> set[str]:
+    """Collections whose index lost records (get returns them, query never finds them) whose vectors
+    WAL rows still hold: wal clean leaves their rows, the only copies (doctor lists those records; its
+    plan puts them back). Looked for only where the index holds fewer live elements than the records
+    and pending rows account for (one memoized read of each index's flags); then exactly, by id."""
+    counts, stats = pd.record_counts(), pd.wal_stats()
+    out = set()
+    for c in pd.collections():
+        vector, metadata, topic = c.vector_segment, c.metadata_segment, stats.get(c.id)
+        if vector is None or metadata is None or topic is None:
+            continue
+        try:
+            header = pd.hnsw_header(vector.id)
+            records = pd.hnsw_records(vector.id, header, links=False) if header else None
+            live = records.allocated - records.deleted_count if records else 0
+            if live + pd.wal_gap(c, topic) >= counts.get(metadata.id, 0):
+                continue
+            meta = pd.hnsw_pickle(vector.id)
+        except OpsError:  # a damaged index: what it lost is doctor's to say; its rows stay
+            out.add(c.target)
+            continue
+        lost = sysdb.embedding_ids(pd.conn, metadata.id) - set(meta.id_to_label if meta else ())
+        if lost & wal.ids_with_vectors(pd.conn, topic.topic):
+            out.add(c.target)
+    return out
