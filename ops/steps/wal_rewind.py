@@ -51,6 +51,8 @@ class WalRewind(Step):
         python = pd.layout.name == PYTHON_LAYOUT
         misstored = {} if python else unreadable_seq_ids(pd.conn)
         actions: list[Action] = []
+        if not misstored and max((s.max_seq_id or 0 for s in pd.segments()), default=0) <= newest:
+            return StepPlan(step=self.name, target="max_seq_id", actions=actions)  # the usual case, at a glance
         for c in pd.collections():
             for segment in (c.vector_segment, c.metadata_segment) if not c.named_in(self.skip) else ():
                 if segment is None or (rewind := _rewound(segment, newest, python, misstored)) is None:
