@@ -14,6 +14,7 @@ exactly what was saved.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -450,7 +451,8 @@ def _replace_file(backup: Path, live: Path) -> None:
             was = live.stat()
             os.chmod(tmp, stat.S_IMODE(was.st_mode))
             if (was.st_uid, was.st_gid) != (tmp.stat().st_uid, tmp.stat().st_gid):
-                os.chown(tmp, was.st_uid, was.st_gid)
+                with contextlib.suppress(PermissionError):  # not root: the file is ours, as it was before
+                    os.chown(tmp, was.st_uid, was.st_gid)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
