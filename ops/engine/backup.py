@@ -360,6 +360,8 @@ def restore_backup(backup_dir: Path, persist_dir: Path, checked: BackupManifest 
     return manifest
 
 
+SQLITE_SIDE_FILES = ("-journal", "-wal", "-shm")
+"""What SQLite keeps beside a database (name + suffix): they belong to that very file."""
 DAMAGED_PREFIX = "damaged-"
 """A folder of the backup root holding a chroma.sqlite3 a restore replaced because it could not be opened."""
 
@@ -373,7 +375,7 @@ def keep_damaged_database(live: Path, backup_root: Path) -> Path:
     folder = backup_root / f"{DAMAGED_PREFIX}{stamp}"
     try:
         folder.mkdir(parents=True)
-        for side in ("", "-journal", "-wal", "-shm"):
+        for side in ("", *SQLITE_SIDE_FILES):
             path = live.with_name(live.name + side)
             if path.is_file():
                 copy_file(path, folder / path.name, durable=True)
@@ -448,15 +450,15 @@ def _replace_file(backup: Path, live: Path) -> None:
     try:
         copy_file(backup, tmp, durable=True)
         if live.exists():
-            was = live.stat()
+            was, made = live.stat(), tmp.stat()
             os.chmod(tmp, stat.S_IMODE(was.st_mode))
-            if (was.st_uid, was.st_gid) != (tmp.stat().st_uid, tmp.stat().st_gid):
+            if (was.st_uid, was.st_gid) != (made.st_uid, made.st_gid):
                 with contextlib.suppress(PermissionError):  # not root: the file is ours, as it was before
                     os.chown(tmp, was.st_uid, was.st_gid)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    for side in ("-journal", "-wal", "-shm"):
+    for side in SQLITE_SIDE_FILES:
         live.with_name(live.name + side).unlink(missing_ok=True)
     os.replace(tmp, live)
     fsync_dir(live.parent)

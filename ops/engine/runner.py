@@ -484,16 +484,18 @@ def rollback(
     backup_dir = find_backup(backup_root or default_backup_root(root), backup_id)
     manifest = read_manifest(backup_dir)
     db, damaged_kept = root / SQLITE_FILE_NAME, None
-    try:
-        if not database_opens(db):  # read-only: a stray journal is still beside it, unplayed
-            raise CorruptDatabase(f"{db} cannot be opened as a database", "")
-        _release(acquire_write_lock(db))  # nobody may write while we restore
-    except CorruptDatabase as exc:
+    damaged = not database_opens(db)  # read-only: a stray journal is still beside it, unplayed
+    if not damaged:
+        try:
+            _release(acquire_write_lock(db))  # nobody may write while we restore
+        except CorruptDatabase:
+            damaged = True
+    if damaged:
         if not manifest.includes_sqlite:
             raise CorruptDatabase(
-                f"{exc.message}, and backup {backup_dir.name} holds no {SQLITE_FILE_NAME}",
+                f"{db} cannot be opened as a database, and backup {backup_dir.name} holds no {SQLITE_FILE_NAME}",
                 f"pass --backup ID of a backup that holds it (chops backup list {root})",
-            ) from exc
+            )
         # No process can write a file that is no database; the backup's replaces it, a copy is kept.
         damaged_kept = str(keep_damaged_database(db, backup_dir.parent))
     try:

@@ -28,7 +28,7 @@ from ops.engine.step import Step, StepContext, Touches
 from ops.errors import BadInput, OpsError
 from ops.storage import sysdb
 from ops.storage.fs import remove_tree
-from ops.storage.layout import detect_layout
+from ops.storage.layout import Layout, detect_layout
 from ops.storage.models import VECTOR_SCOPE
 from ops.storage.sqlite_ro import SQLITE_FILE_NAME, connect_readonly
 
@@ -73,8 +73,7 @@ class DbRestore(Step):
         so the operator says the snapshot's is right (--change-layout)."""
         self._checked_snapshot()
         if not self.change_layout:
-            with closing(connect_readonly(self.snapshot / SQLITE_FILE_NAME)) as conn:
-                theirs = detect_layout(conn)
+            theirs = self._snapshot_layout()
             raise BadInput(
                 f"the damaged chroma.sqlite3 does not say which chromadb layout the dir had; {self.snapshot} "
                 f"holds that of {theirs.chroma_versions}",
@@ -82,12 +81,14 @@ class DbRestore(Step):
             )
         return self.snapshot / SQLITE_FILE_NAME
 
+    def _snapshot_layout(self) -> Layout:
+        with closing(connect_readonly(self.snapshot / SQLITE_FILE_NAME)) as conn:
+            return detect_layout(conn)
+
     def _refuse_other_layout(self, ctx: StepContext) -> None:
         """A snapshot of another layout turns the dir into that layout: the chromadb that runs it now
         may not read it (0.6.3 on a 1.0 snapshot: KeyError '_type')."""
-        with closing(connect_readonly(self.snapshot / SQLITE_FILE_NAME)) as conn:
-            theirs = detect_layout(conn)
-        ours = ctx.persist_dir.layout
+        theirs, ours = self._snapshot_layout(), ctx.persist_dir.layout
         if theirs.name != ours.name and not self.change_layout:
             raise BadInput(
                 f"{self.snapshot} holds the layout of {theirs.chroma_versions}, this persist dir that of "

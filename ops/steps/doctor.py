@@ -21,7 +21,7 @@ from ops.steps.inspection import HIDDEN, LayoutReport
 from ops.steps.privacy import Pseudonyms
 from ops.steps.targets import Privacy, find_collection, target_flags
 from ops.storage import PersistDir, fts, sqlite_check, sysdb, wal
-from ops.storage.layout import PYTHON_LAYOUT, chroma_tables, migrations_beyond_known
+from ops.storage.layout import chroma_tables, migrations_beyond_known
 from ops.storage.models import DEFAULT_DATABASE, DEFAULT_TENANT, CollectionRecord
 
 Severity = Literal["error", "warning", "info"]
@@ -210,7 +210,7 @@ class Doctor(ReadOnlyStep[DoctorReport]):
             chosen = self._chosen(pd)
             wal_stats, configs = pd.wal_stats(), sysdb.unreadable_configs(pd.conn)
             newest = wal.newest_seq_id(pd.conn)
-            misstored = {} if pd.layout.name == PYTHON_LAYOUT else sysdb.unreadable_seq_ids(pd.conn)
+            misstored = sysdb.unreadable_seq_ids(pd.conn, pd.layout)
             for c in chosen:
                 found, lost = check_collection(pd, c, wal_stats.get(c.id), shown, configs, (newest, misstored))
                 findings += found

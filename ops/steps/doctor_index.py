@@ -377,40 +377,31 @@ def _seq_id_findings(
     decodes to -1) is an upgrade hazard."""
     newest, misstored = seq_ids
     out = []
+
+    def found(severity: Severity, evidence: str, fix: str = command("wal", "rewind", where)) -> None:
+        out.append(
+            Finding(check="sysdb.max_seq_id", severity=severity, collection=label(view), evidence=evidence, fix=fix)
+        )
+
     for segment in (c.vector_segment, c.metadata_segment):
-        if segment is not None and segment.id in misstored:
-            evidence = (
-                f"its {segment.scope.lower()} segment's max_seq_id is {misstored[segment.id]}: chromadb 1.x cannot "
-                "read it, and every add and get of the collection fails"
-            )
-            out.append(
-                Finding(
-                    check="sysdb.max_seq_id",
-                    severity="error",
-                    collection=label(view),
-                    evidence=evidence,
-                    fix=command("wal", "rewind", where),
-                )
+        if segment is None or segment.max_seq_id is None:
+            continue
+        its = f"its {segment.scope.lower()} segment's max_seq_id"
+        if segment.id in misstored:
+            found(
+                "error",
+                f"{its} is {misstored[segment.id]}: chromadb 1.x cannot read it, and every add and get "
+                "of the collection fails",
             )
             continue
-        if layout == PYTHON_LAYOUT and segment is not None and segment.max_seq_id == -1:
-            evidence = f"its {segment.scope.lower()} segment's max_seq_id is stored as INTEGER -1: {UPGRADE_MISREADS}"
+        if layout == PYTHON_LAYOUT and segment.max_seq_id == -1:
             fix = "before upgrading to chromadb 1.x, write to this collection once with chromadb 0.5/0.6 (it then "
-            fix += "stores a BLOB)"
-            out.append(
-                Finding(
-                    check="sysdb.max_seq_id", severity="warning", collection=label(view), evidence=evidence, fix=fix
-                )
-            )
-        if segment is not None and segment.max_seq_id is not None and segment.max_seq_id > newest:
-            evidence = (
-                f"its {segment.scope.lower()} segment's max_seq_id is {segment.max_seq_id:,}, past the WAL's newest "
-                f"seq_id {newest:,}: Chroma takes the next {segment.max_seq_id - newest:,} writes as applied and "
-                "loses them"
-            )
-            fix = command("wal", "rewind", where)
-            out.append(
-                Finding(check="sysdb.max_seq_id", severity="error", collection=label(view), evidence=evidence, fix=fix)
+            found("warning", f"{its} is stored as INTEGER -1: {UPGRADE_MISREADS}", fix + "stores a BLOB)")
+        if segment.max_seq_id > newest:
+            found(
+                "error",
+                f"{its} is {segment.max_seq_id:,}, past the WAL's newest seq_id {newest:,}: Chroma takes "
+                f"the next {segment.max_seq_id - newest:,} writes as applied and loses them",
             )
     return out
 

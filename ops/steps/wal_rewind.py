@@ -49,7 +49,7 @@ class WalRewind(Step):
         pd = ctx.persist_dir
         newest = wal.newest_seq_id(pd.conn)
         python = pd.layout.name == PYTHON_LAYOUT
-        misstored = {} if python else unreadable_seq_ids(pd.conn)
+        misstored = unreadable_seq_ids(pd.conn, pd.layout)
         actions: list[Action] = []
         if not misstored and max((s.max_seq_id or 0 for s in pd.segments()), default=0) <= newest:
             return StepPlan(step=self.name, target="max_seq_id", actions=actions)  # the usual case, at a glance
@@ -87,7 +87,7 @@ class WalRewind(Step):
     def verify(self, ctx: StepContext, plan: StepPlan) -> None:
         rewinds = _rewinds(plan)
         found = read_max_seq_ids(ctx.persist_dir.conn, [a.details.segment_id for a in rewinds])
-        misstored = {} if ctx.persist_dir.layout.name == PYTHON_LAYOUT else unreadable_seq_ids(ctx.persist_dir.conn)
+        misstored = unreadable_seq_ids(ctx.persist_dir.conn, ctx.persist_dir.layout)
         wrong = [
             a.target
             for a in rewinds

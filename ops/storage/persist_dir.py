@@ -284,9 +284,12 @@ class PersistDir:
         try:
             return self._remembered(("pickle", segment_id), lambda: parse_pickle(self.index_file(path), path))
         except CorruptHnswFile:
-            if cut_short_ok and (salvaged := salvage_cut_short(self.index_file(path))) is not None:
-                return salvaged
-            raise
+            if not cut_short_ok:
+                raise
+            salvaged = self._remembered(("cut pickle", segment_id), lambda: salvage_cut_short(self.index_file(path)))
+            if salvaged is None:
+                raise
+            return salvaged
 
     def headless_collections(self) -> list[CollectionRecord]:
         """Collections whose vector segment row is gone (a damaged sysdb): a folder that looks orphan

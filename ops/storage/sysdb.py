@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from ops.errors import CorruptDatabase
-from ops.storage.layout import ConfigSource, Layout
+from ops.storage.layout import PYTHON_LAYOUT, ConfigSource, Layout
 from ops.storage.models import (
     METADATA_SCOPE,
     VECTOR_SCOPE,
@@ -315,10 +315,13 @@ def unreadable_configs(conn: sqlite3.Connection) -> dict[str, str]:
     return out
 
 
-def unreadable_seq_ids(conn: sqlite3.Connection) -> dict[str, str]:
+def unreadable_seq_ids(conn: sqlite3.Connection, layout: Layout) -> dict[str, str]:
     """Segments (by id) whose max_seq_id row chromadb 1.x cannot read: not an INTEGER (a BLOB is what
     0.5/0.6 store; 1.x migrated them), or negative (it reads an unsigned seq_id). Its every add and get
-    of the collection fails ("mismatched types", "out of range integral type conversion")."""
+    of the collection fails ("mismatched types", "out of range integral type conversion"). None on
+    the 0.5/0.6 layout, whose chromadb reads both forms."""
+    if layout.name == PYTHON_LAYOUT:
+        return {}
     rows = conn.execute(
         "SELECT segment_id, typeof(seq_id), seq_id FROM max_seq_id WHERE typeof(seq_id) != 'integer' OR seq_id < 0"
     )
