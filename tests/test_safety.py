@@ -18,7 +18,7 @@ from ops.engine.plan import StepPlan
 from ops.engine.runner import Confirm, RunOptions, run_step
 from ops.engine.step import StepContext
 from ops.steps.hnsw_config import HnswConfigParams, HnswConfigStep
-from tests.conftest import BuiltDir, assert_same_answers, chroma_snapshot, run_chops, tree_state
+from tests.conftest import BuiltDir, assert_same_answers, chroma, chroma_snapshot, run_chops, tree_state
 
 
 def content_state(path: Path) -> dict[str, str]:
@@ -391,6 +391,57 @@ def test_db_restore_over_a_damaged_database(standard_dir: BuiltDir, tmp_path: Pa
     assert_same_answers(before, chroma_snapshot(path, tmp_path))
     [kept] = path.parent.glob(f"{path.name}.chops-backups/damaged-*/chroma.sqlite3")
     assert kept.read_bytes() == broken and f"kept in {kept.parent}" in r.stdout
+
+
+def file_bytes(path: Path) -> dict[str, str]:
+    """sha256 of every file's bytes (chroma.sqlite3 too: a damaged one cannot be dumped)."""
+    files = (p for p in path.rglob("*") if p.is_file())
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+def damaged_after_snapshot(path: Path, snap: Path) -> dict[str, str]:
+    """A snapshot, then 300 adds (the folders move on past it), then chroma.sqlite3 damaged: the
+    state a restore over it changes, by its bytes."""
+    assert run_chops("db", "snapshot", path, "-o", snap, "--yes").code == 0
+    chroma("add", path, "default_database", "frag", "300")
+    damage_database(path, "not a database")
+    return file_bytes(path)
+
+
+@pytest.mark.parametrize("failpoint", ["damaged_replaced", "after_backup", "before_verify"])
+@pytest.mark.parametrize("action", ["fail", "kill"])
+def test_db_restore_over_a_damaged_database_is_all_or_nothing(
+    standard_dir: BuiltDir, tmp_path: Path, failpoint: str, action: str
+) -> None:
+    """The damaged file's replacement is part of the run: its journal and backup (of the damaged file
+    as it was and of every folder) come first. A failure anywhere after it rolls the dir back to the
+    damaged file and the folders of before; so does `chops rollback` after a kill. Before, the
+    replacement came first, outside the run: the run's backup held the snapshot's database beside
+    the newer folders, every rollback restored that mix (chromadb then returned ids get did not
+    know), and a kill during the backup was reported as "Nothing had changed yet"."""
+    path = standard_dir.path
+    before = damaged_after_snapshot(path, tmp_path / "snap")
+    env = {"CHOPS_FAILPOINT": f"{failpoint}={action}"}
+    r = run_chops("db", "restore", path, "-i", tmp_path / "snap", "--yes", "--change-layout", env=env)
+    if action == "fail":
+        assert r.code == 1 and "restored from backup" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    else:
+        assert r.code == -9 and (path / ".chops-journal.json").exists()
+        rolled = run_chops("rollback", path, "--yes")
+        assert rolled.code == 0 and "Restored" in rolled.stdout, rolled.stdout + rolled.stderr
+    assert not (path / ".chops-journal.json").exists()
+    assert file_bytes(path) == before
+
+
+def test_rollback_after_a_db_restore_over_a_damaged_database(standard_dir: BuiltDir, tmp_path: Path) -> None:
+    """`chops rollback` undoes a restore over a damaged database like any run: the damaged file and
+    the folders of before come back (its backup holds them), not the snapshot's database beside them."""
+    path = standard_dir.path
+    before = damaged_after_snapshot(path, tmp_path / "snap")
+    r = run_chops("db", "restore", path, "-i", tmp_path / "snap", "--yes", "--change-layout")
+    assert r.code == 0, r.stderr
+    assert run_chops("rollback", path, "--yes").code == 0
+    assert file_bytes(path) == before
 
 
 def test_rollback_over_a_damaged_database_needs_a_backup_of_it(standard_dir: BuiltDir) -> None:

@@ -4,7 +4,8 @@ One implementation serves the runner's automatic backup, `chops backup list`, `c
 and (later) `db snapshot`. A backup is a folder in the backup root:
 
     <root>/<UTC time>-<run id>/
-        chroma.sqlite3             copied through sqlite's online backup API (never a raw copy)
+        chroma.sqlite3             copied through sqlite's online backup API (a raw copy only of a
+                                   file SQLite cannot open, before a restore replaces it)
         segments/<folder>/...      the HNSW folders the plan touches, file by file
         manifest.json              written last: a backup without it is incomplete
 
@@ -140,15 +141,18 @@ def new_backup_id(run_id: str) -> str:
 
 
 def take_backup(
-    persist_dir: Path, target: Path, reason: str, include_sqlite: bool, folders: list[str]
+    persist_dir: Path, target: Path, reason: str, include_sqlite: bool, folders: list[str], damaged: bool = False
 ) -> BackupManifest:
-    """Save chroma.sqlite3 (online backup API) and the given folders into target; manifest last."""
+    """Save chroma.sqlite3 (online backup API) and the given folders into target; manifest last.
+    `damaged`: chroma.sqlite3 cannot be opened as a database, so its bytes are copied as they are
+    (restoring them puts back the very file: restore_sqlite replaces a file that is no database)."""
     created = datetime.now(timezone.utc)
     backup_id = target.name
     target.mkdir(parents=True, exist_ok=False)
     entries: list[FileEntry] = []
     if include_sqlite:
-        entries.append(_backup_sqlite(persist_dir / SQLITE_FILE_NAME, target / SQLITE_FILE_NAME))
+        save = _copy_damaged_sqlite if damaged else _backup_sqlite
+        entries.append(save(persist_dir / SQLITE_FILE_NAME, target / SQLITE_FILE_NAME))
     for name in folders:
         entries += _backup_folder(persist_dir / name, target / SEGMENTS / name, target)
     if folders:
@@ -185,6 +189,11 @@ def _backup_sqlite(source: Path, target: Path) -> FileEntry:
             sha256=sha256.result(),
             content_sha256=content_sha256.result(),
         )
+
+
+def _copy_damaged_sqlite(source: Path, target: Path) -> FileEntry:
+    copy_file(source, target, durable=True)
+    return FileEntry(path=SQLITE_FILE_NAME, size=target.stat().st_size, sha256=sha256_file(target))
 
 
 def _backup_folder(source: Path, target: Path, backup_dir: Path) -> list[FileEntry]:

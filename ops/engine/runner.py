@@ -7,6 +7,9 @@
 Unattended (--yes) with nothing holding the dir open, the step is planned once, already under the
 write lock: write lock -> precheck -> plan -> space check -> journal -> ...
 
+Over a chroma.sqlite3 SQLite cannot open (db restore only): journal -> backup of the damaged file as
+it is and of every folder -> the step's database put in place -> the above, in the same run.
+
 Any failure after the journal opened restores the backup (rollback) before the error is
 reported. A kill at any point leaves the journal behind; `rollback_journal` finishes it. When the
 rollback itself cannot finish (e.g. the disk is still full), the journal and the backup stay and
@@ -144,19 +147,22 @@ def run_step(
     the write lock the apply then keeps, instead of once to show and again under the lock."""
     root = open_for_change(persist_dir, step.replaces_database)
     if step.replaces_database and not database_opens(root / SQLITE_FILE_NAME):
-        kept = _put_in_place_of_damaged(step, root, options, confirm)
-        result = _plan_and_run(step, root, options, confirm, progress)
-        return result.model_copy(update={"notes": [kept, *result.notes]})
+        return _run_over_damaged(step, root, options, confirm, progress)
     return _plan_and_run(step, root, options, confirm, progress)
 
 
 def _plan_and_run(
-    step: Step, root: Path, options: RunOptions, confirm: Confirm | None, progress: ProgressSink | None
+    step: Step,
+    root: Path,
+    options: RunOptions,
+    confirm: Confirm | None,
+    progress: ProgressSink | None,
+    journal: Journal | None = None,
 ) -> RunResult:
     found = scan(root)
     alone = not (found.processes or found.unchecked or options.chroma_url)
     if confirm is None and not options.plan_only and alone:
-        return _plan_and_apply_locked(step, root, options, found, progress)
+        return _plan_and_apply_locked(step, root, options, found, progress, journal)
     with PersistDir.open(root) as pd:
         plan = _plan_one(step, root, pd, found)
     if options.plan_only or plan.is_empty:
@@ -164,14 +170,20 @@ def _plan_and_run(
     notes = check_url([step], options) + refuse_live(root, [step], options, found)  # before asking
     if confirm is not None:
         confirm(plan)
-    result = apply_plan([step], plan, root, options, progress, found=found)
+    result = apply_plan([step], plan, root, options, progress, found=found, journal=journal)
     return result.model_copy(update={"notes": notes + result.notes})
 
 
-def _put_in_place_of_damaged(step: Step, root: Path, options: RunOptions, confirm: Confirm | None) -> str:
+def _run_over_damaged(
+    step: Step, root: Path, options: RunOptions, confirm: Confirm | None, progress: ProgressSink | None
+) -> RunResult:
     """chroma.sqlite3 cannot be opened at all, so no plan can be read from it: the step's database
-    (checked) is put in its place first, a copy of the damaged file kept beside the backups; the step
-    then plans and applies on that as on any dir. Only with --yes: there is no plan to show first."""
+    (checked) is put in its place first, then the step plans and applies on that as on any dir. It is
+    one run: its journal opens and its backup (the damaged file as it is, and every folder) is taken
+    before the replacement, so a failure or a kill at any point, and a later `chops rollback`, put the
+    dir back as it was. A copy of the damaged file is kept beside the backups too (backups are
+    pruned; its pages may hold writes newer than any backup). Only with --yes: there is no plan to
+    show first."""
     db, backup_root = root / SQLITE_FILE_NAME, options.backup_root or default_backup_root(root)
     source = step.replacement_database()
     if source is None or confirm is not None or options.plan_only:
@@ -181,12 +193,40 @@ def _put_in_place_of_damaged(step: Step, root: Path, options: RunOptions, confir
         )
     precheck_live(root, [step], options)
     kept = keep_damaged_database(db, backup_root)
-    restore_sqlite(source, db)
-    return f"{db} could not be opened: replaced first, the damaged file is kept in {kept}"
+    journal = Journal.start(root, step.name)
+    try:
+        if options.backup:
+            _take_run_backup(root, journal, backup_root / new_backup_id(journal.run_id), True, all_folders(root), True)
+        restore_sqlite(source, db)
+        failpoints.hit("damaged_replaced")
+        result = _plan_and_run(step, root, options, None, progress, journal)
+    except RollbackFailed:
+        raise
+    except Exception as exc:
+        if not _still_open(root, journal):  # the run's own rollback already ran and said so
+            raise
+        raise _roll_back_after(exc, root, journal, changes=True) from exc
+    if _still_open(root, journal):  # nothing was left to do once the database was in place
+        _finish_run(root, journal, result.plan, options)
+    note = f"{db} could not be opened: replaced first, the damaged file is kept in {kept}"
+    return result.model_copy(update={"notes": [note, *result.notes]})
+
+
+def _still_open(root: Path, journal: Journal) -> bool:
+    try:
+        current = read_journal(root)
+    except UnreadableJournal:
+        return True
+    return current is not None and current.run_id == journal.run_id
 
 
 def _plan_and_apply_locked(
-    step: Step, root: Path, options: RunOptions, found: LiveScan, progress: ProgressSink | None
+    step: Step,
+    root: Path,
+    options: RunOptions,
+    found: LiveScan,
+    progress: ProgressSink | None,
+    journal: Journal | None = None,
 ) -> RunResult:
     writer = acquire_write_lock(root / "chroma.sqlite3", options.lock_timeout_s)
     try:
@@ -194,7 +234,7 @@ def _plan_and_apply_locked(
         if plan.is_empty:
             _release(writer)
             return RunResult(plan=plan, applied=False, notes=found.warnings())
-        return apply_plan([step], plan, root, options, progress, found=found, locked=writer)
+        return apply_plan([step], plan, root, options, progress, found=found, locked=writer, journal=journal)
     except BaseException:
         _release(writer)  # apply_plan released it already where it got that far: harmless
         raise
@@ -209,6 +249,7 @@ def apply_plan(
     precondition: Callable[[PersistDir], None] | None = None,
     found: LiveScan | None = None,
     locked: sqlite3.Connection | None = None,
+    journal: Journal | None = None,
 ) -> RunResult:
     """Apply planned steps in order under one lock, one journal and one backup; all or nothing.
 
@@ -216,8 +257,10 @@ def apply_plan(
     the reviewed actions, else the run stops and rolls back. `precondition` runs under the lock
     before anything changes (the pipeline's fingerprint check). A running Chroma is looked for
     before (unless the caller just did: `found`) and again under the lock. `locked`: the write
-    lock the plan was made under and held since; its first step is not planned again.
+    lock the plan was made under and held since; its first step is not planned again. `journal`:
+    the run already started, with its backup (a restore over a damaged database, _run_over_damaged).
     """
+    started = journal
     pairs = [(step, sp) for step, sp in zip(steps, plan.steps, strict=True) if not sp.is_empty]
     applying = [step for step, _ in pairs]
     if found is None:
@@ -225,7 +268,7 @@ def apply_plan(
     touched = _union([step.touches(sp) for step, sp in pairs])
     changed = touched.folders  # (a snapshot step only reads the others)
     backup_root = options.backup_root or default_backup_root(root)
-    use_backup = options.backup and bool(touched.sqlite or touched.folders)
+    use_backup = started is None and options.backup and bool(touched.sqlite or touched.folders)
     if use_backup and touched.copies_everything:  # a snapshot step links its copy to this backup
         touched = Touches(sqlite=True, folders=all_folders(root), copies_everything=True)
     check_writable(root, backup_root if use_backup else None, changed)
@@ -246,25 +289,25 @@ def apply_plan(
     except BaseException:
         _release(writer)
         raise
-    journal = Journal.start(root, " + ".join(step.name for step, _ in pairs))
+    journal = started or Journal.start(root, " + ".join(step.name for step, _ in pairs))
     result = RunResult(plan=plan, applied=True)
     notes: list[str] = []
     try:
         if use_backup:
             target = backup_root / new_backup_id(journal.run_id)
-            journal.backup_dir = str(target)
-            journal.save(root)
-            manifest = take_backup(root, target, journal.command, touched.sqlite, touched.folders)
-            result.backup_id, result.backup_dir = manifest.backup_id, str(target)
+            _take_run_backup(root, journal, target, touched.sqlite, touched.folders)
+        if journal.backup_dir:
+            result.backup_id, result.backup_dir = Path(journal.backup_dir).name, journal.backup_dir
         failpoints.hit("after_backup")
-        full = Path(journal.backup_dir) if journal.backup_dir and touched.copies_everything else None
+        # The backup holds the state the first step starts from (not so over a damaged database).
+        full = Path(journal.backup_dir) if journal.backup_dir and use_backup and touched.copies_everything else None
         # Where a step rewrites a segment folder it builds beside it first: recorded for all in one write.
         journal.will_create(root, *(staging_folder(root / folder) for folder in touched.folders))
         for index, (step, step_plan) in enumerate(pairs):
             if index:
                 _relock(writer)
                 _check_still_planned(step, step_plan, root, writer)
-            starting = full if index == 0 else None  # the backup holds the state the first step starts from
+            starting = full if index == 0 else None
             _apply_one(step, step_plan, root, writer, journal, progress or NoProgress(), notes, starting)
         if options.chroma_verify:
             notes.append(_chroma_note(verify_with_chroma(root)))
@@ -272,17 +315,35 @@ def apply_plan(
         _release(writer)
         if not isinstance(exc, Exception):  # KeyboardInterrupt: leave the journal for rollback
             raise
-        raise _roll_back_after(exc, root, journal, changes=bool(touched.sqlite or touched.folders)) from exc
+        changes = started is not None or bool(touched.sqlite or touched.folders)
+        raise _roll_back_after(exc, root, journal, changes) from exc
     _release(writer)
-    if use_backup:
-        record_created_snapshots(Path(journal.backup_dir or ""), journal.created_snapshots)
-    close_journal(root)
-    if use_backup:
-        notes += _record_completion(Path(journal.backup_dir or ""), journal, plan)
-    result.notes = notes
-    if use_backup:
-        prune_backups(backup_root, options.keep_backups)
+    result.notes = notes + _finish_run(root, journal, plan, options)
     return result
+
+
+def _take_run_backup(
+    root: Path, journal: Journal, target: Path, sqlite: bool, folders: list[str], damaged: bool = False
+) -> None:
+    """The run's backup, named in its journal before it is written (a kill while writing it leaves
+    no manifest: rollback then knows nothing had changed yet)."""
+    journal.backup_dir = str(target)
+    journal.save(root)
+    take_backup(root, target, journal.command, sqlite, folders, damaged)
+
+
+def _finish_run(root: Path, journal: Journal, plan: Plan, options: RunOptions) -> list[str]:
+    """Close the journal of a run that succeeded; its backup is then a completed run's, and the
+    oldest backups beyond --keep-backups go."""
+    backup_dir = Path(journal.backup_dir) if journal.backup_dir else None
+    if backup_dir is not None:
+        record_created_snapshots(backup_dir, journal.created_snapshots)
+    close_journal(root)
+    if backup_dir is None:
+        return []
+    notes = _record_completion(backup_dir, journal, plan)
+    prune_backups(backup_dir.parent, options.keep_backups)
+    return notes
 
 
 def _record_completion(backup_dir: Path, journal: Journal, plan: Plan) -> list[str]:
