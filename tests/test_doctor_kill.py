@@ -21,9 +21,11 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -236,3 +238,43 @@ def test_pickle_cut_short(writer_base: Path, tmp_path: Path, kept: float) -> Non
         assert "plan ['hnsw.rebuild'" in line, line  # (then wal.commit where a WAL row holds a lost record)
         lost = int(line.rsplit(", ", 1)[1].split()[0])
         assert 0 < lost < 0.6 * records, line  # about half the map was written
+
+
+def test_pickle_emptied_by_a_kill(writer_base: Path, tmp_path: Path) -> None:
+    """The state a SIGKILL leaves in about one kill of thirty (measured with the kill loop): the next
+    batch's persist wrote the data files, and Chroma had truncated index_metadata.pickle to write it
+    anew; the vector segment's max_seq_id is still the base's, and the WAL holds the batch's rows
+    after it. Made deterministic from the writer's own files: the purge is turned off for the batch,
+    then the max_seq_id set back and the rows up to it deleted, as they were. Which element is which
+    record follows from the order chromadb 1.x numbers them (200 of them checked against their WAL
+    rows): the plan rebuilds the index, commits the WAL rows and nothing is lost. Before: doctor
+    could match no element to an id, and listed the 6,400 records no WAL row holds to re-embed."""
+    path = tmp_path / "persist"
+    shutil.copytree(writer_base, path)
+    db = path / "chroma.sqlite3"
+    with closing(sqlite3.connect(db)) as conn:
+        [(segment, seq_id)] = conn.execute(
+            "SELECT s.id, m.seq_id FROM segments s JOIN max_seq_id m ON m.segment_id = s.id WHERE s.scope = 'VECTOR'"
+        ).fetchall()
+    assert run_chops("wal", "config", path, "--purge", "off", "--yes").code == 0
+    subprocess.run(
+        [sys.executable, "-m", "tests.kill_writer", str(path), str(BASE_BATCHES), str(BASE_BATCHES)],
+        check=True,
+        cwd=REPO,
+        capture_output=True,
+    )
+    with closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute("UPDATE max_seq_id SET seq_id = ? WHERE segment_id = ?", (seq_id, segment))
+        conn.execute("DELETE FROM embeddings_queue WHERE seq_id <= ?", (seq_id,))
+    (path / segment / "index_metadata.pickle").write_bytes(b"")
+    code, before = doctor(path, tmp_path / "before.jsonl")
+    assert code == 2 and checks(before) == {
+        ("hnsw.pickle_lost", "error"),
+        ("records.unfindable", "error"),
+        ("wal.gap", "info"),
+    }
+    [lost] = [f for f in before["findings"] if f["check"] == "hnsw.pickle_lost"]
+    assert "(200 of them checked against the vectors their WAL rows hold)" in lost["evidence"], lost["evidence"]
+    assert {u["vector"] for u in before["unfindable"]} == {"index"}
+    line = examine(path, BASE_BATCHES, tmp_path)
+    assert "plan ['hnsw.rebuild', 'wal.commit']; left [], 0 to re-embed" in line, line

@@ -1,7 +1,9 @@
 """Salvage of an index whose index_metadata.pickle or header.bin is damaged or missing, on dirs the
 real chromadb wrote: doctor names it and says where each record's vector still is; `doctor --plan`
 builds the index anew from the WAL rows that hold them (wal.commit with salvage) and lists every
-record none holds (re-embed, `--ids-out`), never hidden; chromadb answers afterwards."""
+record none holds (re-embed, `--ids-out`), never hidden; chromadb answers afterwards. A pickle that
+cannot be read at all on a 1.x layout is the exception: which element is which record follows from
+the order chromadb 1.x numbers them (ops.storage.label_order), and the plan rebuilds the index."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ops.storage.hnsw_files import parse_header
 from tests.conftest import BuiltDir, assert_same_answers, chroma, chroma_snapshot, run_chops
 from tests.factory import vectors
 from tests.test_doctor import doctor, found, segment_folder
@@ -35,10 +38,21 @@ def zero_header(folder: Path) -> None:
     header.write_bytes(bytes(header.stat().st_size))
 
 
+def empty_pickle_and_relabel(folder: Path) -> None:
+    """An emptied pickle whose labels cannot be inferred: one element's label is not what chromadb 1.x
+    gives (labels 1..N), as a writer other than Chroma might have left it."""
+    empty_pickle(folder)
+    header = parse_header((folder / "header.bin").read_bytes(), folder / "header.bin")
+    with (folder / "data_level0.bin").open("r+b") as f:
+        f.seek(header.label_offset)
+        f.write((10**6).to_bytes(8, "little"))
+
+
 DAMAGE: dict[str, tuple[Callable[[Path], None], set[str]]] = {
-    # an unreadable pickle is reported once, as hnsw.pickle; a missing one is header.bin's
+    # an unreadable pickle is reported once, as hnsw.pickle (hnsw.pickle_lost where its labels can be
+    # inferred: test_emptied_pickle_labels_are_inferred); a missing one is header.bin's
     # "elements but no pickle maps their labels"
-    "emptied pickle": (empty_pickle, {"hnsw.pickle"}),
+    "emptied pickle, labels not inferable": (empty_pickle_and_relabel, {"hnsw.pickle"}),
     "missing pickle": (delete_pickle, {"hnsw.header"}),
     "zeroed header": (zero_header, {"hnsw.header"}),
 }
@@ -70,46 +84,79 @@ def test_salvage_from_a_complete_wal(walbloat_dir: BuiltDir, tmp_path: Path, dam
     assert_same_answers(before, chroma_snapshot(path, tmp_path), rebuilt=True)
 
 
-def test_salvage_after_chromadb_purged_the_wal(healthy_dir: BuiltDir, tmp_path: Path) -> None:
-    """Chromadb's default purge leaves only the newest WAL row: that record is put back, the other
-    199 can only be re-embedded (their vectors are in data_level0.bin, but which is which was in the
-    pickle). They are listed in the plan and by --ids-out; chromadb then gets all 200 and queries find
-    exactly the one put back."""
+def test_emptied_pickle_labels_are_inferred(healthy_dir: BuiltDir, tmp_path: Path) -> None:
+    """Chromadb's default purge leaves only the newest WAL row, so building the index anew from the WAL
+    would put back one record of 200 (before: 199 listed to re-embed). Their vectors are whole in
+    data_level0.bin, and which is which follows from the order chromadb 1.x numbers them: doctor says
+    so (hnsw.pickle_lost, the one WAL row checked against its element), the plan rebuilds the index
+    with those labels, and chromadb then finds every record by query, each by its own vector."""
     path = healthy_dir.path
     empty_pickle(segment_folder(path, "docs"))
-    ids_out = tmp_path / "ids.jsonl"
-    code, report = doctor(path, "--ids-out", ids_out)
-    assert code == 2 and ("hnsw.pickle", "error", "default_database/docs") in found(report)
+    code, report = doctor(path)
+    assert code == 2 and found(report) == {
+        (c, "error", "default_database/docs") for c in ("hnsw.pickle_lost", "records.unfindable")
+    }
+    [lost] = [f for f in report["findings"] if f["check"] == "hnsw.pickle_lost"]
+    assert "200 records follows from the insertion order" in lost["evidence"], lost["evidence"]
+    assert "(1 of them checked against the vectors their WAL rows hold)" in lost["evidence"]
     kinds = {r["id"]: r["vector"] for r in report["unfindable"]}
-    assert sorted(kinds) == [f"docs-{i:04d}" for i in range(200)]
-    in_wal = sorted(i for i, k in kinds.items() if k == "wal")
-    assert in_wal == ["docs-0199"]  # the newest row, which chromadb's purge keeps
-    assert {k for i, k in kinds.items() if i not in in_wal} == {"damaged-index"}
-    listed = [json.loads(line) for line in ids_out.read_text().splitlines()]
-    assert {r["id"]: r["vector"] for r in listed} == kinds
-    lost = next(f for f in report["findings"] if "damaged" in f["evidence"] and f["check"] == "records.unfindable")
-    assert lost["evidence"].startswith("199 records") and lost["fix"].startswith("re-embed these records")
+    assert sorted(kinds) == [f"docs-{i:04d}" for i in range(200)] and set(kinds.values()) == {"index"}
 
     plan_file = tmp_path / "p.json"
     plan = plan_repair(path, plan_file)
-    assert planned(plan) == [("wal.commit", "vector segments")]
-    [left] = plan["unrepaired"]
-    assert (left["check"], left["collection"]) == ("records.unfindable", "default_database/docs")
-    assert left["evidence"].startswith("199 records") and left["fix"].startswith("re-embed these records")
+    assert planned(plan) == [("hnsw.rebuild", "default_database/docs")] and "unrepaired" not in plan
     apply_with_maintain(path, plan_file)
-
-    code, after = doctor(path, "--ids-out", ids_out)
-    assert (code, found(after)) == (2, {("records.unfindable", "error", "default_database/docs")})
-    gone = sorted(json.loads(line)["id"] for line in ids_out.read_text().splitlines())
-    assert gone == sorted(set(kinds) - set(in_wal))
+    code, after = doctor(path)
+    assert (code, after["findings"]) == (0, [])
     spec = tmp_path / "spec.json"
     rs = np.random.RandomState(16)  # as tests/factory.py's healthy scenario drew docs' vectors
     spec.write_text(json.dumps(dict(zip([f"docs-{i:04d}" for i in range(200)], vectors(rs, 200, 16), strict=True))))
     answer = chroma("findable", path, "default_database", "docs", str(spec))
-    assert answer["count"] == 200 and answer["missing_get"] == []
-    assert sorted(answer["not_found_by_query"]) == gone  # query finds the one put back, not the listed ones
-    # (get with include=["embeddings"] still fails for docs, as chromadb does for any record its index
-    # lacks: that is what re-embedding the listed records ends)
+    assert answer["count"] == 200 and answer["missing_get"] == [] and answer["not_found_by_query"] == []
+
+
+def test_emptied_pickle_whose_order_disagrees_is_not_inferred(walbloat_dir: BuiltDir) -> None:
+    """The order is checked against every vector the WAL still holds (purge off: all of them): two
+    records' rows swapped, and the inferred labels would give each the other's vector. Doctor says so
+    and infers nothing: the plan builds the index anew from the WAL instead."""
+    path = walbloat_dir.path
+    empty_pickle(segment_folder(path, "bloat"))
+    with closing(sqlite3.connect(path / "chroma.sqlite3")) as conn, conn:
+        first, second = conn.execute("SELECT id, embedding_id FROM embeddings ORDER BY id LIMIT 2").fetchall()
+        conn.execute("UPDATE embeddings SET embedding_id = ? WHERE id = ?", (first[1] + "-swap", first[0]))
+        conn.execute("UPDATE embeddings SET embedding_id = ? WHERE id = ?", (first[1], second[0]))
+        conn.execute("UPDATE embeddings SET embedding_id = ? WHERE id = ?", (second[1], first[0]))
+    code, report = doctor(path)
+    assert code == 2
+    [pickle] = [f for f in report["findings"] if f["check"] == "hnsw.pickle"]
+    assert f"its labels cannot be inferred: the element this order gives '{first[1]}' holds none" in pickle["evidence"]
+    assert "(2 such)" in pickle["evidence"]
+    assert ("hnsw.pickle_lost", "error", "default_database/bloat") not in found(report)
+
+
+def test_emptied_pickle_on_older_layouts(golden_dir: BuiltDir, tmp_path: Path) -> None:
+    """chromadb 1.0.16 numbers records as 1.5.9 does: frag's labels (60 of its 300 records deleted,
+    cosine) are inferred, the plan rebuilds the index and chromadb answers as before the damage.
+    0.5.23 and 0.6.3 number the records of one write in Python set order: nothing is inferred, and
+    doctor says why (the records stay listed as re-embed)."""
+    path = golden_dir.path
+    before = chroma_snapshot(path, tmp_path)
+    empty_pickle(segment_folder(path, "frag"))
+    code, report = doctor(path, "-c", "frag")
+    unfindable = {r["vector"] for r in report["unfindable"]}
+    if golden_dir.truth["chromadb_version"] != "1.0.16":
+        [pickle] = [f for f in report["findings"] if f["check"] == "hnsw.pickle"]
+        assert "its labels cannot be inferred: chromadb 0.5/0.6 number the records" in pickle["evidence"]
+        assert (code, unfindable, len(report["unfindable"])) == (2, {"damaged-index"}, 240)
+        return
+    assert ("hnsw.pickle_lost", "error", "default_database/frag") in found(report)
+    assert (code, unfindable, len(report["unfindable"])) == (2, {"index"}, 240)
+    plan_file = tmp_path / "p.json"
+    assert ("hnsw.rebuild", "default_database/frag") in planned(plan_repair(path, plan_file, "-c", "frag"))
+    apply_with_maintain(path, plan_file)
+    code, after = doctor(path, "-c", "frag")
+    assert (code, after["findings"]) == (0, [])
+    assert_same_answers(before, chroma_snapshot(path, tmp_path), rebuilt=True)
 
 
 def test_salvage_with_no_wal_row_lists_everything(healthy_dir: BuiltDir, tmp_path: Path) -> None:
@@ -117,7 +164,7 @@ def test_salvage_with_no_wal_row_lists_everything(healthy_dir: BuiltDir, tmp_pat
     the damage and all 100 records are listed (re-embed or restore)."""
     path = healthy_dir.path
     folder = segment_folder(path, "plain")
-    empty_pickle(folder)
+    zero_header(folder)
     with closing(sqlite3.connect(path / "chroma.sqlite3")) as conn, conn:  # as a purge that took them all
         conn.execute("DELETE FROM embeddings_queue WHERE id LIKE 'plain-%'")
     code, report = doctor(path)
@@ -130,6 +177,6 @@ def test_salvage_with_no_wal_row_lists_everything(healthy_dir: BuiltDir, tmp_pat
     # writes would be taken as applied): the plan sets it back, and that is all it can do
     assert [s for s, _ in planned(plan)] == ["wal.rewind"]
     left = {(u["check"], u["collection"]) for u in plan["unrepaired"]}
-    assert left == {(c, "default_database/plain") for c in ("hnsw.pickle", "records.unfindable")}
-    pickle_left = next(u for u in plan["unrepaired"] if u["check"] == "hnsw.pickle")
+    assert left == {(c, "default_database/plain") for c in ("hnsw.header", "records.unfindable")}
+    pickle_left = next(u for u in plan["unrepaired"] if u["check"] == "hnsw.header")
     assert "no WAL row holds a vector of its records" in pickle_left["fix"]

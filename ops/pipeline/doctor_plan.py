@@ -8,6 +8,7 @@ Which step repairs which finding:
     db.orphan_folder                  -> db.clean
     hnsw.level0_links, hnsw.link_lists, hnsw.levels, hnsw.labels, hnsw.total_elements_added,
     hnsw.persist_cut_short (from the complete elements), hnsw.pickle_cut_short (its whole id_to_label),
+    hnsw.pickle_lost (the labels inferred from the records' order, ops.storage.label_order),
     records.unfindable (vectors in the damaged index's data_level0.bin)
                                       -> hnsw.rebuild of that collection
     wal.gap, hnsw.max_seq_id (records past the table's max_seq_id),
@@ -58,6 +59,7 @@ REBUILD_CHECKS = frozenset(
         "hnsw.total_elements_added",
         "hnsw.persist_cut_short",
         "hnsw.pickle_cut_short",
+        "hnsw.pickle_lost",
     }
 )
 COMMIT_CHECKS = frozenset({"wal.gap", "hnsw.max_seq_id"})

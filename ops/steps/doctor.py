@@ -50,6 +50,7 @@ CHECKS = (
     "hnsw.levels",
     "hnsw.pickle",
     "hnsw.pickle_cut_short",
+    "hnsw.pickle_lost",
     "hnsw.labels",
     "hnsw.total_elements_added",
     "hnsw.max_seq_id",

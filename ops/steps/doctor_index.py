@@ -40,6 +40,7 @@ LOAD_FAILS = frozenset(
         "hnsw.files",
         "hnsw.pickle",
         "hnsw.pickle_cut_short",
+        "hnsw.pickle_lost",
         "hnsw.link_lists",
         "hnsw.level0_links",
         "hnsw.levels",
@@ -161,7 +162,7 @@ class _Checker:
 
     def _pickle(self, segment_id: str) -> None:
         try:
-            self.state.meta = self.pd.hnsw_pickle(segment_id, cut_short_ok=True)
+            self.state.meta = self.pd.hnsw_pickle(segment_id, salvage=True)
         except (CorruptHnswFile, UnsafePickle) as exc:
             self.add("hnsw.pickle", "error", exc.message)
             self.state.pickle_unreadable = True
@@ -178,6 +179,14 @@ class _Checker:
             cut = f"index_metadata.pickle was cut short while Chroma rewrote it ({size:,} bytes)"
             evidence = f"{cut}: chromadb cannot load it; {held}"
             self.add("hnsw.pickle_cut_short", "error", evidence)
+        if meta.inferred:
+            size = len(self.pd.index_file(self.pd.segment_folder(segment_id) / PICKLE_FILE))
+            evidence = (
+                f"index_metadata.pickle cannot be read ({size:,} bytes; Chroma empties it first when it rewrites "
+                f"it): chromadb cannot load the index; which element is which of its {len(meta.id_to_label):,} "
+                f"records follows from {meta.inferred}"
+            )
+            self.add("hnsw.pickle_lost", "error", evidence)
         forward, backward = meta.id_to_label, meta.label_to_id  # each other's inverse, compared in C:
         if len(forward) != len(backward) or list(map(backward.get, forward.values())) != list(forward):
             evidence = (
@@ -347,10 +356,11 @@ def check_collection(
     gap = pd.wal_gap(c, stats)
     if gap:
         seq = c.vector_segment.max_seq_id
-        past = "the index never flushed" if seq is None else f"past the index's max_seq_id {seq}"
+        past = "and the index never flushed" if seq is None else f"past the index's max_seq_id {seq}"
         evidence = (
-            f"{gap:,} WAL rows not in the HNSW files ({past}; sync_threshold {c.hnsw_config.sync_threshold}): "
-            "Chroma replays them into memory at every load"
+            f"{gap:,} WAL rows {past} (sync_threshold {c.hnsw_config.sync_threshold}): Chroma replays them "
+            "into memory at every load (the files may hold some already: a persist killed before Chroma "
+            "recorded its max_seq_id)"
         )
         fix = command("wal", "commit", shown.where)
         findings.append(Finding(check="wal.gap", severity="info", collection=label(view), evidence=evidence, fix=fix))

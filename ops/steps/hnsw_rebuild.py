@@ -115,7 +115,7 @@ class HnswRebuild(Step):
     def _rebuild_action(self, pd: PersistDir, record: CollectionRecord) -> RebuildIndex | None:
         segment = record.vector_segment
         assert segment is not None
-        header, meta = pd.hnsw_header(segment.id), pd.hnsw_pickle(segment.id, cut_short_ok=True)
+        header, meta = pd.hnsw_header(segment.id), pd.hnsw_pickle(segment.id, salvage=True)
         if header is None or meta is None:
             if segment.max_seq_id is not None:  # flushed: its index should be there
                 raise missing_index(pd, record, "no vectors to rebuild it from")
@@ -129,6 +129,8 @@ class HnswRebuild(Step):
                 damage, excess = hnsw_scan.graph_state(pd.segment_folder(segment.id), header)
         if damage is None and meta.cut_short:
             damage = f"index_metadata.pickle was cut short while Chroma rewrote it (its id_to_label: {meta.cut_short})"
+        if damage is None and meta.inferred:
+            damage = f"index_metadata.pickle cannot be read: its labels follow from {meta.inferred}"
         records = pd.hnsw_records(segment.id, header, links=False)
         live = records.live_labels
         keep = len(_kept_labels(live, meta))
@@ -185,7 +187,7 @@ class HnswRebuild(Step):
         pd = ctx.persist_dir
         for action in _rebuilds(plan):
             segment_id = action.details.segment_id
-            header, meta = pd.hnsw_header(segment_id), pd.hnsw_pickle(segment_id, cut_short_ok=True)
+            header, meta = pd.hnsw_header(segment_id), pd.hnsw_pickle(segment_id, salvage=True)
             assert header is not None and meta is not None
             if action.details.repairs is not None and pd.predicted_index(segment_id) is None:  # plan read it whole
                 folder = pd.segment_folder(segment_id)
@@ -224,7 +226,7 @@ class HnswRebuild(Step):
         pd = ctx.persist_dir
         old_dir = pd.segment_folder(action.details.segment_id)
         segment_id = action.details.segment_id
-        header, meta = pd.hnsw_header(segment_id), pd.hnsw_pickle(segment_id, cut_short_ok=True)
+        header, meta = pd.hnsw_header(segment_id), pd.hnsw_pickle(segment_id, salvage=True)
         assert header is not None and meta is not None
         header = hnsw_records.intact_prefix(old_dir, header, set(meta.label_to_id)) or header
         old_space, shape = record.hnsw_config.space, action.after

@@ -272,10 +272,13 @@ class PersistDir:
 
         return hnsw_records.read_level0(folder, header)
 
-    def hnsw_pickle(self, segment_id: str, cut_short_ok: bool = False) -> HnswPickleMeta | None:
-        """index_metadata.pickle (None: there is none). `cut_short_ok`: a pickle Chroma was killed while
-        rewriting, whose id_to_label is whole, is read as far as it goes (`cut_short` set) instead of
-        refused, for what repairs it (doctor, hnsw rebuild)."""
+    def hnsw_pickle(self, segment_id: str, salvage: bool = False) -> HnswPickleMeta | None:
+        """index_metadata.pickle (None: there is none). `salvage`, for what repairs it (doctor, hnsw
+        rebuild): a pickle Chroma was killed while rewriting is read as far as it goes (`cut_short`
+        set: its id_to_label whole, or the part before the cut), and one that cannot be read at all
+        (a SIGKILL leaves it empty) is inferred where the layout numbers its records in an order
+        that can be read back (`inferred` set, ops.storage.label_order); else it is refused, saying
+        why nothing could be inferred."""
         if predicted := self.predicted_index(segment_id):
             return predicted.meta
         path = self.segment_folder(segment_id) / hnsw_files.PICKLE_FILE
@@ -283,13 +286,32 @@ class PersistDir:
             return None
         try:
             return self._remembered(("pickle", segment_id), lambda: parse_pickle(self.index_file(path), path))
-        except CorruptHnswFile:
-            if not cut_short_ok:
+        except CorruptHnswFile as exc:
+            if not salvage:
                 raise
             salvaged = self._remembered(("cut pickle", segment_id), lambda: salvage_cut_short(self.index_file(path)))
-            if salvaged is None:
-                raise
-            return salvaged
+            if salvaged is not None:
+                return salvaged
+            inferred = self._remembered(("inferred pickle", segment_id), lambda: self._inferred_pickle(segment_id))
+            if isinstance(inferred, str):
+                raise CorruptHnswFile(f"{exc.message}; its labels cannot be inferred: {inferred}", exc.hint) from None
+            return inferred
+
+    def _inferred_pickle(self, segment_id: str) -> HnswPickleMeta | str:
+        from ops.storage.label_order import infer_labels  # numpy: only where a pickle is lost
+
+        owners = [c for c in self.collections() if c.vector_segment and c.vector_segment.id == segment_id]
+        header = self.hnsw_header(segment_id)
+        if not owners or owners[0].metadata_segment is None or header is None:
+            return "no collection, metadata segment or header.bin to infer them from"
+        stats = self.wal_stats().get(owners[0].id)
+        topic = stats.topic if stats is not None else None
+        try:
+            records = self.hnsw_records(segment_id, header, links=False)
+        except CorruptHnswFile as exc:
+            return exc.message
+        folder = self.segment_folder(segment_id)
+        return infer_labels(self.conn, self.layout, owners[0], topic, folder, header, records)
 
     def headless_collections(self) -> list[CollectionRecord]:
         """Collections whose vector segment row is gone (a damaged sysdb): a folder that looks orphan

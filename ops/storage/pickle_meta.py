@@ -60,6 +60,9 @@ class HnswPickleMeta(BaseModel):
     """Read from a pickle cut short while Chroma rewrote it (`salvage_cut_short`): id_to_label whole,
     or the pairs of it written before the cut; label_to_id is its inverse. chromadb cannot load the
     file itself."""
+    inferred: str | None = None
+    """The file could not be read at all (a SIGKILL while Chroma rewrote it leaves it empty): how the
+    maps were inferred instead (ops.storage.label_order). chromadb cannot load the file itself."""
 
 
 PICKLE_HINT = (

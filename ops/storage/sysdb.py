@@ -285,6 +285,13 @@ def embedding_ids(conn: sqlite3.Connection, segment_id: str) -> set[str]:
     return {str(r[0]) for r in conn.execute("SELECT embedding_id FROM embeddings WHERE segment_id = ?", (segment_id,))}
 
 
+def embedding_ids_in_order(conn: sqlite3.Connection, segment_id: str) -> list[str]:
+    """The record ids a metadata segment stores, in the order their rows were inserted (rowid: SQLite
+    gives a new row one above the highest, so a record deleted and added again comes last)."""
+    rows = conn.execute("SELECT embedding_id FROM embeddings WHERE segment_id = ? ORDER BY id", (segment_id,))
+    return [str(r[0]) for r in rows]
+
+
 def _whole_number(value: object) -> int | None:
     """A column Chroma writes as an integer, or None where a damaged row holds something else."""
     if isinstance(value, int):

@@ -1,0 +1,129 @@
+"""The labels of an index whose index_metadata.pickle is lost, from the order Chroma 1.x gives them.
+
+Chroma truncates index_metadata.pickle before it writes it anew, so a SIGKILL at that moment leaves
+it empty; the data files beside it are whole. Which element is which record is then written nowhere
+else, but it follows from how Chroma 1.x numbers them (measured on chromadb 1.0.16 and 1.5.9 with
+adds, deletes, updates, upserts, re-adds and ids in random order): a new id gets the next label
+(1, 2, 3, ... in WAL order), an update or upsert keeps it, a deleted and re-added id gets a new one;
+and the metadata segment inserts one `embeddings` row per new id in the same order (SQLite gives a
+new row a rowid above every other). So the live labels in ascending order belong to the metadata
+segment's rows in rowid order, as long as both describe the same records. Chroma 0.5/0.6 gives the
+labels of one batch in Python set order (random per process): nothing exact follows there.
+
+Before anything is inferred, else the reason is returned instead:
+- the layout is 1.x (the dict form of the pickle), and the metadata segment is not behind the index;
+- the elements' labels, live and deleted, are exactly 1..N: nothing else handed them out;
+- no WAL row past the vector segment's max_seq_id deletes a record (the index files may or may not
+  hold such a delete: the rows would no longer say which records it holds);
+- the rows past the index's live elements are records a pending WAL row adds (the newest rows);
+- every record whose vector a WAL row still holds: its element holds that vector (unless a pending
+  row updates it, which the files may not hold yet).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from ops.storage import sysdb, wal
+from ops.storage.hnsw_files import HnswHeader
+from ops.storage.hnsw_index import vectors_at
+from ops.storage.hnsw_records import Level0Records
+from ops.storage.layout import Layout
+from ops.storage.models import CollectionRecord
+from ops.storage.pickle_meta import HnswPickleMeta
+from ops.storage.wal_apply import DELETE
+from ops.storage.wal_rows import decode_vector
+
+HOW = "the insertion order of its records' rows, as chromadb 1.x numbers them"
+VERIFY_ROWS = 50_000
+"""WAL rows compared with their elements at a time."""
+
+
+def infer_labels(
+    conn: sqlite3.Connection,
+    layout: Layout,
+    collection: CollectionRecord,
+    topic: str | None,
+    folder: Path,
+    header: HnswHeader,
+    records: Level0Records,
+) -> HnswPickleMeta | str:
+    """The index metadata of `collection`'s index in `folder` (its pickle lost), or why it cannot be inferred."""
+    assert collection.vector_segment is not None and collection.metadata_segment is not None
+    if layout.pickle_form != "dict":
+        return "chromadb 0.5/0.6 number the records of one write in an order nothing keeps"
+    labels, n = np.sort(records.labels), header.cur_element_count
+    if len(labels) != n or not np.array_equal(labels, np.arange(1, n + 1, dtype=labels.dtype)):
+        return f"its {n:,} elements' labels are not 1 to {n:,}, as chromadb 1.x gives them"
+    index_seq, rows_seq = collection.vector_segment.max_seq_id, collection.metadata_segment.max_seq_id
+    if index_seq is not None and (rows_seq is None or rows_seq < index_seq):
+        return "the metadata segment is behind the index (its max_seq_id): its rows may not be the index's records"
+    pending = wal.pending_operations(conn, topic, index_seq) if topic else {}
+    if any("DELETE" in ops for ops in pending.values()):
+        return "a WAL row past the index's max_seq_id deletes a record (which the index files may not hold yet)"
+    rows = sysdb.embedding_ids_in_order(conn, collection.metadata_segment.id)
+    live = np.sort(records.labels[~records.deleted])
+    if len(live) > len(rows):
+        return f"the index holds {len(live):,} live elements, the metadata segment {len(rows):,} records"
+    unheld = [i for i in rows[len(live) :] if not pending.get(i, set()) & {"ADD", "UPSERT"}]
+    if unheld:
+        return f"{len(unheld):,} records past the index's {len(live):,} are in no pending WAL row (e.g. {unheld[0]!r})"
+    id_to_label = dict(zip(rows[: len(live)], live.tolist(), strict=True))
+    updating = {i for i, ops in pending.items() if ops & {"UPDATE", "UPSERT"}}
+    matched = _vectors_match(conn, topic, folder, header, records, id_to_label, collection.hnsw_config.space)
+    wrong = sorted(i for i, ok in matched.items() if not ok and i not in updating)
+    if wrong:
+        return f"the element this order gives {wrong[0]!r} holds none of its WAL rows' vectors ({len(wrong):,} such)"
+    return HnswPickleMeta(
+        form="dict",
+        total_elements_added=n,
+        id_to_label=id_to_label,
+        label_to_id={label: i for i, label in id_to_label.items()},
+        inferred=f"{HOW} ({sum(matched.values()):,} of them checked against the vectors their WAL rows hold)",
+    )
+
+
+def _vectors_match(
+    conn: sqlite3.Connection,
+    topic: str | None,
+    folder: Path,
+    header: HnswHeader,
+    records: Level0Records,
+    id_to_label: dict[str, int],
+    space: str,
+) -> dict[str, bool]:
+    """For each id with WAL rows that carry a vector: whether its element holds one of those vectors."""
+    if topic is None:
+        return {}
+    position = np.empty(len(records.labels) + 1, dtype=np.int64)
+    position[records.labels.astype(np.int64)] = np.arange(len(records.labels))
+    matched: dict[str, bool] = {}
+    for chunk in _vector_rows(conn, topic):
+        mine = [(i, v) for i, v in chunk if i in id_to_label]
+        if not mine:
+            continue
+        held = vectors_at(folder, header, position[[id_to_label[i] for i, _ in mine]], space)
+        for (record_id, given), vector in zip(mine, held, strict=True):
+            same = given.shape == vector.shape and bool(np.allclose(given, vector, rtol=1e-4, atol=1e-6))
+            matched[record_id] = matched.get(record_id, False) or same
+    return matched
+
+
+def _vector_rows(conn: sqlite3.Connection, topic: str) -> Iterator[list[tuple[str, npt.NDArray[np.float32]]]]:
+    """(id, vector) of the WAL rows that carry one, VERIFY_ROWS at a time."""
+    cursor = conn.execute(
+        "SELECT seq_id, id, vector, encoding FROM embeddings_queue "
+        "WHERE topic = ? AND operation != ? AND vector IS NOT NULL ORDER BY seq_id",
+        (topic, DELETE),
+    )
+    try:
+        while rows := cursor.fetchmany(VERIFY_ROWS):
+            decoded = ((str(i), decode_vector(int(s), blob, enc)) for s, i, blob, enc in rows)
+            yield [(i, v.astype(np.float32)) for i, v in decoded if v is not None]
+    finally:
+        cursor.close()
