@@ -174,21 +174,28 @@ def test_writer_killed_at_many_points(writer_base: Path, tmp_path: Path) -> None
     print("\n".join(lines))
 
 
-@pytest.mark.parametrize("written", ["header", "length"])
+@pytest.mark.parametrize("written", ["header", "length", "length, rows pending"])
 def test_persist_cut_short(writer_base: Path, tmp_path: Path, written: str) -> None:
     """The states the kills above leave when they land inside a persist, made deterministic from the
     writer's own files: the base dir with what its next persist writes first. "header": header.bin
     alone (data_level0.bin has not grown); "length": header.bin and data_level0.bin, and length.bin
     cut 21 elements into the new batch (the new elements' labels are in no pickle; the link lists
     and the pickle are the base's). doctor names it, the plan rebuilds from the elements the pickle
-    describes and nothing is lost: chromadb finds every record afterwards."""
-    later = next_batch_written(writer_base, tmp_path / "later")
+    describes and nothing is lost: chromadb finds every record afterwards. "length, rows pending":
+    the same files in the dir whose chroma.sqlite3 holds the new batch, its WAL rows past the
+    vector segment's max_seq_id (as the kill leaves it): the plan also commits them (before, it left
+    them for Chroma to replay at every load: a commit loads the index, which hnsw.files said it could
+    not, though the rebuild before it makes it whole)."""
+    pending = written == "length, rows pending"
+    later = (next_batch_pending if pending else next_batch_written)(writer_base, tmp_path / "later")
     path = tmp_path / "persist"
-    shutil.copytree(writer_base, path)
+    shutil.copytree(later if pending else writer_base, path)
     [folder] = [p for p in path.iterdir() if (p / "header.bin").is_file()]
+    for name in ("link_lists.bin", "index_metadata.pickle", "length.bin", "data_level0.bin"):
+        shutil.copyfile(writer_base / folder.name / name, folder / name)
     shutil.copyfile(later / folder.name / "header.bin", folder / "header.bin")
     base_elements = BASE_BATCHES * 200
-    if written == "length":
+    if written.startswith("length"):
         shutil.copyfile(later / folder.name / "data_level0.bin", folder / "data_level0.bin")
         length = (later / folder.name / "length.bin").read_bytes()
         (folder / "length.bin").write_bytes(length[: 4 * (base_elements + 21)])
@@ -197,8 +204,9 @@ def test_persist_cut_short(writer_base: Path, tmp_path: Path, written: str) -> N
     cut = next(f for f in before["findings"] if f["check"] == "hnsw.persist_cut_short")
     assert f"length.bin hold the first {base_elements:,} complete" in cut["evidence"]
     assert all(u["vector"] != "gone" for u in before["unfindable"])  # (each one is in data_level0.bin)
-    line = examine(path, BASE_BATCHES - 1, tmp_path)
-    assert "plan ['hnsw.rebuild']; left [], 0 to re-embed" in line, line
+    line = examine(path, BASE_BATCHES if pending else BASE_BATCHES - 1, tmp_path)
+    steps = "['hnsw.rebuild', 'wal.commit']" if pending else "['hnsw.rebuild']"
+    assert f"plan {steps}; left [], 0 to re-embed" in line, line
 
 
 def next_batch_written(base: Path, target: Path) -> Path:
@@ -240,33 +248,39 @@ def test_pickle_cut_short(writer_base: Path, tmp_path: Path, kept: float) -> Non
         assert 0 < lost < 0.6 * records, line  # about half the map was written
 
 
-def test_pickle_emptied_by_a_kill(writer_base: Path, tmp_path: Path) -> None:
-    """The state a SIGKILL leaves in about one kill of thirty (measured with the kill loop): the next
-    batch's persist wrote the data files, and Chroma had truncated index_metadata.pickle to write it
-    anew; the vector segment's max_seq_id is still the base's, and the WAL holds the batch's rows
-    after it. Made deterministic from the writer's own files: the purge is turned off for the batch,
-    then the max_seq_id set back and the rows up to it deleted, as they were. Which element is which
-    record follows from the order chromadb 1.x numbers them (200 of them checked against their WAL
-    rows): the plan rebuilds the index, commits the WAL rows and nothing is lost. Before: doctor
-    could match no element to an id, and listed the 6,400 records no WAL row holds to re-embed."""
-    path = tmp_path / "persist"
-    shutil.copytree(writer_base, path)
-    db = path / "chroma.sqlite3"
-    with closing(sqlite3.connect(db)) as conn:
+def next_batch_pending(base: Path, target: Path) -> Path:
+    """A copy of the base with the writer's next batch added and its index persisted, in the state a
+    kill after that persist and before Chroma recorded it leaves: the vector segment's max_seq_id is
+    still the base's and the WAL holds the batch's rows after it (the purge turned off for the
+    batch, then the rows up to that max_seq_id deleted, as Chroma's purge had)."""
+    shutil.copytree(base, target)
+    with closing(sqlite3.connect(target / "chroma.sqlite3")) as conn:
         [(segment, seq_id)] = conn.execute(
             "SELECT s.id, m.seq_id FROM segments s JOIN max_seq_id m ON m.segment_id = s.id WHERE s.scope = 'VECTOR'"
         ).fetchall()
-    assert run_chops("wal", "config", path, "--purge", "off", "--yes").code == 0
+    assert run_chops("wal", "config", target, "--purge", "off", "--yes").code == 0
     subprocess.run(
-        [sys.executable, "-m", "tests.kill_writer", str(path), str(BASE_BATCHES), str(BASE_BATCHES)],
+        [sys.executable, "-m", "tests.kill_writer", str(target), str(BASE_BATCHES), str(BASE_BATCHES)],
         check=True,
         cwd=REPO,
         capture_output=True,
     )
-    with closing(sqlite3.connect(db)) as conn, conn:
+    with closing(sqlite3.connect(target / "chroma.sqlite3")) as conn, conn:
         conn.execute("UPDATE max_seq_id SET seq_id = ? WHERE segment_id = ?", (seq_id, segment))
         conn.execute("DELETE FROM embeddings_queue WHERE seq_id <= ?", (seq_id,))
-    (path / segment / "index_metadata.pickle").write_bytes(b"")
+    return target
+
+
+def test_pickle_emptied_by_a_kill(writer_base: Path, tmp_path: Path) -> None:
+    """The state a SIGKILL leaves in about one kill of thirty (measured with the kill loop): the next
+    batch's persist wrote the data files, and Chroma had truncated index_metadata.pickle to write it
+    anew (next_batch_pending, its pickle emptied). Which element is which record follows from the
+    order chromadb 1.x numbers them (200 of them checked against their WAL rows): the plan rebuilds
+    the index, commits the WAL rows and nothing is lost. Before: doctor could match no element to an
+    id, and listed the 6,400 records no WAL row holds to re-embed."""
+    path = next_batch_pending(writer_base, tmp_path / "persist")
+    [pickle] = path.glob("*/index_metadata.pickle")
+    pickle.write_bytes(b"")
     code, before = doctor(path, tmp_path / "before.jsonl")
     assert code == 2 and checks(before) == {
         ("hnsw.pickle_lost", "error"),

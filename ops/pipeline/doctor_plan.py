@@ -16,6 +16,7 @@ Which step repairs which finding:
                                       -> wal.commit of those collections, with readd_lost (after
                                          the rebuilds: a rebuilt index first drops labels no id owns),
                                          except where hnsw.files says the index cannot be loaded
+                                         (and no rebuild repairs it)
     hnsw.pickle, hnsw.header (no record's vector readable from the index)
                                       -> wal.commit with salvage and readd_lost: the index built anew
                                          from the WAL rows that still hold its records' vectors; the
@@ -126,8 +127,11 @@ def repair_pipeline(report: DoctorReport) -> Pipeline | None:
         tenant, database, name = split_qualified(target)
         entries.append({"step": "hnsw.rebuild", "select": _select([name], database, tenant)})
     commit = {f.collection for f in findings if f.check in COMMIT_CHECKS and f.collection} | by_kind["wal"]
-    unloadable = {f.collection for f in findings if f.check == "hnsw.files" and f.severity == "error"}
-    entries += _per_database("wal.commit", commit - salvage - unloadable - rows, {"readd_lost": True})  # (loads)
+    # (a commit loads the index: not one whose data files are damaged, unless the rebuild above repairs
+    # them from their complete elements, hnsw.persist_cut_short)
+    cut_short = {f.collection for f in findings if f.check == "hnsw.persist_cut_short"} & rebuild
+    unloadable = {f.collection for f in findings if f.check == "hnsw.files" and f.severity == "error"} - cut_short
+    entries += _per_database("wal.commit", commit - salvage - unloadable - rows, {"readd_lost": True})
     entries += _per_database("wal.commit", salvage, {"readd_lost": True, "salvage": True})
     if "wal.orphan_topic" in checks and not by_kind["wal"]:
         entries.append({"step": "wal.clean"})
