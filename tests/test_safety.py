@@ -433,6 +433,24 @@ def test_db_restore_over_a_damaged_database_is_all_or_nothing(
     assert file_bytes(path) == before
 
 
+def test_db_restore_over_a_damaged_database_without_backup_says_how_to_finish(
+    standard_dir: BuiltDir, tmp_path: Path
+) -> None:
+    """--no-backup: nothing to roll back to once the damaged file is replaced. A failure says so, where
+    the damaged file is kept, and that running the command again finishes it (it does)."""
+    path, snap = standard_dir.path, tmp_path / "snap"
+    assert run_chops("db", "snapshot", path, "-o", snap, "--yes").code == 0
+    before = chroma_snapshot(path, tmp_path)
+    damage_database(path, "not a database")
+    args = ["db", "restore", path, "-i", snap, "--yes", "--change-layout", "--no-backup"]
+    r = run_chops(*args, env={"CHOPS_FAILPOINT": "before_verify=fail"})
+    assert r.code == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "had been replaced (the damaged file is kept in" in r.stderr and "run the same command again" in r.stderr
+    assert not (path / ".chops-journal.json").exists()
+    assert run_chops(*args).code == 0
+    assert_same_answers(before, chroma_snapshot(path, tmp_path))
+
+
 def test_rollback_after_a_db_restore_over_a_damaged_database(standard_dir: BuiltDir, tmp_path: Path) -> None:
     """`chops rollback` undoes a restore over a damaged database like any run: the damaged file and
     the folders of before come back (its backup holds them), not the snapshot's database beside them."""

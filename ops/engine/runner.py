@@ -202,10 +202,16 @@ def _run_over_damaged(
         result = _plan_and_run(step, root, options, None, progress, journal)
     except RollbackFailed:
         raise
-    except Exception as exc:
-        if not _still_open(root, journal):  # the run's own rollback already ran and said so
+    except Exception as exc:  # (unless the run's own rollback already ran and said so)
+        failure = _roll_back_after(exc, root, journal, changes=True) if _still_open(root, journal) else exc
+        if not options.backup and isinstance(failure, OpsError):  # nothing to roll back to: say how to finish
+            failure = OpsError(
+                f"{failure.message}; {db} had been replaced (the damaged file is kept in {kept})",
+                "run the same command again to finish the restore",
+            )
+        if failure is exc:
             raise
-        raise _roll_back_after(exc, root, journal, changes=True) from exc
+        raise failure from exc
     if _still_open(root, journal):  # nothing was left to do once the database was in place
         _finish_run(root, journal, result.plan, options)
     note = f"{db} could not be opened: replaced first, the damaged file is kept in {kept}"
