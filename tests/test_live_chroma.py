@@ -15,11 +15,13 @@ import http.server
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -313,3 +315,24 @@ def test_processes_that_cannot_be_checked_are_counted(prepared: BuiltDir, tmp_pa
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_wal_rewind_is_refused_beside_a_server(prepared: BuiltDir, tmp_path: Path) -> None:
+    """wal rewind with something to do (frag's vector segment max_seq_id past the WAL's newest row, as
+    a WAL emptied by hand leaves it): a running Chroma holds max_seq_id in memory and writes it back,
+    so the rewind is refused in one line naming it, and nothing changes; with the server stopped it
+    plans that one row."""
+    d = private_copy(prepared, tmp_path / "persist").path
+    db = d / "chroma.sqlite3"
+    with closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute(
+            "UPDATE max_seq_id SET seq_id = (SELECT max(seq_id) + 5 FROM embeddings_queue) WHERE segment_id = "
+            "(SELECT s.id FROM segments s JOIN collections c ON c.id = s.collection "
+            "WHERE c.name = 'frag' AND s.scope = 'VECTOR')"
+        )
+    planned = run_chops("wal", "rewind", d, "--plan", "--json")
+    assert planned.code == 2 and sum(len(s["actions"]) for s in planned.json()["steps"]) == 1, planned.stdout
+    with chroma_server(d) as server:
+        files = tree_state(d)
+        assert_refused(["wal", "rewind", d, "-y"], server.pid, d)
+        assert tree_state(d) == files
