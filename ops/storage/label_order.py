@@ -54,25 +54,16 @@ def infer_labels(
     records: Level0Records,
 ) -> HnswPickleMeta | str:
     """The index metadata of `collection`'s index in `folder` (its pickle lost), or why it cannot be inferred."""
-    assert collection.vector_segment is not None and collection.metadata_segment is not None
+    vector, metadata = collection.vector_segment, collection.metadata_segment
+    assert vector is not None and metadata is not None
     if layout.pickle_form != "dict":
         return "chromadb 0.5/0.6 number the records of one write in an order nothing keeps"
-    labels, n = np.sort(records.labels), header.cur_element_count
-    if len(labels) != n or not np.array_equal(labels, np.arange(1, n + 1, dtype=labels.dtype)):
-        return f"its {n:,} elements' labels are not 1 to {n:,}, as chromadb 1.x gives them"
-    index_seq, rows_seq = collection.vector_segment.max_seq_id, collection.metadata_segment.max_seq_id
-    if index_seq is not None and (rows_seq is None or rows_seq < index_seq):
-        return "the metadata segment is behind the index (its max_seq_id): its rows may not be the index's records"
-    pending = wal.pending_operations(conn, topic, index_seq) if topic else {}
-    if any("DELETE" in ops for ops in pending.values()):
-        return "a WAL row past the index's max_seq_id deletes a record (which the index files may not hold yet)"
-    rows = sysdb.embedding_ids_in_order(conn, collection.metadata_segment.id)
+    pending = wal.pending_operations(conn, topic, vector.max_seq_id) if topic else {}
+    rows = sysdb.embedding_ids_in_order(conn, metadata.id)
     live = np.sort(records.labels[~records.deleted])
-    if len(live) > len(rows):
-        return f"the index holds {len(live):,} live elements, the metadata segment {len(rows):,} records"
-    unheld = [i for i in rows[len(live) :] if not pending.get(i, set()) & {"ADD", "UPSERT"}]
-    if unheld:
-        return f"{len(unheld):,} records past the index's {len(live):,} are in no pending WAL row (e.g. {unheld[0]!r})"
+    refused = _refusal(collection, header, records, pending, rows, len(live))
+    if refused is not None:
+        return refused
     id_to_label = dict(zip(rows[: len(live)], live.tolist(), strict=True))
     updating = {i for i, ops in pending.items() if ops & {"UPDATE", "UPSERT"}}
     matched = _vectors_match(conn, topic, folder, header, records, id_to_label, collection.hnsw_config.space)
@@ -81,11 +72,37 @@ def infer_labels(
         return f"the element this order gives {wrong[0]!r} holds none of its WAL rows' vectors ({len(wrong):,} such)"
     return HnswPickleMeta(
         form="dict",
-        total_elements_added=n,
+        total_elements_added=header.cur_element_count,
         id_to_label=id_to_label,
         label_to_id={label: i for i, label in id_to_label.items()},
         inferred=f"{HOW} ({sum(matched.values()):,} of them checked against the vectors their WAL rows hold)",
     )
+
+
+def _refusal(
+    collection: CollectionRecord,
+    header: HnswHeader,
+    records: Level0Records,
+    pending: dict[str, set[str]],
+    rows: list[str],
+    live: int,
+) -> str | None:
+    """Why the rows' order cannot be the index's (the module docstring's checks before the vectors)."""
+    assert collection.vector_segment is not None and collection.metadata_segment is not None
+    index_seq, rows_seq = collection.vector_segment.max_seq_id, collection.metadata_segment.max_seq_id
+    if index_seq is not None and (rows_seq is None or rows_seq < index_seq):
+        return "the metadata segment is behind the index (its max_seq_id): its rows may not be the index's records"
+    n = header.cur_element_count
+    if len(records.labels) != n or not np.array_equal(np.sort(records.labels), np.arange(1, n + 1)):
+        return f"its {n:,} elements' labels are not 1 to {n:,}, as chromadb 1.x gives them"
+    if any("DELETE" in ops for ops in pending.values()):
+        return "a WAL row past the index's max_seq_id deletes a record (which the index files may not hold yet)"
+    if live > len(rows):
+        return f"the index holds {live:,} live elements, the metadata segment {len(rows):,} records"
+    unheld = [i for i in rows[live:] if not pending.get(i, set()) & {"ADD", "UPSERT"}]
+    if unheld:
+        return f"{len(unheld):,} records past the index's {live:,} are in no pending WAL row (e.g. {unheld[0]!r})"
+    return None
 
 
 def _vectors_match(
