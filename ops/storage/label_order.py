@@ -11,7 +11,9 @@ segment's rows in rowid order, as long as both describe the same records. Chroma
 labels of one batch in Python set order (random per process): nothing exact follows there.
 
 Before anything is inferred, else the reason is returned instead:
-- the layout is 1.x (the dict form of the pickle), and the metadata segment is not behind the index;
+- the layout is 1.0 or 1.5 (an unknown one is not inferred), and the metadata segment is not behind
+  the index. A later chromadb that gave an updated record a new label would break the order for
+  updated records: measure it before adding its layout;
 - the elements' labels, live and deleted, are exactly 1..N: nothing else handed them out;
 - no WAL row past the vector segment's max_seq_id deletes a record (the index files may or may not
   hold such a delete: the rows would no longer say which records it holds);
@@ -39,6 +41,8 @@ from ops.storage.pickle_meta import HnswPickleMeta
 from ops.storage.wal_apply import DELETE
 from ops.storage.wal_rows import decode_vector
 
+MEASURED_LAYOUTS = ("1.0", "1.5")
+"""The layouts whose chromadb was measured numbering records in their rows' order (1.0.16, 1.5.9)."""
 HOW = "the insertion order of its records' rows, as chromadb 1.x numbers them"
 VERIFY_ROWS = 50_000
 """WAL rows compared with their elements at a time."""
@@ -56,8 +60,10 @@ def infer_labels(
     """The index metadata of `collection`'s index in `folder` (its pickle lost), or why it cannot be inferred."""
     vector, metadata = collection.vector_segment, collection.metadata_segment
     assert vector is not None and metadata is not None
-    if layout.pickle_form != "dict":
-        return "chromadb 0.5/0.6 number the records of one write in an order nothing keeps"
+    if layout.name not in MEASURED_LAYOUTS:
+        if layout.pickle_form == "object":
+            return "chromadb 0.5/0.6 number the records of one write in an order nothing keeps"
+        return f"how the chromadb that wrote layout {layout.name!r} numbers its records was never measured"
     pending = wal.pending_operations(conn, topic, vector.max_seq_id) if topic else {}
     rows = sysdb.embedding_ids_in_order(conn, metadata.id)
     live = np.sort(records.labels[~records.deleted])
