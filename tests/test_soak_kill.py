@@ -10,8 +10,9 @@ reference of a completed run. Then each run copies the dataset, starts the comma
 group and SIGKILLs the group after a delay drawn uniformly from [0, T] (seed CHOPS_SOAK_SEED). Four
 runs in five use `soak` (tests/factory.py: 20,000 x 128 with documents, a WAL gap, a never-flushed
 collection, purge off), one in five a small dir. Each run is one of:
-  rolled back  killed with `.chops-journal.json` left: `db info` exits 1 naming `chops rollback`, the
-               rollback succeeds and every file equals the original (chroma.sqlite3 by its SQL dump);
+  rolled back  killed with `.chops-journal.json` (or only its temporary file, killed while the run
+               started) left: `db info` exits 1 naming `chops rollback`, the rollback succeeds and
+               every file equals the original (chroma.sqlite3 by its SQL dump);
   completed    finished (or killed after closing its journal): the command planned again has nothing to
                do, `db info` exits 0, its counts and the files (uuids masked) equal an unkilled run's;
   untouched    killed with no journal and every file as it was;
@@ -38,6 +39,7 @@ from typing import Any
 
 import pytest
 
+from ops.engine.journal import read_journal
 from tests.conftest import REPO, BuiltDir, assert_same_answers, build, chroma_snapshot, private_copy, run_chops
 from tests.test_safety import content_state
 
@@ -186,7 +188,7 @@ class Soak:
             return "lost", [
                 f"exited {proc.returncode} unkilled: {proc.stderr.read().decode()[-500:] if proc.stderr else ''}"
             ]
-        if (persist / ".chops-journal.json").exists():
+        if read_journal(persist) is not None:  # (also a journal's temporary file alone: killed as it started)
             info = run_chops("db", "info", persist)
             if info.code != 1 or "chops rollback" not in info.stderr:
                 problems.append(f"db info with a journal: exit {info.code}, {info.stderr.strip()[-300:]}")
