@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
+import tarfile
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
@@ -17,7 +20,7 @@ import numpy as np
 import pytest
 
 from ops.storage.hnsw_files import parse_header
-from tests.conftest import BuiltDir, assert_same_answers, chroma, chroma_snapshot, run_chops
+from tests.conftest import GOLDEN, BuiltDir, assert_same_answers, chroma, chroma_snapshot, run_chops
 from tests.factory import vectors
 from tests.test_doctor import doctor, found, segment_folder
 from tests.test_doctor_plan import apply_with_maintain, plan_repair, planned
@@ -157,6 +160,36 @@ def test_emptied_pickle_on_older_layouts(golden_dir: BuiltDir, tmp_path: Path) -
     code, after = doctor(path, "-c", "frag")
     assert (code, after["findings"]) == (0, [])
     assert_same_answers(before, chroma_snapshot(path, tmp_path), rebuilt=True)
+
+
+MIGRATIONS = {
+    # what chromadb 1.5.9 does to a dir 0.6.3 wrote, and the guard that then keeps the labels from
+    # being inferred (each inferred 229 of frag's 240 wrong before: the purged WAL checks none)
+    "opened": ("", "the collection's configuration is not in the form chromadb 1.x creates"),
+    "configuration modified": (
+        "c.modify(configuration={'hnsw': {'ef_search': 50}})",  # rewrites it in 1.x's form
+        "chromadb 0.5/0.6 wrote 240 of its records (their seq_id is a BLOB",
+    ),
+}
+
+
+@pytest.mark.parametrize("migration", list(MIGRATIONS))
+def test_emptied_pickle_in_a_migrated_dir_is_not_inferred(tmp_path: Path, migration: str) -> None:
+    """A dir chromadb 0.6.3 wrote, opened by chromadb 1.5.9 (which migrates it to the 1.5 layout in
+    place): its labels are still 0.6.3's, in Python set order within a write. Doctor infers nothing,
+    says why, and lists the records to re-embed."""
+    with tarfile.open(GOLDEN / "chromadb-0.6.3" / "persist.tar.gz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    path = tmp_path / "persist"
+    write, reason = MIGRATIONS[migration]
+    script = f"import chromadb; c = chromadb.PersistentClient(path={str(path)!r}).get_collection('frag'); {write}"
+    subprocess.run([sys.executable, "-c", script], check=True)
+    empty_pickle(segment_folder(path, "frag"))
+    code, report = doctor(path, "-c", "frag")
+    [pickle] = [f for f in report["findings"] if f["check"] == "hnsw.pickle"]
+    assert f"its labels cannot be inferred: {reason}" in pickle["evidence"], pickle["evidence"]
+    unfindable = {r["vector"] for r in report["unfindable"]}
+    assert (code, unfindable, len(report["unfindable"])) == (2, {"damaged-index"}, 240)
 
 
 def test_salvage_with_no_wal_row_lists_everything(healthy_dir: BuiltDir, tmp_path: Path) -> None:

@@ -11,6 +11,9 @@ segment's rows in rowid order, as long as both describe the same records. Chroma
 labels of one batch in Python set order (random per process): nothing exact follows there.
 
 Before anything is inferred, else the reason is returned instead:
+- chromadb 1.x created the collection (its configuration is in their form) and wrote every record
+  (no BLOB seq_id): a dir 0.5/0.6 wrote keeps their labels when 1.x migrates it (measured: a migrated
+  0.6.3 dir whose WAL was purged would otherwise be inferred wrong for 229 of 240 records);
 - the layout is 1.0 or 1.5 (an unknown one is not inferred), and the metadata segment is not behind
   the index. A later chromadb that gave an updated record a new label would break the order for
   updated records: measure it before adding its layout;
@@ -64,6 +67,8 @@ def infer_labels(
         if layout.pickle_form == "object":
             return "chromadb 0.5/0.6 number the records of one write in an order nothing keeps"
         return f"how the chromadb that wrote layout {layout.name!r} numbers its records was never measured"
+    if (other_writer := _writer_refusal(conn, collection.id, metadata.id)) is not None:
+        return other_writer
     pending = wal.pending_operations(conn, topic, vector.max_seq_id) if topic else {}
     rows = sysdb.embedding_ids_in_order(conn, metadata.id)
     live = np.sort(records.labels[~records.deleted])
@@ -83,6 +88,24 @@ def infer_labels(
         label_to_id={label: i for i, label in id_to_label.items()},
         inferred=f"{HOW} ({sum(matched.values()):,} of them checked against the vectors their WAL rows hold)",
     )
+
+
+def _writer_refusal(conn: sqlite3.Connection, collection_id: str, metadata_segment_id: str) -> str | None:
+    """Why chromadb 0.5/0.6 may have numbered some of the records (a dir they wrote, then migrated by
+    1.x: its labels stay theirs), else None."""
+    configs = sysdb.config_objects(conn, collection_id)
+    config, schema = configs.get("config_json_str", {}), configs.get("schema_str", {})
+    if "hnsw_configuration" in config or not ("vector_index" in config or schema):
+        return (
+            "the collection's configuration is not in the form chromadb 1.x creates: chromadb 0.5/0.6 "
+            "may have created it (a migrated dir), numbering one write's records in an order nothing keeps"
+        )
+    if written := sysdb.blob_seq_id_rows(conn, metadata_segment_id):
+        return (
+            f"chromadb 0.5/0.6 wrote {written:,} of its records (their seq_id is a BLOB: a migrated dir), "
+            "numbering one write's records in an order nothing keeps"
+        )
+    return None
 
 
 def _refusal(

@@ -292,6 +292,23 @@ def embedding_ids_in_order(conn: sqlite3.Connection, segment_id: str) -> list[st
     return [str(r[0]) for r in rows]
 
 
+def config_objects(conn: sqlite3.Connection, collection_id: str) -> dict[str, dict[str, Any]]:
+    """A collection's config_json_str and schema_str as JSON objects ({}: NULL, empty or not an
+    object; a column the layout lacks is left out)."""
+    present = [c for c in CONFIG_COLUMNS if c in column_names(conn, "collections")]
+    if not present:
+        return {}
+    row = conn.execute(f"SELECT {', '.join(present)} FROM collections WHERE id = ?", (collection_id,)).fetchone()
+    return {column: _json_object(row[i] if row else None) for i, column in enumerate(present)}
+
+
+def blob_seq_id_rows(conn: sqlite3.Connection, segment_id: str) -> int:
+    """A metadata segment's rows whose seq_id is a BLOB: chromadb 0.5/0.6 wrote them (1.x writes an
+    INTEGER there, and rewrites it when it updates the record)."""
+    sql = "SELECT count(*) FROM embeddings WHERE segment_id = ? AND typeof(seq_id) = 'blob'"
+    return int(conn.execute(sql, (segment_id,)).fetchone()[0])
+
+
 def _whole_number(value: object) -> int | None:
     """A column Chroma writes as an integer, or None where a damaged row holds something else."""
     if isinstance(value, int):
