@@ -118,6 +118,45 @@ def test_emptied_pickle_labels_are_inferred(healthy_dir: BuiltDir, tmp_path: Pat
     assert answer["count"] == 200 and answer["missing_get"] == [] and answer["not_found_by_query"] == []
 
 
+def test_emptied_pickle_after_our_wal_commit_is_inferred(healthy_dir: BuiltDir, tmp_path: Path) -> None:
+    """`chops wal commit` numbers the records it puts in the index as chromadb 1.x would (a new id the
+    next label, in WAL order; an update keeps its label), so the order inferred from the metadata
+    segment's rows still holds after it: 20 adds in shuffled order and 5 updates, below
+    sync_threshold, committed by us, then the pickle emptied. Doctor infers the labels (the 25 WAL
+    rows checked against their elements), the plan rebuilds, and chromadb finds every record by
+    its newest vector."""
+    path = healthy_dir.path
+    rs = np.random.RandomState(16)  # as tests/factory.py's healthy scenario drew docs' vectors
+    newest = dict(zip([f"docs-{i:04d}" for i in range(200)], vectors(rs, 200, 16), strict=True))
+    late = [f"late-{i:02d}" for i in np.random.RandomState(3).permutation(20)]
+    updated = ["docs-0003", "docs-0050", "docs-0101", "docs-0150", "docs-0199"]
+    newest |= dict(zip(late + updated, vectors(np.random.RandomState(4), 25, 16), strict=True))
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(newest))
+    script = (
+        f"import chromadb, json; v = json.load(open({str(spec)!r})); "
+        f"c = chromadb.PersistentClient(path={str(path)!r}).get_collection('docs'); "
+        f"c.add(ids={late!r}, embeddings=[v[i] for i in {late!r}]); "
+        f"c.update(ids={updated!r}, embeddings=[v[i] for i in {updated!r}])"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True)
+    r = run_chops("wal", "commit", path, "-y")
+    assert r.code == 0, r.stderr
+    empty_pickle(segment_folder(path, "docs"))
+    code, report = doctor(path, "-c", "docs")
+    assert code == 2 and ("hnsw.pickle_lost", "error", "default_database/docs") in found(report), report["findings"]
+    [lost] = [f for f in report["findings"] if f["check"] == "hnsw.pickle_lost"]
+    assert "220 records follows from the insertion order" in lost["evidence"], lost["evidence"]
+    assert "(25 of them checked against the vectors their WAL rows hold)" in lost["evidence"], lost["evidence"]
+    plan_file = tmp_path / "p.json"
+    assert planned(plan_repair(path, plan_file, "-c", "docs")) == [("hnsw.rebuild", "default_database/docs")]
+    apply_with_maintain(path, plan_file)
+    code, after = doctor(path, "-c", "docs")
+    assert (code, after["findings"]) == (0, [])
+    answer = chroma("findable", path, "default_database", "docs", str(spec))
+    assert answer == {"count": 220, "missing_get": [], "not_found_by_query": []}
+
+
 def test_emptied_pickle_whose_order_disagrees_is_not_inferred(walbloat_dir: BuiltDir) -> None:
     """The order is checked against every vector the WAL still holds (purge off: all of them): two
     records' rows swapped, and the inferred labels would give each the other's vector. Doctor says so
