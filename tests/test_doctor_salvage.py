@@ -87,6 +87,38 @@ def test_salvage_from_a_complete_wal(walbloat_dir: BuiltDir, tmp_path: Path, dam
     assert_same_answers(before, chroma_snapshot(path, tmp_path), rebuilt=True)
 
 
+def test_emptied_pickle_after_a_salvage_is_not_inferred(walbloat_dir: BuiltDir, tmp_path: Path) -> None:
+    """A salvage (or --readd-lost) puts records back in the order of their newest WAL rows, not of
+    their metadata rows: here b00000, upserted last, gets the last label while its row is the first.
+    Its labels start one past the counter, so they are not 1..N, and when the pickle is emptied later
+    (after a delete, committed, and `wal clean` took the rows that would have caught the order)
+    nothing is inferred (before: every record's label was inferred one off)."""
+    path = walbloat_dir.path
+    script = (
+        f"import chromadb; c = chromadb.PersistentClient(path={str(path)!r}).get_collection('bloat'); "
+        f"c.upsert(ids=['b00000'], embeddings=[[0.5] * 32])"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True)
+    zero_header(segment_folder(path, "bloat"))
+    apply_with_maintain(path, plan_repair(path, tmp_path / "p.json") and tmp_path / "p.json")
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            script.replace("upsert(ids=['b00000'], embeddings=[[0.5] * 32])", "delete(ids=['b01999'])"),
+        ],
+        check=True,
+    )
+    for command in (("wal", "commit"), ("wal", "clean")):  # the delete applied; the WAL keeps that row alone
+        r = run_chops(*command, path, "-y")
+        assert r.code == 0, r.stderr
+    empty_pickle(segment_folder(path, "bloat"))
+    code, report = doctor(path)
+    [pickle] = [f for f in report["findings"] if f["check"] == "hnsw.pickle"]
+    assert "its labels cannot be inferred: its 2,000 elements' labels are not 1 to 2,000" in pickle["evidence"]
+    assert code == 2 and ("hnsw.pickle_lost", "error", "default_database/bloat") not in found(report)
+
+
 def test_emptied_pickle_labels_are_inferred(healthy_dir: BuiltDir, tmp_path: Path) -> None:
     """Chromadb's default purge leaves only the newest WAL row, so building the index anew from the WAL
     would put back one record of 200 (before: 199 listed to re-embed). Their vectors are whole in

@@ -262,7 +262,7 @@ def commit_to_folder(
     writer = IndexWriter(index=_open_copy(segment, staged), threads=threads, resize_factor=segment.config.resize_factor)
     try:
         writer.present.update(book.label_to_id)
-        rows = itertools.chain(readd or [], pending_rows(conn, topic, after_seq_id))
+        rows = readd_first(book, readd or [], pending_rows(conn, topic, after_seq_id))
         _write_rows(writer, rows, book, lambda dim: _fresh_index(segment, staged, dim, planned_adds), advance)
         if writer.index is None:  # only skipped rows: an empty index keeps the folder consistent
             writer.index = _fresh_index(segment, staged, segment.dimension or 1, 0)
@@ -270,6 +270,16 @@ def commit_to_folder(
     finally:
         if writer.index is not None:
             writer.index.close_file_handles()
+
+
+def readd_first(book: LabelBook, readd: list[PendingRow], pending: Iterable[PendingRow]) -> Iterator[PendingRow]:
+    """The rows a commit applies: re-added records (newest_vector_rows) first, then the pending ones.
+    One label is left unused before the re-added records: their labels follow their WAL rows, not
+    their metadata rows as chromadb 1.x numbers records, and labels that are no longer 1..N keep
+    ops.storage.label_order from inferring a lost pickle from that order."""
+    if readd:
+        book.total_elements_added += 1
+    return itertools.chain(readd, pending)
 
 
 def _write_rows(
@@ -355,7 +365,7 @@ def predict_commit(
         start = _Allocation(old[0].tolist(), old[1].tolist(), segment.header.max_elements)
     writer = IndexWriter(index=start, threads=1, resize_factor=cfg.resize_factor)
     writer.present.update(book.label_to_id)
-    rows = itertools.chain(readd, pending_rows(conn, topic, after_seq_id, with_vectors=False))
+    rows = readd_first(book, readd, pending_rows(conn, topic, after_seq_id, with_vectors=False))
     _write_rows(writer, rows, book, lambda dim: _Allocation([], [], _fresh_capacity(cfg, planned_adds)), lambda n: None)
     allocation = writer.index or _Allocation([], [], _fresh_capacity(cfg, 0))
     if start is not None and segment.header is not None:
