@@ -15,6 +15,8 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.chroma_probe import added_vectors
 from tests.conftest import REPO, BuiltDir, assert_same_answers, chroma, chroma_snapshot, run_chops, tree_state
 
@@ -405,18 +407,27 @@ def test_sqlite_restored_alone_from_an_older_copy(healthy_dir: BuiltDir, tmp_pat
     assert sorted(answer["not_found_by_query"]) == sorted(added) and answer["count"] == count
 
 
-def test_corrupted_sqlite_page_then_the_restore_it_names(healthy_dir: BuiltDir, tmp_path: Path) -> None:
-    """A damaged page of chroma.sqlite3 (a torn write, a bad block: here an index b-tree's page
-    header overwritten): PRAGMA quick_check's words, no traceback, no repair planned. The restore the
-    fix names, from a snapshot taken before, makes doctor clean and chromadb answer as before."""
+DAMAGED_BTREES = {
+    # the b-tree whose root page is overwritten: what the damage stops of doctor's reading (before,
+    # the last two stopped doctor itself: "cannot be read ...; chops doctor PERSIST_DIR names what is damaged")
+    "embedding_metadata_float_value": None,
+    "embeddings_queue": "the collection checks",
+    "embedding_metadata_string_value": "the full-text index checks",
+}
+
+
+@pytest.mark.parametrize("btree", list(DAMAGED_BTREES))
+def test_corrupted_sqlite_page_then_the_restore_it_names(healthy_dir: BuiltDir, tmp_path: Path, btree: str) -> None:
+    """A damaged page of chroma.sqlite3 (a torn write, a bad block: here a b-tree's page header
+    overwritten): PRAGMA quick_check's words, and which checks the damage stopped, no traceback, no
+    repair planned. The restore the fix names, from a snapshot taken before, makes doctor clean and
+    chromadb answer as before."""
     path = healthy_dir.path
     answers = chroma_snapshot(path, tmp_path)
     snap = tmp_path / "snap"
     assert run_chops("db", "snapshot", path, "-o", snap, "--yes").code == 0
     with closing(sqlite3.connect(path / "chroma.sqlite3")) as conn:
-        (root,) = conn.execute(
-            "SELECT rootpage FROM sqlite_master WHERE name = 'embedding_metadata_float_value'"
-        ).fetchone()
+        (root,) = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (btree,)).fetchone()
         page_size = conn.execute("PRAGMA page_size").fetchone()[0]
     with (path / "chroma.sqlite3").open("r+b") as f:
         f.seek(page_size * (root - 1))
@@ -424,7 +435,13 @@ def test_corrupted_sqlite_page_then_the_restore_it_names(healthy_dir: BuiltDir, 
     code, report = doctor(path)
     assert (code, found(report)) == (2, {("sqlite.quick_check", "error", None)})
     (finding,) = report["findings"]
-    assert finding["evidence"].startswith("PRAGMA quick_check:") and f"Page {root}" in finding["evidence"], finding
+    said = finding["evidence"].removeprefix("PRAGMA quick_check: ")  # the page, or SQLite's own error
+    assert said != finding["evidence"] and (
+        f"Page {root}" in said or said.startswith("database disk image is malformed")
+    )
+    stopped = DAMAGED_BTREES[btree]
+    assert ("reading the damaged pages stopped" in finding["evidence"]) == (stopped is not None), finding
+    assert stopped is None or f"stopped {stopped} (database disk image is malformed)" in finding["evidence"]
     fix = finding["fix"]
     assert "chops db restore" in fix and "SNAPSHOT_DIR" in fix, fix
     r = run_chops("doctor", path, "--plan")

@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sqlite3
+from contextlib import closing
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -123,6 +125,28 @@ def test_a_damaged_index_is_reported_not_an_error(standard_dir: BuiltDir) -> Non
     severities = {dict(k)["severity"]: v for k, v in samples["chroma_ops_doctor_findings"].items()}
     assert severities["error"] == 2
     assert one(samples, "chroma_ops_doctor_healthy") == 0
+
+
+def test_a_damaged_database_is_reported_not_an_error(standard_dir: BuiltDir) -> None:
+    """chroma.sqlite3 damaged where the WAL lives (the root page of embeddings_queue overwritten):
+    nothing can read the collections' figures, and metrics writes doctor's (the quick_check error, not
+    healthy) and the dir's layout and backups, exit 0 (before: exit 1, the textfile went stale)."""
+    path = standard_dir.path
+    db = path / "chroma.sqlite3"
+    with closing(sqlite3.connect(db)) as conn:
+        (root,) = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'embeddings_queue'").fetchone()
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    with db.open("r+b") as f:
+        f.seek(page_size * (root - 1))
+        f.write(bytes(16))
+    assert run_chops("db", "info", path).code == 1
+    _, samples = metrics(path)
+    assert one(samples, "chroma_ops_doctor_healthy") == 0
+    [(labels, count)] = samples["chroma_ops_doctor_check_findings"].items()
+    assert (dict(labels)["check"], dict(labels)["severity"], count) == ("sqlite.quick_check", "error", 1)
+    assert "chroma_ops_collection_records" not in samples and "chroma_ops_sqlite_bytes" not in samples
+    assert {dict(k)["layout"] for k in samples["chroma_ops_info"]} == {"1.5"}
+    assert one(samples, "chroma_ops_backups") == 0 and one(samples, "chroma_ops_metrics_timestamp_seconds") > 0
 
 
 def test_textfile_is_replaced_atomically(standard_dir: BuiltDir, tmp_path: Path) -> None:

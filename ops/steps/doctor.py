@@ -9,7 +9,10 @@ are in ops.steps.doctor_index. A finding names the chops command line that fixes
 from __future__ import annotations
 
 import shlex
-from typing import ClassVar, Literal
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, PrivateAttr, computed_field
 
@@ -24,10 +27,13 @@ from ops.storage import PersistDir, fts, sqlite_check, sysdb, wal
 from ops.storage.layout import chroma_tables, migrations_beyond_known
 from ops.storage.models import DEFAULT_DATABASE, DEFAULT_TENANT, CollectionRecord
 
+T = TypeVar("T")
 Severity = Literal["error", "warning", "info"]
 SEVERITIES: tuple[Severity, ...] = ("error", "warning", "info")
 VectorSource = Literal["index", "wal", "deleted-record", "damaged-index", "gone"]
 RE_EMBED = "re-embed these records"
+CORRUPT = "sqlite.quick_check"
+"""The check of a damaged chroma.sqlite3 (after it, a read may fail: `Unread`)."""
 
 CHECKS = (
     "sqlite.quick_check",
@@ -199,37 +205,48 @@ class Doctor(ReadOnlyStep[DoctorReport]):
         raise NotFound(f"no {kind} {'(given)' if self.privacy else repr(given)}", shown)
 
     def report(self, ctx: StepContext) -> DoctorReport:
-        from ops.steps.doctor_index import check_collection
-
         pd = ctx.persist_dir
         shown = Shown(pd, self.privacy)
         findings = sqlite_findings(pd, shown.where)
+        unread = Unread(damaged=any(f.check == CORRUPT for f in findings))
         unfindable: list[UnfindableRecord] = []
         public: list[UnfindableRecord] = []
-        chosen: list[CollectionRecord] = []
+        checked: list[tuple[CollectionRecord | None, list[Finding], list[UnfindableRecord]]] = []
         if not any(f.check == "sqlite.tables" for f in findings):
-            chosen = self._chosen(pd)
-            wal_stats, configs = pd.wal_stats(), sysdb.unreadable_configs(pd.conn)
-            newest = wal.newest_seq_id(pd.conn)
-            misstored = sysdb.unreadable_seq_ids(pd.conn, pd.layout)
-            for c in chosen:
-                found, lost = check_collection(pd, c, wal_stats.get(c.id), shown, configs, (newest, misstored))
+            findings += unread.run("the full-text index checks", lambda: _fts_findings(pd, shown.where))
+            checked = unread.run("the collection checks", lambda: self._collections(pd, self._chosen(pd), shown))
+            for c, found, lost in checked:
                 findings += found
                 unfindable += lost
-                public += [shown.lost(r, c) for r in lost]
-            if self.collection is None and self.database is None:
-                findings += leftovers(pd, shown.where, set(wal_stats) - {c.id for c in pd.collections()})
+                public += [shown.lost(r, c) for r in lost if c is not None]
         report = DoctorReport(
             tool_version=__version__,
             persist_dir=shown.where,
             layout=LayoutReport.of(pd.layout),
             checks=list(CHECKS),
-            collections_checked=len(chosen),
-            findings=[shown.finding(f) for f in findings],
+            collections_checked=sum(1 for c, _, _ in checked if c is not None),
+            findings=[shown.finding(f) for f in unread.noted(findings)],
             unfindable=public,
         )
         report._work_list = unfindable
         return report
+
+    def _collections(
+        self, pd: PersistDir, chosen: list[CollectionRecord], shown: Shown
+    ) -> list[tuple[CollectionRecord | None, list[Finding], list[UnfindableRecord]]]:
+        """Each chosen collection's findings and unfindable records; then (the whole dir chosen) the
+        leftovers of deleted collections, as the findings of no collection."""
+        from ops.steps.doctor_index import check_collection
+
+        wal_stats, configs = pd.wal_stats(), sysdb.unreadable_configs(pd.conn)
+        newest = wal.newest_seq_id(pd.conn)
+        misstored = sysdb.unreadable_seq_ids(pd.conn, pd.layout)
+        out: list[tuple[CollectionRecord | None, list[Finding], list[UnfindableRecord]]] = []
+        for c in chosen:
+            out.append((c, *check_collection(pd, c, wal_stats.get(c.id), shown, configs, (newest, misstored))))
+        if self.collection is None and self.database is None:
+            out.append((None, leftovers(pd, shown.where, set(wal_stats) - {c.id for c in pd.collections()}), []))
+        return out
 
     def _chosen(self, pd: PersistDir) -> list[CollectionRecord]:
         if self.collection is not None:
@@ -245,17 +262,39 @@ def sqlite_findings(pd: PersistDir, where: str) -> list[Finding]:
     problems = sqlite_check.quick_check(pd.conn)
     if problems:
         evidence = "PRAGMA quick_check: " + "; ".join(problems)
-        out.append(
-            Finding(check="sqlite.quick_check", severity="error", collection=None, evidence=evidence, fix=restore)
-        )
+        out.append(Finding(check=CORRUPT, severity="error", collection=None, evidence=evidence, fix=restore))
     present = sysdb.table_names(pd.conn)
     missing = [t for t in chroma_tables(pd.layout) if t not in present]
     if missing:
         evidence = f"chroma.sqlite3 lacks the table(s) {', '.join(missing)} that {pd.layout.chroma_versions} needs"
         out.append(Finding(check="sqlite.tables", severity="error", collection=None, evidence=evidence, fix=restore))
         return out
-    out += _layout_findings(pd)
-    return out + _fts_findings(pd, where)
+    return out + _layout_findings(pd)
+
+
+@dataclass
+class Unread:
+    """The checks that stopped on a chroma.sqlite3 quick_check found damaged: a read of a damaged page
+    fails, the checks after it in that group do not run, and the quick_check finding says so (an
+    undamaged database that fails a read is an error as before)."""
+
+    damaged: bool
+    stopped: list[str] = field(default_factory=list)
+
+    def run(self, what: str, checks: Callable[[], list[T]]) -> list[T]:
+        try:
+            return checks()
+        except sqlite3.DatabaseError as exc:
+            if not self.damaged:
+                raise
+            self.stopped.append(f"{what} ({exc})")
+            return []
+
+    def noted(self, findings: list[Finding]) -> list[Finding]:
+        if not self.stopped:
+            return findings
+        said = f"; reading the damaged pages stopped {' and '.join(self.stopped)}: restore, then run doctor again"
+        return [f.model_copy(update={"evidence": f.evidence + said}) if f.check == CORRUPT else f for f in findings]
 
 
 def _layout_findings(pd: PersistDir) -> list[Finding]:

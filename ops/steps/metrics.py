@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -31,7 +32,7 @@ from ops.engine.step import ReadOnlyStep, ReadReport, StepContext, run_read_only
 from ops.errors import OpsError
 from ops.steps.backup_list import BackupListReport, BackupRow, backup_list
 from ops.steps.db_info import DbInfo, DbInfoParams, DbInfoReport
-from ops.steps.doctor import SEVERITIES, Doctor, DoctorReport, label
+from ops.steps.doctor import CORRUPT, SEVERITIES, Doctor, DoctorReport, label
 from ops.steps.inspection import CollectionReport
 from ops.storage.models import split_qualified
 
@@ -41,11 +42,13 @@ COLLECTION_LABELS = ("persist_dir", "tenant", "database", "collection")
 
 
 class MetricsSource(ReadReport):
-    """What one read-only view of the persist dir gives: the db info and doctor reports."""
+    """What one read-only view of the persist dir gives: the db info and doctor reports (db info None,
+    and no WAL payload, where doctor found chroma.sqlite3 damaged and reading it failed)."""
 
-    db: DbInfoReport
+    path: str
+    db: DbInfoReport | None
     doctor: DoctorReport
-    wal_payload_bytes: int
+    wal_payload_bytes: int | None
 
 
 class MetricsRead(ReadOnlyStep[MetricsSource]):
@@ -53,9 +56,15 @@ class MetricsRead(ReadOnlyStep[MetricsSource]):
     params_model: ClassVar[type[Params]] = Params
 
     def report(self, ctx: StepContext) -> MetricsSource:
-        _, payload = ctx.persist_dir.wal_totals()  # the same figure as `wal info`'s wal_payload_bytes
         doctor = Doctor().report(ctx)
-        return MetricsSource(db=db_info(ctx, doctor), doctor=doctor, wal_payload_bytes=payload)
+        path = str(ctx.persist_dir.path)
+        try:
+            _, payload = ctx.persist_dir.wal_totals()  # the same figure as `wal info`'s wal_payload_bytes
+            return MetricsSource(path=path, db=db_info(ctx, doctor), doctor=doctor, wal_payload_bytes=payload)
+        except sqlite3.DatabaseError:
+            if not any(f.check == CORRUPT for f in doctor.findings):
+                raise
+            return MetricsSource(path=path, db=None, doctor=doctor, wal_payload_bytes=None)  # doctor's figures
 
 
 def db_info(ctx: StepContext, doctor: DoctorReport) -> DbInfoReport:
@@ -113,7 +122,7 @@ class Labels:
 
 def families(f: Figures) -> Iterator[Metric]:
     shown = Labels(f.privacy)
-    where = shown(f.source.db.persist_dir)
+    where = shown(f.source.path)
     yield from collection_families(f.source, where, shown)
     yield from doctor_families(f.source, where, shown)
     yield from dir_families(f.source, where)
@@ -144,7 +153,7 @@ COLLECTION_GAUGES = (
 def collection_families(source: MetricsSource, where: str, shown: Labels) -> Iterator[Metric]:
     gauges = {name: _per_collection(name, text) for name, text in COLLECTION_GAUGES}
     lost = Counter((r.tenant, r.database, r.collection) for r in source.doctor.unfindable)
-    for c in source.db.collections:
+    for c in source.db.collections if source.db else []:
         labels = [where, shown(c.tenant), shown(c.database), shown(c.name)]
         for name, value in collection_values(c, lost.pop((c.tenant, c.database, c.name), 0)).items():
             gauges[name].add_metric(labels, value)
@@ -192,7 +201,22 @@ def doctor_families(source: MetricsSource, where: str, shown: Labels) -> Iterato
 
 
 def dir_families(source: MetricsSource, where: str) -> Iterator[Metric]:
+    yield _gauge(
+        "live_processes",
+        "processes (a running Chroma) holding files of the persist dir",
+        where,
+        len(source.live_processes),
+    )
+    info = GaugeMetricFamily(
+        PREFIX + "info",
+        "the chroma-ops version and the dir's layout (value 1)",
+        labels=["persist_dir", "version", "layout"],
+    )
+    info.add_metric([where, __version__, source.doctor.layout.name], 1)
+    yield info
     db = source.db
+    if db is None or source.wal_payload_bytes is None:  # chroma.sqlite3 damaged: doctor's figures only
+        return
     yield _gauge("sqlite_bytes", "size of chroma.sqlite3", where, db.sqlite_size)
     yield _gauge("persist_dir_bytes", "size of the whole persist dir", where, db.persist_dir_size)
     yield _gauge("wal_entries", "WAL (embeddings_queue) rows of every collection", where, db.wal.entries)
@@ -206,19 +230,6 @@ def dir_families(source: MetricsSource, where: str) -> Iterator[Metric]:
     )
     orphan_bytes = sum(o.size for o in db.orphan_dirs)
     yield _gauge("orphan_folder_bytes", "bytes of the orphan HNSW folders", where, orphan_bytes)
-    yield _gauge(
-        "live_processes",
-        "processes (a running Chroma) holding files of the persist dir",
-        where,
-        len(source.live_processes),
-    )
-    info = GaugeMetricFamily(
-        PREFIX + "info",
-        "the chroma-ops version and the dir's layout (value 1)",
-        labels=["persist_dir", "version", "layout"],
-    )
-    info.add_metric([where, __version__, db.layout.name], 1)
-    yield info
 
 
 def backup_families(rows: list[BackupRow], where: str, now: float) -> Iterator[Metric]:
