@@ -295,6 +295,10 @@ class CommitDetails(Part):
     duration: Duration
     readded: int = 0
     """Records the index had lost, put back from their newest WAL row (wal commit --readd-lost)."""
+    up_to: int | None = None
+    """The newest WAL row committed, where the metadata segment has applied fewer rows than the WAL
+    holds (its max_seq_id: a writer killed between the two); the rows past it wait for Chroma, which
+    applies them to both segments when it next opens the collection. None: every row."""
 
 
 class CommitWal(ActionBase):

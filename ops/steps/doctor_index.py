@@ -33,6 +33,7 @@ from ops.storage.pickle_meta import HnswPickleMeta
 from ops.storage.wal import WalTopicStats
 
 ADDS = frozenset({"ADD", "UPSERT"})
+DELETES = frozenset({"DELETE"})
 LOAD_FAILS = frozenset(
     {
         "hnsw.folder",
@@ -353,17 +354,8 @@ def check_collection(
     checker = _Checker(pd, c, shown, seq_ids[0])
     state = checker.index()
     findings = rows + _dimension_findings(c, view, state) + state.findings
-    gap = pd.wal_gap(c, stats)
-    if gap:
-        seq = c.vector_segment.max_seq_id
-        past = "and the index never flushed" if seq is None else f"past the index's max_seq_id {seq}"
-        evidence = (
-            f"{gap:,} WAL rows {past} (sync_threshold {c.hnsw_config.sync_threshold}): Chroma replays them "
-            "into memory at every load (the files may hold some already: a persist killed before Chroma "
-            "recorded its max_seq_id)"
-        )
-        fix = command("wal", "commit", shown.where)
-        findings.append(Finding(check="wal.gap", severity="info", collection=label(view), evidence=evidence, fix=fix))
+    gap_finding = _gap_finding(pd, c, stats, shown)
+    findings += [] if gap_finding is None else [gap_finding]
     lost, extra = _agreement(pd, c, stats, state, shown)
     findings += _unfindable_findings(view, lost, checker.rebuild, shown, len(state.unowned)) + extra
     return findings, lost
@@ -452,6 +444,38 @@ def _sysdb_findings(pd: PersistDir, c: CollectionRecord, view: CollectionRecord,
     ]
 
 
+def _gap_finding(pd: PersistDir, c: CollectionRecord, stats: WalTopicStats | None, shown: Shown) -> Finding | None:
+    """wal.gap: WAL rows past the index's max_seq_id, or past the metadata segment's (a writer killed
+    between writing an add's rows and applying them: Chroma applies those when it next opens the
+    collection, and a commit stops where the metadata segment does)."""
+    assert c.vector_segment is not None
+    gap = pd.wal_gap(c, stats)
+    up_to = wal.metadata_applied(c, stats) if stats is not None else None
+    waiting = wal.wal_rows_after(pd.conn, stats.topic, up_to) if stats is not None and up_to is not None else 0
+    if not gap and not waiting:
+        return None
+    seq = c.vector_segment.max_seq_id
+    past = "and the index never flushed" if seq is None else f"past the index's max_seq_id {seq}"
+    said: list[str] = []
+    if gap:
+        said.append(
+            f"{gap:,} WAL rows {past} (sync_threshold {c.hnsw_config.sync_threshold}): Chroma replays them into "
+            "memory at every load (the files may hold some already: a persist killed before Chroma recorded its "
+            "max_seq_id)"
+        )
+    fix = command("wal", "commit", shown.where)
+    if waiting:
+        said.append(
+            f"the metadata segment has applied the WAL rows up to {up_to} only: the {waiting:,} after it (a writer "
+            "killed before Chroma applied them) wait for Chroma, which applies them to both segments when it "
+            "next opens the collection (no chops command does)"
+        )
+        reader = "open the collection with Chroma (a read such as collection.count() applies them)"
+        fix = reader if waiting >= gap else f"{fix} (the rows up to {up_to}), then {reader}"
+    view = shown.record(c)
+    return Finding(check="wal.gap", severity="info", collection=label(view), evidence="; ".join(said), fix=fix)
+
+
 def _agreement(
     pd: PersistDir, c: CollectionRecord, stats: WalTopicStats | None, state: IndexState, shown: Shown
 ) -> tuple[list[UnfindableRecord], list[Finding]]:
@@ -460,6 +484,8 @@ def _agreement(
     watermark = c.vector_segment.max_seq_id
     behind = stats is not None and (watermark is None or stats.max_seq_id > watermark)
     pending = wal.pending_operations(pd.conn, stats.topic, watermark) if stats and behind else {}  # no query: none
+    applied = wal.metadata_applied(c, stats) if stats else None  # Chroma applies the rows past it to the rows too
+    unapplied = wal.pending_operations(pd.conn, stats.topic, applied) if stats and applied is not None else {}
     meta = state.meta
     mapped = meta.id_to_label if meta is not None else {}
     held: Set[str] = set()
@@ -469,7 +495,13 @@ def _agreement(
         live = state.live_labels()
         held = mapped.keys() if live.issuperset(mapped.values()) else {i for i, lab in mapped.items() if lab in live}
     same = ids == held  # the usual case: no id to look for on either side
-    lost_ids = [] if same else sorted(i for i in ids - held if not (pending.get(i, set()) & ADDS))
+
+    def settled(i: str, by_index: frozenset[str], by_rows: frozenset[str]) -> bool:
+        """No pending row makes the index hold it or not (by_index), and no row the metadata segment
+        has not applied yet makes the rows hold it or not (by_rows): the disagreement stays."""
+        return not (pending.get(i, set()) & by_index or unapplied.get(i, set()) & by_rows)
+
+    lost_ids = [] if same else sorted(i for i in ids - held if settled(i, ADDS, DELETES))
     vectors = wal.ids_with_vectors(pd.conn, stats.topic) if stats and lost_ids else set()
     deleted = state.deleted_labels() if lost_ids else set()
 
@@ -486,7 +518,7 @@ def _agreement(
         UnfindableRecord(tenant=c.tenant, database=c.database, collection=c.name, id=i, vector=source(i))
         for i in lost_ids
     ]
-    extra = [] if same else sorted(i for i in held - ids if "DELETE" not in pending.get(i, set()))
+    extra = [] if same else sorted(i for i in held - ids if settled(i, DELETES, ADDS))
     findings = []
     if extra:
         evidence = (

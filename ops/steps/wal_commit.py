@@ -1,5 +1,7 @@
 """`wal commit [-s NAMES]`: apply every WAL entry past each vector segment's max_seq_id to its
-HNSW files, as Chroma would, then record the new max_seq_id. Does not need chromadb.
+HNSW files, as Chroma would, then record the new max_seq_id. Does not need chromadb. Rows the
+metadata segment has not applied yet (a writer killed between writing them and applying them) are
+left to Chroma (`wal.metadata_applied`).
 
 The index is changed in a copy of its folder (or built fresh when the segment never flushed)
 and exchanged with the old folder atomically; max_seq_id is written in the same transaction
@@ -73,14 +75,16 @@ class WalCommit(Step):
             segment = record.vector_segment
             if record.named_in(self.skip) or segment is None or record.id not in stats:
                 continue
-            gap = pd.wal_gap(record, stats[record.id])
             topic = stats[record.id].topic
-            if gap == 0 and not self.readd_lost and not self.salvage:
+            up_to = wal.metadata_applied(record, stats[record.id])
+            waiting = 0 if up_to is None else wal.wal_rows_after(pd.conn, topic, up_to)
+            gap = pd.wal_gap(record, stats[record.id]) - waiting
+            if gap <= 0 and not self.readd_lost and not self.salvage:
                 continue
             meta = None if self.salvage else pd.hnsw_pickle(segment.id)
             book = wal_apply.label_book(meta, pd.layout.pickle_form)
             readd = self._readd_rows(ctx, record, topic, book, with_vectors=False)
-            if gap == 0 and not readd:  # (salvage: no WAL row to build from, the damaged index stays as it is)
+            if gap <= 0 and not readd:  # (salvage: no WAL row to build from, the damaged index stays as it is)
                 continue
             refuse_unknown_space(record, record.hnsw_config.space, "committing the WAL")
             if not self.salvage:
@@ -91,7 +95,8 @@ class WalCommit(Step):
                 ids=len(book.id_to_label),
                 labels_allocated=book.total_elements_added,
             )
-            for row in [*readd, *wal_apply.pending_rows(pd.conn, topic, segment.max_seq_id, with_vectors=False)]:
+            pending = wal_apply.pending_rows(pd.conn, topic, segment.max_seq_id, with_vectors=False, up_to=up_to)
+            for row in wal_apply.readd_first(book, readd, pending):
                 wal_apply.effect_of(book, row)
             actions.append(
                 CommitWal(
@@ -99,7 +104,7 @@ class WalCommit(Step):
                     before=before,
                     after=CommitState(
                         max_seq_id=book.max_seq_id,
-                        wal_gap=0,
+                        wal_gap=waiting,
                         ids=len(book.id_to_label),
                         labels_allocated=book.total_elements_added,
                     ),
@@ -113,6 +118,7 @@ class WalCommit(Step):
                         creates_index=meta is None,
                         duration="seconds" if book.added + book.updated < 200_000 else "minutes",
                         readded=len(readd),
+                        up_to=up_to,
                     ),
                 )
             )
@@ -144,8 +150,9 @@ class WalCommit(Step):
                 records = pd.hnsw_records(segment.id, index.header, links=False)
                 old = (records.labels, records.deleted)
             committed = wal_apply.predict_commit(
-                pd.conn, action.details.topic, segment.max_seq_id, index, book, action.details.adds, readd, old
-            )
+                pd.conn, action.details.topic, segment.max_seq_id, index, book, action.details.adds, readd, old,
+                action.details.up_to,
+            )  # fmt: skip
             ctx.prediction.indexes[segment.id] = PredictedIndex(
                 header=committed.header,
                 meta=wal_apply.committed_pickle(book, meta, pd.layout.pickle_form, record.dimension),
@@ -219,7 +226,7 @@ class WalCommit(Step):
         ctx.progress.start(f"committing {record.name}", max(action.details.adds + action.details.updates, 1))
         wal_apply.commit_to_folder(
             pd.conn, action.details.topic, segment.max_seq_id, index, staged, book, self.threads,
-            action.details.adds, ctx.progress.advance, readd,
+            action.details.adds, ctx.progress.advance, readd, action.details.up_to,
         )  # fmt: skip
         ctx.progress.finish()
         if book.max_seq_id != action.after.max_seq_id:
@@ -243,8 +250,8 @@ class WalCommit(Step):
             segment_id = action.details.segment_id
             problems = []
             gap = pd.wal_gap(record, stats.get(record.id))
-            if gap:
-                problems.append(f"WAL gap {gap}")
+            if gap != action.after.wal_gap:
+                problems.append(f"WAL gap {gap} (planned: {action.after.wal_gap})")
             header, meta = pd.hnsw_header(segment_id), pd.hnsw_pickle(segment_id)
             if header is None or meta is None:
                 raise OpsError(f"{action.target}: the committed index has no files")

@@ -10,6 +10,8 @@ from typing import Any
 import orjson
 from pydantic import BaseModel
 
+from ops.storage.models import CollectionRecord
+
 OPERATION_NAMES = {0: "ADD", 1: "UPDATE", 2: "UPSERT", 3: "DELETE"}
 DEFAULT_PURGE_CONFIG = {"automatically_purge": True, "_type": "EmbeddingsQueueConfigurationInternal"}
 """What Chroma writes to embeddings_queue_config (the row we add where there is none)."""
@@ -138,3 +140,15 @@ def ids_with_vectors(conn: sqlite3.Connection, topic: str) -> set[str]:
         "SELECT DISTINCT id FROM embeddings_queue WHERE topic = ? AND vector IS NOT NULL", (topic,)
     ).fetchall()
     return {str(r[0]) for r in rows}
+
+
+def metadata_applied(record: CollectionRecord, stats: WalTopicStats) -> int | None:
+    """The metadata segment's max_seq_id where it has applied fewer of the collection's WAL rows than
+    the WAL holds (a writer killed after writing them, before Chroma applied them), else None. A commit
+    stops there: the index then holds the records the metadata segment does, and Chroma applies the
+    rest to both when it next opens the collection."""
+    meta = record.metadata_segment
+    if meta is None:
+        return None
+    applied = meta.max_seq_id or 0
+    return applied if applied < stats.max_seq_id else None

@@ -37,6 +37,8 @@ from ops.storage.pickle_meta import HnswPickleMeta
 from ops.storage.wal_rows import vector_dtype
 
 ADD, UPDATE, UPSERT, DELETE = 0, 1, 2, 3
+NO_LIMIT = 2**63 - 1
+"""The highest seq_id SQLite stores: `up_to` for every row."""
 FETCH = 2000
 FRESH_MIN_CAPACITY = 1000  # Chroma's initial capacity of a new index
 
@@ -53,17 +55,18 @@ _NO_VECTOR_READ = np.zeros(0, dtype=np.float32)
 
 
 def pending_rows(
-    conn: sqlite3.Connection, topic: str, after_seq_id: int | None, with_vectors: bool = True
+    conn: sqlite3.Connection, topic: str, after_seq_id: int | None, with_vectors: bool = True, up_to: int | None = None
 ) -> Iterator[PendingRow]:
-    """WAL rows of a topic past a segment's max_seq_id, in seq_id order, FETCH at a time.
+    """WAL rows of a topic past a segment's max_seq_id (and at most `up_to`), in seq_id order, FETCH at
+    a time.
 
     Without vectors (for planning) a row that has one carries an empty placeholder array.
     """
     vector_col = "vector" if with_vectors else "length(vector)"  # planning checks the sizes, reads no vector
     cursor = conn.execute(
         f"SELECT seq_id, operation, id, {vector_col}, encoding FROM embeddings_queue "
-        "WHERE topic = ? AND seq_id > ? ORDER BY seq_id",
-        (topic, after_seq_id or 0),
+        "WHERE topic = ? AND seq_id > ? AND seq_id <= ? ORDER BY seq_id",
+        (topic, after_seq_id or 0, NO_LIMIT if up_to is None else up_to),
     )
     while rows := cursor.fetchmany(FETCH):
         for seq_id, op, record_id, blob, encoding in rows:
@@ -253,16 +256,18 @@ def commit_to_folder(
     planned_adds: int,
     advance: Callable[[int], None],
     readd: list[PendingRow] | None = None,
+    up_to: int | None = None,
 ) -> None:
     """Apply the topic's WAL rows past `after_seq_id` to a copy of the segment's index in `staged`
     (a fresh index when it never flushed), changing `book` as Chroma would, and persist it there
     (read back: hnsw_index.persist). `advance(n)` reports rows that wrote a vector. `readd`: rows
-    (newest_vector_rows) applied first, re-adding records the index lost."""
+    (newest_vector_rows) applied first, re-adding records the index lost. `up_to`: the newest row to
+    apply (None: all)."""
     remove_tree(staged)
     writer = IndexWriter(index=_open_copy(segment, staged), threads=threads, resize_factor=segment.config.resize_factor)
     try:
         writer.present.update(book.label_to_id)
-        rows = readd_first(book, readd or [], pending_rows(conn, topic, after_seq_id))
+        rows = readd_first(book, readd or [], pending_rows(conn, topic, after_seq_id, up_to=up_to))
         _write_rows(writer, rows, book, lambda dim: _fresh_index(segment, staged, dim, planned_adds), advance)
         if writer.index is None:  # only skipped rows: an empty index keeps the folder consistent
             writer.index = _fresh_index(segment, staged, segment.dimension or 1, 0)
@@ -355,6 +360,7 @@ def predict_commit(
     planned_adds: int,
     readd: list[PendingRow],
     old: tuple[npt.NDArray[np.uint64], npt.NDArray[np.bool_]] | None,
+    up_to: int | None = None,
 ) -> CommittedIndex:
     """The index `commit_to_folder` will write, from the same rows (read without vectors) and the
     old index's labels and deleted flags (`old`; None when it is built fresh). Changes `book` as
@@ -365,7 +371,7 @@ def predict_commit(
         start = _Allocation(old[0].tolist(), old[1].tolist(), segment.header.max_elements)
     writer = IndexWriter(index=start, threads=1, resize_factor=cfg.resize_factor)
     writer.present.update(book.label_to_id)
-    rows = readd_first(book, readd, pending_rows(conn, topic, after_seq_id, with_vectors=False))
+    rows = readd_first(book, readd, pending_rows(conn, topic, after_seq_id, with_vectors=False, up_to=up_to))
     _write_rows(writer, rows, book, lambda dim: _Allocation([], [], _fresh_capacity(cfg, planned_adds)), lambda n: None)
     allocation = writer.index or _Allocation([], [], _fresh_capacity(cfg, 0))
     if start is not None and segment.header is not None:
