@@ -364,15 +364,20 @@ def test_rollback_over_a_damaged_database(standard_dir: BuiltDir, tmp_path: Path
 
 
 def damage_database(path: Path, damage: str) -> bytes:
-    """chroma.sqlite3 as random bytes or cut in half (both refused by doctor as by every change)."""
+    """chroma.sqlite3 as random bytes, cut in half, or a database without tables (what `sqlite3 FILE`
+    leaves where the file was gone): all refused by doctor as by every change."""
     db = path / "chroma.sqlite3"
-    broken = os.urandom(8192) if damage == "not a database" else db.read_bytes()[: db.stat().st_size // 2]
-    db.write_bytes(broken)
+    if damage == "no tables":
+        db.unlink()
+        with closing(sqlite3.connect(db)) as conn:
+            conn.execute("VACUUM")  # the header written, no table
+    else:
+        db.write_bytes(os.urandom(8192) if damage == "not a database" else db.read_bytes()[: db.stat().st_size // 2])
     assert run_chops("doctor", path).code == 1
-    return broken
+    return db.read_bytes()
 
 
-@pytest.mark.parametrize("damage", ["not a database", "torn in half"])
+@pytest.mark.parametrize("damage", ["not a database", "torn in half", "no tables"])
 def test_db_restore_over_a_damaged_database(standard_dir: BuiltDir, tmp_path: Path, damage: str) -> None:
     """db restore puts the snapshot's chroma.sqlite3 in place of one SQLite cannot open (keeping a
     copy of it), then restores the folders as always; only with --yes, since no plan can be read

@@ -37,7 +37,9 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-def validate_persist_dir(path: Path) -> Path:
+def validate_persist_dir(path: Path, database_required: bool = True) -> Path:
+    """`path`, refused in one line where it is no persist dir; `database_required` False: one whose
+    chroma.sqlite3 is missing passes (what lists its backups)."""
     try:
         str(path.resolve()).encode()
     except UnicodeEncodeError:
@@ -49,7 +51,15 @@ def validate_persist_dir(path: Path) -> Path:
         raise NotAPersistDir(f"{path} does not exist", "pass the folder that holds chroma.sqlite3")
     if not path.is_dir():
         raise NotAPersistDir(f"{path} is not a directory", "pass the folder that holds chroma.sqlite3")
-    if not (path / SQLITE_FILE_NAME).is_file():
+    if not (path / SQLITE_FILE_NAME).is_file() and database_required:
+        indexes = [d for d in path.iterdir() if (d / hnsw_files.HEADER_FILE).is_file()]
+        if indexes:
+            raise NotAPersistDir(
+                f"{path} holds {len(indexes)} HNSW index folder(s) but no {SQLITE_FILE_NAME} (deleted or moved?)",
+                f"put back {SQLITE_FILE_NAME} from a snapshot or backup (cp SNAPSHOT_DIR/{SQLITE_FILE_NAME} {path}/; "
+                f"chops backup list {path} lists the backups), then chops db restore {path} -i SNAPSHOT_DIR --yes "
+                "makes the folders match it",
+            )
         raise NotAPersistDir(
             f"{path} is not a Chroma persist dir (no {SQLITE_FILE_NAME})",
             "pass the folder given to chromadb.PersistentClient(path=...)",

@@ -48,18 +48,21 @@ def connect_readonly(path: Path, busy_timeout_s: float = 5.0) -> sqlite3.Connect
 
 
 def database_opens(path: Path) -> bool:
-    """Whether SQLite can read the file as a database at all. False: it is not one (its header), or it
-    is damaged where SQLite reads first (a file cut short: "malformed"). Locked, busy, a hot journal
-    or no permission count as opening: what reads or changes it says what is wrong."""
+    """Whether SQLite can read the file as a Chroma database at all. False: it is not a database (its
+    header), it is damaged where SQLite reads first (a file cut short: "malformed"), or it holds no
+    Chroma tables (an empty database: nothing in it to read). Locked, busy, a hot journal or no
+    permission count as opening: what reads or changes it says what is wrong."""
     try:
         with path.open("rb") as fh:
             if fh.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
                 return False
         conn = sqlite3.connect(readonly_uri(path), uri=True, timeout=0.1, isolation_level=None)
         try:
-            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            tables = {str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         finally:
             conn.close()
+        if not {"collections", "migrations"} <= tables:
+            return False
     except (OSError, sqlite3.OperationalError):
         return True
     except sqlite3.DatabaseError:
