@@ -249,7 +249,9 @@ def test_rows_the_metadata_segment_has_not_applied_are_left_to_chroma(tmp_path: 
         r = run_chops("doctor", path, "--json")
         assert r.code == 0, r.stderr  # info only: nothing Chroma will not apply itself
         [finding] = r.json()["findings"]
-        assert finding["check"] == "wal.gap" and "the 3,000 after it" in finding["evidence"], finding
+        assert finding["check"] == "wal.gap" and "the 3,000 WAL rows after 350 are not in" in finding["evidence"], (
+            finding
+        )
         return dict(finding)
 
     assert gap_finding()["fix"].startswith(f"chops wal commit {path} (the rows up to 350), then open the collection")

@@ -450,7 +450,7 @@ def _gap_finding(pd: PersistDir, c: CollectionRecord, stats: WalTopicStats | Non
     collection, and a commit stops where the metadata segment does)."""
     assert c.vector_segment is not None
     gap = pd.wal_gap(c, stats)
-    up_to = wal.metadata_applied(c, stats) if stats is not None else None
+    up_to = wal.metadata_applied(pd.conn, c, stats) if stats is not None else None
     waiting = wal.wal_rows_after(pd.conn, stats.topic, up_to) if stats is not None and up_to is not None else 0
     if not gap and not waiting:
         return None
@@ -466,9 +466,9 @@ def _gap_finding(pd: PersistDir, c: CollectionRecord, stats: WalTopicStats | Non
     fix = command("wal", "commit", shown.where)
     if waiting:
         said.append(
-            f"the metadata segment has applied the WAL rows up to {up_to} only: the {waiting:,} after it (a writer "
-            "killed before Chroma applied them) wait for Chroma, which applies them to both segments when it "
-            "next opens the collection (no chops command does)"
+            f"the {waiting:,} WAL rows after {up_to} are not in the metadata segment yet (a writer killed after "
+            "writing them, before Chroma applied them): Chroma applies them to both segments when it next opens "
+            "the collection (no chops command does)"
         )
         reader = "open the collection with Chroma (a read such as collection.count() applies them)"
         fix = reader if waiting >= gap else f"{fix} (the rows up to {up_to}), then {reader}"
@@ -484,7 +484,9 @@ def _agreement(
     watermark = c.vector_segment.max_seq_id
     behind = stats is not None and (watermark is None or stats.max_seq_id > watermark)
     pending = wal.pending_operations(pd.conn, stats.topic, watermark) if stats and behind else {}  # no query: none
-    applied = wal.metadata_applied(c, stats) if stats else None  # Chroma applies the rows past it to the rows too
+    applied = (
+        wal.metadata_applied(pd.conn, c, stats) if stats else None
+    )  # Chroma applies the rows past it to the rows too
     unapplied = wal.pending_operations(pd.conn, stats.topic, applied) if stats and applied is not None else {}
     meta = state.meta
     mapped = meta.id_to_label if meta is not None else {}

@@ -76,7 +76,7 @@ class WalCommit(Step):
             if record.named_in(self.skip) or segment is None or record.id not in stats:
                 continue
             topic = stats[record.id].topic
-            up_to = wal.metadata_applied(record, stats[record.id])
+            up_to = wal.metadata_applied(pd.conn, record, stats[record.id])
             waiting = 0 if up_to is None else wal.wal_rows_after(pd.conn, topic, up_to)
             gap = pd.wal_gap(record, stats[record.id]) - waiting
             if gap <= 0 and not self.readd_lost and not self.salvage:

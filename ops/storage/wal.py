@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel
 
+from ops.storage import sysdb
 from ops.storage.models import CollectionRecord
 
 OPERATION_NAMES = {0: "ADD", 1: "UPDATE", 2: "UPSERT", 3: "DELETE"}
@@ -142,13 +143,28 @@ def ids_with_vectors(conn: sqlite3.Connection, topic: str) -> set[str]:
     return {str(r[0]) for r in rows}
 
 
-def metadata_applied(record: CollectionRecord, stats: WalTopicStats) -> int | None:
-    """The metadata segment's max_seq_id where it has applied fewer of the collection's WAL rows than
-    the WAL holds (a writer killed after writing them, before Chroma applied them), else None. A commit
-    stops there: the index then holds the records the metadata segment does, and Chroma applies the
-    rest to both when it next opens the collection."""
+def metadata_applied(conn: sqlite3.Connection, record: CollectionRecord, stats: WalTopicStats) -> int | None:
+    """Where the collection's WAL rows stop agreeing with its metadata segment's records, or None.
+
+    A writer killed after an add's WAL rows were written and before Chroma applied them leaves rows
+    past the metadata segment's max_seq_id that add or delete records it does not have (yet). A
+    commit stops before the first of them (the index then holds the records the metadata segment
+    does) and Chroma applies them to both when it next opens the collection. Rows that change no
+    record there (a delete of an id it lacks, an update) do not count: chromadb 1.5.9 does not even
+    advance the max_seq_id for a write that changes nothing."""
     meta = record.metadata_segment
-    if meta is None:
+    applied = (meta.max_seq_id or 0) if meta is not None else None
+    if meta is None or applied is None or applied >= stats.max_seq_id:
         return None
-    applied = meta.max_seq_id or 0
-    return applied if applied < stats.max_seq_id else None
+    present = sysdb.embedding_ids(conn, meta.id)
+    last = applied
+    rows = conn.execute(
+        "SELECT seq_id, operation, id FROM embeddings_queue WHERE topic = ? AND seq_id > ? ORDER BY seq_id",
+        (stats.topic, applied),
+    )
+    for seq_id, operation, record_id in rows:
+        name, held = OPERATION_NAMES.get(int(operation)), str(record_id) in present
+        if (name in ("ADD", "UPSERT") and not held) or (name == "DELETE" and held):
+            return last
+        last = int(seq_id)
+    return None
