@@ -150,8 +150,8 @@ def metadata_applied(conn: sqlite3.Connection, record: CollectionRecord, stats: 
     past the metadata segment's max_seq_id that add or delete records it does not have (yet). A
     commit stops before the first of them (the index then holds the records the metadata segment
     does) and Chroma applies them to both when it next opens the collection. Rows that change no
-    record there (a delete of an id it lacks, an update) do not count: chromadb 1.5.9 does not even
-    advance the max_seq_id for a write that changes nothing."""
+    record there (a delete of an id it lacks, an update) do not count: chromadb 1.5.9 records no
+    max_seq_id at all for a collection whose only write deleted an id it never had."""
     meta = record.metadata_segment
     applied = (meta.max_seq_id or 0) if meta is not None else None
     if meta is None or applied is None or applied >= stats.max_seq_id:
