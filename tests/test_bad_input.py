@@ -9,6 +9,7 @@ import shutil
 import sqlite3
 import struct
 import subprocess
+import sys
 from contextlib import closing
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pytest
 
 from ops.cli import chops
 from ops.storage.hnsw_files import read_header
-from tests.conftest import BuiltDir, run_chops, tree_state
+from tests.conftest import REPO, BuiltDir, run_chops, tree_state
 from tests.test_doctor import sql
 
 
@@ -71,6 +72,25 @@ def test_missing_database_beside_its_indexes(healthy_dir: BuiltDir, tmp_path: Pa
     assert run_chops("db", "restore", path, "-i", snap, "--yes").code == 0
     r = run_chops("doctor", path)
     assert r.code == 0, r.stdout
+
+
+def read_only_mount(path: Path, *chops_args: str) -> subprocess.CompletedProcess[str]:
+    """chops run with `path` bind-mounted read-only onto itself, in a private mount namespace (the
+    mount ends with the process: nothing to clean up, nothing seen outside)."""
+    inner = " ".join(["exec", sys.executable, "-m", "ops", *chops_args])
+    script = f"mount --make-rprivate / && mount --bind {path} {path} && mount -o remount,bind,ro {path} && {inner}"
+    return subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, cwd=REPO)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root and unshare")
+def test_read_only_file_system_is_named(healthy_dir: BuiltDir) -> None:
+    """A persist dir on a file system mounted read-only, as root: the change is refused in one line
+    naming the read-only mount (before: "run as the user that owns the persist dir", which root
+    already is); a read-only command still works there."""
+    path = healthy_dir.path
+    r = read_only_mount(path, "wal", "config", str(path), "--purge", "off", "--yes")
+    assert_one_line_error(r.returncode, r.stderr, f"cannot write {path}: its file system is mounted read-only")
+    assert read_only_mount(path, "doctor", str(path)).returncode == 0
 
 
 def test_garbage_sqlite(tmp_path: Path) -> None:

@@ -600,6 +600,11 @@ def check_writable(root: Path, backup_root: Path | None, folders: Sequence[str] 
             )
     for path in (root, root / "chroma.sqlite3", *_files_of(root, folders)):
         if not os.access(path, os.W_OK):
+            if os.statvfs(path).f_flag & os.ST_RDONLY:
+                raise BadInput(
+                    f"cannot write {path}: its file system is mounted read-only",
+                    "remount it read-write, or copy the persist dir to a writable disk and run there",
+                )
             raise BadInput(f"permission denied: cannot write {path}", "run as the user that owns the persist dir")
     if backup_root is None:
         return
