@@ -5,14 +5,19 @@ cannot be repaired, as the plan said) and chromadb answers."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from tests.chroma_probe import upserted_vectors
 from tests.conftest import (
+    REPO,
     BuiltDir,
     assert_same_answers,
     chroma,
@@ -69,6 +74,24 @@ def test_wal_gap_and_orphan_folder(standard_dir: BuiltDir, tmp_path: Path) -> No
     assert doctor(path)[1]["findings"] == []
     assert_same_answers(before, chroma_snapshot(path, tmp_path), rebuilt=True)
     assert run_chops("doctor", path, "--plan").code == 0  # nothing left to plan
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root and unshare")
+def test_plan_of_a_dir_its_reader_cannot_write(standard_dir: BuiltDir, tmp_path: Path) -> None:
+    """Every file and folder of the persist dir read-only to the user who plans (root's files seen
+    from a user namespace, where root's power over them is gone): the plan is made on a scratch copy,
+    which kept the modes, so the repair failed there (permission denied). The copy is now writable by
+    its owner: the plan is the same as on a writable dir, and the dir is unchanged."""
+    path = standard_dir.path
+    expected = planned(plan_repair(path, tmp_path / "writable.json"))
+    subprocess.run(["chmod", "-R", "a-w", str(path)], check=True)
+    before = tree_state(path)
+    plan_file = tmp_path / "p.json"
+    args = ["unshare", "-U", sys.executable, "-m", "ops", "doctor", str(path), "--plan", "--out", str(plan_file)]
+    r = subprocess.run(args, capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 2, r.stderr
+    assert planned(json.loads(plan_file.read_text())) == expected
+    assert tree_state(path) == before
 
 
 def test_dropped_fts_table_applied_with_chops_apply(healthy_dir: BuiltDir, tmp_path: Path) -> None:

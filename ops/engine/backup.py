@@ -289,11 +289,15 @@ def remove_created_snapshots(backup_dir: Path, backup_root: Path) -> list[str]:
 
 
 def copy_persist_dir(root: Path, target: Path) -> Path:
-    """A consistent working copy laid out as a persist dir (sqlite through the backup API)."""
+    """A consistent working copy laid out as a persist dir (sqlite through the backup API), writable
+    by its owner whatever the modes of the original (a copy of a read-only dir is worked on)."""
     target.mkdir(parents=True)
     _backup_sqlite(root / SQLITE_FILE_NAME, target / SQLITE_FILE_NAME)
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         shutil.copytree(folder, target / folder.name)
+    for path in (target, *target.rglob("*")):
+        if not path.is_symlink():
+            path.chmod(path.stat().st_mode | stat.S_IWUSR | (stat.S_IXUSR if path.is_dir() else 0))
     return target
 
 
