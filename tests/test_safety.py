@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 import sqlite3
 import subprocess
 import sys
@@ -364,9 +365,13 @@ def test_rollback_over_a_damaged_database(standard_dir: BuiltDir, tmp_path: Path
 
 
 def damage_database(path: Path, damage: str) -> bytes:
-    """chroma.sqlite3 as random bytes, cut in half, or a database without tables (what `sqlite3 FILE`
-    leaves where the file was gone): all refused by doctor as by every change."""
+    """chroma.sqlite3 as random bytes, cut in half, a database without tables (what `sqlite3 FILE`
+    leaves where the file was gone), or missing: all refused by doctor as by every change."""
     db = path / "chroma.sqlite3"
+    if damage == "missing":
+        db.unlink()
+        assert run_chops("doctor", path).code == 1
+        return b""
     if damage == "no tables":
         db.unlink()
         with closing(sqlite3.connect(db)) as conn:
@@ -404,28 +409,30 @@ def file_bytes(path: Path) -> dict[str, str]:
     return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
-def damaged_after_snapshot(path: Path, snap: Path) -> dict[str, str]:
-    """A snapshot, then 300 adds (the folders move on past it), then chroma.sqlite3 damaged: the
-    state a restore over it changes, by its bytes."""
+def damaged_after_snapshot(path: Path, snap: Path, damage: str = "not a database") -> dict[str, str]:
+    """A snapshot, then 300 adds (the folders move on past it), then chroma.sqlite3 damaged (or gone):
+    the state a restore over it changes, by its bytes."""
     assert run_chops("db", "snapshot", path, "-o", snap, "--yes").code == 0
     chroma("add", path, "default_database", "frag", "300")
-    damage_database(path, "not a database")
+    damage_database(path, damage)
     return file_bytes(path)
 
 
+@pytest.mark.parametrize("damage", ["not a database", "missing"])
 @pytest.mark.parametrize("failpoint", ["damaged_replaced", "after_backup", "before_verify"])
 @pytest.mark.parametrize("action", ["fail", "kill"])
 def test_db_restore_over_a_damaged_database_is_all_or_nothing(
-    standard_dir: BuiltDir, tmp_path: Path, failpoint: str, action: str
+    standard_dir: BuiltDir, tmp_path: Path, failpoint: str, action: str, damage: str
 ) -> None:
     """The damaged file's replacement is part of the run: its journal and backup (of the damaged file
     as it was and of every folder) come first. A failure anywhere after it rolls the dir back to the
     damaged file and the folders of before; so does `chops rollback` after a kill. Before, the
     replacement came first, outside the run: the run's backup held the snapshot's database beside
     the newer folders, every rollback restored that mix (chromadb then returned ids get did not
-    know), and a kill during the backup was reported as "Nothing had changed yet"."""
+    know), and a kill during the backup was reported as "Nothing had changed yet". A missing
+    chroma.sqlite3 (refused before) comes back missing."""
     path = standard_dir.path
-    before = damaged_after_snapshot(path, tmp_path / "snap")
+    before = damaged_after_snapshot(path, tmp_path / "snap", damage)
     env = {"CHOPS_FAILPOINT": f"{failpoint}={action}"}
     r = run_chops("db", "restore", path, "-i", tmp_path / "snap", "--yes", "--change-layout", env=env)
     if action == "fail":
@@ -465,6 +472,26 @@ def test_rollback_after_a_db_restore_over_a_damaged_database(standard_dir: Built
     assert r.code == 0, r.stderr
     assert run_chops("rollback", path, "--yes").code == 0
     assert file_bytes(path) == before
+
+
+def test_db_restore_over_a_missing_database(standard_dir: BuiltDir, tmp_path: Path) -> None:
+    """chroma.sqlite3 gone beside its index folders: doctor says what is missing and names the restore,
+    which puts the snapshot back, database and folders; chromadb answers as at the snapshot. Its
+    backup (folders only: there was no database) is not one `chops rollback --backup` restores: its
+    folders would sit beside a database of another time."""
+    path, snap = standard_dir.path, tmp_path / "snap"
+    assert run_chops("db", "snapshot", path, "-o", snap, "--yes").code == 0
+    answers = chroma_snapshot(path, tmp_path)
+    damage_database(path, "missing")
+    said = run_chops("doctor", path)
+    assert "holds 5 HNSW index folder(s) but no chroma.sqlite3" in said.stderr, said.stderr
+    restore = said.stderr.split("restore it and the folders from a snapshot: ", 1)[1].split(" (chops backup list")[0]
+    r = run_chops(*shlex.split(restore.replace("SNAPSHOT_DIR", str(snap)))[1:])
+    assert r.code == 0 and "was missing: put in place first" in r.stdout, r.stderr
+    assert_same_answers(answers, chroma_snapshot(path, tmp_path))
+    [backup] = run_chops("backup", "list", path, "--json").json()["backups"]
+    refused = run_chops("rollback", path, "--yes", "--backup", backup["backup_id"])
+    assert refused.code == 1 and "had no chroma.sqlite3" in refused.stderr, refused.stderr
 
 
 def test_rollback_over_a_damaged_database_needs_a_backup_of_it(standard_dir: BuiltDir) -> None:

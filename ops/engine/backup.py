@@ -54,6 +54,10 @@ state the backup holds), so that restoring the backup removes them and the same 
 COMPLETED = "completed.json"
 """Beside the manifest: written once the run that took the backup finished (its journal closed). A backup
 without it belongs to a run that failed, was rolled back or killed (or to a chops before this file)."""
+NO_DATABASE = "no-database"
+"""Beside the manifest: the run that took the backup found no chroma.sqlite3 and put one in place (a
+db restore). Its rollback removes that database again; restored later, the backup's folders would sit
+beside a database of another time, so `chops rollback --backup` refuses it."""
 SQLITE_FULL = 13
 SEGMENTS = "segments"
 BACKUP_FORMAT_VERSION = 1

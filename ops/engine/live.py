@@ -116,7 +116,8 @@ def scan(root: Path) -> LiveScan:
     if not (PROC / "self" / "fd").is_dir():
         return LiveScan(available=False)
     targets = persist_dir_files(root)
-    sqlite_stat = (root / "chroma.sqlite3").stat()
+    db = root / "chroma.sqlite3"
+    sqlite_stat = (db if db.exists() else root).stat()  # (a missing database, being restored: the dir's)
     inodes = {str(ino).encode() for _, ino in targets}
     result = LiveScan()
     for pid in _pids():

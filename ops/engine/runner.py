@@ -30,8 +30,10 @@ from pydantic import BaseModel
 from ops.engine import failpoints
 from ops.engine.backup import (
     MANIFEST,
+    NO_DATABASE,
     OLD_SUFFIX,
     RESTORE_SUFFIX,
+    SQLITE_SIDE_FILES,
     all_folders,
     checked_manifest,
     default_backup_root,
@@ -112,7 +114,7 @@ Confirm = Callable[[Plan], None]
 def open_for_change(persist_dir: str | Path, replaces_database: bool = False) -> Path:
     """The resolved persist dir, refusing an unfinished run or a hot SQLite journal (unless the
     change replaces chroma.sqlite3 whole)."""
-    root = validate_persist_dir(Path(persist_dir)).resolve()
+    root = validate_persist_dir(Path(persist_dir), database_required=not replaces_database).resolve()
     refuse_if_unfinished(root)
     if not replaces_database:
         refuse_hot_journal(root / SQLITE_FILE_NAME)
@@ -192,11 +194,17 @@ def _run_over_damaged(
             f"run it with --yes: it keeps a copy of the damaged file in {backup_root}",
         )
     precheck_live(root, [step], options)
-    kept = keep_damaged_database(db, backup_root)
+    missing = not db.exists()
+    kept = None if missing else keep_damaged_database(db, backup_root)
     journal = Journal.start(root, step.name)
     try:
         if options.backup:
-            _take_run_backup(root, journal, backup_root / new_backup_id(journal.run_id), True, all_folders(root), True)
+            target = backup_root / new_backup_id(journal.run_id)
+            _take_run_backup(root, journal, target, not missing, all_folders(root), True)
+            if missing:
+                (target / NO_DATABASE).touch()
+        if missing:  # a rollback removes it again: the dir goes back to having none
+            journal.will_create(root, *(db.with_name(db.name + side) for side in ("", *SQLITE_SIDE_FILES)))
         restore_sqlite(source, db)
         failpoints.hit("damaged_replaced")
         result = _plan_and_run(step, root, options, None, progress, journal)
@@ -205,16 +213,20 @@ def _run_over_damaged(
     except Exception as exc:  # (unless the run's own rollback already ran and said so)
         failure = _roll_back_after(exc, root, journal, changes=True) if _still_open(root, journal) else exc
         if not options.backup and isinstance(failure, OpsError):  # nothing to roll back to: say how to finish
+            done = "put in place" if missing else f"replaced (the damaged file is kept in {kept})"
             failure = OpsError(
-                f"{failure.message}; {db} had been replaced (the damaged file is kept in {kept})",
-                "run the same command again to finish the restore",
+                f"{failure.message}; {db} had been {done}", "run the same command again to finish the restore"
             )
         if failure is exc:
             raise
         raise failure from exc
     if _still_open(root, journal):  # nothing was left to do once the database was in place
         _finish_run(root, journal, result.plan, options)
-    note = f"{db} could not be opened: replaced first, the damaged file is kept in {kept}"
+    note = (
+        f"{db} was missing: put in place first"
+        if missing
+        else (f"{db} could not be opened: replaced first, the damaged file is kept in {kept}")
+    )
     return result.model_copy(update={"notes": [note, *result.notes]})
 
 
@@ -533,7 +545,7 @@ def rollback(
 ) -> RollbackResult:
     """Finish an interrupted run, or (when none is pending) restore the chosen/latest backup.
     Never beside a running Chroma: it rewrites the files and rows Chroma holds."""
-    root = validate_persist_dir(Path(persist_dir)).resolve()
+    root = validate_persist_dir(Path(persist_dir), database_required=False).resolve()
     precheck_live(root, [], live or LiveOptions())
     try:
         journal = read_journal(root)
@@ -550,6 +562,12 @@ def rollback(
         return RollbackResult(persist_dir=str(root), restored_backup=restored, unfinished_run=journal.run_id)
     backup_dir = find_backup(backup_root or default_backup_root(root), backup_id)
     manifest = read_manifest(backup_dir)
+    if (backup_dir / NO_DATABASE).exists():
+        raise BadInput(
+            f"backup {backup_dir.name} was taken when {root} had no {SQLITE_FILE_NAME}: its folders would sit "
+            "beside a database of another time",
+            f"pass --backup ID of another backup (chops backup list {root})",
+        )
     db, damaged_kept = root / SQLITE_FILE_NAME, None
     damaged = not database_opens(db)  # read-only: a stray journal is still beside it, unplayed
     if not damaged:

@@ -75,7 +75,7 @@ class DbRestore(Step):
         if not self.change_layout:
             theirs = self._snapshot_layout()
             raise BadInput(
-                f"the damaged chroma.sqlite3 does not say which chromadb layout the dir had; {self.snapshot} "
+                f"a damaged or missing chroma.sqlite3 does not say which chromadb layout the dir had; {self.snapshot} "
                 f"holds that of {theirs.chroma_versions}",
                 "if the Chroma that runs this dir reads that layout, pass --change-layout to restore it",
             )

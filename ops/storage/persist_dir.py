@@ -56,9 +56,8 @@ def validate_persist_dir(path: Path, database_required: bool = True) -> Path:
         if indexes:
             raise NotAPersistDir(
                 f"{path} holds {len(indexes)} HNSW index folder(s) but no {SQLITE_FILE_NAME} (deleted or moved?)",
-                f"put back {SQLITE_FILE_NAME} from a snapshot or backup (cp SNAPSHOT_DIR/{SQLITE_FILE_NAME} {path}/; "
-                f"chops backup list {path} lists the backups), then chops db restore {path} -i SNAPSHOT_DIR --yes "
-                "makes the folders match it",
+                f"restore it and the folders from a snapshot: chops db restore {path} -i SNAPSHOT_DIR --yes "
+                f"--change-layout (chops backup list {path} lists the backups)",
             )
         raise NotAPersistDir(
             f"{path} is not a Chroma persist dir (no {SQLITE_FILE_NAME})",

@@ -48,10 +48,12 @@ def connect_readonly(path: Path, busy_timeout_s: float = 5.0) -> sqlite3.Connect
 
 
 def database_opens(path: Path) -> bool:
-    """Whether SQLite can read the file as a Chroma database at all. False: it is not a database (its
-    header), it is damaged where SQLite reads first (a file cut short: "malformed"), or it holds no
+    """Whether SQLite can read the file as a Chroma database at all. False: it is missing, it is not a
+    database (its header), it is damaged where SQLite reads first (a file cut short: "malformed"), or it holds no
     Chroma tables (an empty database: nothing in it to read). Locked, busy, a hot journal or no
     permission count as opening: what reads or changes it says what is wrong."""
+    if not path.exists():
+        return False
     try:
         with path.open("rb") as fh:
             if fh.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
