@@ -296,9 +296,9 @@ class CommitDetails(Part):
     readded: int = 0
     """Records the index had lost, put back from their newest WAL row (wal commit --readd-lost)."""
     up_to: int | None = None
-    """The newest WAL row committed, where the metadata segment has applied fewer rows than the WAL
-    holds (its max_seq_id: a writer killed between the two); the rows past it wait for Chroma, which
-    applies them to both segments when it next opens the collection. None: every row."""
+    """The newest WAL row committed, where rows past it add or delete records the metadata segment
+    has not applied yet (wal.metadata_applied: a writer killed between the two); they wait for
+    Chroma, which applies them to both segments when it next opens the collection. None: every row."""
 
 
 class CommitWal(ActionBase):

@@ -378,6 +378,13 @@ def restore_backup(backup_dir: Path, persist_dir: Path, checked: BackupManifest 
 
 
 SQLITE_SIDE_FILES = ("-journal", "-wal", "-shm")
+
+
+def sqlite_files(db: Path) -> list[Path]:
+    """chroma.sqlite3 and its side files (rollback journal, WAL, shared memory), present or not."""
+    return [db.with_name(db.name + side) for side in ("", *SQLITE_SIDE_FILES)]
+
+
 """What SQLite keeps beside a database (name + suffix): they belong to that very file."""
 DAMAGED_PREFIX = "damaged-"
 """A folder of the backup root holding a chroma.sqlite3 a restore replaced because it could not be opened."""
@@ -392,8 +399,7 @@ def keep_damaged_database(live: Path, backup_root: Path) -> Path:
     folder = backup_root / f"{DAMAGED_PREFIX}{stamp}"
     try:
         folder.mkdir(parents=True)
-        for side in ("", *SQLITE_SIDE_FILES):
-            path = live.with_name(live.name + side)
+        for path in sqlite_files(live):
             if path.is_file():
                 copy_file(path, folder / path.name, durable=True)
         fsync_dir(folder)

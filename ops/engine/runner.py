@@ -33,7 +33,6 @@ from ops.engine.backup import (
     NO_DATABASE,
     OLD_SUFFIX,
     RESTORE_SUFFIX,
-    SQLITE_SIDE_FILES,
     all_folders,
     checked_manifest,
     default_backup_root,
@@ -50,6 +49,7 @@ from ops.engine.backup import (
     remove_snapshot_folder,
     restore_backup,
     restore_sqlite,
+    sqlite_files,
     sqlite_full,
     take_backup,
 )
@@ -204,7 +204,7 @@ def _run_over_damaged(
             if missing:
                 (target / NO_DATABASE).touch()
         if missing:  # a rollback removes it again: the dir goes back to having none
-            journal.will_create(root, *(db.with_name(db.name + side) for side in ("", *SQLITE_SIDE_FILES)))
+            journal.will_create(root, *sqlite_files(db))
         restore_sqlite(source, db)
         failpoints.hit("damaged_replaced")
         result = _plan_and_run(step, root, options, None, progress, journal)

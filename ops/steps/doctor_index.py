@@ -354,9 +354,10 @@ def check_collection(
     checker = _Checker(pd, c, shown, seq_ids[0])
     state = checker.index()
     findings = rows + _dimension_findings(c, view, state) + state.findings
-    gap_finding = _gap_finding(pd, c, stats, shown)
+    applied = wal.metadata_applied(pd.conn, c, stats) if stats is not None else None
+    gap_finding = _gap_finding(pd, c, stats, applied, shown)
     findings += [] if gap_finding is None else [gap_finding]
-    lost, extra = _agreement(pd, c, stats, state, shown)
+    lost, extra = _agreement(pd, c, stats, applied, state, shown)
     findings += _unfindable_findings(view, lost, checker.rebuild, shown, len(state.unowned)) + extra
     return findings, lost
 
@@ -444,13 +445,14 @@ def _sysdb_findings(pd: PersistDir, c: CollectionRecord, view: CollectionRecord,
     ]
 
 
-def _gap_finding(pd: PersistDir, c: CollectionRecord, stats: WalTopicStats | None, shown: Shown) -> Finding | None:
-    """wal.gap: WAL rows past the index's max_seq_id, or past the metadata segment's (a writer killed
-    between writing an add's rows and applying them: Chroma applies those when it next opens the
-    collection, and a commit stops where the metadata segment does)."""
+def _gap_finding(
+    pd: PersistDir, c: CollectionRecord, stats: WalTopicStats | None, up_to: int | None, shown: Shown
+) -> Finding | None:
+    """wal.gap: WAL rows past the index's max_seq_id, or past `up_to` (wal.metadata_applied: a writer
+    killed between writing an add's rows and applying them; Chroma applies those when it next opens
+    the collection, and a commit stops there)."""
     assert c.vector_segment is not None
     gap = pd.wal_gap(c, stats)
-    up_to = wal.metadata_applied(pd.conn, c, stats) if stats is not None else None
     waiting = wal.wal_rows_after(pd.conn, stats.topic, up_to) if stats is not None and up_to is not None else 0
     if not gap and not waiting:
         return None
@@ -477,16 +479,19 @@ def _gap_finding(pd: PersistDir, c: CollectionRecord, stats: WalTopicStats | Non
 
 
 def _agreement(
-    pd: PersistDir, c: CollectionRecord, stats: WalTopicStats | None, state: IndexState, shown: Shown
+    pd: PersistDir,
+    c: CollectionRecord,
+    stats: WalTopicStats | None,
+    applied: int | None,
+    state: IndexState,
+    shown: Shown,
 ) -> tuple[list[UnfindableRecord], list[Finding]]:
     assert c.vector_segment is not None and c.metadata_segment is not None
     ids = sysdb.embedding_ids(pd.conn, c.metadata_segment.id)
     watermark = c.vector_segment.max_seq_id
     behind = stats is not None and (watermark is None or stats.max_seq_id > watermark)
     pending = wal.pending_operations(pd.conn, stats.topic, watermark) if stats and behind else {}  # no query: none
-    applied = (
-        wal.metadata_applied(pd.conn, c, stats) if stats else None
-    )  # Chroma applies the rows past it to the rows too
+    # rows past `applied` (wal.metadata_applied): Chroma still applies them to the metadata segment's rows
     unapplied = wal.pending_operations(pd.conn, stats.topic, applied) if stats and applied is not None else {}
     meta = state.meta
     mapped = meta.id_to_label if meta is not None else {}

@@ -52,7 +52,7 @@ def validate_persist_dir(path: Path, database_required: bool = True) -> Path:
     if not path.is_dir():
         raise NotAPersistDir(f"{path} is not a directory", "pass the folder that holds chroma.sqlite3")
     if not (path / SQLITE_FILE_NAME).is_file() and database_required:
-        indexes = [d for d in path.iterdir() if (d / hnsw_files.HEADER_FILE).is_file()]
+        indexes = [name for name, f in fs.list_folders(path).items() if hnsw_files.has_hnsw_files(f.files)]
         if indexes:
             raise NotAPersistDir(
                 f"{path} holds {len(indexes)} HNSW index folder(s) but no {SQLITE_FILE_NAME} (deleted or moved?)",
