@@ -44,6 +44,10 @@ class DatabaseBusy(OpsError):
     """Another process holds the database."""
 
 
+class DatabaseLocked(DatabaseBusy):
+    """Another process holds a write lock right now (not a hot journal: that is a DatabaseBusy)."""
+
+
 class BadInput(OpsError):
     """An option value or input file the user gave is not acceptable."""
 

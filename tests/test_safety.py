@@ -105,11 +105,23 @@ def test_busy_database_is_waited_for(standard_dir: BuiltDir) -> None:
         holder.wait()
 
 
-def _hold_write_lock(path: Path, seconds: float) -> subprocess.Popen[str]:
+def test_a_committing_writer_is_waited_for_as_long_as_lock_timeout_says(standard_dir: BuiltDir) -> None:
+    """A writer that is committing holds the EXCLUSIVE lock, which blocks readers too: the reads
+    before the write lock (the hot-journal check, the plan) waited their own 5 s and refused."""
+    holder = _hold_write_lock(standard_dir.path, seconds=7, exclusive=True)
+    try:
+        r = run_chops("fts", "rebuild", standard_dir.path, "--force", "--yes", "--allow-live", "--lock-timeout", "60")
+        assert r.code == 0, r.stderr
+        assert "embedding_fulltext_search: " in r.stdout
+    finally:
+        holder.wait()
+
+
+def _hold_write_lock(path: Path, seconds: float, exclusive: bool = False) -> subprocess.Popen[str]:
     code = (
         "import sqlite3, sys, time\n"
         f"c = sqlite3.connect({str(path / 'chroma.sqlite3')!r}, isolation_level=None)\n"
-        "c.execute('BEGIN IMMEDIATE')\n"
+        f"c.execute('BEGIN {'EXCLUSIVE' if exclusive else 'IMMEDIATE'}')\n"
         'c.execute("UPDATE tenants SET id = id")\n'
         "print('locked', flush=True)\n"
         f"time.sleep({seconds})\n"

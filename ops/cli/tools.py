@@ -216,7 +216,7 @@ def maintain(p: MaintainParams) -> int:
         return report_result(apply_plan_file(p.persist_dir, plan, options, progress), out)
     if p.out:
         checked_output(Path(p.out), Path(p.persist_dir), "plan")  # before the planning, not after
-    plan = plan_pipeline(p.persist_dir, p.pipeline, options.backup_root)
+    plan = plan_pipeline(p.persist_dir, p.pipeline, options.backup_root, options.lock_timeout_s)
     for step in plan.steps:
         if step.skipped:
             print(f"chops: skipped {step.step} of {step.target}: {step.skipped}", file=sys.stderr)

@@ -165,7 +165,7 @@ def _plan_and_run(
     alone = not (found.processes or found.unchecked or options.chroma_url)
     if confirm is None and not options.plan_only and alone:
         return _plan_and_apply_locked(step, root, options, found, progress, journal)
-    with PersistDir.open(root) as pd:
+    with PersistDir.open(root, busy_timeout_s=options.lock_timeout_s) as pd:
         plan = _plan_one(step, root, pd, found)
     if options.plan_only or plan.is_empty:
         return RunResult(plan=plan, applied=False, notes=found.warnings())
@@ -290,7 +290,7 @@ def apply_plan(
     if use_backup and touched.copies_everything:  # a snapshot step links its copy to this backup
         touched = Touches(sqlite=True, folders=all_folders(root), copies_everything=True)
     check_writable(root, backup_root if use_backup else None, changed)
-    with PersistDir.open(root) as pd:
+    with PersistDir.open(root, busy_timeout_s=options.lock_timeout_s) as pd:
         if options.chroma_verify:
             require_matching_chromadb(pd.layout.name)  # refuse before anything changes
         extra = max((step.extra_space(StepContext(persist_dir=pd), sp) for step, sp in pairs), default=0)

@@ -47,17 +47,20 @@ from ops.pipeline.models import Pipeline
 from ops.steps.inspection import measured
 from ops.steps.registry import STEP_TYPES, build_step
 from ops.storage import PersistDir
+from ops.storage.sqlite_ro import READ_BUSY_TIMEOUT_S
 
 SNAPSHOT = "db.snapshot"
 Expanded = tuple[Step, dict[str, Any], dict[str, Any]]
 
 
-def plan_pipeline(persist_dir: str, pipeline_name: str, backup_root: Path | None = None) -> Plan:
+def plan_pipeline(
+    persist_dir: str, pipeline_name: str, backup_root: Path | None = None, busy_timeout_s: float = READ_BUSY_TIMEOUT_S
+) -> Plan:
     root = open_for_change(persist_dir)
     source = resolve_pipeline(pipeline_name)
     pipeline, data = load_pipeline(source)
     ref = PipelineRef(name=pipeline.name, source=str(source), sha256=hashlib.sha256(data).hexdigest())
-    return plan_pipeline_model(root, pipeline, ref, backup_root)
+    return plan_pipeline_model(root, pipeline, ref, backup_root, busy_timeout_s=busy_timeout_s)
 
 
 Leftover = Callable[[Path], list[Unrepaired]]
@@ -72,14 +75,16 @@ def plan_pipeline_model(
     backup_root: Path | None = None,
     leftover: Leftover | None = None,
     tolerant: bool = False,
+    busy_timeout_s: float = READ_BUSY_TIMEOUT_S,
 ) -> Plan:
     """Plan an in-memory pipeline (a loaded file, or one built from doctor's findings) into a sealed plan.
 
     tolerant: a step that cannot even be planned (e.g. an index whose pickle is unreadable) is
-    recorded as skipped with its reason instead of failing the whole plan."""
+    recorded as skipped with its reason instead of failing the whole plan. busy_timeout_s: how long a
+    read waits for another process's write lock (--lock-timeout)."""
     root = open_for_change(persist_dir)
     home = (backup_root or default_backup_root(root)) / "snapshots"
-    with PersistDir.open(root) as pd:
+    with PersistDir.open(root, busy_timeout_s=busy_timeout_s) as pd:
         refuse_unknown_layout(pd)
         pd.remember_files()  # the fingerprint's reads serve the planner's
         fingerprint = compute(pd)
@@ -92,7 +97,7 @@ def plan_pipeline_model(
         with _simulation(root) as simulated:
             planned = _plan_steps(pipeline, simulated, tolerant)
             unrepaired = leftover(simulated.current)
-        with PersistDir.open(root) as pd:
+        with PersistDir.open(root, busy_timeout_s=busy_timeout_s) as pd:
             steps = _with_snapshot(planned, pd, home / fingerprint.digest)
     plan = Plan(
         persist_dir=str(root),
@@ -341,7 +346,7 @@ def apply_plan_file(
     root = open_for_change(persist_dir)
     if Path(plan.persist_dir) != root:
         raise BadInput(f"the plan is for {plan.persist_dir}, not {root}", "apply it to the dir it was made for")
-    with PersistDir.open(root) as pd:
+    with PersistDir.open(root, busy_timeout_s=options.lock_timeout_s) as pd:
         check_fingerprint(plan, pd)
     steps = [build_step(sp.step, dict(sp.params), dict(sp.selection)) for sp in plan.steps]
     if plan.is_empty:

@@ -26,7 +26,7 @@ from ops.storage.models import (
     SegmentRecord,
 )
 from ops.storage.pickle_meta import HnswPickleMeta, parse_pickle, salvage_cut_short
-from ops.storage.sqlite_ro import SQLITE_FILE_NAME, connect_readonly
+from ops.storage.sqlite_ro import READ_BUSY_TIMEOUT_S, SQLITE_FILE_NAME, connect_readonly
 from ops.storage.wal import WalPurgeConfig, WalTopicStats
 
 if TYPE_CHECKING:
@@ -90,11 +90,14 @@ class PersistDir:
             self.remembered = {}
 
     @classmethod
-    def open(cls, path: str | Path, check_tables: bool = True) -> PersistDir:
+    def open(
+        cls, path: str | Path, check_tables: bool = True, busy_timeout_s: float = READ_BUSY_TIMEOUT_S
+    ) -> PersistDir:
         """check_tables=False: open also a database that lacks tables Chroma needs (only the
-        migrations table is required), for a caller that reports what is missing."""
+        migrations table is required), for a caller that reports what is missing. busy_timeout_s: how
+        long to wait for another process's write lock (a change passes its --lock-timeout)."""
         root = validate_persist_dir(Path(path)).resolve()
-        conn = connect_readonly(root / SQLITE_FILE_NAME)
+        conn = connect_readonly(root / SQLITE_FILE_NAME, busy_timeout_s)
         try:
             if check_tables:
                 _check_tables(conn)

@@ -12,17 +12,19 @@ import sqlite3
 import urllib.parse
 from pathlib import Path
 
-from ops.errors import CorruptDatabase, DatabaseBusy
+from ops.errors import CorruptDatabase, DatabaseBusy, DatabaseLocked
 
 SQLITE_FILE_NAME = "chroma.sqlite3"
 SQLITE_HEADER = b"SQLite format 3\x00"
+READ_BUSY_TIMEOUT_S = 5.0
+"""How long a read-only command waits for another process's write lock."""
 
 
 def readonly_uri(path: Path) -> str:
     return "file:" + urllib.parse.quote(os.fsencode(path.resolve())) + "?mode=ro"  # bytes: any file name
 
 
-def connect_readonly(path: Path, busy_timeout_s: float = 5.0) -> sqlite3.Connection:
+def connect_readonly(path: Path, busy_timeout_s: float = READ_BUSY_TIMEOUT_S) -> sqlite3.Connection:
     """A read-only connection with an open read transaction (commit or close to end it)."""
     _check_header(path)
     try:
@@ -38,7 +40,7 @@ def connect_readonly(path: Path, busy_timeout_s: float = 5.0) -> sqlite3.Connect
                 "read-write SQLite client) once to recover it",
             ) from exc
         if "locked" in str(exc) or "busy" in str(exc):
-            raise DatabaseBusy(
+            raise DatabaseLocked(
                 f"{path} is locked by another process", "stop Chroma (or wait for it) and retry"
             ) from exc
         raise CorruptDatabase(f"cannot read {path}: {exc}", "restore it from a backup") from exc
@@ -91,4 +93,7 @@ def refuse_hot_journal(path: Path) -> None:
     except FileNotFoundError:  # none, or a live writer's that was just deleted as it committed
         return
     if size > 0:
-        connect_readonly(path).close()
+        try:
+            connect_readonly(path, busy_timeout_s=0).close()
+        except DatabaseLocked:  # a live writer holds its lock, so its journal is not hot: the change waits
+            return  # for the lock as long as its --lock-timeout says
