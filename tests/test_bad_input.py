@@ -60,10 +60,11 @@ def test_dir_that_is_not_chroma(tmp_path: Path) -> None:
 def test_missing_database_beside_its_indexes(healthy_dir: BuiltDir) -> None:
     """chroma.sqlite3 deleted (or moved) while the HNSW folders stay: not "pass the folder given to
     PersistentClient" (it is that folder) but what is missing and the restore that puts it back
-    (tests/test_safety.py runs it); `backup list` still lists."""
+    (tests/test_safety.py runs it); `backup list` still lists. (doctor and metrics report it:
+    tests/test_doctor.py)"""
     path = healthy_dir.path
     (path / "chroma.sqlite3").unlink()
-    for r in (run_chops("doctor", path), run_chops("db", "info", path), run_chops("wal", "commit", path, "--yes")):
+    for r in (run_chops("db", "info", path), run_chops("wal", "commit", path, "--yes")):
         assert_one_line_error(r.code, r.stderr, "holds 2 HNSW index folder(s) but no chroma.sqlite3", "db restore")
     assert run_chops("backup", "list", path).code == 0
 

@@ -454,6 +454,48 @@ def test_corrupted_sqlite_page_then_the_restore_it_names(healthy_dir: BuiltDir, 
     assert_same_answers(answers, chroma_snapshot(path, tmp_path))
 
 
+LOST_DATABASE = {
+    # how chroma.sqlite3 is lost, and what doctor's finding then says
+    "cut short": "chroma.sqlite3: database disk image is malformed",  # a copy or a disk that stopped early
+    "deleted": "holds 2 HNSW index folder(s) but no chroma.sqlite3",
+}
+
+
+@pytest.mark.parametrize("how", list(LOST_DATABASE))
+def test_a_database_that_does_not_open_then_the_restore_it_names(
+    healthy_dir: BuiltDir, tmp_path: Path, how: str
+) -> None:
+    """chroma.sqlite3 cut short or deleted: doctor's one finding (before: exit 1, "restore it from a
+    backup"), metrics' gauges of it (before: exit 1, the textfile went stale), and the restore the fix
+    names, from a snapshot taken before, makes doctor clean and chromadb answer as before."""
+    path = healthy_dir.path
+    answers = chroma_snapshot(path, tmp_path)
+    snap = tmp_path / "snap"
+    assert run_chops("db", "snapshot", path, "-o", snap, "--yes").code == 0
+    db = path / "chroma.sqlite3"
+    if how == "cut short":
+        db.write_bytes(db.read_bytes()[:20_000])
+    else:
+        db.unlink()
+    code, report = doctor(path)
+    assert (code, found(report)) == (2, {("sqlite.opens", "error", None)})
+    assert (report["collections_checked"], report["layout"]["name"]) == (0, "unknown")
+    (finding,) = report["findings"]
+    assert LOST_DATABASE[how] in finding["evidence"], finding
+    r = run_chops("metrics", path)
+    assert r.code == 0, r.stderr
+    assert 'chroma_ops_doctor_check_findings{check="sqlite.opens"' in r.stdout
+    assert f'chroma_ops_doctor_healthy{{persist_dir="{path}"}} 0.0' in r.stdout
+    r = run_chops("doctor", path, "--plan")
+    assert r.code == 2 and json.loads(r.stdout)["steps"] == [] and "not repaired: error sqlite.opens" in r.stderr
+
+    restore = shlex.split(finding["fix"].split(": chops ", 1)[1].replace("SNAPSHOT_DIR", str(snap)))
+    assert run_chops(*restore).code == 0
+    code, after = doctor(path)
+    assert (code, after["findings"]) == (0, [])
+    assert_same_answers(answers, chroma_snapshot(path, tmp_path))
+
+
 def test_golden_layouts_report_only_their_gap_and_orphan(golden_dir: BuiltDir) -> None:
     """No false alarm on the older layouts (0.5/0.6 object pickles, preallocated sparse files)."""
     code, report = doctor(golden_dir.path)

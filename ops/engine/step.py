@@ -22,7 +22,7 @@ from ops.engine.params import SKIP_FIELD, Params
 from ops.engine.progress import NoProgress, ProgressSink
 from ops.errors import OpsError, Unpredictable
 from ops.storage import PersistDir
-from ops.storage.persist_dir import validate_persist_dir
+from ops.storage.persist_dir import database_lost, validate_persist_dir
 from ops.storage.prediction import Prediction
 
 if TYPE_CHECKING:  # a read-only command builds no plan and writes no journal: it imports neither
@@ -182,6 +182,11 @@ class ReadOnlyStep(Step, Generic[ReportT]):
     def report(self, ctx: StepContext) -> ReportT:
         """Read the persist dir and describe it."""
 
+    def report_lost_database(self, root: Path, problem: OpsError) -> ReportT | None:
+        """The report of a dir whose chroma.sqlite3 is gone or cannot be opened at all (`problem` says
+        which), for a step that reports that instead of failing (doctor, metrics); None: it fails."""
+        return None
+
 
 PLACEHOLDER_DIR = "PERSIST_DIR"
 """What privacy mode (`-p`) names instead of the persist dir's path."""
@@ -192,9 +197,12 @@ def run_read_only(step: ReadOnlyStep[ReportT], persist_dir: str) -> ReportT:
     try:
         report = _read(step, persist_dir)
     except OpsError as exc:
-        if step.privacy:
-            hide_dir_in_error(exc, persist_dir)
-        raise
+        lost = step.report_lost_database(Path(persist_dir), exc) if database_lost(Path(persist_dir)) else None
+        if lost is None:
+            if step.privacy:
+                hide_dir_in_error(exc, persist_dir)
+            raise
+        report = lost
     found = live.scan(Path(persist_dir).resolve())
     if step.privacy:
         found = found.model_copy(update={"processes": [live.hidden(p) for p in found.processes]})

@@ -47,7 +47,7 @@ from ops.engine.step import run_read_only
 from ops.errors import OpsError
 from ops.pipeline.maintain import plan_pipeline_model
 from ops.pipeline.models import Pipeline
-from ops.steps.doctor import Doctor, DoctorReport, DoctorScope, Finding
+from ops.steps.doctor import OPENS, Doctor, DoctorReport, DoctorScope, Finding
 from ops.storage import PersistDir
 from ops.storage.models import qualified, split_qualified
 
@@ -65,7 +65,7 @@ REBUILD_CHECKS = frozenset(
 )
 COMMIT_CHECKS = frozenset({"wal.gap", "hnsw.max_seq_id"})
 SALVAGE_CHECKS = frozenset({"hnsw.pickle", "hnsw.header"})
-REFUSE_ALL = frozenset({"sqlite.quick_check", "sqlite.tables"})
+REFUSE_ALL = frozenset({"sqlite.opens", "sqlite.quick_check", "sqlite.tables"})
 BROKEN_ROWS = frozenset({"sysdb.config", "sysdb.segments"})
 """A collection whose rows chromadb cannot load: no index step of it (a commit or a rebuild would
 refuse it, or keep rows chromadb still cannot load) until those rows are restored."""
@@ -172,8 +172,9 @@ def _unrepaired(f: Finding, seen_as: str, root: str, planned_checks: set[str]) -
 
 
 def _plan_without_steps(root: Path, report: DoctorReport) -> Plan:
-    """Nothing to change: the plan only lists what is found, and nothing in it can be applied."""
-    root = open_for_change(root)
+    """Nothing to change: the plan only lists what is found, and nothing in it can be applied (also
+    where chroma.sqlite3 is gone: `sqlite.opens`)."""
+    root = open_for_change(root, replaces_database=any(f.check == OPENS for f in report.findings))
     try:
         with PersistDir.open(root, check_tables=False) as pd:
             fingerprint = compute(pd)

@@ -12,14 +12,15 @@ import shlex
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, PrivateAttr, computed_field
 
 from ops import __version__
 from ops.engine.params import Params
-from ops.engine.step import PLACEHOLDER_DIR, ReadOnlyStep, ReadReport, StepContext
-from ops.errors import NotFound
+from ops.engine.step import PLACEHOLDER_DIR, ReadOnlyStep, ReadReport, StepContext, hide_dir_in_error
+from ops.errors import NotFound, OpsError
 from ops.steps.inspection import HIDDEN, LayoutReport
 from ops.steps.privacy import Pseudonyms
 from ops.steps.targets import Privacy, find_collection, target_flags
@@ -35,7 +36,11 @@ RE_EMBED = "re-embed these records"
 CORRUPT = "sqlite.quick_check"
 """The check of a damaged chroma.sqlite3 (after it, a read may fail: `Unread`)."""
 
+OPENS = "sqlite.opens"
+"""chroma.sqlite3 is there and opens as a database (when not, no other check can run)."""
+
 CHECKS = (
+    OPENS,
     "sqlite.quick_check",
     "sqlite.tables",
     "sqlite.layout",
@@ -197,6 +202,29 @@ class Doctor(ReadOnlyStep[DoctorReport]):
             find_collection(
                 ctx.persist_dir, self.collection, self.database or DEFAULT_DATABASE, self.tenant, self.privacy
             )
+
+    def report_lost_database(self, root: Path, problem: OpsError) -> DoctorReport:
+        """chroma.sqlite3 is gone or does not open: that one finding, and the restore that fixes it."""
+        where = PLACEHOLDER_DIR if self.privacy else str(root.resolve())
+        if self.privacy:
+            hide_dir_in_error(problem, str(root))
+        fix = (
+            "restore it and the index folders from a db snapshot or a backup ("
+            + command("backup", "list", where)
+            + " lists those chops took): "
+            + command("db", "restore", where, "-i", "SNAPSHOT_DIR", "--yes", "--change-layout")
+        )
+        evidence = f"{problem.message}: Chroma cannot use this dir as it is, and no other check can run"
+        finding = Finding(check=OPENS, severity="error", collection=None, evidence=evidence, fix=fix)
+        return DoctorReport(
+            tool_version=__version__,
+            persist_dir=where,
+            layout=LayoutReport.unread(),
+            checks=list(CHECKS),
+            collections_checked=0,
+            findings=[finding],
+            unfindable=[],
+        )
 
     def _refuse_unknown(self, kind: str, given: str | None, there: list[str]) -> None:
         if given is None or given in there:

@@ -31,6 +31,13 @@ class LayoutReport(BaseModel):
     warning: str | None = None
 
     @classmethod
+    def unread(cls) -> LayoutReport:
+        """Of a dir whose chroma.sqlite3 is gone or does not open: its migrations cannot be read."""
+        return cls(
+            name="unknown", chroma_versions="unknown (chroma.sqlite3 cannot be read)", known=False, migrations={}
+        )
+
+    @classmethod
     def of(cls, layout: Layout) -> LayoutReport:
         return cls(
             name=layout.name,

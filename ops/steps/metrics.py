@@ -32,7 +32,7 @@ from ops.engine.step import ReadOnlyStep, ReadReport, StepContext, run_read_only
 from ops.errors import OpsError
 from ops.steps.backup_list import BackupListReport, BackupRow, backup_list
 from ops.steps.db_info import DbInfo, DbInfoParams, DbInfoReport
-from ops.steps.doctor import CORRUPT, SEVERITIES, Doctor, DoctorReport, label
+from ops.steps.doctor import CORRUPT, SEVERITIES, Doctor, DoctorReport, DoctorScope, label
 from ops.steps.inspection import CollectionReport
 from ops.storage.models import split_qualified
 
@@ -65,6 +65,11 @@ class MetricsRead(ReadOnlyStep[MetricsSource]):
             if not any(f.check == CORRUPT for f in doctor.findings):
                 raise
             return MetricsSource(path=path, db=None, doctor=doctor, wal_payload_bytes=None)  # doctor's figures
+
+    def report_lost_database(self, root: Path, problem: OpsError) -> MetricsSource:
+        """Doctor's finding of it, and no figure read from the database (there is none)."""
+        doctor = Doctor(DoctorScope(privacy_mode=self.privacy)).report_lost_database(root, problem)
+        return MetricsSource(path=str(root.resolve()), db=None, doctor=doctor, wal_payload_bytes=None)
 
 
 def db_info(ctx: StepContext, doctor: DoctorReport) -> DbInfoReport:

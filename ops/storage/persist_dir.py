@@ -26,7 +26,7 @@ from ops.storage.models import (
     SegmentRecord,
 )
 from ops.storage.pickle_meta import HnswPickleMeta, parse_pickle, salvage_cut_short
-from ops.storage.sqlite_ro import READ_BUSY_TIMEOUT_S, SQLITE_FILE_NAME, connect_readonly
+from ops.storage.sqlite_ro import READ_BUSY_TIMEOUT_S, SQLITE_FILE_NAME, connect_readonly, database_opens
 from ops.storage.wal import WalPurgeConfig, WalTopicStats
 
 if TYPE_CHECKING:
@@ -64,6 +64,18 @@ def validate_persist_dir(path: Path, database_required: bool = True) -> Path:
             "pass the folder given to chromadb.PersistentClient(path=...)",
         )
     return path
+
+
+def database_lost(path: Path) -> bool:
+    """Whether `path` is a persist dir whose chroma.sqlite3 is gone (its index folders are there) or
+    cannot be opened as a database at all (not one, cut short where SQLite reads first, no Chroma
+    tables): nothing of it can be read, and a restore is the fix."""
+    db = path / SQLITE_FILE_NAME
+    if not path.is_dir():
+        return False
+    if not db.exists():
+        return any(hnsw_files.has_hnsw_files(f.files) for f in fs.list_folders(path).values())
+    return db.is_file() and not database_opens(db)
 
 
 class PersistDir:
