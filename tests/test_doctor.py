@@ -490,6 +490,14 @@ def test_a_database_that_does_not_open_then_the_restore_it_names(
     assert r.code == 2 and json.loads(r.stdout)["steps"] == [] and "not repaired: error sqlite.opens" in r.stderr
 
     restore = shlex.split(finding["fix"].split(": chops ", 1)[1].replace("SNAPSHOT_DIR", str(snap)))
+    killed = run_chops(*restore, env={"CHOPS_FAILPOINT": "damaged_replaced=kill"})
+    assert killed.code == -9
+    if how == "deleted":  # the run put a database in place and was killed: doctor names the rollback
+        (path / "chroma.sqlite3").unlink()  # (also when that database is gone again)
+    r = run_chops("doctor", path)
+    assert r.code == 1 and "run: chops rollback" in r.stderr, r.stderr
+    assert run_chops("rollback", path, "--yes").code == 0
+    assert found(doctor(path)[1]) == {("sqlite.opens", "error", None)}
     assert run_chops(*restore).code == 0
     code, after = doctor(path)
     assert (code, after["findings"]) == (0, [])

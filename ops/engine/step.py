@@ -20,7 +20,7 @@ from ops.engine.journal import refuse_if_unfinished
 from ops.engine.live import LiveProcess
 from ops.engine.params import SKIP_FIELD, Params
 from ops.engine.progress import NoProgress, ProgressSink
-from ops.errors import OpsError, Unpredictable
+from ops.errors import CorruptDatabase, NotAPersistDir, OpsError, Unpredictable
 from ops.storage import PersistDir
 from ops.storage.persist_dir import database_lost, validate_persist_dir
 from ops.storage.prediction import Prediction
@@ -195,14 +195,17 @@ PLACEHOLDER_DIR = "PERSIST_DIR"
 def run_read_only(step: ReadOnlyStep[ReportT], persist_dir: str) -> ReportT:
     """precheck and report, on one consistent read-only view (the plan of a read-only step is empty)."""
     try:
-        report = _read(step, persist_dir)
+        try:
+            report = _read(step, persist_dir)
+        except (CorruptDatabase, NotAPersistDir) as exc:
+            lost = _report_lost_database(step, Path(persist_dir), exc)
+            if lost is None:
+                raise
+            report = lost
     except OpsError as exc:
-        lost = step.report_lost_database(Path(persist_dir), exc) if database_lost(Path(persist_dir)) else None
-        if lost is None:
-            if step.privacy:
-                hide_dir_in_error(exc, persist_dir)
-            raise
-        report = lost
+        if step.privacy:
+            hide_dir_in_error(exc, persist_dir)
+        raise
     found = live.scan(Path(persist_dir).resolve())
     if step.privacy:
         found = found.model_copy(update={"processes": [live.hidden(p) for p in found.processes]})
@@ -214,6 +217,13 @@ def run_read_only(step: ReadOnlyStep[ReportT], persist_dir: str) -> ReportT:
         )
     update = {"live_processes": found.processes, "live_unchecked": found.unchecked, "live_warnings": warnings}
     return report.model_copy(update=update)
+
+
+def _report_lost_database(step: ReadOnlyStep[ReportT], path: Path, problem: OpsError) -> ReportT | None:
+    if not database_lost(path):
+        return None
+    refuse_if_unfinished(path)  # an interrupted run (a restore over it) is rolled back first
+    return step.report_lost_database(path, problem)
 
 
 def _read(step: ReadOnlyStep[ReportT], persist_dir: str) -> ReportT:
