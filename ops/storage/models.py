@@ -18,6 +18,9 @@ def qualified(tenant: str, database: str, name: str) -> str:
     another). A "/" or "\\" inside a tenant or database name (chromadb allows them) is escaped with
     a backslash, so that no two collections share a name and split_qualified reads it back."""
     parts = (database, name) if tenant == DEFAULT_TENANT else (tenant, database, name)
+    joined = "/".join(parts)
+    if "\\" not in joined and joined.count("/") == len(parts) - 1:  # nothing to escape (asked per read)
+        return joined
     return "/".join(p.replace("\\", "\\\\").replace("/", "\\/") for p in parts)
 
 
