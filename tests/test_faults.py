@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import resource
+import select
 import shutil
 import signal
 import sqlite3
@@ -287,6 +288,64 @@ def run_paused(
             proc.kill()
             proc.wait()
     return ChopsResult(proc.returncode, out, err), done
+
+
+LATE_WRITER = (
+    "import chromadb, json, sys\n"
+    "print('imported', flush=True)\n"
+    "c = chromadb.PersistentClient(path=sys.argv[1]).get_collection('pending')\n"
+    "c.add(ids=['late-1', 'late-2'], embeddings=[[0.5] * 4, [0.25] * 4])\n"
+    "print(json.dumps(c.get(ids=['late-1', 'late-2'])['ids']), flush=True)\n"
+)
+
+
+def late_writer(path: Path, acknowledged: bool) -> Callable[[], tuple[subprocess.Popen[str], list[str]]]:
+    """A chromadb client that adds two records to `pending` (whose WAL rows wal commit commits) while chops
+    is paused; acknowledged: wait for its add to return, else give it 10 s (to land, or to wait for a
+    lock chops holds: opening the client writes too). -> (the process, the ids it acknowledged so far)"""
+
+    def start() -> tuple[subprocess.Popen[str], list[str]]:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", LATE_WRITER, str(path)], stdout=subprocess.PIPE, text=True, cwd=REPO
+        )
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "imported"
+        if acknowledged or select.select([proc.stdout], [], [], 10.0)[0]:
+            return proc, json.loads(proc.stdout.readline())
+        return proc, []
+
+    return start
+
+
+def test_a_write_while_the_step_verifies_waits_for_the_lock(standard_dir: BuiltDir, tmp_path: Path) -> None:
+    """A chromadb add between a step's commit and its verify: before, the lock was let go there, the
+    add landed, verify found a WAL row it had not planned, and the rollback dropped the acknowledged
+    add ("nothing changed"). The lock is held through the verify now: the add waits, then lands."""
+    path = standard_dir.path
+    signals = tmp_path / "signals"
+    r, (writer, acked) = run_paused(
+        ["wal", "commit", path, "--yes"], "before_verify", signals, late_writer(path, False)
+    )
+    out, _ = writer.communicate(timeout=120)
+    assert r.code == 0, r.stderr
+    assert acked == [] and json.loads(out) == ["late-1", "late-2"]  # it waited for the lock
+    assert chroma("snapshot", path)["default_database/pending"]["records"].keys() >= {"late-1", "late-2"}
+
+
+def test_a_write_in_the_instant_between_commit_and_relock_stops_the_run_without_a_rollback(
+    standard_dir: BuiltDir, tmp_path: Path
+) -> None:
+    """The lock is let go for an instant after each commit (VACUUM and a restore need that): a write
+    that lands there is kept: the run stops without the rollback that would drop it, and says so."""
+    path = standard_dir.path
+    signals = tmp_path / "signals"
+    r, (writer, acked) = run_paused(["wal", "commit", path, "--yes"], "after_commit", signals, late_writer(path, True))
+    writer.communicate(timeout=120)
+    said = assert_one_line_error(r)
+    assert "another process wrote to chroma.sqlite3 right after wal.commit" in said and "not rolled back" in said
+    assert acked == ["late-1", "late-2"]
+    assert chroma("snapshot", path)["default_database/pending"]["records"].keys() >= {"late-1", "late-2"}
+    assert not (path / JOURNAL).exists()
+    assert run_chops("doctor", path).code in (0, 2)
 
 
 def assert_one_line_error(r: ChopsResult) -> str:

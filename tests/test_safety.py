@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shlex
 import sqlite3
@@ -378,11 +379,11 @@ def test_rollback_over_a_damaged_database(standard_dir: BuiltDir, tmp_path: Path
 
 def damage_database(path: Path, damage: str) -> bytes:
     """chroma.sqlite3 as random bytes, cut in half, a database without tables (what `sqlite3 FILE`
-    leaves where the file was gone), or missing: all refused by doctor as by every change."""
+    leaves where the file was gone), or missing: each doctor's one finding sqlite.opens, refused by every change."""
     db = path / "chroma.sqlite3"
     if damage == "missing":
         db.unlink()
-        assert run_chops("doctor", path).code == 1
+        assert_lost_database(path)
         return b""
     if damage == "no tables":
         db.unlink()
@@ -390,8 +391,14 @@ def damage_database(path: Path, damage: str) -> bytes:
             conn.execute("VACUUM")  # the header written, no table
     else:
         db.write_bytes(os.urandom(8192) if damage == "not a database" else db.read_bytes()[: db.stat().st_size // 2])
-    assert run_chops("doctor", path).code == 1
+    assert_lost_database(path)
     return db.read_bytes()
+
+
+def assert_lost_database(path: Path) -> None:
+    r = run_chops("doctor", path, "--json")
+    assert r.code == 2, r.stderr
+    assert [f["check"] for f in json.loads(r.stdout)["findings"]] == ["sqlite.opens"]
 
 
 @pytest.mark.parametrize("damage", ["not a database", "torn in half", "no tables"])
@@ -495,9 +502,9 @@ def test_db_restore_over_a_missing_database(standard_dir: BuiltDir, tmp_path: Pa
     assert run_chops("db", "snapshot", path, "-o", snap, "--yes").code == 0
     answers = chroma_snapshot(path, tmp_path)
     damage_database(path, "missing")
-    said = run_chops("doctor", path)
-    assert "holds 5 HNSW index folder(s) but no chroma.sqlite3" in said.stderr, said.stderr
-    restore = said.stderr.split("restore it and the folders from a snapshot: ", 1)[1].split(" (chops backup list")[0]
+    [said] = run_chops("doctor", path, "--json").json()["findings"]
+    assert "holds 5 HNSW index folder(s) but no chroma.sqlite3" in said["evidence"], said
+    restore = said["fix"].split(" lists those chops took): ", 1)[1]
     r = run_chops(*shlex.split(restore.replace("SNAPSHOT_DIR", str(snap)))[1:])
     assert r.code == 0 and "was missing: put in place first" in r.stdout, r.stderr
     assert_same_answers(answers, chroma_snapshot(path, tmp_path))

@@ -51,3 +51,9 @@ def acquire_write_lock(sqlite_path: Path, timeout_s: float = DEFAULT_LOCK_TIMEOU
     # Writes are applied with a busy wait too, for readers finishing when we commit.
     conn.execute(f"PRAGMA busy_timeout = {int(min(timeout_s, MAX_BUSY_S) * 1000)}")
     return conn
+
+
+def data_version(conn: sqlite3.Connection) -> int:
+    """SQLite's count that changes when another connection commits to the database (never for the
+    connection's own commits): two equal readings mean no other process wrote in between."""
+    return int(conn.execute("PRAGMA data_version").fetchone()[0])

@@ -64,7 +64,7 @@ from ops.engine.journal import (
 )
 from ops.engine.live import LiveScan, scan
 from ops.engine.live_policy import LiveOptions, check_url, precheck_live, refuse_live
-from ops.engine.lock import DEFAULT_LOCK_TIMEOUT_S, acquire_write_lock
+from ops.engine.lock import DEFAULT_LOCK_TIMEOUT_S, acquire_write_lock, data_version
 from ops.engine.plan import Plan, StepPlan
 from ops.engine.progress import NoProgress, ProgressSink
 from ops.engine.step import Step, StepContext, Touches
@@ -310,6 +310,7 @@ def apply_plan(
     journal = started or Journal.start(root, " + ".join(step.name for step, _ in pairs))
     result = RunResult(plan=plan, applied=True)
     notes: list[str] = []
+    reached = 0
     try:
         if use_backup:
             target = backup_root / new_backup_id(journal.run_id)
@@ -322,6 +323,7 @@ def apply_plan(
         # Where a step rewrites a segment folder it builds beside it first: recorded for all in one write.
         journal.will_create(root, *(staging_folder(root / folder) for folder in touched.folders))
         for index, (step, step_plan) in enumerate(pairs):
+            reached = index
             if index:
                 _relock(writer)
                 _check_still_planned(step, step_plan, root, writer)
@@ -333,6 +335,8 @@ def apply_plan(
         _release(writer)
         if not isinstance(exc, Exception):  # KeyboardInterrupt: leave the journal for rollback
             raise
+        if isinstance(exc, WrittenMeanwhile):
+            raise _stopped_for(root, journal, [sp for _, sp in pairs], reached) from exc
         changes = started is not None or bool(touched.sqlite or touched.folders)
         raise _roll_back_after(exc, root, journal, changes) from exc
     _release(writer)
@@ -404,8 +408,13 @@ def _apply_one(
     journal.enter(root, "apply")
     step.apply(ctx, step_plan)
     failpoints.hit("before_commit")
+    seen = data_version(writer)
     writer.execute("COMMIT")
     step.after_commit(ctx, step_plan)
+    failpoints.hit("after_commit")
+    writer.execute("BEGIN IMMEDIATE")  # the verify and the next step under the lock again: a write another
+    if data_version(writer) != seen and not step.replaces_database:  # process makes later would be lost
+        raise WrittenMeanwhile  # to a rollback; one made in between is kept (the run stops)
     failpoints.hit("before_verify")
     with PersistDir.open(root) as fresh:
         step.verify(StepContext(persist_dir=fresh, notes=notes), step_plan)
@@ -438,6 +447,26 @@ def _release(writer: sqlite3.Connection) -> None:
     except sqlite3.Error:
         pass
     writer.close()
+
+
+class WrittenMeanwhile(Exception):
+    """Another process committed to chroma.sqlite3 in the instant a run let go of its write lock
+    (between a step's commit and its verify): a rollback would drop that write."""
+
+
+def _stopped_for(root: Path, journal: Journal, steps: list[StepPlan], reached: int) -> OpsError:
+    """The run stops where the other process wrote, without a rollback: the steps up to and including
+    the one that had just committed are applied (their files swapped in), the rest not run."""
+    remove_created(root, journal)  # (staging folders of the steps not run: none was made)
+    close_journal(root)
+    last, rest = steps[reached], len(steps) - reached - 1
+    kept = f"; backup {journal.backup_dir} holds the dir as it was before the run" if journal.backup_dir else ""
+    return OpsError(
+        f"another process wrote to chroma.sqlite3 right after {last.step} of {last.target} committed: the run "
+        f"stopped there and was not rolled back, which would drop that write; {reached + 1} of {len(steps)} "
+        f"step(s) applied (that last one not verified), {rest} not run{kept}",
+        f"stop the Chroma that writes, run chops doctor {root}, then plan again",
+    )
 
 
 def _roll_back_after(exc: Exception, root: Path, journal: Journal, changes: bool) -> OpsError:
