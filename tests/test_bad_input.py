@@ -709,3 +709,24 @@ def test_a_max_seq_id_that_is_no_number_is_one_line(standard_dir: BuiltDir, valu
         r = run_chops(*command, standard_dir.path)
         assert r.code == 1 and len(r.stderr.strip().splitlines()) == 1, (command, r.stderr)
         assert "the max_seq_id table holds" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("taken", ["a file", "a folder named manifest.json", "a symlink loop"])
+def test_snapshot_folder_taken_between_plan_and_apply(standard_dir: BuiltDir, tmp_path: Path, taken: str) -> None:
+    """The folder a reviewed maintain plan snapshots into is taken before the apply: one line, nothing
+    changed (before: NotADirectoryError, IsADirectoryError or RuntimeError tracebacks, in the plan too)."""
+    path, plan = standard_dir.path, tmp_path / "plan.json"
+    assert run_chops("maintain", path, "--plan", "--out", plan).code == 2
+    [snapshot] = [s for s in json.loads(plan.read_bytes())["steps"] if s["step"] == "db.snapshot"]
+    target = Path(snapshot["actions"][0]["target"])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if taken == "a file":
+        target.write_text("x")
+    elif taken == "a symlink loop":
+        target.symlink_to(target)
+    else:
+        (target / "manifest.json").mkdir(parents=True)
+    before = tree_state(path)
+    for r in (run_chops("maintain", path, "--apply", plan, "--yes"), run_chops("maintain", path, "--plan")):
+        assert_one_line_error(r.code, r.stderr, str(target))
+    assert tree_state(path) == before

@@ -85,6 +85,11 @@ def guarded(run: Callable[[], int], debug: bool = False) -> int:
             traceback.print_exc()
         print(f"chops: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_ERROR
+    except RuntimeError as exc:  # pathlib's resolve() of a path that is a symlink loop
+        if not str(exc).startswith("Symlink loop"):
+            raise
+        print(f"chops: error: {exc}: the path points back at itself; pass another path", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print("chops: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

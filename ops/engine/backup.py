@@ -312,6 +312,8 @@ def read_manifest(backup_dir: Path) -> BackupManifest:
         raise BackupError(f"{backup_dir} is an incomplete backup (no {MANIFEST})", "pick another backup") from None
     except (orjson.JSONDecodeError, ValidationError) as exc:
         raise BackupError(f"{backup_dir / MANIFEST} is unreadable ({type(exc).__name__})") from None
+    except (OSError, RuntimeError) as exc:  # not a folder, a folder named manifest.json, a symlink loop
+        raise BackupError(f"{backup_dir / MANIFEST} cannot be read ({exc})", "pick another folder") from None
 
 
 def list_backups(root: Path) -> list[tuple[Path, BackupManifest | None]]:
