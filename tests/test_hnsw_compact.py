@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import BuiltDir, assert_same_answers, chroma, chroma_snapshot, run_chops, tree_state
+from tests.conftest import REPO, BuiltDir, assert_same_answers, chroma, chroma_snapshot, run_chops, tree_state
 from tests.test_doctor import segment_folder
 from tests.test_faults import assert_one_line_error, run_paused
 from tests.test_hnsw_rebuild import assert_golden_frag_answers, copy_of, hnsw, recalls
@@ -291,3 +293,66 @@ def test_files_beside_the_index_survive_the_exchange(standard_dir: BuiltDir, com
     assert (folder / "notes.txt").read_text() == "kept by the operator"
     assert (folder / "extra" / "a.bin").read_bytes() == b"\x01\x02"
     assert hnsw(standard_dir.path, "frag")["deleted"] == 0
+
+
+ISLAND = (
+    "import chromadb, numpy as np, sys\n"
+    "rng = np.random.RandomState(0)\n"
+    "a, b = rng.randn(2000, 16), rng.randn(15, 16)\n"
+    "b[:, 0] += 12.0\n"
+    "ids, x = [f'a{i}' for i in range(2000)] + [f'b{i}' for i in range(15)], np.concatenate([a, b])\n"
+    "hnsw = {'sync_threshold': 10, 'batch_size': 10}\n"
+    "c = chromadb.PersistentClient(path=sys.argv[1]).create_collection('island', configuration={'hnsw': hnsw})\n"
+    "order = rng.permutation(len(ids))\n"
+    "for s in range(0, len(ids), 500):\n"
+    "    c.add(ids=[ids[i] for i in order[s : s + 500]], embeddings=x[order[s : s + 500]].tolist())\n"
+)
+
+
+def test_a_cluster_whose_only_way_in_was_deleted_stays_findable(tmp_path: Path) -> None:
+    """15 vectors far from 2,000 others; chromadb deletes every record whose links (at any level) lead
+    into them. Before, each link to a deleted element was bridged only to its outs closest to the link's
+    owner: the one far link into the cluster was dropped everywhere, compact passed its recall check
+    (the cluster is under 1% of the queries) and chromadb found 0-10 of the 15 by their own vectors."""
+    from ops.storage import PersistDir
+    from ops.storage.hnsw_compact import read_graph
+
+    path = tmp_path / "persist"
+    subprocess.run([sys.executable, "-c", ISLAND, str(path)], check=True, cwd=REPO)
+    with PersistDir.open(path) as pd:
+        segment = pd.collection("island").vector_segment
+        assert segment is not None
+        header, meta = pd.hnsw_header(segment.id), pd.hnsw_pickle(segment.id)
+        assert header is not None and meta is not None
+        graph = read_graph(pd.segment_folder(segment.id), header, np.array(list(meta.label_to_id), dtype=np.uint64))
+    ids = np.array([meta.label_to_id.get(int(label), "") for label in graph.labels])
+    into = np.char.startswith(ids, "b")
+    leading = {
+        str(ids[e])
+        for e in range(len(ids))
+        if ids[e].startswith("a") and into[graph.links0[e][graph.links0[e] >= 0]].any()
+    }
+    for level in graph.upper:
+        for owner, links in zip(level.owners, level.links, strict=True):
+            if ids[owner].startswith("a") and into[links[links >= 0]].any():
+                leading.add(str(ids[owner]))
+    assert leading
+    chroma("delete", path, "default_database", "island", json.dumps(sorted(leading)))
+    island = chroma("snapshot", copy_of(path, tmp_path / "s"))["default_database/island"]["records"]
+    queries = [island[f"b{i}"]["embedding"] for i in range(15)]
+
+    def found() -> int:
+        rows = chroma(
+            "query",
+            copy_of(path, tmp_path / f"q{len(list(tmp_path.glob('q*')))}"),
+            "default_database",
+            "island",
+            json.dumps(queries),
+            "10",
+        )["ids"]
+        return sum(f"b{i}" in row for i, row in enumerate(rows))
+
+    assert found() == 15
+    r = run_chops("hnsw", "compact", path, "-c", "island", "--yes", "--no-backup")
+    assert r.code == 0, r.stderr
+    assert found() == 15

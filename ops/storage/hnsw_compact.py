@@ -1,12 +1,14 @@
 """Compaction of an HNSW folder: the deleted elements squeezed out, the graph repaired around them.
 
 No hnswlib: the files are read as arrays (hnsw_files' layout). Every link p -> d to a dropped
-element d (deleted, or a label the caller does not keep) is bridged: p gets the live
-out-neighbours x of d closest to p (up to PER_LINK of them, the TRIED closest tried in order,
-never a link p already has, as long as p's list has room). The path p -> d -> x of the old graph
-becomes p -> x, so nothing d routed to is cut off. The live elements get new consecutive internal
-ids in their old order, keep their labels (index_metadata.pickle stays valid) and their levels;
-the entry point moves to a live element of the top level when the old one was dropped.
+element d (deleted, or a label the caller does not keep) is bridged: p gets live out-neighbours x
+of d (up to PER_LINK of them, TRIED tried in order, never a link p already has, as long as p's list
+has room): first each x for which p is the in-link of d closest to x, then the others closest to p.
+The path p -> d -> x of the old graph becomes p -> x for some p, so nothing d routed to is cut off
+(with only the closest to p, an out far from every p, a small cluster d led into, never got one).
+The live elements get new consecutive internal ids in their old order, keep their labels
+(index_metadata.pickle stays valid) and their levels; the entry point moves to a live element of
+the top level when the old one was dropped.
 
 Why bridging and not re-selecting every damaged list with hnswlib's neighbour heuristic: at 20%
 deleted and 2M = 32 links, 0.8^32 = 0.1% of the lists are untouched, so re-selection is a
@@ -248,8 +250,10 @@ def _closest_outs(
         pairs = np.where(np.arange(deg) < indegree[chosen][:, None], order[np.minimum(slot, len(order) - 1)], -1)
         o, p = outs[chosen, : max(1, int(lives[chosen].max()))], owner[np.maximum(pairs, 0)]
         d = _distances(graph.vectors, graph.dense[p], graph.dense[np.maximum(o, 0)], space)
-        d[(o[:, None, :] < 0) | (o[:, None, :] == p[:, :, None])] = np.inf
-        near = np.argsort(d, axis=2)[:, :, :tried]  # ties in either order
+        d[(o[:, None, :] < 0) | (o[:, None, :] == p[:, :, None]) | (pairs[:, :, None] < 0)] = np.inf
+        near = np.argsort(d, axis=2)  # ties in either order
+        heir = np.take_along_axis(_heirs(d), near, 2)  # each out first in the list of its closest in-link
+        near = np.take_along_axis(near, np.argsort(~heir, axis=2, kind="stable"), 2)[:, :, :tried]
         picks = np.where(np.isfinite(np.take_along_axis(d, near, 2)), np.take_along_axis(o[:, None, :], near, 2), -1)
         real = pairs >= 0
         best[pairs[real], : picks.shape[2]] = picks[real]
@@ -257,6 +261,17 @@ def _closest_outs(
     by_degree = np.lexsort((lives, indegree))  # a chunk's lists about as long as each other
     each(closest, _chunks(indegree[by_degree], width, by_degree))
     return best
+
+
+def _heirs(d: npt.NDArray[np.float32]) -> Mask:
+    """(groups, in-links, outs): whether the in-link is the one closest to the out among the in-links of
+    its dropped element. That in-link tries the out first: every live out-neighbour x of a dropped d
+    keeps a way in from where d's in-links come from, also one far from all of them (hnswlib keeps
+    such a link for diversity: a small cluster whose only way in went through d was cut off when
+    every in-link took d's outs closest to itself)."""
+    closest = np.argmin(d, axis=1)  # (groups, outs)
+    heir: Mask = (np.arange(d.shape[1])[None, :, None] == closest[:, None, :]) & np.isfinite(d)
+    return heir
 
 
 def _grouped(values: Ids) -> tuple[Ids, Ids, Ids, Ids]:
