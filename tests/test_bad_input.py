@@ -730,3 +730,36 @@ def test_snapshot_folder_taken_between_plan_and_apply(standard_dir: BuiltDir, tm
     for r in (run_chops("maintain", path, "--apply", plan, "--yes"), run_chops("maintain", path, "--plan")):
         assert_one_line_error(r.code, r.stderr, str(target))
     assert tree_state(path) == before
+
+
+@pytest.mark.parametrize("edit", ["snapshot inside the dir", "skipped with its actions"])
+def test_a_plan_edited_and_sealed_again_is_held_to_its_steps_rules(
+    standard_dir: BuiltDir, tmp_path: Path, edit: str
+) -> None:
+    """The digest is a plain sha256 anyone can recompute: a plan edited and sealed again is applied only
+    as its steps would plan it now, prechecks included (before: a snapshot was written into the persist
+    dir, which planning refuses), and a step marked skipped cannot keep actions (before: `plan show`
+    listed it as skipped, and the apply ran it)."""
+    from pydantic import ValidationError
+
+    from ops.engine.plan import Plan
+
+    path, plan_file = standard_dir.path, tmp_path / "plan.json"
+    assert run_chops("maintain", path, "--plan", "--out", plan_file).code == 2
+    raw = json.loads(plan_file.read_bytes())
+    for step in raw["steps"]:
+        if edit == "snapshot inside the dir" and step["step"] == "db.snapshot":
+            inside = str(path / "snap")
+            step["params"]["out"] = step["selection"]["out"] = step["actions"][0]["target"] = inside
+        if edit == "skipped with its actions" and step["step"] == "hnsw.compact":
+            step["skipped"] = "refused while planning"
+    if edit == "skipped with its actions":
+        with pytest.raises(ValidationError, match="is skipped but has actions"):
+            Plan.model_validate(raw)  # no such plan can be sealed
+        plan_file.write_text(json.dumps(raw))
+    else:
+        plan_file.write_bytes(Plan.model_validate(raw).sealed().to_json())
+    before = tree_state(path)
+    r = run_chops("maintain", path, "--apply", plan_file, "--yes")
+    assert_one_line_error(r.code, r.stderr)
+    assert tree_state(path) == before and not (path / "snap").exists()

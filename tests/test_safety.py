@@ -543,3 +543,26 @@ def test_rollback_over_a_damaged_database_keeps_owner_mode_and_stray_journal(sta
     assert (kept / "chroma.sqlite3").read_bytes() == broken and (kept / "chroma.sqlite3-wal").read_bytes() == stray
     assert not wal.exists() and db.read_bytes()[18:20] == b"\x01\x01"  # rollback journal mode, as backed up
     assert (db.stat().st_uid, db.stat().st_gid, db.stat().st_mode & 0o777) == (1000, 1000, 0o660)
+
+
+def test_rollback_of_a_completed_run_refuses_to_drop_later_writes(standard_dir: BuiltDir, tmp_path: Path) -> None:
+    """A run completed, then chromadb added a record: restoring the run's backup would drop that
+    acknowledged add with the run's changes (before: exit 0, no word of it). Refused in one line
+    naming what was written; --discard-later-writes restores all the same. A rollback right after a
+    run (nothing written since) is not asked for that flag."""
+    path = standard_dir.path
+    before = chroma_snapshot(path, tmp_path)
+    assert run_chops("wal", "config", path, "--purge", "off", "--yes").code == 0
+    assert run_chops("rollback", path, "--yes").code == 0  # nothing written since: restored
+    assert_same_answers(before, chroma_snapshot(path, tmp_path))
+    assert run_chops("wal", "config", path, "--purge", "off", "--yes").code == 0
+    added = chroma("add", path, "default_database", "upd", "1")["ids"]
+    state = tree_state(path)
+    r = run_chops("rollback", path, "--yes")
+    assert r.code == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "was written after run" in r.stderr and "WAL rows up to seq_id" in r.stderr, r.stderr
+    assert "--discard-later-writes" in r.stderr
+    assert tree_state(path) == state
+    assert set(added) <= set(chroma("snapshot", path)["default_database/upd"]["records"])
+    assert run_chops("rollback", path, "--yes", "--discard-later-writes").code == 0
+    assert_same_answers(before, chroma_snapshot(path, tmp_path))

@@ -287,6 +287,11 @@ class RollbackParams(PersistDirArg, BackupRoot, LiveFlags, JsonFlag):
         None, description="backup id to restore (default: the latest)"
     )
     yes: Annotated[bool, flag("-y")] = Field(False, description="do not ask")
+    discard_later_writes: bool = Field(
+        False,
+        description="restore a completed run's backup even though chroma.sqlite3 was written after that run "
+        "(those writes are lost; refused otherwise)",
+    )
 
 
 def rollback(p: RollbackParams) -> int:
@@ -297,7 +302,7 @@ def rollback(p: RollbackParams) -> int:
         raise OpsError("aborted by the user", "nothing changed")
     from ops.engine.runner import rollback as run_rollback
 
-    result = run_rollback(p.persist_dir, p.backup_root_path(), p.backup_id, p.live_options())
+    result = run_rollback(p.persist_dir, p.backup_root_path(), p.backup_id, p.live_options(), p.discard_later_writes)
     out.emit(result, _print_rollback)
     return EXIT_OK
 

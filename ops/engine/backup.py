@@ -46,6 +46,7 @@ from ops.storage.fs import (
     tree_size,
 )
 from ops.storage.sqlite_ro import SQLITE_FILE_NAME, readonly_uri
+from ops.storage.write_mark import WriteMark
 
 MANIFEST = "manifest.json"
 CREATED_SNAPSHOTS = "created-snapshots.json"
@@ -225,11 +226,15 @@ class RunCompletion(BaseModel):
     completed_at: str
     rolled_back_at: str | None = None
     """When `chops rollback` restored this backup or an earlier one: the run's changes are undone."""
+    writes: WriteMark | None = None
+    """chroma.sqlite3's write mark as the run left it (None: recorded before chops kept it)."""
 
 
-def record_completion(backup_dir: Path, run_id: str, command: str, pipeline: str | None) -> None:
+def record_completion(
+    backup_dir: Path, run_id: str, command: str, pipeline: str | None, writes: WriteMark | None = None
+) -> None:
     completed = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    record = RunCompletion(run_id=run_id, command=command, pipeline=pipeline, completed_at=completed)
+    record = RunCompletion(run_id=run_id, command=command, pipeline=pipeline, completed_at=completed, writes=writes)
     _write_completion(backup_dir, record)
 
 

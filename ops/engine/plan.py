@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 
 import orjson
-from pydantic import BaseModel, ConfigDict, JsonValue, ValidationError
+from pydantic import BaseModel, ConfigDict, JsonValue, ValidationError, model_validator
 
 from ops import __version__
 from ops.engine.actions import Action
@@ -40,6 +40,12 @@ class StepPlan(BaseModel):
     skipped: str | None = None
     """Pipeline plans: why this step's changes were left out (its simulated run refused them);
     applying the plan then does nothing for it."""
+
+    @model_validator(mode="after")
+    def _skipped_does_nothing(self) -> StepPlan:
+        if self.skipped is not None and self.actions:  # `plan show` lists it as skipped: it must do nothing
+            raise ValueError(f"step {self.step} of {self.target} is skipped but has actions")
+        return self
 
     @property
     def is_empty(self) -> bool:

@@ -23,6 +23,7 @@ import os
 import shutil
 import sqlite3
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -41,6 +42,7 @@ from ops.engine.backup import (
     keep_damaged_database,
     new_backup_id,
     prune_backups,
+    read_completion,
     read_manifest,
     record_completion,
     record_created_snapshots,
@@ -73,7 +75,8 @@ from ops.storage import PersistDir
 from ops.storage.fs import remove_tree
 from ops.storage.index_swap import NEW_SUFFIX, SWAP_SUFFIX, staging_folder
 from ops.storage.persist_dir import validate_persist_dir
-from ops.storage.sqlite_ro import SQLITE_FILE_NAME, database_opens, refuse_hot_journal
+from ops.storage.sqlite_ro import SQLITE_FILE_NAME, connect_readonly, database_opens, refuse_hot_journal
+from ops.storage.write_mark import WriteMark, read_write_mark, writes_since
 
 BACKUP_SPACE_FACTOR = 1.1
 
@@ -339,8 +342,9 @@ def apply_plan(
             raise _stopped_for(root, journal, [sp for _, sp in pairs], reached) from exc
         changes = started is not None or bool(touched.sqlite or touched.folders)
         raise _roll_back_after(exc, root, journal, changes) from exc
+    mark = read_write_mark(writer)  # under the lock: what the run leaves, before anyone else writes
     _release(writer)
-    result.notes = notes + _finish_run(root, journal, plan, options)
+    result.notes = notes + _finish_run(root, journal, plan, options, mark)
     return result
 
 
@@ -354,7 +358,9 @@ def _take_run_backup(
     take_backup(root, target, journal.command, sqlite, folders, damaged)
 
 
-def _finish_run(root: Path, journal: Journal, plan: Plan, options: RunOptions) -> list[str]:
+def _finish_run(
+    root: Path, journal: Journal, plan: Plan, options: RunOptions, mark: WriteMark | None = None
+) -> list[str]:
     """Close the journal of a run that succeeded; its backup is then a completed run's, and the
     oldest backups beyond --keep-backups go."""
     backup_dir = Path(journal.backup_dir) if journal.backup_dir else None
@@ -363,16 +369,17 @@ def _finish_run(root: Path, journal: Journal, plan: Plan, options: RunOptions) -
     close_journal(root)
     if backup_dir is None:
         return []
-    notes = _record_completion(backup_dir, journal, plan)
+    notes = _record_completion(backup_dir, journal, plan, mark)
     prune_backups(backup_dir.parent, options.keep_backups)
     return notes
 
 
-def _record_completion(backup_dir: Path, journal: Journal, plan: Plan) -> list[str]:
+def _record_completion(backup_dir: Path, journal: Journal, plan: Plan, mark: WriteMark | None) -> list[str]:
     """After the journal closed (the run is final): mark its backup as a completed run's (`chops metrics`
     reads the newest one of a pipeline as the last successful maintain run). Not recording it fails nothing."""
     try:
-        record_completion(backup_dir, journal.run_id, journal.command, plan.pipeline.name if plan.pipeline else None)
+        pipeline = plan.pipeline.name if plan.pipeline else None
+        record_completion(backup_dir, journal.run_id, journal.command, pipeline, mark)
     except OSError as exc:
         return [f"the run completed, but its completion could not be recorded in {backup_dir} ({exc.strerror})"]
     return []
@@ -421,7 +428,11 @@ def _apply_one(
 
 
 def _check_still_planned(step: Step, step_plan: StepPlan, root: Path, writer: sqlite3.Connection) -> None:
-    now = step.plan(StepContext(persist_dir=PersistDir.over(root, writer))).actions
+    """The step's precheck and plan again, under the lock: a plan file is applied only as its step
+    would plan it now (also one edited and sealed again: e.g. a snapshot moved into the persist dir)."""
+    ctx = StepContext(persist_dir=PersistDir.over(root, writer))
+    step.precheck(ctx)
+    now = step.plan(ctx).actions
     if [a.exact() for a in now] != [a.exact() for a in step_plan.actions]:
         raise StalePlan(
             f"{root} changed since the plan was made ({step.name} would now plan differently)",
@@ -570,10 +581,15 @@ class RollbackResult(BaseModel):
 
 
 def rollback(
-    persist_dir: str | Path, backup_root: Path | None, backup_id: str | None, live: LiveOptions | None = None
+    persist_dir: str | Path,
+    backup_root: Path | None,
+    backup_id: str | None,
+    live: LiveOptions | None = None,
+    discard_later_writes: bool = False,
 ) -> RollbackResult:
     """Finish an interrupted run, or (when none is pending) restore the chosen/latest backup.
-    Never beside a running Chroma: it rewrites the files and rows Chroma holds."""
+    Never beside a running Chroma: it rewrites the files and rows Chroma holds. A backup of a run
+    that completed is refused where chroma.sqlite3 was written since (unless discard_later_writes)."""
     root = validate_persist_dir(Path(persist_dir), database_required=False).resolve()
     precheck_live(root, [], live or LiveOptions())
     try:
@@ -604,6 +620,8 @@ def rollback(
             _release(acquire_write_lock(db))  # nobody may write while we restore
         except CorruptDatabase:
             damaged = True
+    if not damaged and not discard_later_writes:
+        _refuse_later_writes(db, backup_dir)
     if damaged:
         if not manifest.includes_sqlite:
             raise CorruptDatabase(
@@ -629,6 +647,22 @@ def rollback(
         removed_snapshots=removed,
         damaged_database_kept=damaged_kept,
     )
+
+
+def _refuse_later_writes(db: Path, backup_dir: Path) -> None:
+    """The backup's run completed, and chroma.sqlite3 was written after it: restoring the backup would
+    drop those writes (acknowledged adds, a new collection) with the run's changes."""
+    completion = read_completion(backup_dir)
+    if completion is None or completion.writes is None or completion.rolled_back_at is not None:
+        return
+    with closing(connect_readonly(db)) as conn:
+        since = writes_since(completion.writes, read_write_mark(conn))
+    if since:
+        raise BadInput(
+            f"{db} was written after run {completion.run_id} ({completion.command}) completed ({'; '.join(since)}): "
+            f"restoring backup {backup_dir.name} would drop them, or leave them out of the index folders it puts back",
+            "pass --discard-later-writes to restore it anyway (chops wal export can keep the WAL rows first)",
+        )
 
 
 def check_writable(root: Path, backup_root: Path | None, folders: Sequence[str] = ()) -> None:
