@@ -514,3 +514,25 @@ def test_kill_9_inside_a_pipeline_step_then_refuse_then_rollback(
     assert r.code == 0, r.stderr
     assert (snapshot / "manifest.json").is_file()
     assert run_chops("maintain", path, "--plan").code == 0  # nothing left to do
+
+
+def test_a_second_command_during_a_run_waits_for_it_instead_of_rolling_it_back(
+    standard_dir: BuiltDir, tmp_path: Path
+) -> None:
+    """While a run is at work (here paused after its backup), another command is told the run is
+    changing the dir right now and to wait (before: "an interrupted run ... run: chops rollback"); once
+    the run's process is gone, the journal it left is an interrupted run's again."""
+    path = standard_dir.path
+    args: list[str | Path] = ["hnsw", "config", path, "-c", "frag", "--search-ef", "77", "--yes"]
+
+    def second() -> ChopsResult:
+        return run_chops("wal", "info", path)
+
+    r, during = run_paused(args, "after_backup", tmp_path / "signals", second)
+    assert r.code == 0, r.stderr
+    said = assert_one_line_error(during)
+    assert "is changing" in said and "right now" in said and "wait for it to finish" in said, said
+    killed = run_chops(*args[:-2], "78", "--yes", env={"CHOPS_FAILPOINT": "after_backup=kill"})
+    assert killed.code == -9
+    said = assert_one_line_error(run_chops("wal", "info", path))
+    assert "an interrupted 'hnsw.config' run" in said and "chops rollback" in said, said

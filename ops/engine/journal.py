@@ -109,8 +109,26 @@ def read_journal(persist_dir: Path) -> Journal | None:
         ) from None
 
 
+def running(journal: Journal) -> bool:
+    """Whether the run's own process is still at it (a second command must wait, not roll it back):
+    its pid is alive and runs chops (a pid the kernel gave to another program since is no run)."""
+    if journal.pid <= 0 or journal.pid == os.getpid():
+        return False
+    try:
+        cmdline = Path(f"/proc/{journal.pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return any(part in cmdline for part in (b"chops", b"-m\x00ops", b"invoke"))
+
+
 def refuse_if_unfinished(persist_dir: Path) -> None:
     journal = read_journal(persist_dir)
+    if journal is not None and running(journal):
+        raise UnfinishedRun(
+            f"a '{journal.command}' run ({journal.run_id}, process {journal.pid}, started {journal.started_at}, "
+            f"phase {journal.phase}) is changing {persist_dir} right now",
+            "wait for it to finish (if you stop it, run chops rollback PERSIST_DIR afterwards)",
+        )
     if journal is not None:
         raise UnfinishedRun(
             f"an interrupted '{journal.command}' run ({journal.run_id}, started {journal.started_at}, "
