@@ -96,20 +96,12 @@ def test_busy_database_is_retried_then_refused(standard_dir: BuiltDir) -> None:
         holder.wait()
 
 
-def test_busy_database_is_waited_for(standard_dir: BuiltDir) -> None:
-    holder = _hold_write_lock(standard_dir.path, seconds=1.5)
-    try:
-        r = run_chops("fts", "rebuild", standard_dir.path, "--force", "--yes", "--allow-live", "--lock-timeout", "30")
-        assert r.code == 0, r.stderr
-        assert "embedding_fulltext_search: " in r.stdout
-    finally:
-        holder.wait()
-
-
-def test_a_committing_writer_is_waited_for_as_long_as_lock_timeout_says(standard_dir: BuiltDir) -> None:
-    """A writer that is committing holds the EXCLUSIVE lock, which blocks readers too: the reads
-    before the write lock (the hot-journal check, the plan) waited their own 5 s and refused."""
-    holder = _hold_write_lock(standard_dir.path, seconds=7, exclusive=True)
+@pytest.mark.parametrize("exclusive", [False, True])
+def test_busy_database_is_waited_for(standard_dir: BuiltDir, exclusive: bool) -> None:
+    """A writer holding its lock, and one committing (EXCLUSIVE, which blocks readers too: the reads
+    before the write lock, the hot-journal check and the plan, waited their own 5 s and refused,
+    whatever --lock-timeout said)."""
+    holder = _hold_write_lock(standard_dir.path, seconds=7 if exclusive else 1.5, exclusive=exclusive)
     try:
         r = run_chops("fts", "rebuild", standard_dir.path, "--force", "--yes", "--allow-live", "--lock-timeout", "60")
         assert r.code == 0, r.stderr
