@@ -251,9 +251,7 @@ def _closest_outs(
         o, p = outs[chosen, : max(1, int(lives[chosen].max()))], owner[np.maximum(pairs, 0)]
         d = _distances(graph.vectors, graph.dense[p], graph.dense[np.maximum(o, 0)], space)
         d[(o[:, None, :] < 0) | (o[:, None, :] == p[:, :, None]) | (pairs[:, :, None] < 0)] = np.inf
-        near = np.argsort(d, axis=2)  # ties in either order
-        heir = np.take_along_axis(_heirs(d), near, 2)  # each out first in the list of its closest in-link
-        near = np.take_along_axis(near, np.argsort(~heir, axis=2, kind="stable"), 2)[:, :, :tried]
+        near = np.argsort(_heirs_first(d), axis=2)[:, :, :tried]  # ties in either order
         picks = np.where(np.isfinite(np.take_along_axis(d, near, 2)), np.take_along_axis(o[:, None, :], near, 2), -1)
         real = pairs >= 0
         best[pairs[real], : picks.shape[2]] = picks[real]
@@ -263,15 +261,19 @@ def _closest_outs(
     return best
 
 
-def _heirs(d: npt.NDArray[np.float32]) -> Mask:
-    """(groups, in-links, outs): whether the in-link is the one closest to the out among the in-links of
-    its dropped element. That in-link tries the out first: every live out-neighbour x of a dropped d
-    keeps a way in from where d's in-links come from, also one far from all of them (hnswlib keeps
-    such a link for diversity: a small cluster whose only way in went through d was cut off when
-    every in-link took d's outs closest to itself)."""
-    closest = np.argmin(d, axis=1)  # (groups, outs)
-    heir: Mask = (np.arange(d.shape[1])[None, :, None] == closest[:, None, :]) & np.isfinite(d)
-    return heir
+def _heirs_first(d: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """(groups, in-links, outs) distances to sort each in-link's candidates by: an out whose closest
+    in-link of its dropped element this is comes first (closest first among those), then the others
+    by distance. Every live out-neighbour x of a dropped d so keeps a way in from where d's in-links
+    come from, also one far from all of them (hnswlib keeps such a link for diversity: a small
+    cluster whose only way in went through d was cut off when every in-link took d's outs closest to
+    itself). One sort: the heirs' distances are shifted below every other distance."""
+    finite = np.isfinite(d)
+    if not finite.any():
+        return d
+    shift = np.float32(d[finite].max() - d[finite].min() + 1)
+    heir = (np.arange(d.shape[1])[None, :, None] == np.argmin(d, axis=1)[:, None, :]) & finite
+    return np.where(heir, d - shift, d)
 
 
 def _grouped(values: Ids) -> tuple[Ids, Ids, Ids, Ids]:
