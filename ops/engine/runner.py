@@ -342,10 +342,21 @@ def apply_plan(
             raise _stopped_for(root, journal, [sp for _, sp in pairs], reached) from exc
         changes = started is not None or bool(touched.sqlite or touched.folders)
         raise _roll_back_after(exc, root, journal, changes) from exc
-    mark = read_write_mark(writer)  # under the lock: what the run leaves, before anyone else writes
+    mark = _write_mark(root, options)  # under the lock: what the run leaves, before anyone else writes
     _release(writer)
     result.notes = notes + _finish_run(root, journal, plan, options, mark)
     return result
+
+
+def _write_mark(root: Path, options: RunOptions) -> WriteMark | None:
+    """Read through a connection of its own (the writer's cache, after a step that copied the database
+    beside a running Chroma, read a page as malformed); None where it cannot be read: the backup of
+    the run then says nothing of later writes, as those of earlier versions."""
+    try:
+        with closing(connect_readonly(root / SQLITE_FILE_NAME, options.lock_timeout_s)) as conn:
+            return read_write_mark(conn)
+    except (OpsError, sqlite3.Error):
+        return None
 
 
 def _take_run_backup(
