@@ -558,3 +558,32 @@ def test_rollback_of_a_completed_run_refuses_to_drop_later_writes(standard_dir: 
     assert set(added) <= set(chroma("snapshot", path)["default_database/upd"]["records"])
     assert run_chops("rollback", path, "--yes", "--discard-later-writes").code == 0
     assert_same_answers(before, chroma_snapshot(path, tmp_path))
+
+
+def test_reading_the_database_keeps_the_write_lock_of_this_process(standard_dir: BuiltDir) -> None:
+    """POSIX drops every lock a process holds on a file when it closes any descriptor of it: the
+    header check of the read-only open (Python's open and close of chroma.sqlite3) let go of the
+    runner's write lock, so a running Chroma wrote during the verify, and the writer's cache read
+    pages as malformed (a live-server test failed one run in three under load)."""
+    from ops.engine.lock import acquire_write_lock
+    from ops.storage import PersistDir
+
+    db = standard_dir.path / "chroma.sqlite3"
+    writer = acquire_write_lock(db)
+    try:
+        with PersistDir.open(standard_dir.path) as pd:
+            assert pd.collections()
+        other = (
+            "import sqlite3, sys\n"
+            "c = sqlite3.connect(sys.argv[1], timeout=0, isolation_level=None)\n"
+            "try:\n"
+            "    c.execute('BEGIN IMMEDIATE')\n"
+            "    print('got the lock')\n"
+            "except sqlite3.OperationalError as exc:\n"
+            "    print(exc)\n"
+        )
+        said = subprocess.run([sys.executable, "-c", other, str(db)], capture_output=True, text=True).stdout.strip()
+        assert said == "database is locked"
+    finally:
+        writer.rollback()
+        writer.close()

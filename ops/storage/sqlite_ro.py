@@ -25,8 +25,13 @@ def readonly_uri(path: Path) -> str:
 
 
 def connect_readonly(path: Path, busy_timeout_s: float = READ_BUSY_TIMEOUT_S) -> sqlite3.Connection:
-    """A read-only connection with an open read transaction (commit or close to end it)."""
-    _check_header(path)
+    """A read-only connection with an open read transaction (commit or close to end it).
+
+    The file is opened by SQLite only: closing any other descriptor of it would drop every POSIX lock
+    this process holds on it, the runner's write lock too (a verify read this way let a running
+    Chroma write in the middle of a run, and the writer's cache then read pages as malformed)."""
+    if not path.is_file():
+        raise CorruptDatabase(f"cannot open {path}: no such file", "check the path and permissions")
     try:
         conn = sqlite3.connect(readonly_uri(path), uri=True, timeout=busy_timeout_s, isolation_level=None)
         conn.execute("BEGIN")
@@ -43,8 +48,14 @@ def connect_readonly(path: Path, busy_timeout_s: float = READ_BUSY_TIMEOUT_S) ->
             raise DatabaseLocked(
                 f"{path} is locked by another process", "stop Chroma (or wait for it) and retry"
             ) from exc
+        if "unable to open" in str(exc):
+            raise CorruptDatabase(f"cannot open {path}: {exc}", "check the path and permissions") from exc
         raise CorruptDatabase(f"cannot read {path}: {exc}", "restore it from a backup") from exc
     except sqlite3.DatabaseError as exc:
+        if "file is not a database" in str(exc):
+            raise CorruptDatabase(
+                f"{path} is not an SQLite database (bad header)", "restore chroma.sqlite3 from a backup"
+            ) from exc
         raise CorruptDatabase(f"cannot read {path}: {exc}", "restore it from a backup") from exc
     return conn
 
@@ -72,16 +83,6 @@ def database_opens(path: Path) -> bool:
     except sqlite3.DatabaseError:
         return False
     return True
-
-
-def _check_header(path: Path) -> None:
-    try:
-        with path.open("rb") as fh:
-            head = fh.read(len(SQLITE_HEADER))
-    except OSError as exc:
-        raise CorruptDatabase(f"cannot open {path}: {exc.strerror}", "check the path and permissions") from exc
-    if head != SQLITE_HEADER:
-        raise CorruptDatabase(f"{path} is not an SQLite database (bad header)", "restore chroma.sqlite3 from a backup")
 
 
 def refuse_hot_journal(path: Path) -> None:
