@@ -385,6 +385,7 @@ def restore_backup(backup_dir: Path, persist_dir: Path, checked: BackupManifest 
 
 
 SQLITE_SIDE_FILES = ("-journal", "-wal", "-shm")
+"""What SQLite keeps beside a database (name + suffix): they belong to that very file."""
 
 
 def sqlite_files(db: Path) -> list[Path]:
@@ -392,7 +393,6 @@ def sqlite_files(db: Path) -> list[Path]:
     return [db.with_name(db.name + side) for side in ("", *SQLITE_SIDE_FILES)]
 
 
-"""What SQLite keeps beside a database (name + suffix): they belong to that very file."""
 DAMAGED_PREFIX = "damaged-"
 """A folder of the backup root holding a chroma.sqlite3 a restore replaced because it could not be opened."""
 

@@ -123,18 +123,19 @@ def running(journal: Journal) -> bool:
 
 def refuse_if_unfinished(persist_dir: Path) -> None:
     journal = read_journal(persist_dir)
-    if journal is not None and running(journal):
+    if journal is None:
+        return
+    if running(journal):
         raise UnfinishedRun(
             f"a '{journal.command}' run ({journal.run_id}, process {journal.pid}, started {journal.started_at}, "
             f"phase {journal.phase}) is changing {persist_dir} right now",
             "wait for it to finish (if you stop it, run chops rollback PERSIST_DIR afterwards)",
         )
-    if journal is not None:
-        raise UnfinishedRun(
-            f"an interrupted '{journal.command}' run ({journal.run_id}, started {journal.started_at}, "
-            f"phase {journal.phase}) left {persist_dir} possibly half-changed",
-            f"run: chops rollback {persist_dir}",
-        )
+    raise UnfinishedRun(
+        f"an interrupted '{journal.command}' run ({journal.run_id}, started {journal.started_at}, "
+        f"phase {journal.phase}) left {persist_dir} possibly half-changed",
+        f"run: chops rollback {persist_dir}",
+    )
 
 
 def close_journal(persist_dir: Path) -> None:

@@ -349,9 +349,9 @@ def apply_plan(
 
 
 def _write_mark(root: Path, options: RunOptions) -> WriteMark | None:
-    """Read through a connection of its own (the writer's cache, after a step that copied the database
-    beside a running Chroma, read a page as malformed); None where it cannot be read: the backup of
-    the run then says nothing of later writes, as those of earlier versions."""
+    """Read through a read-only connection while the writer still holds the lock; None where it cannot
+    be read (the run is done: that fails nothing, and its backup then says nothing of later writes, as
+    those of earlier versions)."""
     try:
         with closing(connect_readonly(root / SQLITE_FILE_NAME, options.lock_timeout_s)) as conn:
             return read_write_mark(conn)

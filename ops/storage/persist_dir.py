@@ -52,7 +52,7 @@ def validate_persist_dir(path: Path, database_required: bool = True) -> Path:
     if not path.is_dir():
         raise NotAPersistDir(f"{path} is not a directory", "pass the folder that holds chroma.sqlite3")
     if not (path / SQLITE_FILE_NAME).is_file() and database_required:
-        indexes = [name for name, f in fs.list_folders(path).items() if hnsw_files.has_hnsw_files(f.files)]
+        indexes = index_folders(path)
         if indexes:
             raise NotAPersistDir(
                 f"{path} holds {len(indexes)} HNSW index folder(s) but no {SQLITE_FILE_NAME} (deleted or moved?)",
@@ -66,6 +66,11 @@ def validate_persist_dir(path: Path, database_required: bool = True) -> Path:
     return path
 
 
+def index_folders(path: Path) -> list[str]:
+    """The folders of `path` that hold HNSW index files."""
+    return [name for name, f in fs.list_folders(path).items() if hnsw_files.has_hnsw_files(f.files)]
+
+
 def database_lost(path: Path) -> bool:
     """Whether `path` is a persist dir whose chroma.sqlite3 is gone (its index folders are there) or
     cannot be opened as a database at all (not one, cut short where SQLite reads first, no Chroma
@@ -74,7 +79,7 @@ def database_lost(path: Path) -> bool:
     if not path.is_dir():
         return False
     if not db.exists():
-        return any(hnsw_files.has_hnsw_files(f.files) for f in fs.list_folders(path).values())
+        return bool(index_folders(path))
     return db.is_file() and not database_opens(db)
 
 

@@ -15,7 +15,6 @@ from pathlib import Path
 from ops.errors import CorruptDatabase, DatabaseBusy, DatabaseLocked
 
 SQLITE_FILE_NAME = "chroma.sqlite3"
-SQLITE_HEADER = b"SQLite format 3\x00"
 READ_BUSY_TIMEOUT_S = 5.0
 """How long a read-only command waits for another process's write lock."""
 
@@ -64,13 +63,12 @@ def database_opens(path: Path) -> bool:
     """Whether SQLite can read the file as a Chroma database at all. False: it is missing, it is not a
     database (its header), it is damaged where SQLite reads first (a file cut short: "malformed"), or it holds no
     Chroma tables (an empty database: nothing in it to read). Locked, busy, a hot journal or no
-    permission count as opening: what reads or changes it says what is wrong."""
+    permission count as opening: what reads or changes it says what is wrong. Only SQLite opens the
+    file (as in connect_readonly: closing another descriptor of it drops this process's locks); a
+    bad header is its "file is not a database"."""
     if not path.exists():
         return False
     try:
-        with path.open("rb") as fh:
-            if fh.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
-                return False
         conn = sqlite3.connect(readonly_uri(path), uri=True, timeout=0.1, isolation_level=None)
         try:
             tables = {str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
