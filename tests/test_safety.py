@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
@@ -560,19 +561,34 @@ def test_rollback_of_a_completed_run_refuses_to_drop_later_writes(standard_dir: 
     assert_same_answers(before, chroma_snapshot(path, tmp_path))
 
 
-def test_reading_the_database_keeps_the_write_lock_of_this_process(standard_dir: BuiltDir) -> None:
+def _open_and_list(path: Path, backup_dir: Path) -> None:
+    from ops.storage import PersistDir
+
+    with PersistDir.open(path) as pd:
+        assert pd.collections()
+
+
+def _compare_with_backup(path: Path, backup_dir: Path) -> None:
+    assert live_matches_backup(backup_dir, path) == []
+
+
+@pytest.mark.parametrize("read", [_open_and_list, _compare_with_backup], ids=["read-only open", "backup comparison"])
+def test_reading_the_database_keeps_the_write_lock_of_this_process(
+    standard_dir: BuiltDir, tmp_path: Path, read: Callable[[Path, Path], None]
+) -> None:
     """POSIX drops every lock a process holds on a file when it closes any descriptor of it: the
     header check of the read-only open (Python's open and close of chroma.sqlite3) let go of the
     runner's write lock, so a running Chroma wrote during the verify, and the writer's cache read
-    pages as malformed (a live-server test failed one run in three under load)."""
+    pages as malformed (a live-server test failed one run in three under load). The page-by-page
+    comparison with a backup (`db restore`'s verify, a pipeline's snapshot reuse) did the same."""
+    from ops.engine.backup import take_backup
     from ops.engine.lock import acquire_write_lock
-    from ops.storage import PersistDir
 
     db = standard_dir.path / "chroma.sqlite3"
+    backup_dir = take_backup(standard_dir.path, tmp_path / "backup", "test", True, []).backup_id
     writer = acquire_write_lock(db)
     try:
-        with PersistDir.open(standard_dir.path) as pd:
-            assert pd.collections()
+        read(standard_dir.path, tmp_path / backup_dir)
         other = (
             "import sqlite3, sys\n"
             "c = sqlite3.connect(sys.argv[1], timeout=0, isolation_level=None)\n"

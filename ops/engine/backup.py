@@ -34,7 +34,6 @@ from ops import __version__
 from ops.engine import failpoints
 from ops.errors import BadInput, OpsError
 from ops.storage.fs import (
-    CHUNK,
     atomic_write,
     copy_file,
     fsync_dir,
@@ -45,6 +44,7 @@ from ops.storage.fs import (
     sync_filesystem,
     tree_size,
 )
+from ops.storage.same_pages import same_database
 from ops.storage.sqlite_ro import SQLITE_FILE_NAME, readonly_uri
 from ops.storage.write_mark import WriteMark
 
@@ -376,7 +376,7 @@ def restore_backup(backup_dir: Path, persist_dir: Path, checked: BackupManifest 
     manifest if `checked_manifest` already verified the backup."""
     manifest = checked or checked_manifest(backup_dir)
     saved_db, live_db = backup_dir / SQLITE_FILE_NAME, persist_dir / SQLITE_FILE_NAME
-    if manifest.includes_sqlite and not _same_database(live_db, saved_db):
+    if manifest.includes_sqlite and not same_database(live_db, saved_db):
         restore_sqlite(saved_db, live_db)
     for name in manifest.folders:
         if _differences(manifest, persist_dir, name):
@@ -515,37 +515,10 @@ def live_matches_backup(backup_dir: Path, persist_dir: Path) -> list[str]:
     """Files of the persist dir that differ from the backup (sqlite compared page by page)."""
     manifest = read_manifest(backup_dir)
     saved_db, live_db = backup_dir / SQLITE_FILE_NAME, persist_dir / SQLITE_FILE_NAME
-    mismatched = [SQLITE_FILE_NAME] if manifest.includes_sqlite and not _same_database(live_db, saved_db) else []
+    mismatched = [SQLITE_FILE_NAME] if manifest.includes_sqlite and not same_database(live_db, saved_db) else []
     for name in manifest.folders:
         mismatched += _differences(manifest, persist_dir, name)
     return mismatched
-
-
-# Header fields SQLite rewrites when it copies pages: change counter, schema cookie, version-valid-for
-# and the version of the SQLite library that wrote the file last (Chroma's SQLite is not Python's, so
-# a database is compared with the saved file, not with the manifest's content_sha256).
-_COPY_HEADER_FIELDS = ((24, 28), (40, 44), (92, 100))
-
-
-def _same_database(live: Path, saved: Path) -> bool:
-    """The live database holds exactly the saved pages, and no journal beside it could still change
-    them. Compared byte by byte, stopping at the first difference."""
-    for side in ("-journal", "-wal"):
-        journal = live.with_name(live.name + side)
-        if journal.is_file() and journal.stat().st_size > 0:
-            return False
-    if not live.is_file() or live.stat().st_size != saved.stat().st_size:
-        return False
-    with live.open("rb") as fa, saved.open("rb") as fb:
-        head_a, head_b = bytearray(fa.read(100)), bytearray(fb.read(100))
-        for start, end in _COPY_HEADER_FIELDS:
-            head_a[start:end] = head_b[start:end] = bytes(end - start)
-        if head_a != head_b:
-            return False
-        while block := fa.read(CHUNK):
-            if block != fb.read(CHUNK):
-                return False
-    return True
 
 
 def _differences(manifest: BackupManifest, persist_dir: Path, folder: str) -> list[str]:
