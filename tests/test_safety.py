@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from ops.engine.backup import live_matches_backup
+from ops.engine.journal import journal_path
 from ops.engine.plan import StepPlan
 from ops.engine.runner import Confirm, RunOptions, run_step
 from ops.engine.step import StepContext
@@ -71,7 +73,7 @@ def test_failed_verify_rolls_back_everything(standard_dir: BuiltDir, tmp_path: P
     code, stderr = chops_at(path, args, "--yes", env={"CHOPS_FAILPOINT": f"{failpoint}=fail"})
     assert code == 1
     assert "restored from backup" in stderr and "injected failure" in stderr, stderr
-    assert not (path / ".chops-journal.json").exists()
+    assert not journal_path(path).exists()
     assert content_state(path) == before
     assert chroma_snapshot(path, tmp_path) == answers
 
@@ -158,7 +160,7 @@ def test_kill_9_then_refuse_then_rollback(
     backup_dir = Path(_journal_backup(path))
     r = run_chops("rollback", path, "--yes")
     assert r.code == 0, r.stderr
-    assert not (path / ".chops-journal.json").exists()
+    assert not journal_path(path).exists()
     assert live_matches_backup(backup_dir, path) == []
     assert content_state(path) == before
     assert chroma_snapshot(path, tmp_path) == answers
@@ -453,7 +455,7 @@ def test_db_restore_over_a_damaged_database_is_all_or_nothing(
         assert r.code == -9 and (path / ".chops-journal.json").exists()
         rolled = run_chops("rollback", path, "--yes")
         assert rolled.code == 0 and "Restored" in rolled.stdout, rolled.stdout + rolled.stderr
-    assert not (path / ".chops-journal.json").exists()
+    assert not journal_path(path).exists()
     assert file_bytes(path) == before
 
 
@@ -470,7 +472,7 @@ def test_db_restore_over_a_damaged_database_without_backup_says_how_to_finish(
     r = run_chops(*args, env={"CHOPS_FAILPOINT": "before_verify=fail"})
     assert r.code == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "had been replaced (the damaged file is kept in" in r.stderr and "run the same command again" in r.stderr
-    assert not (path / ".chops-journal.json").exists()
+    assert not journal_path(path).exists()
     assert run_chops(*args).code == 0
     assert_same_answers(before, chroma_snapshot(path, tmp_path))
 
@@ -603,3 +605,42 @@ def test_reading_the_database_keeps_the_write_lock_of_this_process(
     finally:
         writer.rollback()
         writer.close()
+
+
+@pytest.mark.parametrize("point", ["before_restore", "lock_handover"])
+def test_a_write_as_a_failed_run_rolls_back_is_kept(standard_dir: BuiltDir, tmp_path: Path, point: str) -> None:
+    """A step's verify failed; the runner let go of the write lock, then checked the backup and
+    restored it: a chromadb add that came in between (the checks take seconds on a large backup)
+    was acknowledged, then overwritten by the restore. The lock is now kept until the restore takes
+    it over (before_restore: the add waits for it); a write that still slips into that hand-over
+    (lock_handover) stops the rollback instead of being lost."""
+    path, signals = standard_dir.path, tmp_path / "signals"
+    signals.mkdir()
+    run = subprocess.Popen(
+        [sys.executable, "-m", "ops", "wal", "config", str(path), "--purge", "off", "--yes"],
+        env={**os.environ, "COLUMNS": "200", "CHOPS_FAILPOINT": f"before_verify=fail,{point}=pause:{signals}"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not (signals / f"{point}.reached").exists():
+        assert run.poll() is None and time.monotonic() < deadline, run.communicate()
+        time.sleep(0.05)
+    add = subprocess.Popen(
+        [sys.executable, "-m", "tests.chroma_probe", "add", str(path), "default_database", "upd", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    with contextlib.suppress(subprocess.TimeoutExpired):  # nobody holds the lock in the hand-over: done
+        add.wait(timeout=5 if point == "before_restore" else 60)  # (before_restore: before the fix, too)
+    (signals / f"{point}.go").touch()
+    _, stderr = run.communicate(timeout=120)
+    added, add_err = add.communicate(timeout=120)
+    assert add.returncode == 0, add_err
+    assert run.returncode == 1 and len(stderr.strip().splitlines()) == 1, stderr
+    stopped = "another process wrote to chroma.sqlite3 as its rollback began" in stderr
+    assert stopped or (point == "before_restore" and "restored from backup" in stderr), stderr
+    assert set(json.loads(added)["ids"]) <= set(chroma("snapshot", path)["default_database/upd"]["records"])
+    assert not journal_path(path).exists()

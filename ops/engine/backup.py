@@ -32,6 +32,7 @@ from pydantic import BaseModel, ValidationError
 
 from ops import __version__
 from ops.engine import failpoints
+from ops.engine.lock import hand_over
 from ops.errors import BadInput, OpsError
 from ops.storage.fs import (
     atomic_write,
@@ -368,16 +369,19 @@ def checked_manifest(backup_dir: Path) -> BackupManifest:
     return manifest
 
 
-def restore_backup(backup_dir: Path, persist_dir: Path, checked: BackupManifest | None = None) -> BackupManifest:
+def restore_backup(
+    backup_dir: Path, persist_dir: Path, checked: BackupManifest | None = None, held: sqlite3.Connection | None = None
+) -> BackupManifest:
     """Put back exactly what the backup saved; idempotent, so it can be re-run after a crash.
 
     What already equals the backup is left alone (nothing is written for it), so a run that failed
     before changing a file rolls back without rewriting it, also on a full disk. `checked`: the
-    manifest if `checked_manifest` already verified the backup."""
+    manifest if `checked_manifest` already verified the backup. held: a write lock on the live
+    database (a failed run's), handed over to the copy of its pages (lock.hand_over)."""
     manifest = checked or checked_manifest(backup_dir)
     saved_db, live_db = backup_dir / SQLITE_FILE_NAME, persist_dir / SQLITE_FILE_NAME
     if manifest.includes_sqlite and not same_database(live_db, saved_db):
-        restore_sqlite(saved_db, live_db)
+        restore_sqlite(saved_db, live_db, held)
     for name in manifest.folders:
         if _differences(manifest, persist_dir, name):
             _restore_folder(backup_dir / SEGMENTS / name, persist_dir / name)
@@ -419,14 +423,14 @@ def keep_damaged_database(live: Path, backup_root: Path) -> Path:
     return folder
 
 
-def restore_sqlite(backup: Path, live: Path) -> None:
+def restore_sqlite(backup: Path, live: Path, held: sqlite3.Connection | None = None) -> None:
     """Copy the saved pages into the live database through the backup API (honours locks;
     other connections see a consistent database). Falls back to an atomic file replace when
-    the live file cannot be opened as a database at all."""
+    the live file cannot be opened as a database at all. held: see restore_backup."""
     src = sqlite3.connect(readonly_uri(backup), uri=True)
     try:
         try:
-            _copy_pages(src, live, rollback_journal=True)
+            _copy_pages(src, live, rollback_journal=True, held=held)
         except sqlite3.OperationalError as exc:
             if not sqlite_full(exc) or _journal_mode(live) == "wal":
                 raise  # locked, I/O error: the live file is a database; replacing it would not help
@@ -445,9 +449,13 @@ def restore_sqlite(backup: Path, live: Path) -> None:
 UNJOURNALED_STEP_PAGES = 256
 
 
-def _copy_pages(src: sqlite3.Connection, live: Path, rollback_journal: bool) -> None:
+def _copy_pages(
+    src: sqlite3.Connection, live: Path, rollback_journal: bool, held: sqlite3.Connection | None = None
+) -> None:
     dst = sqlite3.connect(live, timeout=30)
     try:
+        if held is not None:
+            hand_over(held, dst)
         if rollback_journal:
             src.backup(dst, pages=4096)
         else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from ops.engine import failpoints
 from ops.errors import CorruptDatabase, DatabaseBusy
 
 DEFAULT_LOCK_TIMEOUT_S = 10.0
@@ -57,3 +58,48 @@ def data_version(conn: sqlite3.Connection) -> int:
     """SQLite's count that changes when another connection commits to the database (never for the
     connection's own commits): two equal readings mean no other process wrote in between."""
     return int(conn.execute("PRAGMA data_version").fetchone()[0])
+
+
+def release(writer: sqlite3.Connection) -> None:
+    """Roll back what the connection has not committed and close it (also one already closed)."""
+    try:
+        if writer.in_transaction:
+            writer.execute("ROLLBACK")
+    except sqlite3.Error:
+        pass
+    writer.close()
+
+
+class WrittenMeanwhile(Exception):
+    """Another process committed to chroma.sqlite3 in an instant a run let go of its write lock
+    (between a step's commit and its verify, or as a rollback handed the lock to its restore): a
+    rollback would drop that write."""
+
+
+def keep_for_rollback(writer: sqlite3.Connection) -> None:
+    """A step failed: what it has not committed goes, the lock stays (taken again at once), so no
+    other process writes before the rollback restores the backup. WrittenMeanwhile where another
+    process committed in that instant."""
+    if not writer.in_transaction:  # (released for an after_commit: nothing to tell from there)
+        writer.execute("BEGIN IMMEDIATE")
+        return
+    seen = data_version(writer)
+    writer.execute("ROLLBACK")
+    writer.execute("BEGIN IMMEDIATE")
+    if data_version(writer) != seen:
+        raise WrittenMeanwhile
+
+
+def hand_over(writer: sqlite3.Connection, successor: sqlite3.Connection) -> None:
+    """Pass the write lock to another connection of this process (the backup API writes through one
+    of its own and cannot start inside a transaction): the writer lets go, the successor checks that
+    nobody committed in between. Only the instant between its check and its next write is open.
+    The writer must hold no more than the write lock (keep_for_rollback), so the successor can read."""
+    seen = data_version(successor)
+    release(writer)
+    failpoints.hit("lock_handover")
+    successor.execute("BEGIN IMMEDIATE")
+    written = data_version(successor) != seen
+    successor.execute("ROLLBACK")
+    if written:
+        raise WrittenMeanwhile

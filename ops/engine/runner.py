@@ -66,7 +66,14 @@ from ops.engine.journal import (
 )
 from ops.engine.live import LiveScan, scan
 from ops.engine.live_policy import LiveOptions, check_url, precheck_live, refuse_live
-from ops.engine.lock import DEFAULT_LOCK_TIMEOUT_S, acquire_write_lock, data_version
+from ops.engine.lock import (
+    DEFAULT_LOCK_TIMEOUT_S,
+    WrittenMeanwhile,
+    acquire_write_lock,
+    data_version,
+    keep_for_rollback,
+    release,
+)
 from ops.engine.plan import Plan, StepPlan
 from ops.engine.progress import NoProgress, ProgressSink
 from ops.engine.step import Step, StepContext, Touches
@@ -253,11 +260,11 @@ def _plan_and_apply_locked(
     try:
         plan = _plan_one(step, root, PersistDir.over(root, writer), found)
         if plan.is_empty:
-            _release(writer)
+            release(writer)
             return RunResult(plan=plan, applied=False, notes=found.warnings())
         return apply_plan([step], plan, root, options, progress, found=found, locked=writer, journal=journal)
     except BaseException:
-        _release(writer)  # apply_plan released it already where it got that far: harmless
+        release(writer)  # apply_plan released it already where it got that far: harmless
         raise
 
 
@@ -308,7 +315,7 @@ def apply_plan(
         if locked is None:
             _check_still_planned(*pairs[0], root, writer)
     except BaseException:
-        _release(writer)
+        release(writer)
         raise
     journal = started or Journal.start(root, " + ".join(step.name for step, _ in pairs))
     result = RunResult(plan=plan, applied=True)
@@ -335,15 +342,16 @@ def apply_plan(
         if options.chroma_verify:
             notes.append(_chroma_note(verify_with_chroma(root)))
     except BaseException as exc:
-        _release(writer)
         if not isinstance(exc, Exception):  # KeyboardInterrupt: leave the journal for rollback
+            release(writer)
             raise
-        if isinstance(exc, WrittenMeanwhile):
-            raise _stopped_for(root, journal, [sp for _, sp in pairs], reached) from exc
+        if isinstance(exc, WrittenMeanwhile) or _written_before_rollback(writer):
+            release(writer)
+            raise _stopped_for(root, journal, [sp for _, sp in pairs], reached, exc) from exc
         changes = started is not None or bool(touched.sqlite or touched.folders)
-        raise _roll_back_after(exc, root, journal, changes) from exc
+        raise _roll_back_after(exc, root, journal, changes, writer) from exc
     mark = _write_mark(root, options)  # under the lock: what the run leaves, before anyone else writes
-    _release(writer)
+    release(writer)
     result.notes = notes + _finish_run(root, journal, plan, options, mark)
     return result
 
@@ -462,37 +470,43 @@ def _union(touches: list[Touches]) -> Touches:
     return Touches(sqlite=any(t.sqlite for t in touches), folders=folders, copies_everything=everything)
 
 
-def _release(writer: sqlite3.Connection) -> None:
+def _written_before_rollback(writer: sqlite3.Connection) -> bool:
+    """The failed step's uncommitted changes go, the lock stays for the rollback; True where another
+    process committed in that instant (the run then stops, as for WrittenMeanwhile). A lock that
+    cannot be taken again leaves the rollback to run without it, as the command does."""
     try:
-        if writer.in_transaction:
-            writer.execute("ROLLBACK")
+        keep_for_rollback(writer)
+    except WrittenMeanwhile:
+        return True
     except sqlite3.Error:
-        pass
-    writer.close()
+        release(writer)
+    return False
 
 
-class WrittenMeanwhile(Exception):
-    """Another process committed to chroma.sqlite3 in the instant a run let go of its write lock
-    (between a step's commit and its verify): a rollback would drop that write."""
-
-
-def _stopped_for(root: Path, journal: Journal, steps: list[StepPlan], reached: int) -> OpsError:
+def _stopped_for(root: Path, journal: Journal, steps: list[StepPlan], reached: int, exc: Exception) -> OpsError:
     """The run stops where the other process wrote, without a rollback: the steps up to and including
-    the one that had just committed are applied (their files swapped in), the rest not run."""
+    the one that had just committed are applied (their files swapped in), the rest not run. exc: what
+    stopped it (a step's failure, where the write came as its rollback began)."""
     remove_created(root, journal)  # (staging folders of the steps not run: none was made)
     close_journal(root)
     last, rest = steps[reached], len(steps) - reached - 1
     kept = f"; backup {journal.backup_dir} holds the dir as it was before the run" if journal.backup_dir else ""
+    when = f"right after {last.step} of {last.target} committed"
+    if not isinstance(exc, WrittenMeanwhile):
+        when = f"as {journal.command} failed ({_describe(exc)}) and its rollback began"
     return OpsError(
-        f"another process wrote to chroma.sqlite3 right after {last.step} of {last.target} committed: the run "
-        f"stopped there and was not rolled back, which would drop that write; {reached + 1} of {len(steps)} "
-        f"step(s) applied (that last one not verified), {rest} not run{kept}",
+        f"another process wrote to chroma.sqlite3 {when}: the run stopped there and was not rolled back, which "
+        f"would drop that write; at most {reached + 1} of {len(steps)} step(s) applied (the last one not "
+        f"verified), {rest} not run{kept}",
         f"stop the Chroma that writes, run chops doctor {root}, then plan again",
     )
 
 
-def _roll_back_after(exc: Exception, root: Path, journal: Journal, changes: bool) -> OpsError:
-    """changes: the steps change files or rows of the persist dir (a snapshot only reads it)."""
+def _roll_back_after(
+    exc: Exception, root: Path, journal: Journal, changes: bool, held: sqlite3.Connection | None = None
+) -> OpsError:
+    """changes: the steps change files or rows of the persist dir (a snapshot only reads it). held: the
+    run's write lock, kept until the restore of chroma.sqlite3 takes it over (released in any case)."""
     what = _describe(exc)
     try:
         if journal.backup_dir is None:
@@ -501,15 +515,32 @@ def _roll_back_after(exc: Exception, root: Path, journal: Journal, changes: bool
             if not changes:  # what it wrote was its own output, removed above
                 return RolledBack(f"{journal.command} failed ({what})", "nothing changed in the persist dir")
             return OpsError(f"{journal.command} failed ({what})", "no backup was taken (--no-backup)")
-        restored = rollback_journal(root, journal)
+        restored = rollback_journal(root, journal, held)
+    except WrittenMeanwhile as meanwhile:
+        return _left_as_written(root, journal, what, meanwhile)
     except (OSError, sqlite3.Error, OpsError) as failure:
         return _rollback_failed(
             f"{journal.command} failed ({what}), and so did the automatic rollback", failure, root, journal
         )
+    finally:
+        if held is not None:
+            release(held)
     if restored is None:
         return RolledBack(f"{journal.command} failed before changing anything ({what})", "nothing changed")
     return RolledBack(
         f"{journal.command} failed ({what}); the persist dir was restored from backup {restored}", "nothing changed"
+    )
+
+
+def _left_as_written(root: Path, journal: Journal, what: str, meanwhile: WrittenMeanwhile) -> OpsError:
+    """Another process wrote as the restore took the lock over: chroma.sqlite3 is not put back (its
+    pages would drop that write), nor the folders; the run's changes stay, its journal closes."""
+    close_journal(root)
+    return OpsError(
+        f"{journal.command} failed ({what}), and another process wrote to chroma.sqlite3 as its rollback began: "
+        f"the rollback stopped, which would drop that write; the run's changes stay, and backup "
+        f"{journal.backup_dir} holds the dir as it was before the run",
+        f"stop the Chroma that writes, run chops doctor {root}, then plan again",
     )
 
 
@@ -532,12 +563,14 @@ def remove_created(root: Path, journal: Journal) -> None:
         remove_snapshot_folder(Path(folder))
 
 
-def rollback_journal(root: Path, journal: Journal) -> str | None:
+def rollback_journal(root: Path, journal: Journal, held: sqlite3.Connection | None = None) -> str | None:
     """Undo an unfinished run: restore its backup (if it got that far) and remove what it created.
 
     The backup is checked before anything is removed; what the run created goes first, as that
     frees the room a restore may need on a full disk. Files equal to the backup are not rewritten.
-    The journal is closed only when everything succeeded, so a failure leaves it for a retry."""
+    The journal is closed only when everything succeeded, so a failure leaves it for a retry.
+    held: the failed run's write lock, handed to the restore of chroma.sqlite3 (WrittenMeanwhile
+    where another process wrote in that hand-over: nothing of the backup is restored then)."""
     backup_dir = Path(journal.backup_dir) if journal.backup_dir else None
     if backup_dir is not None and not (backup_dir / MANIFEST).is_file():
         shutil.rmtree(backup_dir, ignore_errors=True)  # interrupted while backing up: nothing changed yet
@@ -549,8 +582,9 @@ def rollback_journal(root: Path, journal: Journal) -> str | None:
     except OSError as exc:  # a full disk: the phase is a note for people; the rollback does not need it
         if not _disk_full(exc):
             raise
+    failpoints.hit("before_restore")
     if backup_dir is not None:
-        restore_backup(backup_dir, root, manifest)
+        restore_backup(backup_dir, root, manifest, held)
     close_journal(root)
     return backup_dir.name if backup_dir is not None else None
 
@@ -628,7 +662,7 @@ def rollback(
     damaged = not database_opens(db)  # read-only: a stray journal is still beside it, unplayed
     if not damaged:
         try:
-            _release(acquire_write_lock(db))  # nobody may write while we restore
+            release(acquire_write_lock(db))  # nobody may write while we restore
         except CorruptDatabase:
             damaged = True
     if not damaged and not discard_later_writes:
