@@ -133,6 +133,9 @@ KILLS = {
     "db.clean during folder removal": (["db", "clean"], "db_clean.removed_one"),
     "fts.rebuild mid-rebuild": (["fts", "rebuild", "--force"], "fts_rebuild.rebuilt"),
     "hnsw.config right after backup": (["hnsw", "config", "-c", "frag", "--search-ef", "99"], "after_backup"),
+    # the commit changes the collection's row: the rollback knows it for the run's own, not a later write
+    "hnsw.config right before its commit": (["hnsw", "config", "-c", "frag", "--search-ef", "99"], "before_commit"),
+    "hnsw.config right after its commit": (["hnsw", "config", "-c", "frag", "--search-ef", "99"], "after_commit"),
     "wal.commit before the folder swap": (["wal", "commit"], "wal_commit.before_swap"),
     "wal.commit after the folder swap": (["wal", "commit"], "wal_commit.after_swap"),
     "hnsw.rebuild mid-build": (["hnsw", "rebuild", "-c", "frag", "--m", "8"], "hnsw_rebuild.batch"),
@@ -644,3 +647,28 @@ def test_a_write_as_a_failed_run_rolls_back_is_kept(standard_dir: BuiltDir, tmp_
     assert stopped or (point == "before_restore" and "restored from backup" in stderr), stderr
     assert set(json.loads(added)["ids"]) <= set(chroma("snapshot", path)["default_database/upd"]["records"])
     assert not journal_path(path).exists()
+
+
+def test_rollback_of_an_interrupted_run_refuses_to_drop_later_writes(standard_dir: BuiltDir, tmp_path: Path) -> None:
+    """A run was killed; a Chroma started afterwards took an add; `chops rollback` then restored the
+    run's backup and dropped that acknowledged add without a word (a completed run's rollback asked
+    first, an interrupted one's did not). Refused now, naming what was written, unless
+    --discard-later-writes. With nothing written since, the rollback needs no flag."""
+    path = standard_dir.path
+    before = chroma_snapshot(path, tmp_path)
+    killed = run_chops("wal", "config", path, "--purge", "off", "--yes", env={"CHOPS_FAILPOINT": "before_verify=kill"})
+    assert killed.code == -9
+    assert run_chops("rollback", path, "--yes").code == 0  # nothing written since: restored
+    assert_same_answers(before, chroma_snapshot(path, tmp_path))
+    killed = run_chops("wal", "config", path, "--purge", "off", "--yes", env={"CHOPS_FAILPOINT": "before_verify=kill"})
+    assert killed.code == -9
+    added = chroma("add", path, "default_database", "upd", "1")["ids"]
+    state = tree_state(path)
+    r = run_chops("rollback", path, "--yes")
+    assert r.code == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "was interrupted" in r.stderr and "WAL rows up to seq_id" in r.stderr, r.stderr
+    assert "--discard-later-writes" in r.stderr
+    assert tree_state(path) == state and journal_path(path).exists()
+    assert set(added) <= set(chroma("snapshot", path)["default_database/upd"]["records"])
+    assert run_chops("rollback", path, "--yes", "--discard-later-writes").code == 0
+    assert_same_answers(before, chroma_snapshot(path, tmp_path))

@@ -289,8 +289,8 @@ class RollbackParams(PersistDirArg, BackupRoot, LiveFlags, JsonFlag):
     yes: Annotated[bool, flag("-y")] = Field(False, description="do not ask")
     discard_later_writes: bool = Field(
         False,
-        description="restore a completed run's backup even though chroma.sqlite3 was written after that run "
-        "(those writes are lost; refused otherwise)",
+        description="restore a run's backup even though chroma.sqlite3 was written after that run completed "
+        "or was interrupted (those writes are lost; refused otherwise)",
     )
 
 

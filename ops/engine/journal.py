@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from ops.errors import OpsError
 from ops.storage.fs import atomic_write
+from ops.storage.write_mark import WriteMark
 
 JOURNAL_FILE = ".chops-journal.json"
 
@@ -48,6 +49,12 @@ class Journal(BaseModel):
     created_snapshots: list[str] = []
     """Snapshot folders outside the persist dir the run creates (a pipeline's db.snapshot); rollback
     removes them too, or the next run of the same plan would find its snapshot folder taken."""
+    writes: list[WriteMark] | None = None
+    """What the run's own commits may have left in chroma.sqlite3, read under its write lock: when it
+    took its backup and after each step's commit; while a step commits, the state before and the state
+    after. `chops rollback` of an interrupted run refuses where the dir was written past all of them
+    (by a Chroma started after the run died). None: not known (a journal of an older chops, or a step
+    that puts a whole database in place is committing)."""
 
     @classmethod
     def start(cls, persist_dir: Path, command: str) -> Journal:
@@ -67,6 +74,11 @@ class Journal(BaseModel):
     def enter(self, persist_dir: Path, phase: Phase) -> None:
         if phase != self.phase:
             self.phase = phase
+            self.save(persist_dir)
+
+    def record_writes(self, persist_dir: Path, marks: list[WriteMark] | None) -> None:
+        if marks != self.writes:
+            self.writes = marks
             self.save(persist_dir)
 
     def will_create(self, persist_dir: Path, *paths: Path) -> None:

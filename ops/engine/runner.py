@@ -77,7 +77,7 @@ from ops.engine.lock import (
 from ops.engine.plan import Plan, StepPlan
 from ops.engine.progress import NoProgress, ProgressSink
 from ops.engine.step import Step, StepContext, Touches
-from ops.errors import BadInput, CorruptDatabase, OpsError
+from ops.errors import BadInput, CorruptDatabase, DatabaseBusy, DatabaseLocked, OpsError
 from ops.storage import PersistDir
 from ops.storage.fs import remove_tree
 from ops.storage.index_swap import NEW_SUFFIX, SWAP_SUFFIX, staging_folder
@@ -325,6 +325,7 @@ def apply_plan(
         if use_backup:
             target = backup_root / new_backup_id(journal.run_id)
             _take_run_backup(root, journal, target, touched.sqlite, touched.folders)
+            journal.record_writes(root, [read_write_mark(writer)])
         if journal.backup_dir:
             result.backup_id, result.backup_dir = Path(journal.backup_dir).name, journal.backup_dir
         failpoints.hit("after_backup")
@@ -434,6 +435,7 @@ def _apply_one(
     journal.enter(root, "apply")
     step.apply(ctx, step_plan)
     failpoints.hit("before_commit")
+    _expect_writes(root, journal, step, writer)
     seen = data_version(writer)
     writer.execute("COMMIT")
     step.after_commit(ctx, step_plan)
@@ -441,9 +443,18 @@ def _apply_one(
     writer.execute("BEGIN IMMEDIATE")  # the verify and the next step under the lock again: a write another
     if data_version(writer) != seen and not step.replaces_database:  # process makes later would be lost
         raise WrittenMeanwhile  # to a rollback; one made in between is kept (the run stops)
+    journal.record_writes(root, [read_write_mark(writer)])
     failpoints.hit("before_verify")
     with PersistDir.open(root) as fresh:
         step.verify(StepContext(persist_dir=fresh, notes=notes), step_plan)
+
+
+def _expect_writes(root: Path, journal: Journal, step: Step, writer: sqlite3.Connection) -> None:
+    """Before a commit: a kill from here to the next record may leave the state before it or after it
+    (read inside the transaction); a step that puts a whole database in place leaves neither."""
+    if journal.writes is not None:
+        after = None if step.replaces_database else [*journal.writes[-1:], read_write_mark(writer)]
+        journal.record_writes(root, after)
 
 
 def _check_still_planned(step: Step, step_plan: StepPlan, root: Path, writer: sqlite3.Connection) -> None:
@@ -644,6 +655,8 @@ def rollback(
             raise
         journal = None  # the backup the operator named is restored, then the leftovers go (below)
     if journal is not None:
+        if not discard_later_writes:
+            _refuse_writes_past(root / SQLITE_FILE_NAME, journal)
         try:
             restored = rollback_journal(root, journal)
         except (OSError, sqlite3.Error) as failure:
@@ -707,6 +720,31 @@ def _refuse_later_writes(db: Path, backup_dir: Path) -> None:
             f"{db} was written after run {completion.run_id} ({completion.command}) completed ({'; '.join(since)}): "
             f"restoring backup {backup_dir.name} would drop them, or leave them out of the index folders it puts back",
             "pass --discard-later-writes to restore it anyway (chops wal export can keep the WAL rows first)",
+        )
+
+
+def _refuse_writes_past(db: Path, journal: Journal) -> None:
+    """The run was interrupted, and chroma.sqlite3 was written past what its own commits left: restoring
+    its backup would drop those writes (a Chroma started after the run died took adds)."""
+    if not journal.writes or journal.backup_dir is None or not database_opens(db):
+        return
+    try:
+        conn = connect_readonly(db)
+    except DatabaseLocked:
+        raise
+    except DatabaseBusy:  # a hot journal: read what SQLite rolls it back to, as the restore will
+        conn = sqlite3.connect(db, timeout=DEFAULT_LOCK_TIMEOUT_S)
+    with closing(conn):
+        try:
+            now = read_write_mark(conn)
+        except sqlite3.OperationalError as exc:
+            raise DatabaseLocked(f"{db} cannot be read ({exc})", "stop Chroma (or wait for it) and retry") from exc
+    since = [writes_since(mark, now) for mark in journal.writes]
+    if all(since):
+        raise BadInput(
+            f"{db} was written after run {journal.run_id} ({journal.command}) was interrupted "
+            f"({'; '.join(since[-1])}): restoring its backup {Path(journal.backup_dir).name} would drop them",
+            "pass --discard-later-writes to roll back anyway (chops wal export can keep the WAL rows first)",
         )
 
 
