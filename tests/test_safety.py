@@ -610,17 +610,28 @@ def test_reading_the_database_keeps_the_write_lock_of_this_process(
         writer.close()
 
 
-@pytest.mark.parametrize("point", ["before_restore", "lock_handover"])
-def test_a_write_as_a_failed_run_rolls_back_is_kept(standard_dir: BuiltDir, tmp_path: Path, point: str) -> None:
+@pytest.mark.parametrize(
+    ("point", "command"),
+    [("before_restore", "wal config"), ("lock_handover", "wal config"), ("lock_handover", "collection restore")],
+)
+def test_a_write_as_a_failed_run_rolls_back_is_kept(
+    standard_dir: BuiltDir, tmp_path: Path, point: str, command: str
+) -> None:
     """A step's verify failed; the runner let go of the write lock, then checked the backup and
     restored it: a chromadb add that came in between (the checks take seconds on a large backup)
     was acknowledged, then overwritten by the restore. The lock is now kept until the restore takes
     it over (before_restore: the add waits for it); a write that still slips into that hand-over
-    (lock_handover) stops the rollback instead of being lost."""
+    (lock_handover) stops the rollback instead of being lost, and leaves what the run committed whole
+    (a restored collection keeps the segment folder it created)."""
     path, signals = standard_dir.path, tmp_path / "signals"
     signals.mkdir()
+    args = ["wal", "config", str(path), "--purge", "off"]
+    if command == "collection restore":
+        snap = tmp_path / "frag.snap"
+        assert run_chops("collection", "snapshot", path, "-c", "frag", "-o", snap, "--yes").code == 0
+        args = ["collection", "restore", str(path), "-i", str(snap), "--as", "frag-copy"]
     run = subprocess.Popen(
-        [sys.executable, "-m", "ops", "wal", "config", str(path), "--purge", "off", "--yes"],
+        [sys.executable, "-m", "ops", *args, "--yes"],
         env={**os.environ, "COLUMNS": "200", "CHOPS_FAILPOINT": f"before_verify=fail,{point}=pause:{signals}"},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -645,8 +656,11 @@ def test_a_write_as_a_failed_run_rolls_back_is_kept(standard_dir: BuiltDir, tmp_
     assert run.returncode == 1 and len(stderr.strip().splitlines()) == 1, stderr
     stopped = "another process wrote to chroma.sqlite3 as its rollback began" in stderr
     assert stopped or (point == "before_restore" and "restored from backup" in stderr), stderr
-    assert set(json.loads(added)["ids"]) <= set(chroma("snapshot", path)["default_database/upd"]["records"])
-    assert not journal_path(path).exists()
+    answers = chroma("snapshot", path)
+    assert set(json.loads(added)["ids"]) <= set(answers["default_database/upd"]["records"])
+    assert not journal_path(path).exists() and not list(path.glob("*.chops-*"))
+    if command == "collection restore":
+        assert answers["default_database/frag-copy"]["records"] == answers["default_database/frag"]["records"]
 
 
 def test_rollback_of_an_interrupted_run_refuses_to_drop_later_writes(standard_dir: BuiltDir, tmp_path: Path) -> None:

@@ -369,23 +369,33 @@ def checked_manifest(backup_dir: Path) -> BackupManifest:
     return manifest
 
 
-def restore_backup(
-    backup_dir: Path, persist_dir: Path, checked: BackupManifest | None = None, held: sqlite3.Connection | None = None
-) -> BackupManifest:
+def restore_backup(backup_dir: Path, persist_dir: Path, checked: BackupManifest | None = None) -> BackupManifest:
     """Put back exactly what the backup saved; idempotent, so it can be re-run after a crash.
 
     What already equals the backup is left alone (nothing is written for it), so a run that failed
     before changing a file rolls back without rewriting it, also on a full disk. `checked`: the
-    manifest if `checked_manifest` already verified the backup. held: a write lock on the live
-    database (a failed run's), handed over to the copy of its pages (lock.hand_over)."""
+    manifest if `checked_manifest` already verified the backup."""
     manifest = checked or checked_manifest(backup_dir)
+    restore_database(backup_dir, persist_dir, manifest)
+    restore_folders(backup_dir, persist_dir, manifest)
+    return manifest
+
+
+def restore_database(
+    backup_dir: Path, persist_dir: Path, manifest: BackupManifest, held: sqlite3.Connection | None = None
+) -> None:
+    """The backup's chroma.sqlite3 put back, where it holds one and the live one differs. held: a write
+    lock on the live database (a failed run's), handed over to the copy of its pages (lock.hand_over)."""
     saved_db, live_db = backup_dir / SQLITE_FILE_NAME, persist_dir / SQLITE_FILE_NAME
     if manifest.includes_sqlite and not same_database(live_db, saved_db):
         restore_sqlite(saved_db, live_db, held)
+
+
+def restore_folders(backup_dir: Path, persist_dir: Path, manifest: BackupManifest) -> None:
+    """The backup's segment folders put back where they differ from it."""
     for name in manifest.folders:
         if _differences(manifest, persist_dir, name):
             _restore_folder(backup_dir / SEGMENTS / name, persist_dir / name)
-    return manifest
 
 
 SQLITE_SIDE_FILES = ("-journal", "-wal", "-shm")

@@ -50,6 +50,8 @@ from ops.engine.backup import (
     remove_created_snapshots,
     remove_snapshot_folder,
     restore_backup,
+    restore_database,
+    restore_folders,
     restore_sqlite,
     sqlite_files,
     sqlite_full,
@@ -498,7 +500,7 @@ def _stopped_for(root: Path, journal: Journal, steps: list[StepPlan], reached: i
     """The run stops where the other process wrote, without a rollback: the steps up to and including
     the one that had just committed are applied (their files swapped in), the rest not run. exc: what
     stopped it (a step's failure, where the write came as its rollback began)."""
-    remove_created(root, journal)  # (staging folders of the steps not run: none was made)
+    _remove_staging(root, journal)
     close_journal(root)
     last, rest = steps[reached], len(steps) - reached - 1
     kept = f"; backup {journal.backup_dir} holds the dir as it was before the run" if journal.backup_dir else ""
@@ -546,6 +548,7 @@ def _roll_back_after(
 def _left_as_written(root: Path, journal: Journal, what: str, meanwhile: WrittenMeanwhile) -> OpsError:
     """Another process wrote as the restore took the lock over: chroma.sqlite3 is not put back (its
     pages would drop that write), nor the folders; the run's changes stay, its journal closes."""
+    _remove_staging(root, journal)
     close_journal(root)
     return OpsError(
         f"{journal.command} failed ({what}), and another process wrote to chroma.sqlite3 as its rollback began: "
@@ -555,11 +558,22 @@ def _left_as_written(root: Path, journal: Journal, what: str, meanwhile: Written
     )
 
 
+_STAGING_SUFFIXES = (NEW_SUFFIX, OLD_SUFFIX, RESTORE_SUFFIX, SWAP_SUFFIX)
+
+
+def _remove_staging(root: Path, journal: Journal) -> None:
+    """A run stopped without a rollback: the folders it built beside others go; what it created that a
+    committed step uses stays (a restored collection's segment folder)."""
+    for relative in journal.created_paths:
+        if relative.endswith(_STAGING_SUFFIXES) and (root / relative).resolve().is_relative_to(root):
+            remove_tree(root / relative)
+
+
 def _remove_run_leftovers(root: Path) -> None:
     """After a backup is restored: what an interrupted run may have left whose journal could not say
     (its staging folders, by their suffixes, and the journal itself)."""
     for path in root.iterdir():
-        if path.name.endswith((NEW_SUFFIX, OLD_SUFFIX, RESTORE_SUFFIX, SWAP_SUFFIX)):
+        if path.name.endswith(_STAGING_SUFFIXES):
             remove_tree(path)
     remove_tree(journal_path(root))  # (a folder in its place, too)
     close_journal(root)
@@ -580,22 +594,26 @@ def rollback_journal(root: Path, journal: Journal, held: sqlite3.Connection | No
     The backup is checked before anything is removed; what the run created goes first, as that
     frees the room a restore may need on a full disk. Files equal to the backup are not rewritten.
     The journal is closed only when everything succeeded, so a failure leaves it for a retry.
-    held: the failed run's write lock, handed to the restore of chroma.sqlite3 (WrittenMeanwhile
-    where another process wrote in that hand-over: nothing of the backup is restored then)."""
+    held: the failed run's write lock, handed to the restore of chroma.sqlite3 before anything else
+    (WrittenMeanwhile where another process wrote in that hand-over: nothing is removed or restored)."""
     backup_dir = Path(journal.backup_dir) if journal.backup_dir else None
     if backup_dir is not None and not (backup_dir / MANIFEST).is_file():
         shutil.rmtree(backup_dir, ignore_errors=True)  # interrupted while backing up: nothing changed yet
         backup_dir = None
     manifest = checked_manifest(backup_dir) if backup_dir is not None else None
+    failpoints.hit("before_restore")
+    if backup_dir is not None and manifest is not None and held is not None:  # first, as the lock is handed over:
+        restore_database(backup_dir, root, manifest, held)  # where another process wrote, nothing is touched
     remove_created(root, journal)
     try:
         journal.enter(root, "rollback")
     except OSError as exc:  # a full disk: the phase is a note for people; the rollback does not need it
         if not _disk_full(exc):
             raise
-    failpoints.hit("before_restore")
-    if backup_dir is not None:
-        restore_backup(backup_dir, root, manifest, held)
+    if backup_dir is not None and manifest is not None:
+        if held is None:
+            restore_database(backup_dir, root, manifest)
+        restore_folders(backup_dir, root, manifest)
     close_journal(root)
     return backup_dir.name if backup_dir is not None else None
 
