@@ -543,24 +543,27 @@ def test_rollback_over_a_damaged_database_keeps_owner_mode_and_stray_journal(sta
     assert (db.stat().st_uid, db.stat().st_gid, db.stat().st_mode & 0o777) == (1000, 1000, 0o660)
 
 
-def test_rollback_of_a_completed_run_refuses_to_drop_later_writes(standard_dir: BuiltDir, tmp_path: Path) -> None:
-    """A run completed, then chromadb added a record: restoring the run's backup would drop that
-    acknowledged add with the run's changes (before: exit 0, no word of it). Refused in one line
-    naming what was written; --discard-later-writes restores all the same. A rollback right after a
-    run (nothing written since) is not asked for that flag."""
+@pytest.mark.parametrize("end", ["completed", "interrupted"])
+def test_rollback_refuses_to_drop_later_writes(standard_dir: BuiltDir, tmp_path: Path, end: str) -> None:
+    """A run completed (or was killed), then chromadb added a record: restoring the run's backup
+    would drop that acknowledged add with the run's changes (before: exit 0, no word of it; an
+    interrupted run's rollback did so after the one of a completed run had learnt to ask). Refused in
+    one line naming what was written; --discard-later-writes restores all the same. A rollback right
+    after a run (nothing written since) is not asked for that flag."""
     path = standard_dir.path
+    env = {"CHOPS_FAILPOINT": "before_verify=kill"} if end == "interrupted" else None
     before = chroma_snapshot(path, tmp_path)
-    assert run_chops("wal", "config", path, "--purge", "off", "--yes").code == 0
+    assert run_chops("wal", "config", path, "--purge", "off", "--yes", env=env).code in (0, -9)
     assert run_chops("rollback", path, "--yes").code == 0  # nothing written since: restored
     assert_same_answers(before, chroma_snapshot(path, tmp_path))
-    assert run_chops("wal", "config", path, "--purge", "off", "--yes").code == 0
+    assert run_chops("wal", "config", path, "--purge", "off", "--yes", env=env).code == (-9 if env else 0)
     added = chroma("add", path, "default_database", "upd", "1")["ids"]
     state = tree_state(path)
     r = run_chops("rollback", path, "--yes")
     assert r.code == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
-    assert "was written after run" in r.stderr and "WAL rows up to seq_id" in r.stderr, r.stderr
-    assert "--discard-later-writes" in r.stderr
-    assert tree_state(path) == state
+    said = "was interrupted" if env else "completed"
+    assert said in r.stderr and "WAL rows up to seq_id" in r.stderr and "--discard-later-writes" in r.stderr, r.stderr
+    assert tree_state(path) == state and journal_path(path).exists() == bool(env)
     assert set(added) <= set(chroma("snapshot", path)["default_database/upd"]["records"])
     assert run_chops("rollback", path, "--yes", "--discard-later-writes").code == 0
     assert_same_answers(before, chroma_snapshot(path, tmp_path))
@@ -661,28 +664,3 @@ def test_a_write_as_a_failed_run_rolls_back_is_kept(
     assert not journal_path(path).exists() and not list(path.glob("*.chops-*"))
     if command == "collection restore":
         assert answers["default_database/frag-copy"]["records"] == answers["default_database/frag"]["records"]
-
-
-def test_rollback_of_an_interrupted_run_refuses_to_drop_later_writes(standard_dir: BuiltDir, tmp_path: Path) -> None:
-    """A run was killed; a Chroma started afterwards took an add; `chops rollback` then restored the
-    run's backup and dropped that acknowledged add without a word (a completed run's rollback asked
-    first, an interrupted one's did not). Refused now, naming what was written, unless
-    --discard-later-writes. With nothing written since, the rollback needs no flag."""
-    path = standard_dir.path
-    before = chroma_snapshot(path, tmp_path)
-    killed = run_chops("wal", "config", path, "--purge", "off", "--yes", env={"CHOPS_FAILPOINT": "before_verify=kill"})
-    assert killed.code == -9
-    assert run_chops("rollback", path, "--yes").code == 0  # nothing written since: restored
-    assert_same_answers(before, chroma_snapshot(path, tmp_path))
-    killed = run_chops("wal", "config", path, "--purge", "off", "--yes", env={"CHOPS_FAILPOINT": "before_verify=kill"})
-    assert killed.code == -9
-    added = chroma("add", path, "default_database", "upd", "1")["ids"]
-    state = tree_state(path)
-    r = run_chops("rollback", path, "--yes")
-    assert r.code == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
-    assert "was interrupted" in r.stderr and "WAL rows up to seq_id" in r.stderr, r.stderr
-    assert "--discard-later-writes" in r.stderr
-    assert tree_state(path) == state and journal_path(path).exists()
-    assert set(added) <= set(chroma("snapshot", path)["default_database/upd"]["records"])
-    assert run_chops("rollback", path, "--yes", "--discard-later-writes").code == 0
-    assert_same_answers(before, chroma_snapshot(path, tmp_path))
