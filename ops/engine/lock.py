@@ -18,7 +18,7 @@ MAX_BUSY_S = 24 * 3600.0
 """SQLite's busy wait is an int of milliseconds: an endless --lock-timeout waits a day per write."""
 
 
-def _is_busy(exc: BaseException) -> bool:
+def is_busy(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
 
 
@@ -28,7 +28,7 @@ def acquire_write_lock(sqlite_path: Path, timeout_s: float = DEFAULT_LOCK_TIMEOU
     from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential  # only when locking
 
     retrying = Retrying(
-        retry=retry_if_exception(_is_busy),
+        retry=retry_if_exception(is_busy),
         wait=wait_exponential(multiplier=0.05, max=1.0),
         stop=stop_after_delay(timeout_s),
         reraise=True,
@@ -39,7 +39,7 @@ def acquire_write_lock(sqlite_path: Path, timeout_s: float = DEFAULT_LOCK_TIMEOU
                 conn.execute("BEGIN IMMEDIATE")
     except sqlite3.DatabaseError as exc:
         conn.close()
-        if _is_busy(exc):
+        if is_busy(exc):
             raise DatabaseBusy(
                 f"the database is in use by another process (still locked after {timeout_s:g} s)",
                 "stop Chroma and retry",

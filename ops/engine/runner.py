@@ -18,6 +18,7 @@ the error says what to do: make room, then `chops rollback PERSIST_DIR`.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -49,7 +50,6 @@ from ops.engine.backup import (
     record_rollbacks,
     remove_created_snapshots,
     remove_snapshot_folder,
-    restore_backup,
     restore_database,
     restore_folders,
     restore_sqlite,
@@ -73,13 +73,14 @@ from ops.engine.lock import (
     WrittenMeanwhile,
     acquire_write_lock,
     data_version,
+    is_busy,
     keep_for_rollback,
     release,
 )
 from ops.engine.plan import Plan, StepPlan
 from ops.engine.progress import NoProgress, ProgressSink
 from ops.engine.step import Step, StepContext, Touches
-from ops.errors import BadInput, CorruptDatabase, DatabaseBusy, DatabaseLocked, OpsError
+from ops.errors import BadInput, CorruptDatabase, OpsError
 from ops.storage import PersistDir
 from ops.storage.fs import remove_tree
 from ops.storage.index_swap import NEW_SUFFIX, SWAP_SUFFIX, staging_folder
@@ -326,8 +327,10 @@ def apply_plan(
     try:
         if use_backup:
             target = backup_root / new_backup_id(journal.run_id)
+            # saved with the backup's name, before it is written; read beside the writer, whose
+            # transaction a read of a damaged page would fail (the repair of that page could not commit)
+            journal.writes = _marks(_live_mark(root))
             _take_run_backup(root, journal, target, touched.sqlite, touched.folders)
-            journal.record_writes(root, [read_write_mark(writer)])
         if journal.backup_dir:
             result.backup_id, result.backup_dir = Path(journal.backup_dir).name, journal.backup_dir
         failpoints.hit("after_backup")
@@ -440,23 +443,58 @@ def _apply_one(
     _expect_writes(root, journal, step, writer)
     seen = data_version(writer)
     writer.execute("COMMIT")
-    step.after_commit(ctx, step_plan)
-    failpoints.hit("after_commit")
-    writer.execute("BEGIN IMMEDIATE")  # the verify and the next step under the lock again: a write another
-    if data_version(writer) != seen and not step.replaces_database:  # process makes later would be lost
-        raise WrittenMeanwhile  # to a rollback; one made in between is kept (the run stops)
-    journal.record_writes(root, [read_write_mark(writer)])
+    failure = None
+    try:
+        step.after_commit(ctx, step_plan)
+        failpoints.hit("after_commit")
+    except Exception as exc:  # (the lock is taken again first: a rollback must know who wrote meanwhile)
+        failure = exc
+    expected = journal.writes[-1] if journal.writes else None
+    _relock_after_commit(writer, seen, step.replaces_database, failure, expected)
+    if failure is not None:
+        raise failure
+    journal.record_writes(root, _marks(_live_mark(root) if step.replaces_database else _mark_of(writer)))
     failpoints.hit("before_verify")
     with PersistDir.open(root) as fresh:
         step.verify(StepContext(persist_dir=fresh, notes=notes), step_plan)
 
 
+def _relock_after_commit(
+    writer: sqlite3.Connection,
+    seen: int,
+    replaces_database: bool,
+    failure: Exception | None,
+    expected: WriteMark | None,
+) -> None:
+    """The verify, a rollback and the next step run under the lock again. A write another process made
+    since the commit (during VACUUM or a page copy, which need the lock released) would be lost to a
+    rollback: WrittenMeanwhile, the run stops and keeps it; so also where the lock cannot be had back.
+    (A step that puts a whole database in place commits through a connection of its own: not told.)
+    After the step's own work failed, SQLite may count its reset cache as a change: then the write
+    mark the commit left (`expected`) decides."""
+    try:
+        writer.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if not is_busy(exc):
+            raise
+        raise WrittenMeanwhile from failure
+    if data_version(writer) == seen or replaces_database:
+        return
+    if failure is None or (expected is not None and _mark_of(writer) != expected):
+        raise WrittenMeanwhile from failure
+
+
 def _expect_writes(root: Path, journal: Journal, step: Step, writer: sqlite3.Connection) -> None:
     """Before a commit: a kill from here to the next record may leave the state before it or after it
-    (read inside the transaction); a step that puts a whole database in place leaves neither."""
-    if journal.writes is not None:
-        after = None if step.replaces_database else [*journal.writes[-1:], read_write_mark(writer)]
-        journal.record_writes(root, after)
+    (read inside the transaction; for a step that puts a whole database in place, from that one)."""
+    if journal.writes is None:
+        return
+    replacement = step.database_after() if step.replaces_database else None
+    if step.replaces_database and replacement is None:
+        journal.record_writes(root, None)
+        return
+    after = _mark_of(writer) if replacement is None else _mark_of_file(replacement)
+    journal.record_writes(root, None if after is None else [*journal.writes[-1:], after])
 
 
 def _check_still_planned(step: Step, step_plan: StepPlan, root: Path, writer: sqlite3.Connection) -> None:
@@ -502,9 +540,12 @@ def _stopped_for(root: Path, journal: Journal, steps: list[StepPlan], reached: i
     stopped it (a step's failure, where the write came as its rollback began)."""
     _remove_staging(root, journal)
     close_journal(root)
+    _record_stop(journal)
     last, rest = steps[reached], len(steps) - reached - 1
     kept = f"; backup {journal.backup_dir} holds the dir as it was before the run" if journal.backup_dir else ""
     when = f"right after {last.step} of {last.target} committed"
+    if isinstance(exc, WrittenMeanwhile) and isinstance(exc.__cause__, Exception):
+        when += f" (what it does after its commit then failed: {_describe(exc.__cause__)})"
     if not isinstance(exc, WrittenMeanwhile):
         when = f"as {journal.command} failed ({_describe(exc)}) and its rollback began"
     return OpsError(
@@ -550,6 +591,7 @@ def _left_as_written(root: Path, journal: Journal, what: str, meanwhile: Written
     pages would drop that write), nor the folders; the run's changes stay, its journal closes."""
     _remove_staging(root, journal)
     close_journal(root)
+    _record_stop(journal)
     return OpsError(
         f"{journal.command} failed ({what}), and another process wrote to chroma.sqlite3 as its rollback began: "
         f"the rollback stopped, which would drop that write; the run's changes stay, and backup "
@@ -559,6 +601,14 @@ def _left_as_written(root: Path, journal: Journal, what: str, meanwhile: Written
 
 
 _STAGING_SUFFIXES = (NEW_SUFFIX, OLD_SUFFIX, RESTORE_SUFFIX, SWAP_SUFFIX)
+
+
+def _record_stop(journal: Journal) -> None:
+    """A run that stopped without a rollback (another process wrote) is finished: its backup records
+    what the run's own commits left, so `chops rollback` of it refuses to drop that other write."""
+    if journal.backup_dir and journal.writes:
+        with contextlib.suppress(OSError):  # (as for a completed run: recording fails nothing)
+            record_completion(Path(journal.backup_dir), journal.run_id, journal.command, None, journal.writes[-1])
 
 
 def _remove_staging(root: Path, journal: Journal) -> None:
@@ -672,16 +722,56 @@ def rollback(
         if backup_id is None:
             raise
         journal = None  # the backup the operator named is restored, then the leftovers go (below)
-    if journal is not None:
-        if not discard_later_writes:
-            _refuse_writes_past(root / SQLITE_FILE_NAME, journal)
-        try:
-            restored = rollback_journal(root, journal)
-        except (OSError, sqlite3.Error) as failure:
-            what = f"the rollback of run {journal.run_id} could not finish"
-            raise _rollback_failed(what, failure, root, journal) from failure
-        return RollbackResult(persist_dir=str(root), restored_backup=restored, unfinished_run=journal.run_id)
-    backup_dir = find_backup(backup_root or default_backup_root(root), backup_id)
+    db = root / SQLITE_FILE_NAME
+    held = _lock_for_rollback(db)  # nobody may write between the check of later writes and the restore
+    try:
+        if journal is not None:
+            return _finish_interrupted(root, journal, held, discard_later_writes)
+        return _restore_chosen(
+            root, find_backup(backup_root or default_backup_root(root), backup_id), held, discard_later_writes
+        )
+    except WrittenMeanwhile as exc:
+        raise OpsError(
+            f"another process wrote to {db} as the rollback began: nothing was restored",
+            f"stop the Chroma that writes, then run chops rollback {root} again",
+        ) from exc
+    finally:
+        if held is not None:
+            release(held)
+
+
+def _lock_for_rollback(db: Path) -> sqlite3.Connection | None:
+    """The write lock (a hot journal is played back as it is taken); None where the database cannot be
+    opened (gone, or no database: nobody can write it)."""
+    if not database_opens(db):  # read-only: a stray journal is still beside it, unplayed
+        return None
+    try:
+        return acquire_write_lock(db)
+    except CorruptDatabase:
+        return None
+
+
+def _finish_interrupted(
+    root: Path, journal: Journal, held: sqlite3.Connection | None, discard_later_writes: bool
+) -> RollbackResult:
+    complete = journal.backup_dir is not None and (Path(journal.backup_dir) / MANIFEST).is_file()
+    if held is not None and journal.writes and journal.backup_dir and complete:  # (else nothing had changed)
+        now = _live_mark(root)
+        since = [writes_since(mark, now) for mark in journal.writes] if now is not None else [[]]
+        what = f"run {journal.run_id} ({journal.command}) was interrupted"
+        _refuse_over(root, what, Path(journal.backup_dir), since[-1] if all(since) else [], discard_later_writes)
+    try:
+        restored = rollback_journal(root, journal, held)
+    except (OSError, sqlite3.Error) as failure:
+        what = f"the rollback of run {journal.run_id} could not finish"
+        raise _rollback_failed(what, failure, root, journal) from failure
+    return RollbackResult(persist_dir=str(root), restored_backup=restored, unfinished_run=journal.run_id)
+
+
+def _restore_chosen(
+    root: Path, backup_dir: Path, held: sqlite3.Connection | None, discard_later_writes: bool
+) -> RollbackResult:
+    """A backup the operator chose (or the latest), when no run is unfinished."""
     manifest = read_manifest(backup_dir)
     if (backup_dir / NO_DATABASE).exists():
         raise BadInput(
@@ -690,15 +780,13 @@ def rollback(
             f"pass --backup ID of another backup (chops backup list {root})",
         )
     db, damaged_kept = root / SQLITE_FILE_NAME, None
-    damaged = not database_opens(db)  # read-only: a stray journal is still beside it, unplayed
-    if not damaged:
-        try:
-            release(acquire_write_lock(db))  # nobody may write while we restore
-        except CorruptDatabase:
-            damaged = True
-    if not damaged and not discard_later_writes:
-        _refuse_later_writes(db, backup_dir)
-    if damaged:
+    completion = read_completion(backup_dir)
+    if held is not None and completion and completion.writes and completion.rolled_back_at is None:
+        what = f"run {completion.run_id} ({completion.command}) completed"
+        now = _live_mark(root)
+        since = writes_since(completion.writes, now) if now is not None else []
+        _refuse_over(root, what, backup_dir, since, discard_later_writes)
+    if held is None:
         if not manifest.includes_sqlite:
             raise CorruptDatabase(
                 f"{db} cannot be opened as a database, and backup {backup_dir.name} holds no {SQLITE_FILE_NAME}",
@@ -707,7 +795,9 @@ def rollback(
         # No process can write a file that is no database; the backup's replaces it, a copy is kept.
         damaged_kept = str(keep_damaged_database(db, backup_dir.parent))
     try:
-        restore_backup(backup_dir, root)
+        checked = checked_manifest(backup_dir)
+        restore_database(backup_dir, root, checked, held)
+        restore_folders(backup_dir, root, checked)
     except (OSError, sqlite3.Error) as failure:
         raise RollbackFailed(
             f"restoring backup {backup_dir.name} could not finish ({_describe(failure)}); the backup stays",
@@ -725,44 +815,44 @@ def rollback(
     )
 
 
-def _refuse_later_writes(db: Path, backup_dir: Path) -> None:
-    """The backup's run completed, and chroma.sqlite3 was written after it: restoring the backup would
-    drop those writes (acknowledged adds, a new collection) with the run's changes."""
-    completion = read_completion(backup_dir)
-    if completion is None or completion.writes is None or completion.rolled_back_at is not None:
-        return
+def _live_mark(root: Path) -> WriteMark | None:
+    return _mark_of_file(root / SQLITE_FILE_NAME)
+
+
+def _mark_of_file(db: Path) -> WriteMark | None:
     with closing(connect_readonly(db)) as conn:
-        since = writes_since(completion.writes, read_write_mark(conn))
-    if since:
-        raise BadInput(
-            f"{db} was written after run {completion.run_id} ({completion.command}) completed ({'; '.join(since)}): "
-            f"restoring backup {backup_dir.name} would drop them, or leave them out of the index folders it puts back",
-            "pass --discard-later-writes to restore it anyway (chops wal export can keep the WAL rows first)",
-        )
+        return _mark_of(conn)
 
 
-def _refuse_writes_past(db: Path, journal: Journal) -> None:
-    """The run was interrupted, and chroma.sqlite3 was written past what its own commits left: restoring
-    its backup would drop those writes (a Chroma started after the run died took adds)."""
-    if not journal.writes or journal.backup_dir is None or not database_opens(db):
-        return
+def _mark_of(conn: sqlite3.Connection) -> WriteMark | None:
+    """None where the rows cannot be read (a damaged page): not known, so nothing is compared with it."""
     try:
-        conn = connect_readonly(db)
-    except DatabaseLocked:
-        raise
-    except DatabaseBusy:  # a hot journal: read what SQLite rolls it back to, as the restore will
-        conn = sqlite3.connect(db, timeout=DEFAULT_LOCK_TIMEOUT_S)
-    with closing(conn):
-        try:
-            now = read_write_mark(conn)
-        except sqlite3.OperationalError as exc:
-            raise DatabaseLocked(f"{db} cannot be read ({exc})", "stop Chroma (or wait for it) and retry") from exc
-    since = [writes_since(mark, now) for mark in journal.writes]
-    if all(since):
+        return read_write_mark(conn)
+    except sqlite3.DatabaseError:
+        return None
+
+
+def _marks(mark: WriteMark | None) -> list[WriteMark] | None:
+    return None if mark is None else [mark]
+
+
+def _refuse_over(root: Path, what: str, backup_dir: Path, since: list[str], discard_later_writes: bool) -> None:
+    """chroma.sqlite3 was written after the backup's run (`since`, empty: not): restoring the backup
+    would drop those writes (acknowledged adds, a new collection) with the run's changes. A backup of
+    index folders alone cannot drop them: it would leave those records without vectors."""
+    if not since:
+        return
+    db, name = root / SQLITE_FILE_NAME, backup_dir.name
+    if not read_manifest(backup_dir).includes_sqlite:
         raise BadInput(
-            f"{db} was written after run {journal.run_id} ({journal.command}) was interrupted "
-            f"({'; '.join(since[-1])}): restoring its backup {Path(journal.backup_dir).name} would drop them",
-            "pass --discard-later-writes to roll back anyway (chops wal export can keep the WAL rows first)",
+            f"{db} was written after {what} ({'; '.join(since)}), and backup {name} holds index folders only: "
+            "restoring them under it would leave those records without vectors",
+            f"keep the dir as it is (chops doctor {root} says whether it is whole), or restore a db snapshot",
+        )
+    if not discard_later_writes:
+        raise BadInput(
+            f"{db} was written after {what} ({'; '.join(since)}): restoring backup {name} would drop them",
+            "pass --discard-later-writes to restore it anyway (chops wal export can keep the WAL rows first)",
         )
 
 

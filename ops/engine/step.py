@@ -101,6 +101,11 @@ class Step(ABC):
         target = {SKIP_FIELD: selection["skip"]} if "skip" in selection else dict(selection)
         return cls(cls.params_model.parse({**params, **target}))
 
+    def database_after(self) -> Path | None:
+        """For a step that puts another chroma.sqlite3 in place (replaces_database): that file, as given
+        (what its commit leaves; not checked)."""
+        return None
+
     def replacement_database(self) -> Path | None:
         """For a step that puts another chroma.sqlite3 in place (replaces_database): that file, checked.
         The runner puts it in place first when the current one cannot be opened at all (no plan can

@@ -68,6 +68,9 @@ class DbRestore(Step):
         verify_backup(self.snapshot, manifest)
         return manifest
 
+    def database_after(self) -> Path:
+        return self.snapshot / SQLITE_FILE_NAME
+
     def replacement_database(self) -> Path:
         """The snapshot's database, checked; the damaged one's layout cannot be read to compare with it,
         so the operator says the snapshot's is right (--change-layout)."""
