@@ -739,3 +739,26 @@ def test_a_backup_of_index_folders_alone_is_not_restored_under_later_writes(stan
         assert r.code == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
         assert "holds index folders only" in r.stderr and "chops doctor" in r.stderr, r.stderr
     assert tree_state(path) == state
+
+
+def test_an_interrupted_run_finished_keeping_what_was_written_since(standard_dir: BuiltDir) -> None:
+    """An hnsw rebuild was killed after its new index was swapped in; chromadb then added a record to
+    it. Its backup holds the index folder alone, so the rollback is refused with or without
+    --discard-later-writes, and every other command refused while the journal stayed: no way out.
+    --keep-changes finishes the run keeping the dir as it is; a later rollback of that backup still
+    refuses over the add."""
+    path = standard_dir.path
+    killed = run_chops(
+        "hnsw", "rebuild", path, "-c", "frag", "--yes", env={"CHOPS_FAILPOINT": "hnsw_rebuild.after_swap=kill"}
+    )
+    assert killed.code == -9
+    added = chroma("add", path, "default_database", "frag", "1")["ids"]
+    r = run_chops("rollback", path, "--yes", "--discard-later-writes")
+    assert r.code == 1 and "--keep-changes" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    r = run_chops("rollback", path, "--yes", "--keep-changes")
+    assert r.code == 0 and "Kept" in r.stdout, r.stderr
+    assert not journal_path(path).exists() and not list(path.glob("*.chops-*"))
+    assert set(added) <= set(chroma("snapshot", path)["default_database/frag"]["records"])
+    assert run_chops("doctor", path).code in (0, 2)
+    r = run_chops("rollback", path, "--yes")
+    assert r.code == 1 and "holds index folders only" in r.stderr, r.stderr

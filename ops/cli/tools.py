@@ -292,6 +292,11 @@ class RollbackParams(PersistDirArg, BackupRoot, LiveFlags, JsonFlag):
         description="restore a run's backup even though chroma.sqlite3 was written after that run completed "
         "or was interrupted (those writes are lost; refused otherwise)",
     )
+    keep_changes: bool = Field(
+        False,
+        description="finish an interrupted run without restoring its backup: the dir stays as that run and any "
+        "later writer left it (its staging folders go; check it with chops doctor)",
+    )
 
 
 def rollback(p: RollbackParams) -> int:
@@ -302,7 +307,9 @@ def rollback(p: RollbackParams) -> int:
         raise OpsError("aborted by the user", "nothing changed")
     from ops.engine.runner import rollback as run_rollback
 
-    result = run_rollback(p.persist_dir, p.backup_root_path(), p.backup_id, p.live_options(), p.discard_later_writes)
+    result = run_rollback(
+        p.persist_dir, p.backup_root_path(), p.backup_id, p.live_options(), p.discard_later_writes, p.keep_changes
+    )
     out.emit(result, _print_rollback)
     return EXIT_OK
 
@@ -310,7 +317,9 @@ def rollback(p: RollbackParams) -> int:
 def _print_rollback(console: Console, result: RollbackResult) -> None:
     if result.unfinished_run:
         console.print(f"Finished interrupted run {result.unfinished_run}.")
-    if result.restored_backup:
+    if result.kept_changes:
+        console.print(f"Kept {result.persist_dir} as it is; check it with chops doctor.", markup=False)
+    elif result.restored_backup:
         console.print(f"[green]Restored[/] {result.persist_dir} from backup {result.restored_backup}.")
     else:
         console.print("Nothing had changed yet; no restore was needed.")

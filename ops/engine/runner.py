@@ -701,6 +701,8 @@ class RollbackResult(BaseModel):
     removed_snapshots: list[str] = []
     """Snapshot folders the rolled-back run wrote (of the state restored), removed with it."""
     damaged_database_kept: str | None = None
+    kept_changes: bool = False
+    """An interrupted run finished without a restore (--keep-changes): the dir stays as it is."""
     """Where the chroma.sqlite3 that could not be opened was copied before the backup's replaced it."""
 
 
@@ -710,6 +712,7 @@ def rollback(
     backup_id: str | None,
     live: LiveOptions | None = None,
     discard_later_writes: bool = False,
+    keep_changes: bool = False,
 ) -> RollbackResult:
     """Finish an interrupted run, or (when none is pending) restore the chosen/latest backup.
     Never beside a running Chroma: it rewrites the files and rows Chroma holds. A backup of a run
@@ -722,6 +725,10 @@ def rollback(
         if backup_id is None:
             raise
         journal = None  # the backup the operator named is restored, then the leftovers go (below)
+    if keep_changes:
+        if backup_id is not None:
+            raise BadInput("--keep-changes restores no backup", "leave out --backup or --keep-changes")
+        return _keep_changes(root, journal)
     db = root / SQLITE_FILE_NAME
     held = _lock_for_rollback(db)  # nobody may write between the check of later writes and the restore
     try:
@@ -738,6 +745,21 @@ def rollback(
     finally:
         if held is not None:
             release(held)
+
+
+def _keep_changes(root: Path, journal: Journal | None) -> RollbackResult:
+    """An interrupted run finished as a stopped one is: staging folders go, what its steps committed
+    and what was written since stay, its backup records what the run left (a later rollback of it
+    refuses over those writes)."""
+    if journal is None:
+        raise BadInput(f"no run on {root} is unfinished: --keep-changes finishes one", "leave out --keep-changes")
+    db = root / SQLITE_FILE_NAME
+    if database_opens(db):
+        release(acquire_write_lock(db))  # a transaction the kill cut off is rolled back, as any writer would
+    _remove_staging(root, journal)
+    close_journal(root)
+    _record_stop(journal)
+    return RollbackResult(persist_dir=str(root), restored_backup=None, unfinished_run=journal.run_id, kept_changes=True)
 
 
 def _lock_for_rollback(db: Path) -> sqlite3.Connection | None:
@@ -847,7 +869,8 @@ def _refuse_over(root: Path, what: str, backup_dir: Path, since: list[str], disc
         raise BadInput(
             f"{db} was written after {what} ({'; '.join(since)}), and backup {name} holds index folders only: "
             "restoring them under it would leave those records without vectors",
-            f"keep the dir as it is (chops doctor {root} says whether it is whole), or restore a db snapshot",
+            f"keep the dir as it is (chops rollback {root} --keep-changes finishes an interrupted run so; chops "
+            f"doctor {root} says whether it is whole), or restore a db snapshot",
         )
     if not discard_later_writes:
         raise BadInput(
