@@ -369,14 +369,16 @@ def checked_manifest(backup_dir: Path) -> BackupManifest:
     return manifest
 
 
-def restore_backup(backup_dir: Path, persist_dir: Path, checked: BackupManifest | None = None) -> BackupManifest:
+def restore_backup(
+    backup_dir: Path, persist_dir: Path, checked: BackupManifest | None = None, held: sqlite3.Connection | None = None
+) -> BackupManifest:
     """Put back exactly what the backup saved; idempotent, so it can be re-run after a crash.
 
     What already equals the backup is left alone (nothing is written for it), so a run that failed
     before changing a file rolls back without rewriting it, also on a full disk. `checked`: the
-    manifest if `checked_manifest` already verified the backup."""
+    manifest if `checked_manifest` already verified the backup. held: see restore_database."""
     manifest = checked or checked_manifest(backup_dir)
-    restore_database(backup_dir, persist_dir, manifest)
+    restore_database(backup_dir, persist_dir, manifest, held)
     restore_folders(backup_dir, persist_dir, manifest)
     return manifest
 
@@ -436,7 +438,7 @@ def keep_damaged_database(live: Path, backup_root: Path) -> Path:
 def restore_sqlite(backup: Path, live: Path, held: sqlite3.Connection | None = None) -> None:
     """Copy the saved pages into the live database through the backup API (honours locks;
     other connections see a consistent database). Falls back to an atomic file replace when
-    the live file cannot be opened as a database at all. held: see restore_backup."""
+    the live file cannot be opened as a database at all. held: see restore_database."""
     src = sqlite3.connect(readonly_uri(backup), uri=True)
     try:
         try:

@@ -50,6 +50,7 @@ from ops.engine.backup import (
     record_rollbacks,
     remove_created_snapshots,
     remove_snapshot_folder,
+    restore_backup,
     restore_database,
     restore_folders,
     restore_sqlite,
@@ -85,7 +86,13 @@ from ops.storage import PersistDir
 from ops.storage.fs import remove_tree
 from ops.storage.index_swap import NEW_SUFFIX, SWAP_SUFFIX, staging_folder
 from ops.storage.persist_dir import validate_persist_dir
-from ops.storage.sqlite_ro import SQLITE_FILE_NAME, connect_readonly, database_opens, refuse_hot_journal
+from ops.storage.sqlite_ro import (
+    READ_BUSY_TIMEOUT_S,
+    SQLITE_FILE_NAME,
+    connect_readonly,
+    database_opens,
+    refuse_hot_journal,
+)
 from ops.storage.write_mark import WriteMark, read_write_mark, writes_since
 
 BACKUP_SPACE_FACTOR = 1.1
@@ -367,8 +374,7 @@ def _write_mark(root: Path, options: RunOptions) -> WriteMark | None:
     be read (the run is done: that fails nothing, and its backup then says nothing of later writes, as
     those of earlier versions)."""
     try:
-        with closing(connect_readonly(root / SQLITE_FILE_NAME, options.lock_timeout_s)) as conn:
-            return read_write_mark(conn)
+        return _live_mark(root, options.lock_timeout_s)
     except (OpsError, sqlite3.Error):
         return None
 
@@ -817,9 +823,7 @@ def _restore_chosen(
         # No process can write a file that is no database; the backup's replaces it, a copy is kept.
         damaged_kept = str(keep_damaged_database(db, backup_dir.parent))
     try:
-        checked = checked_manifest(backup_dir)
-        restore_database(backup_dir, root, checked, held)
-        restore_folders(backup_dir, root, checked)
+        restore_backup(backup_dir, root, held=held)
     except (OSError, sqlite3.Error) as failure:
         raise RollbackFailed(
             f"restoring backup {backup_dir.name} could not finish ({_describe(failure)}); the backup stays",
@@ -837,12 +841,12 @@ def _restore_chosen(
     )
 
 
-def _live_mark(root: Path) -> WriteMark | None:
-    return _mark_of_file(root / SQLITE_FILE_NAME)
+def _live_mark(root: Path, busy_timeout_s: float = READ_BUSY_TIMEOUT_S) -> WriteMark | None:
+    return _mark_of_file(root / SQLITE_FILE_NAME, busy_timeout_s)
 
 
-def _mark_of_file(db: Path) -> WriteMark | None:
-    with closing(connect_readonly(db)) as conn:
+def _mark_of_file(db: Path, busy_timeout_s: float = READ_BUSY_TIMEOUT_S) -> WriteMark | None:
+    with closing(connect_readonly(db, busy_timeout_s)) as conn:
         return _mark_of(conn)
 
 
