@@ -724,6 +724,33 @@ def test_writes_while_the_lock_is_let_go_or_taken_over_are_kept(
     assert set(json.loads(added)["ids"]) <= set(answers["default_database/bloat"]["records"])
 
 
+@pytest.mark.parametrize("then", ["the verify passes", "the verify fails"])
+def test_a_write_right_after_the_last_commit_is_kept(walbloat_dir: BuiltDir, tmp_path: Path, then: str) -> None:
+    """A step's COMMIT lets go of the lock until the BEGIN IMMEDIATE of its verify: an add landing in
+    that instant (beside a server adding every 20-100 ms, fts rebuild --allow-live hit it in CI) stopped
+    the run with exit 1 though its change was complete. The run's last step now verifies and completes
+    keeping the add, and its backup is not restored over it without being asked; where the verify then
+    fails, the run stops without a rollback and keeps it."""
+    path, signals = walbloat_dir.path, tmp_path / "signals"
+    signals.mkdir()
+    fail = ",before_verify=fail" if then == "the verify fails" else ""
+    run = _paused_run(["fts", "rebuild", str(path), "--force", "--yes"], f"after_commit=pause:{signals}{fail}")
+    _when_reached(run, signals / "after_commit.reached")
+    added = chroma("add", path, "default_database", "bloat", "1")
+    (signals / "after_commit.go").touch()
+    stdout, stderr = run.communicate(timeout=120)
+    said = "another process wrote to chroma.sqlite3 right after fts.rebuild of embedding_fulltext_search committed"
+    if then == "the verify passes":
+        assert run.returncode == 0 and said in stdout + stderr, stdout + stderr
+    else:
+        assert run.returncode == 1 and len(stderr.strip().splitlines()) == 1, stderr
+        assert said + " (its verify then failed: injected failure at before_verify)" in stderr, stderr
+    assert set(added["ids"]) <= set(chroma("snapshot", path)["default_database/bloat"]["records"])
+    assert not journal_path(path).exists() and not list(path.glob("*.chops-*"))
+    r = run_chops("rollback", path, "--yes")
+    assert r.code == 1 and "--discard-later-writes" in r.stderr, r.stderr
+
+
 def test_a_backup_of_index_folders_alone_is_not_restored_under_later_writes(standard_dir: BuiltDir) -> None:
     """hnsw rebuild's backup holds the index folder only. Restored with --discard-later-writes under a
     chroma.sqlite3 chromadb had written since, it left records that no index holds (chromadb's get

@@ -80,7 +80,7 @@ def keep_for_rollback(writer: sqlite3.Connection) -> None:
     """A step failed: what it has not committed goes, the lock stays (taken again at once), so no
     other process writes before the rollback restores the backup. WrittenMeanwhile where another
     process committed in that instant."""
-    if not writer.in_transaction:  # (released for an after_commit: nothing to tell from there)
+    if not writer.in_transaction:  # (let go at a commit: the run's relock told whether anyone wrote since)
         writer.execute("BEGIN IMMEDIATE")
         return
     seen = data_version(writer)

@@ -331,6 +331,7 @@ def apply_plan(
     result = RunResult(plan=plan, applied=True)
     notes: list[str] = []
     reached = 0
+    written_after: StepPlan | None = None  # the last step, where another process wrote right after its commit
     try:
         if use_backup:
             target = backup_root / new_backup_id(journal.run_id)
@@ -351,20 +352,27 @@ def apply_plan(
                 _relock(writer)
                 _check_still_planned(step, step_plan, root, writer)
             starting = full if index == 0 else None
-            _apply_one(step, step_plan, root, writer, journal, progress or NoProgress(), notes, starting)
+            last = index == len(pairs) - 1
+            if _apply_one(step, step_plan, root, writer, journal, progress or NoProgress(), notes, starting, last):
+                written_after = step_plan
         if options.chroma_verify:
             notes.append(_chroma_note(verify_with_chroma(root)))
     except BaseException as exc:
         if not isinstance(exc, Exception):  # KeyboardInterrupt: leave the journal for rollback
             release(writer)
             raise
+        if written_after is not None and not isinstance(exc, WrittenMeanwhile):  # chromadb's check failed
+            exc = _meanwhile("chromadb's check then failed", exc)
         if isinstance(exc, WrittenMeanwhile) or _written_before_rollback(writer):
             release(writer)
             raise _stopped_for(root, journal, [sp for _, sp in pairs], reached, exc) from exc
         changes = started is not None or bool(touched.sqlite or touched.folders)
         raise _roll_back_after(exc, root, journal, changes, writer) from exc
-    mark = _write_mark(root, options)  # under the lock: what the run leaves, before anyone else writes
+    # under the lock: what the run leaves, before anyone else writes (or its own, where one did)
+    mark = _write_mark(root, options) if written_after is None else journal.writes[-1] if journal.writes else None
     release(writer)
+    if written_after is not None:
+        notes.append(_kept_note(written_after))
     result.notes = notes + _finish_run(root, journal, plan, options, mark)
     return result
 
@@ -435,7 +443,11 @@ def _apply_one(
     progress: ProgressSink,
     notes: list[str],
     starting_backup: Path | None = None,
-) -> None:
+    last: bool = True,
+) -> bool:
+    """Apply, commit and verify one step under the write lock. True where another process wrote in the
+    instant the commit let go of the lock, before it was taken again (the run's last step only: the
+    write is kept, and from there the run cannot be rolled back without dropping it)."""
     ctx = StepContext(
         persist_dir=PersistDir.over(root, writer),
         journal=journal,
@@ -456,13 +468,22 @@ def _apply_one(
     except Exception as exc:  # (the lock is taken again first: a rollback must know who wrote meanwhile)
         failure = exc
     expected = journal.writes[-1] if journal.writes else None
-    _relock_after_commit(writer, seen, step.replaces_database, failure, expected)
+    written = _relock_after_commit(writer, seen, step.replaces_database, failure, expected)
     if failure is not None:
         raise failure
-    journal.record_writes(root, _marks(_live_mark(root) if step.replaces_database else _mark_of(writer)))
-    failpoints.hit("before_verify")
-    with PersistDir.open(root) as fresh:
-        step.verify(StepContext(persist_dir=fresh, notes=notes), step_plan)
+    if written and not last:
+        raise WrittenMeanwhile  # the next step's rollback would drop that write
+    if not written:  # (else the marks stay the run's own: a later chops rollback then sees that write)
+        journal.record_writes(root, _marks(_live_mark(root) if step.replaces_database else _mark_of(writer)))
+    try:
+        failpoints.hit("before_verify")
+        with PersistDir.open(root) as fresh:
+            step.verify(StepContext(persist_dir=fresh, notes=notes), step_plan)
+    except Exception as exc:
+        if written:  # a rollback would drop that write: the run stops and keeps it
+            raise _meanwhile("its verify then failed", exc) from exc
+        raise
+    return written
 
 
 def _relock_after_commit(
@@ -471,10 +492,11 @@ def _relock_after_commit(
     replaces_database: bool,
     failure: Exception | None,
     expected: WriteMark | None,
-) -> None:
-    """The verify, a rollback and the next step run under the lock again. A write another process made
-    since the commit (during VACUUM or a page copy, which need the lock released) would be lost to a
-    rollback: WrittenMeanwhile, the run stops and keeps it; so also where the lock cannot be had back.
+) -> bool:
+    """The verify, a rollback and the next step run under the lock again. True where another process
+    wrote since the commit (during VACUUM or a page copy, which need the lock released, or in the
+    instant between COMMIT and BEGIN): a rollback would drop it. After the step's own work failed that
+    is WrittenMeanwhile (the run stops and keeps it), and so also where the lock cannot be had back.
     (A step that puts a whole database in place commits through a connection of its own: not told.)
     After the step's own work failed, SQLite may count its reset cache as a change: then the write
     mark the commit left (`expected`) decides."""
@@ -485,9 +507,27 @@ def _relock_after_commit(
             raise
         raise WrittenMeanwhile from failure
     if data_version(writer) == seen or replaces_database:
-        return
-    if failure is None or (expected is not None and _mark_of(writer) != expected):
+        return False
+    if failure is None:
+        return True
+    if expected is not None and _mark_of(writer) != expected:
         raise WrittenMeanwhile from failure
+    return False
+
+
+def _meanwhile(then: str, cause: Exception) -> WrittenMeanwhile:
+    """Another process wrote after the last commit, then `cause` failed: the run stops and keeps it."""
+    stop = WrittenMeanwhile(then)
+    stop.__cause__ = cause
+    return stop
+
+
+def _kept_note(step_plan: StepPlan) -> str:
+    return (
+        f"another process wrote to chroma.sqlite3 right after {step_plan.step} of {step_plan.target} committed: "
+        "the run verified and kept that write; chops rollback of this run would drop it, so it refuses "
+        "without --discard-later-writes"
+    )
 
 
 def _expect_writes(root: Path, journal: Journal, step: Step, writer: sqlite3.Connection) -> None:
@@ -551,7 +591,8 @@ def _stopped_for(root: Path, journal: Journal, steps: list[StepPlan], reached: i
     kept = f"; backup {journal.backup_dir} holds the dir as it was before the run" if journal.backup_dir else ""
     when = f"right after {last.step} of {last.target} committed"
     if isinstance(exc, WrittenMeanwhile) and isinstance(exc.__cause__, Exception):
-        when += f" (what it does after its commit then failed: {_describe(exc.__cause__)})"
+        then = str(exc) or "what it does after its commit then failed"
+        when += f" ({then}: {_describe(exc.__cause__)})"
     if not isinstance(exc, WrittenMeanwhile):
         when = f"as {journal.command} failed ({_describe(exc)}) and its rollback began"
     return OpsError(
