@@ -89,8 +89,9 @@ def test_file_output_of_tables_is_markdown_without_colour(standard_dir: BuiltDir
 
 
 def test_invoke_echo_has_no_colour_codes_in_a_log() -> None:
+    task = ["test", "--fast", "-k", "no_test_has_this_name", "--workers", "0"]  # (one process collects)
     r = subprocess.run(
-        [sys.executable, "-m", "invoke", "--search-root", str(REPO), "test", "--fast", "-k", "no_test_has_this_name"],
+        [sys.executable, "-m", "invoke", "--search-root", str(REPO), *task],
         capture_output=True,
         text=True,
         cwd=REPO,
