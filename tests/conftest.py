@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,3 +194,21 @@ def tree_state(path: Path) -> dict[str, tuple[str, int]]:
         if p.is_file():
             state[str(p.relative_to(path))] = (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
     return state
+
+
+def paused_run(args: list[str], failpoints: str) -> subprocess.Popen[str]:
+    """chops in a child process, with failpoints (a pause: DIR/NAME.reached, then waits for DIR/NAME.go)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "ops", *args],
+        env={**os.environ, "COLUMNS": "200", "CHOPS_FAILPOINT": failpoints},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def when_reached(run: subprocess.Popen[str], signal: Path) -> None:
+    deadline = time.monotonic() + 60
+    while not signal.exists():
+        assert run.poll() is None and time.monotonic() < deadline, run.communicate()
+        time.sleep(0.05)

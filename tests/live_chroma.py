@@ -124,8 +124,8 @@ def persistent_client(path: Path, collection: str) -> Iterator[subprocess.Popen[
 
 @dataclass
 class Writer:
-    """A client adding through the live server in a thread: batches of `batch` vectors, each
-    recorded once the server acknowledged it."""
+    """A client adding through the live server in a thread: batches of `batch` vectors with documents,
+    each recorded once the server acknowledged it."""
 
     server: Server
     collection: str
@@ -139,7 +139,7 @@ class Writer:
     def add_batch(self, collection: Any, round_: int) -> None:
         ids = [f"live-{round_}-{i}" for i in range(self.batch)]
         vectors = np.random.RandomState(round_).rand(self.batch, self.dim).astype(np.float32).tolist()
-        collection.add(ids=ids, embeddings=vectors)
+        collection.add(ids=ids, embeddings=vectors, documents=[f"written live as {i}" for i in ids])  # (FTS rows too)
         self.acknowledged.update(zip(ids, vectors, strict=True))
 
     def _run(self) -> None:

@@ -28,7 +28,18 @@ from typing import Any
 import pytest
 
 from ops.engine import live
-from tests.conftest import REPO, BuiltDir, build, chroma, chroma_snapshot, private_copy, run_chops, tree_state
+from tests.conftest import (
+    REPO,
+    BuiltDir,
+    build,
+    chroma,
+    chroma_snapshot,
+    paused_run,
+    private_copy,
+    run_chops,
+    tree_state,
+    when_reached,
+)
 from tests.live_chroma import Writer, chroma_server, free_port, persistent_client
 from tests.test_invoke import invoke
 
@@ -161,6 +172,27 @@ def test_allowed_step_beside_a_writing_server_loses_nothing(prepared: BuiltDir, 
     if step == "collection.restore":
         answers = chroma("snapshot", d)
         assert answers["default_database/frag-restored"]["count"] == answers["default_database/frag"]["count"]
+
+
+def test_a_write_between_the_plan_and_the_lock_does_not_refuse_a_yes_run(prepared: BuiltDir, tmp_path: Path) -> None:
+    """With --yes and --allow-live beside a server, fts rebuild planned once to show and again under the
+    lock: a document added in between made the plan stale, refused in one line (every time, beside a
+    client adding every 20-100 ms). Nobody reviewed the first plan, so with --yes the step is planned
+    once, under the lock, as when Chroma is stopped."""
+    d, signals = private_copy(prepared, tmp_path / "persist").path, tmp_path / "signals"
+    signals.mkdir()
+    with chroma_server(d, query="frag") as server:
+        run = paused_run(["fts", "rebuild", str(d), "--force", "--yes", "--allow-live"], f"before_lock=pause:{signals}")
+        when_reached(run, signals / "before_lock.reached")
+        frag = server.client().get_collection("frag")
+        vector = frag.get(limit=1, include=["embeddings"])["embeddings"][0]
+        frag.add(ids=["between"], embeddings=[vector], documents=["added between the plan and the lock"])
+        (signals / "before_lock.go").touch()
+        stdout, stderr = run.communicate(timeout=120)
+        assert run.returncode == 0, stderr
+        assert "running beside chroma (pid" in stdout + stderr
+    answers = chroma("snapshot", d)
+    assert "between" in answers["default_database/frag"]["records"]
 
 
 def findable(d: Path, tmp_path: Path, vectors: dict[str, list[float]]) -> Any:

@@ -23,7 +23,16 @@ from ops.engine.plan import StepPlan
 from ops.engine.runner import Confirm, RunOptions, run_step
 from ops.engine.step import StepContext
 from ops.steps.hnsw_config import HnswConfigParams, HnswConfigStep
-from tests.conftest import BuiltDir, assert_same_answers, chroma, chroma_snapshot, run_chops, tree_state
+from tests.conftest import (
+    BuiltDir,
+    assert_same_answers,
+    chroma,
+    chroma_snapshot,
+    paused_run,
+    run_chops,
+    tree_state,
+    when_reached,
+)
 
 
 def content_state(path: Path) -> dict[str, str]:
@@ -669,23 +678,6 @@ def test_a_write_as_a_failed_run_rolls_back_is_kept(
         assert r.code == 1 and "--discard-later-writes" in r.stderr, r.stderr
 
 
-def _paused_run(args: list[str], failpoints: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "ops", *args],
-        env={**os.environ, "COLUMNS": "200", "CHOPS_FAILPOINT": failpoints},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def _when_reached(run: subprocess.Popen[str], signal: Path) -> None:
-    deadline = time.monotonic() + 60
-    while not signal.exists():
-        assert run.poll() is None and time.monotonic() < deadline, run.communicate()
-        time.sleep(0.05)
-
-
 @pytest.mark.parametrize("case", ["a write during VACUUM, then it fails", "a write as chops rollback begins"])
 def test_writes_while_the_lock_is_let_go_or_taken_over_are_kept(
     walbloat_dir: BuiltDir, tmp_path: Path, case: str
@@ -699,10 +691,10 @@ def test_writes_while_the_lock_is_let_go_or_taken_over_are_kept(
     point = "wal_clean.vacuum" if case.startswith("a write during") else "before_restore"
     if point == "before_restore":  # an interrupted run for the rollback to finish
         assert run_chops("wal", "clean", path, "--yes", env={"CHOPS_FAILPOINT": "before_verify=kill"}).code == -9
-        run = _paused_run(["rollback", str(path), "--yes"], f"before_restore=pause:{signals}")
+        run = paused_run(["rollback", str(path), "--yes"], f"before_restore=pause:{signals}")
     else:
-        run = _paused_run(["wal", "clean", str(path), "--yes"], f"{point}=pause:{signals},after_commit=fail")
-    _when_reached(run, signals / f"{point}.reached")
+        run = paused_run(["wal", "clean", str(path), "--yes"], f"{point}=pause:{signals},after_commit=fail")
+    when_reached(run, signals / f"{point}.reached")
     add = subprocess.Popen(
         [sys.executable, "-m", "tests.chroma_probe", "add", str(path), "default_database", "bloat", "1"],
         stdout=subprocess.PIPE,
@@ -734,8 +726,8 @@ def test_a_write_right_after_the_last_commit_is_kept(walbloat_dir: BuiltDir, tmp
     path, signals = walbloat_dir.path, tmp_path / "signals"
     signals.mkdir()
     fail = ",before_verify=fail" if then == "the verify fails" else ""
-    run = _paused_run(["fts", "rebuild", str(path), "--force", "--yes"], f"after_commit=pause:{signals}{fail}")
-    _when_reached(run, signals / "after_commit.reached")
+    run = paused_run(["fts", "rebuild", str(path), "--force", "--yes"], f"after_commit=pause:{signals}{fail}")
+    when_reached(run, signals / "after_commit.reached")
     added = chroma("add", path, "default_database", "bloat", "1")
     (signals / "after_commit.go").touch()
     stdout, stderr = run.communicate(timeout=120)

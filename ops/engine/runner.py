@@ -165,8 +165,9 @@ def run_step(
     progress: ProgressSink | None = None,
 ) -> RunResult:
     """Plan one step and (unless plan_only) apply it. `confirm` is asked between the two; None:
-    nobody is asked (--yes), and where nothing holds the dir open the step is planned once, under
-    the write lock the apply then keeps, instead of once to show and again under the lock."""
+    nobody is asked (--yes), and the step is planned once, under the write lock the apply then keeps,
+    instead of once to show and again under the lock (beside a Chroma that writes, with --allow-live,
+    a plan shown first was stale by the time the lock was had, and refused, after any write between)."""
     root = open_for_change(persist_dir, step.replaces_database)
     if step.replaces_database and not database_opens(root / SQLITE_FILE_NAME):
         return _run_over_damaged(step, root, options, confirm, progress)
@@ -183,8 +184,11 @@ def _plan_and_run(
 ) -> RunResult:
     found = scan(root)
     alone = not (found.processes or found.unchecked or options.chroma_url)
-    if confirm is None and not options.plan_only and alone:
-        return _plan_and_apply_locked(step, root, options, found, progress, journal)
+    allowed = options.allow_live and step.may_run_live() and not found.unchecked
+    if confirm is None and not options.plan_only and (alone or allowed):
+        notes = [] if alone else check_url([step], options) + refuse_live(root, [step], options, found)
+        result = _plan_and_apply_locked(step, root, options, found, progress, journal)
+        return result.model_copy(update={"notes": notes + result.notes})
     with PersistDir.open(root, busy_timeout_s=options.lock_timeout_s) as pd:
         plan = _plan_one(step, root, pd, found)
     if options.plan_only or plan.is_empty:
@@ -266,6 +270,7 @@ def _plan_and_apply_locked(
     progress: ProgressSink | None,
     journal: Journal | None = None,
 ) -> RunResult:
+    failpoints.hit("before_lock")
     writer = acquire_write_lock(root / "chroma.sqlite3", options.lock_timeout_s)
     try:
         plan = _plan_one(step, root, PersistDir.over(root, writer), found)
@@ -316,6 +321,8 @@ def apply_plan(
         extra = max((step.extra_space(StepContext(persist_dir=pd), sp) for step, sp in pairs), default=0)
     backup_bytes = estimate_backup_bytes(root, touched.sqlite, touched.folders) if use_backup else 0
     check_space(root, backup_root, backup_bytes, extra)
+    if locked is None:
+        failpoints.hit("before_lock")
     writer = locked or acquire_write_lock(root / "chroma.sqlite3", options.lock_timeout_s)
     try:
         if options.look_for_chroma:
