@@ -62,3 +62,7 @@ class Refused(OpsError):
 
 class Unpredictable(BadInput):
     """A step whose changes cannot be predicted was planned before other steps (storage.prediction)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) in the middle of a run: its journal stays, and the message says how to finish it."""

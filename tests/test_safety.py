@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import shlex
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -741,6 +742,24 @@ def test_a_write_right_after_the_last_commit_is_kept(walbloat_dir: BuiltDir, tmp
     assert not journal_path(path).exists() and not list(path.glob("*.chops-*"))
     r = run_chops("rollback", path, "--yes")
     assert r.code == 1 and "--discard-later-writes" in r.stderr, r.stderr
+
+
+def test_ctrl_c_in_a_run_names_the_rollback(walbloat_dir: BuiltDir, tmp_path: Path) -> None:
+    """Ctrl-C inside a run leaves its journal (every other command then refuses until it is finished):
+    the line said "chops: interrupted" and nothing of what to do. It names chops rollback now, which
+    puts the dir back as chromadb answered before."""
+    path, signals = walbloat_dir.path, tmp_path / "signals"
+    signals.mkdir()
+    before = chroma_snapshot(path, tmp_path)
+    run = paused_run(["wal", "clean", str(path), "--yes"], f"before_commit=pause:{signals}")
+    when_reached(run, signals / "before_commit.reached")
+    run.send_signal(signal.SIGINT)
+    _, stderr = run.communicate(timeout=60)
+    assert run.returncode == 130 and len(stderr.strip().splitlines()) == 1, stderr
+    assert stderr.startswith("chops: interrupted: run ") and f"chops rollback {path} puts the dir back" in stderr
+    assert journal_path(path).exists()
+    assert run_chops("rollback", path, "--yes").code == 0
+    assert_same_answers(before, chroma("snapshot", path))
 
 
 def test_a_backup_of_index_folders_alone_is_not_restored_under_later_writes(standard_dir: BuiltDir) -> None:

@@ -90,8 +90,8 @@ def guarded(run: Callable[[], int], debug: bool = False) -> int:
             raise
         print(f"chops: error: {exc}: the path points back at itself; pass another path", file=sys.stderr)
         return EXIT_ERROR
-    except KeyboardInterrupt:
-        print("chops: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # (Interrupted: a run's journal stays, and it says what to do)
+        print(f"chops: interrupted: {exc}" if str(exc) else "chops: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return EXIT_OK

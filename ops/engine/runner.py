@@ -81,7 +81,7 @@ from ops.engine.lock import (
 from ops.engine.plan import Plan, StepPlan
 from ops.engine.progress import NoProgress, ProgressSink
 from ops.engine.step import Step, StepContext, Touches
-from ops.errors import BadInput, CorruptDatabase, OpsError
+from ops.errors import BadInput, CorruptDatabase, Interrupted, OpsError
 from ops.storage import PersistDir
 from ops.storage.fs import remove_tree
 from ops.storage.index_swap import NEW_SUFFIX, SWAP_SUFFIX, staging_folder
@@ -367,6 +367,11 @@ def apply_plan(
     except BaseException as exc:
         if not isinstance(exc, Exception):  # KeyboardInterrupt: leave the journal for rollback
             release(writer)
+            if isinstance(exc, KeyboardInterrupt):
+                raise Interrupted(
+                    f"run {journal.run_id} ({journal.command}) stopped part-way; chops rollback {root} puts the "
+                    "dir back as it was (or --keep-changes keeps it as it is)"
+                ) from exc
             raise
         if written_after is not None and not isinstance(exc, WrittenMeanwhile):  # chromadb's check failed
             exc = _meanwhile("chromadb's check then failed", exc)
