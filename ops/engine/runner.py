@@ -368,10 +368,7 @@ def apply_plan(
         if not isinstance(exc, Exception):  # KeyboardInterrupt: leave the journal for rollback
             release(writer)
             if isinstance(exc, KeyboardInterrupt):
-                raise Interrupted(
-                    f"run {journal.run_id} ({journal.command}) stopped part-way; chops rollback {root} puts the "
-                    "dir back as it was (or --keep-changes keeps it as it is)"
-                ) from exc
+                raise _interrupted(root, journal) from exc
             raise
         if written_after is not None and not isinstance(exc, WrittenMeanwhile):  # chromadb's check failed
             exc = _meanwhile("chromadb's check then failed", exc)
@@ -525,6 +522,15 @@ def _relock_after_commit(
     if expected is not None and _mark_of(writer) != expected:
         raise WrittenMeanwhile from failure
     return False
+
+
+def _interrupted(root: Path, journal: Journal) -> Interrupted:
+    """Ctrl-C: the journal stays (every other command refuses until the run is finished)."""
+    back = "puts the dir back as it was from the run's backup" if journal.backup_dir else "removes what it half-made"
+    return Interrupted(
+        f"run {journal.run_id} ({journal.command}) stopped part-way; chops rollback {root} {back} "
+        "(--keep-changes: keeps the dir as it is)"
+    )
 
 
 def _meanwhile(then: str, cause: Exception) -> WrittenMeanwhile:
