@@ -174,15 +174,27 @@ def test_allowed_step_beside_a_writing_server_loses_nothing(prepared: BuiltDir, 
         assert answers["default_database/frag-restored"]["count"] == answers["default_database/frag"]["count"]
 
 
-def test_a_write_between_the_plan_and_the_lock_does_not_refuse_a_yes_run(prepared: BuiltDir, tmp_path: Path) -> None:
-    """With --yes and --allow-live beside a server, fts rebuild planned once to show and again under the
-    lock: a document added in between made the plan stale, refused in one line (every time, beside a
-    client adding every 20-100 ms). Nobody reviewed the first plan, so with --yes the step is planned
-    once, under the lock, as when Chroma is stopped."""
+@pytest.mark.parametrize("command", ["fts rebuild", "maintain"])
+def test_a_write_between_the_plan_and_the_lock_does_not_refuse_a_yes_run(
+    prepared: BuiltDir, tmp_path: Path, command: str
+) -> None:
+    """With --yes and --allow-live beside a server, fts rebuild (and maintain with a pipeline of steps
+    that may run live) planned once to show and again under the lock: a document added in between made
+    the plan stale, refused in one line (nearly every time beside a client adding every 20-100 ms).
+    Nobody reviewed the first plan, so with --yes it is made once, under the lock, as when Chroma is
+    stopped."""
     d, signals = private_copy(prepared, tmp_path / "persist").path, tmp_path / "signals"
     signals.mkdir()
+    pipeline = tmp_path / "live.yaml"
+    pipeline.write_text(
+        "version: 1\nname: live\ndescription: a snapshot, then FTS rebuilt\n"
+        "steps:\n  - step: db.snapshot\n  - step: fts.rebuild\n    with:\n      force: true\n"
+    )
+    args = ["fts", "rebuild", str(d), "--force"]
+    if command == "maintain":
+        args = ["maintain", str(d), "--pipeline", str(pipeline)]
     with chroma_server(d, query="frag") as server:
-        run = paused_run(["fts", "rebuild", str(d), "--force", "--yes", "--allow-live"], f"before_lock=pause:{signals}")
+        run = paused_run([*args, "--yes", "--allow-live"], f"before_lock=pause:{signals}")
         when_reached(run, signals / "before_lock.reached")
         frag = server.client().get_collection("frag")
         vector = frag.get(limit=1, include=["embeddings"])["embeddings"][0]

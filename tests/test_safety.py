@@ -744,15 +744,17 @@ def test_a_write_right_after_the_last_commit_is_kept(walbloat_dir: BuiltDir, tmp
     assert r.code == 1 and "--discard-later-writes" in r.stderr, r.stderr
 
 
-def test_ctrl_c_in_a_run_names_the_rollback(walbloat_dir: BuiltDir, tmp_path: Path) -> None:
+@pytest.mark.parametrize("where", ["before_commit", "before_restore"])
+def test_ctrl_c_in_a_run_names_the_rollback(walbloat_dir: BuiltDir, tmp_path: Path, where: str) -> None:
     """Ctrl-C inside a run leaves its journal (every other command then refuses until it is finished):
-    the line said "chops: interrupted" and nothing of what to do. It names chops rollback now, which
-    puts the dir back as chromadb answered before."""
+    the line said "chops: interrupted" and nothing of what to do, also inside the run's own rollback
+    after a failure. It names chops rollback now, which puts the dir back as chromadb answered before."""
     path, signals = walbloat_dir.path, tmp_path / "signals"
     signals.mkdir()
     before = chroma_snapshot(path, tmp_path)
-    run = paused_run(["wal", "clean", str(path), "--yes"], f"before_commit=pause:{signals}")
-    when_reached(run, signals / "before_commit.reached")
+    fail = ",before_verify=fail" if where == "before_restore" else ""
+    run = paused_run(["wal", "clean", str(path), "--yes"], f"{where}=pause:{signals}{fail}")
+    when_reached(run, signals / f"{where}.reached")
     run.send_signal(signal.SIGINT)
     _, stderr = run.communicate(timeout=60)
     assert run.returncode == 130 and len(stderr.strip().splitlines()) == 1, stderr
@@ -760,6 +762,31 @@ def test_ctrl_c_in_a_run_names_the_rollback(walbloat_dir: BuiltDir, tmp_path: Pa
     assert journal_path(path).exists()
     assert run_chops("rollback", path, "--yes").code == 0
     assert_same_answers(before, chroma("snapshot", path))
+
+
+def test_a_run_stopped_before_its_first_step_needs_no_restore(walbloat_dir: BuiltDir, tmp_path: Path) -> None:
+    """Ctrl-C (or a kill) right after the backup, then chromadb added a record: the rollback refused
+    to restore over the add and named only --discard-later-writes, which dropped it. Nothing of the
+    dir had changed yet: the rollback now just closes the run, keeping the add; and an interrupted
+    run's refusal names --keep-changes."""
+    path, signals = walbloat_dir.path, tmp_path / "signals"
+    signals.mkdir()
+    run = paused_run(["wal", "clean", str(path), "--yes"], f"after_backup=pause:{signals}")
+    when_reached(run, signals / "after_backup.reached")
+    run.send_signal(signal.SIGINT)
+    assert run.wait(timeout=60) == 130
+    added = chroma("add", path, "default_database", "bloat", "1")
+    r = run_chops("rollback", path, "--yes")
+    assert r.code == 0 and "Nothing had changed yet" in r.stdout, r.stdout + r.stderr
+    assert set(added["ids"]) <= set(chroma("snapshot", path)["default_database/bloat"]["records"])
+    assert not journal_path(path).exists()
+    r = run_chops("rollback", path, "--yes")  # its backup is not restored over the add without being asked
+    assert r.code == 1 and "--discard-later-writes" in r.stderr, r.stderr
+    # a run interrupted after its commit: the refusal names the way that keeps the add
+    assert run_chops("wal", "clean", path, "--yes", env={"CHOPS_FAILPOINT": "before_verify=kill"}).code == -9
+    chroma("add", path, "default_database", "bloat", "1")
+    r = run_chops("rollback", path, "--yes")
+    assert r.code == 1 and f"chops rollback {path} --keep-changes" in r.stderr, r.stderr
 
 
 def test_a_backup_of_index_folders_alone_is_not_restored_under_later_writes(standard_dir: BuiltDir) -> None:

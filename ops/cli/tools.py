@@ -205,7 +205,7 @@ class MaintainParams(PersistDirArg, RunFlags, BackupFlags):
 def maintain(p: MaintainParams) -> int:
     """Plan a pipeline (--plan [--out FILE]), apply a reviewed plan file (--apply FILE), or both
     in one go (--yes, or a confirmation at a terminal). Plan exit codes: 0 nothing, 2 changes."""
-    from ops.pipeline.maintain import apply_plan_file, plan_may_run_live, plan_pipeline, read_plan_file
+    from ops.pipeline.maintain import apply_plan_file, plan_and_apply, plan_may_run_live, plan_pipeline, read_plan_file
 
     out = Output(p.json)
     options = p.run_options(p)
@@ -216,10 +216,12 @@ def maintain(p: MaintainParams) -> int:
         return report_result(apply_plan_file(p.persist_dir, plan, options, progress), out)
     if p.out:
         checked_output(Path(p.out), Path(p.persist_dir), "plan")  # before the planning, not after
+    if p.yes and not p.plan:  # nobody reviews it: planned under the lock the apply keeps
+        result = plan_and_apply(p.persist_dir, p.pipeline, options, progress)
+        _say_skipped(result.plan)
+        return nothing_to_do(result.plan, out) if not result.applied else report_result(result, out)
     plan = plan_pipeline(p.persist_dir, p.pipeline, options.backup_root, options.lock_timeout_s)
-    for step in plan.steps:
-        if step.skipped:
-            print(f"chops: skipped {step.step} of {step.target}: {step.skipped}", file=sys.stderr)
+    _say_skipped(plan)
     if p.plan:
         warn_live(plan, may_run_live=plan_may_run_live(plan))
         _write_plan(plan, p.out)
@@ -229,6 +231,12 @@ def maintain(p: MaintainParams) -> int:
     if (confirm := confirmer(p.yes, out)) is not None:
         confirm(plan)
     return report_result(apply_plan_file(p.persist_dir, plan, options, progress), out)
+
+
+def _say_skipped(plan: Plan) -> None:
+    for step in plan.steps:
+        if step.skipped:
+            print(f"chops: skipped {step.step} of {step.target}: {step.skipped}", file=sys.stderr)
 
 
 def _refuse_apply_with(p: MaintainParams) -> None:

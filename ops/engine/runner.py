@@ -23,7 +23,7 @@ import errno
 import os
 import shutil
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
 from pathlib import Path
 
@@ -229,6 +229,7 @@ def _run_over_damaged(
                 (target / NO_DATABASE).touch()
         if missing:  # a rollback removes it again: the dir goes back to having none
             journal.will_create(root, *sqlite_files(db))
+        journal.enter(root, "apply")  # (a rollback restores from here on)
         restore_sqlite(source, db)
         failpoints.hit("damaged_replaced")
         result = _plan_and_run(step, root, options, None, progress, journal)
@@ -306,8 +307,7 @@ def apply_plan(
     started = journal
     pairs = [(step, sp) for step, sp in zip(steps, plan.steps, strict=True) if not sp.is_empty]
     applying = [step for step, _ in pairs]
-    if found is None:
-        precheck_live(root, applying, options)
+    live_notes = precheck_live(root, applying, options) if found is None else []
     touched = _union([step.touches(sp) for step, sp in pairs])
     changed = touched.folders  # (a snapshot step only reads the others)
     backup_root = options.backup_root or default_backup_root(root)
@@ -336,54 +336,53 @@ def apply_plan(
         raise
     journal = started or Journal.start(root, " + ".join(step.name for step, _ in pairs))
     result = RunResult(plan=plan, applied=True)
-    notes: list[str] = []
+    notes: list[str] = live_notes
     reached = 0
     written_after: StepPlan | None = None  # the last step, where another process wrote right after its commit
-    try:
-        if use_backup:
-            target = backup_root / new_backup_id(journal.run_id)
-            # saved with the backup's name, before it is written; read beside the writer, whose
-            # transaction a read of a damaged page would fail (the repair of that page could not commit)
-            journal.writes = _marks(_live_mark(root))
-            _take_run_backup(root, journal, target, touched.sqlite, touched.folders)
-        if journal.backup_dir:
-            result.backup_id, result.backup_dir = Path(journal.backup_dir).name, journal.backup_dir
-        failpoints.hit("after_backup")
-        # The backup holds the state the first step starts from (not so over a damaged database).
-        full = Path(journal.backup_dir) if journal.backup_dir and use_backup and touched.copies_everything else None
-        # Where a step rewrites a segment folder it builds beside it first: recorded for all in one write.
-        journal.will_create(root, *(staging_folder(root / folder) for folder in touched.folders))
-        for index, (step, step_plan) in enumerate(pairs):
-            reached = index
-            if index:
-                _relock(writer)
-                _check_still_planned(step, step_plan, root, writer)
-            starting = full if index == 0 else None
-            last = index == len(pairs) - 1
-            if _apply_one(step, step_plan, root, writer, journal, progress or NoProgress(), notes, starting, last):
-                written_after = step_plan
-        if options.chroma_verify:
-            notes.append(_chroma_note(verify_with_chroma(root)))
-    except BaseException as exc:
-        if not isinstance(exc, Exception):  # KeyboardInterrupt: leave the journal for rollback
-            release(writer)
-            if isinstance(exc, KeyboardInterrupt):
-                raise _interrupted(root, journal) from exc
-            raise
-        if written_after is not None and not isinstance(exc, WrittenMeanwhile):  # chromadb's check failed
-            exc = _meanwhile("chromadb's check then failed", exc)
-        if isinstance(exc, WrittenMeanwhile) or _written_before_rollback(writer):
-            release(writer)
-            raise _stopped_for(root, journal, [sp for _, sp in pairs], reached, exc) from exc
-        changes = started is not None or bool(touched.sqlite or touched.folders)
-        raise _roll_back_after(exc, root, journal, changes, writer) from exc
-    # under the lock: what the run leaves, before anyone else writes (or its own, where one did)
-    mark = _write_mark(root, options) if written_after is None else journal.writes[-1] if journal.writes else None
-    release(writer)
-    if written_after is not None:
-        notes.append(_kept_note(written_after))
-    result.notes = notes + _finish_run(root, journal, plan, options, mark)
-    return result
+    with _naming_rollback(root, journal):  # Ctrl-C: the line says how to finish the run
+        try:
+            if use_backup:
+                target = backup_root / new_backup_id(journal.run_id)
+                # saved with the backup's name, before it is written; read beside the writer, whose
+                # transaction a read of a damaged page would fail (the repair of that page could not commit)
+                journal.writes = _marks(_live_mark(root))
+                _take_run_backup(root, journal, target, touched.sqlite, touched.folders)
+            if journal.backup_dir:
+                result.backup_id, result.backup_dir = Path(journal.backup_dir).name, journal.backup_dir
+            failpoints.hit("after_backup")
+            # The backup holds the state the first step starts from (not so over a damaged database).
+            full = Path(journal.backup_dir) if journal.backup_dir and use_backup and touched.copies_everything else None
+            # Where a step rewrites a segment folder it builds beside it first: recorded for all in one write.
+            journal.will_create(root, *(staging_folder(root / folder) for folder in touched.folders))
+            for index, (step, step_plan) in enumerate(pairs):
+                reached = index
+                if index:
+                    _relock(writer)
+                    _check_still_planned(step, step_plan, root, writer)
+                starting = full if index == 0 else None
+                last = index == len(pairs) - 1
+                if _apply_one(step, step_plan, root, writer, journal, progress or NoProgress(), notes, starting, last):
+                    written_after = step_plan
+            if options.chroma_verify:
+                notes.append(_chroma_note(verify_with_chroma(root)))
+        except BaseException as exc:
+            if not isinstance(exc, Exception):  # KeyboardInterrupt: leave the journal for rollback
+                release(writer)
+                raise
+            if written_after is not None and not isinstance(exc, WrittenMeanwhile):  # chromadb's check failed
+                exc = _meanwhile("chromadb's check then failed", exc)
+            if isinstance(exc, WrittenMeanwhile) or _written_before_rollback(writer):
+                release(writer)
+                raise _stopped_for(root, journal, [sp for _, sp in pairs], reached, exc) from exc
+            changes = started is not None or bool(touched.sqlite or touched.folders)
+            raise _roll_back_after(exc, root, journal, changes, writer) from exc
+        # under the lock: what the run leaves, before anyone else writes (or its own, where one did)
+        mark = _write_mark(root, options) if written_after is None else journal.writes[-1] if journal.writes else None
+        release(writer)
+        if written_after is not None:
+            notes.append(_kept_note(written_after))
+        result.notes = notes + _finish_run(root, journal, plan, options, mark)
+        return result
 
 
 def _write_mark(root: Path, options: RunOptions) -> WriteMark | None:
@@ -524,13 +523,22 @@ def _relock_after_commit(
     return False
 
 
-def _interrupted(root: Path, journal: Journal) -> Interrupted:
-    """Ctrl-C: the journal stays (every other command refuses until the run is finished)."""
-    back = "puts the dir back as it was from the run's backup" if journal.backup_dir else "removes what it half-made"
-    return Interrupted(
-        f"run {journal.run_id} ({journal.command}) stopped part-way; chops rollback {root} {back} "
-        "(--keep-changes: keeps the dir as it is)"
-    )
+@contextlib.contextmanager
+def _naming_rollback(root: Path, journal: Journal) -> Iterator[None]:
+    """Ctrl-C while the run's journal is open (also in its own rollback): the journal stays, and every
+    other command refuses until the run is finished, so the line names how."""
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, Interrupted) or not _still_open(root, journal):
+            raise
+        back = (
+            "puts the dir back as it was from the run's backup" if journal.backup_dir else "removes what it half-made"
+        )
+        raise Interrupted(
+            f"run {journal.run_id} ({journal.command}) stopped part-way; chops rollback {root} {back} "
+            "(--keep-changes: keeps the dir as it is)"
+        ) from exc
 
 
 def _meanwhile(then: str, cause: Exception) -> WrittenMeanwhile:
@@ -807,6 +815,8 @@ def rollback(
             f"another process wrote to {db} as the rollback began: nothing was restored",
             f"stop the Chroma that writes, then run chops rollback {root} again",
         ) from exc
+    except KeyboardInterrupt as exc:
+        raise Interrupted(f"the rollback of {root} stopped part-way; run the same chops rollback again") from exc
     finally:
         if held is not None:
             release(held)
@@ -842,11 +852,16 @@ def _finish_interrupted(
     root: Path, journal: Journal, held: sqlite3.Connection | None, discard_later_writes: bool
 ) -> RollbackResult:
     complete = journal.backup_dir is not None and (Path(journal.backup_dir) / MANIFEST).is_file()
+    if journal.phase == "backup" and complete:  # stopped before its first step began: nothing to restore
+        remove_created(root, journal)
+        close_journal(root)
+        _record_stop(journal)  # (its backup holds the dir as it was: a later rollback of it refuses as usual)
+        return RollbackResult(persist_dir=str(root), restored_backup=None, unfinished_run=journal.run_id)
     if held is not None and journal.writes and journal.backup_dir and complete:  # (else nothing had changed)
         now = _live_mark(root)
         since = [writes_since(mark, now) for mark in journal.writes] if now is not None else [[]]
         what = f"run {journal.run_id} ({journal.command}) was interrupted"
-        _refuse_over(root, what, Path(journal.backup_dir), since[-1] if all(since) else [], discard_later_writes)
+        _refuse_over(root, what, Path(journal.backup_dir), since[-1] if all(since) else [], discard_later_writes, True)
     try:
         restored = rollback_journal(root, journal, held)
     except (OSError, sqlite3.Error) as failure:
@@ -921,10 +936,13 @@ def _marks(mark: WriteMark | None) -> list[WriteMark] | None:
     return None if mark is None else [mark]
 
 
-def _refuse_over(root: Path, what: str, backup_dir: Path, since: list[str], discard_later_writes: bool) -> None:
+def _refuse_over(
+    root: Path, what: str, backup_dir: Path, since: list[str], discard_later_writes: bool, interrupted: bool = False
+) -> None:
     """chroma.sqlite3 was written after the backup's run (`since`, empty: not): restoring the backup
     would drop those writes (acknowledged adds, a new collection) with the run's changes. A backup of
-    index folders alone cannot drop them: it would leave those records without vectors."""
+    index folders alone cannot drop them: it would leave those records without vectors. interrupted:
+    the backup is an unfinished run's, which --keep-changes finishes keeping those writes."""
     if not since:
         return
     db, name = root / SQLITE_FILE_NAME, backup_dir.name
@@ -938,7 +956,12 @@ def _refuse_over(root: Path, what: str, backup_dir: Path, since: list[str], disc
     if not discard_later_writes:
         raise BadInput(
             f"{db} was written after {what} ({'; '.join(since)}): restoring backup {name} would drop them",
-            "pass --discard-later-writes to restore it anyway (chops wal export can keep the WAL rows first)",
+            (
+                f"to keep them, finish the run keeping the dir as it is: chops rollback {root} --keep-changes; "
+                if interrupted
+                else ""
+            )
+            + "pass --discard-later-writes to restore it anyway (chops wal export can keep the WAL rows first)",
         )
 
 

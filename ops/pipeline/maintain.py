@@ -20,15 +20,18 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sqlite3
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ops.engine import failpoints
 from ops.engine.backup import copy_persist_dir, default_backup_root
 from ops.engine.fingerprint import changed_components, compute
 from ops.engine.live import scan
+from ops.engine.lock import acquire_write_lock, release
 from ops.engine.plan import PipelineRef, Plan, StepPlan, Unrepaired
 from ops.engine.progress import ProgressSink
 from ops.engine.runner import (
@@ -47,20 +50,45 @@ from ops.pipeline.models import Pipeline
 from ops.steps.inspection import measured
 from ops.steps.registry import STEP_TYPES, build_step
 from ops.storage import PersistDir
-from ops.storage.sqlite_ro import READ_BUSY_TIMEOUT_S
+from ops.storage.sqlite_ro import READ_BUSY_TIMEOUT_S, SQLITE_FILE_NAME
 
 SNAPSHOT = "db.snapshot"
 Expanded = tuple[Step, dict[str, Any], dict[str, Any]]
 
 
 def plan_pipeline(
-    persist_dir: str, pipeline_name: str, backup_root: Path | None = None, busy_timeout_s: float = READ_BUSY_TIMEOUT_S
+    persist_dir: str,
+    pipeline_name: str,
+    backup_root: Path | None = None,
+    busy_timeout_s: float = READ_BUSY_TIMEOUT_S,
+    locked: sqlite3.Connection | None = None,
 ) -> Plan:
+    """locked: the write lock the plan is made under (and applied under, apply_locked)."""
     root = open_for_change(persist_dir)
     source = resolve_pipeline(pipeline_name)
     pipeline, data = load_pipeline(source)
     ref = PipelineRef(name=pipeline.name, source=str(source), sha256=hashlib.sha256(data).hexdigest())
-    return plan_pipeline_model(root, pipeline, ref, backup_root, busy_timeout_s=busy_timeout_s)
+    return plan_pipeline_model(root, pipeline, ref, backup_root, busy_timeout_s=busy_timeout_s, locked=locked)
+
+
+def plan_and_apply(
+    persist_dir: str, pipeline_name: str, options: RunOptions, progress: ProgressSink | None = None
+) -> RunResult:
+    """maintain --yes: nobody reviews the plan, so it is made under the write lock the apply keeps (a
+    plan made first was stale beside a Chroma that writes, with --allow-live, after any write)."""
+    root = open_for_change(persist_dir)
+    failpoints.hit("before_lock")
+    writer = acquire_write_lock(root / SQLITE_FILE_NAME, options.lock_timeout_s)
+    try:
+        plan = plan_pipeline(str(root), pipeline_name, options.backup_root, locked=writer)
+        if plan.is_empty:
+            release(writer)
+            return RunResult(plan=plan, applied=False)
+        steps = [build_step(sp.step, dict(sp.params), dict(sp.selection)) for sp in plan.steps]
+        return apply_plan(steps, plan, root, options, progress, locked=writer)
+    except BaseException:
+        release(writer)  # apply_plan released it already where it got that far: harmless
+        raise
 
 
 Leftover = Callable[[Path], list[Unrepaired]]
@@ -76,6 +104,7 @@ def plan_pipeline_model(
     leftover: Leftover | None = None,
     tolerant: bool = False,
     busy_timeout_s: float = READ_BUSY_TIMEOUT_S,
+    locked: sqlite3.Connection | None = None,
 ) -> Plan:
     """Plan an in-memory pipeline (a loaded file, or one built from doctor's findings) into a sealed plan.
 
@@ -84,7 +113,7 @@ def plan_pipeline_model(
     read waits for another process's write lock (--lock-timeout)."""
     root = open_for_change(persist_dir)
     home = (backup_root or default_backup_root(root)) / "snapshots"
-    with PersistDir.open(root, busy_timeout_s=busy_timeout_s) as pd:
+    with _view(root, busy_timeout_s, locked) as pd:
         refuse_unknown_layout(pd)
         pd.remember_files()  # the fingerprint's reads serve the planner's
         fingerprint = compute(pd)
@@ -332,6 +361,16 @@ def check_fingerprint(plan: Plan, pd: PersistDir) -> None:
     if current.digest != plan.fingerprint.digest:
         changed = ", ".join(changed_components(plan.fingerprint, current)) or "the plan's own digest of it differs"
         raise StalePlan(f"the persist dir changed since the plan was made ({changed})", "plan again and review it")
+
+
+@contextmanager
+def _view(root: Path, busy_timeout_s: float, locked: sqlite3.Connection | None) -> Iterator[PersistDir]:
+    """The persist dir through the caller's write lock (left open), or a read-only connection of its own."""
+    if locked is not None:
+        yield PersistDir.over(root, locked)
+        return
+    with PersistDir.open(root, busy_timeout_s=busy_timeout_s) as pd:
+        yield pd
 
 
 def plan_may_run_live(plan: Plan) -> bool:
