@@ -715,6 +715,9 @@ def test_writes_while_the_lock_is_let_go_or_taken_over_are_kept(
         assert run.returncode == 0 or "as the rollback began: nothing was restored" in stderr, stderr
     answers = chroma("snapshot", path)
     assert set(json.loads(added)["ids"]) <= set(answers["default_database/bloat"]["records"])
+    if point == "wal_clean.vacuum":  # its backup is a stopped run's (not "completed"), not restored over the add
+        r = run_chops("rollback", path, "--yes")
+        assert r.code == 1 and "(wal.clean) stopped" in r.stderr and "--discard-later-writes" in r.stderr, r.stderr
 
 
 @pytest.mark.parametrize("then", ["the verify passes", "the verify fails"])

@@ -229,13 +229,22 @@ class RunCompletion(BaseModel):
     """When `chops rollback` restored this backup or an earlier one: the run's changes are undone."""
     writes: WriteMark | None = None
     """chroma.sqlite3's write mark as the run left it (None: recorded before chops kept it)."""
+    stopped: bool = False
+    """The run stopped part-way without a rollback (another process wrote, or --keep-changes)."""
 
 
 def record_completion(
-    backup_dir: Path, run_id: str, command: str, pipeline: str | None, writes: WriteMark | None = None
+    backup_dir: Path,
+    run_id: str,
+    command: str,
+    pipeline: str | None,
+    writes: WriteMark | None = None,
+    stopped: bool = False,
 ) -> None:
     completed = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    record = RunCompletion(run_id=run_id, command=command, pipeline=pipeline, completed_at=completed, writes=writes)
+    record = RunCompletion(
+        run_id=run_id, command=command, pipeline=pipeline, completed_at=completed, writes=writes, stopped=stopped
+    )
     _write_completion(backup_dir, record)
 
 

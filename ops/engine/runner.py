@@ -380,7 +380,7 @@ def apply_plan(
         mark = _write_mark(root, options) if written_after is None else journal.writes[-1] if journal.writes else None
         release(writer)
         if written_after is not None:
-            notes.append(_kept_note(written_after))
+            notes.append(_kept_note(written_after, journal.backup_dir is not None))
         result.notes = notes + _finish_run(root, journal, plan, options, mark)
         return result
 
@@ -548,11 +548,11 @@ def _meanwhile(then: str, cause: Exception) -> WrittenMeanwhile:
     return stop
 
 
-def _kept_note(step_plan: StepPlan) -> str:
+def _kept_note(step_plan: StepPlan, backed_up: bool) -> str:
+    rollback = "; chops rollback of this run would drop it, so it refuses without --discard-later-writes"
     return (
         f"another process wrote to chroma.sqlite3 right after {step_plan.step} of {step_plan.target} committed: "
-        "the run verified and kept that write; chops rollback of this run would drop it, so it refuses "
-        "without --discard-later-writes"
+        f"the run verified and kept that write{rollback if backed_up else ''}"
     )
 
 
@@ -681,7 +681,7 @@ def _record_stop(journal: Journal) -> None:
     what the run's own commits left, so `chops rollback` of it refuses to drop that other write."""
     if journal.backup_dir and journal.writes:
         with contextlib.suppress(OSError):  # (as for a completed run: recording fails nothing)
-            record_completion(Path(journal.backup_dir), journal.run_id, journal.command, None, journal.writes[-1])
+            record_completion(Path(journal.backup_dir), journal.run_id, journal.command, None, journal.writes[-1], True)
 
 
 def _remove_staging(root: Path, journal: Journal) -> None:
@@ -884,7 +884,7 @@ def _restore_chosen(
     db, damaged_kept = root / SQLITE_FILE_NAME, None
     completion = read_completion(backup_dir)
     if held is not None and completion and completion.writes and completion.rolled_back_at is None:
-        what = f"run {completion.run_id} ({completion.command}) completed"
+        what = f"run {completion.run_id} ({completion.command}) {'stopped' if completion.stopped else 'completed'}"
         now = _live_mark(root)
         since = writes_since(completion.writes, now) if now is not None else []
         _refuse_over(root, what, backup_dir, since, discard_later_writes)
