@@ -88,7 +88,9 @@ def refused_commands(d: Path, base: Path) -> list[list[str | Path]]:
 
 
 def assert_refused(args: list[str | Path], pid: int, d: Path) -> None:
-    result = run_chops(*args)
+    """Refused in one line, before the write lock is taken: a Chroma that holds the dir never waits for
+    a command that then refuses (maintain --yes planned under the lock, then refused, for a while)."""
+    result = run_chops(*args, env={"CHOPS_FAILPOINT": "before_lock=fail"})
     assert result.code == 1, (args, result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, (args, result.stderr)

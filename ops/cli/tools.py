@@ -205,7 +205,14 @@ class MaintainParams(PersistDirArg, RunFlags, BackupFlags):
 def maintain(p: MaintainParams) -> int:
     """Plan a pipeline (--plan [--out FILE]), apply a reviewed plan file (--apply FILE), or both
     in one go (--yes, or a confirmation at a terminal). Plan exit codes: 0 nothing, 2 changes."""
-    from ops.pipeline.maintain import apply_plan_file, plan_and_apply, plan_may_run_live, plan_pipeline, read_plan_file
+    from ops.pipeline.maintain import (
+        apply_plan_file,
+        plan_and_apply,
+        plan_may_run_live,
+        plan_pipeline,
+        plans_under_lock,
+        read_plan_file,
+    )
 
     out = Output(p.json)
     options = p.run_options(p)
@@ -216,7 +223,7 @@ def maintain(p: MaintainParams) -> int:
         return report_result(apply_plan_file(p.persist_dir, plan, options, progress), out)
     if p.out:
         checked_output(Path(p.out), Path(p.persist_dir), "plan")  # before the planning, not after
-    if p.yes and not p.plan:  # nobody reviews it: planned under the lock the apply keeps
+    if p.yes and not p.plan and plans_under_lock(p.persist_dir, options):  # nobody reviews this plan
         result = plan_and_apply(p.persist_dir, p.pipeline, options, progress)
         _say_skipped(result.plan)
         return nothing_to_do(result.plan, out) if not result.applied else report_result(result, out)

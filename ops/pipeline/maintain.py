@@ -71,6 +71,14 @@ def plan_pipeline(
     return plan_pipeline_model(root, pipeline, ref, backup_root, busy_timeout_s=busy_timeout_s, locked=locked)
 
 
+def plans_under_lock(persist_dir: str, options: RunOptions) -> bool:
+    """maintain --yes plans under the write lock where nothing else holds the dir open, or with
+    --allow-live (a Chroma then waits for the lock, as for the apply); else it plans first, so a
+    refusal beside a running Chroma never blocks its writes."""
+    found = scan(open_for_change(persist_dir))
+    return options.allow_live or not (found.processes or found.unchecked or options.chroma_url)
+
+
 def plan_and_apply(
     persist_dir: str, pipeline_name: str, options: RunOptions, progress: ProgressSink | None = None
 ) -> RunResult:
