@@ -718,6 +718,7 @@ def test_writes_while_the_lock_is_let_go_or_taken_over_are_kept(
     if point == "wal_clean.vacuum":  # its backup is a stopped run's (not "completed"), not restored over the add
         r = run_chops("rollback", path, "--yes")
         assert r.code == 1 and "(wal.clean) stopped" in r.stderr and "--discard-later-writes" in r.stderr, r.stderr
+        assert json.loads(run_chops("backup", "list", path, "--json").stdout)["backups"][-1]["stopped"] is True
 
 
 @pytest.mark.parametrize("then", ["the verify passes", "the verify fails"])

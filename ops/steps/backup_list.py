@@ -29,6 +29,9 @@ class BackupRow(BaseModel):
     """When `chops rollback` undid the run that took it (restoring this backup or an earlier one)."""
     pipeline: str | None
     """The pipeline of a completed `maintain` run (None for a single command's run)."""
+    stopped: bool = False
+    """The run stopped part-way without a rollback (another process wrote meanwhile, or it was finished
+    with `chops rollback --keep-changes`): `completed_at` is when it was closed, not a success."""
 
 
 class BackupListReport(BaseModel):
@@ -59,6 +62,7 @@ def _row(path: Path, manifest: BackupManifest | None) -> BackupRow:
         completed_at=completion.completed_at if completion and not completion.rolled_back_at else None,
         rolled_back_at=completion.rolled_back_at if completion else None,
         pipeline=completion.pipeline if completion else None,
+        stopped=completion.stopped if completion else False,
     )
 
 
