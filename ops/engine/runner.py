@@ -187,7 +187,7 @@ def _plan_and_run(
     allowed = options.allow_live and step.may_run_live() and not found.unchecked
     if confirm is None and not options.plan_only and (alone or allowed):
         notes = [] if alone else check_url([step], options) + refuse_live(root, [step], options, found)
-        result = _plan_and_apply_locked(step, root, options, found, progress, journal)
+        result = plan_and_apply_locked(root, _planner(step, root, found), options, progress, found, journal)
         return result.model_copy(update={"notes": notes + result.notes})
     with PersistDir.open(root, busy_timeout_s=options.lock_timeout_s) as pd:
         plan = _plan_one(step, root, pd, found)
@@ -198,6 +198,13 @@ def _plan_and_run(
         confirm(plan)
     result = apply_plan([step], plan, root, options, progress, found=found, journal=journal)
     return result.model_copy(update={"notes": notes + result.notes})
+
+
+def _planner(step: Step, root: Path, found: LiveScan) -> Planner:
+    def plan(writer: sqlite3.Connection) -> tuple[list[Step], Plan]:
+        return [step], _plan_one(step, root, PersistDir.over(root, writer), found)
+
+    return plan
 
 
 def _run_over_damaged(
@@ -263,22 +270,28 @@ def _still_open(root: Path, journal: Journal) -> bool:
     return current is not None and current.run_id == journal.run_id
 
 
-def _plan_and_apply_locked(
-    step: Step,
+Planner = Callable[[sqlite3.Connection], tuple[list[Step], Plan]]
+"""Plans through the write lock it is given: the steps and their plan."""
+
+
+def plan_and_apply_locked(
     root: Path,
+    planner: Planner,
     options: RunOptions,
-    found: LiveScan,
     progress: ProgressSink | None,
+    found: LiveScan | None = None,
     journal: Journal | None = None,
 ) -> RunResult:
+    """Plan under the write lock and apply that plan under it, never letting go in between: for a run
+    nobody reviews (--yes), where a plan shown first would be stale after any write meanwhile."""
     failpoints.hit("before_lock")
-    writer = acquire_write_lock(root / "chroma.sqlite3", options.lock_timeout_s)
+    writer = acquire_write_lock(root / SQLITE_FILE_NAME, options.lock_timeout_s)
     try:
-        plan = _plan_one(step, root, PersistDir.over(root, writer), found)
+        steps, plan = planner(writer)
         if plan.is_empty:
             release(writer)
-            return RunResult(plan=plan, applied=False, notes=found.warnings())
-        return apply_plan([step], plan, root, options, progress, found=found, locked=writer, journal=journal)
+            return RunResult(plan=plan, applied=False, notes=found.warnings() if found else [])
+        return apply_plan(steps, plan, root, options, progress, found=found, locked=writer, journal=journal)
     except BaseException:
         release(writer)  # apply_plan released it already where it got that far: harmless
         raise

@@ -27,11 +27,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ops.engine import failpoints
 from ops.engine.backup import copy_persist_dir, default_backup_root
 from ops.engine.fingerprint import changed_components, compute
 from ops.engine.live import scan
-from ops.engine.lock import acquire_write_lock, release
 from ops.engine.plan import PipelineRef, Plan, StepPlan, Unrepaired
 from ops.engine.progress import ProgressSink
 from ops.engine.runner import (
@@ -41,6 +39,7 @@ from ops.engine.runner import (
     StalePlan,
     apply_plan,
     open_for_change,
+    plan_and_apply_locked,
     refuse_unknown_layout,
 )
 from ops.engine.step import Step, StepContext
@@ -50,7 +49,7 @@ from ops.pipeline.models import Pipeline
 from ops.steps.inspection import measured
 from ops.steps.registry import STEP_TYPES, build_step
 from ops.storage import PersistDir
-from ops.storage.sqlite_ro import READ_BUSY_TIMEOUT_S, SQLITE_FILE_NAME
+from ops.storage.sqlite_ro import READ_BUSY_TIMEOUT_S
 
 SNAPSHOT = "db.snapshot"
 Expanded = tuple[Step, dict[str, Any], dict[str, Any]]
@@ -63,7 +62,7 @@ def plan_pipeline(
     busy_timeout_s: float = READ_BUSY_TIMEOUT_S,
     locked: sqlite3.Connection | None = None,
 ) -> Plan:
-    """locked: the write lock the plan is made under (and applied under, apply_locked)."""
+    """locked: the write lock the plan is made under (and applied under: plan_and_apply)."""
     root = open_for_change(persist_dir)
     source = resolve_pipeline(pipeline_name)
     pipeline, data = load_pipeline(source)
@@ -76,7 +75,8 @@ def plans_under_lock(persist_dir: str, options: RunOptions) -> bool:
     --allow-live (a Chroma then waits for the lock, as for the apply); else it plans first, so a
     refusal beside a running Chroma never blocks its writes."""
     found = scan(open_for_change(persist_dir))
-    return options.allow_live or not (found.processes or found.unchecked or options.chroma_url)
+    alone = not (found.processes or found.unchecked or options.chroma_url)
+    return alone or (options.allow_live and not found.unchecked)
 
 
 def plan_and_apply(
@@ -85,18 +85,12 @@ def plan_and_apply(
     """maintain --yes: nobody reviews the plan, so it is made under the write lock the apply keeps (a
     plan made first was stale beside a Chroma that writes, with --allow-live, after any write)."""
     root = open_for_change(persist_dir)
-    failpoints.hit("before_lock")
-    writer = acquire_write_lock(root / SQLITE_FILE_NAME, options.lock_timeout_s)
-    try:
+
+    def planner(writer: sqlite3.Connection) -> tuple[list[Step], Plan]:
         plan = plan_pipeline(str(root), pipeline_name, options.backup_root, locked=writer)
-        if plan.is_empty:
-            release(writer)
-            return RunResult(plan=plan, applied=False)
-        steps = [build_step(sp.step, dict(sp.params), dict(sp.selection)) for sp in plan.steps]
-        return apply_plan(steps, plan, root, options, progress, locked=writer)
-    except BaseException:
-        release(writer)  # apply_plan released it already where it got that far: harmless
-        raise
+        return [build_step(sp.step, dict(sp.params), dict(sp.selection)) for sp in plan.steps], plan
+
+    return plan_and_apply_locked(root, planner, options, progress)
 
 
 Leftover = Callable[[Path], list[Unrepaired]]
