@@ -538,3 +538,38 @@ def test_link_lists_cut_inside_an_entry_names_that_element(healthy_dir: BuiltDir
     code, report = doctor(healthy_dir.path)
     evidence = [f["evidence"] for f in report["findings"] if f["check"] == "hnsw.link_lists"]
     assert code == 2 and evidence and f"ends at element {element} of {header.cur_element_count}" in evidence[0]
+
+
+@pytest.mark.parametrize("damage", ["bytes that are not whole values", "one value too few"])
+def test_a_damaged_pending_wal_row_is_named_and_refused_by_commit(
+    standard_dir: BuiltDir, tmp_path: Path, damage: str
+) -> None:
+    """A WAL row Chroma has not applied whose vector is not one of the collection's (a damaged row):
+    doctor called the dir healthy, though chromadb 1.5.9 fails every read of the collection on bytes
+    that are not whole values ("Failed to pull logs from the log store") and reads past a vector one
+    value short; wal commit failed inside its apply on the short one (a numpy error, rolled back).
+    doctor names the rows as an error, with the seq_ids to restore or give up; wal commit refuses
+    while planning, in one line, and changes nothing."""
+    path = standard_dir.path
+    with closing(sqlite3.connect(path / "chroma.sqlite3")) as conn:
+        (seq_id,) = conn.execute(
+            "SELECT max(e.seq_id) FROM embeddings_queue e JOIN collections c ON e.topic LIKE '%' || c.id "
+            "WHERE c.name = 'pending' AND e.vector IS NOT NULL"
+        ).fetchone()
+    cut = "10" if damage.startswith("bytes") else "length(vector) - 4"
+    sql(path, f"UPDATE embeddings_queue SET vector = substr(vector, 1, {cut}) WHERE seq_id = {seq_id}")
+    code, report = doctor(path)
+    assert code == 2 and not report["healthy"]
+    finding = next(f for f in report["findings"] if f["check"] == "wal.vectors")
+    assert (finding["severity"], finding["collection"]) == ("error", "default_database/pending")
+    assert f"seq_id {seq_id}: " in finding["evidence"] and f"seq_id IN ({seq_id})" in finding["fix"]
+    state = tree_state(path)
+    r = run_chops("wal", "commit", path, "--yes")
+    assert r.code == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert f"(seq_id {seq_id}: " in r.stderr and f"chops doctor {path}" in r.stderr, r.stderr
+    assert tree_state(path) == state
+    if damage.startswith("bytes"):  # what the finding says of chromadb, asked on a copy
+        shutil.copytree(path, tmp_path / "copy")
+        probe = [sys.executable, "-m", "tests.chroma_probe", "snapshot", str(tmp_path / "copy")]
+        asked = subprocess.run(probe, capture_output=True, text=True, cwd=REPO)
+        assert asked.returncode != 0 and "Failed to pull logs from the log store" in asked.stderr, asked.stderr[-500:]

@@ -66,7 +66,7 @@ REBUILD_CHECKS = frozenset(
 COMMIT_CHECKS = frozenset({"wal.gap", "hnsw.max_seq_id"})
 SALVAGE_CHECKS = frozenset({"hnsw.pickle", "hnsw.header"})
 REFUSE_ALL = frozenset({"sqlite.opens", "sqlite.quick_check", "sqlite.tables"})
-BROKEN_ROWS = frozenset({"sysdb.config", "sysdb.segments"})
+BROKEN_ROWS = frozenset({"sysdb.config", "sysdb.segments", "wal.vectors"})
 """A collection whose rows chromadb cannot load: no index step of it (a commit or a rebuild would
 refuse it, or keep rows chromadb still cannot load) until those rows are restored."""
 NOT_PLANNED = {
@@ -78,6 +78,7 @@ NOT_PLANNED = {
     "hnsw.pickle": "no WAL row holds a vector of its records, so nothing can build the index anew",
     "hnsw.folder": "the index folder is gone",
     "hnsw.vectors": "no chops step re-embeds a damaged vector",
+    "wal.vectors": "no chops step repairs a damaged WAL row",
 }
 PIPELINE_NAME = "doctor"
 

@@ -69,6 +69,7 @@ CHECKS = (
     "records.unfindable",
     "records.index_only",
     "wal.gap",
+    "wal.vectors",
 )
 """Every check doctor runs, by the name its findings carry."""
 

@@ -357,6 +357,7 @@ def check_collection(
     applied = wal.metadata_applied(pd.conn, c, stats) if stats is not None else None
     gap_finding = _gap_finding(pd, c, stats, applied, shown)
     findings += [] if gap_finding is None else [gap_finding]
+    findings += _wal_vector_findings(pd, c, stats, state, shown)
     lost, extra = _agreement(pd, c, stats, applied, state, shown)
     findings += _unfindable_findings(view, lost, checker.rebuild, shown, len(state.unowned)) + extra
     return findings, lost
@@ -442,6 +443,36 @@ def _sysdb_findings(pd: PersistDir, c: CollectionRecord, view: CollectionRecord,
     return [
         Finding(check=check, severity="error", collection=label(view), evidence=evidence, fix=RESTORE_ROWS)
         for check, evidence in out
+    ]
+
+
+def _wal_vector_findings(
+    pd: PersistDir, c: CollectionRecord, stats: WalTopicStats | None, state: IndexState, shown: Shown
+) -> list[Finding]:
+    """wal.vectors: a WAL row Chroma replays whose vector bytes are not one of the collection's (a
+    damaged row, or one not written by Chroma). Measured with chromadb 1.5.9: bytes that are not whole
+    values fail every read of the collection ("Failed to pull logs from the log store")."""
+    if stats is None or c.vector_segment is None:
+        return []
+    dimension = state.header.dimension if state.header else c.known_dimension  # (the rows agree with the index)
+    bad = wal.misshapen_vectors(pd.conn, stats.topic, c.vector_segment.max_seq_id, dimension)
+    if not bad:
+        return []
+    shown_rows = "; ".join(row.problem(dimension) for row in bad[:5]) + ("; ..." if len(bad) > 5 else "")
+    evidence = (
+        f"{len(bad):,} WAL row(s) Chroma has not applied hold a vector that is not one of the collection's "
+        f"({shown_rows}): chromadb 1.5.9 fails every read of the collection on bytes that are not whole values "
+        "('Failed to pull logs from the log store') and gives a vector of another length whatever memory follows "
+        "it; chops wal commit refuses both"
+    )
+    seq_ids = ", ".join(str(row.seq_id) for row in bad)
+    fix = (
+        "no chops command repairs it: restore chroma.sqlite3 from a backup (chops rollback, chops db restore); or, "
+        f"with Chroma stopped and those writes given up, delete the rows: sqlite3 {shown.where}/chroma.sqlite3 "
+        f"'DELETE FROM embeddings_queue WHERE seq_id IN ({seq_ids})'"
+    )
+    return [
+        Finding(check="wal.vectors", severity="error", collection=label(shown.record(c)), evidence=evidence, fix=fix)
     ]
 
 

@@ -11,7 +11,7 @@ import shlex
 
 from ops.errors import CorruptDatabase, CorruptHnswFile
 from ops.steps.targets import target_flags
-from ops.storage import hnsw_scan
+from ops.storage import hnsw_scan, wal
 from ops.storage.hnsw_files import HEADER_FILE, PICKLE_FILE, SPACES
 from ops.storage.models import CollectionRecord
 from ops.storage.persist_dir import PersistDir
@@ -55,6 +55,19 @@ def refuse_damaged_index(pd: PersistDir, record: CollectionRecord, loads: str) -
         raise CorruptHnswFile(
             f"the HNSW index of {record.target} is damaged: {problem}; {loads} would load it into hnswlib",
             f"repair it first: {doctor_hint(pd, record)}",
+        )
+
+
+def refuse_misshapen_vectors(pd: PersistDir, record: CollectionRecord, topic: str, dimension: int | None) -> None:
+    """A pending WAL row whose vector is not one of the collection's fails deep inside a commit:
+    refused while planning (doctor's wal.vectors names every such row and what to do)."""
+    assert record.vector_segment is not None
+    bad = wal.misshapen_vectors(pd.conn, topic, record.vector_segment.max_seq_id, dimension)
+    if bad:
+        raise CorruptDatabase(
+            f"collection {record.target}: {len(bad):,} WAL row(s) to commit hold a vector that is not one of "
+            f"the collection's ({bad[0].problem(dimension)})",
+            f"the row is damaged: chops doctor {pd.path} names every such row and what to do",
         )
 
 

@@ -26,7 +26,7 @@ from ops.engine.params import Params
 from ops.engine.plan import StepPlan
 from ops.engine.step import Step, StepContext, Touches
 from ops.errors import OpsError, Unpredictable
-from ops.steps.index_guard import missing_index, refuse_damaged_index, refuse_unknown_space
+from ops.steps.index_guard import missing_index, refuse_damaged_index, refuse_misshapen_vectors, refuse_unknown_space
 from ops.steps.targets import SkipCollections, refuse_unknown_skips
 from ops.storage import wal, wal_apply
 from ops.storage.fs import tree_size
@@ -89,6 +89,8 @@ class WalCommit(Step):
             refuse_unknown_space(record, record.hnsw_config.space, "committing the WAL")
             if not self.salvage:
                 self._refuse_unusable_index(pd, record, meta is not None)
+            header = None if self.salvage else pd.hnsw_header(segment.id)
+            refuse_misshapen_vectors(pd, record, topic, header.dimension if header else record.known_dimension)
             before = CommitState(
                 max_seq_id=segment.max_seq_id,
                 wal_gap=pd.wal_gap(record, stats[record.id]),

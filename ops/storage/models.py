@@ -99,6 +99,11 @@ class CollectionRecord(BaseModel):
     def target(self) -> str:
         return qualified(self.tenant, self.database, self.name)
 
+    @property
+    def known_dimension(self) -> int | None:
+        """The collection's dimension where its row has a usable one."""
+        return self.dimension if self.dimension is not None and self.dimension > 0 else None
+
     def named_in(self, names: set[str]) -> bool:
         """Named by its name (in any database and tenant) or by its target (database/name in the
         default tenant; another tenant's namesake is tenant/database/name) in a skip or select list."""

@@ -72,6 +72,40 @@ def wal_rows_after(conn: sqlite3.Connection, topic: str, seq_id: int | None) -> 
     return int(row[0])
 
 
+class MisshapenVector(BaseModel):
+    """A WAL row whose vector Chroma cannot read back as one of the collection's."""
+
+    seq_id: int
+    size: int
+    """Bytes of the `vector` BLOB."""
+    encoding: str | None
+
+    def problem(self, dimension: int | None) -> str:
+        if (self.encoding or "FLOAT32").upper() not in VECTOR_ENCODINGS:
+            return f"seq_id {self.seq_id}: encoding {self.encoding!r}, not one Chroma writes"
+        if self.size % 4:
+            return f"seq_id {self.seq_id}: {self.size} bytes, not whole 4-byte values"
+        return f"seq_id {self.seq_id}: {self.size // 4} values where the collection has {dimension}"
+
+
+VECTOR_ENCODINGS = ("FLOAT32", "INT32")
+
+
+def misshapen_vectors(
+    conn: sqlite3.Connection, topic: str, seq_id: int | None, dimension: int | None
+) -> list[MisshapenVector]:
+    """WAL rows of a topic past a segment's max_seq_id whose vector is not `dimension` whole 4-byte
+    values (any whole number of them where the dimension is not known) in an encoding Chroma writes.
+    Only the BLOBs' lengths are read (SQLite takes them from the record header)."""
+    rows = conn.execute(
+        "SELECT seq_id, length(vector), encoding FROM embeddings_queue WHERE topic = ? AND seq_id > ? "
+        "AND vector IS NOT NULL AND (length(vector) % 4 != 0 OR (? > 0 AND length(vector) != 4 * ?) "
+        "OR upper(coalesce(encoding, 'FLOAT32')) NOT IN ('FLOAT32', 'INT32')) ORDER BY seq_id",
+        (topic, seq_id or 0, dimension or 0, dimension or 0),
+    )
+    return [MisshapenVector(seq_id=int(r[0]), size=int(r[1]), encoding=r[2]) for r in rows]
+
+
 def newest_seq_id(conn: sqlite3.Connection) -> int:
     """The highest seq_id the WAL has handed out (0: none). seq_id is the table's rowid, so the next
     write gets this + 1; Chroma's purge always keeps the newest row, so it is never forgotten."""
