@@ -452,7 +452,7 @@ def _wal_vector_findings(
     """wal.vectors: a WAL row Chroma replays whose vector bytes are not one of the collection's (a
     damaged row, or one not written by Chroma). Measured with chromadb 1.5.9: bytes that are not whole
     values fail every read of the collection ("Failed to pull logs from the log store")."""
-    if stats is None or c.vector_segment is None:
+    if stats is None or c.vector_segment is None or not pd.wal_gap(c, stats):  # (no row to read: no query)
         return []
     dimension = state.header.dimension if state.header else c.known_dimension  # (the rows agree with the index)
     bad = wal.misshapen_vectors(pd.conn, stats.topic, c.vector_segment.max_seq_id, dimension)
