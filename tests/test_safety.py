@@ -793,6 +793,26 @@ def test_a_run_stopped_before_its_first_step_needs_no_restore(walbloat_dir: Buil
     assert r.code == 1 and f"chops rollback {path} --keep-changes" in r.stderr, r.stderr
 
 
+@pytest.mark.parametrize("case", ["its run failed and rolled itself back", "restored once already"])
+def test_a_backup_is_not_restored_again_over_later_writes(walbloat_dir: BuiltDir, case: str) -> None:
+    """chops rollback restores the latest backup. Where that backup's run had failed and rolled itself
+    back (no completion is recorded), or had been rolled back already, chromadb's adds made since were
+    dropped without a word (found by helper-36). The backup now records the write mark of the state it
+    holds: restoring over a dir written past it, and past what its run left, is refused in one line."""
+    path = walbloat_dir.path
+    if case.startswith("its run failed"):
+        assert run_chops("wal", "clean", path, "--yes", env={"CHOPS_FAILPOINT": "before_verify=fail"}).code == 1
+    else:
+        assert run_chops("wal", "clean", path, "--yes").code == 0
+        assert run_chops("rollback", path, "--yes").code == 0
+    added = chroma("add", path, "default_database", "bloat", "3")
+    r = run_chops("rollback", path, "--yes")
+    assert r.code == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "was taken (WAL rows up to seq_id" in r.stderr and "--discard-later-writes" in r.stderr, r.stderr
+    assert set(added["ids"]) <= set(chroma("snapshot", path)["default_database/bloat"]["records"])
+    assert run_chops("rollback", path, "--yes", "--discard-later-writes").code == 0  # asked for: restored
+
+
 def test_a_backup_of_index_folders_alone_is_not_restored_under_later_writes(standard_dir: BuiltDir) -> None:
     """hnsw rebuild's backup holds the index folder only. Restored with --discard-later-writes under a
     chroma.sqlite3 chromadb had written since, it left records that no index holds (chromadb's get

@@ -92,6 +92,10 @@ class BackupManifest(BaseModel):
     folders: list[str]
     """Top-level folders of the persist dir saved here; restore puts back exactly these."""
     files: list[FileEntry]
+    writes: WriteMark | None = None
+    """chroma.sqlite3's write mark in the state this backup holds (read under the run's lock before it
+    was taken; None: not recorded). A restore over a dir written past it, and past what the run left,
+    would drop those writes."""
 
     @property
     def total_bytes(self) -> int:
@@ -147,7 +151,13 @@ def new_backup_id(run_id: str) -> str:
 
 
 def take_backup(
-    persist_dir: Path, target: Path, reason: str, include_sqlite: bool, folders: list[str], damaged: bool = False
+    persist_dir: Path,
+    target: Path,
+    reason: str,
+    include_sqlite: bool,
+    folders: list[str],
+    damaged: bool = False,
+    writes: WriteMark | None = None,
 ) -> BackupManifest:
     """Save chroma.sqlite3 (online backup API) and the given folders into target; manifest last.
     `damaged`: chroma.sqlite3 cannot be opened as a database, so its bytes are copied as they are
@@ -171,6 +181,7 @@ def take_backup(
         includes_sqlite=include_sqlite,
         folders=folders,
         files=entries,
+        writes=writes,
     )
     atomic_write(target / MANIFEST, orjson.dumps(manifest.model_dump(mode="json"), option=orjson.OPT_INDENT_2))
     fsync_dir(target.parent)

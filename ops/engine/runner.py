@@ -35,6 +35,7 @@ from ops.engine.backup import (
     NO_DATABASE,
     OLD_SUFFIX,
     RESTORE_SUFFIX,
+    BackupManifest,
     all_folders,
     checked_manifest,
     default_backup_root,
@@ -415,7 +416,7 @@ def _take_run_backup(
     no manifest: rollback then knows nothing had changed yet)."""
     journal.backup_dir = str(target)
     journal.save(root)
-    take_backup(root, target, journal.command, sqlite, folders, damaged)
+    take_backup(root, target, journal.command, sqlite, folders, damaged, journal.writes[0] if journal.writes else None)
 
 
 def _finish_run(
@@ -895,12 +896,8 @@ def _restore_chosen(
             f"pass --backup ID of another backup (chops backup list {root})",
         )
     db, damaged_kept = root / SQLITE_FILE_NAME, None
-    completion = read_completion(backup_dir)
-    if held is not None and completion and completion.writes and completion.rolled_back_at is None:
-        what = f"run {completion.run_id} ({completion.command}) {'stopped' if completion.stopped else 'completed'}"
-        now = _live_mark(root)
-        since = writes_since(completion.writes, now) if now is not None else []
-        _refuse_over(root, what, backup_dir, since, discard_later_writes)
+    if held is not None:
+        _refuse_over_later_writes(root, backup_dir, manifest, discard_later_writes)
     if held is None:
         if not manifest.includes_sqlite:
             raise CorruptDatabase(
@@ -926,6 +923,26 @@ def _restore_chosen(
         removed_snapshots=removed,
         damaged_database_kept=damaged_kept,
     )
+
+
+def _refuse_over_later_writes(root: Path, backup_dir: Path, manifest: BackupManifest, discard: bool) -> None:
+    """The dir may be as the backup holds it (its run failed, or was rolled back: restoring changes
+    nothing) or as its run left it (completed or stopped: restoring undoes the run). Written past both,
+    restoring would drop those writes too (also a backup restored once already, restored again)."""
+    completion = read_completion(backup_dir)
+    run_left = completion.writes if completion and completion.rolled_back_at is None else None
+    marks = [mark for mark in (manifest.writes, run_left) if mark is not None]
+    now = _live_mark(root) if marks else None
+    if now is None:  # (a backup of an earlier version records no mark: nothing to compare)
+        return
+    since = [writes_since(mark, now) for mark in marks]
+    if not all(since):
+        return
+    if run_left is not None and completion is not None:
+        what = f"run {completion.run_id} ({completion.command}) {'stopped' if completion.stopped else 'completed'}"
+    else:
+        what = f"backup {backup_dir.name} was taken"
+    _refuse_over(root, what, backup_dir, since[-1], discard)
 
 
 def _live_mark(root: Path, busy_timeout_s: float = READ_BUSY_TIMEOUT_S) -> WriteMark | None:
