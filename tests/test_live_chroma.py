@@ -124,6 +124,19 @@ def test_every_change_is_refused_beside_a_server(prepared: BuiltDir, tmp_path: P
     assert chroma_snapshot(d, tmp_path) == before
 
 
+def test_a_plan_applied_beside_a_server_that_wrote_since_names_the_server(prepared: BuiltDir, tmp_path: Path) -> None:
+    """maintain --apply (and maintain --yes, which applies the same way) beside a server that wrote
+    after the plan said "the persist dir changed since the plan was made; plan again": planning again
+    failed the same way. The server is what to stop: its refusal comes first (found by helper-36)."""
+    d = private_copy(prepared, tmp_path / "persist").path
+    with chroma_server(d, query="frag") as server:
+        assert run_chops("maintain", d, "--plan", "--out", tmp_path / "plan.json").code == 2
+        frag = server.client().get_collection("frag")
+        vector = frag.get(limit=1, include=["embeddings"])["embeddings"][0]
+        frag.add(ids=["after-the-plan"], embeddings=[vector])
+        assert_refused(["maintain", d, "--apply", tmp_path / "plan.json"], server.pid, d)
+
+
 def test_changes_are_refused_beside_an_idle_persistent_client(prepared: BuiltDir, tmp_path: Path) -> None:
     d = private_copy(prepared, tmp_path / "persist").path
     before = chroma_snapshot(d, tmp_path)

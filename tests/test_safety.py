@@ -778,7 +778,8 @@ def test_a_run_stopped_before_its_first_step_needs_no_restore(walbloat_dir: Buil
     run = paused_run(["wal", "clean", str(path), "--yes"], f"after_backup=pause:{signals}")
     when_reached(run, signals / "after_backup.reached")
     run.send_signal(signal.SIGINT)
-    assert run.wait(timeout=60) == 130
+    _, stderr = run.communicate(timeout=60)
+    assert run.returncode == 130 and f"chops rollback {path} closes it (no step had begun" in stderr, stderr
     added = chroma("add", path, "default_database", "bloat", "1")
     r = run_chops("rollback", path, "--yes")
     assert r.code == 0 and "Nothing had changed yet" in r.stdout, r.stdout + r.stderr

@@ -141,7 +141,7 @@ def refuse_if_unfinished(persist_dir: Path) -> None:
         raise UnfinishedRun(
             f"a '{journal.command}' run ({journal.run_id}, process {journal.pid}, started {journal.started_at}, "
             f"phase {journal.phase}) is changing {persist_dir} right now",
-            "wait for it to finish (if you stop it, run chops rollback PERSIST_DIR afterwards)",
+            f"wait for it to finish (if you stop it, run chops rollback {persist_dir} afterwards)",
         )
     raise UnfinishedRun(
         f"an interrupted '{journal.command}' run ({journal.run_id}, started {journal.started_at}, "

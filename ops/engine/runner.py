@@ -546,9 +546,11 @@ def _naming_rollback(root: Path, journal: Journal) -> Iterator[None]:
     except KeyboardInterrupt as exc:
         if isinstance(exc, Interrupted) or not _still_open(root, journal):
             raise
-        back = (
-            "puts the dir back as it was from the run's backup" if journal.backup_dir else "removes what it half-made"
-        )
+        back = "removes what it half-made"
+        if journal.phase == "backup":
+            back = "closes it (no step had begun: nothing to restore)"
+        elif journal.backup_dir:
+            back = "puts the dir back as it was from the run's backup"
         raise Interrupted(
             f"run {journal.run_id} ({journal.command}) stopped part-way; chops rollback {root} {back} "
             "(--keep-changes: keeps the dir as it is)"

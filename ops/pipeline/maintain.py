@@ -30,6 +30,7 @@ from typing import Any
 from ops.engine.backup import copy_persist_dir, default_backup_root
 from ops.engine.fingerprint import changed_components, compute
 from ops.engine.live import scan
+from ops.engine.live_policy import precheck_live
 from ops.engine.plan import PipelineRef, Plan, StepPlan, Unrepaired
 from ops.engine.progress import ProgressSink
 from ops.engine.runner import (
@@ -387,9 +388,11 @@ def apply_plan_file(
     root = open_for_change(persist_dir)
     if Path(plan.persist_dir) != root:
         raise BadInput(f"the plan is for {plan.persist_dir}, not {root}", "apply it to the dir it was made for")
+    steps = [build_step(sp.step, dict(sp.params), dict(sp.selection)) for sp in plan.steps]
+    if not plan.is_empty:  # a Chroma that holds the dir is named first (beside one that writes, the dir moved too)
+        precheck_live(root, [step for step, sp in zip(steps, plan.steps, strict=True) if not sp.is_empty], options)
     with PersistDir.open(root, busy_timeout_s=options.lock_timeout_s) as pd:
         check_fingerprint(plan, pd)
-    steps = [build_step(sp.step, dict(sp.params), dict(sp.selection)) for sp in plan.steps]
     if plan.is_empty:
         return RunResult(plan=plan, applied=False)
     return apply_plan(steps, plan, root, options, progress, precondition=lambda pd: check_fingerprint(plan, pd))
