@@ -219,9 +219,12 @@ def test_one_go_and_shipped_pipelines(standard_dir: BuiltDir) -> None:
     r = run_chops("maintain", path, "--pipeline", "fts-repair", "--plan")
     assert r.code == 0  # healthy FTS: even the snapshot plans nothing
     assert all(not s["actions"] for s in r.json()["steps"])
-    r = run_chops("maintain", path, "--yes")
-    assert r.code == 0, r.stderr
+    r = run_chops("maintain", path, "--yes", "--json")
+    assert r.code == 0 and r.json()["applied"] is True and r.json()["backup_id"], r.stderr
     assert run_chops("maintain", path, "--plan").code == 0
+    again = run_chops("maintain", path, "--yes", "--json")  # nothing to do: the same shape (it printed the plan)
+    assert again.code == 0 and again.json()["applied"] is False and again.json()["plan"]["steps"], again.stdout
+    assert set(again.json()) == set(r.json())
 
 
 def test_selectors_and_invoke_configuration(standard_dir: BuiltDir, tmp_path: Path) -> None:

@@ -17,7 +17,6 @@ from ops.cli.commands import (
     EXIT_OK,
     Output,
     confirmer,
-    nothing_to_do,
     progress_bar,
     report_result,
     warn,
@@ -205,6 +204,7 @@ class MaintainParams(PersistDirArg, RunFlags, BackupFlags):
 def maintain(p: MaintainParams) -> int:
     """Plan a pipeline (--plan [--out FILE]), apply a reviewed plan file (--apply FILE), or both
     in one go (--yes, or a confirmation at a terminal). Plan exit codes: 0 nothing, 2 changes."""
+    from ops.engine.runner import RunResult
     from ops.pipeline.maintain import (
         apply_plan_file,
         plan_and_apply,
@@ -226,15 +226,15 @@ def maintain(p: MaintainParams) -> int:
     if p.yes and not p.plan and plans_under_lock(p.persist_dir, options):  # nobody reviews this plan
         result = plan_and_apply(p.persist_dir, p.pipeline, options, progress)
         _say_skipped(result.plan)
-        return nothing_to_do(result.plan, out) if not result.applied else report_result(result, out)
+        return report_result(result, out)
     plan = plan_pipeline(p.persist_dir, p.pipeline, options.backup_root, options.lock_timeout_s)
     _say_skipped(plan)
     if p.plan:
         warn_live(plan, may_run_live=plan_may_run_live(plan))
         _write_plan(plan, p.out)
         return EXIT_OK if plan.is_empty else EXIT_CHANGES_PLANNED
-    if plan.is_empty:
-        return nothing_to_do(plan, out)
+    if plan.is_empty:  # (the shape of a run's result, as where it applied something)
+        return report_result(RunResult(plan=plan, applied=False), out)
     if (confirm := confirmer(p.yes, out)) is not None:
         confirm(plan)
     return report_result(apply_plan_file(p.persist_dir, plan, options, progress), out)
