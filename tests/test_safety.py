@@ -814,6 +814,69 @@ def test_a_backup_is_not_restored_again_over_later_writes(walbloat_dir: BuiltDir
     assert run_chops("rollback", path, "--yes", "--discard-later-writes").code == 0  # asked for: restored
 
 
+CREATE_DATABASE = (
+    "import sys, chromadb\n"
+    "admin = chromadb.AdminClient(chromadb.Settings(is_persistent=True, persist_directory=sys.argv[1]))\n"
+    "admin.create_database('made-later')\n"
+)
+
+
+@pytest.mark.parametrize("write", ["adds after a db restore reuse its seq_ids", "a database created"])
+def test_rollback_sees_writes_that_leave_the_newest_seq_id_as_it_was(
+    standard_dir: BuiltDir, tmp_path: Path, write: str
+) -> None:
+    """The write mark held the newest WAL seq_id and the collections' rows. After a db restore put an
+    older chroma.sqlite3 back, chromadb's next adds got the same seq_ids again, and a database created
+    through chromadb changed neither: chops rollback restored over both without a word (found by
+    helper-37). The mark now holds the newest WAL row itself and the databases' and tenants' rows."""
+    path = standard_dir.path
+    if write.startswith("adds"):
+        assert run_chops("db", "snapshot", path, "-o", tmp_path / "snap", "--yes").code == 0
+        chroma("add", path, "default_database", "frag", "4")
+        assert run_chops("db", "restore", path, "-i", tmp_path / "snap", "--yes").code == 0
+        added = chroma("add", path, "default_database", "frag", "4")["ids"]
+    else:
+        assert run_chops("fts", "rebuild", path, "--force", "--yes").code == 0
+        made = subprocess.run([sys.executable, "-c", CREATE_DATABASE, str(path)], capture_output=True, text=True)
+        assert made.returncode == 0, made.stderr
+    r = run_chops("rollback", path, "--yes")
+    assert r.code == 1 and len(r.stderr.strip().splitlines()) == 1 and "--discard-later-writes" in r.stderr, r.stderr
+    if write.startswith("adds"):
+        assert set(added) <= set(chroma("snapshot", path)["default_database/frag"]["records"])
+    else:
+        assert "databases or tenants created or deleted" in r.stderr, r.stderr
+
+
+def test_a_backup_without_a_write_mark_is_restored_only_when_asked(walbloat_dir: BuiltDir) -> None:
+    """A backup that records no write mark (taken by an earlier version) was restored again over any
+    later write once its run had been rolled back: nothing was left to compare (helper-37)."""
+    path = walbloat_dir.path
+    assert run_chops("wal", "clean", path, "--yes", env={"CHOPS_FAILPOINT": "before_verify=fail"}).code == 1
+    backup = Path(json.loads(run_chops("backup", "list", path, "--json").stdout)["backups"][-1]["path"])
+    manifest = json.loads((backup / "manifest.json").read_text())
+    del manifest["writes"]  # as an earlier version wrote it
+    (backup / "manifest.json").write_text(json.dumps(manifest))
+    r = run_chops("rollback", path, "--yes")
+    assert r.code == 1 and "records no write mark" in r.stderr and "--discard-later-writes" in r.stderr, r.stderr
+    assert run_chops("rollback", path, "--yes", "--discard-later-writes").code == 0
+
+
+def test_an_unreadable_newest_backup_is_named_not_passed_over(walbloat_dir: BuiltDir) -> None:
+    """The newest backup's manifest.json edited into something unreadable: chops rollback passed over it
+    and restored the backup before it, undoing two runs without a word (helper-37). Refused in one line."""
+    path = walbloat_dir.path
+    assert run_chops("wal", "clean", path, "--yes").code == 0
+    assert run_chops("fts", "rebuild", path, "--force", "--yes").code == 0
+    newest = Path(json.loads(run_chops("backup", "list", path, "--json").stdout)["backups"][-1]["path"])
+    (newest / "manifest.json").write_text('{"writes": "edited by hand"}')
+    state = tree_state(path)
+    for flags in ([], ["--backup", newest.name]):
+        r = run_chops("rollback", path, "--yes", *flags)
+        assert r.code == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert f"backup {newest.name} cannot be restored" in r.stderr and "--backup ID" in r.stderr, r.stderr
+    assert tree_state(path) == state
+
+
 def test_a_backup_of_index_folders_alone_is_not_restored_under_later_writes(standard_dir: BuiltDir) -> None:
     """hnsw rebuild's backup holds the index folder only. Restored with --discard-later-writes under a
     chroma.sqlite3 chromadb had written since, it left records that no index holds (chromadb's get

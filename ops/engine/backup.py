@@ -356,15 +356,29 @@ def list_backups(root: Path) -> list[tuple[Path, BackupManifest | None]]:
 
 
 def find_backup(root: Path, backup_id: str | None) -> Path:
-    complete = [(p, m) for p, m in list_backups(root) if m is not None]
-    if not complete:
-        raise BadInput(f"no backup in {root}", "pass --backup-root if the backups live elsewhere")
-    if backup_id is None:
-        return complete[-1][0]
-    for path, manifest in complete:
-        if manifest and manifest.backup_id == backup_id:
+    """The backup named (or the newest). One whose manifest.json is there but unreadable is refused,
+    never passed over for an older one; one without it (a backup cut short) is not a backup."""
+    backups = list_backups(root)
+    for path, manifest in reversed(backups):
+        if backup_id is not None and backup_id not in (path.name, manifest.backup_id if manifest else None):
+            continue
+        if manifest is not None:
             return path
-    raise BadInput(f"no backup {backup_id!r} in {root}", "see: chops backup list PERSIST_DIR")
+        if (path / MANIFEST).exists() or backup_id is not None:
+            _refuse_unreadable(path)
+    if backup_id is not None:
+        raise BadInput(f"no backup {backup_id!r} in {root}", "see: chops backup list PERSIST_DIR")
+    raise BadInput(f"no backup in {root}", "pass --backup-root if the backups live elsewhere")
+
+
+def _refuse_unreadable(path: Path) -> None:
+    try:
+        read_manifest(path)
+    except BackupError as exc:
+        raise BackupError(
+            f"{exc.message}: backup {path.name} cannot be restored",
+            "pass --backup ID of another backup (see: chops backup list PERSIST_DIR)",
+        ) from None
 
 
 def verify_backup(backup_dir: Path, manifest: BackupManifest) -> None:

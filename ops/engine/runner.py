@@ -934,8 +934,14 @@ def _refuse_over_later_writes(root: Path, backup_dir: Path, manifest: BackupMani
     completion = read_completion(backup_dir)
     run_left = completion.writes if completion and completion.rolled_back_at is None else None
     marks = [mark for mark in (manifest.writes, run_left) if mark is not None]
+    if not marks and not discard:  # (taken by an earlier version, or over a database that could not be read)
+        raise BadInput(
+            f"backup {backup_dir.name} records no write mark: whether {root / SQLITE_FILE_NAME} was written since "
+            "it was taken cannot be told, and restoring it would drop any such write",
+            "pass --discard-later-writes to restore it anyway (chops wal export can keep the WAL rows first)",
+        )
     now = _live_mark(root) if marks else None
-    if now is None:  # (a backup of an earlier version records no mark: nothing to compare)
+    if now is None:
         return
     since = [writes_since(mark, now) for mark in marks]
     if not all(since):

@@ -15,29 +15,64 @@ from pydantic import BaseModel
 from ops.storage import wal
 
 ROW_TABLES = ("collections", "collection_metadata")
+NAMESPACE_TABLES = ("databases", "tenants")
 
 
 class WriteMark(BaseModel):
     newest_wal_seq_id: int
     collections_sha256: str
     """Of the rows of `collections` and `collection_metadata`, in a fixed order."""
+    newest_wal_row_sha256: str | None = None
+    """Of the newest WAL row (seq_id, time, operation, topic, id, vector size, metadata): a restore of
+    an older chroma.sqlite3 lets later writes hand out the same seq_ids again. None: recorded before."""
+    namespaces_sha256: str | None = None
+    """Of the rows of `databases` and `tenants` (a database created or deleted). None: recorded before."""
 
 
 def read_write_mark(conn: sqlite3.Connection) -> WriteMark:
+    newest = conn.execute(
+        "SELECT seq_id, created_at, operation, topic, id, length(vector), metadata FROM embeddings_queue "
+        "ORDER BY seq_id DESC LIMIT 1"
+    ).fetchone()
+    present = {str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    return WriteMark(
+        newest_wal_seq_id=wal.newest_seq_id(conn),
+        collections_sha256=_rows_digest(conn, ROW_TABLES),
+        newest_wal_row_sha256=hashlib.sha256(repr(newest).encode()).hexdigest(),
+        namespaces_sha256=_rows_digest(conn, tuple(t for t in NAMESPACE_TABLES if t in present)),
+    )
+
+
+def _rows_digest(conn: sqlite3.Connection, tables: tuple[str, ...]) -> str:
     digest = hashlib.sha256()
-    for table in ROW_TABLES:
+    for table in tables:
         for row in sorted(repr(r) for r in conn.execute(f"SELECT * FROM {table}")):
             digest.update(row.encode() + b"\n")
         digest.update(b"--\n")
-    return WriteMark(newest_wal_seq_id=wal.newest_seq_id(conn), collections_sha256=digest.hexdigest())
+    return digest.hexdigest()
 
 
 def writes_since(then: WriteMark, now: WriteMark) -> list[str]:
-    """What was written after `then` (empty: nothing). WAL rows a purge or `wal clean` removed are no
-    write: only a newer seq_id is."""
+    """What was written after `then`, or what tells the dir is not in that state (empty: nothing).
+    WAL rows a purge or `wal clean` removed are no write (both keep the newest row)."""
     out = []
     if now.newest_wal_seq_id > then.newest_wal_seq_id:
         out.append(f"WAL rows up to seq_id {now.newest_wal_seq_id:,}, after {then.newest_wal_seq_id:,}")
+    elif now.newest_wal_seq_id < then.newest_wal_seq_id:
+        out.append(
+            f"the WAL ends at seq_id {now.newest_wal_seq_id:,}, before {then.newest_wal_seq_id:,}: an older "
+            "chroma.sqlite3 was put in place since"
+        )
+    elif _differ(then.newest_wal_row_sha256, now.newest_wal_row_sha256):
+        out.append(
+            f"WAL row seq_id {now.newest_wal_seq_id:,} written anew (after an older chroma.sqlite3 was put back)"
+        )
     if now.collections_sha256 != then.collections_sha256:
         out.append("collections created, deleted, renamed or given other metadata")
+    if _differ(then.namespaces_sha256, now.namespaces_sha256):
+        out.append("databases or tenants created or deleted")
     return out
+
+
+def _differ(then: str | None, now: str | None) -> bool:
+    return then is not None and now is not None and then != now
