@@ -877,6 +877,24 @@ def test_an_unreadable_newest_backup_is_named_not_passed_over(walbloat_dir: Buil
     assert tree_state(path) == state
 
 
+@pytest.mark.parametrize("then", ["nothing else", "a chromadb add"])
+def test_an_older_backup_is_restored_over_chops_own_later_runs(standard_dir: BuiltDir, then: str) -> None:
+    """fts rebuild, then hnsw config (which changes the collections' rows): chops rollback --backup of
+    the fts rebuild's backup was refused as "written after", though only chops's own later run had
+    changed the dir (helper-37). The chain of backups shows that; an add by chromadb breaks it."""
+    path = standard_dir.path
+    assert run_chops("fts", "rebuild", path, "--force", "--yes").code == 0
+    older = json.loads(run_chops("backup", "list", path, "--json").stdout)["backups"][-1]["backup_id"]
+    assert run_chops("hnsw", "config", path, "-c", "frag", "--search-ef", "50", "--yes").code == 0
+    if then == "a chromadb add":
+        chroma("add", path, "default_database", "frag", "1")
+    r = run_chops("rollback", path, "--yes", "--backup", older)
+    if then == "nothing else":
+        assert r.code == 0, r.stderr
+    else:
+        assert r.code == 1 and "--discard-later-writes" in r.stderr, r.stderr
+
+
 def test_a_backup_of_index_folders_alone_is_not_restored_under_later_writes(standard_dir: BuiltDir) -> None:
     """hnsw rebuild's backup holds the index folder only. Restored with --discard-later-writes under a
     chroma.sqlite3 chromadb had written since, it left records that no index holds (chromadb's get

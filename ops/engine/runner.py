@@ -42,6 +42,7 @@ from ops.engine.backup import (
     estimate_backup_bytes,
     find_backup,
     keep_damaged_database,
+    list_backups,
     new_backup_id,
     prune_backups,
     read_completion,
@@ -933,7 +934,7 @@ def _refuse_over_later_writes(root: Path, backup_dir: Path, manifest: BackupMani
     restoring would drop those writes too (also a backup restored once already, restored again)."""
     completion = read_completion(backup_dir)
     run_left = completion.writes if completion and completion.rolled_back_at is None else None
-    marks = [mark for mark in (manifest.writes, run_left) if mark is not None]
+    marks = _left_by_later_runs(backup_dir, [mark for mark in (manifest.writes, run_left) if mark is not None])
     if not marks and not discard:  # (taken by an earlier version, or over a database that could not be read)
         raise BadInput(
             f"backup {backup_dir.name} records no write mark: whether {root / SQLITE_FILE_NAME} was written since "
@@ -951,6 +952,23 @@ def _refuse_over_later_writes(root: Path, backup_dir: Path, manifest: BackupMani
     else:
         what = f"backup {backup_dir.name} was taken"
     _refuse_over(root, what, backup_dir, since[-1], discard)
+
+
+def _left_by_later_runs(backup_dir: Path, marks: list[WriteMark]) -> list[WriteMark]:
+    """The states restoring backup_dir may undo: `marks`, and what each later run left whose own backup
+    was taken in one of those states (nobody else wrote between), oldest first, so a chain of chops's
+    own runs is undone in one restore while a write of another process breaks the chain."""
+    allowed = list(marks)
+    for folder, manifest in list_backups(backup_dir.parent):
+        if folder.name <= backup_dir.name or manifest is None or manifest.writes is None:
+            continue
+        taken = manifest.writes
+        if not any(not writes_since(mark, taken) and not writes_since(taken, mark) for mark in allowed):
+            continue
+        completion = read_completion(folder)
+        if completion is not None and completion.writes is not None and completion.rolled_back_at is None:
+            allowed.append(completion.writes)
+    return allowed
 
 
 def _live_mark(root: Path, busy_timeout_s: float = READ_BUSY_TIMEOUT_S) -> WriteMark | None:
