@@ -66,8 +66,14 @@ def _refuse_unless_allowed(what: str, steps: Sequence[Step], options: LiveOption
         raise LiveChroma(what, f"stop it and retry, or pass --allow-live ({names} may run beside a running Chroma)")
 
 
-def precheck_live(root: Path, steps: Sequence[Step], options: LiveOptions) -> list[str]:
-    """The whole check before a change: the URL, then the processes. No steps: a rollback."""
+def precheck_live(root: Path, steps: Sequence[Step], options: LiveOptions, found: LiveScan | None = None) -> list[str]:
+    """The whole check before a change: the URL, then the processes (`found`: scanned just now). No
+    steps: a rollback."""
     if not options.look_for_chroma:
         return []
-    return check_url(steps, options) + refuse_live(root, steps, options, live.scan(root))
+    return check_url(steps, options) + refuse_live(root, steps, options, found or live.scan(root))
+
+
+def alone(found: LiveScan, options: LiveOptions) -> bool:
+    """Nothing holds the dir open that chops can see, and no Chroma server is named to ask."""
+    return not (found.processes or found.unchecked or options.chroma_url)

@@ -70,7 +70,7 @@ from ops.engine.journal import (
     refuse_if_unfinished,
 )
 from ops.engine.live import LiveScan, scan
-from ops.engine.live_policy import LiveOptions, check_url, precheck_live, refuse_live
+from ops.engine.live_policy import LiveOptions, alone, check_url, precheck_live, refuse_live
 from ops.engine.lock import (
     DEFAULT_LOCK_TIMEOUT_S,
     WrittenMeanwhile,
@@ -95,7 +95,7 @@ from ops.storage.sqlite_ro import (
     database_opens,
     refuse_hot_journal,
 )
-from ops.storage.write_mark import WriteMark, read_write_mark, writes_since
+from ops.storage.write_mark import WriteMark, read_write_mark, same_state, writes_since
 
 BACKUP_SPACE_FACTOR = 1.1
 
@@ -185,10 +185,10 @@ def _plan_and_run(
     journal: Journal | None = None,
 ) -> RunResult:
     found = scan(root)
-    alone = not (found.processes or found.unchecked or options.chroma_url)
+    unseen = alone(found, options)
     allowed = options.allow_live and step.may_run_live() and not found.unchecked
-    if confirm is None and not options.plan_only and (alone or allowed):
-        notes = [] if alone else check_url([step], options) + refuse_live(root, [step], options, found)
+    if confirm is None and not options.plan_only and (unseen or allowed):
+        notes = [] if unseen else check_url([step], options) + refuse_live(root, [step], options, found)
         result = plan_and_apply_locked(root, _planner(step, root, found), options, progress, found, journal)
         return result.model_copy(update={"notes": notes + result.notes})
     with PersistDir.open(root, busy_timeout_s=options.lock_timeout_s) as pd:
@@ -791,9 +791,9 @@ class RollbackResult(BaseModel):
     removed_snapshots: list[str] = []
     """Snapshot folders the rolled-back run wrote (of the state restored), removed with it."""
     damaged_database_kept: str | None = None
+    """Where the chroma.sqlite3 that could not be opened was copied before the backup's replaced it."""
     kept_changes: bool = False
     """An interrupted run finished without a restore (--keep-changes): the dir stays as it is."""
-    """Where the chroma.sqlite3 that could not be opened was copied before the backup's replaced it."""
 
 
 def rollback(
@@ -875,10 +875,9 @@ def _finish_interrupted(
         _record_stop(journal)  # (its backup holds the dir as it was: a later rollback of it refuses as usual)
         return RollbackResult(persist_dir=str(root), restored_backup=None, unfinished_run=journal.run_id)
     if held is not None and journal.writes and journal.backup_dir and complete:  # (else nothing had changed)
-        now = _live_mark(root)
-        since = [writes_since(mark, now) for mark in journal.writes] if now is not None else [[]]
         what = f"run {journal.run_id} ({journal.command}) was interrupted"
-        _refuse_over(root, what, Path(journal.backup_dir), since[-1] if all(since) else [], discard_later_writes, True)
+        since = _written_past(root, journal.writes)
+        _refuse_over(root, what, Path(journal.backup_dir), since, discard_later_writes, True)
     try:
         restored = rollback_journal(root, journal, held)
     except (OSError, sqlite3.Error) as failure:
@@ -901,7 +900,7 @@ def _restore_chosen(
     db, damaged_kept = root / SQLITE_FILE_NAME, None
     if held is not None:
         _refuse_over_later_writes(root, backup_dir, manifest, discard_later_writes)
-    if held is None:
+    else:
         if not manifest.includes_sqlite:
             raise CorruptDatabase(
                 f"{db} cannot be opened as a database, and backup {backup_dir.name} holds no {SQLITE_FILE_NAME}",
@@ -941,17 +940,24 @@ def _refuse_over_later_writes(root: Path, backup_dir: Path, manifest: BackupMani
             "it was taken cannot be told, and restoring it would drop any such write",
             "pass --discard-later-writes to restore it anyway (chops wal export can keep the WAL rows first)",
         )
-    now = _live_mark(root) if marks else None
-    if now is None:
-        return
-    since = [writes_since(mark, now) for mark in marks]
-    if not all(since):
+    since = _written_past(root, marks)
+    if not since:
         return
     if run_left is not None and completion is not None:
         what = f"run {completion.run_id} ({completion.command}) {'stopped' if completion.stopped else 'completed'}"
     else:
         what = f"backup {backup_dir.name} was taken"
-    _refuse_over(root, what, backup_dir, since[-1], discard)
+    _refuse_over(root, what, backup_dir, since, discard)
+
+
+def _written_past(root: Path, marks: list[WriteMark]) -> list[str]:
+    """What chroma.sqlite3 holds past every one of `marks` (against the last of them); empty where it is
+    in one of those states, or where its mark cannot be read."""
+    now = _live_mark(root) if marks else None
+    if now is None:
+        return []
+    since = [writes_since(mark, now) for mark in marks]
+    return since[-1] if all(since) else []
 
 
 def _left_by_later_runs(backup_dir: Path, marks: list[WriteMark]) -> list[WriteMark]:
@@ -963,7 +969,7 @@ def _left_by_later_runs(backup_dir: Path, marks: list[WriteMark]) -> list[WriteM
         if folder.name <= backup_dir.name or manifest is None or manifest.writes is None:
             continue
         taken = manifest.writes
-        if not any(not writes_since(mark, taken) and not writes_since(taken, mark) for mark in allowed):
+        if not any(same_state(mark, taken) for mark in allowed):
             continue
         completion = read_completion(folder)
         if completion is not None and completion.writes is not None and completion.rolled_back_at is None:

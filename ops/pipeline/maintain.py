@@ -30,7 +30,7 @@ from typing import Any
 from ops.engine.backup import copy_persist_dir, default_backup_root
 from ops.engine.fingerprint import changed_components, compute
 from ops.engine.live import scan
-from ops.engine.live_policy import precheck_live
+from ops.engine.live_policy import alone, precheck_live
 from ops.engine.plan import PipelineRef, Plan, StepPlan, Unrepaired
 from ops.engine.progress import ProgressSink
 from ops.engine.runner import (
@@ -76,8 +76,7 @@ def plans_under_lock(persist_dir: str, options: RunOptions) -> bool:
     --allow-live (a Chroma then waits for the lock, as for the apply); else it plans first, so a
     refusal beside a running Chroma never blocks its writes."""
     found = scan(open_for_change(persist_dir))
-    alone = not (found.processes or found.unchecked or options.chroma_url)
-    return alone or (options.allow_live and not found.unchecked)
+    return alone(found, options) or (options.allow_live and not found.unchecked)
 
 
 def plan_and_apply(
@@ -89,7 +88,7 @@ def plan_and_apply(
 
     def planner(writer: sqlite3.Connection) -> tuple[list[Step], Plan]:
         plan = plan_pipeline(str(root), pipeline_name, options.backup_root, locked=writer)
-        return [build_step(sp.step, dict(sp.params), dict(sp.selection)) for sp in plan.steps], plan
+        return steps_of(plan), plan
 
     return plan_and_apply_locked(root, planner, options, progress)
 
@@ -376,10 +375,14 @@ def _view(root: Path, busy_timeout_s: float, locked: sqlite3.Connection | None) 
         yield pd
 
 
+def steps_of(plan: Plan) -> list[Step]:
+    """The plan's steps, built as their plans say (params and the targets their selections chose)."""
+    return [build_step(sp.step, dict(sp.params), dict(sp.selection)) for sp in plan.steps]
+
+
 def plan_may_run_live(plan: Plan) -> bool:
     """Whether every step that changes something may run beside a running Chroma (--allow-live)."""
-    changing = [sp for sp in plan.steps if not sp.is_empty]
-    return all(build_step(sp.step, dict(sp.params), dict(sp.selection)).may_run_live() for sp in changing)
+    return all(step.may_run_live() for step, sp in zip(steps_of(plan), plan.steps, strict=True) if not sp.is_empty)
 
 
 def apply_plan_file(
@@ -388,11 +391,17 @@ def apply_plan_file(
     root = open_for_change(persist_dir)
     if Path(plan.persist_dir) != root:
         raise BadInput(f"the plan is for {plan.persist_dir}, not {root}", "apply it to the dir it was made for")
-    steps = [build_step(sp.step, dict(sp.params), dict(sp.selection)) for sp in plan.steps]
+    steps = steps_of(plan)
+    found, notes = None, []
     if not plan.is_empty:  # a Chroma that holds the dir is named first (beside one that writes, the dir moved too)
-        precheck_live(root, [step for step, sp in zip(steps, plan.steps, strict=True) if not sp.is_empty], options)
+        found = scan(root)
+        changing = [step for step, sp in zip(steps, plan.steps, strict=True) if not sp.is_empty]
+        notes = precheck_live(root, changing, options, found)
     with PersistDir.open(root, busy_timeout_s=options.lock_timeout_s) as pd:
         check_fingerprint(plan, pd)
     if plan.is_empty:
         return RunResult(plan=plan, applied=False)
-    return apply_plan(steps, plan, root, options, progress, precondition=lambda pd: check_fingerprint(plan, pd))
+    result = apply_plan(
+        steps, plan, root, options, progress, precondition=lambda pd: check_fingerprint(plan, pd), found=found
+    )
+    return result.model_copy(update={"notes": notes + result.notes})

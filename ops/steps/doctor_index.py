@@ -355,9 +355,10 @@ def check_collection(
     state = checker.index()
     findings = rows + _dimension_findings(c, view, state) + state.findings
     applied = wal.metadata_applied(pd.conn, c, stats) if stats is not None else None
-    gap_finding = _gap_finding(pd, c, stats, applied, shown)
+    gap = pd.wal_gap(c, stats)
+    gap_finding = _gap_finding(pd, c, stats, gap, applied, shown)
     findings += [] if gap_finding is None else [gap_finding]
-    findings += _wal_vector_findings(pd, c, stats, state, shown)
+    findings += _wal_vector_findings(pd, c, stats, gap, state, shown)
     lost, extra = _agreement(pd, c, stats, applied, state, shown)
     findings += _unfindable_findings(view, lost, checker.rebuild, shown, len(state.unowned)) + extra
     return findings, lost
@@ -447,12 +448,12 @@ def _sysdb_findings(pd: PersistDir, c: CollectionRecord, view: CollectionRecord,
 
 
 def _wal_vector_findings(
-    pd: PersistDir, c: CollectionRecord, stats: WalTopicStats | None, state: IndexState, shown: Shown
+    pd: PersistDir, c: CollectionRecord, stats: WalTopicStats | None, gap: int, state: IndexState, shown: Shown
 ) -> list[Finding]:
     """wal.vectors: a WAL row Chroma replays whose vector bytes are not one of the collection's (a
     damaged row, or one not written by Chroma). Measured with chromadb 1.5.9: bytes that are not whole
     values fail every read of the collection ("Failed to pull logs from the log store")."""
-    if stats is None or c.vector_segment is None or not pd.wal_gap(c, stats):  # (no row to read: no query)
+    if stats is None or c.vector_segment is None or not gap:  # (no pending row to read: no query)
         return []
     dimension = state.header.dimension if state.header else c.known_dimension  # (the rows agree with the index)
     bad = wal.misshapen_vectors(pd.conn, stats.topic, c.vector_segment.max_seq_id, dimension)
@@ -477,13 +478,12 @@ def _wal_vector_findings(
 
 
 def _gap_finding(
-    pd: PersistDir, c: CollectionRecord, stats: WalTopicStats | None, up_to: int | None, shown: Shown
+    pd: PersistDir, c: CollectionRecord, stats: WalTopicStats | None, gap: int, up_to: int | None, shown: Shown
 ) -> Finding | None:
-    """wal.gap: WAL rows past the index's max_seq_id, or past `up_to` (wal.metadata_applied: a writer
-    killed between writing an add's rows and applying them; Chroma applies those when it next opens
-    the collection, and a commit stops there)."""
+    """wal.gap: WAL rows past the index's max_seq_id (`gap` of them), or past `up_to`
+    (wal.metadata_applied: a writer killed between writing an add's rows and applying them; Chroma
+    applies those when it next opens the collection, and a commit stops there)."""
     assert c.vector_segment is not None
-    gap = pd.wal_gap(c, stats)
     waiting = wal.wal_rows_after(pd.conn, stats.topic, up_to) if stats is not None and up_to is not None else 0
     if not gap and not waiting:
         return None

@@ -89,6 +89,7 @@ class MisshapenVector(BaseModel):
 
 
 VECTOR_ENCODINGS = ("FLOAT32", "INT32")
+"""The `encoding`s Chroma writes a WAL row's vector in (4-byte little-endian values)."""
 
 
 def misshapen_vectors(
@@ -97,11 +98,12 @@ def misshapen_vectors(
     """WAL rows of a topic past a segment's max_seq_id whose vector is not `dimension` whole 4-byte
     values (any whole number of them where the dimension is not known) in an encoding Chroma writes.
     Only the BLOBs' lengths are read (SQLite takes them from the record header)."""
+    encodings = ", ".join("?" * len(VECTOR_ENCODINGS))
     rows = conn.execute(
         "SELECT seq_id, length(vector), encoding FROM embeddings_queue WHERE topic = ? AND seq_id > ? "
         "AND vector IS NOT NULL AND (length(vector) % 4 != 0 OR (? > 0 AND length(vector) != 4 * ?) "
-        "OR upper(coalesce(encoding, 'FLOAT32')) NOT IN ('FLOAT32', 'INT32')) ORDER BY seq_id",
-        (topic, seq_id or 0, dimension or 0, dimension or 0),
+        f"OR upper(coalesce(encoding, 'FLOAT32')) NOT IN ({encodings})) ORDER BY seq_id",
+        (topic, seq_id or 0, dimension or 0, dimension or 0, *VECTOR_ENCODINGS),
     )
     return [MisshapenVector(seq_id=int(r[0]), size=int(r[1]), encoding=r[2]) for r in rows]
 

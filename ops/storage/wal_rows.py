@@ -27,11 +27,11 @@ import orjson
 
 from ops.errors import CorruptDatabase
 from ops.storage.models import CollectionRecord
-from ops.storage.wal import OPERATION_NAMES, collection_id_of_topic
+from ops.storage.wal import OPERATION_NAMES, VECTOR_ENCODINGS, collection_id_of_topic
 
 DOCUMENT_KEY = "chroma:document"
 FETCH_BATCH = 1000
-VECTOR_DTYPES: dict[str, np.dtype[Any]] = {"FLOAT32": np.dtype("<f4"), "INT32": np.dtype("<i4")}
+VECTOR_DTYPES: dict[str, np.dtype[Any]] = dict(zip(VECTOR_ENCODINGS, (np.dtype("<f4"), np.dtype("<i4")), strict=True))
 JSONL_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
 
 _SELECT = (

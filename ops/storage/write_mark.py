@@ -74,5 +74,10 @@ def writes_since(then: WriteMark, now: WriteMark) -> list[str]:
     return out
 
 
+def same_state(one: WriteMark, other: WriteMark) -> bool:
+    """Nothing written between the two, either way (writes_since reports a WAL that ends earlier too)."""
+    return not writes_since(one, other)
+
+
 def _differ(then: str | None, now: str | None) -> bool:
     return then is not None and now is not None and then != now
