@@ -83,6 +83,7 @@ def refused_commands(d: Path, base: Path) -> list[list[str | Path]]:
         ["collection", "restore", d, "-i", base / "frag.snap", "--replace", "-y", "--allow-live"],
         ["rollback", d, "-y"],
         ["maintain", d, "--yes"],
+        ["maintain", d, "--yes", "--allow-live"],
         ["maintain", d, "--apply", base / "plan.json"],
     ]
 

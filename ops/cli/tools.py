@@ -223,7 +223,7 @@ def maintain(p: MaintainParams) -> int:
         return report_result(apply_plan_file(p.persist_dir, plan, options, progress), out)
     if p.out:
         checked_output(Path(p.out), Path(p.persist_dir), "plan")  # before the planning, not after
-    if p.yes and not p.plan and plans_under_lock(p.persist_dir, options):  # nobody reviews this plan
+    if p.yes and not p.plan and plans_under_lock(p.persist_dir, p.pipeline, options):  # nobody reviews this plan
         result = plan_and_apply(p.persist_dir, p.pipeline, options, progress)
         _say_skipped(result.plan)
         return report_result(result, out)

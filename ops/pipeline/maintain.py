@@ -71,12 +71,21 @@ def plan_pipeline(
     return plan_pipeline_model(root, pipeline, ref, backup_root, busy_timeout_s=busy_timeout_s, locked=locked)
 
 
-def plans_under_lock(persist_dir: str, options: RunOptions) -> bool:
+def plans_under_lock(persist_dir: str, pipeline_name: str, options: RunOptions) -> bool:
     """maintain --yes plans under the write lock where nothing else holds the dir open, or with
     --allow-live (a Chroma then waits for the lock, as for the apply); else it plans first, so a
-    refusal beside a running Chroma never blocks its writes."""
-    found = scan(open_for_change(persist_dir))
-    return alone(found, options) or (options.allow_live and not found.unchecked)
+    refusal beside a running Chroma never blocks its writes. With --allow-live beside one, a plan
+    made first without the lock (a read) must pass the live check: a step that never runs beside
+    Chroma is refused before Chroma waits for the planning under the lock."""
+    root = open_for_change(persist_dir)
+    found = scan(root)
+    if alone(found, options):
+        return True
+    if not options.allow_live or found.unchecked:
+        return False
+    plan = plan_pipeline(str(root), pipeline_name, options.backup_root, options.lock_timeout_s)
+    precheck_live(root, changing_steps(plan), options, found)
+    return True
 
 
 def plan_and_apply(
@@ -380,9 +389,15 @@ def steps_of(plan: Plan) -> list[Step]:
     return [build_step(sp.step, dict(sp.params), dict(sp.selection)) for sp in plan.steps]
 
 
+def changing_steps(plan: Plan, steps: list[Step] | None = None) -> list[Step]:
+    """The plan's steps that change something (`steps`: steps_of(plan), built already)."""
+    built = steps_of(plan) if steps is None else steps
+    return [step for step, sp in zip(built, plan.steps, strict=True) if not sp.is_empty]
+
+
 def plan_may_run_live(plan: Plan) -> bool:
     """Whether every step that changes something may run beside a running Chroma (--allow-live)."""
-    return all(step.may_run_live() for step, sp in zip(steps_of(plan), plan.steps, strict=True) if not sp.is_empty)
+    return all(step.may_run_live() for step in changing_steps(plan))
 
 
 def apply_plan_file(
@@ -395,8 +410,7 @@ def apply_plan_file(
     found, notes = None, []
     if not plan.is_empty:  # a Chroma that holds the dir is named first (beside one that writes, the dir moved too)
         found = scan(root)
-        changing = [step for step, sp in zip(steps, plan.steps, strict=True) if not sp.is_empty]
-        notes = precheck_live(root, changing, options, found)
+        notes = precheck_live(root, changing_steps(plan, steps), options, found)
     with PersistDir.open(root, busy_timeout_s=options.lock_timeout_s) as pd:
         check_fingerprint(plan, pd)
     if plan.is_empty:
