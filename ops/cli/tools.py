@@ -39,7 +39,7 @@ from ops.storage.fs import checked_output, write_output
 
 if TYPE_CHECKING:
     from ops.engine.plan import Plan
-    from ops.engine.runner import RollbackResult
+    from ops.engine.rollback import RollbackResult
     from ops.steps.doctor import DoctorReport, DoctorScope
 
 
@@ -320,7 +320,7 @@ def rollback(p: RollbackParams) -> int:
         raise BadInput("rollback needs confirmation and stdin is not a terminal", "re-run with --yes")
     if not p.yes and input(f"Restore {p.persist_dir} from its backup? [y/N] ").strip().lower() not in ("y", "yes"):
         raise OpsError("aborted by the user", "nothing changed")
-    from ops.engine.runner import rollback as run_rollback
+    from ops.engine.rollback import rollback as run_rollback
 
     result = run_rollback(
         p.persist_dir, p.backup_root_path(), p.backup_id, p.live_options(), p.discard_later_writes, p.keep_changes

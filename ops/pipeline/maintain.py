@@ -33,8 +33,8 @@ from ops.engine.live import scan
 from ops.engine.live_policy import alone, precheck_live
 from ops.engine.plan import PipelineRef, Plan, StepPlan, Unrepaired
 from ops.engine.progress import ProgressSink
+from ops.engine.recovery import RollbackFailed
 from ops.engine.runner import (
-    RollbackFailed,
     RunOptions,
     RunResult,
     StalePlan,

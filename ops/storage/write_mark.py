@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+from contextlib import closing
+from pathlib import Path
 
 from pydantic import BaseModel
 
 from ops.storage import wal
+from ops.storage.sqlite_ro import READ_BUSY_TIMEOUT_S, SQLITE_FILE_NAME, connect_readonly
 
 ROW_TABLES = ("collections", "collection_metadata")
 NAMESPACE_TABLES = ("databases", "tenants")
@@ -81,3 +84,20 @@ def same_state(one: WriteMark, other: WriteMark) -> bool:
 
 def _differ(then: str | None, now: str | None) -> bool:
     return then is not None and now is not None and then != now
+
+
+def dir_mark(root: Path, busy_timeout_s: float = READ_BUSY_TIMEOUT_S) -> WriteMark | None:
+    return file_mark(root / SQLITE_FILE_NAME, busy_timeout_s)
+
+
+def file_mark(db: Path, busy_timeout_s: float = READ_BUSY_TIMEOUT_S) -> WriteMark | None:
+    with closing(connect_readonly(db, busy_timeout_s)) as conn:
+        return mark_of(conn)
+
+
+def mark_of(conn: sqlite3.Connection) -> WriteMark | None:
+    """None where the rows cannot be read (a damaged page): not known, so nothing is compared with it."""
+    try:
+        return read_write_mark(conn)
+    except sqlite3.DatabaseError:
+        return None
