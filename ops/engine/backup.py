@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import re
 import shutil
@@ -45,6 +46,7 @@ from ops.storage.fs import (
     sync_filesystem,
     tree_size,
 )
+from ops.storage.hnsw_files import HEADER_FILE, PICKLE_FILE
 from ops.storage.same_pages import same_database
 from ops.storage.sqlite_ro import SQLITE_FILE_NAME, readonly_uri
 from ops.storage.write_mark import WriteMark
@@ -96,6 +98,10 @@ class BackupManifest(BaseModel):
     """chroma.sqlite3's write mark in the state this backup holds (read under the run's lock before it
     was taken; None: not recorded). A restore over a dir written past it, and past what the run left,
     would drop those writes."""
+    folder_states: dict[str, str] | None = None
+    """Every segment folder's index as the backup was taken (folder_state): a restore that puts no
+    copy of a folder back refuses where its index was written since, as chroma.sqlite3 would then sit
+    beside an index of another time. None: not recorded (an earlier version)."""
 
     @property
     def total_bytes(self) -> int:
@@ -115,6 +121,19 @@ def estimate_backup_bytes(persist_dir: Path, include_sqlite: bool, folders: list
 def all_folders(root: Path) -> list[str]:
     """Every top-level folder of the persist dir a full backup or snapshot saves."""
     return [p.name for p in subfolders(root) if not p.name.startswith(".")]
+
+
+def folder_state(folder: Path) -> str:
+    """A digest of what a write to the folder's index changes: header.bin (element count, capacity,
+    entry point) and index_metadata.pickle (labels, max_seq_id). Not the other files: chromadb 1.5
+    rewrites a loaded index on every open, with the same records but other bytes past the last
+    element (measured: length.bin and data_level0.bin change, header.bin stays). A delete alone (a
+    flag in data_level0.bin) is not seen."""
+    digest = hashlib.sha256()
+    for name in (HEADER_FILE, PICKLE_FILE):
+        with contextlib.suppress(OSError):
+            digest.update(name.encode() + b"\0" + (folder / name).read_bytes())
+    return digest.hexdigest()
 
 
 def link_backup(source: Path, target: Path, reason: str) -> BackupManifest | None:
@@ -164,6 +183,7 @@ def take_backup(
     (restoring them puts back the very file: restore_sqlite replaces a file that is no database)."""
     created = datetime.now(timezone.utc)
     backup_id = target.name
+    states = {name: folder_state(persist_dir / name) for name in all_folders(persist_dir)}
     target.mkdir(parents=True, exist_ok=False)
     entries: list[FileEntry] = []
     if include_sqlite:
@@ -182,6 +202,7 @@ def take_backup(
         folders=folders,
         files=entries,
         writes=writes,
+        folder_states=states,
     )
     atomic_write(target / MANIFEST, orjson.dumps(manifest.model_dump(mode="json"), option=orjson.OPT_INDENT_2))
     fsync_dir(target.parent)
@@ -355,6 +376,16 @@ def list_backups(root: Path) -> list[tuple[Path, BackupManifest | None]]:
     return out
 
 
+def later_backups(backup_dir: Path) -> list[Path]:
+    """The complete backups of the same persist dir taken after backup_dir, oldest first."""
+    of = read_manifest(backup_dir).persist_dir
+    return [
+        folder
+        for folder, manifest in list_backups(backup_dir.parent)
+        if folder.name > backup_dir.name and manifest is not None and manifest.persist_dir == of
+    ]
+
+
 def find_backup(root: Path, backup_id: str | None) -> Path:
     """The backup named (or the newest). One whose manifest.json is there but unreadable is refused,
     never passed over for an older one; one without it (a backup cut short) is not a backup."""
@@ -417,6 +448,33 @@ def restore_backup(
     return manifest
 
 
+def restore_chain(backup_dirs: list[Path], persist_dir: Path, held: sqlite3.Connection | None = None) -> None:
+    """Put the dir back as it was before the first backup's run, undoing the runs of the later backups
+    (oldest first) too: each part (chroma.sqlite3, each segment folder) from the oldest backup that
+    holds it, as a run saves exactly what it changes. Every backup is checked before anything is
+    restored. held: see restore_database."""
+    chain = [(folder, checked_manifest(folder)) for folder in backup_dirs]
+    restored: set[str] = set()
+    for folder, manifest in chain:
+        if manifest.includes_sqlite and SQLITE_FILE_NAME not in restored:
+            restore_database(folder, persist_dir, manifest, held)
+            restored.add(SQLITE_FILE_NAME)
+        restore_folders(folder, persist_dir, manifest, skip=restored)
+        restored.update(manifest.folders)
+
+
+def changed_unsaved(backup_dirs: list[Path], persist_dir: Path) -> list[str]:
+    """Segment folders that changed since the first backup was taken and that no backup of the chain
+    holds: restoring the chain would leave them as they are now, beside the rest of another time."""
+    manifests = [read_manifest(folder) for folder in backup_dirs]
+    recorded = manifests[0].folder_states
+    if recorded is None:
+        return []
+    saved = {name for manifest in manifests for name in manifest.folders}
+    now = {name: folder_state(persist_dir / name) for name in all_folders(persist_dir)}
+    return sorted(name for name, state in recorded.items() if name not in saved and now.get(name) != state)
+
+
 def restore_database(
     backup_dir: Path, persist_dir: Path, manifest: BackupManifest, held: sqlite3.Connection | None = None
 ) -> None:
@@ -427,10 +485,12 @@ def restore_database(
         restore_sqlite(saved_db, live_db, held)
 
 
-def restore_folders(backup_dir: Path, persist_dir: Path, manifest: BackupManifest) -> None:
-    """The backup's segment folders put back where they differ from it."""
+def restore_folders(
+    backup_dir: Path, persist_dir: Path, manifest: BackupManifest, skip: set[str] | frozenset[str] = frozenset()
+) -> None:
+    """The backup's segment folders (but those in `skip`) put back where they differ from it."""
     for name in manifest.folders:
-        if _differences(manifest, persist_dir, name):
+        if name not in skip and _differences(manifest, persist_dir, name):
             _restore_folder(backup_dir / SEGMENTS / name, persist_dir / name)
 
 

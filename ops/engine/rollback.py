@@ -16,15 +16,17 @@ from ops.engine.backup import (
     MANIFEST,
     NO_DATABASE,
     BackupManifest,
+    changed_unsaved,
     default_backup_root,
     find_backup,
     keep_damaged_database,
+    later_backups,
     list_backups,
     read_completion,
     read_manifest,
     record_rollbacks,
     remove_created_snapshots,
-    restore_backup,
+    restore_chain,
 )
 from ops.engine.journal import Journal, UnreadableJournal, close_journal, read_journal
 from ops.engine.live_policy import LiveOptions, precheck_live
@@ -160,8 +162,10 @@ def _restore_chosen(
             f"pass --backup ID of another backup (chops backup list {root})",
         )
     db, damaged_kept = root / SQLITE_FILE_NAME, None
+    chain = [backup_dir, *later_backups(backup_dir)]
     if held is not None:
         _refuse_over_later_writes(root, backup_dir, manifest, discard_later_writes)
+        _refuse_mixed_times(root, chain)  # (after that refusal, which names the writes)
     else:
         if not manifest.includes_sqlite:
             raise CorruptDatabase(
@@ -171,13 +175,13 @@ def _restore_chosen(
         # No process can write a file that is no database; the backup's replaces it, a copy is kept.
         damaged_kept = str(keep_damaged_database(db, backup_dir.parent))
     try:
-        restore_backup(backup_dir, root, held=held)
+        restore_chain(chain, root, held=held)
     except (OSError, sqlite3.Error) as failure:
         raise RollbackFailed(
             f"restoring backup {backup_dir.name} could not finish ({describe(failure)}); the backup stays",
             f"{before_retry(failure, root)} chops rollback {root} --backup {backup_dir.name}",
         ) from failure
-    removed = remove_created_snapshots(backup_dir, backup_dir.parent)
+    removed = [name for folder in chain for name in remove_created_snapshots(folder, folder.parent)]
     record_rollbacks(backup_dir)
     remove_run_leftovers(root)
     return RollbackResult(
@@ -187,6 +191,22 @@ def _restore_chosen(
         removed_snapshots=removed,
         damaged_database_kept=damaged_kept,
     )
+
+
+def _refuse_mixed_times(root: Path, chain: list[Path]) -> None:
+    """Restoring backup chain[0] puts each part back from the oldest backup of the chain that holds
+    it; a segment folder none holds that changed since chain[0] was taken (a Chroma that wrote and
+    flushed its index, or an earlier rollback) would stay beside a chroma.sqlite3 of another time:
+    records `get` returns that `query` never finds. Refused, with --discard-later-writes too."""
+    changed = changed_unsaved(chain, root)
+    if changed:
+        shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+        raise BadInput(
+            f"segment folder(s) {shown} of {root} changed since backup {chain[0].name} was taken, and no backup "
+            "from then on holds a copy: restoring it would leave them beside a chroma.sqlite3 of another time",
+            f"keep the dir as it is (chops doctor {root} says whether it is whole), or pass --backup ID of a later "
+            f"backup (chops backup list {root})",
+        )
 
 
 def _refuse_over_later_writes(root: Path, backup_dir: Path, manifest: BackupManifest, discard: bool) -> None:
