@@ -46,6 +46,13 @@ def test_missing_dir(tmp_path: Path) -> None:
     assert_one_line_error(r.code, r.stderr, "does not exist")
 
 
+@pytest.mark.parametrize("flags", [[], ["--yes"]])
+def test_rollback_of_a_missing_dir_names_the_dir_before_asking(tmp_path: Path, flags: list[str]) -> None:
+    """Without --yes it said "needs confirmation ... re-run with --yes", then the dir was missing (helper-39)."""
+    r = run_chops("rollback", tmp_path / "nope", *flags)
+    assert_one_line_error(r.code, r.stderr, "does not exist")
+
+
 def test_file_instead_of_dir(tmp_path: Path) -> None:
     (tmp_path / "f").write_text("x")
     r = run_chops("db", "info", tmp_path / "f")
@@ -135,6 +142,14 @@ def test_unknown_future_layout_warns_and_reads(standard_dir: BuiltDir) -> None:
 def test_unknown_collection(standard_dir: BuiltDir) -> None:
     r = run_chops("hnsw", "info", standard_dir.path, "-c", "nope")
     assert_one_line_error(r.code, r.stderr, "no collection 'nope'", "frag")
+
+
+def test_db_info_refuses_a_collection_to_leave_out_that_is_not_there(standard_dir: BuiltDir) -> None:
+    """db info -s fragg showed every collection and exit 0, where the changes refuse the typo (helper-39)."""
+    r = run_chops("db", "info", standard_dir.path, "-s", "fragg")
+    assert_one_line_error(r.code, r.stderr, "no collection 'fragg' to leave out (-s)")
+    shown = json.loads(run_chops("db", "info", standard_dir.path, "-s", "otherdb/other", "--json").stdout)
+    assert shown["skipped_collections"] == ["other"] and "other" not in {c["name"] for c in shown["collections"]}
 
 
 @pytest.mark.parametrize("keep", [0, 50, 99])

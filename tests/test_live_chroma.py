@@ -149,6 +149,17 @@ def test_changes_are_refused_beside_an_idle_persistent_client(prepared: BuiltDir
     assert chroma_snapshot(d, tmp_path) == before
 
 
+def test_a_holder_whose_command_line_has_newlines_is_named_in_one_line(prepared: BuiltDir, tmp_path: Path) -> None:
+    """An application started as `python -c "<script>"` has newlines in its command line: the
+    warnings of read-only commands and plans printed it raw, over several lines (helper-39)."""
+    d = private_copy(prepared, tmp_path / "persist").path
+    with persistent_client(d, "frag") as holder:
+        for args in (["db", "info", d], ["maintain", d, "--plan"]):
+            r = run_chops(*args)
+            named = [line for line in r.stderr.splitlines() if f"(pid {holder.pid}: " in line]
+            assert len(named) == 1 and " open" in named[0].split(f"(pid {holder.pid}: ")[1], (args, r.stderr)
+
+
 LIVE_CONFIG = {"hnsw": {"space": "l2", "sync_threshold": 50, "batch_size": 50}}
 """Chroma persists this index every 50 writes, so writes after the step reach its files (and the
 max_seq_id past them): a step that swapped the files under Chroma would lose them (issue 13)."""

@@ -972,6 +972,7 @@ def test_a_backup_of_index_folders_alone_is_not_restored_under_later_writes(stan
         r = run_chops("rollback", path, "--yes", *flags)
         assert r.code == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
         assert "holds index folders only" in r.stderr and "chops doctor" in r.stderr, r.stderr
+        assert "--keep-changes" not in r.stderr, r.stderr  # (it finishes an interrupted run: none is)
     assert tree_state(path) == state
 
 

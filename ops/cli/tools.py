@@ -36,6 +36,7 @@ from ops.engine.params import Flag, flag
 from ops.errors import BadInput, OpsError
 from ops.steps.targets import Privacy, TenantOption
 from ops.storage.fs import checked_output, write_output
+from ops.storage.persist_dir import validate_persist_dir
 
 if TYPE_CHECKING:
     from ops.engine.plan import Plan
@@ -316,6 +317,7 @@ class RollbackParams(PersistDirArg, BackupRoot, LiveFlags, JsonFlag):
 
 def rollback(p: RollbackParams) -> int:
     out = Output(p.json)
+    validate_persist_dir(Path(p.persist_dir), database_required=False)  # a wrong path first, not a question
     if not p.yes and not sys.stdin.isatty():
         raise BadInput("rollback needs confirmation and stdin is not a terminal", "re-run with --yes")
     if not p.yes and input(f"Restore {p.persist_dir} from its backup? [y/N] ").strip().lower() not in ("y", "yes"):

@@ -216,7 +216,7 @@ def _command(pid: int) -> str:
         words = words[1:]  # "python3 /usr/bin/chroma run ..." reads as "chroma run ..."
     if words:
         words[0] = Path(words[0]).name
-    text = " ".join(words) or "?"
+    text = " ".join(" ".join(words).split()) or "?"  # newlines and tabs in an argument: one line
     return text if len(text) <= 120 else text[:117] + "..."
 
 

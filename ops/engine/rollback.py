@@ -270,11 +270,11 @@ def _refuse_over(
         return
     db, name = root / SQLITE_FILE_NAME, backup_dir.name
     if not read_manifest(backup_dir).includes_sqlite:
+        keep = f"chops rollback {root} --keep-changes finishes the run so; " if interrupted else ""
         raise BadInput(
             f"{db} was written after {what} ({'; '.join(since)}), and backup {name} holds index folders only: "
             "restoring them under it would leave those records without vectors",
-            f"keep the dir as it is (chops rollback {root} --keep-changes finishes an interrupted run so; chops "
-            f"doctor {root} says whether it is whole), or restore a db snapshot",
+            f"keep the dir as it is ({keep}chops doctor {root} says whether it is whole), or restore a db snapshot",
         )
     if not discard_later_writes:
         raise BadInput(

@@ -14,7 +14,7 @@ from ops.steps import recommendations
 from ops.steps.inspection import CollectionReport, LayoutReport, collection_report
 from ops.steps.privacy import Pseudonyms
 from ops.steps.recommendations import Recommendation, Thresholds
-from ops.steps.targets import Privacy, SkipCollections
+from ops.steps.targets import Privacy, SkipCollections, refuse_unknown_skips
 from ops.storage import PersistDir, wal_purge
 from ops.storage.fs import files_size, folder_sizes, tree_size
 from ops.storage.models import CollectionRecord
@@ -84,9 +84,10 @@ class DbInfo(ReadOnlyStep[DbInfoReport]):
     def report(self, ctx: StepContext) -> DbInfoReport:
         pd = ctx.persist_dir
         all_collections = pd.collections()
+        refuse_unknown_skips(self.skip, all_collections)
         counts = pd.record_counts()
         wal_stats = pd.wal_stats()
-        kept = [c for c in all_collections if c.name not in self.skip]
+        kept = [c for c in all_collections if not c.named_in(self.skip)]
         detailed = [c.id for c in kept] if self.details else self._detailed(kept)
         sizes = folder_sizes(pd.path)
         reports = [collection_report(pd, c, counts, wal_stats, sizes) for c in kept]
@@ -111,7 +112,7 @@ class DbInfo(ReadOnlyStep[DbInfoReport]):
             databases=[f"{d.tenant}/{d.name}" for d in pd.databases()],
             collections_total=len(all_collections),
             collections=reports,
-            skipped_collections=sorted(self.skip & {c.name for c in all_collections}),
+            skipped_collections=sorted({c.name for c in all_collections if c.named_in(self.skip)}),
             orphan_dirs=orphans,
             wal=WalSummary(
                 entries=sum(s.entries for s in wal_stats.values()),
