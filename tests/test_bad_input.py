@@ -31,6 +31,24 @@ def assert_one_line_error(result_code: int, stderr: str, *fragments: str) -> Non
         assert fragment in lines[0]
 
 
+def assert_damage_reported(built: BuiltDir, *fragments: str) -> None:
+    """db info reads on past a damaged index: its row says damaged and its advice names chops doctor
+    (it stopped at the first one, naming a folder and no collection: helper-39); hnsw info -c of that
+    collection refuses in one line."""
+    r = run_chops("db", "info", built.path, "--json")
+    assert r.code == 0 and "Traceback" not in r.stderr, r.stderr
+    report = json.loads(r.stdout)
+    frag = next(c for c in report["collections"] if c["name"] == "frag")
+    assert all(f in frag["hnsw"]["damaged"] for f in fragments), frag["hnsw"]["damaged"]
+    advice = [a for a in report["recommendations"] if a["collection"] == "frag"]
+    assert any("chops doctor" in (a["command"] or "") for a in advice), advice
+    assert {c["name"] for c in report["collections"]} >= {"upd", "other"}
+    table = run_chops("db", "info", built.path)
+    assert table.code == 0 and any(" frag " in line and "damaged" in line for line in table.stdout.splitlines())
+    r = run_chops("hnsw", "info", built.path, "-c", "frag")
+    assert_one_line_error(r.code, r.stderr, *fragments)
+
+
 def segment_folder(built: BuiltDir, name: str) -> Path:
     with closing(sqlite3.connect(f"file:{built.path / 'chroma.sqlite3'}?mode=ro", uri=True)) as conn, conn:
         row = conn.execute(
@@ -156,8 +174,9 @@ def test_db_info_refuses_a_collection_to_leave_out_that_is_not_there(standard_di
 def test_truncated_header(standard_dir: BuiltDir, keep: int) -> None:
     header = segment_folder(standard_dir, "frag") / "header.bin"
     header.write_bytes(header.read_bytes()[:keep])
-    r = run_chops("db", "info", standard_dir.path)
+    assert_damage_reported(standard_dir, "header.bin")
     # not "rebuild it": a rebuild reads the header too, and refuses with these same words
+    r = run_chops("hnsw", "info", standard_dir.path, "-c", "frag")
     assert_one_line_error(r.code, r.stderr, "header.bin", "chops doctor")
 
 
@@ -188,28 +207,24 @@ def test_damaged_link_lists(standard_dir: BuiltDir, damage: str) -> None:
 
 def test_missing_length_file(standard_dir: BuiltDir) -> None:
     (segment_folder(standard_dir, "frag") / "length.bin").unlink()
-    r = run_chops("db", "info", standard_dir.path)
-    assert_one_line_error(r.code, r.stderr, "length.bin is missing")
+    assert_damage_reported(standard_dir, "length.bin is missing")
 
 
 def test_garbage_pickle(standard_dir: BuiltDir) -> None:
     (segment_folder(standard_dir, "frag") / "index_metadata.pickle").write_bytes(os.urandom(300))
-    r = run_chops("db", "info", standard_dir.path)
-    assert_one_line_error(r.code, r.stderr, "index_metadata.pickle")
+    assert_damage_reported(standard_dir, "index_metadata.pickle")
 
 
 def test_pickle_of_wrong_shape(standard_dir: BuiltDir) -> None:
     (segment_folder(standard_dir, "frag") / "index_metadata.pickle").write_bytes(pickle.dumps([1, 2, 3]))
-    r = run_chops("db", "info", standard_dir.path)
-    assert_one_line_error(r.code, r.stderr, "does not hold index metadata")
+    assert_damage_reported(standard_dir, "does not hold index metadata")
 
 
 def test_pickle_with_maps_of_wrong_types(standard_dir: BuiltDir) -> None:
     state = {"dimensionality": 8, "total_elements_added": 1, "max_seq_id": 1, "id_to_seq_id": {}}
     state |= {"id_to_label": {"a": 1}, "label_to_id": {1: ["not", "an", "id"]}}
     (segment_folder(standard_dir, "frag") / "index_metadata.pickle").write_bytes(pickle.dumps(state, protocol=3))
-    r = run_chops("db", "info", standard_dir.path)
-    assert_one_line_error(r.code, r.stderr, "unexpected index metadata (label_to_id")
+    assert_damage_reported(standard_dir, "unexpected index metadata (label_to_id")
 
 
 class _RunsCode:
@@ -224,11 +239,10 @@ def test_pickle_that_runs_code_is_refused_and_runs_nothing(standard_dir: BuiltDi
     marker = tmp_path / "pwned"
     evil = pickle.dumps({"id_to_label": _RunsCode(marker)}, protocol=3)
     (segment_folder(standard_dir, "frag") / "index_metadata.pickle").write_bytes(evil)
-    for args in (["db", "info"], ["hnsw", "info", "-c", "frag", "-v"]):
-        cmd = [args[0], args[1], standard_dir.path, *args[2:]]
-        r = run_chops(*cmd)
-        assert_one_line_error(r.code, r.stderr, "not plain index metadata", "nothing was executed")
-        assert not marker.exists()
+    assert_damage_reported(standard_dir, "not plain index metadata", "nothing was executed")
+    r = run_chops("hnsw", "info", standard_dir.path, "-c", "frag", "-v")
+    assert_one_line_error(r.code, r.stderr, "not plain index metadata", "nothing was executed")
+    assert not marker.exists()
 
 
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
@@ -240,7 +254,8 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
 def test_failures_change_nothing(standard_dir: BuiltDir) -> None:
     (segment_folder(standard_dir, "frag") / "header.bin").write_bytes(b"")
     before = tree_state(standard_dir.path)
-    assert run_chops("db", "info", standard_dir.path).code == 1
+    assert run_chops("hnsw", "info", standard_dir.path, "-c", "frag").code == 1
+    assert run_chops("db", "info", standard_dir.path).code == 0
     assert tree_state(standard_dir.path) == before
 
 

@@ -222,7 +222,7 @@ def print_collections_summary(console: Console, r: DbInfoReport) -> None:
             f"{c.tenant}/{c.database}" if qualified else c.database,
             count(c.records),
             count(c.wal_gap),
-            fraction(c.hnsw.fragmentation) if c.hnsw else "-",
+            ("damaged" if c.hnsw.damaged else fraction(c.hnsw.fragmentation)) if c.hnsw else "-",
             size(c.hnsw.dir_size) if c.hnsw else "-",
             ", ".join(advice.get(c.id, [])) or "-",
         )
@@ -263,12 +263,17 @@ def _totals(r: DbInfoReport, advice: dict[str, list[str]]) -> str:
         "" if len(r.collections) == r.collections_total else f" of {r.collections_total:,}"
     )
     return (
-        f"Total: {shown} collections, {sum(c.records for c in r.collections):,} records, "
+        f"Total: {shown} collection{'' if r.collections_total == 1 else 's'}, "
+        f"{sum(c.records for c in r.collections):,} records, "
         f"WAL gap {sum(c.wal_gap for c in r.collections):,}, "
         f"{deleted:,} of {allocated:,} HNSW records deleted ({fraction(deleted / allocated if allocated else 0.0)}, "
-        f"in {fragmented:,} collections), HNSW {size(sum(h.dir_size for h in segments))}, "
+        f"in {_count(fragmented, 'collection')}), HNSW {size(sum(h.dir_size for h in segments))}, "
         f"{sum(1 for a in advice.values() if a):,} with a recommendation"
     )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def print_hnsw_info(console: Console, r: HnswInfoReport) -> None:

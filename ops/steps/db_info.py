@@ -90,7 +90,7 @@ class DbInfo(ReadOnlyStep[DbInfoReport]):
         kept = [c for c in all_collections if not c.named_in(self.skip)]
         detailed = [c.id for c in kept] if self.details else self._detailed(kept)
         sizes = folder_sizes(pd.path)
-        reports = [collection_report(pd, c, counts, wal_stats, sizes) for c in kept]
+        reports = [collection_report(pd, c, counts, wal_stats, sizes, tolerant=True) for c in kept]
         names = Pseudonyms(pd) if self.privacy else None
         if names:
             reports = [names.collection(c) for c in reports]

@@ -13,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel
 
+from ops.errors import CorruptHnswFile, UnsafePickle
 from ops.storage import PersistDir
 from ops.storage.fs import tree_size
 from ops.storage.layout import Layout
@@ -64,6 +65,9 @@ class HnswSegmentReport(BaseModel):
     dir_size: int
     flushed: bool
     """index_metadata.pickle exists (the segment has been persisted at least once)."""
+    damaged: str | None = None
+    """What in the index files cannot be read (a file cut short, garbage): the counts below are then
+    zero. chops doctor -c NAME names every problem and plans the repair."""
     space: str
     M: int
     ef_construction: int
@@ -116,24 +120,32 @@ def metadata_segment_report(segment: SegmentRecord | None) -> MetadataSegmentRep
 
 
 def hnsw_segment_report(
-    pd: PersistDir, collection: CollectionRecord, folder_sizes: dict[str, int] | None = None
+    pd: PersistDir, collection: CollectionRecord, folder_sizes: dict[str, int] | None = None, tolerant: bool = False
 ) -> HnswSegmentReport | None:
-    """folder_sizes: fs.folder_sizes of the persist dir when the caller has them (db info)."""
+    """folder_sizes: fs.folder_sizes of the persist dir when the caller has them (db info). tolerant: an
+    index that cannot be read is reported as damaged (db info reads on), not raised (hnsw info -c)."""
     segment = collection.vector_segment
     if segment is None:
         return None
     folder = pd.segment_folder(segment.id)
-    header = pd.hnsw_header(segment.id)
-    meta = pd.hnsw_pickle(segment.id)
+    header, meta, damaged = None, None, None
     allocated = deleted = 0
     orphans: list[int] = []
     orphan_count: int | None = None
     missing: int | None = None
-    if header is not None:
-        records = pd.hnsw_records(segment.id, header)
-        allocated, deleted = records.allocated, records.deleted_count
-        if meta is not None:
-            orphan_count, orphans, missing = label_differences(records.live_labels, meta.label_to_id.keys())
+    try:  # one damaged index is reported in its row; the other collections are still read
+        header = pd.hnsw_header(segment.id)
+        meta = pd.hnsw_pickle(segment.id)
+        if header is not None:
+            records = pd.hnsw_records(segment.id, header)
+            allocated, deleted = records.allocated, records.deleted_count
+            if meta is not None:
+                orphan_count, orphans, missing = label_differences(records.live_labels, meta.label_to_id.keys())
+    except (CorruptHnswFile, UnsafePickle) as exc:
+        if not tolerant:
+            raise
+        header, meta, damaged = None, None, exc.message
+        allocated = deleted = 0
     cfg = collection.hnsw_config
     return HnswSegmentReport(
         segment_id=segment.id,
@@ -143,6 +155,7 @@ def hnsw_segment_report(
         sysdb_max_seq_id=segment.max_seq_id,
         dir_size=_dir_size(folder, folder_sizes),
         flushed=meta is not None,
+        damaged=damaged,
         space=cfg.space,
         M=cfg.M,
         ef_construction=cfg.ef_construction,
@@ -221,7 +234,9 @@ def collection_report(
     counts: dict[str, int],
     wal_stats: dict[str, WalTopicStats],
     folder_sizes: dict[str, int] | None = None,
+    tolerant: bool = False,
 ) -> CollectionReport:
+    """tolerant: see hnsw_segment_report."""
     stats = wal_stats.get(collection.id)
     meta_seg = collection.metadata_segment
     return CollectionReport(
@@ -235,5 +250,5 @@ def collection_report(
         wal_entries=stats.entries if stats else 0,
         wal_gap=pd.wal_gap(collection, stats),
         metadata_segment=metadata_segment_report(meta_seg),
-        hnsw=hnsw_segment_report(pd, collection, folder_sizes),
+        hnsw=hnsw_segment_report(pd, collection, folder_sizes, tolerant),
     )

@@ -73,16 +73,23 @@ class MetricsRead(ReadOnlyStep[MetricsSource]):
 
 
 def db_info(ctx: StepContext, doctor: DoctorReport) -> DbInfoReport:
-    """db info's report; when a damaged index stops it (db info refuses to guess), once more without the
-    collections doctor found errors in: a monitor still gets every other figure (and doctor's findings)."""
+    """db info's report without the collections whose index it cannot read (it shows them as damaged,
+    with no figures); when something else damaged stops it, once more without the collections doctor
+    found errors in: a monitor still gets every other figure (and doctor's findings)."""
     try:
-        return DbInfo().report(ctx)
+        report = DbInfo().report(ctx)
     except OpsError:
         damaged = {f.collection for f in doctor.findings if f.severity == "error" and f.collection}
         names = sorted({c.name for c in ctx.persist_dir.collections() if label(c) in damaged})
         if not names:
             raise
-        return DbInfo(DbInfoParams(skip_collection_names=names)).report(ctx)
+        report = DbInfo(DbInfoParams(skip_collection_names=names)).report(ctx)
+    unread = [c for c in report.collections if c.hnsw is not None and c.hnsw.damaged]
+    if not unread:
+        return report
+    kept = [c for c in report.collections if c not in unread]
+    skipped = sorted({*report.skipped_collections, *(c.name for c in unread)})
+    return report.model_copy(update={"collections": kept, "skipped_collections": skipped})
 
 
 @dataclass(frozen=True)

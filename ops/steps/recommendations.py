@@ -42,6 +42,17 @@ class Recommendation(BaseModel):
 def for_collection(c: CollectionReport, t: Thresholds, where: str = PLACEHOLDER_DIR) -> list[Recommendation]:
     out: list[Recommendation] = []
     hnsw = c.hnsw
+    if hnsw and hnsw.damaged:
+        out.append(
+            Recommendation(
+                severity="action",
+                collection=c.name,
+                message=f"its HNSW index cannot be read ({hnsw.damaged}): chromadb fails to load it",
+                command=f"chops doctor {where} {shlex.join(target_flags(c.tenant, c.database, c.name))} --plan",
+                topic="doctor",
+                collection_id=c.id,
+            )
+        )
     if hnsw and hnsw.fragmentation > t.fragmentation:
         out.append(
             Recommendation(
