@@ -412,6 +412,10 @@ def test_a_hundred_collections_plan_apply_and_plan_again_empty(tmp_path: Path) -
     built = build("many", tmp_path / "persist")
     path = built.path
     answers = chroma_snapshot(path, tmp_path)
+    doctor = run_chops("doctor", path)  # 15 WAL gaps alike: one row, not 15 (helper-39: 98 rows alike)
+    rows = [line for line in doctor.stdout.splitlines() if " wal.gap " in line]
+    assert doctor.code == 0 and len(rows) == 1 and "15 collections: default_database/user-000" in rows[0], doctor.stdout
+    assert len(json.loads(run_chops("doctor", path, "--json").stdout)["findings"]) == 15
     plan_file = tmp_path / "plan.json"
     planned = run_chops("maintain", path, "--plan", "--out", plan_file)
     assert planned.code == 2, planned.stderr

@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # each printer imports only what its report needs: `doctor` p
     from ops.engine.plan import Plan, StepPlan
     from ops.steps.backup_list import BackupRow
     from ops.steps.db_info import DbInfoReport
-    from ops.steps.doctor import DoctorReport
+    from ops.steps.doctor import DoctorReport, Finding
     from ops.steps.hnsw_info import HnswInfoReport, IndexCrossCheck
     from ops.steps.inspection import CollectionReport, HnswSegmentReport, MetadataSegmentReport
     from ops.steps.recommendations import Recommendation
@@ -425,10 +425,36 @@ def print_doctor(console: Console, r: DoctorReport) -> None:
     table.add_column("Evidence", overflow="fold")
     table.add_column("Fix", overflow="fold")
     order = {"error": 0, "warning": 1, "info": 2}
+    groups: dict[tuple[str, str], list[Finding]] = {}
     for f in sorted(r.findings, key=lambda f: order[f.severity]):
-        severity = f"[{_FINDING_STYLE[f.severity]}]{f.severity}[/]"
-        table.add_row(severity, f.check, escape(f.collection or "-"), escape(f.evidence), escape(f.fix))
+        groups.setdefault((f.severity, f.check), []).append(f)
+    for (level, check), found in groups.items():
+        severity = f"[{_FINDING_STYLE[level]}]{level}[/]"
+        for collection, evidence, fix in _finding_rows(found):
+            table.add_row(severity, check, escape(collection), escape(evidence), escape(fix))
     show(console, table)
     counts = ", ".join(f"{n} {s}" for s, n in r.counts.items() if n)
     verdict = "[green]Healthy[/] (info only): " if r.healthy else ""
     console.print(f"{verdict}{len(r.findings)} finding(s) ({counts}) in {checked}.", soft_wrap=True)
+    if any(len(found) > FINDINGS_PER_CHECK for found in groups.values()):
+        console.print(
+            f"A check with more than {FINDINGS_PER_CHECK} findings is one row: "
+            "chops doctor -c NAME or --json shows each.",
+            soft_wrap=True,
+        )
+
+
+FINDINGS_PER_CHECK = 5
+"""Findings of one check shown one per row; more are one row (a thousand collections with a WAL gap
+would be a thousand rows alike)."""
+
+
+def _finding_rows(found: list[Finding]) -> list[tuple[str, str, str]]:
+    """(collection, evidence, fix) rows of one check's findings: each, or one for all of them."""
+    if len(found) <= FINDINGS_PER_CHECK:
+        return [(f.collection or "-", f.evidence, f.fix) for f in found]
+    names = [f.collection or "-" for f in found]
+    collections = f"{len(found):,} collections: {', '.join(names[:3])} and {len(found) - 3:,} more"
+    fixes = {f.fix for f in found}
+    fix = found[0].fix if len(fixes) == 1 else f"each its own, e.g. for {names[0]}: {found[0].fix}"
+    return [(collections, f"e.g. {names[0]}: {found[0].evidence}", fix)]
