@@ -18,13 +18,14 @@ def by_kind(steps: Iterable[StepPlan]) -> dict[str, list[StepPlan]]:
 
 
 def actions_by_kind(plan: Plan) -> str:
-    """`db.snapshot 1, hnsw.rebuild x334`: a kind planned once shows its action count; one planned for
-    several targets shows how many (and its actions when they are more than one per target)."""
+    """`db.snapshot, wal.commit (98 actions), hnsw.rebuild x334`: a kind planned once shows its action
+    count when it has more than one; one planned for several targets shows how many (and its actions
+    when they are more than one per target)."""
     parts = []
     for name, steps in by_kind(s for s in plan.steps if s.actions).items():
         actions = sum(len(s.actions) for s in steps)
         if len(steps) == 1:
-            parts.append(f"{name} {actions}")
+            parts.append(name if actions == 1 else f"{name} ({actions} actions)")
         else:
             parts.append(f"{name} x{len(steps)}" + ("" if actions == len(steps) else f" ({actions} actions)"))
     return ", ".join(parts)
