@@ -427,6 +427,9 @@ def test_a_hundred_collections_plan_apply_and_plan_again_empty(tmp_path: Path) -
     assert "hnsw.compact x34" in planned.stderr
     applied = run_chops("maintain", path, "--apply", plan_file)
     assert applied.code == 0, applied.stderr
+    stale = run_chops("maintain", path, "--apply", plan_file)  # 49 indexes changed: a line, not a page
+    assert stale.code == 1 and "changed since the plan was made" in stale.stderr, stale.stderr
+    assert len(stale.stderr.strip().splitlines()) == 1 and " more)" in stale.stderr and len(stale.stderr) < 800
     again = run_chops("maintain", path, "--plan")
     assert again.code == 0, again.stdout
     assert_same_answers(answers, chroma_snapshot(path, tmp_path), rebuilt=True)

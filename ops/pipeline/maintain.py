@@ -53,6 +53,9 @@ from ops.storage import PersistDir
 from ops.storage.sqlite_ro import READ_BUSY_TIMEOUT_S
 
 SNAPSHOT = "db.snapshot"
+SHOWN_CHANGES = 5
+"""Changed components a stale plan's refusal names (a thousand collections written since: one line of
+thousands of names)."""
 Expanded = tuple[Step, dict[str, Any], dict[str, Any]]
 
 
@@ -370,7 +373,11 @@ def check_fingerprint(plan: Plan, pd: PersistDir) -> None:
         raise BadInput("the plan has no state fingerprint", "use a plan written by chops --plan")
     current = compute(pd)
     if current.digest != plan.fingerprint.digest:
-        changed = ", ".join(changed_components(plan.fingerprint, current)) or "the plan's own digest of it differs"
+        parts = changed_components(plan.fingerprint, current)
+        changed = ", ".join(parts[:SHOWN_CHANGES]) + (
+            f" and {len(parts) - SHOWN_CHANGES:,} more" if len(parts) > SHOWN_CHANGES else ""
+        )
+        changed = changed or "the plan's own digest of it differs"
         raise StalePlan(f"the persist dir changed since the plan was made ({changed})", "plan again and review it")
 
 
