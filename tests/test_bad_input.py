@@ -170,6 +170,12 @@ def test_db_info_refuses_a_collection_to_leave_out_that_is_not_there(standard_di
     assert shown["skipped_collections"] == ["other"] and "other" not in {c["name"] for c in shown["collections"]}
 
 
+def test_a_collection_of_another_database_is_named_with_its_database(standard_dir: BuiltDir) -> None:
+    """hnsw info -c other (it is in otherdb) listed default_database's collections (helper-39)."""
+    r = run_chops("hnsw", "info", standard_dir.path, "-c", "other")
+    assert_one_line_error(r.code, r.stderr, "no collection 'other' in database 'default_database'", "pass -d otherdb")
+
+
 @pytest.mark.parametrize("keep", [0, 50, 99])
 def test_truncated_header(standard_dir: BuiltDir, keep: int) -> None:
     header = segment_folder(standard_dir, "frag") / "header.bin"

@@ -191,6 +191,11 @@ class PersistDir:
         if not databases:
             known = sorted({d.name for d in self.databases() if tenant in (None, d.tenant)})
             return NotFound(f"no {where}", f"databases: {', '.join(known[:10]) or 'none'} (pick one with -d)")
+        elsewhere = sorted({c.database for c in self.collections() if c.name == name and tenant in (None, c.tenant)})
+        if elsewhere:  # the name is right, the database is not
+            return NotFound(
+                f"no collection {name!r} in {where}", f"it is in {', '.join(elsewhere)}: pass -d {elsewhere[0]}"
+            )
         known = sorted({c.name for c in self.collections() if c.database == database and tenant in (None, c.tenant)})
         listed = ", ".join(known[:10]) or "none"
         return NotFound(
