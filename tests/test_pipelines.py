@@ -405,6 +405,25 @@ def test_a_single_commands_plan_is_applied_exactly_by_chops_apply(standard_dir: 
     assert again.code == 1 and "changed since the plan was made" in again.stderr, again.stderr
 
 
+def test_a_damaged_index_is_skipped_and_the_rest_still_plans(standard_dir: BuiltDir, tmp_path: Path) -> None:
+    """frag's data_level0.bin cut short: maintain --plan failed as a whole, naming a folder
+    (helper-39). Its step is listed as skipped with the reason; the other collections plan and apply."""
+    path = standard_dir.path
+    folder = Path(run_chops("hnsw", "info", path, "-c", "frag", "--json").json()["collection"]["hnsw"]["path"])
+    level0 = folder / "data_level0.bin"
+    level0.write_bytes(level0.read_bytes()[:5000])
+    plan_file = tmp_path / "plan.json"
+    planned = run_chops("maintain", path, "--plan", "--out", plan_file)
+    assert planned.code == 2 and "skipped hnsw.compact of default_database/frag" in planned.stderr, planned.stderr
+    steps = json.loads(plan_file.read_text())["steps"]
+    skipped = {(s["step"], s["target"]) for s in steps if s.get("skipped")}
+    assert ("hnsw.compact", "default_database/frag") in skipped  # (wal.commit, one step for every collection, too)
+    assert any(s["actions"] for s in steps)
+    assert run_chops("maintain", path, "--apply", plan_file).code == 0
+    assert level0.stat().st_size == 5000
+    assert run_chops("maintain", path, "--plan").code in (0, 2)
+
+
 def test_a_hundred_collections_plan_apply_and_plan_again_empty(tmp_path: Path) -> None:
     """Issue 15's shape at a size the suite affords: 100 collections built by chromadb, a third
     fragmented, some with writes in the WAL gap. The plan aggregates per step and collection count,

@@ -44,15 +44,19 @@ from ops.engine.runner import (
     refuse_unknown_layout,
 )
 from ops.engine.step import Step, StepContext
-from ops.errors import BadInput, OpsError, Refused, Unpredictable
+from ops.errors import BadInput, CorruptHnswFile, OpsError, Refused, Unpredictable, UnsafePickle
 from ops.pipeline.loader import load_pipeline, resolve_pipeline
 from ops.pipeline.models import Pipeline
 from ops.steps.inspection import measured
 from ops.steps.registry import STEP_TYPES, build_step
 from ops.storage import PersistDir
+from ops.storage.models import CollectionRecord
 from ops.storage.sqlite_ro import READ_BUSY_TIMEOUT_S
+from ops.storage.wal import WalTopicStats
 
 SNAPSHOT = "db.snapshot"
+DAMAGED_INDEX = (CorruptHnswFile, UnsafePickle)
+"""What a step cannot plan over in one collection while the others can (maintain lists it as skipped)."""
 SHOWN_CHANGES = 5
 """Changed components a stale plan's refusal names (a thousand collections written since: one line of
 thousands of names)."""
@@ -272,8 +276,8 @@ def _plan_steps(pipeline: Pipeline, state: _State, tolerant: bool = False) -> li
                     step_plan = step.plan(ctx).model_copy(update={"params": params, "selection": selection})
             except Unpredictable:
                 raise
-            except OpsError as exc:
-                if not tolerant:
+            except OpsError as exc:  # a damaged index is skipped with its reason: the rest still plans
+                if not tolerant and not isinstance(exc, DAMAGED_INDEX):
                     raise
                 target = "/".join(str(selection[k]) for k in ("database", "collection") if k in selection)
                 planned.append(
@@ -309,7 +313,7 @@ def _expand(entry: Any, pd: PersistDir) -> list[Expanded]:
     every = [c for c in pd.collections() if entry.select.matches(c.name, c.database, c.tenant)]
     if entry.when is not None:  # measured as the steps before leave them (the names alone need no reading)
         counts, stats = pd.record_counts(), pd.wal_stats()
-        every = [c for c in every if entry.when.holds(measured(pd, c, counts, stats))]
+        every = [c for c in every if _when_holds(entry.when, pd, c, counts, stats)]
     if kind.scope == "collections":
         names = {c.target for c in every}
         skip = sorted(c.target for c in pd.collections() if c.target not in names)
@@ -320,6 +324,17 @@ def _expand(entry: Any, pd: PersistDir) -> list[Expanded]:
         selection = {"collection": c.name, "database": c.database, "tenant": c.tenant}  # one step per collection
         out.append((build_step(entry.step, params, selection), params, selection))
     return out
+
+
+def _when_holds(
+    when: Any, pd: PersistDir, c: CollectionRecord, counts: dict[str, int], stats: dict[str, WalTopicStats]
+) -> bool:
+    """A collection whose index cannot be read is taken: its step then fails to plan and is listed as
+    skipped with the reason, where the pipeline's other collections still plan."""
+    try:
+        return bool(when.holds(measured(pd, c, counts, stats)))
+    except DAMAGED_INDEX:
+        return True
 
 
 def _with_snapshot(planned: list[StepPlan], pd: PersistDir, default_out: Path) -> list[StepPlan]:
