@@ -30,6 +30,7 @@ from tests.conftest import (
     chroma,
     chroma_snapshot,
     paused_run,
+    private_copy,
     run_chops,
     tree_state,
     when_reached,
@@ -859,6 +860,30 @@ def test_a_backup_without_a_write_mark_is_restored_only_when_asked(walbloat_dir:
     r = run_chops("rollback", path, "--yes")
     assert r.code == 1 and "records no write mark" in r.stderr and "--discard-later-writes" in r.stderr, r.stderr
     assert run_chops("rollback", path, "--yes", "--discard-later-writes").code == 0
+
+
+def test_a_shared_backup_root_keeps_each_dirs_backups_apart(standard_dir: BuiltDir, tmp_path: Path) -> None:
+    """Two persist dirs, one --backup-root: backup list showed both dirs' backups, chops rollback of one
+    picked the other's newest (restoring its chroma.sqlite3 with --discard-later-writes), and a run's
+    pruning deleted the other dir's backups. Each dir now lists, restores and prunes its own only."""
+    a = standard_dir.path
+    b = private_copy(standard_dir, tmp_path / "other").path
+    shared = tmp_path / "shared"
+    change = ["fts", "rebuild", "--force", "--yes", "--backup-root", shared]
+    state = content_state(b)
+    assert run_chops(*change[:2], b, *change[2:]).code == 0
+    for _ in range(2):
+        assert run_chops(*change[:2], a, *change[2:], "--keep-backups", "1").code == 0
+    listed = {d: json.loads(run_chops("backup", "list", d, "--backup-root", shared, "--json").stdout) for d in (a, b)}
+    assert [len(listed[a]["backups"]), len(listed[b]["backups"])] == [1, 1]  # a pruned to 1, b's kept
+    chroma("add", a, "default_database", "frag", "1")
+    r = run_chops("rollback", b, "--yes", "--backup-root", shared)  # b's own newest backup, not a's
+    assert r.code == 0 and listed[b]["backups"][0]["backup_id"] in r.stdout, r.stdout + r.stderr
+    assert content_state(b) == state
+    other = listed[a]["backups"][0]["backup_id"]
+    r = run_chops("rollback", b, "--yes", "--backup-root", shared, "--backup", other, "--discard-later-writes")
+    assert r.code == 1 and len(r.stderr.strip().splitlines()) == 1 and f"is of {a}, not of {b}" in r.stderr, r.stderr
+    assert content_state(b) == state
 
 
 def test_an_unreadable_newest_backup_is_named_not_passed_over(walbloat_dir: BuiltDir) -> None:

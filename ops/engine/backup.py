@@ -108,6 +108,12 @@ class BackupManifest(BaseModel):
         return sum(f.size for f in self.files)
 
 
+OWNER_FILE = "persist_dir.txt"
+"""Written first into a backup folder: the persist dir it is of, also while it is incomplete. A backup
+root may be shared by several persist dirs (--backup-root): listing, pruning and restoring take only
+the dir's own backups."""
+
+
 def default_backup_root(persist_dir: Path) -> Path:
     """A sibling of the persist dir: /data/chroma -> /data/chroma.chops-backups."""
     return persist_dir.parent / f"{persist_dir.name}.chops-backups"
@@ -143,6 +149,7 @@ def link_backup(source: Path, target: Path, reason: str) -> BackupManifest | Non
     manifest = read_manifest(source)
     try:
         target.mkdir(parents=True, exist_ok=False)
+        (target / OWNER_FILE).write_text(manifest.persist_dir)
         made = {target}
         for entry in manifest.files:
             link = target / entry.path
@@ -185,6 +192,7 @@ def take_backup(
     backup_id = target.name
     states = {name: folder_state(persist_dir / name) for name in all_folders(persist_dir)}
     target.mkdir(parents=True, exist_ok=False)
+    (target / OWNER_FILE).write_text(str(persist_dir))
     entries: list[FileEntry] = []
     if include_sqlite:
         save = _copy_damaged_sqlite if damaged else _backup_sqlite
@@ -285,7 +293,7 @@ def record_rollbacks(backup_dir: Path) -> None:
     undone, so none of them is a completed run any more (backup list, the last-success metric).
     Best effort: the restore has happened either way."""
     at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    for folder, _ in list_backups(backup_dir.parent):
+    for folder, _ in list_backups(backup_dir.parent, read_manifest(backup_dir).persist_dir):
         completion = read_completion(folder) if folder.name >= backup_dir.name else None
         if completion is None or completion.rolled_back_at is not None:
             continue
@@ -312,7 +320,7 @@ def remove_snapshot_folder(folder: Path) -> bool:
     like one (other files in it) is left alone."""
     if not folder.is_dir() or folder.is_symlink():
         return False
-    allowed = {SQLITE_FILE_NAME, f"{SQLITE_FILE_NAME}-journal", SEGMENTS, MANIFEST}
+    allowed = {SQLITE_FILE_NAME, f"{SQLITE_FILE_NAME}-journal", SEGMENTS, MANIFEST, OWNER_FILE}
     if any(p.name not in allowed and not p.name.startswith(f".{MANIFEST}.tmp-") for p in folder.iterdir()):
         return False
     shutil.rmtree(folder)
@@ -363,8 +371,9 @@ def read_manifest(backup_dir: Path) -> BackupManifest:
         raise BackupError(f"{backup_dir / MANIFEST} cannot be read ({exc})", "pick another folder") from None
 
 
-def list_backups(root: Path) -> list[tuple[Path, BackupManifest | None]]:
-    """Backups in the root, oldest first; the manifest is None for an incomplete one."""
+def list_backups(root: Path, of: str | Path | None = None) -> list[tuple[Path, BackupManifest | None]]:
+    """Backups in the root, oldest first; the manifest is None for an incomplete one. of: only the
+    backups of that persist dir (and incomplete ones an earlier version left, which name none)."""
     if not root.is_dir():
         return []
     out: list[tuple[Path, BackupManifest | None]] = []
@@ -373,26 +382,44 @@ def list_backups(root: Path) -> list[tuple[Path, BackupManifest | None]]:
             out.append((folder, read_manifest(folder)))
         except BackupError:
             out.append((folder, None))
-    return out
+    if of is None:
+        return out
+    return [(folder, manifest) for folder, manifest in out if backup_owner(folder, manifest) in (None, str(of))]
+
+
+def backup_owner(folder: Path, manifest: BackupManifest | None) -> str | None:
+    """The persist dir a backup is of; None for an incomplete one of an earlier version."""
+    if manifest is not None:
+        return manifest.persist_dir
+    try:
+        return (folder / OWNER_FILE).read_text()
+    except OSError:
+        return None
 
 
 def later_backups(backup_dir: Path) -> list[Path]:
     """The complete backups of the same persist dir taken after backup_dir, oldest first."""
     of = read_manifest(backup_dir).persist_dir
     return [
-        folder
-        for folder, manifest in list_backups(backup_dir.parent)
-        if folder.name > backup_dir.name and manifest is not None and manifest.persist_dir == of
+        folder for folder, manifest in list_backups(backup_dir.parent, of) if folder.name > backup_dir.name and manifest
     ]
 
 
-def find_backup(root: Path, backup_id: str | None) -> Path:
-    """The backup named (or the newest). One whose manifest.json is there but unreadable is refused,
-    never passed over for an older one; one without it (a backup cut short) is not a backup."""
+def find_backup(root: Path, backup_id: str | None, of: Path) -> Path:
+    """The backup of persist dir `of` named (or its newest). One whose manifest.json is there but
+    unreadable is refused, never passed over for an older one; one without it (a backup cut short)
+    is not a backup; one of another persist dir (a shared backup root) is refused by name."""
     backups = list_backups(root)
     for path, manifest in reversed(backups):
         if backup_id is not None and backup_id not in (path.name, manifest.backup_id if manifest else None):
             continue
+        if (owner := backup_owner(path, manifest)) not in (None, str(of)):
+            if backup_id is None:
+                continue
+            raise BadInput(
+                f"backup {path.name} in {root} is of {owner}, not of {of}",
+                f"pass --backup ID of a backup of {of} (chops backup list {of} --backup-root {root})",
+            )
         if manifest is not None:
             return path
         if (path / MANIFEST).exists() or backup_id is not None:
@@ -651,9 +678,10 @@ def _live_differs(entry: FileEntry, live: Path) -> bool:
     return not live.is_file() or live.stat().st_size != entry.size or sha256_file(live) != entry.sha256
 
 
-def prune_backups(root: Path, keep: int) -> list[Path]:
-    """Delete the oldest complete backups beyond `keep` (incomplete ones always)."""
-    backups = list_backups(root)
+def prune_backups(root: Path, keep: int, of: Path) -> list[Path]:
+    """Delete the oldest complete backups of persist dir `of` beyond `keep` (its incomplete ones
+    always; another dir's, in a shared root, never)."""
+    backups = list_backups(root, of)
     complete = [p for p, m in backups if m is not None]
     doomed = [p for p, m in backups if m is None] + (complete[:-keep] if keep > 0 else complete)
     for path in doomed:

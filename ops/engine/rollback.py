@@ -89,7 +89,7 @@ def rollback(
         if journal is not None:
             return _finish_interrupted(root, journal, held, discard_later_writes)
         return _restore_chosen(
-            root, find_backup(backup_root or default_backup_root(root), backup_id), held, discard_later_writes
+            root, find_backup(backup_root or default_backup_root(root), backup_id, root), held, discard_later_writes
         )
     except WrittenMeanwhile as exc:
         raise OpsError(
@@ -247,7 +247,7 @@ def _left_by_later_runs(backup_dir: Path, marks: list[WriteMark]) -> list[WriteM
     was taken in one of those states (nobody else wrote between), oldest first, so a chain of chops's
     own runs is undone in one restore while a write of another process breaks the chain."""
     allowed = list(marks)
-    for folder, manifest in list_backups(backup_dir.parent):
+    for folder, manifest in list_backups(backup_dir.parent, read_manifest(backup_dir).persist_dir):
         if folder.name <= backup_dir.name or manifest is None or manifest.writes is None:
             continue
         taken = manifest.writes

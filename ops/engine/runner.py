@@ -412,7 +412,7 @@ def _finish_run(
     if backup_dir is None:
         return []
     notes = _record_completion(backup_dir, journal, plan, mark)
-    prune_backups(backup_dir.parent, options.keep_backups)
+    prune_backups(backup_dir.parent, options.keep_backups, root)
     return notes
 
 

@@ -43,7 +43,7 @@ class BackupListReport(BaseModel):
 def backup_list(persist_dir: str, backup_root: Path | None = None) -> BackupListReport:
     root = validate_persist_dir(Path(persist_dir), database_required=False).resolve()
     backups_at = backup_root or default_backup_root(root)
-    rows = [_row(path, manifest) for path, manifest in list_backups(backups_at)]
+    rows = [_row(path, manifest) for path, manifest in list_backups(backups_at, root)]
     return BackupListReport(persist_dir=str(root), backup_root=str(backups_at), backups=rows)
 
 
