@@ -491,15 +491,21 @@ def restore_chain(backup_dirs: list[Path], persist_dir: Path, held: sqlite3.Conn
 
 
 def changed_unsaved(backup_dirs: list[Path], persist_dir: Path) -> list[str]:
-    """Segment folders that changed since the first backup was taken and that no backup of the chain
-    holds: restoring the chain would leave them as they are now, beside the rest of another time."""
+    """Where the chain puts chroma.sqlite3 back: segment folders that changed since the first backup
+    was taken and that no backup of the chain holds (restoring would leave them as they are now), or
+    whose oldest copy in the chain was taken after they changed (it would put back that later state),
+    beside a chroma.sqlite3 of another time. (Where none holds chroma.sqlite3, it stays as it is:
+    the write marks tell whether it changed.)"""
     manifests = [read_manifest(folder) for folder in backup_dirs]
     recorded = manifests[0].folder_states
-    if recorded is None:
+    if recorded is None or not any(m.includes_sqlite for m in manifests):
         return []
-    saved = {name for manifest in manifests for name in manifest.folders}
     now = {name: folder_state(persist_dir / name) for name in all_folders(persist_dir)}
-    return sorted(name for name, state in recorded.items() if name not in saved and now.get(name) != state)
+    copied: dict[str, str | None] = {}  # each folder's state where the chain's oldest copy of it was taken
+    for manifest in manifests:
+        for name in manifest.folders:
+            copied.setdefault(name, (manifest.folder_states or {}).get(name, recorded.get(name)))
+    return sorted(name for name, state in recorded.items() if copied.get(name, now.get(name)) != state)
 
 
 def restore_database(

@@ -203,7 +203,8 @@ def _refuse_mixed_times(root: Path, chain: list[Path]) -> None:
         shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
         raise BadInput(
             f"segment folder(s) {shown} of {root} changed since backup {chain[0].name} was taken, and no backup "
-            "from then on holds a copy: restoring it would leave them beside a chroma.sqlite3 of another time",
+            "from then on holds a copy of them as they were then: restoring it would leave them beside a "
+            "chroma.sqlite3 of another time",
             f"keep the dir as it is (chops doctor {root} says whether it is whole), or pass --backup ID of a later "
             f"backup (chops backup list {root})",
         )

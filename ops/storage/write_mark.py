@@ -30,6 +30,9 @@ class WriteMark(BaseModel):
     an older chroma.sqlite3 lets later writes hand out the same seq_ids again. None: recorded before."""
     namespaces_sha256: str | None = None
     """Of the rows of `databases` and `tenants` (a database created or deleted). None: recorded before."""
+    max_seq_ids_sha256: str | None = None
+    """Of the rows of `max_seq_id`: what each index holds of the WAL (moved by a wal commit, or by
+    Chroma persisting an index). None: recorded before."""
 
 
 def read_write_mark(conn: sqlite3.Connection) -> WriteMark:
@@ -43,6 +46,7 @@ def read_write_mark(conn: sqlite3.Connection) -> WriteMark:
         collections_sha256=_rows_digest(conn, ROW_TABLES),
         newest_wal_row_sha256=hashlib.sha256(repr(newest).encode()).hexdigest(),
         namespaces_sha256=_rows_digest(conn, tuple(t for t in NAMESPACE_TABLES if t in present)),
+        max_seq_ids_sha256=_rows_digest(conn, ("max_seq_id",)) if "max_seq_id" in present else None,
     )
 
 
@@ -74,6 +78,8 @@ def writes_since(then: WriteMark, now: WriteMark) -> list[str]:
         out.append("collections created, deleted, renamed or given other metadata")
     if _differ(then.namespaces_sha256, now.namespaces_sha256):
         out.append("databases or tenants created or deleted")
+    if _differ(then.max_seq_ids_sha256, now.max_seq_ids_sha256):
+        out.append("indexes' max_seq_ids moved (a wal commit, or Chroma persisting an index)")
     return out
 
 
