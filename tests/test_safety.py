@@ -1032,6 +1032,22 @@ def test_an_index_folder_is_restored_beside_another_changed_without_backup(stand
     }
 
 
+def test_discarding_later_writes_keeps_the_snapshot_a_later_run_took_of_them(standard_dir: BuiltDir) -> None:
+    """fts rebuild, a chromadb add, maintain --yes (its db snapshot holds the add), then rollback
+    --backup of the fts rebuild with --discard-later-writes: the maintain run's snapshot was removed
+    with it, the last copy of the add outside a backup that pruning may delete (helper-40). Kept."""
+    path = standard_dir.path
+    assert run_chops("fts", "rebuild", path, "--force", "--yes").code == 0
+    first = json.loads(run_chops("backup", "list", path, "--json").stdout)["backups"][-1]["backup_id"]
+    chroma("add", path, "default_database", "upd", "1")
+    assert run_chops("maintain", path, "--yes").code == 0
+    snapshots = sorted((path.parent / f"{path.name}.chops-backups" / "snapshots").iterdir())
+    assert snapshots
+    r = run_chops("rollback", path, "--yes", "--backup", first, "--discard-later-writes")
+    assert r.code == 0 and "Removed the snapshot" not in r.stdout, r.stdout + r.stderr
+    assert all(folder.is_dir() for folder in snapshots)
+
+
 def test_a_backup_of_index_folders_alone_is_not_restored_under_later_writes(standard_dir: BuiltDir) -> None:
     """hnsw rebuild's backup holds the index folder only. Restored with --discard-later-writes under a
     chroma.sqlite3 chromadb had written since, it left records that no index holds (chromadb's get

@@ -181,7 +181,10 @@ def _restore_chosen(
             f"restoring backup {backup_dir.name} could not finish ({describe(failure)}); the backup stays",
             f"{before_retry(failure, root)} chops rollback {root} --backup {backup_dir.name}",
         ) from failure
-    removed = [name for folder in chain for name in remove_created_snapshots(folder, folder.parent)]
+    # The snapshots the undone runs wrote go with them, but where later writes were discarded: a later
+    # run's snapshot may hold them (helper-40), and is kept.
+    undone = chain if not discard_later_writes else chain[:1]
+    removed = [name for folder in undone for name in remove_created_snapshots(folder, folder.parent)]
     record_rollbacks(backup_dir)
     remove_run_leftovers(root)
     return RollbackResult(
