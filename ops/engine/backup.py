@@ -397,12 +397,10 @@ def backup_owner(folder: Path, manifest: BackupManifest | None) -> str | None:
         return None
 
 
-def later_backups(backup_dir: Path) -> list[Path]:
-    """The complete backups of the same persist dir taken after backup_dir, oldest first."""
-    of = read_manifest(backup_dir).persist_dir
-    return [
-        folder for folder, manifest in list_backups(backup_dir.parent, of) if folder.name > backup_dir.name and manifest
-    ]
+def later_backups(backup_dir: Path, of: str) -> list[tuple[Path, BackupManifest]]:
+    """The complete backups of persist dir `of` taken after backup_dir, oldest first, with their manifests."""
+    backups = list_backups(backup_dir.parent, of)
+    return [(folder, manifest) for folder, manifest in backups if folder.name > backup_dir.name and manifest]
 
 
 def find_backup(root: Path, backup_id: str | None, of: Path) -> Path:
@@ -490,13 +488,12 @@ def restore_chain(backup_dirs: list[Path], persist_dir: Path, held: sqlite3.Conn
         restored.update(manifest.folders)
 
 
-def changed_unsaved(backup_dirs: list[Path], persist_dir: Path) -> list[str]:
+def changed_unsaved(manifests: list[BackupManifest], persist_dir: Path) -> list[str]:
     """Where the chain puts chroma.sqlite3 back: segment folders that changed since the first backup
     was taken and that no backup of the chain holds (restoring would leave them as they are now), or
     whose oldest copy in the chain was taken after they changed (it would put back that later state),
     beside a chroma.sqlite3 of another time. (Where none holds chroma.sqlite3, it stays as it is:
     the write marks tell whether it changed.)"""
-    manifests = [read_manifest(folder) for folder in backup_dirs]
     recorded = manifests[0].folder_states
     if recorded is None or not any(m.includes_sqlite for m in manifests):
         return []

@@ -21,7 +21,6 @@ from ops.engine.backup import (
     find_backup,
     keep_damaged_database,
     later_backups,
-    list_backups,
     read_completion,
     read_manifest,
     record_rollbacks,
@@ -162,10 +161,13 @@ def _restore_chosen(
             f"pass --backup ID of another backup (chops backup list {root})",
         )
     db, damaged_kept = root / SQLITE_FILE_NAME, None
-    chain = [backup_dir, *later_backups(backup_dir)]
+    later = later_backups(backup_dir, manifest.persist_dir)
+    chain = [backup_dir, *(folder for folder, _ in later)]
     if held is not None:
-        _refuse_over_later_writes(root, backup_dir, manifest, discard_later_writes)
-        _refuse_mixed_times(root, chain)  # (after that refusal, which names the writes)
+        _refuse_over_later_writes(root, backup_dir, manifest, later, discard_later_writes)
+        _refuse_mixed_times(
+            root, chain, [manifest, *(m for _, m in later)]
+        )  # (after that refusal: it names the writes)
     else:
         if not manifest.includes_sqlite:
             raise CorruptDatabase(
@@ -196,12 +198,12 @@ def _restore_chosen(
     )
 
 
-def _refuse_mixed_times(root: Path, chain: list[Path]) -> None:
+def _refuse_mixed_times(root: Path, chain: list[Path], manifests: list[BackupManifest]) -> None:
     """Restoring backup chain[0] puts each part back from the oldest backup of the chain that holds
     it; a segment folder none holds that changed since chain[0] was taken (a Chroma that wrote and
     flushed its index, or an earlier rollback) would stay beside a chroma.sqlite3 of another time:
     records `get` returns that `query` never finds. Refused, with --discard-later-writes too."""
-    changed = changed_unsaved(chain, root)
+    changed = changed_unsaved(manifests, root)
     if changed:
         shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
         raise BadInput(
@@ -213,13 +215,15 @@ def _refuse_mixed_times(root: Path, chain: list[Path]) -> None:
         )
 
 
-def _refuse_over_later_writes(root: Path, backup_dir: Path, manifest: BackupManifest, discard: bool) -> None:
+def _refuse_over_later_writes(
+    root: Path, backup_dir: Path, manifest: BackupManifest, later: list[tuple[Path, BackupManifest]], discard: bool
+) -> None:
     """The dir may be as the backup holds it (its run failed, or was rolled back: restoring changes
     nothing) or as its run left it (completed or stopped: restoring undoes the run). Written past both,
     restoring would drop those writes too (also a backup restored once already, restored again)."""
     completion = read_completion(backup_dir)
     run_left = completion.writes if completion and completion.rolled_back_at is None else None
-    marks = _left_by_later_runs(backup_dir, [mark for mark in (manifest.writes, run_left) if mark is not None])
+    marks = _left_by_later_runs(later, [mark for mark in (manifest.writes, run_left) if mark is not None])
     if not marks and not discard:  # (taken by an earlier version, or over a database that could not be read)
         raise BadInput(
             f"backup {backup_dir.name} records no write mark: whether {root / SQLITE_FILE_NAME} was written since "
@@ -246,16 +250,14 @@ def _written_past(root: Path, marks: list[WriteMark]) -> list[str]:
     return since[-1] if all(since) else []
 
 
-def _left_by_later_runs(backup_dir: Path, marks: list[WriteMark]) -> list[WriteMark]:
-    """The states restoring backup_dir may undo: `marks`, and what each later run left whose own backup
+def _left_by_later_runs(later: list[tuple[Path, BackupManifest]], marks: list[WriteMark]) -> list[WriteMark]:
+    """The states restoring a backup may undo: `marks`, and what each `later` run left whose own backup
     was taken in one of those states (nobody else wrote between), oldest first, so a chain of chops's
     own runs is undone in one restore while a write of another process breaks the chain."""
     allowed = list(marks)
-    for folder, manifest in list_backups(backup_dir.parent, read_manifest(backup_dir).persist_dir):
-        if folder.name <= backup_dir.name or manifest is None or manifest.writes is None:
-            continue
+    for folder, manifest in later:
         taken = manifest.writes
-        if not any(same_state(mark, taken) for mark in allowed):
+        if taken is None or not any(same_state(mark, taken) for mark in allowed):
             continue
         completion = read_completion(folder)
         if completion is not None and completion.writes is not None and completion.rolled_back_at is None:
