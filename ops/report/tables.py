@@ -406,7 +406,7 @@ def print_backups(console: Console, root: str, rows: list[BackupRow]) -> None:
 
 
 def _backup_cells(r: BackupRow) -> tuple[str, ...]:
-    folders = f"{len(r.folders)} folder{'' if len(r.folders) == 1 else 's'}"
+    folders = _count(len(r.folders), "folder")
     contents = f"chroma.sqlite3 + {folders}" if r.includes_sqlite else folders
     reason = (r.reason or "-") + (" (rolled back)" if r.rolled_back_at else " (stopped)" if r.stopped else "")
     return r.backup_id, size(r.bytes), "yes" if r.complete else "NO", reason, contents

@@ -144,8 +144,7 @@ def hnsw_segment_report(
     except (CorruptHnswFile, UnsafePickle) as exc:
         if not tolerant:
             raise
-        header, meta, damaged = None, None, exc.message
-        allocated = deleted = 0
+        header, meta, damaged = None, None, exc.message  # (records raised before any count was set)
     cfg = collection.hnsw_config
     return HnswSegmentReport(
         segment_id=segment.id,
